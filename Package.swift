@@ -1,0 +1,58 @@
+// swift-tools-version:6.1
+import PackageDescription
+
+let package = Package(
+    name: "Corral",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "corral", targets: ["corral"]),
+        .library(name: "TaskRuntime", targets: ["TaskRuntime"]),
+        .library(name: "Sandbox", targets: ["Sandbox"]),
+        .library(name: "Policy", targets: ["Policy"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+    ],
+    targets: [
+        // Spawn shim and thin wrappers for what Swift cannot import (raw syscalls, packed epoll_event).
+        .target(name: "CCorral"),
+        .systemLibrary(
+            name: "CSeccomp",
+            pkgConfig: "libseccomp",
+            providers: [.apt(["libseccomp-dev"])]
+        ),
+        .target(name: "CorralJSON"),
+        .target(
+            name: "Sandbox",
+            dependencies: ["CCorral"]
+        ),
+        .target(
+            name: "TaskRuntime",
+            dependencies: [
+                "Sandbox", "CCorral", "CorralJSON",
+                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .target(
+            name: "Policy",
+            dependencies: [
+                "CorralJSON",
+                .product(name: "GRDB", package: "GRDB.swift"),
+            ]
+        ),
+        .executableTarget(
+            name: "corral",
+            dependencies: [
+                "TaskRuntime", "Sandbox", "Policy", "CorralJSON",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .testTarget(name: "SandboxTests", dependencies: ["Sandbox", "CCorral"]),
+        .testTarget(name: "TaskRuntimeTests", dependencies: ["TaskRuntime", "Sandbox", "CCorral"]),
+        .testTarget(name: "PolicyTests", dependencies: ["Policy", "CorralJSON"]),
+    ]
+)

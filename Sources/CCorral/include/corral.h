@@ -1,0 +1,127 @@
+#ifndef CORRAL_H
+#define CORRAL_H
+
+#include <stdint.h>
+#include <sys/types.h>
+#include <sys/resource.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/// Where in the child a spawn failed; reported to the parent through a close-on-exec pipe.
+typedef enum {
+    CORRAL_STAGE_NONE = 0,
+    CORRAL_STAGE_CLONE = 1,
+    CORRAL_STAGE_SETSID = 2,
+    CORRAL_STAGE_PDEATHSIG = 3,
+    CORRAL_STAGE_CGROUP = 4,
+    CORRAL_STAGE_DUP2 = 5,
+    CORRAL_STAGE_CHDIR = 6,
+    CORRAL_STAGE_RLIMIT = 7,
+    CORRAL_STAGE_SIGNALS = 8,
+    CORRAL_STAGE_NO_NEW_PRIVS = 9,
+    CORRAL_STAGE_LANDLOCK = 10,
+    CORRAL_STAGE_SECCOMP = 11,
+    CORRAL_STAGE_EXEC = 12,
+    CORRAL_STAGE_PIPE = 13,
+} corral_stage;
+
+typedef struct {
+    int resource;          // RLIMIT_*
+    struct rlimit limit;
+} corral_rlimit;
+
+/// Everything the child needs, prepared by the parent: the child allocates nothing and calls only raw syscalls.
+typedef struct {
+    /// Candidate executable paths, tried in order (the parent resolves PATH); NULL-terminated.
+    const char *const *exec_paths;
+    const char *const *argv;   // NULL-terminated
+    const char *const *envp;   // NULL-terminated
+    const char *cwd;           // NULL: inherit
+    int stdin_fd;              // dup2'd to 0, 1, 2 in the child
+    int stdout_fd;
+    int stderr_fd;
+    int new_session;           // setsid(): own session and process group
+    int pdeathsig;             // 0: none
+    pid_t expected_parent;     // the child exits at once if its parent is already gone
+    int cgroup_fd;             // -1: none; a cgroup directory fd (CLONE_INTO_CGROUP, or cgroup.procs fallback)
+    int cgroup_procs_fd;       // -1: none; an open cgroup.procs for the fork fallback
+    const corral_rlimit *rlimits;
+    int rlimit_count;
+    int no_new_privs;
+    int landlock_ruleset_fd;   // -1: none
+    const void *seccomp_instructions; // struct sock_filter[seccomp_length], or NULL
+    unsigned short seccomp_length;
+    int seccomp_flags;          // extra flags for seccomp(SECCOMP_SET_MODE_FILTER)
+} corral_spawn_attr;
+
+typedef struct {
+    pid_t pid;
+    int pidfd;          // -1 if the kernel has no pidfds
+    int failed_stage;   // corral_stage; 0 on success
+    int error;          // errno of the failed stage
+    int used_clone3;    // 1: clone3 with CLONE_PIDFD (and CLONE_INTO_CGROUP when asked)
+} corral_spawn_result;
+
+/// Spawns a child. Returns 0 when the child reached execve successfully, -1 otherwise (see `result`).
+/// When the child failed after it was created, it has been reaped before this returns.
+int corral_spawn(const corral_spawn_attr *attr, corral_spawn_result *result);
+
+// pidfd helpers (raw syscalls; glibc 2.36 wraps only some of them)
+int corral_pidfd_open(pid_t pid);
+int corral_pidfd_send_signal(int pidfd, int sig, int flags);
+/// Signals the process group of the pidfd's process (PIDFD_SIGNAL_PROCESS_GROUP, Linux 6.9); -1/EINVAL if unsupported.
+int corral_pidfd_signal_group(int pidfd, int sig);
+
+typedef struct {
+    int exited;        // 1: exited normally; 0: killed by a signal
+    int status;        // exit status or signal number
+    int core_dumped;
+    int64_t user_usec;
+    int64_t system_usec;
+    int64_t max_rss_kib;
+} corral_exit_info;
+
+/// Non-blocking reap of an exited child through its pid (the pidfd said it has exited). 1: reaped; 0: still running;
+/// -1: error (errno).
+int corral_reap(pid_t pid, corral_exit_info *info);
+
+// epoll (struct epoll_event is packed on x86_64 and does not import into Swift correctly)
+int corral_epoll_create(void);
+int corral_epoll_add(int epfd, int fd, uint32_t events, uint64_t token);
+int corral_epoll_del(int epfd, int fd);
+/// Fills tokens/events; returns the count, or -1 (errno; EINTR is retried inside).
+int corral_epoll_wait(int epfd, uint64_t *tokens, uint32_t *events, int max, int timeout_ms);
+uint32_t corral_epollin(void);
+uint32_t corral_epollhup(void);
+uint32_t corral_epollerr(void);
+
+int corral_eventfd(void);
+int corral_eventfd_signal(int fd);
+int corral_eventfd_drain(int fd);
+
+int corral_set_nonblocking(int fd);
+int corral_pipe_cloexec(int fds[2]);
+/// Largest pipe buffer the caller may set; sets it on fd (best effort).
+int corral_set_pipe_size(int fd, int size);
+
+/// Process start time in clock ticks since boot (field 22 of /proc/PID/stat); 0 if the process is gone.
+uint64_t corral_process_start_time(pid_t pid);
+
+/// Count of open file descriptors of this process (entries of /proc/self/fd, less the directory's own).
+int corral_count_open_fds(void);
+/// Count of threads of this process (from /proc/self/stat).
+int corral_count_threads(void);
+
+/// Landlock ABI version: > 0 when available, 0 when the kernel has none (or it is disabled).
+int corral_landlock_abi_version(void);
+
+/// The signal's name without "SIG" (e.g. "KILL"), or NULL.
+const char *corral_signal_name(int sig);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

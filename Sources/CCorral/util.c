@@ -1,0 +1,183 @@
+// Thin wrappers for system calls and structures that do not import into Swift, or that glibc 2.36 does not wrap.
+#define _GNU_SOURCE
+#include "corral.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#ifndef SYS_pidfd_open
+#define SYS_pidfd_open 434
+#endif
+#ifndef SYS_pidfd_send_signal
+#define SYS_pidfd_send_signal 424
+#endif
+#ifndef SYS_landlock_create_ruleset
+#define SYS_landlock_create_ruleset 444
+#endif
+#ifndef PIDFD_SIGNAL_PROCESS_GROUP
+#define PIDFD_SIGNAL_PROCESS_GROUP (1UL << 2)
+#endif
+#ifndef LANDLOCK_CREATE_RULESET_VERSION
+#define LANDLOCK_CREATE_RULESET_VERSION (1U << 0)
+#endif
+
+int corral_pidfd_open(pid_t pid) { return (int)syscall(SYS_pidfd_open, pid, 0); }
+
+int corral_pidfd_send_signal(int pidfd, int sig, int flags) {
+    return (int)syscall(SYS_pidfd_send_signal, pidfd, sig, NULL, (unsigned)flags);
+}
+
+int corral_pidfd_signal_group(int pidfd, int sig) {
+    return (int)syscall(SYS_pidfd_send_signal, pidfd, sig, NULL, (unsigned)PIDFD_SIGNAL_PROCESS_GROUP);
+}
+
+int corral_reap(pid_t pid, corral_exit_info *info) {
+    int status = 0;
+    struct rusage usage;
+    memset(&usage, 0, sizeof usage);
+    pid_t got;
+    do {
+        got = wait4(pid, &status, WNOHANG, &usage);
+    } while (got < 0 && errno == EINTR);
+    if (got < 0) return -1;
+    if (got == 0) return 0;
+    memset(info, 0, sizeof *info);
+    if (WIFEXITED(status)) {
+        info->exited = 1;
+        info->status = WEXITSTATUS(status);
+    } else if (WIFSIGNALED(status)) {
+        info->exited = 0;
+        info->status = WTERMSIG(status);
+        info->core_dumped = WCOREDUMP(status) ? 1 : 0;
+    }
+    info->user_usec = (int64_t)usage.ru_utime.tv_sec * 1000000 + usage.ru_utime.tv_usec;
+    info->system_usec = (int64_t)usage.ru_stime.tv_sec * 1000000 + usage.ru_stime.tv_usec;
+    info->max_rss_kib = usage.ru_maxrss;
+    return 1;
+}
+
+int corral_epoll_create(void) { return epoll_create1(EPOLL_CLOEXEC); }
+
+int corral_epoll_add(int epfd, int fd, uint32_t events, uint64_t token) {
+    struct epoll_event event;
+    memset(&event, 0, sizeof event);
+    event.events = events;
+    event.data.u64 = token;
+    return epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &event);
+}
+
+int corral_epoll_del(int epfd, int fd) { return epoll_ctl(epfd, EPOLL_CTL_DEL, fd, NULL); }
+
+int corral_epoll_wait(int epfd, uint64_t *tokens, uint32_t *events, int max, int timeout_ms) {
+    struct epoll_event buffer[64];
+    if (max > 64) max = 64;
+    int count;
+    do {
+        count = epoll_wait(epfd, buffer, max, timeout_ms);
+    } while (count < 0 && errno == EINTR);
+    for (int i = 0; i < count; i++) {
+        tokens[i] = buffer[i].data.u64;
+        events[i] = buffer[i].events;
+    }
+    return count;
+}
+
+uint32_t corral_epollin(void) { return EPOLLIN; }
+uint32_t corral_epollhup(void) { return EPOLLHUP; }
+uint32_t corral_epollerr(void) { return EPOLLERR; }
+
+int corral_eventfd(void) { return eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK); }
+
+int corral_eventfd_signal(int fd) {
+    uint64_t one = 1;
+    return write(fd, &one, sizeof one) == sizeof one ? 0 : -1;
+}
+
+int corral_eventfd_drain(int fd) {
+    uint64_t value;
+    return read(fd, &value, sizeof value) == sizeof value ? 0 : -1;
+}
+
+int corral_set_nonblocking(int fd) {
+    int flags = fcntl(fd, F_GETFL);
+    if (flags < 0) return -1;
+    return fcntl(fd, F_SETFL, flags | O_NONBLOCK);
+}
+
+int corral_pipe_cloexec(int fds[2]) { return pipe2(fds, O_CLOEXEC); }
+
+int corral_set_pipe_size(int fd, int size) { return fcntl(fd, F_SETPIPE_SZ, size); }
+
+uint64_t corral_process_start_time(pid_t pid) {
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return 0;
+    char buffer[1024];
+    ssize_t got = read(fd, buffer, sizeof buffer - 1);
+    close(fd);
+    if (got <= 0) return 0;
+    buffer[got] = 0;
+    // The command name may hold spaces and parentheses: fields are counted after the last ')'.
+    char *cursor = strrchr(buffer, ')');
+    if (cursor == NULL) return 0;
+    cursor++;
+    // Field 3 (state) follows; starttime is field 22, i.e. 19 fields further on.
+    int field = 2;
+    char *save = NULL;
+    for (char *token = strtok_r(cursor, " ", &save); token != NULL; token = strtok_r(NULL, " ", &save)) {
+        field++;
+        if (field == 22) return strtoull(token, NULL, 10);
+    }
+    return 0;
+}
+
+int corral_count_open_fds(void) {
+    DIR *dir = opendir("/proc/self/fd");
+    if (dir == NULL) return -1;
+    int count = 0;
+    struct dirent *entry;
+    while ((entry = readdir(dir)) != NULL) {
+        if (entry->d_name[0] != '.') count++;
+    }
+    closedir(dir);
+    return count - 1;  // the directory's own descriptor
+}
+
+int corral_count_threads(void) {
+    int fd = open("/proc/self/stat", O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return -1;
+    char buffer[1024];
+    ssize_t got = read(fd, buffer, sizeof buffer - 1);
+    close(fd);
+    if (got <= 0) return -1;
+    buffer[got] = 0;
+    char *cursor = strrchr(buffer, ')');
+    if (cursor == NULL) return -1;
+    cursor++;
+    int field = 2;
+    char *save = NULL;
+    for (char *token = strtok_r(cursor, " ", &save); token != NULL; token = strtok_r(NULL, " ", &save)) {
+        field++;
+        if (field == 20) return atoi(token);
+    }
+    return -1;
+}
+
+int corral_landlock_abi_version(void) {
+    long version = syscall(SYS_landlock_create_ruleset, NULL, 0, LANDLOCK_CREATE_RULESET_VERSION);
+    return version < 0 ? 0 : (int)version;
+}
+
+const char *corral_signal_name(int sig) { return sigabbrev_np(sig); }

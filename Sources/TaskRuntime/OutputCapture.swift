@@ -1,0 +1,223 @@
+import Foundation
+import Glibc
+import Synchronization
+
+/// Which output stream of a task.
+public enum OutputStream: String, Sendable, CaseIterable, Codable {
+    case stdout, stderr
+}
+
+/// The on-disk layout of one stream, bounded by `limit` bytes: the first `limit/2` bytes in `NAME.head`, then the
+/// rest in segments of `limit/4` bytes named by their offset in the stream (`NAME.tail.OFFSET`), of which the newest
+/// two are kept. The total is therefore always recoverable from the files alone, also after a crash.
+struct OutputLayout {
+    let directory: String
+    let stream: OutputStream
+    let limit: Int
+
+    var headLimit: Int64 { Int64(limit / 2) }
+    var segmentSize: Int64 { Int64(limit / 4) }
+    var headPath: String { "\(directory)/\(stream.rawValue).head" }
+    var segmentPrefix: String { "\(stream.rawValue).tail." }
+
+    func segmentPath(start: Int64) -> String { "\(directory)/\(segmentPrefix)\(start)" }
+
+    /// The tail segments on disk with their start offsets, oldest first.
+    func segments() -> [(start: Int64, path: String)] {
+        guard let names = try? FileManager.default.contentsOfDirectory(atPath: directory) else { return [] }
+        return names.compactMap { name -> (Int64, String)? in
+            guard name.hasPrefix(segmentPrefix), let start = Int64(name.dropFirst(segmentPrefix.count)) else {
+                return nil
+            }
+            return (start, "\(directory)/\(name)")
+        }.sorted { $0.0 < $1.0 }
+    }
+}
+
+/// Writes one stream of a running task.
+///
+/// `@unchecked Sendable`: everything but `total` is touched only on the reactor thread; `total` is atomic because
+/// readers of a live task's sizes run elsewhere.
+final class StreamWriter: @unchecked Sendable {
+    private let layout: OutputLayout
+    private var headFD: Int32 = -1
+    private var segmentFD: Int32 = -1
+    private var segmentStart: Int64 = 0
+    private var previousSegmentStart: Int64?
+    private var written: Int64 = 0
+    private let publishedTotal = Atomic<Int64>(0)
+    private(set) var writeError: Int32 = 0
+
+    /// Bytes received so far (kept or dropped).
+    var total: Int64 { publishedTotal.load(ordering: .relaxed) }
+
+    init(layout: OutputLayout) {
+        self.layout = layout
+    }
+
+    func append(_ bytes: UnsafeRawBufferPointer) {
+        defer { publishedTotal.store(written, ordering: .relaxed) }
+        guard let base = bytes.baseAddress else { return }
+        var offset = 0
+        while offset < bytes.count {
+            let remaining = bytes.count - offset
+            if written < layout.headLimit {
+                let count = min(remaining, Int(layout.headLimit - written))
+                if headFD < 0 { headFD = openForAppend(layout.headPath) }
+                writeAll(headFD, base + offset, count)
+                offset += count
+                written += Int64(count)
+                continue
+            }
+            guard layout.segmentSize > 0 else {
+                written += Int64(remaining)  // nothing is kept beyond the head
+                return
+            }
+            if segmentFD < 0 || written - segmentStart >= layout.segmentSize {
+                startSegment()
+            }
+            let count = min(remaining, Int(layout.segmentSize - (written - segmentStart)))
+            writeAll(segmentFD, base + offset, count)
+            offset += count
+            written += Int64(count)
+        }
+    }
+
+    func close() {
+        if headFD >= 0 { Glibc.close(headFD) }
+        if segmentFD >= 0 { Glibc.close(segmentFD) }
+        headFD = -1
+        segmentFD = -1
+    }
+
+    private func startSegment() {
+        if segmentFD >= 0 {
+            Glibc.close(segmentFD)
+            if let previous = previousSegmentStart { unlink(layout.segmentPath(start: previous)) }
+            previousSegmentStart = segmentStart
+        }
+        segmentStart = written
+        segmentFD = openForAppend(layout.segmentPath(start: segmentStart))
+    }
+
+    private func openForAppend(_ path: String) -> Int32 {
+        let fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o600)
+        if fd < 0 { writeError = errno }
+        return fd
+    }
+
+    private func writeAll(_ fd: Int32, _ pointer: UnsafeRawPointer, _ count: Int) {
+        guard fd >= 0 else { return }
+        var written = 0
+        while written < count {
+            let result = write(fd, pointer + written, count - written)
+            if result < 0 {
+                if errno == EINTR { continue }
+                writeError = errno
+                return
+            }
+            written += result
+        }
+    }
+}
+
+/// A piece of a task's output, read back from disk.
+public struct OutputChunk: Sendable, Equatable {
+    public var stream: OutputStream
+    public var bytes: [UInt8]
+    /// Offset of `bytes` in the whole stream.
+    public var offset: Int64
+    /// Bytes the task wrote to this stream in all.
+    public var totalBytes: Int64
+    /// Bytes not kept because of the output limit.
+    public var droppedBytes: Int64
+    /// Part of the requested range was dropped (or cut to `maxBytes`).
+    public var truncated: Bool
+
+    public var text: String { String(decoding: bytes, as: UTF8.self) }
+}
+
+/// Reads output from disk: works while the task runs and after a restart.
+enum OutputReader {
+    private struct Piece {
+        var start: Int64
+        var length: Int64
+        var path: String
+    }
+
+    static func read(
+        layout: OutputLayout, tailBytes: Int64?, offset: Int64?, maxBytes: Int64
+    ) -> OutputChunk {
+        let pieces = self.pieces(layout)
+        let total = pieces.last.map { $0.start + $0.length } ?? 0
+        let retained = pieces.reduce(Int64(0)) { $0 + $1.length }
+        let requestedStart: Int64
+        var requestedEnd: Int64 = total
+        if let offset {
+            requestedStart = max(0, min(offset, total))
+            requestedEnd = min(total, requestedStart + maxBytes)
+        } else {
+            let tail = min(tailBytes ?? maxBytes, maxBytes)
+            requestedStart = max(0, total - max(0, tail))
+        }
+        var bytes: [UInt8] = []
+        var firstOffset: Int64?
+        var missing: Int64 = 0
+        var cursor = requestedStart
+        for piece in pieces where piece.start + piece.length > cursor && piece.start < requestedEnd {
+            if piece.start > cursor {
+                missing += piece.start - cursor
+                cursor = piece.start
+            }
+            let from = cursor - piece.start
+            let count = min(piece.length - from, requestedEnd - cursor)
+            bytes += readRange(piece.path, from: from, count: count)
+            if firstOffset == nil { firstOffset = cursor }
+            cursor += count
+        }
+        if cursor < requestedEnd { missing += requestedEnd - cursor }
+        let cut = offset != nil && requestedStart + maxBytes < total
+        return OutputChunk(
+            stream: layout.stream, bytes: bytes, offset: firstOffset ?? requestedStart, totalBytes: total,
+            droppedBytes: total - retained, truncated: missing > 0 || cut)
+    }
+
+    /// Total bytes written, from the files alone.
+    static func totalBytes(layout: OutputLayout) -> Int64 {
+        pieces(layout).last.map { $0.start + $0.length } ?? 0
+    }
+
+    private static func pieces(_ layout: OutputLayout) -> [Piece] {
+        var pieces: [Piece] = []
+        let headSize = fileSize(layout.headPath)
+        if headSize > 0 { pieces.append(Piece(start: 0, length: headSize, path: layout.headPath)) }
+        for segment in layout.segments().suffix(2) {
+            pieces.append(Piece(start: segment.start, length: fileSize(segment.path), path: segment.path))
+        }
+        return pieces
+    }
+
+    private static func fileSize(_ path: String) -> Int64 {
+        var info = stat()
+        return stat(path, &info) == 0 ? Int64(info.st_size) : 0
+    }
+
+    private static func readRange(_ path: String, from: Int64, count: Int64) -> [UInt8] {
+        guard count > 0 else { return [] }
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return [] }
+        defer { close(fd) }
+        var buffer = [UInt8](repeating: 0, count: Int(count))
+        var got = 0
+        while got < buffer.count {
+            let result = buffer.withUnsafeMutableBytes { raw -> Int in
+                guard let base = raw.baseAddress else { return 0 }
+                return pread(fd, base + got, raw.count - got, off_t(from) + off_t(got))
+            }
+            if result < 0 && errno == EINTR { continue }
+            if result <= 0 { break }
+            got += result
+        }
+        return Array(buffer[0..<got])
+    }
+}

@@ -1,0 +1,238 @@
+import CorralJSON
+import Foundation
+import Sandbox
+
+/// The Allcanuse status set.
+public enum TaskStatus: String, Sendable, Codable, CaseIterable {
+    case pending, running, waiting, waitingForUser = "waiting_for_user"
+    case waitingForCondition = "waiting_for_condition", paused, completed, failed, cancelled
+
+    /// A final task never changes status again.
+    public var isFinal: Bool {
+        self == .completed || self == .failed || self == .cancelled
+    }
+
+    public static let finalStatuses: Set<TaskStatus> = [.completed, .failed, .cancelled]
+}
+
+/// What a task runs.
+public enum TaskCommand: Sendable, Equatable {
+    /// A program and its arguments, executed directly (no shell).
+    case argv([String])
+    /// A command line for `/bin/sh -c`.
+    case shell(String)
+
+    var arguments: [String] {
+        switch self {
+        case .argv(let arguments): return arguments
+        case .shell(let command): return ["/bin/sh", "-c", command]
+        }
+    }
+}
+
+/// A request to start a task.
+public struct TaskSpec: Sendable {
+    public var title: String
+    public var kind: String
+    public var command: TaskCommand
+    /// Working directory; nil: the task's own directory under the state directory.
+    public var workingDirectory: String?
+    /// Added to the runtime's minimal base environment (nothing else of the supervisor's environment is inherited).
+    public var environment: [String: String]
+    /// Written to the task's standard input; nil: `/dev/null`.
+    public var standardInput: String?
+    /// Running time allowed, in milliseconds; time spent paused does not count.
+    public var timeoutMilliseconds: Int?
+    /// Bytes kept on disk per stream (head and tail); the rest is counted and dropped.
+    public var outputLimitBytes: Int
+    /// Installed in the child between fork and exec (the sandbox's hook point).
+    public var confinement: ChildConfinement
+    /// What the confinement enforces, recorded on the task ("seccomp:default", "landlock", …).
+    public var confinementSummary: [String]
+    /// Opaque to the runtime: stored and returned with the task (the mock server keeps its Allcanuse fields here).
+    public var metadata: JSONValue
+
+    public static let defaultOutputLimit = 1 << 20
+
+    public init(
+        title: String,
+        kind: String = "command",
+        command: TaskCommand,
+        workingDirectory: String? = nil,
+        environment: [String: String] = [:],
+        standardInput: String? = nil,
+        timeoutMilliseconds: Int? = nil,
+        outputLimitBytes: Int = TaskSpec.defaultOutputLimit,
+        confinement: ChildConfinement = .none,
+        confinementSummary: [String] = [],
+        metadata: JSONValue = .object([:])
+    ) {
+        self.title = title
+        self.kind = kind
+        self.command = command
+        self.workingDirectory = workingDirectory
+        self.environment = environment
+        self.standardInput = standardInput
+        self.timeoutMilliseconds = timeoutMilliseconds
+        self.outputLimitBytes = outputLimitBytes
+        self.confinement = confinement
+        self.confinementSummary = confinementSummary
+        self.metadata = metadata
+    }
+}
+
+/// A task as stored and reported.
+public struct TaskRecord: Sendable, Codable, Equatable {
+    public var taskID: String
+    public var title: String
+    public var kind: String
+    public var status: TaskStatus
+    public var createdAt: Date
+    public var updatedAt: Date
+    public var startedAt: Date?
+    public var completedAt: Date?
+    public var timeoutMilliseconds: Int?
+    public var command: [String]
+    public var workingDirectory: String
+    public var pid: Int32?
+    /// Process start time in clock ticks since boot: with the pid, it names the process even after pid reuse.
+    public var processStartTime: UInt64?
+    public var exitCode: Int32?
+    public var signal: Int32?
+    public var lastError: String?
+    public var cgroupPath: String?
+    /// Which protections are active for this task (e.g. "own_session", "pidfd", "pdeathsig", "cgroup").
+    public var protections: [String]
+    public var outputLimitBytes: Int
+    public var stdoutBytes: Int64
+    public var stderrBytes: Int64
+    public var cpuUserMicroseconds: Int64?
+    public var cpuSystemMicroseconds: Int64?
+    public var maxResidentKiB: Int64?
+    /// Running time so far, paused time excluded.
+    public var runningMilliseconds: Int64
+    public var metadata: JSONValue
+
+    enum CodingKeys: String, CodingKey {
+        case taskID = "task_id", title, kind = "task_type", status
+        case createdAt = "created_at", updatedAt = "updated_at", startedAt = "started_at"
+        case completedAt = "completed_at", timeoutMilliseconds = "timeout_ms", command
+        case workingDirectory = "cwd", pid, processStartTime = "process_start_time", exitCode = "exit_code", signal
+        case lastError = "last_error", cgroupPath = "cgroup", protections, outputLimitBytes = "output_limit_bytes"
+        case stdoutBytes = "stdout_bytes", stderrBytes = "stderr_bytes"
+        case cpuUserMicroseconds = "cpu_user_us", cpuSystemMicroseconds = "cpu_system_us"
+        case maxResidentKiB = "max_rss_kib", runningMilliseconds = "running_ms", metadata
+    }
+}
+
+/// An entry of a task's history.
+public struct TaskEvent: Sendable, Codable, Equatable {
+    /// Order of insertion across all tasks (for `since` queries).
+    public var sequence: Int64
+    public var eventID: String
+    public var taskID: String
+    public var timestamp: Date
+    public var type: String
+    public var message: String
+    public var data: JSONValue
+
+    enum CodingKeys: String, CodingKey {
+        case sequence, eventID = "event_id", taskID = "task_id", timestamp, type, message, data
+    }
+}
+
+/// The result of pause, resume and cancel: the task, and a note when nothing was done (e.g. pausing a final task).
+public struct TaskOperationResult: Sendable {
+    public var task: TaskRecord
+    public var changed: Bool
+    public var note: String?
+}
+
+/// The result of a wait.
+public struct WaitOutcome: Sendable {
+    public var task: TaskRecord
+    public var conditionMet: Bool
+    public var waitedMilliseconds: Int64
+}
+
+public enum RuntimeError: Error, Sendable, CustomStringConvertible, Equatable {
+    case unknownTask(String)
+    case invalidArgument(String)
+    case stateDirectoryInUse(path: String, holder: String)
+    case system(String, Int32)
+    case storage(String)
+    case shutDown
+
+    public var description: String {
+        switch self {
+        case .unknownTask(let id): return "unknown task id \(id)"
+        case .invalidArgument(let message): return message
+        case .stateDirectoryInUse(let path, let holder):
+            return "state directory \(path) is in use by another supervisor (\(holder))"
+        case .system(let call, let code): return "\(call) failed: \(errnoDescription(code))"
+        case .storage(let message): return "task store: \(message)"
+        case .shutDown: return "the supervisor is shut down"
+        }
+    }
+}
+
+enum Identifiers {
+    /// 32 lowercase hex characters, as Allcanuse task ids.
+    static func make() -> String {
+        var generator = SystemRandomNumberGenerator()
+        let high = generator.next() as UInt64
+        let low = generator.next() as UInt64
+        return hex(high) + hex(low)
+    }
+
+    private static func hex(_ value: UInt64) -> String {
+        let digits = String(value, radix: 16)
+        return String(repeating: "0", count: 16 - digits.count) + digits
+    }
+}
+
+/// UTC ISO-8601 with milliseconds ("2026-11-21T17:40:00.123Z"), the format of every time the runtime reports.
+public enum Timestamp {
+    public static func format(_ date: Date) -> String {
+        let milliseconds = Int64((date.timeIntervalSince1970 * 1000).rounded(.down))
+        var seconds = time_t(milliseconds / 1000)
+        var parts = tm()
+        gmtime_r(&seconds, &parts)
+        return String(
+            format: "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", Int(parts.tm_year) + 1900, Int(parts.tm_mon) + 1,
+            Int(parts.tm_mday), Int(parts.tm_hour), Int(parts.tm_min), Int(parts.tm_sec), Int(milliseconds % 1000))
+    }
+
+    public static func parse(_ text: String) -> Date? {
+        let style = Date.ISO8601FormatStyle(includingFractionalSeconds: true)
+        if let date = try? style.parse(text) { return date }
+        return try? Date.ISO8601FormatStyle().parse(text)
+    }
+}
+
+extension JSONEncoder {
+    static var runtime: JSONEncoder {
+        let encoder = JSONEncoder()
+        encoder.dateEncodingStrategy = .custom { date, encoder in
+            var container = encoder.singleValueContainer()
+            try container.encode(Timestamp.format(date))
+        }
+        encoder.outputFormatting = [.sortedKeys]
+        return encoder
+    }
+}
+
+extension JSONDecoder {
+    static var runtime: JSONDecoder {
+        let decoder = JSONDecoder()
+        decoder.dateDecodingStrategy = .custom { decoder in
+            let container = try decoder.singleValueContainer()
+            let text = try container.decode(String.self)
+            guard let date = Timestamp.parse(text) else {
+                throw DecodingError.dataCorruptedError(in: container, debugDescription: "bad timestamp \(text)")
+            }
+            return date
+        }
+        return decoder
+    }
+}

@@ -1,0 +1,919 @@
+import CCorral
+import CorralJSON
+import Foundation
+import Logging
+import Sandbox
+import Synchronization
+
+/// Owns background tasks, each one a real child process: spawn, pause, resume, cancel, wait, timeouts, output and
+/// events, persisted in a state directory.
+public actor TaskSupervisor {
+    public struct Configuration: Sendable {
+        /// SQLite database, output files and the lock live here.
+        public var stateDirectory: String
+        /// Time between SIGTERM and SIGKILL when a task is cancelled.
+        public var graceMilliseconds: Int
+        /// Give each task its own cgroup v2 (freeze, kill) where a writable hierarchy exists.
+        public var useCgroups: Bool
+        /// The environment every task starts from; the supervisor's own environment is not inherited.
+        public var baseEnvironment: [String: String]
+        public var logger: Logger
+
+        public init(
+            stateDirectory: String,
+            graceMilliseconds: Int = 2000,
+            useCgroups: Bool = true,
+            baseEnvironment: [String: String] = TaskSupervisor.minimalEnvironment(),
+            logger: Logger = Logger(label: "corral.runtime")
+        ) {
+            self.stateDirectory = stateDirectory
+            self.graceMilliseconds = graceMilliseconds
+            self.useCgroups = useCgroups
+            self.baseEnvironment = baseEnvironment
+            self.logger = logger
+        }
+    }
+
+    /// `PATH`, `LANG`, `HOME` and `USER` only: tokens and keys in the supervisor's environment stay there.
+    public static func minimalEnvironment() -> [String: String] {
+        let own = ProcessInfo.processInfo.environment
+        var environment = ["PATH": ExecutableLookup.defaultPath, "LANG": "C.UTF-8"]
+        if let home = own["HOME"] { environment["HOME"] = home }
+        if let user = own["USER"] { environment["USER"] = user }
+        return environment
+    }
+
+    private enum StopReason {
+        case cancelled(String?)
+        case timedOut(Int)
+    }
+
+    /// A task whose process has not been finalised yet.
+    private final class LiveTask {
+        var record: TaskRecord
+        let process: ChildProcess
+        let cgroup: TaskCgroup?
+        let io: TaskIO
+        var stopReason: StopReason?
+        var exitSeen = false
+        var runningSince: ContinuousClock.Instant?
+        var runningBefore: Duration = .zero
+        var timeoutTimer: Task<Void, Never>?
+
+        init(record: TaskRecord, process: ChildProcess, cgroup: TaskCgroup?, io: TaskIO) {
+            self.record = record
+            self.process = process
+            self.cgroup = cgroup
+            self.io = io
+        }
+
+        var runningTime: Duration {
+            runningBefore + (runningSince.map { ContinuousClock.now - $0 } ?? .zero)
+        }
+    }
+
+    private struct Waiter {
+        var targets: Set<TaskStatus>
+        var continuation: CheckedContinuation<Bool, Never>
+        var timer: Task<Void, Never>?
+    }
+
+    public nonisolated let configuration: Configuration
+    /// Why tasks get no cgroup on this machine; nil when they do.
+    public nonisolated let cgroupUnavailableReason: String?
+
+    private let store: TaskStore
+    private let reactor: Reactor
+    private let lockFD: Int32
+    private let cgroups: CgroupHierarchy?
+    private let logger: Logger
+    private var live: [String: LiveTask] = [:]
+    private var waiters: [String: [UInt64: Waiter]] = [:]
+    private var nextWaiterID: UInt64 = 1
+    private var busyTasks: Set<String> = []
+    private var operationQueue: [String: [CheckedContinuation<Void, Never>]] = [:]
+    private var isShutDown = false
+
+    /// Opens (or creates) the state directory, takes its lock, and recovers from a previous crash: tasks that were
+    /// running are marked failed and their processes are made sure to be gone.
+    public static func start(_ configuration: Configuration) async throws(RuntimeError) -> TaskSupervisor {
+        let directory = configuration.stateDirectory
+        do {
+            try FileManager.default.createDirectory(
+                atPath: directory + "/tasks", withIntermediateDirectories: true)
+        } catch {
+            throw RuntimeError.storage("cannot create state directory \(directory): \(error)")
+        }
+        let lockFD = try takeLock(directory)
+        let store: TaskStore
+        let reactor: Reactor
+        do {
+            store = try TaskStore(path: directory + "/tasks.sqlite")
+            reactor = try Reactor()
+        } catch {
+            close(lockFD)
+            throw error
+        }
+        var cgroups: CgroupHierarchy?
+        var reason: String?
+        if configuration.useCgroups {
+            let canonical = (try? FileManager.default.destinationOfSymbolicLink(atPath: directory)) ?? directory
+            switch CgroupHierarchy.prepare(name: "corral-" + stableHash(URL(fileURLWithPath: canonical).path)) {
+            case .success(let hierarchy): cgroups = hierarchy
+            case .failure(let error): reason = error.description
+            }
+        } else {
+            reason = "disabled by configuration"
+        }
+        if let reason {
+            configuration.logger.info("per-task cgroups unavailable, using process-group signals: \(reason)")
+        }
+        let supervisor = TaskSupervisor(
+            configuration: configuration, store: store, reactor: reactor, lockFD: lockFD, cgroups: cgroups,
+            cgroupUnavailableReason: reason)
+        try await supervisor.recover()
+        return supervisor
+    }
+
+    private init(
+        configuration: Configuration, store: TaskStore, reactor: Reactor, lockFD: Int32, cgroups: CgroupHierarchy?,
+        cgroupUnavailableReason: String?
+    ) {
+        self.configuration = configuration
+        self.store = store
+        self.reactor = reactor
+        self.lockFD = lockFD
+        self.cgroups = cgroups
+        self.cgroupUnavailableReason = cgroupUnavailableReason
+        self.logger = configuration.logger
+    }
+
+    // MARK: - Create
+
+    /// Starts a task. A spawn failure is not thrown: the task is returned `failed` with the reason in `lastError`.
+    public func create(_ spec: TaskSpec) async throws(RuntimeError) -> TaskRecord {
+        guard !isShutDown else { throw RuntimeError.shutDown }
+        try validate(spec)
+        let taskID = Identifiers.make()
+        let taskDirectory = configuration.stateDirectory + "/tasks/" + taskID
+        let workDirectory = spec.workingDirectory ?? taskDirectory + "/work"
+        do {
+            try FileManager.default.createDirectory(atPath: taskDirectory + "/tmp", withIntermediateDirectories: true)
+            if spec.workingDirectory == nil {
+                try FileManager.default.createDirectory(atPath: workDirectory, withIntermediateDirectories: true)
+            }
+        } catch {
+            throw RuntimeError.storage("cannot create \(taskDirectory): \(error)")
+        }
+        let now = Date()
+        var record = TaskRecord(
+            taskID: taskID, title: spec.title, kind: spec.kind, status: .pending, createdAt: now, updatedAt: now,
+            startedAt: nil, completedAt: nil, timeoutMilliseconds: spec.timeoutMilliseconds,
+            command: spec.command.arguments, workingDirectory: workDirectory, pid: nil, processStartTime: nil,
+            exitCode: nil, signal: nil, lastError: nil, cgroupPath: nil, protections: [],
+            outputLimitBytes: spec.outputLimitBytes, stdoutBytes: 0, stderrBytes: 0, cpuUserMicroseconds: nil,
+            cpuSystemMicroseconds: nil, maxResidentKiB: nil, runningMilliseconds: 0, metadata: spec.metadata)
+        try store.save(
+            record,
+            events: [.init(type: "info", message: "task created", data: ["status": "pending"])])
+
+        let pipes: (stdin: Int32, stdoutRead: Int32, stdoutWrite: Int32, stderrRead: Int32, stderrWrite: Int32)
+        do {
+            pipes = try openStandardStreams(spec, taskDirectory: taskDirectory)
+        } catch {
+            return try failToStart(&record, reason: error.description)
+        }
+        var cgroup: TaskCgroup?
+        var cgroupNote: String? = cgroupUnavailableReason
+        if let cgroups {
+            do {
+                cgroup = try cgroups.createTaskCgroup(named: taskID)
+            } catch {
+                cgroupNote = error.description
+            }
+        }
+        var environment = configuration.baseEnvironment
+        environment["TMPDIR"] = taskDirectory + "/tmp"
+        environment.merge(spec.environment) { _, new in new }
+        let spawnConfiguration = SpawnConfiguration(
+            arguments: spec.command.arguments, environment: environment, workingDirectory: workDirectory,
+            standardInput: pipes.stdin, standardOutput: pipes.stdoutWrite, standardError: pipes.stderrWrite,
+            newSession: true, parentDeathSignal: SIGKILL, cgroup: cgroup, confinement: spec.confinement)
+
+        let spawned: Result<ChildProcess, SpawnError>
+        do throws(SpawnError) {
+            spawned = .success(try await reactor.perform { () throws(SpawnError) -> ChildProcess in
+                try Spawner.spawn(spawnConfiguration)
+            })
+        } catch {
+            spawned = .failure(error)
+        }
+        close(pipes.stdin)
+        close(pipes.stdoutWrite)
+        close(pipes.stderrWrite)
+
+        let process: ChildProcess
+        switch spawned {
+        case .failure(let error):
+            close(pipes.stdoutRead)
+            close(pipes.stderrRead)
+            cgroup?.remove()
+            return try failToStart(&record, reason: error.description)
+        case .success(let child) where child.pidfd < 0:
+            // Only kernels before 5.3 lack pidfds; without one there is no race-free wait or signal.
+            child.signal(SIGKILL)
+            while child.reap() == nil { usleep(1000) }
+            close(pipes.stdoutRead)
+            close(pipes.stderrRead)
+            cgroup?.remove()
+            return try failToStart(&record, reason: "this kernel has no pidfd support (Linux 5.3 or later is required)")
+        case .success(let child):
+            process = child
+        }
+
+        let io = TaskIO(
+            reactor: reactor, directory: taskDirectory, limit: spec.outputLimitBytes, stdoutFD: pipes.stdoutRead,
+            stderrFD: pipes.stderrRead)
+        record.status = .running
+        record.startedAt = Date()
+        record.updatedAt = record.startedAt ?? now
+        record.pid = process.pid
+        record.processStartTime = process.startTime
+        record.cgroupPath = cgroup?.path
+        record.protections =
+            ["own_session", "pidfd", "pdeathsig", cgroup != nil ? "cgroup" : "process_group_signals"]
+            + (spec.confinement.noNewPrivileges ? ["no_new_privs"] : [])
+            + (spec.confinement.resourceLimits.isEmpty ? [] : ["rlimits"])
+            + spec.confinementSummary
+        let task = LiveTask(record: record, process: process, cgroup: cgroup, io: io)
+        task.runningSince = .now
+        live[taskID] = task
+
+        var data: JSONValue = ["previous_status": "pending", "status": "running", "pid": .int(Int(process.pid))]
+        if cgroup == nil, let cgroupNote { data = data.merging(["cgroup_unavailable": .string(cgroupNote)]) }
+        try store.save(record, events: [.init(type: "info", message: "task started", data: data)])
+        notifyWaiters(taskID, status: .running)
+
+        do {
+            try io.start()
+            try reactor.register(process.pidfd) { [weak self, reactor] _ in
+                // Level-triggered: stop watching at once, the exit is handled once.
+                reactor.deregister(process.pidfd)
+                guard let self else { return }
+                Task { await self.processExited(taskID) }
+            }
+        } catch {
+            // Cannot watch the task: it must not run unobserved.
+            logger.error("cannot watch task \(taskID): \(error)")
+            if let cgroup { try? cgroup.killAll() } else { process.signalGroup(SIGKILL) }
+            process.signal(SIGKILL)
+            Task { await self.processExited(taskID) }
+        }
+        armTimeout(task)
+        return task.record
+    }
+
+    private func validate(_ spec: TaskSpec) throws(RuntimeError) {
+        switch spec.command {
+        case .argv(let arguments):
+            guard let first = arguments.first, !first.isEmpty else {
+                throw RuntimeError.invalidArgument("argv must name a program")
+            }
+        case .shell(let command):
+            guard !command.trimmingCharacters(in: .whitespaces).isEmpty else {
+                throw RuntimeError.invalidArgument("command must not be empty")
+            }
+        }
+        if let timeout = spec.timeoutMilliseconds, timeout <= 0 {
+            throw RuntimeError.invalidArgument("timeout_ms must be positive, got \(timeout)")
+        }
+        guard spec.outputLimitBytes >= 0 else {
+            throw RuntimeError.invalidArgument("output_limit_bytes must not be negative")
+        }
+        if let cwd = spec.workingDirectory, !cwd.hasPrefix("/") {
+            throw RuntimeError.invalidArgument("cwd must be an absolute path, got \(cwd)")
+        }
+    }
+
+    private func openStandardStreams(_ spec: TaskSpec, taskDirectory: String) throws(RuntimeError) -> (
+        stdin: Int32, stdoutRead: Int32, stdoutWrite: Int32, stderrRead: Int32, stderrWrite: Int32
+    ) {
+        var stdinFD: Int32
+        if let input = spec.standardInput {
+            let path = taskDirectory + "/stdin"
+            guard FileManager.default.createFile(atPath: path, contents: Data(input.utf8)) else {
+                throw RuntimeError.storage("cannot write \(path)")
+            }
+            stdinFD = open(path, O_RDONLY | O_CLOEXEC)
+        } else {
+            stdinFD = open("/dev/null", O_RDONLY | O_CLOEXEC)
+        }
+        guard stdinFD >= 0 else { throw RuntimeError.system("open stdin", errno) }
+        var out: [Int32] = [-1, -1]
+        var err: [Int32] = [-1, -1]
+        guard corral_pipe_cloexec(&out) == 0 else {
+            let code = errno
+            close(stdinFD)
+            throw RuntimeError.system("pipe2", code)
+        }
+        guard corral_pipe_cloexec(&err) == 0 else {
+            let code = errno
+            close(stdinFD)
+            close(out[0])
+            close(out[1])
+            throw RuntimeError.system("pipe2", code)
+        }
+        return (stdinFD, out[0], out[1], err[0], err[1])
+    }
+
+    private func failToStart(_ record: inout TaskRecord, reason: String) throws(RuntimeError) -> TaskRecord {
+        let previous = record.status
+        record.status = .failed
+        record.lastError = "failed to start: \(reason)"
+        record.updatedAt = Date()
+        record.completedAt = record.updatedAt
+        try store.save(
+            record,
+            events: [
+                .init(
+                    type: "error", message: record.lastError ?? "failed to start",
+                    data: ["previous_status": .string(previous.rawValue), "status": "failed"])
+            ])
+        notifyWaiters(record.taskID, status: .failed)
+        return record
+    }
+
+    // MARK: - Exit
+
+    private func processExited(_ taskID: String) async {
+        guard let task = live[taskID], !task.exitSeen else { return }
+        task.exitSeen = true
+        task.timeoutTimer?.cancel()
+        // The leader is a zombie until reaped, so neither its pid nor its group id can have been reused yet. Whatever
+        // it left behind belongs to the task and ends with it.
+        if let cgroup = task.cgroup {
+            try? cgroup.setFrozen(false, timeoutMilliseconds: 1000)
+            try? cgroup.killAll()
+        } else {
+            task.process.signalGroup(SIGCONT)
+            task.process.signalGroup(SIGKILL)
+        }
+        var exit = task.process.reap()
+        while exit == nil {
+            // The pidfd said the process exited; the reap can only lag by a scheduler tick.
+            try? await Task.sleep(for: .microseconds(200))
+            exit = task.process.reap()
+        }
+        await task.io.waitUntilClosed(timeout: .milliseconds(500))
+        var cpu: (user: Int64, system: Int64)?
+        if let cgroup = task.cgroup {
+            cgroup.waitUntilEmpty(timeoutMilliseconds: 2000)
+            cpu = cgroup.cpuUsage()
+            cgroup.remove()
+        }
+        task.process.close()
+        if let since = task.runningSince {
+            task.runningBefore += .now - since
+            task.runningSince = nil
+        }
+        guard let exit else { return }
+
+        var record = task.record
+        let previous = record.status
+        let totals = task.io.totals
+        record.stdoutBytes = totals.stdout
+        record.stderrBytes = totals.stderr
+        record.runningMilliseconds = task.runningBefore.milliseconds
+        record.cpuUserMicroseconds = cpu?.user ?? exit.userMicroseconds
+        record.cpuSystemMicroseconds = cpu?.system ?? exit.systemMicroseconds
+        record.maxResidentKiB = exit.maxResidentKiB
+        var message: String
+        switch exit.termination {
+        case .exited(let code):
+            record.exitCode = code
+            message = "exited with status \(code)"
+        case .signaled(let signal):
+            record.signal = signal
+            message = "killed by signal \(signal) (\(signalName(signal)))"
+            if signal == SIGSYS {
+                message += ": the sandbox's seccomp filter stopped a forbidden system call"
+            }
+        }
+        switch task.stopReason {
+        case .cancelled(let reason):
+            record.status = .cancelled
+            message = "cancelled" + (reason.map { ": \($0)" } ?? "") + " (\(message))"
+        case .timedOut(let milliseconds):
+            record.status = .failed
+            record.lastError = "timed out after \(milliseconds) ms"
+            message = record.lastError ?? message
+        case nil:
+            if exit.termination == .exited(0) {
+                record.status = .completed
+            } else {
+                record.status = .failed
+                record.lastError = message
+            }
+        }
+        record.updatedAt = Date()
+        record.completedAt = record.updatedAt
+        task.record = record
+        do {
+            try store.save(
+                record,
+                events: [
+                    .init(
+                        type: record.status == .failed ? "error" : "info", message: message,
+                        data: [
+                            "previous_status": .string(previous.rawValue), "status": .string(record.status.rawValue),
+                            "exit_code": record.exitCode.map { .int(Int($0)) } ?? .null,
+                            "signal": record.signal.map { .int(Int($0)) } ?? .null,
+                        ])
+                ])
+        } catch {
+            logger.error("cannot store the end of task \(taskID): \(error)")
+        }
+        live[taskID] = nil
+        notifyWaiters(taskID, status: record.status)
+    }
+
+    // MARK: - Pause, resume, cancel
+
+    /// Stops the whole process tree and returns once it is really stopped. A task that is not running is returned
+    /// unchanged with a note.
+    public func pause(_ taskID: String, reason: String? = nil) async throws(RuntimeError) -> TaskOperationResult {
+        await acquire(taskID)
+        defer { release(taskID) }
+        guard let task = live[taskID], !task.exitSeen else {
+            let record = try storedOrLive(taskID)
+            return TaskOperationResult(
+                task: record, changed: false, note: "task is \(record.status.rawValue); only a running task can be paused")
+        }
+        guard task.record.status == .running else {
+            return TaskOperationResult(
+                task: current(task), changed: false,
+                note: "task is \(task.record.status.rawValue); only a running task can be paused")
+        }
+        do throws(CgroupUnavailable) {
+            if let cgroup = task.cgroup {
+                try cgroup.setFrozen(true)
+            } else {
+                task.process.signalGroup(SIGSTOP)
+                guard await waitForGroup(task.process.pid, stopped: true) else {
+                    throw CgroupUnavailable(description: "the process group did not stop in time")
+                }
+            }
+        } catch {
+            throw RuntimeError.invalidArgument("cannot pause task \(taskID): \(error.description)")
+        }
+        task.timeoutTimer?.cancel()
+        if let since = task.runningSince {
+            task.runningBefore += .now - since
+            task.runningSince = nil
+        }
+        return try changeStatus(task, to: .paused, message: "task paused", reason: reason)
+    }
+
+    /// Lets a paused task go on. A task that is not paused is returned unchanged with a note.
+    public func resume(_ taskID: String, reason: String? = nil) async throws(RuntimeError) -> TaskOperationResult {
+        await acquire(taskID)
+        defer { release(taskID) }
+        guard let task = live[taskID], !task.exitSeen, task.record.status == .paused else {
+            let record = try storedOrLive(taskID)
+            return TaskOperationResult(
+                task: record, changed: false, note: "task is \(record.status.rawValue); only a paused task can be resumed")
+        }
+        do throws(CgroupUnavailable) {
+            if let cgroup = task.cgroup {
+                try cgroup.setFrozen(false)
+            } else {
+                task.process.signalGroup(SIGCONT)
+                guard await waitForGroup(task.process.pid, stopped: false) else {
+                    throw CgroupUnavailable(description: "the process group did not continue in time")
+                }
+            }
+        } catch {
+            throw RuntimeError.invalidArgument("cannot resume task \(taskID): \(error.description)")
+        }
+        task.runningSince = .now
+        let result = try changeStatus(task, to: .running, message: "task resumed", reason: reason)
+        armTimeout(task)
+        return result
+    }
+
+    /// Ends the whole process tree: SIGCONT if paused, SIGTERM to the group, the grace period, then SIGKILL (every
+    /// process of the cgroup where there is one). Returns once every process of the task is gone. A final task is
+    /// returned unchanged.
+    public func cancel(_ taskID: String, reason: String? = nil) async throws(RuntimeError) -> TaskOperationResult {
+        await acquire(taskID)
+        defer { release(taskID) }
+        return try await stop(taskID, because: .cancelled(reason))
+    }
+
+    private func stop(_ taskID: String, because stopReason: StopReason) async throws(RuntimeError)
+        -> TaskOperationResult
+    {
+        guard let task = live[taskID] else {
+            let record = try storedOrLive(taskID)
+            return TaskOperationResult(
+                task: record, changed: false, note: "task is already \(record.status.rawValue)")
+        }
+        if task.exitSeen {
+            let record = await waitForFinal(taskID)
+            return TaskOperationResult(task: record, changed: false, note: "task had already exited")
+        }
+        if task.stopReason == nil { task.stopReason = stopReason }
+        task.timeoutTimer?.cancel()
+        if task.record.status == .paused {
+            if let cgroup = task.cgroup {
+                try? cgroup.setFrozen(false, timeoutMilliseconds: 1000)
+            }
+            task.process.signalGroup(SIGCONT)
+        }
+        task.process.signalGroup(SIGTERM)
+        let grace = Duration.milliseconds(configuration.graceMilliseconds)
+        let exitedInGrace = await waitForFinal(taskID, timeout: grace) != nil
+        if !exitedInGrace {
+            if let cgroup = task.cgroup {
+                try? cgroup.killAll()
+            }
+            task.process.signalGroup(SIGKILL)
+            task.process.signal(SIGKILL)
+        }
+        let record = await waitForFinal(taskID)
+        return TaskOperationResult(task: record, changed: true, note: nil)
+    }
+
+    private func changeStatus(_ task: LiveTask, to status: TaskStatus, message: String, reason: String?)
+        throws(RuntimeError) -> TaskOperationResult
+    {
+        let previous = task.record.status
+        task.record.status = status
+        task.record.updatedAt = Date()
+        task.record.runningMilliseconds = task.runningTime.milliseconds
+        var data: JSONValue = ["previous_status": .string(previous.rawValue), "status": .string(status.rawValue)]
+        if let reason { data = data.merging(["reason": .string(reason)]) }
+        try store.save(
+            task.record,
+            events: [.init(type: "info", message: message + (reason.map { ": \($0)" } ?? ""), data: data)])
+        notifyWaiters(task.record.taskID, status: status)
+        return TaskOperationResult(task: current(task), changed: true, note: nil)
+    }
+
+    /// SIGSTOP and SIGCONT take effect asynchronously: confirm through /proc that every member of the group is (or
+    /// is no longer) stopped.
+    private func waitForGroup(_ group: pid_t, stopped: Bool) async -> Bool {
+        let deadline = ContinuousClock.now + .seconds(5)
+        while ContinuousClock.now < deadline {
+            let members = ProcessTable.members(ofGroup: group).filter { !$0.isGone }
+            if members.allSatisfy({ $0.isStopped == stopped }) { return true }
+            try? await Task.sleep(for: .microseconds(250))
+        }
+        return false
+    }
+
+    // MARK: - Timeouts
+
+    private func armTimeout(_ task: LiveTask) {
+        guard let timeout = task.record.timeoutMilliseconds, task.record.status == .running else { return }
+        task.timeoutTimer?.cancel()
+        let remaining = Duration.milliseconds(timeout) - task.runningTime
+        let taskID = task.record.taskID
+        task.timeoutTimer = Task { [weak self] in
+            if remaining > .zero {
+                do {
+                    try await Task.sleep(for: remaining)
+                } catch {
+                    return  // re-armed, paused or finished
+                }
+            }
+            await self?.timeoutExpired(taskID)
+        }
+    }
+
+    private func timeoutExpired(_ taskID: String) async {
+        await acquire(taskID)
+        defer { release(taskID) }
+        guard let task = live[taskID], task.record.status == .running, !task.exitSeen,
+            let timeout = task.record.timeoutMilliseconds
+        else { return }
+        // A pause that won the race stopped the clock; re-check the running time.
+        guard task.runningTime >= .milliseconds(timeout) else {
+            armTimeout(task)
+            return
+        }
+        _ = try? await stop(taskID, because: .timedOut(timeout))
+    }
+
+    // MARK: - Wait
+
+    /// Waits until the task's status is one of `targets` (default: the final ones), or `timeout` passes (nil: no
+    /// limit). Event-driven: a waiter is resumed by the status change itself. A final task that is not in `targets`
+    /// ends the wait at once, unmet, since it will never change again.
+    public func wait(
+        for taskID: String, until targets: Set<TaskStatus> = TaskStatus.finalStatuses, timeout: Duration? = nil
+    ) async throws(RuntimeError) -> WaitOutcome {
+        let start = ContinuousClock.now
+        let record = try storedOrLive(taskID)
+        if targets.contains(record.status) || record.status.isFinal {
+            return WaitOutcome(
+                task: record, conditionMet: targets.contains(record.status), waitedMilliseconds: 0)
+        }
+        let waiterID = nextWaiterID
+        nextWaiterID += 1
+        let met = await withTaskCancellationHandler {
+            await withCheckedContinuation { (continuation: CheckedContinuation<Bool, Never>) in
+                var waiter = Waiter(targets: targets, continuation: continuation, timer: nil)
+                if let timeout {
+                    waiter.timer = Task { [weak self] in
+                        guard (try? await Task.sleep(for: timeout)) != nil else { return }
+                        await self?.expireWaiter(taskID, waiterID)
+                    }
+                }
+                waiters[taskID, default: [:]][waiterID] = waiter
+                if Task.isCancelled { expireWaiter(taskID, waiterID) }
+            }
+        } onCancel: {
+            Task { await self.expireWaiter(taskID, waiterID) }
+        }
+        let final = try storedOrLive(taskID)
+        return WaitOutcome(
+            task: final, conditionMet: met || targets.contains(final.status),
+            waitedMilliseconds: (ContinuousClock.now - start).milliseconds)
+    }
+
+    private func expireWaiter(_ taskID: String, _ waiterID: UInt64) {
+        guard let waiter = waiters[taskID]?.removeValue(forKey: waiterID) else { return }
+        if waiters[taskID]?.isEmpty == true { waiters[taskID] = nil }
+        waiter.continuation.resume(returning: false)
+    }
+
+    private func notifyWaiters(_ taskID: String, status: TaskStatus) {
+        guard let list = waiters[taskID] else { return }
+        for (id, waiter) in list where waiter.targets.contains(status) || status.isFinal {
+            waiters[taskID]?[id] = nil
+            waiter.timer?.cancel()
+            waiter.continuation.resume(returning: waiter.targets.contains(status))
+        }
+        if waiters[taskID]?.isEmpty == true { waiters[taskID] = nil }
+    }
+
+    /// The final record, once the task has ended; nil if `timeout` passed first.
+    private func waitForFinal(_ taskID: String, timeout: Duration? = nil) async -> TaskRecord? {
+        guard let outcome = try? await wait(for: taskID, timeout: timeout), outcome.task.status.isFinal else {
+            return nil
+        }
+        return outcome.task
+    }
+
+    private func waitForFinal(_ taskID: String) async -> TaskRecord {
+        while true {
+            if let record = await waitForFinal(taskID, timeout: nil) { return record }
+            if let record = try? storedOrLive(taskID), record.status.isFinal { return record }
+        }
+    }
+
+    // MARK: - Reading
+
+    /// The task as it is now (running time and output sizes up to date for a live task).
+    public func task(_ taskID: String) throws(RuntimeError) -> TaskRecord {
+        try storedOrLive(taskID)
+    }
+
+    /// Tasks, newest first, and the total matching count.
+    public func tasks(statuses: Set<TaskStatus>? = nil, limit: Int = 100) throws(RuntimeError) -> (
+        tasks: [TaskRecord], total: Int
+    ) {
+        let page = try store.tasks(statuses: statuses, limit: limit)
+        return (page.tasks.map { live[$0.taskID].map(current) ?? $0 }, page.total)
+    }
+
+    public func statusCounts() throws(RuntimeError) -> [TaskStatus: Int] {
+        try store.statusCounts()
+    }
+
+    /// Events of a task in order, after the sequence number `after`.
+    public func events(of taskID: String, after: Int64? = nil, limit: Int = 100) throws(RuntimeError) -> [TaskEvent] {
+        _ = try storedOrLive(taskID)
+        return try store.events(taskID: taskID, after: after, limit: limit)
+    }
+
+    /// The newest `limit` events, oldest first.
+    public func recentEvents(of taskID: String, limit: Int) throws(RuntimeError) -> [TaskEvent] {
+        _ = try storedOrLive(taskID)
+        return try store.recentEvents(taskID: taskID, limit: limit)
+    }
+
+    /// Adds an event from outside (an agent's note, progress, …).
+    public func appendEvent(
+        to taskID: String, message: String, type: String = "info", data: JSONValue = .null
+    ) throws(RuntimeError) -> TaskEvent {
+        _ = try storedOrLive(taskID)
+        return try store.appendEvent(.init(type: type, message: message, data: data), taskID: taskID, at: Date())
+    }
+
+    /// Replaces the opaque metadata of a task (the mock server's Allcanuse fields) and records an optional event.
+    public func updateMetadata(
+        of taskID: String, event: (type: String, message: String, data: JSONValue)? = nil,
+        _ transform: @Sendable (JSONValue) throws(RuntimeError) -> JSONValue
+    ) throws(RuntimeError) -> TaskRecord {
+        var record: TaskRecord
+        if let task = live[taskID] {
+            task.record.metadata = try transform(task.record.metadata)
+            task.record.updatedAt = Date()
+            record = current(task)
+        } else {
+            guard var stored = try store.task(taskID) else { throw RuntimeError.unknownTask(taskID) }
+            stored.metadata = try transform(stored.metadata)
+            stored.updatedAt = Date()
+            record = stored
+        }
+        try store.save(record, events: event.map { [.init(type: $0.type, message: $0.message, data: $0.data)] } ?? [])
+        return record
+    }
+
+    /// Reads a task's output: the last `tailBytes`, or `maxBytes` from `offset`.
+    public func output(
+        of taskID: String, stream: OutputStream, tailBytes: Int64? = nil, offset: Int64? = nil,
+        maxBytes: Int64 = 1 << 20
+    ) throws(RuntimeError) -> OutputChunk {
+        let record = try storedOrLive(taskID)
+        let layout = OutputLayout(
+            directory: configuration.stateDirectory + "/tasks/" + taskID, stream: stream,
+            limit: record.outputLimitBytes)
+        var chunk = OutputReader.read(layout: layout, tailBytes: tailBytes, offset: offset, maxBytes: maxBytes)
+        // The writer counts what it dropped beyond the last segment too (a limit of 0 keeps nothing at all).
+        let total = stream == .stdout ? record.stdoutBytes : record.stderrBytes
+        if total > chunk.totalBytes {
+            chunk.droppedBytes += total - chunk.totalBytes
+            chunk.totalBytes = total
+        }
+        return chunk
+    }
+
+    private func storedOrLive(_ taskID: String) throws(RuntimeError) -> TaskRecord {
+        if let task = live[taskID] { return current(task) }
+        guard let record = try store.task(taskID) else { throw RuntimeError.unknownTask(taskID) }
+        return record
+    }
+
+    private func current(_ task: LiveTask) -> TaskRecord {
+        var record = task.record
+        if !record.status.isFinal {
+            let totals = task.io.totals
+            record.stdoutBytes = totals.stdout
+            record.stderrBytes = totals.stderr
+            record.runningMilliseconds = task.runningTime.milliseconds
+        }
+        return record
+    }
+
+    // MARK: - Serialising operations on one task
+
+    private func acquire(_ taskID: String) async {
+        if busyTasks.insert(taskID).inserted { return }
+        await withCheckedContinuation { continuation in
+            operationQueue[taskID, default: []].append(continuation)
+        }
+    }
+
+    private func release(_ taskID: String) {
+        if var queue = operationQueue[taskID], !queue.isEmpty {
+            let next = queue.removeFirst()
+            operationQueue[taskID] = queue.isEmpty ? nil : queue
+            next.resume()  // the task stays busy: ownership passes to the next operation
+        } else {
+            busyTasks.remove(taskID)
+        }
+    }
+
+    // MARK: - Shutdown and recovery
+
+    /// Stops the supervisor: running tasks are cancelled (or, with `cancelRunning: false`, left to the parent-death
+    /// signal and marked failed at the next start), then the thread and the lock are released.
+    public func shutdown(cancelRunning: Bool = true) async {
+        guard !isShutDown else { return }
+        isShutDown = true
+        if cancelRunning {
+            let ids = Array(live.keys)
+            await withTaskGroup(of: Void.self) { group in
+                for id in ids {
+                    group.addTask { _ = try? await self.cancel(id, reason: "supervisor shutting down") }
+                }
+            }
+        }
+        await reactor.shutdown()
+        for (_, list) in waiters {
+            for (_, waiter) in list {
+                waiter.timer?.cancel()
+                waiter.continuation.resume(returning: false)
+            }
+        }
+        waiters.removeAll()
+        close(lockFD)
+    }
+
+    private func recover() throws(RuntimeError) {
+        let unfinished = try store.tasks(
+            statuses: Set(TaskStatus.allCases.filter { !$0.isFinal }), limit: Int.max
+        ).tasks
+        for var record in unfinished {
+            Self.endRemains(of: record, cgroups: cgroups)
+            let layout = { (stream: OutputStream) in
+                OutputLayout(
+                    directory: self.configuration.stateDirectory + "/tasks/" + record.taskID, stream: stream,
+                    limit: record.outputLimitBytes)
+            }
+            let previous = record.status
+            record.stdoutBytes = OutputReader.totalBytes(layout: layout(.stdout))
+            record.stderrBytes = OutputReader.totalBytes(layout: layout(.stderr))
+            record.status = .failed
+            record.lastError = "supervisor stopped while the task was \(previous.rawValue)"
+            record.updatedAt = Date()
+            record.completedAt = record.updatedAt
+            try store.save(
+                record,
+                events: [
+                    .init(
+                        type: "error", message: record.lastError ?? "supervisor stopped",
+                        data: ["previous_status": .string(previous.rawValue), "status": "failed"])
+                ])
+            logger.info("task \(record.taskID) was \(previous.rawValue) when the supervisor stopped; marked failed")
+        }
+        // Cgroups of tasks that never reached the store (a crash during spawn).
+        if let cgroups {
+            for name in cgroups.leftoverCgroups() {
+                if let cgroup = TaskCgroup.existing(path: cgroups.root + "/" + name) {
+                    try? cgroup.killAll()
+                    cgroup.waitUntilEmpty(timeoutMilliseconds: 2000)
+                    cgroup.remove()
+                }
+            }
+        }
+    }
+
+    /// Makes sure no process of a task from a previous run is left, without ever signalling a reused pid.
+    private static func endRemains(of record: TaskRecord, cgroups: CgroupHierarchy?) {
+        if let path = record.cgroupPath, let cgroup = TaskCgroup.existing(path: path) {
+            try? cgroup.killAll()
+            cgroup.waitUntilEmpty(timeoutMilliseconds: 2000)
+            cgroup.remove()
+            return
+        }
+        guard let pid = record.pid, let startTime = record.processStartTime else { return }
+        // Members of the task's process group that started no earlier than the task: each is pinned with a pidfd and
+        // checked again before the signal, so a pid that was reused meanwhile is never hit.
+        for member in ProcessTable.members(ofGroup: pid) where member.startTime >= startTime {
+            let pidfd = corral_pidfd_open(member.pid)
+            guard pidfd >= 0 else { continue }
+            if let again = ProcessTable.status(of: member.pid), again.startTime == member.startTime,
+                again.processGroup == pid
+            {
+                _ = corral_pidfd_send_signal(pidfd, SIGKILL, 0)
+            }
+            close(pidfd)
+        }
+    }
+
+    private static func takeLock(_ directory: String) throws(RuntimeError) -> Int32 {
+        let path = directory + "/supervisor.lock"
+        let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { throw RuntimeError.system("open \(path)", errno) }
+        if flock(fd, LOCK_EX | LOCK_NB) != 0 {
+            let holder = readSmallFile(path)?.trimmingCharacters(in: .whitespacesAndNewlines) ?? ""
+            close(fd)
+            throw RuntimeError.stateDirectoryInUse(
+                path: directory, holder: holder.isEmpty ? "unknown process" : "pid \(holder)")
+        }
+        ftruncate(fd, 0)
+        let pid = "\(getpid())\n"
+        _ = pid.withCString { pwrite(fd, $0, strlen($0), 0) }
+        return fd
+    }
+
+    /// FNV-1a, to name the supervisor's cgroup after its state directory (stable across restarts).
+    private static func stableHash(_ text: String) -> String {
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        for byte in text.utf8 {
+            hash ^= UInt64(byte)
+            hash &*= 0x100_0000_01b3
+        }
+        let digits = String(hash, radix: 16)
+        return String(repeating: "0", count: 16 - digits.count) + digits
+    }
+}
+
+extension Duration {
+    var milliseconds: Int64 {
+        let (seconds, attoseconds) = components
+        return seconds * 1000 + attoseconds / 1_000_000_000_000_000
+    }
+}
+
+extension JSONValue {
+    func merging(_ other: [String: JSONValue]) -> JSONValue {
+        guard case .object(var object) = self else { return self }
+        object.merge(other) { _, new in new }
+        return .object(object)
+    }
+}

@@ -1,0 +1,524 @@
+import CCorral
+import Foundation
+import Sandbox
+import XCTest
+
+@testable import TaskRuntime
+
+/// Real processes, real signals, real cgroups. XCTest runs these one after another, which the descriptor and thread
+/// counts need.
+final class SupervisorTests: XCTestCase {
+    var directory = ""
+    var supervisor: TaskSupervisor?
+
+    override func setUp() async throws {
+        directory = FileManager.default.temporaryDirectory.appendingPathComponent("corral-test-\(UUID().uuidString)")
+            .path
+    }
+
+    override func tearDown() async throws {
+        await supervisor?.shutdown()
+        supervisor = nil
+        try? FileManager.default.removeItem(atPath: directory)
+    }
+
+    func start(cgroups: Bool = true, graceMilliseconds: Int = 500) async throws -> TaskSupervisor {
+        let started = try await TaskSupervisor.start(
+            .init(stateDirectory: directory, graceMilliseconds: graceMilliseconds, useCgroups: cgroups))
+        supervisor = started
+        return started
+    }
+
+    // MARK: lifecycle
+
+    func testExitZeroCompletesAndOutputIsCaptured() async throws {
+        let supervisor = try await start()
+        let task = try await supervisor.create(
+            TaskSpec(title: "echo", command: .argv(["/bin/sh", "-c", "echo out; echo err >&2"])))
+        XCTAssertEqual(task.status, .running)
+        XCTAssertNotNil(task.pid)
+        let outcome = try await supervisor.wait(for: task.taskID, timeout: .seconds(10))
+        XCTAssertTrue(outcome.conditionMet)
+        XCTAssertEqual(outcome.task.status, .completed)
+        XCTAssertEqual(outcome.task.exitCode, 0)
+        XCTAssertNil(outcome.task.lastError)
+        let stdout = try await supervisor.output(of: task.taskID, stream: .stdout)
+        let stderr = try await supervisor.output(of: task.taskID, stream: .stderr)
+        XCTAssertEqual(stdout.text, "out\n")
+        XCTAssertEqual(stderr.text, "err\n")
+        XCTAssertEqual(outcome.task.stdoutBytes, 4)
+    }
+
+    func testNonZeroExitFailsWithReadableError() async throws {
+        let supervisor = try await start()
+        let task = try await supervisor.create(TaskSpec(title: "exit 3", command: .shell("exit 3")))
+        let outcome = try await supervisor.wait(for: task.taskID, timeout: .seconds(10))
+        XCTAssertEqual(outcome.task.status, .failed)
+        XCTAssertEqual(outcome.task.exitCode, 3)
+        XCTAssertEqual(outcome.task.lastError, "exited with status 3")
+    }
+
+    func testKilledBySignalFailsWithSignalName() async throws {
+        let supervisor = try await start()
+        let task = try await supervisor.create(TaskSpec(title: "kill", command: .shell("kill -9 $$")))
+        let outcome = try await supervisor.wait(for: task.taskID, timeout: .seconds(10))
+        XCTAssertEqual(outcome.task.status, .failed)
+        XCTAssertEqual(outcome.task.signal, 9)
+        XCTAssertEqual(outcome.task.lastError, "killed by signal 9 (SIGKILL)")
+    }
+
+    func testSpawnFailuresAreClearFailedTasks() async throws {
+        let supervisor = try await start()
+        let missing = try await supervisor.create(
+            TaskSpec(title: "missing", command: .argv(["/nonexistent/program"])))
+        XCTAssertEqual(missing.status, .failed)
+        XCTAssertEqual(
+            missing.lastError, "failed to start: cannot execute /nonexistent/program: No such file or directory")
+
+        let notInPath = try await supervisor.create(
+            TaskSpec(title: "missing", command: .argv(["no-such-program-corral"])))
+        XCTAssertEqual(notInPath.status, .failed)
+        XCTAssertTrue(notInPath.lastError?.contains("No such file or directory") == true, "\(notInPath.lastError ?? "")")
+
+        let badCwd = try await supervisor.create(
+            TaskSpec(title: "cwd", command: .argv(["/bin/true"]), workingDirectory: "/nonexistent/dir"))
+        XCTAssertEqual(
+            badCwd.lastError,
+            "failed to start: cannot change to working directory /nonexistent/dir: No such file or directory")
+
+        let script = directory + "/not-executable.sh"
+        XCTAssertTrue(FileManager.default.createFile(atPath: script, contents: Data("#!/bin/sh\n".utf8)))
+        let denied = try await supervisor.create(TaskSpec(title: "perm", command: .argv([script])))
+        XCTAssertEqual(denied.lastError, "failed to start: cannot execute \(script): Permission denied")
+
+        let events = try await supervisor.events(of: denied.taskID)
+        XCTAssertEqual(events.last?.type, "error")
+        XCTAssertEqual(events.last?.data["status"], "failed")
+        // A final task is final: wait returns at once.
+        let outcome = try await supervisor.wait(for: denied.taskID, timeout: .seconds(1))
+        XCTAssertEqual(outcome.task.status, .failed)
+    }
+
+    func testInvalidSpecsAreRejected() async throws {
+        let supervisor = try await start()
+        for spec in [
+            TaskSpec(title: "empty", command: .argv([])),
+            TaskSpec(title: "blank", command: .shell("   ")),
+            TaskSpec(title: "timeout", command: .argv(["/bin/true"]), timeoutMilliseconds: 0),
+            TaskSpec(title: "cwd", command: .argv(["/bin/true"]), workingDirectory: "relative"),
+        ] {
+            do {
+                _ = try await supervisor.create(spec)
+                XCTFail("\(spec.title) was accepted")
+            } catch {
+                guard case .invalidArgument = error else { return XCTFail("\(error)") }
+            }
+        }
+        do {
+            _ = try await supervisor.task("0123")
+            XCTFail("unknown id accepted")
+        } catch {
+            XCTAssertEqual(error, .unknownTask("0123"))
+        }
+    }
+
+    func testEnvironmentIsCleanAndStdinIsDelivered() async throws {
+        setenv("CORRAL_TEST_SECRET", "hunter2", 1)
+        defer { unsetenv("CORRAL_TEST_SECRET") }
+        let supervisor = try await start()
+        let task = try await supervisor.create(
+            TaskSpec(
+                title: "env", command: .shell("env; echo; cat"), environment: ["GREETING": "hello"],
+                standardInput: "from stdin\n"))
+        _ = try await supervisor.wait(for: task.taskID, timeout: .seconds(10))
+        let text = try await supervisor.output(of: task.taskID, stream: .stdout).text
+        XCTAssertFalse(text.contains("hunter2"), text)
+        XCTAssertTrue(text.contains("GREETING=hello"), text)
+        XCTAssertTrue(text.contains("PATH=/usr/local/bin:/usr/bin:/bin"), text)
+        XCTAssertTrue(text.hasSuffix("from stdin\n"), text)
+    }
+
+    func testOwnSessionProcessGroupAndCgroup() async throws {
+        let supervisor = try await start()
+        let task = try await supervisor.create(TaskSpec(title: "sleep", command: .argv(["/bin/sleep", "30"])))
+        let pid = try XCTUnwrap(task.pid)
+        let status = try XCTUnwrap(ProcessTable.status(of: pid))
+        XCTAssertEqual(status.session, pid)
+        XCTAssertEqual(status.processGroup, pid)
+        XCTAssertEqual(status.parentPID, getpid())
+        if let cgroup = task.cgroupPath {
+            XCTAssertTrue(readSmallFile(cgroup + "/cgroup.procs")?.contains("\(pid)") == true)
+            XCTAssertTrue(task.protections.contains("cgroup"))
+        } else {
+            XCTAssertTrue(task.protections.contains("process_group_signals"))
+        }
+        // Nothing of the supervisor's leaks into the task: only 0, 1, 2 are open.
+        let fds = try FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd").sorted()
+        XCTAssertEqual(fds, ["0", "1", "2"])
+        _ = try await supervisor.cancel(task.taskID)
+    }
+
+    // MARK: pause, resume, cancel
+
+    func testPauseFreezesTheTreeAndCPUTimeStops() async throws {
+        try await pauseStopsTheTree(cgroups: true)
+    }
+
+    func testPauseWithoutCgroupStopsTheGroup() async throws {
+        try await pauseStopsTheTree(cgroups: false)
+    }
+
+    private func pauseStopsTheTree(cgroups: Bool) async throws {
+        let supervisor = try await start(cgroups: cgroups)
+        // A busy loop in a grandchild: CPU time advances whenever it runs.
+        let task = try await supervisor.create(
+            TaskSpec(title: "spin", command: .shell("sh -c 'while :; do :; done' & wait")))
+        let pid = try XCTUnwrap(task.pid)
+        try await Task.sleep(for: .milliseconds(300))
+        let members = ProcessTable.members(ofGroup: pid)
+        XCTAssertGreaterThanOrEqual(members.count, 2)
+
+        let paused = try await supervisor.pause(task.taskID, reason: "test")
+        XCTAssertTrue(paused.changed)
+        XCTAssertEqual(paused.task.status, .paused)
+        if cgroups, let cgroup = paused.task.cgroupPath {
+            XCTAssertTrue(readSmallFile(cgroup + "/cgroup.events")?.contains("frozen 1") == true)
+        } else {
+            for member in ProcessTable.members(ofGroup: pid) {
+                XCTAssertEqual(member.state, "T", "pid \(member.pid) is \(member.state)")
+            }
+        }
+        let before = ProcessTable.members(ofGroup: pid).map(\.cpuTicks).reduce(0, +)
+        try await Task.sleep(for: .milliseconds(500))
+        let after = ProcessTable.members(ofGroup: pid).map(\.cpuTicks).reduce(0, +)
+        XCTAssertEqual(before, after, "CPU time advanced while paused")
+
+        let again = try await supervisor.pause(task.taskID)
+        XCTAssertFalse(again.changed)
+        XCTAssertEqual(again.note, "task is paused; only a running task can be paused")
+
+        let resumed = try await supervisor.resume(task.taskID)
+        XCTAssertEqual(resumed.task.status, .running)
+        try await Task.sleep(for: .milliseconds(300))
+        let later = ProcessTable.members(ofGroup: pid).map(\.cpuTicks).reduce(0, +)
+        XCTAssertGreaterThan(later, after, "CPU time did not advance after resume")
+        let notPaused = try await supervisor.resume(task.taskID)
+        XCTAssertFalse(notPaused.changed)
+        XCTAssertEqual(notPaused.note, "task is running; only a paused task can be resumed")
+
+        let cancelled = try await supervisor.cancel(task.taskID)
+        XCTAssertEqual(cancelled.task.status, .cancelled)
+        XCTAssertTrue(ProcessTable.members(ofGroup: pid).isEmpty)
+        let events = try await supervisor.events(of: task.taskID).map { $0.data["status"]?.stringValue }
+        XCTAssertEqual(events, ["pending", "running", "paused", "running", "cancelled"])
+    }
+
+    func testCancelKillsTreeIncludingSetsidChildAndSigtermIgnorer() async throws {
+        let supervisor = try await start(graceMilliseconds: 300)
+        let marker = "corral-marker-\(UInt32.random(in: 0...UInt32.max))"
+        // The shell ignores SIGTERM; one grandchild leaves the process group with setsid.
+        let task = try await supervisor.create(
+            TaskSpec(
+                title: "tree",
+                command: .shell("trap '' TERM; setsid sleep 300 \(marker) & sleep 301 \(marker) & wait")))
+        try await Task.sleep(for: .milliseconds(300))
+        XCTAssertEqual(processesWithArgument(marker).count, 2)
+        let start = ContinuousClock.now
+        let cancelled = try await supervisor.cancel(task.taskID, reason: "test")
+        let elapsed = ContinuousClock.now - start
+        XCTAssertEqual(cancelled.task.status, .cancelled)
+        XCTAssertTrue(cancelled.changed)
+        if cancelled.task.cgroupPath != nil {
+            XCTAssertEqual(processesWithArgument(marker), [], "a process of the tree survived")
+            XCTAssertEqual(cancelled.task.signal, SIGKILL)  // the shell ignored SIGTERM
+            XCTAssertGreaterThanOrEqual(elapsed, .milliseconds(300))  // the grace period was given
+            XCTAssertFalse(FileManager.default.fileExists(atPath: cancelled.task.cgroupPath ?? ""))
+        }
+        let again = try await supervisor.cancel(task.taskID)
+        XCTAssertFalse(again.changed)
+        XCTAssertEqual(again.task.status, .cancelled)
+        XCTAssertEqual(again.note, "task is already cancelled")
+    }
+
+    func testCancelOfPausedTask() async throws {
+        for cgroups in [true, false] {
+            let supervisor = try await start(cgroups: cgroups)
+            let task = try await supervisor.create(TaskSpec(title: "sleep", command: .argv(["/bin/sleep", "60"])))
+            _ = try await supervisor.pause(task.taskID)
+            let cancelled = try await supervisor.cancel(task.taskID)
+            XCTAssertEqual(cancelled.task.status, .cancelled)
+            XCTAssertEqual(cancelled.task.signal, SIGTERM, "a paused task is continued, then terminated")
+            await supervisor.shutdown()
+            self.supervisor = nil
+            try? FileManager.default.removeItem(atPath: directory)
+        }
+    }
+
+    func testExitedTaskLeavesNoDescendants() async throws {
+        let supervisor = try await start()
+        let marker = "corral-orphan-\(UInt32.random(in: 0...UInt32.max))"
+        let task = try await supervisor.create(TaskSpec(title: "orphan", command: .shell("sleep 300 \(marker) & exit 0")))
+        let outcome = try await supervisor.wait(for: task.taskID, timeout: .seconds(10))
+        XCTAssertEqual(outcome.task.status, .completed)
+        XCTAssertEqual(processesWithArgument(marker), [])
+    }
+
+    // MARK: timeouts and waiting
+
+    func testTimeoutCountsRunningTimeOnly() async throws {
+        let supervisor = try await start(graceMilliseconds: 200)
+        let task = try await supervisor.create(
+            TaskSpec(title: "slow", command: .argv(["/bin/sleep", "30"]), timeoutMilliseconds: 600))
+        try await Task.sleep(for: .milliseconds(300))
+        _ = try await supervisor.pause(task.taskID)
+        try await Task.sleep(for: .milliseconds(800))  // past the timeout in wall-clock time
+        let paused = try await supervisor.task(task.taskID)
+        XCTAssertEqual(paused.status, .paused, "paused time counted against the timeout")
+        _ = try await supervisor.resume(task.taskID)
+        let start = ContinuousClock.now
+        let outcome = try await supervisor.wait(for: task.taskID, timeout: .seconds(10))
+        let afterResume = ContinuousClock.now - start
+        XCTAssertEqual(outcome.task.status, .failed)
+        XCTAssertEqual(outcome.task.lastError, "timed out after 600 ms")
+        XCTAssertGreaterThanOrEqual(afterResume, .milliseconds(200))
+        XCTAssertLessThan(afterResume, .milliseconds(2000))
+        XCTAssertGreaterThanOrEqual(outcome.task.runningMilliseconds, 600)
+        XCTAssertLessThan(outcome.task.runningMilliseconds, 1500)
+    }
+
+    func testManyWaitersOnOneTaskAndOnManyTasks() async throws {
+        let supervisor = try await start()
+        let tasks = try await withThrowingTaskGroup(of: TaskRecord.self) { group in
+            for index in 0..<8 {
+                group.addTask {
+                    try await supervisor.create(
+                        TaskSpec(title: "t\(index)", command: .argv(["/bin/sleep", "0.\(index + 2)"])))
+                }
+            }
+            return try await group.reduce(into: []) { $0.append($1) }
+        }
+        let outcomes = try await withThrowingTaskGroup(of: WaitOutcome.self) { group in
+            for task in tasks {
+                for _ in 0..<10 {
+                    group.addTask { try await supervisor.wait(for: task.taskID, timeout: .seconds(20)) }
+                }
+            }
+            return try await group.reduce(into: []) { $0.append($1) }
+        }
+        XCTAssertEqual(outcomes.count, 80)
+        XCTAssertTrue(outcomes.allSatisfy { $0.conditionMet && $0.task.status == .completed })
+
+        // A wait with a target status and a timeout that passes first.
+        let sleeper = try await supervisor.create(TaskSpec(title: "s", command: .argv(["/bin/sleep", "5"])))
+        let early = try await supervisor.wait(for: sleeper.taskID, until: [.completed], timeout: .milliseconds(100))
+        XCTAssertFalse(early.conditionMet)
+        XCTAssertEqual(early.task.status, .running)
+        XCTAssertGreaterThanOrEqual(early.waitedMilliseconds, 100)
+
+        // Waiting for "paused" wakes on the pause.
+        async let pausedWait = supervisor.wait(for: sleeper.taskID, until: [.paused], timeout: .seconds(5))
+        try await Task.sleep(for: .milliseconds(50))
+        _ = try await supervisor.pause(sleeper.taskID)
+        let pausedOutcome = try await pausedWait
+        XCTAssertTrue(pausedOutcome.conditionMet)
+
+        // A cancelled waiter returns at once.
+        let waiter = Task { try await supervisor.wait(for: sleeper.taskID, timeout: .seconds(30)) }
+        try await Task.sleep(for: .milliseconds(50))
+        waiter.cancel()
+        let cancelledOutcome = try await waiter.value
+        XCTAssertFalse(cancelledOutcome.conditionMet)
+        XCTAssertLessThan(cancelledOutcome.waitedMilliseconds, 5000)
+    }
+
+    func testWaiterWakesPromptlyOnExit() async throws {
+        let supervisor = try await start()
+        var latencies: [Double] = []
+        for _ in 0..<10 {
+            let task = try await supervisor.create(
+                TaskSpec(title: "wake", command: .shell("sleep 0.05; exec date +%s%N")))
+            let outcome = try await supervisor.wait(for: task.taskID, timeout: .seconds(10))
+            var now = timespec()
+            clock_gettime(CLOCK_REALTIME, &now)
+            XCTAssertTrue(outcome.conditionMet)
+            let text = try await supervisor.output(of: task.taskID, stream: .stdout).text
+            let printed = try XCTUnwrap(Double(text.trimmingCharacters(in: .whitespacesAndNewlines)))
+            latencies.append((Double(now.tv_sec) * 1e9 + Double(now.tv_nsec) - printed) / 1e6)
+        }
+        latencies.sort()
+        // The median includes `date`'s own exit; a polling loop would show its period here.
+        XCTAssertLessThan(latencies[latencies.count / 2], 20, "\(latencies)")
+    }
+
+    // MARK: output
+
+    func testFiftyMiBOfOutputIsDrainedAndBounded() async throws {
+        let supervisor = try await start()
+        let task = try await supervisor.create(
+            TaskSpec(
+                title: "chatty", command: .shell("head -c 52428800 /dev/zero | tr '\\0' 'x'; echo; echo END"),
+                outputLimitBytes: 1 << 20))
+        let outcome = try await supervisor.wait(for: task.taskID, timeout: .seconds(60))
+        XCTAssertEqual(outcome.task.status, .completed)
+        XCTAssertEqual(outcome.task.stdoutBytes, 52_428_800 + 5)
+        let tail = try await supervisor.output(of: task.taskID, stream: .stdout, tailBytes: 10)
+        XCTAssertEqual(tail.text, "xxxxx\nEND\n")
+        XCTAssertEqual(tail.totalBytes, 52_428_805)
+        XCTAssertGreaterThan(tail.droppedBytes, 50_000_000)
+        let head = try await supervisor.output(of: task.taskID, stream: .stdout, offset: 0, maxBytes: 100)
+        XCTAssertEqual(head.bytes, [UInt8](repeating: UInt8(ascii: "x"), count: 100))
+        XCTAssertTrue(head.truncated)
+        // An offset in the dropped middle skips to the first kept byte and says so.
+        let middle = try await supervisor.output(of: task.taskID, stream: .stdout, offset: 10_000_000, maxBytes: 10)
+        XCTAssertTrue(middle.truncated)
+        XCTAssertGreaterThan(middle.offset, 10_000_000)
+        // On disk: at most the limit.
+        let taskDirectory = directory + "/tasks/" + task.taskID
+        let onDisk = try FileManager.default.contentsOfDirectory(atPath: taskDirectory)
+            .filter { $0.hasPrefix("stdout") }
+            .map { try FileManager.default.attributesOfItem(atPath: taskDirectory + "/" + $0)[.size] as? Int ?? 0 }
+            .reduce(0, +)
+        XCTAssertLessThanOrEqual(onDisk, 1 << 20)
+    }
+
+    // MARK: persistence
+
+    func testSecondSupervisorOnSameStateDirectoryIsRefused() async throws {
+        _ = try await start()
+        do {
+            _ = try await TaskSupervisor.start(.init(stateDirectory: directory))
+            XCTFail("a second supervisor started")
+        } catch {
+            guard case .stateDirectoryInUse(_, let holder) = error else { return XCTFail("\(error)") }
+            XCTAssertEqual(holder, "pid \(getpid())")
+        }
+    }
+
+    func testEventsAndRecordsSurviveARestart() async throws {
+        var supervisor = try await start()
+        let task = try await supervisor.create(TaskSpec(title: "persist", command: .shell("echo kept")))
+        _ = try await supervisor.wait(for: task.taskID)
+        let event = try await supervisor.appendEvent(
+            to: task.taskID, message: "note", type: "decision", data: ["k": [1, 2]])
+        await supervisor.shutdown()
+        supervisor = try await start()
+        let events = try await supervisor.events(of: task.taskID)
+        XCTAssertEqual(events.last, event)
+        let stored = try await supervisor.task(task.taskID)
+        XCTAssertEqual(stored.status, .completed)
+        let kept = try await supervisor.output(of: task.taskID, stream: .stdout).text
+        XCTAssertEqual(kept, "kept\n")
+        let listing = try await supervisor.tasks(statuses: [.completed])
+        XCTAssertEqual(listing.total, 1)
+    }
+
+    func testRestartAfterKillMinus9MarksTasksFailedAndKeepsEverything() async throws {
+        for cgroups in [true, false] {
+            try await restartAfterCrash(cgroups: cgroups)
+            try? FileManager.default.removeItem(atPath: directory)
+        }
+    }
+
+    private func restartAfterCrash(cgroups: Bool) async throws {
+        let marker = "corral-crash-\(UInt32.random(in: 0...UInt32.max))"
+        let host = Process()
+        host.executableURL = try corralExecutable()
+        host.arguments =
+            ["supervise", "--state-dir", directory, "--shell"] + (cgroups ? [] : ["--no-cgroup"])
+            + ["--", "echo before-crash; sleep 300 \(marker) & sleep 301 \(marker)"]
+        let pipe = Pipe()
+        host.standardOutput = pipe
+        try host.run()
+        let firstLine = try XCTUnwrap(readLine(from: pipe.fileHandleForReading))
+        let started = try JSONDecoder.runtime.decode(TaskRecord.self, from: Data(firstLine.utf8))
+        try await Task.sleep(for: .milliseconds(300))
+        XCTAssertEqual(processesWithArgument(marker).count, 2)
+        kill(host.processIdentifier, SIGKILL)
+        host.waitUntilExit()
+
+        let supervisor = try await start(cgroups: cgroups)
+        let recovered = try await supervisor.task(started.taskID)
+        XCTAssertEqual(recovered.status, .failed)
+        XCTAssertEqual(recovered.lastError, "supervisor stopped while the task was running")
+        try await Task.sleep(for: .milliseconds(100))
+        XCTAssertEqual(processesWithArgument(marker), [], "a process of the crashed supervisor's task survived")
+        let events = try await supervisor.events(of: started.taskID).map(\.message)
+        XCTAssertEqual(events.first, "task created")
+        XCTAssertTrue(events.contains("task started"))
+        XCTAssertEqual(events.last, "supervisor stopped while the task was running")
+        let output = try await supervisor.output(of: started.taskID, stream: .stdout).text
+        XCTAssertEqual(output, "before-crash\n")
+        if let cgroup = started.cgroupPath {
+            XCTAssertFalse(FileManager.default.fileExists(atPath: cgroup))
+        }
+        await supervisor.shutdown()
+        self.supervisor = nil
+    }
+
+    // MARK: hygiene
+
+    func testThousandTasksLeaveNoDescriptorsThreadsOrZombies() async throws {
+        let supervisor = try await start()
+        func runBatch(_ count: Int) async throws {
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for index in 0..<count {
+                    if index >= 8 { try await group.next() }
+                    group.addTask {
+                        let task = try await supervisor.create(
+                            TaskSpec(title: "t", command: .argv(["/bin/true"]), outputLimitBytes: 4096))
+                        let outcome = try await supervisor.wait(for: task.taskID, timeout: .seconds(30))
+                        XCTAssertEqual(outcome.task.status, .completed)
+                    }
+                }
+                try await group.waitForAll()
+            }
+        }
+        try await runBatch(50)  // warm-up: lazily created pools and caches
+        let fdsBefore = corral_count_open_fds()
+        let threadsBefore = corral_count_threads()
+        try await runBatch(1000)
+        var fdsAfter = corral_count_open_fds()
+        var threadsAfter = corral_count_threads()
+        for _ in 0..<50 where fdsAfter > fdsBefore || threadsAfter > threadsBefore {
+            try await Task.sleep(for: .milliseconds(100))
+            fdsAfter = corral_count_open_fds()
+            threadsAfter = corral_count_threads()
+        }
+        XCTAssertEqual(fdsAfter, fdsBefore, "descriptors leaked")
+        XCTAssertLessThanOrEqual(threadsAfter, threadsBefore, "threads leaked")
+        // No zombie children: every child was reaped.
+        let zombies = ProcessTable.allPIDs().compactMap(ProcessTable.status(of:))
+            .filter { $0.parentPID == getpid() && $0.state == "Z" }
+        XCTAssertEqual(zombies, [])
+    }
+
+    // MARK: helpers
+
+    private func processesWithArgument(_ marker: String) -> [pid_t] {
+        ProcessTable.allPIDs().filter { pid in
+            guard let cmdline = readSmallFile("/proc/\(pid)/cmdline") else { return false }
+            return cmdline.split(separator: "\0").contains { $0 == marker }
+                && ProcessTable.status(of: pid)?.isGone == false
+        }
+    }
+
+    private func readLine(from handle: FileHandle) -> String? {
+        var data = Data()
+        while true {
+            let byte = handle.readData(ofLength: 1)
+            if byte.isEmpty { return data.isEmpty ? nil : String(decoding: data, as: UTF8.self) }
+            if byte == Data("\n".utf8) { return String(decoding: data, as: UTF8.self) }
+            data.append(byte)
+        }
+    }
+}
+
+/// The `corral` executable built beside the test bundle.
+func corralExecutable() throws -> URL {
+    let executable = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
+    let candidate = executable.deletingLastPathComponent().appendingPathComponent("corral")
+    guard FileManager.default.isExecutableFile(atPath: candidate.path) else {
+        throw RuntimeError.invalidArgument("corral executable not found at \(candidate.path); run `swift build` first")
+    }
+    return candidate
+}
