@@ -91,14 +91,18 @@ static void mark_all_cloexec_from(int first) {
 
 __attribute__((noreturn)) static void child_main(const corral_spawn_attr *a, const struct sock_fprog *filter,
                                                 int report_fd) {
-    // A clean signal state: handlers and ignored dispositions back to default, then an empty mask (the parent blocked
-    // every signal around the clone so that no parent handler can run in the child).
-    struct sigaction dfl;
-    memset(&dfl, 0, sizeof dfl);
-    dfl.sa_handler = SIG_DFL;
-    for (int sig = 1; sig < NSIG; sig++) {
+    // A clean signal state: every disposition back to default, then an empty mask (the parent blocked every signal
+    // around the clone so that no parent handler can run in the child). Raw rt_sigaction, because glibc's wrapper
+    // refuses its reserved signals (32, 33), whose ignored state would otherwise be inherited across exec.
+    struct {
+        void *handler;
+        unsigned long flags;
+        void *restorer;
+        uint64_t mask;
+    } dfl = {0};
+    for (int sig = 1; sig <= 64; sig++) {
         if (sig == SIGKILL || sig == SIGSTOP) continue;
-        sigaction(sig, &dfl, NULL);  // fails harmlessly for libc-reserved signals
+        syscall(SYS_rt_sigaction, sig, &dfl, NULL, sizeof dfl.mask);
     }
     sigset_t empty;
     sigemptyset(&empty);

@@ -151,10 +151,18 @@ enum OutputReader {
         let pieces = self.pieces(layout)
         let total = pieces.last.map { $0.start + $0.length } ?? 0
         let retained = pieces.reduce(Int64(0)) { $0 + $1.length }
-        let requestedStart: Int64
+        var requestedStart: Int64
         var requestedEnd: Int64 = total
+        var skipped = false
         if let offset {
             requestedStart = max(0, min(offset, total))
+            // An offset in the dropped middle moves on to the first byte that was kept.
+            if !pieces.contains(where: { $0.start <= requestedStart && requestedStart < $0.start + $0.length }),
+                let next = pieces.first(where: { $0.start > requestedStart })
+            {
+                requestedStart = next.start
+                skipped = true
+            }
             requestedEnd = min(total, requestedStart + maxBytes)
         } else {
             let tail = min(tailBytes ?? maxBytes, maxBytes)
@@ -179,7 +187,7 @@ enum OutputReader {
         let cut = offset != nil && requestedStart + maxBytes < total
         return OutputChunk(
             stream: layout.stream, bytes: bytes, offset: firstOffset ?? requestedStart, totalBytes: total,
-            droppedBytes: total - retained, truncated: missing > 0 || cut)
+            droppedBytes: total - retained, truncated: missing > 0 || cut || skipped)
     }
 
     /// Total bytes written, from the files alone.

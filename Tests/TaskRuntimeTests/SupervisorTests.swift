@@ -208,7 +208,7 @@ final class SupervisorTests: XCTestCase {
 
         let cancelled = try await supervisor.cancel(task.taskID)
         XCTAssertEqual(cancelled.task.status, .cancelled)
-        XCTAssertTrue(ProcessTable.members(ofGroup: pid).isEmpty)
+        XCTAssertTrue(ProcessTable.members(ofGroup: pid).filter { !$0.isGone }.isEmpty)
         let events = try await supervisor.events(of: task.taskID).map { $0.data["status"]?.stringValue }
         XCTAssertEqual(events, ["pending", "running", "paused", "running", "cancelled"])
     }
@@ -220,7 +220,7 @@ final class SupervisorTests: XCTestCase {
         let task = try await supervisor.create(
             TaskSpec(
                 title: "tree",
-                command: .shell("trap '' TERM; setsid sleep 300 \(marker) & sleep 301 \(marker) & wait")))
+                command: .shell("trap '' TERM; setsid \(sleeper(marker)) & \(sleeper(marker)) & wait")))
         try await Task.sleep(for: .milliseconds(300))
         XCTAssertEqual(processesWithArgument(marker).count, 2)
         let start = ContinuousClock.now
@@ -257,7 +257,7 @@ final class SupervisorTests: XCTestCase {
     func testExitedTaskLeavesNoDescendants() async throws {
         let supervisor = try await start()
         let marker = "corral-orphan-\(UInt32.random(in: 0...UInt32.max))"
-        let task = try await supervisor.create(TaskSpec(title: "orphan", command: .shell("sleep 300 \(marker) & exit 0")))
+        let task = try await supervisor.create(TaskSpec(title: "orphan", command: .shell("\(sleeper(marker)) & exit 0")))
         let outcome = try await supervisor.wait(for: task.taskID, timeout: .seconds(10))
         XCTAssertEqual(outcome.task.status, .completed)
         XCTAssertEqual(processesWithArgument(marker), [])
@@ -403,7 +403,12 @@ final class SupervisorTests: XCTestCase {
         await supervisor.shutdown()
         supervisor = try await start()
         let events = try await supervisor.events(of: task.taskID)
-        XCTAssertEqual(events.last, event)
+        let last = try XCTUnwrap(events.last)
+        XCTAssertEqual(last.eventID, event.eventID)
+        XCTAssertEqual(last.sequence, event.sequence)
+        XCTAssertEqual(last.data, event.data)
+        XCTAssertEqual(last.type, "decision")
+        XCTAssertEqual(Timestamp.format(last.timestamp), Timestamp.format(event.timestamp))
         let stored = try await supervisor.task(task.taskID)
         XCTAssertEqual(stored.status, .completed)
         let kept = try await supervisor.output(of: task.taskID, stream: .stdout).text
@@ -425,7 +430,7 @@ final class SupervisorTests: XCTestCase {
         host.executableURL = try corralExecutable()
         host.arguments =
             ["supervise", "--state-dir", directory, "--shell"] + (cgroups ? [] : ["--no-cgroup"])
-            + ["--", "echo before-crash; sleep 300 \(marker) & sleep 301 \(marker)"]
+            + ["--", "echo before-crash; \(sleeper(marker)) & \(sleeper(marker))"]
         let pipe = Pipe()
         host.standardOutput = pipe
         try host.run()
@@ -493,6 +498,12 @@ final class SupervisorTests: XCTestCase {
     }
 
     // MARK: helpers
+
+    /// A shell that sleeps, with `marker` as its $0 so that it can be found in /proc (the `; true` keeps the shell
+    /// from exec-ing sleep).
+    private func sleeper(_ marker: String) -> String {
+        "sh -c 'sleep 300; true' \(marker)"
+    }
 
     private func processesWithArgument(_ marker: String) -> [pid_t] {
         ProcessTable.allPIDs().filter { pid in
