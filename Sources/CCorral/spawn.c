@@ -13,6 +13,7 @@
 #include <signal.h>
 #include <stdint.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
@@ -21,12 +22,6 @@
 
 #ifndef CLONE_PIDFD
 #define CLONE_PIDFD 0x00001000
-#endif
-#ifndef CLONE_INTO_CGROUP
-#define CLONE_INTO_CGROUP 0x200000000ULL
-#endif
-#ifndef SYS_clone3
-#define SYS_clone3 435
 #endif
 #ifndef SYS_close_range
 #define SYS_close_range 436
@@ -38,25 +33,10 @@
 #define SYS_landlock_restrict_self 446
 #endif
 
-struct corral_clone_args {
-    uint64_t flags;
-    uint64_t pidfd;
-    uint64_t child_tid;
-    uint64_t parent_tid;
-    uint64_t exit_signal;
-    uint64_t stack;
-    uint64_t stack_size;
-    uint64_t tls;
-    uint64_t set_tid;
-    uint64_t set_tid_size;
-    uint64_t cgroup;
-};
+static void child_report(void *context, int stage, int error);
 
-__attribute__((noreturn)) static void child_fail(int report_fd, int stage, int error) {
-    int message[2] = {stage, error};
-    // Nothing to do if this write fails: the parent then sees EOF and a child that exited 127.
-    ssize_t ignored = write(report_fd, message, sizeof message);
-    (void)ignored;
+__attribute__((noreturn)) static void child_fail(void *context, int stage, int error) {
+    child_report(context, stage, error);
     _exit(127);
 }
 
@@ -90,7 +70,7 @@ static void mark_all_cloexec_from(int first) {
 }
 
 __attribute__((noreturn)) static void child_main(const corral_spawn_attr *a, const struct sock_fprog *filter,
-                                                int report_fd) {
+                                                void *context) {
     // A clean signal state: every disposition back to default, then an empty mask (the parent blocked every signal
     // around the clone so that no parent handler can run in the child). Raw rt_sigaction, because glibc's wrapper
     // refuses its reserved signals (32, 33), whose ignored state would otherwise be inherited across exec.
@@ -106,50 +86,50 @@ __attribute__((noreturn)) static void child_main(const corral_spawn_attr *a, con
     }
     sigset_t empty;
     sigemptyset(&empty);
-    if (sigprocmask(SIG_SETMASK, &empty, NULL) != 0) child_fail(report_fd, CORRAL_STAGE_SIGNALS, errno);
+    if (sigprocmask(SIG_SETMASK, &empty, NULL) != 0) child_fail(context, CORRAL_STAGE_SIGNALS, errno);
 
-    if (a->new_session && setsid() < 0) child_fail(report_fd, CORRAL_STAGE_SETSID, errno);
+    if (a->new_session && setsid() < 0) child_fail(context, CORRAL_STAGE_SETSID, errno);
 
     if (a->pdeathsig > 0) {
-        if (prctl(PR_SET_PDEATHSIG, a->pdeathsig, 0, 0, 0) != 0) child_fail(report_fd, CORRAL_STAGE_PDEATHSIG, errno);
+        if (prctl(PR_SET_PDEATHSIG, a->pdeathsig, 0, 0, 0) != 0) child_fail(context, CORRAL_STAGE_PDEATHSIG, errno);
         // The parent may have died before the prctl: then nobody would ever send the signal.
         if (a->expected_parent > 0 && getppid() != a->expected_parent) _exit(127);
     }
 
     if (a->cgroup_procs_fd >= 0) {
-        if (write(a->cgroup_procs_fd, "0", 1) != 1) child_fail(report_fd, CORRAL_STAGE_CGROUP, errno);
+        if (write(a->cgroup_procs_fd, "0", 1) != 1) child_fail(context, CORRAL_STAGE_CGROUP, errno);
     }
 
     int in = move_above_stdio(a->stdin_fd, 0);
     int out = move_above_stdio(a->stdout_fd, 1);
     int err = move_above_stdio(a->stderr_fd, 2);
-    if (in < 0 || out < 0 || err < 0) child_fail(report_fd, CORRAL_STAGE_DUP2, errno);
+    if (in < 0 || out < 0 || err < 0) child_fail(context, CORRAL_STAGE_DUP2, errno);
     if (install_stdio(in, 0) != 0 || install_stdio(out, 1) != 0 || install_stdio(err, 2) != 0) {
-        child_fail(report_fd, CORRAL_STAGE_DUP2, errno);
+        child_fail(context, CORRAL_STAGE_DUP2, errno);
     }
     // Nothing of the parent's may leak into the task, whether or not it was opened close-on-exec.
     mark_all_cloexec_from(3);
 
-    if (a->cwd != NULL && chdir(a->cwd) != 0) child_fail(report_fd, CORRAL_STAGE_CHDIR, errno);
+    if (a->cwd != NULL && chdir(a->cwd) != 0) child_fail(context, CORRAL_STAGE_CHDIR, errno);
 
     for (int i = 0; i < a->rlimit_count; i++) {
         if (setrlimit(a->rlimits[i].resource, &a->rlimits[i].limit) != 0) {
-            child_fail(report_fd, CORRAL_STAGE_RLIMIT, errno);
+            child_fail(context, CORRAL_STAGE_RLIMIT, errno);
         }
     }
 
     if (a->no_new_privs && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) {
-        child_fail(report_fd, CORRAL_STAGE_NO_NEW_PRIVS, errno);
+        child_fail(context, CORRAL_STAGE_NO_NEW_PRIVS, errno);
     }
 
     if (a->landlock_ruleset_fd >= 0 && syscall(SYS_landlock_restrict_self, a->landlock_ruleset_fd, 0) != 0) {
-        child_fail(report_fd, CORRAL_STAGE_LANDLOCK, errno);
+        child_fail(context, CORRAL_STAGE_LANDLOCK, errno);
     }
 
     // The filter goes last: from here on only what it allows can run, and execve must be among that.
     if (filter != NULL &&
         syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, (unsigned)a->seccomp_flags, filter) != 0) {
-        child_fail(report_fd, CORRAL_STAGE_SECCOMP, errno);
+        child_fail(context, CORRAL_STAGE_SECCOMP, errno);
     }
 
     int exec_error = ENOENT;
@@ -164,95 +144,82 @@ __attribute__((noreturn)) static void child_main(const corral_spawn_attr *a, con
         }
     }
     if (saw_eacces && (exec_error == ENOENT || exec_error == ENOTDIR)) exec_error = EACCES;
-    child_fail(report_fd, CORRAL_STAGE_EXEC, exec_error);
+    child_fail(context, CORRAL_STAGE_EXEC, exec_error);
 }
 
-static long raw_clone3(struct corral_clone_args *args) {
-    return syscall(SYS_clone3, args, sizeof *args);
+/// Shared between the parent and the vfork child (same memory until the child execs or exits).
+typedef struct {
+    const corral_spawn_attr *attr;
+    const struct sock_fprog *filter;
+    volatile int failed_stage;
+    volatile int error;
+} spawn_context;
+
+static void child_report(void *argument, int stage, int error) {
+    spawn_context *context = argument;
+    context->failed_stage = stage;
+    context->error = error;
 }
+
+static int child_entry(void *argument) {
+    spawn_context *context = argument;
+    child_main(context->attr, context->filter, context);
+}
+
+enum { CHILD_STACK_SIZE = 256 * 1024 };
 
 int corral_spawn(const corral_spawn_attr *a, corral_spawn_result *r) {
     memset(r, 0, sizeof *r);
     r->pid = -1;
     r->pidfd = -1;
 
-    int report[2];
-    if (pipe2(report, O_CLOEXEC) != 0) {
-        r->failed_stage = CORRAL_STAGE_PIPE;
+    // CLONE_VM | CLONE_VFORK, as glibc's posix_spawn: no copy of the parent's page tables (the main cost of fork in
+    // a large process), and the parent sleeps until the child has called execve or exited, so the child can report a
+    // failure through shared memory. The child runs on its own stack and only makes system calls.
+    void *stack = mmap(NULL, CHILD_STACK_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+    if (stack == MAP_FAILED) {
+        r->failed_stage = CORRAL_STAGE_CLONE;
         r->error = errno;
         return -1;
     }
+
+    // Built before the clone: the child only reads it.
+    struct sock_fprog program = {.len = a->seccomp_length, .filter = (struct sock_filter *)a->seccomp_instructions};
+    spawn_context context = {
+        .attr = a,
+        .filter = a->seccomp_instructions != NULL ? &program : NULL,
+        .failed_stage = 0,
+        .error = 0,
+    };
 
     sigset_t all, old;
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &old);
 
     int pidfd = -1;
-    long pid = -1;
-    corral_spawn_attr attr = *a;
-    // Built before the clone: the child only reads it.
-    struct sock_fprog program = {.len = a->seccomp_length, .filter = (struct sock_filter *)a->seccomp_instructions};
-    const struct sock_fprog *filter = a->seccomp_instructions != NULL ? &program : NULL;
-
-    struct corral_clone_args args;
-    memset(&args, 0, sizeof args);
-    args.flags = CLONE_PIDFD;
-    args.pidfd = (uint64_t)(uintptr_t)&pidfd;
-    args.exit_signal = SIGCHLD;
-    if (a->cgroup_fd >= 0) {
-        args.flags |= CLONE_INTO_CGROUP;
-        args.cgroup = (uint64_t)a->cgroup_fd;
+    int flags = CLONE_VM | CLONE_VFORK | CLONE_PIDFD | SIGCHLD;
+    pid_t pid = clone(child_entry, (char *)stack + CHILD_STACK_SIZE, flags, &context, &pidfd);
+    if (pid < 0 && errno == EINVAL) {
+        // Before Linux 5.2 there is no CLONE_PIDFD: open one while the child is still unreaped (race-free).
+        pid = clone(child_entry, (char *)stack + CHILD_STACK_SIZE, flags & ~CLONE_PIDFD, &context);
+        if (pid > 0) pidfd = corral_pidfd_open(pid);
     }
-    pid = raw_clone3(&args);
-    if (pid == 0) {
-        attr.cgroup_procs_fd = -1;  // CLONE_INTO_CGROUP placed us already
-        close(report[0]);
-        child_main(&attr, filter, report[1]);
-    }
-    if (pid > 0) {
-        r->used_clone3 = 1;
-    } else {
-        // No clone3 (old kernel, or a container filter answering ENOSYS/EPERM): legacy clone, which gives a pidfd since
-        // Linux 5.2; the child then joins its cgroup itself through cgroup.procs.
-        int clone3_error = errno;
-        pidfd = -1;
-        pid = syscall(SYS_clone, (unsigned long)(CLONE_PIDFD | SIGCHLD), 0, &pidfd, 0, 0);
-        if (pid < 0 && errno == EINVAL) {
-            pid = syscall(SYS_clone, (unsigned long)SIGCHLD, 0, 0, 0, 0);
-            if (pid > 0) pidfd = corral_pidfd_open((pid_t)pid);
-        }
-        if (pid == 0) {
-            close(report[0]);
-            child_main(&attr, filter, report[1]);
-        }
-        if (pid < 0) {
-            int error = errno;
-            pthread_sigmask(SIG_SETMASK, &old, NULL);
-            close(report[0]);
-            close(report[1]);
-            r->failed_stage = CORRAL_STAGE_CLONE;
-            r->error = error != 0 ? error : clone3_error;
-            return -1;
-        }
-    }
+    int clone_error = errno;
     pthread_sigmask(SIG_SETMASK, &old, NULL);
-    close(report[1]);
+    munmap(stack, CHILD_STACK_SIZE);
 
-    r->pid = (pid_t)pid;
+    if (pid < 0) {
+        r->failed_stage = CORRAL_STAGE_CLONE;
+        r->error = clone_error;
+        return -1;
+    }
+    r->pid = pid;
     r->pidfd = pidfd;
-
-    int message[2] = {0, 0};
-    ssize_t got;
-    do {
-        got = read(report[0], message, sizeof message);
-    } while (got < 0 && errno == EINTR);
-    close(report[0]);
-
-    if (got == (ssize_t)sizeof message) {
-        r->failed_stage = message[0];
-        r->error = message[1];
+    if (context.failed_stage != 0) {
+        r->failed_stage = context.failed_stage;
+        r->error = context.error;
         int status;
-        while (waitpid(r->pid, &status, 0) < 0 && errno == EINTR) {
+        while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
         }
         if (r->pidfd >= 0) close(r->pidfd);
         r->pidfd = -1;

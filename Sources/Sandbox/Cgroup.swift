@@ -49,16 +49,13 @@ public struct CgroupHierarchy: Sendable {
         if mkdir(path, 0o755) != 0 && errno != EEXIST {
             throw CgroupUnavailable(description: "cannot create \(path): \(errnoDescription(errno))")
         }
-        let directoryFD = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         let procsFD = open(path + "/cgroup.procs", O_WRONLY | O_CLOEXEC)
-        guard directoryFD >= 0, procsFD >= 0 else {
+        guard procsFD >= 0 else {
             let error = errno
-            if directoryFD >= 0 { close(directoryFD) }
-            if procsFD >= 0 { close(procsFD) }
             rmdir(path)
-            throw CgroupUnavailable(description: "cannot open \(path): \(errnoDescription(error))")
+            throw CgroupUnavailable(description: "cannot open \(path)/cgroup.procs: \(errnoDescription(error))")
         }
-        return TaskCgroup(path: path, directoryFD: directoryFD, procsFD: procsFD)
+        return TaskCgroup(path: path, procsFD: procsFD)
     }
 
     /// Names of the task cgroups left under the root (after a crash).
@@ -106,22 +103,19 @@ public struct CgroupHierarchy: Sendable {
 /// One task's cgroup: freeze, thaw and kill act on every process in it, also those that left the process group.
 public final class TaskCgroup: Sendable {
     public let path: String
-    /// Open directory, for `clone3(CLONE_INTO_CGROUP)`.
-    public let directoryFD: Int32
-    /// Open `cgroup.procs`, for the fallback where the child moves itself.
+    /// Open `cgroup.procs`: the child writes "0" to it between clone and exec, joining the cgroup before it runs any
+    /// code of the task. -1 for a cgroup found on disk after a restart.
     public let procsFD: Int32
 
-    init(path: String, directoryFD: Int32, procsFD: Int32) {
+    init(path: String, procsFD: Int32) {
         self.path = path
-        self.directoryFD = directoryFD
         self.procsFD = procsFD
     }
 
     /// A cgroup found on disk (after a restart); it is only killed and removed.
     public static func existing(path: String) -> TaskCgroup? {
-        let directoryFD = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        guard directoryFD >= 0 else { return nil }
-        return TaskCgroup(path: path, directoryFD: directoryFD, procsFD: -1)
+        guard access(path + "/cgroup.kill", F_OK) == 0 else { return nil }
+        return TaskCgroup(path: path, procsFD: -1)
     }
 
     /// Freezes (or thaws) every process and waits until the kernel reports it done.
@@ -174,7 +168,6 @@ public final class TaskCgroup: Sendable {
 
     /// Closes the descriptors and removes the (empty) directory.
     public func remove() {
-        close(directoryFD)
         if procsFD >= 0 { close(procsFD) }
         rmdir(path)
     }

@@ -162,13 +162,11 @@ public final class ChildProcess: Sendable {
     public let pidfd: Int32
     /// Process start time (clock ticks since boot) to recognise this process later, e.g. after a restart.
     public let startTime: UInt64
-    public let usedClone3: Bool
 
-    init(pid: pid_t, pidfd: Int32, startTime: UInt64, usedClone3: Bool) {
+    init(pid: pid_t, pidfd: Int32, startTime: UInt64) {
         self.pid = pid
         self.pidfd = pidfd
         self.startTime = startTime
-        self.usedClone3 = usedClone3
     }
 
     /// Sends a signal to the process itself. Returns false when it is already gone.
@@ -236,8 +234,8 @@ public struct ExitInfo: Sendable, Equatable {
 }
 
 public enum Spawner {
-    /// Starts a child: clone (clone3 with a pidfd, and straight into its cgroup when one is given), then in the child
-    /// only raw system calls up to `execve`. Returns once the child has executed the program, or throws with the step
+    /// Starts a child: `clone(CLONE_VM | CLONE_VFORK | CLONE_PIDFD)` as posix_spawn does, then in the child only raw
+    /// system calls up to `execve` (joining its cgroup, session, stdio, rlimits, no_new_privs, Landlock, seccomp). Returns once the child has executed the program, or throws with the step
     /// that failed and its errno. Blocking; the parent-death signal is tied to the calling *thread*, so callers that
     /// use it spawn from a thread that lives as long as they do.
     public static func spawn(_ configuration: SpawnConfiguration) throws(SpawnError) -> ChildProcess {
@@ -283,7 +281,6 @@ public enum Spawner {
                 attr.new_session = configuration.newSession ? 1 : 0
                 attr.pdeathsig = configuration.parentDeathSignal ?? 0
                 attr.expected_parent = getpid()
-                attr.cgroup_fd = configuration.cgroup?.directoryFD ?? -1
                 attr.cgroup_procs_fd = configuration.cgroup?.procsFD ?? -1
                 attr.rlimits = limitBuffer.baseAddress
                 attr.rlimit_count = Int32(limitBuffer.count)
@@ -306,12 +303,7 @@ public enum Spawner {
             throw SpawnError(stage: stage, errno: result.error, detail: detail)
         }
         let startTime = corral_process_start_time(result.pid)
-        return ChildProcess(
-            pid: result.pid,
-            pidfd: result.pidfd,
-            startTime: startTime,
-            usedClone3: result.used_clone3 == 1
-        )
+        return ChildProcess(pid: result.pid, pidfd: result.pidfd, startTime: startTime)
     }
 
     private static func withSeccompProgram<R>(

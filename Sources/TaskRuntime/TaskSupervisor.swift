@@ -173,15 +173,16 @@ public actor TaskSupervisor {
             exitCode: nil, signal: nil, lastError: nil, cgroupPath: nil, protections: [],
             outputLimitBytes: spec.outputLimitBytes, stdoutBytes: 0, stderrBytes: 0, cpuUserMicroseconds: nil,
             cpuSystemMicroseconds: nil, maxResidentKiB: nil, runningMilliseconds: 0, metadata: spec.metadata)
-        try store.save(
-            record,
-            events: [.init(type: "info", message: "task created", data: ["status": "pending"])])
+        // Stored once the spawn has succeeded or failed, with the creation event in the same transaction: one commit
+        // per create. A crash in between leaves no record, and the child dies with the spawning thread (its
+        // cgroup is removed at the next start).
+        let created = TaskStore.NewEvent(type: "info", message: "task created", data: ["status": "pending"])
 
         let pipes: (stdin: Int32, stdoutRead: Int32, stdoutWrite: Int32, stderrRead: Int32, stderrWrite: Int32)
         do {
             pipes = try openStandardStreams(spec, taskDirectory: taskDirectory)
         } catch {
-            return try failToStart(&record, reason: error.description)
+            return try failToStart(&record, reason: error.description, created: created)
         }
         var cgroup: TaskCgroup?
         var cgroupNote: String? = cgroupUnavailableReason
@@ -218,7 +219,7 @@ public actor TaskSupervisor {
             close(pipes.stdoutRead)
             close(pipes.stderrRead)
             cgroup?.remove()
-            return try failToStart(&record, reason: error.description)
+            return try failToStart(&record, reason: error.description, created: created)
         case .success(let child) where child.pidfd < 0:
             // Only kernels before 5.3 lack pidfds; without one there is no race-free wait or signal.
             child.signal(SIGKILL)
@@ -226,7 +227,8 @@ public actor TaskSupervisor {
             close(pipes.stdoutRead)
             close(pipes.stderrRead)
             cgroup?.remove()
-            return try failToStart(&record, reason: "this kernel has no pidfd support (Linux 5.3 or later is required)")
+            return try failToStart(
+                &record, reason: "this kernel has no pidfd support (Linux 5.3 or later is required)", created: created)
         case .success(let child):
             process = child
         }
@@ -251,8 +253,7 @@ public actor TaskSupervisor {
 
         var data: JSONValue = ["previous_status": "pending", "status": "running", "pid": .int(Int(process.pid))]
         if cgroup == nil, let cgroupNote { data = data.merging(["cgroup_unavailable": .string(cgroupNote)]) }
-        try store.save(record, events: [.init(type: "info", message: "task started", data: data)])
-        notifyWaiters(taskID, status: .running)
+        try store.save(record, events: [created, .init(type: "info", message: "task started", data: data)])
 
         do {
             try io.start()
@@ -326,7 +327,9 @@ public actor TaskSupervisor {
         return (stdinFD, out[0], out[1], err[0], err[1])
     }
 
-    private func failToStart(_ record: inout TaskRecord, reason: String) throws(RuntimeError) -> TaskRecord {
+    private func failToStart(_ record: inout TaskRecord, reason: String, created: TaskStore.NewEvent)
+        throws(RuntimeError) -> TaskRecord
+    {
         let previous = record.status
         record.status = .failed
         record.lastError = "failed to start: \(reason)"
@@ -335,11 +338,11 @@ public actor TaskSupervisor {
         try store.save(
             record,
             events: [
+                created,
                 .init(
                     type: "error", message: record.lastError ?? "failed to start",
-                    data: ["previous_status": .string(previous.rawValue), "status": "failed"])
+                    data: ["previous_status": .string(previous.rawValue), "status": "failed"]),
             ])
-        notifyWaiters(record.taskID, status: .failed)
         return record
     }
 
@@ -602,6 +605,7 @@ public actor TaskSupervisor {
             armTimeout(task)
             return
         }
+        task.timeoutTimer = nil  // this very task: stop() must not cancel it
         _ = try? await stop(taskID, because: .timedOut(timeout))
     }
 
@@ -658,18 +662,33 @@ public actor TaskSupervisor {
         if waiters[taskID]?.isEmpty == true { waiters[taskID] = nil }
     }
 
-    /// The final record, once the task has ended; nil if `timeout` passed first.
-    private func waitForFinal(_ taskID: String, timeout: Duration? = nil) async -> TaskRecord? {
-        guard let outcome = try? await wait(for: taskID, timeout: timeout), outcome.task.status.isFinal else {
-            return nil
+    /// The final record, once the task has ended; nil if `timeout` passed first. Deaf to the calling task's
+    /// cancellation: a cancel or timeout that has started killing a tree must see it through.
+    private func waitForFinal(_ taskID: String, timeout: Duration?) async -> TaskRecord? {
+        guard let record = try? storedOrLive(taskID) else { return nil }
+        if record.status.isFinal { return record }
+        let waiterID = nextWaiterID
+        nextWaiterID += 1
+        _ = await withCheckedContinuation { (continuation: CheckedContinuation<Bool, Never>) in
+            var waiter = Waiter(targets: TaskStatus.finalStatuses, continuation: continuation, timer: nil)
+            if let timeout {
+                // A detached timer: the caller's cancellation must not cut the wait short.
+                waiter.timer = Task.detached { [weak self] in
+                    guard (try? await Task.sleep(for: timeout)) != nil else { return }
+                    await self?.expireWaiter(taskID, waiterID)
+                }
+            }
+            waiters[taskID, default: [:]][waiterID] = waiter
         }
-        return outcome.task
+        guard let final = try? storedOrLive(taskID), final.status.isFinal else { return nil }
+        return final
     }
 
     private func waitForFinal(_ taskID: String) async -> TaskRecord {
         while true {
             if let record = await waitForFinal(taskID, timeout: nil) { return record }
-            if let record = try? storedOrLive(taskID), record.status.isFinal { return record }
+            // Only a shutdown resumes a waiter without a final status; the record is what it is then.
+            if isShutDown, let record = try? storedOrLive(taskID) { return record }
         }
     }
 

@@ -19,7 +19,7 @@ struct RuntimeBench: AsyncParsableCommand {
         abstract: "Spawn-to-running, pause, resume and wait wake-up latency of the task runtime.",
         discussion: """
             Peers in the same run: plain posix_spawn of the same binary (the floor for spawning), and the bare spawn
-            shim (clone3 + pidfd, no bookkeeping). Times are microseconds; build with -c release for real figures.
+            shim (vfork-style clone with a pidfd, no bookkeeping). Times are microseconds; build with -c release for real figures.
             """
     )
 
@@ -41,7 +41,7 @@ struct RuntimeBench: AsyncParsableCommand {
         let withoutCgroups = try await measureRuntime(directory: directory + "/pg", cgroups: false)
         let floor = posix.median
         for (name, samples) in [
-            ("posix_spawn (peer)", posix), ("spawn shim: clone3 + pidfd", shim),
+            ("posix_spawn (peer)", posix), ("spawn shim: clone(VM|VFORK|PIDFD)", shim),
             ("runtime create(), cgroup per task", withCgroups.samples),
             ("runtime create(), process group only", withoutCgroups.samples),
         ] {

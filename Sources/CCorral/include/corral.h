@@ -45,8 +45,7 @@ typedef struct {
     int new_session;           // setsid(): own session and process group
     int pdeathsig;             // 0: none
     pid_t expected_parent;     // the child exits at once if its parent is already gone
-    int cgroup_fd;             // -1: none; a cgroup directory fd (CLONE_INTO_CGROUP, or cgroup.procs fallback)
-    int cgroup_procs_fd;       // -1: none; an open cgroup.procs for the fork fallback
+    int cgroup_procs_fd;       // -1: none; an open cgroup.procs the child writes "0" to, joining the cgroup
     const corral_rlimit *rlimits;
     int rlimit_count;
     int no_new_privs;
@@ -61,7 +60,6 @@ typedef struct {
     int pidfd;          // -1 if the kernel has no pidfds
     int failed_stage;   // corral_stage; 0 on success
     int error;          // errno of the failed stage
-    int used_clone3;    // 1: clone3 with CLONE_PIDFD (and CLONE_INTO_CGROUP when asked)
 } corral_spawn_result;
 
 /// Spawns a child. Returns 0 when the child reached execve successfully, -1 otherwise (see `result`).
