@@ -157,13 +157,9 @@ public actor TaskSupervisor {
         let taskID = Identifiers.make()
         let taskDirectory = configuration.stateDirectory + "/tasks/" + taskID
         let workDirectory = spec.workingDirectory ?? taskDirectory + "/work"
-        do {
-            try FileManager.default.createDirectory(atPath: taskDirectory + "/tmp", withIntermediateDirectories: true)
-            if spec.workingDirectory == nil {
-                try FileManager.default.createDirectory(atPath: workDirectory, withIntermediateDirectories: true)
-            }
-        } catch {
-            throw RuntimeError.storage("cannot create \(taskDirectory): \(error)")
+        // Plain mkdir(2): the parents exist, and FileManager's walk costs a tenth of a spawn.
+        for path in [taskDirectory, taskDirectory + "/tmp"] + (spec.workingDirectory == nil ? [workDirectory] : []) {
+            guard mkdir(path, 0o700) == 0 else { throw RuntimeError.system("mkdir \(path)", errno) }
         }
         let now = Date()
         var record = TaskRecord(
