@@ -52,7 +52,7 @@ let package = Package(
             ]
         ),
         .testTarget(name: "SandboxTests", dependencies: ["Sandbox", "CCorral"]),
-        .testTarget(name: "TaskRuntimeTests", dependencies: ["TaskRuntime", "Sandbox", "CCorral"]),
+        .testTarget(name: "TaskRuntimeTests", dependencies: ["TaskRuntime", "Sandbox", "CCorral", "CorralJSON"]),
         .testTarget(name: "PolicyTests", dependencies: ["Policy", "CorralJSON"]),
     ]
 )

@@ -58,6 +58,11 @@ public struct CgroupHierarchy: Sendable {
         return TaskCgroup(path: path, procsFD: procsFD)
     }
 
+    /// Removes the root directory if no task cgroup is left in it.
+    public func removeIfEmpty() {
+        rmdir(root)
+    }
+
     /// Names of the task cgroups left under the root (after a crash).
     public func leftoverCgroups() -> [String] {
         guard let dir = opendir(root) else { return [] }
@@ -208,8 +213,15 @@ public final class TaskCgroup: Sendable {
             let elapsed = Int32((now.tv_sec - start.tv_sec) * 1000 + (now.tv_nsec - start.tv_nsec) / 1_000_000)
             let remaining = timeoutMilliseconds - elapsed
             if remaining <= 0 { return false }
+            // The kernel rate-limits cgroup.events notifications to one per 10 ms, while a freeze usually completes
+            // in tens of microseconds: look again every 100 µs for the first 2 ms, then rely on the notification.
             var descriptor = pollfd(fd: fd, events: Int16(POLLPRI), revents: 0)
-            _ = poll(&descriptor, 1, remaining)
+            if elapsed < 2 {
+                var interval = timespec(tv_sec: 0, tv_nsec: 100_000)
+                _ = ppoll(&descriptor, 1, &interval, nil)
+            } else {
+                _ = poll(&descriptor, 1, remaining)
+            }
         }
     }
 

@@ -236,3 +236,32 @@ extension JSONDecoder {
         return decoder
     }
 }
+
+extension TaskRecord {
+    /// The record as JSON, with the same keys as its `Codable` form. Written by hand because Foundation's
+    /// `JSONEncoder` took most of the time of a status change's database commit.
+    public var jsonValue: JSONValue {
+        func optional<T>(_ value: T?, _ transform: (T) -> JSONValue) -> JSONValue {
+            value.map(transform) ?? .null
+        }
+        return .object([
+            "task_id": .string(taskID), "title": .string(title), "task_type": .string(kind),
+            "status": .string(status.rawValue), "created_at": .string(Timestamp.format(createdAt)),
+            "updated_at": .string(Timestamp.format(updatedAt)),
+            "started_at": optional(startedAt) { .string(Timestamp.format($0)) },
+            "completed_at": optional(completedAt) { .string(Timestamp.format($0)) },
+            "timeout_ms": optional(timeoutMilliseconds) { .int($0) },
+            "command": .array(command.map(JSONValue.string)), "cwd": .string(workingDirectory),
+            "pid": optional(pid) { .int(Int($0)) },
+            "process_start_time": optional(processStartTime) { .int(Int(clamping: $0)) },
+            "exit_code": optional(exitCode) { .int(Int($0)) }, "signal": optional(signal) { .int(Int($0)) },
+            "last_error": optional(lastError) { .string($0) }, "cgroup": optional(cgroupPath) { .string($0) },
+            "protections": .array(protections.map(JSONValue.string)), "output_limit_bytes": .int(outputLimitBytes),
+            "stdout_bytes": .int(Int(stdoutBytes)), "stderr_bytes": .int(Int(stderrBytes)),
+            "cpu_user_us": optional(cpuUserMicroseconds) { .int(Int($0)) },
+            "cpu_system_us": optional(cpuSystemMicroseconds) { .int(Int($0)) },
+            "max_rss_kib": optional(maxResidentKiB) { .int(Int($0)) },
+            "running_ms": .int(Int(runningMilliseconds)), "metadata": metadata,
+        ])
+    }
+}

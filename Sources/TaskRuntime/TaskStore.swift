@@ -202,11 +202,7 @@ final class TaskStore: Sendable {
     }
 
     private func encode(_ record: TaskRecord) throws(RuntimeError) -> String {
-        do {
-            return String(decoding: try JSONEncoder.runtime.encode(record), as: UTF8.self)
-        } catch {
-            throw RuntimeError.storage("cannot encode task \(record.taskID): \(error)")
-        }
+        record.jsonValue.jsonString()
     }
 
     private func decode(_ json: String) throws(RuntimeError) -> TaskRecord {

@@ -351,8 +351,7 @@ public actor TaskSupervisor {
         // The leader is a zombie until reaped, so neither its pid nor its group id can have been reused yet. Whatever
         // it left behind belongs to the task and ends with it.
         if let cgroup = task.cgroup {
-            try? cgroup.setFrozen(false, timeoutMilliseconds: 1000)
-            try? cgroup.killAll()
+            try? cgroup.killAll()  // SIGKILL reaches frozen processes too
         } else {
             task.process.signalGroup(SIGCONT)
             task.process.signalGroup(SIGKILL)
@@ -825,6 +824,7 @@ public actor TaskSupervisor {
             }
         }
         waiters.removeAll()
+        cgroups?.removeIfEmpty()
         close(lockFD)
     }
 

@@ -1,6 +1,7 @@
 import CCorral
 import Foundation
 import Sandbox
+import CorralJSON
 import XCTest
 
 @testable import TaskRuntime
@@ -532,4 +533,26 @@ func corralExecutable() throws -> URL {
         throw RuntimeError.invalidArgument("corral executable not found at \(candidate.path); run `swift build` first")
     }
     return candidate
+}
+
+final class TaskRecordCodingTests: XCTestCase {
+    /// The hand-written JSON of a record must decode to the same record as the Codable form.
+    func testHandWrittenJSONRoundTrips() throws {
+        let now = Date(timeIntervalSince1970: 1_800_000_000.5)
+        let record = TaskRecord(
+            taskID: "0123456789abcdef0123456789abcdef", title: "t \"q\"\n", kind: "command", status: .failed,
+            createdAt: now, updatedAt: now, startedAt: now, completedAt: nil, timeoutMilliseconds: 5,
+            command: ["/bin/sh", "-c", "echo é"], workingDirectory: "/w", pid: 42, processStartTime: 123_456_789,
+            exitCode: 3, signal: nil, lastError: "exited with status 3", cgroupPath: nil, protections: ["pidfd"],
+            outputLimitBytes: 1024, stdoutBytes: 7, stderrBytes: 0, cpuUserMicroseconds: 10,
+            cpuSystemMicroseconds: nil, maxResidentKiB: 2048, runningMilliseconds: 99,
+            metadata: ["goal": "g", "tags": ["a"], "n": 1.5])
+        let text = record.jsonValue.jsonString()
+        let decoded = try JSONDecoder.runtime.decode(TaskRecord.self, from: Data(text.utf8))
+        XCTAssertEqual(decoded, record)
+        // The same keys and values as the Codable form, which leaves out nil fields where this writes null.
+        let viaCodable = try JSONValue.parse(try JSONEncoder.runtime.encode(record))
+        let handWritten = try XCTUnwrap(try JSONValue.parse(text).objectValue).filter { !$0.value.isNull }
+        XCTAssertEqual(JSONValue.object(handWritten), viaCodable)
+    }
 }
