@@ -26,7 +26,7 @@ let package = Package(
         .target(name: "CorralJSON"),
         .target(
             name: "Sandbox",
-            dependencies: ["CCorral"]
+            dependencies: ["CCorral", "CSeccomp"]
         ),
         .target(
             name: "TaskRuntime",
@@ -51,7 +51,7 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
-        .testTarget(name: "SandboxTests", dependencies: ["Sandbox", "CCorral"]),
+        .testTarget(name: "SandboxTests", dependencies: ["Sandbox", "CCorral"], exclude: ["Resources"]),
         .testTarget(name: "TaskRuntimeTests", dependencies: ["TaskRuntime", "Sandbox", "CCorral", "CorralJSON"]),
         .testTarget(name: "PolicyTests", dependencies: ["Policy", "CorralJSON"]),
     ]

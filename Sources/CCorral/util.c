@@ -5,6 +5,8 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
+#include <time.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -181,3 +183,8 @@ int corral_landlock_abi_version(void) {
 }
 
 const char *corral_signal_name(int sig) { return sigabbrev_np(sig); }
+
+int corral_poll_microseconds(struct pollfd *fds, nfds_t count, long microseconds) {
+    struct timespec timeout = {.tv_sec = microseconds / 1000000, .tv_nsec = (microseconds % 1000000) * 1000};
+    return ppoll(fds, count, &timeout, NULL);
+}

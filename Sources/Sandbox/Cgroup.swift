@@ -217,8 +217,7 @@ public final class TaskCgroup: Sendable {
             // in tens of microseconds: look again every 100 µs for the first 2 ms, then rely on the notification.
             var descriptor = pollfd(fd: fd, events: Int16(POLLPRI), revents: 0)
             if elapsed < 2 {
-                var interval = timespec(tv_sec: 0, tv_nsec: 100_000)
-                _ = ppoll(&descriptor, 1, &interval, nil)
+                _ = corral_poll_microseconds(&descriptor, 1, 100)
             } else {
                 _ = poll(&descriptor, 1, remaining)
             }

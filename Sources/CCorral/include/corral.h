@@ -118,6 +118,24 @@ int corral_landlock_abi_version(void);
 /// The signal's name without "SIG" (e.g. "KILL"), or NULL.
 const char *corral_signal_name(int sig);
 
+#include <poll.h>
+/// poll(2) with a timeout in microseconds (ppoll, which glibc declares only under _GNU_SOURCE and so Swift's Glibc
+/// module does not see).
+int corral_poll_microseconds(struct pollfd *fds, nfds_t count, long microseconds);
+
+// Landlock rulesets prepared in the parent (landlock.c); the child only calls landlock_restrict_self on the fd.
+
+/// Creates a ruleset handling every filesystem right the given ABI knows (and TCP bind/connect when `handle_tcp` and
+/// ABI >= 4). Returns a close-on-exec fd, or -1 (errno).
+int corral_landlock_create_ruleset(int abi, int handle_tcp);
+/// Allows `path` and what is beneath it: read and execute only, or every handled right when `writable`. Rights that
+/// do not apply to a non-directory are dropped. Returns 0, or -1 (errno; ENOENT when the path is missing).
+int corral_landlock_allow_path(int ruleset_fd, int abi, const char *path, int writable);
+/// Allows binding and/or connecting to a TCP port (ABI >= 4). Returns 0 or -1 (errno).
+int corral_landlock_allow_port(int ruleset_fd, uint64_t port, int bind, int connect);
+/// An anonymous in-memory file (memfd, close-on-exec) for exporting a seccomp filter; -1 on error.
+int corral_memfd(const char *name);
+
 #ifdef __cplusplus
 }
 #endif

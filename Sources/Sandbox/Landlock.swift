@@ -1,0 +1,51 @@
+import CCorral
+import Glibc
+
+/// Landlock rulesets, built in the parent; the child only calls `landlock_restrict_self` on the descriptor.
+public enum Landlock {
+    /// The kernel's Landlock ABI version; 0 when Landlock is missing or disabled.
+    public static var abiVersion: Int { Int(corral_landlock_abi_version()) }
+
+    /// Builds a ruleset for `rules`, with `$CWD` and `$TMP` expanded. Paths that do not exist are skipped (a
+    /// machine without /dev/tty still runs tasks); a `$TMP` rule is skipped when there is no temp directory.
+    /// Returns the ruleset fd and whether TCP is restricted.
+    static func makeRuleset(
+        _ rules: SandboxProfile.LandlockRules, workingDirectory: String, temporaryDirectory: String?, abi: Int
+    ) throws(SandboxError) -> (fd: Int32, restrictsTCP: Bool) {
+        let restrictsTCP = abi >= 4 && (rules.tcpBind != nil || rules.tcpConnect != nil)
+        let fd = corral_landlock_create_ruleset(Int32(abi), restrictsTCP ? 1 : 0)
+        guard fd >= 0 else { throw .landlock(operation: "landlock_create_ruleset", errno: errno) }
+        do throws(SandboxError) {
+            for (paths, writable) in [(rules.readOnly, false), (rules.readWrite, true)] {
+                for pattern in paths {
+                    guard let path = expand(pattern, workingDirectory: workingDirectory,
+                        temporaryDirectory: temporaryDirectory)
+                    else { continue }
+                    if corral_landlock_allow_path(fd, Int32(abi), path, writable ? 1 : 0) != 0 && errno != ENOENT {
+                        throw .landlock(operation: "allow \(path)", errno: errno)
+                    }
+                }
+            }
+            if restrictsTCP {
+                let bind = Set(rules.tcpBind ?? []), connect = Set(rules.tcpConnect ?? [])
+                for port in bind.union(connect).sorted() {
+                    if corral_landlock_allow_port(fd, UInt64(port), bind.contains(port) ? 1 : 0,
+                        connect.contains(port) ? 1 : 0) != 0
+                    {
+                        throw .landlock(operation: "allow TCP port \(port)", errno: errno)
+                    }
+                }
+            }
+        } catch {
+            close(fd)
+            throw error
+        }
+        return (fd, restrictsTCP)
+    }
+
+    static func expand(_ pattern: String, workingDirectory: String, temporaryDirectory: String?) -> String? {
+        if pattern.hasPrefix("$CWD") { return workingDirectory + pattern.dropFirst(4) }
+        if pattern.hasPrefix("$TMP") { return temporaryDirectory.map { $0 + pattern.dropFirst(4) } }
+        return pattern
+    }
+}

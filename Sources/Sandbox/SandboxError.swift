@@ -1,0 +1,32 @@
+/// Why a sandbox could not be loaded, tightened or prepared.
+public enum SandboxError: Error, Sendable, Equatable, CustomStringConvertible {
+    /// A profile file (or built-in) is invalid: the file, the key path ("deny[2].syscalls[0]") and why.
+    case invalidProfile(file: String, key: String, reason: String)
+    case unknownProfile(String)
+    /// A request asked for something looser than the server's floor.
+    case tighteningRefused(String)
+    /// libseccomp failed while compiling or exporting a filter.
+    case seccomp(operation: String, errno: Int32)
+    /// The Landlock ruleset could not be built.
+    case landlock(operation: String, errno: Int32)
+    /// Landlock was required but the kernel has none.
+    case landlockUnavailable
+
+    public var description: String {
+        switch self {
+        case .invalidProfile(let file, let key, let reason):
+            return "\(file): \(key): \(reason)"
+        case .unknownProfile(let name):
+            return "unknown sandbox profile '\(name)' (built-in: \(BuiltinProfiles.names.joined(separator: ", ")); "
+                + "or give a path to a .json file)"
+        case .tighteningRefused(let reason):
+            return "sandbox request refused: \(reason)"
+        case .seccomp(let operation, let code):
+            return "seccomp: \(operation) failed: \(errnoDescription(code))"
+        case .landlock(let operation, let code):
+            return "landlock: \(operation) failed: \(errnoDescription(code))"
+        case .landlockUnavailable:
+            return "Landlock is required but this kernel has none (or it is disabled)"
+        }
+    }
+}
