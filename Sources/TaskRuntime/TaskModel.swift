@@ -45,7 +45,11 @@ public struct TaskSpec: Sendable {
     public var timeoutMilliseconds: Int?
     /// Bytes kept on disk per stream (head and tail); the rest is counted and dropped.
     public var outputLimitBytes: Int
-    /// Installed in the child between fork and exec (the sandbox's hook point).
+    /// A sandbox profile the task runs under: its seccomp filter, Landlock rules (with the task's working and temp
+    /// directories writable) and resource limits are prepared for this task and installed between fork and exec.
+    public var sandbox: SandboxProfile?
+    /// Extra confinement installed in the child between fork and exec (the sandbox's hook point), used when
+    /// `sandbox` is nil; with a sandbox, only its resource limits are added.
     public var confinement: ChildConfinement
     /// What the confinement enforces, recorded on the task ("seccomp:default", "landlock", …).
     public var confinementSummary: [String]
@@ -63,6 +67,7 @@ public struct TaskSpec: Sendable {
         standardInput: String? = nil,
         timeoutMilliseconds: Int? = nil,
         outputLimitBytes: Int = TaskSpec.defaultOutputLimit,
+        sandbox: SandboxProfile? = nil,
         confinement: ChildConfinement = .none,
         confinementSummary: [String] = [],
         metadata: JSONValue = .object([:])
@@ -75,6 +80,7 @@ public struct TaskSpec: Sendable {
         self.standardInput = standardInput
         self.timeoutMilliseconds = timeoutMilliseconds
         self.outputLimitBytes = outputLimitBytes
+        self.sandbox = sandbox
         self.confinement = confinement
         self.confinementSummary = confinementSummary
         self.metadata = metadata

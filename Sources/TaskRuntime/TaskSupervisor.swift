@@ -189,13 +189,34 @@ public actor TaskSupervisor {
                 cgroupNote = error.description
             }
         }
+        var confinement = spec.confinement
+        var sandboxSummary: [String] = []
+        var prepared: PreparedSandbox?
+        if let profile = spec.sandbox {
+            do {
+                let sandbox = try SandboxPreparation.prepare(
+                    profile, workingDirectory: workDirectory, temporaryDirectory: taskDirectory + "/tmp")
+                prepared = sandbox
+                confinement = sandbox.confinement
+                confinement.resourceLimits += spec.confinement.resourceLimits
+                sandboxSummary = sandbox.summary
+            } catch {
+                close(pipes.stdin)
+                close(pipes.stdoutWrite)
+                close(pipes.stderrWrite)
+                close(pipes.stdoutRead)
+                close(pipes.stderrRead)
+                cgroup?.remove()
+                return try failToStart(&record, reason: "sandbox: \(error.description)", created: created)
+            }
+        }
         var environment = configuration.baseEnvironment
         environment["TMPDIR"] = taskDirectory + "/tmp"
         environment.merge(spec.environment) { _, new in new }
         let spawnConfiguration = SpawnConfiguration(
             arguments: spec.command.arguments, environment: environment, workingDirectory: workDirectory,
             standardInput: pipes.stdin, standardOutput: pipes.stdoutWrite, standardError: pipes.stderrWrite,
-            newSession: true, parentDeathSignal: SIGKILL, cgroup: cgroup, confinement: spec.confinement)
+            newSession: true, parentDeathSignal: SIGKILL, cgroup: cgroup, confinement: confinement)
 
         let spawned: Result<ChildProcess, SpawnError>
         do throws(SpawnError) {
@@ -205,6 +226,7 @@ public actor TaskSupervisor {
         } catch {
             spawned = .failure(error)
         }
+        prepared?.cleanup()
         close(pipes.stdin)
         close(pipes.stdoutWrite)
         close(pipes.stderrWrite)
@@ -240,9 +262,9 @@ public actor TaskSupervisor {
         record.cgroupPath = cgroup?.path
         record.protections =
             ["own_session", "pidfd", "pdeathsig", cgroup != nil ? "cgroup" : "process_group_signals"]
-            + (spec.confinement.noNewPrivileges ? ["no_new_privs"] : [])
-            + (spec.confinement.resourceLimits.isEmpty ? [] : ["rlimits"])
-            + spec.confinementSummary
+            + (spec.sandbox == nil && spec.confinement.noNewPrivileges ? ["no_new_privs"] : [])
+            + (spec.sandbox == nil && !spec.confinement.resourceLimits.isEmpty ? ["rlimits"] : [])
+            + sandboxSummary + spec.confinementSummary
         let task = LiveTask(record: record, process: process, cgroup: cgroup, io: io)
         task.runningSince = .now
         live[taskID] = task

@@ -556,3 +556,92 @@ final class TaskRecordCodingTests: XCTestCase {
         XCTAssertEqual(JSONValue.object(handWritten), viaCodable)
     }
 }
+
+/// Tasks under a sandbox profile: the runtime prepares it per task and the kernel enforces it.
+final class SandboxedTaskTests: XCTestCase {
+    var directory = ""
+    var supervisor: TaskSupervisor?
+
+    override func setUp() async throws {
+        directory = FileManager.default.temporaryDirectory.appendingPathComponent("corral-sbx-\(UUID().uuidString)").path
+        supervisor = try await TaskSupervisor.start(.init(stateDirectory: directory + "/state", graceMilliseconds: 300))
+    }
+
+    override func tearDown() async throws {
+        await supervisor?.shutdown()
+        try? FileManager.default.removeItem(atPath: directory)
+    }
+
+    func testTaskRunsUnderTheProfileWithLandlock() async throws {
+        let supervisor = try XCTUnwrap(supervisor)
+        let outside = directory + "/outside"
+        try FileManager.default.createDirectory(atPath: outside, withIntermediateDirectories: true)
+        let task = try await supervisor.create(
+            TaskSpec(
+                title: "confined",
+                command: .shell(
+                    "grep -E '^(Seccomp|NoNewPrivs):' /proc/self/status; echo inside > ./kept && cat ./kept; "
+                        + "echo escape > \(outside)/x && echo WROTE-OUTSIDE; echo tmp > $TMPDIR/t && echo tmp-ok"),
+                sandbox: BuiltinProfiles.default))
+        XCTAssertTrue(task.protections.contains("seccomp:default"), "\(task.protections)")
+        let outcome = try await supervisor.wait(for: task.taskID, timeout: .seconds(20))
+        let text = try await supervisor.output(of: task.taskID, stream: .stdout).text
+        XCTAssertTrue(text.contains("Seccomp:\t2"), text)
+        XCTAssertTrue(text.contains("NoNewPrivs:\t1"), text)
+        XCTAssertTrue(text.contains("inside"), text)
+        XCTAssertTrue(text.contains("tmp-ok"), text)
+        if task.protections.contains(where: { $0.hasPrefix("landlock:abi") }) {
+            XCTAssertFalse(text.contains("WROTE-OUTSIDE"), text)
+            XCTAssertFalse(FileManager.default.fileExists(atPath: outside + "/x"))
+        }
+        XCTAssertEqual(outcome.task.status, .completed)
+    }
+
+    func testKillBySeccompNamesTheSandbox() async throws {
+        let supervisor = try XCTUnwrap(supervisor)
+        // A 32-bit system call from a 64-bit program: the filter knows only the native architecture, so the kernel
+        // kills the process (libseccomp's bad-arch action). The program refuses to run without a filter on itself.
+        let source = directory + "/int80.c"
+        let binary = directory + "/int80"
+        try """
+            #include <stdio.h>
+            #include <string.h>
+            int main(void) {
+                FILE *f = fopen("/proc/self/status", "r"); char line[256]; int filtered = 0;
+                while (f && fgets(line, sizeof line, f)) if (strncmp(line, "Seccomp:\\t2", 10) == 0) filtered = 1;
+                if (!filtered) { fprintf(stderr, "refusing to run without a seccomp filter\\n"); return 2; }
+                long ret; __asm__ volatile("int $0x80" : "=a"(ret) : "a"(20) : "memory");
+                printf("int 0x80 returned %ld\\n", ret); return 0;
+            }
+            """.write(toFile: source, atomically: true, encoding: .utf8)
+        let cc = try await supervisor.create(
+            TaskSpec(title: "cc", command: .argv(["cc", "-O0", "-o", binary, source])))
+        let compiled = try await supervisor.wait(for: cc.taskID, timeout: .seconds(60))
+        XCTAssertEqual(compiled.task.status, .completed, compiled.task.lastError ?? "")
+
+        let unconfined = try await supervisor.create(TaskSpec(title: "plain", command: .argv([binary])))
+        let refused = try await supervisor.wait(for: unconfined.taskID, timeout: .seconds(10))
+        XCTAssertEqual(refused.task.exitCode, 2, "the probe must refuse to run unfiltered")
+
+        let task = try await supervisor.create(
+            TaskSpec(title: "int80", command: .argv([binary]), sandbox: BuiltinProfiles.default))
+        let outcome = try await supervisor.wait(for: task.taskID, timeout: .seconds(10))
+        XCTAssertEqual(outcome.task.status, .failed)
+        XCTAssertEqual(outcome.task.signal, SIGSYS)
+        XCTAssertEqual(
+            outcome.task.lastError,
+            "killed by signal 31 (SIGSYS): the sandbox's seccomp filter stopped a forbidden system call")
+    }
+
+    func testLandlockDeniesWhatTheProfileDoesNotAllow() async throws {
+        let supervisor = try XCTUnwrap(supervisor)
+        try XCTSkipIf(Landlock.abiVersion == 0, "no Landlock in this kernel")
+        // Nothing readable but a path that does not exist: not even the program can be executed.
+        var profile = BuiltinProfiles.default
+        profile.landlock?.readOnly = ["/nonexistent-corral-path"]
+        let task = try await supervisor.create(
+            TaskSpec(title: "bad", command: .argv(["/bin/true"]), sandbox: profile))
+        XCTAssertEqual(task.status, .failed)
+        XCTAssertEqual(task.lastError, "failed to start: cannot execute /bin/true: Permission denied")
+    }
+}
