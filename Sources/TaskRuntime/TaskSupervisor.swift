@@ -88,6 +88,10 @@ public actor TaskSupervisor {
     private let cgroups: CgroupHierarchy?
     private let logger: Logger
     private var live: [String: LiveTask] = [:]
+    /// The newest final records, so that a waiter (and the reads right after it) need not go back to SQLite.
+    private var recentlyFinished: [String: TaskRecord] = [:]
+    private var recentlyFinishedOrder: [String] = []
+    private static let recentlyFinishedCapacity = 512
     private var waiters: [String: [UInt64: Waiter]] = [:]
     private var nextWaiterID: UInt64 = 1
     private var busyTasks: Set<String> = []
@@ -389,7 +393,6 @@ public actor TaskSupervisor {
         if let cgroup = task.cgroup {
             cgroup.waitUntilEmpty(timeoutMilliseconds: 2000)
             cpu = cgroup.cpuUsage()
-            cgroup.remove()
         }
         task.process.close()
         if let since = task.runningSince {
@@ -454,7 +457,9 @@ public actor TaskSupervisor {
             logger.error("cannot store the end of task \(taskID): \(error)")
         }
         live[taskID] = nil
+        remember(record)
         notifyWaiters(taskID, status: record.status)
+        task.cgroup?.remove()  // empty already; the directory goes after the waiters are on their way
     }
 
     // MARK: - Pause, resume, cancel
@@ -763,6 +768,7 @@ public actor TaskSupervisor {
             stored.metadata = try transform(stored.metadata)
             stored.updatedAt = Date()
             record = stored
+            if recentlyFinished[taskID] != nil { recentlyFinished[taskID] = stored }
         }
         try store.save(record, events: event.map { [.init(type: $0.type, message: $0.message, data: $0.data)] } ?? [])
         return record
@@ -787,8 +793,18 @@ public actor TaskSupervisor {
         return chunk
     }
 
+    private func remember(_ record: TaskRecord) {
+        if recentlyFinished.updateValue(record, forKey: record.taskID) == nil {
+            recentlyFinishedOrder.append(record.taskID)
+        }
+        if recentlyFinishedOrder.count > Self.recentlyFinishedCapacity {
+            recentlyFinished[recentlyFinishedOrder.removeFirst()] = nil
+        }
+    }
+
     private func storedOrLive(_ taskID: String) throws(RuntimeError) -> TaskRecord {
         if let task = live[taskID] { return current(task) }
+        if let record = recentlyFinished[taskID] { return record }
         guard let record = try store.task(taskID) else { throw RuntimeError.unknownTask(taskID) }
         return record
     }
