@@ -78,7 +78,18 @@ public struct Policy: Sendable {
         } catch {
             throw PolicyLoadError(issues: [PolicyIssue(path: "(root)", message: "not valid JSON: \(describe(error))")])
         }
-        return try PolicyValidator.validate(json, revision: PolicyRevision(of: data))
+        let duplicates = DuplicateKeys.find(in: data)
+        let validated: Result<Policy, PolicyLoadError>
+        do {
+            validated = .success(try PolicyValidator.validate(json, revision: PolicyRevision(of: data)))
+        } catch {
+            validated = .failure(error)
+        }
+        switch validated {
+        case .success(let policy) where duplicates.isEmpty: return policy
+        case .success: throw PolicyLoadError(issues: duplicates)
+        case .failure(let error): throw PolicyLoadError(issues: duplicates + error.issues)
+        }
     }
 
     /// Loads and validates policy JSON text given as a string.

@@ -175,3 +175,36 @@ import Testing
         #expect(throws: PolicyLoadError.self) { try Policy.load(contentsOfFile: "/nonexistent/policy.json") }
     }
 }
+
+@Suite struct DuplicateKeyTests {
+    @Test func duplicateKeysAreRefusedWithTheirPath() {
+        let found = issues(
+            """
+            {"version": "1", "default": "deny",
+             "tools": {"pause_background_task": {"limits": [{"counter": "c", "window": "minute", "max": 10,
+                                                              "scope": "grant", "max": 1000}]},
+                       "pause_background_task": {}},
+             "default": "allow"}
+            """)
+        let rendered = found.map { "\($0.path): \($0.message)" }
+        #expect(rendered.contains("(root): duplicate key \"default\" (only one of them would take effect)"))
+        #expect(rendered.contains("tools: duplicate key \"pause_background_task\" (only one of them would take effect)"))
+        #expect(
+            rendered.contains(
+                "tools.pause_background_task.limits[0]: duplicate key \"max\" (only one of them would take effect)"))
+    }
+
+    @Test func escapedSpellingsOfOneKeyAreTheSameKey() {
+        let found = issues(#"{"version": "1", "default": "deny", "hid\u0065": [], "hide": ["x"]}"#)
+        #expect(found.contains { $0.message.contains("duplicate key \"hide\"") })
+    }
+
+    @Test func keysInDifferentObjectsAndStringsWithBracesAreNotDuplicates() throws {
+        _ = try load(
+            """
+            {"version": "1", "default": "deny",
+             "tools": {"a": {"deny_if": [{"conditions": [], "on_deny": "no {\\"default\\": 1} ["}]},
+                       "b": {"deny_if": [{"conditions": [], "on_deny": "x"}]}}}
+            """)
+    }
+}
