@@ -43,6 +43,12 @@ let package = Package(
                 .product(name: "GRDB", package: "GRDB.swift"),
             ]
         ),
+        // The Allcanuse task tools over the runtime (MCP-free; the allcanuse-mock server maps MCP calls onto it).
+        .target(
+            name: "AllcanuseMock",
+            dependencies: ["TaskRuntime", "Sandbox", "CorralJSON"],
+            path: "mockserver/AllcanuseMock"
+        ),
         .executableTarget(
             name: "corral",
             dependencies: [
@@ -54,5 +60,7 @@ let package = Package(
         .testTarget(name: "SandboxTests", dependencies: ["Sandbox", "CCorral"], exclude: ["Resources"]),
         .testTarget(name: "TaskRuntimeTests", dependencies: ["TaskRuntime", "Sandbox", "CCorral", "CorralJSON"]),
         .testTarget(name: "PolicyTests", dependencies: ["Policy", "CorralJSON"]),
+        .testTarget(
+            name: "AllcanuseMockTests", dependencies: ["AllcanuseMock", "TaskRuntime", "Sandbox", "CorralJSON"]),
     ]
 )

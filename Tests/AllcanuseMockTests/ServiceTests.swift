@@ -1,0 +1,145 @@
+import CorralJSON
+import Foundation
+import Sandbox
+import TaskRuntime
+import XCTest
+
+@testable import AllcanuseMock
+
+/// The Allcanuse tools against real processes, without MCP in between.
+final class ServiceTests: XCTestCase {
+    var directory = ""
+    var supervisor: TaskSupervisor?
+    var service: AllcanuseService?
+
+    override func setUp() async throws {
+        directory = FileManager.default.temporaryDirectory.appendingPathComponent("corral-mock-\(UUID().uuidString)").path
+        let supervisor = try await TaskSupervisor.start(.init(stateDirectory: directory, graceMilliseconds: 300))
+        self.supervisor = supervisor
+        service = AllcanuseService(supervisor: supervisor)
+    }
+
+    override func tearDown() async throws {
+        await supervisor?.shutdown()
+        try? FileManager.default.removeItem(atPath: directory)
+    }
+
+    @discardableResult
+    private func call(_ tool: String, _ arguments: JSONValue, expectError: Bool = false,
+                      file: StaticString = #filePath, line: UInt = #line) async throws -> JSONValue {
+        let service = try XCTUnwrap(service)
+        let outcome = await service.call(tool, arguments: arguments)
+        XCTAssertEqual(outcome.isError, expectError, "\(tool): \(outcome.value.jsonString())", file: file, line: line)
+        return outcome.value
+    }
+
+    private func commandTask(_ condition: JSONValue, timeout: Int? = nil) async throws -> JSONValue {
+        var arguments: [String: JSONValue] = [
+            "title": "t", "goal": "g", "task_type": "command", "condition": condition,
+        ]
+        if let timeout { arguments["timeout_ms"] = .int(timeout) }
+        return try await call("create_background_task", .object(arguments))
+    }
+
+    func testCreateRunsARealSandboxedProcessAndWaitReportsCompletion() async throws {
+        let task = try await commandTask(["command": "echo hello; grep '^Seccomp:' /proc/self/status"])
+        XCTAssertEqual(task["status"], "running")
+        XCTAssertEqual(task["priority"], 50)
+        XCTAssertEqual(task["poll_interval_ms"], 5000)
+        XCTAssertEqual(task["task_id"]?.stringValue?.count, 32)
+        XCTAssertEqual(task["sandbox_profile"], "default")
+        let id = try XCTUnwrap(task["task_id"])
+        let waited = try await call("wait_for_background_task", ["task_id": id, "timeout_ms": 10000])
+        XCTAssertEqual(waited["ok"], true)
+        XCTAssertEqual(waited["condition_met"], true)
+        XCTAssertEqual(waited["last_result"]?["status"], "completed")
+        XCTAssertEqual(waited["attempts"], 1)
+        let output = try await call("get_task_output", ["task_id": id])
+        XCTAssertEqual(output["text"], "hello\nSeccomp:\t2\n")
+        let events = try await call("list_task_events", ["task_id": id])
+        let types = events["events"]?.arrayValue?.compactMap { $0["type"]?.stringValue }
+        XCTAssertEqual(types?.contains("wait_started"), true)
+    }
+
+    func testPauseResumeCancelActOnTheProcess() async throws {
+        let task = try await commandTask(["argv": ["/bin/sleep", "30"]])
+        let id = try XCTUnwrap(task["task_id"])
+        let pid = try XCTUnwrap(task["pid"]?.intValue)
+        let paused = try await call("pause_background_task", ["task_id": id, "reason": "test"])
+        XCTAssertEqual(paused["status"], "paused")
+        let resumed = try await call("resume_background_task", ["task_id": id])
+        XCTAssertEqual(resumed["status"], "running")
+        let marked = try await call("mark_task_waiting_for_user", ["task_id": id, "question": "continue?"])
+        XCTAssertEqual(marked["status"], "waiting_for_user")
+        let cancelled = try await call("cancel_background_task", ["task_id": id])
+        XCTAssertEqual(cancelled["status"], "cancelled")
+        XCTAssertEqual(kill(pid_t(pid), 0), -1, "the process is gone")
+        // A final task is returned unchanged, and cannot be brought back to life.
+        let again = try await call("cancel_background_task", ["task_id": id])
+        XCTAssertEqual(again["status"], "cancelled")
+        let revived = try await call("mark_task_waiting_for_condition", ["task_id": id, "note": "x"])
+        XCTAssertEqual(revived["status"], "cancelled")
+        XCTAssertNotNil(revived["note"]?.stringValue)
+    }
+
+    func testPlansStepsArtifactsAndHandoff() async throws {
+        let task = try await call(
+            "create_background_task",
+            ["title": "nap", "goal": "rest", "task_type": "sleep", "condition": ["duration_ms": 50]])
+        let id = try XCTUnwrap(task["task_id"])
+        let planned = try await call("create_task_plan", ["task_id": id, "steps": ["one", "two"]])
+        XCTAssertEqual(planned["plan_steps"]?.arrayValue?.count, 2)
+        let stepped = try await call("update_task_step", ["task_id": id, "step_index": 1, "status": "completed"])
+        XCTAssertEqual(stepped["plan_steps"]?.arrayValue?.first?["status"], "completed")
+        try await call("update_task_step", ["task_id": id, "step_index": 3, "status": "completed"], expectError: true)
+        try await call("update_task_step", ["task_id": id, "step_index": 1, "status": "done"], expectError: true)
+        let artifact = try await call("record_task_artifact", ["task_id": id, "path": "/etc/hostname"])
+        XCTAssertEqual(artifact["exists"], true)
+        _ = try await call("wait_for_background_task", ["task_id": id])
+        let handoff = try await call("get_task_handoff", ["task_id": id])
+        XCTAssertEqual(handoff["status"], "completed")
+        XCTAssertEqual(handoff["completed_steps"]?.arrayValue?.count, 1)
+        XCTAssertEqual(handoff["pending_steps"]?.arrayValue?.count, 1)
+        XCTAssertEqual(handoff["artifacts"]?.arrayValue?.count, 1)
+        let summary = try await call("summarize_background_task", ["task_id": id])
+        XCTAssertEqual(summary["summary"], "nap [sleep] is completed; plan 1/2 steps completed.")
+        let event = try await call("append_task_event", ["task_id": id, "message": "note", "data": ["k": 1]])
+        XCTAssertEqual(event["type"], "info")
+        XCTAssertEqual(event["data"], ["k": 1])
+        let listing = try await call("list_background_tasks", ["statuses": ["completed"]])
+        XCTAssertEqual(listing["count"], 1)
+        XCTAssertEqual(listing["total_count"], 1)
+        let time = try await call("get_scheduler_time", [:])
+        XCTAssertEqual(time["task_status_counts"]?["completed"], 1)
+    }
+
+    func testTimeoutAndBadInputAreClearErrors() async throws {
+        let slow = try await commandTask(["argv": ["/bin/sleep", "30"]], timeout: 200)
+        let waited = try await call("wait_for_background_task", ["task_id": try XCTUnwrap(slow["task_id"])])
+        XCTAssertEqual(waited["last_result"]?["task"]?["last_error"], "timed out after 200 ms")
+
+        let cases: [(String, JSONValue, String)] = [
+            ("get_background_task", ["task_id": "nope"], "unknown task id nope"),
+            ("get_background_task", [:], "get_background_task: missing required argument task_id"),
+            ("get_background_task", ["task_id": 5], "get_background_task: argument task_id must be a string, got number"),
+            ("get_background_task", ["task_id": "x", "extra": 1], "get_background_task: unknown argument extra (accepted: task_id)"),
+            ("create_background_task", ["title": "t", "goal": "g", "task_type": "wait_http", "condition": [:]],
+             "create_background_task: task_type wait_http is not supported by this mock; supported: command, sleep"),
+            ("list_background_tasks", ["statuses": ["bogus"]],
+             "list_background_tasks: unknown status bogus; statuses are pending, running, waiting, waiting_for_user, waiting_for_condition, paused, completed, failed, cancelled"),
+            ("nonexistent_tool", [:], "unknown tool nonexistent_tool"),
+        ]
+        for (tool, arguments, message) in cases {
+            let value = try await call(tool, arguments, expectError: true)
+            XCTAssertEqual(value["error"]?.stringValue, message)
+        }
+        let service = try XCTUnwrap(service)
+        let notObject = await service.call("get_background_task", arguments: .array([]))
+        XCTAssertTrue(notObject.isError)
+        let looser = try await call(
+            "create_background_task",
+            ["title": "t", "goal": "g", "task_type": "command",
+             "condition": ["argv": ["/bin/true"], "sandbox": ["allow_write": ["/"]]]], expectError: true)
+        XCTAssertTrue(looser["error"]?.stringValue?.contains("sandbox refused") == true, looser.jsonString())
+    }
+}

@@ -1,0 +1,534 @@
+import CorralJSON
+import Foundation
+import Sandbox
+import TaskRuntime
+
+/// The Allcanuse background-task tools over the task runtime: same names, arguments, defaults and result fields as
+/// the real server, with every task a real (sandboxed) child process. MCP-free: the server maps its calls here.
+public final class AllcanuseService: Sendable {
+    /// The result of one tool call: the JSON object, and whether it is an error.
+    public struct Outcome: Sendable, Equatable {
+        public var value: JSONValue
+        public var isError: Bool
+
+        static func error(_ message: String) -> Outcome {
+            Outcome(value: ["error": .string(message)], isError: true)
+        }
+    }
+
+    public let supervisor: TaskSupervisor
+    /// The least strict sandbox a task may run with; a task can only ask for stricter.
+    public let sandboxFloor: SandboxProfile
+
+    public static let supportedTaskTypes = ["command", "sleep"]
+    static let allStatuses = TaskStatus.allCases.map(\.rawValue)
+    static let stepStatuses = ["pending", "in_progress", "completed", "failed", "skipped"]
+
+    public init(supervisor: TaskSupervisor, sandboxFloor: SandboxProfile = BuiltinProfiles.default) {
+        self.supervisor = supervisor
+        self.sandboxFloor = sandboxFloor
+    }
+
+    /// Calls a tool by name. Never throws: every failure is an `isError` outcome with a message.
+    public func call(_ name: String, arguments: JSONValue?) async -> Outcome {
+        do {
+            let value: JSONValue
+            switch name {
+            case "create_background_task": value = try await create(arguments)
+            case "list_background_tasks": value = try await list(arguments)
+            case "get_background_task": value = try await render(try await task(arguments, tool: name))
+            case "pause_background_task", "resume_background_task", "cancel_background_task":
+                value = try await control(name, arguments)
+            case "wait_for_background_task": value = try await wait(arguments)
+            case "append_task_event": value = try await appendEvent(arguments)
+            case "create_task_plan": value = try await createPlan(arguments)
+            case "update_task_step": value = try await updateStep(arguments)
+            case "record_task_artifact": value = try await recordArtifact(arguments)
+            case "summarize_background_task": value = try await summarize(arguments)
+            case "get_task_handoff": value = try await handoff(arguments)
+            case "mark_task_waiting_for_user", "mark_task_waiting_for_condition":
+                value = try await markWaiting(name, arguments)
+            case "get_scheduler_time": value = try await schedulerTime(arguments)
+            case "get_task_output": value = try await output(arguments)
+            case "list_task_events": value = try await listEvents(arguments)
+            default:
+                return .error("unknown tool \(name)")
+            }
+            return Outcome(value: value, isError: false)
+        } catch let error as ToolError {
+            return .error(error.message)
+        } catch let error as RuntimeError {
+            return .error(error.description)
+        } catch {
+            return .error("\(name): \(error)")
+        }
+    }
+
+    // MARK: - create
+
+    private func create(_ raw: JSONValue?) async throws -> JSONValue {
+        let tool = "create_background_task"
+        let args = try Arguments(
+            raw, tool: tool,
+            allowed: ["title", "goal", "task_type", "condition", "poll_interval_ms", "timeout_ms", "priority", "owner",
+                      "tags", "notes"])
+        let title = try args.string("title")
+        let goal = try args.string("goal")
+        let taskType = try args.string("task_type")
+        guard let condition = try args.optionalObject("condition") else {
+            throw ToolError("\(tool): missing required argument condition")
+        }
+        let pollInterval = try args.int("poll_interval_ms", default: 5000)
+        let timeout = try args.optionalInt("timeout_ms")
+        let priority = try args.int("priority", default: 50)
+        let owner = try args.optionalString("owner")
+        let tags = try args.optionalStrings("tags")
+        let notes = try args.optionalString("notes")
+        if let timeout, timeout <= 0 { throw ToolError("\(tool): timeout_ms must be positive, got \(timeout)") }
+        guard pollInterval > 0 else { throw ToolError("\(tool): poll_interval_ms must be positive") }
+
+        let command: TaskCommand
+        var spec = TaskSpec(title: title, kind: taskType, command: .argv(["/bin/true"]), timeoutMilliseconds: timeout)
+        switch taskType {
+        case "command":
+            let conditionArgs = try Arguments(
+                .object(condition), tool: "\(tool): condition",
+                allowed: ["argv", "command", "cwd", "env", "stdin", "output_limit_bytes", "sandbox"])
+            let argv = try conditionArgs.optionalStrings("argv")
+            let shell = try conditionArgs.optionalString("command")
+            switch (argv, shell) {
+            case (let argv?, nil): command = .argv(argv)
+            case (nil, let shell?): command = .shell(shell)
+            default: throw ToolError("\(tool): a command task's condition needs exactly one of argv (a list) or command (a string)")
+            }
+            spec.workingDirectory = try conditionArgs.optionalString("cwd")
+            if let env = try conditionArgs.optionalObject("env") {
+                var environment: [String: String] = [:]
+                for (key, value) in env {
+                    guard let string = value.stringValue else {
+                        throw ToolError("\(tool): condition.env.\(key) must be a string, got \(value.typeName)")
+                    }
+                    environment[key] = string
+                }
+                spec.environment = environment
+            }
+            spec.standardInput = try conditionArgs.optionalString("stdin")
+            if let limit = try conditionArgs.optionalInt("output_limit_bytes") {
+                guard limit >= 0 else { throw ToolError("\(tool): condition.output_limit_bytes must not be negative") }
+                spec.outputLimitBytes = limit
+            }
+            spec.sandbox = try sandbox(for: conditionArgs.value("sandbox"))
+        case "sleep":
+            let conditionArgs = try Arguments(.object(condition), tool: "\(tool): condition", allowed: ["duration_ms", "wake_at"])
+            let milliseconds: Int
+            if let duration = try conditionArgs.optionalInt("duration_ms") {
+                milliseconds = duration
+            } else if let wakeAt = try conditionArgs.optionalString("wake_at") {
+                guard let date = Timestamp.parse(wakeAt) else {
+                    throw ToolError("\(tool): condition.wake_at must be an ISO-8601 time, got \(wakeAt)")
+                }
+                milliseconds = max(0, Int(date.timeIntervalSinceNow * 1000))
+            } else {
+                throw ToolError("\(tool): a sleep task's condition needs duration_ms or wake_at")
+            }
+            guard milliseconds >= 0 else { throw ToolError("\(tool): condition.duration_ms must not be negative") }
+            command = .argv(["/bin/sleep", String(format: "%.3f", Double(milliseconds) / 1000)])
+            spec.sandbox = sandboxFloor
+        default:
+            throw ToolError(
+                "\(tool): task_type \(taskType) is not supported by this mock; supported: "
+                    + Self.supportedTaskTypes.joined(separator: ", "))
+        }
+        spec.command = command
+        spec.metadata = [
+            "goal": .string(goal), "condition": .object(condition), "poll_interval_ms": .int(pollInterval),
+            "priority": .int(priority), "owner": owner.map(JSONValue.string) ?? .null,
+            "tags": tags.map { .array($0.map(JSONValue.string)) } ?? .null, "notes": notes.map(JSONValue.string) ?? .null,
+            "plan_steps": [], "artifacts": [], "label": .null, "sandbox_profile": .string(spec.sandbox?.name ?? "none"),
+        ]
+        let record = try await supervisor.create(spec)
+        return try await render(record)
+    }
+
+    private func sandbox(for request: JSONValue?) throws -> SandboxProfile {
+        guard let request else { return sandboxFloor }
+        guard request.objectValue != nil else {
+            throw ToolError("create_background_task: condition.sandbox must be an object, got \(request.typeName)")
+        }
+        let decoded: SandboxRequest
+        do {
+            decoded = try JSONDecoder().decode(SandboxRequest.self, from: Data(request.jsonString().utf8))
+        } catch {
+            throw ToolError(
+                "create_background_task: condition.sandbox must be {profile, allow_read, allow_write, network, limits}")
+        }
+        do {
+            return try decoded.apply(over: sandboxFloor)
+        } catch {
+            throw ToolError("create_background_task: sandbox refused: \(error.description)")
+        }
+    }
+
+    // MARK: - reading
+
+    private func task(_ raw: JSONValue?, tool: String, allowed: Set<String> = ["task_id"]) async throws -> TaskRecord {
+        let args = try Arguments(raw, tool: tool, allowed: allowed)
+        return try await supervisor.task(try args.string("task_id"))
+    }
+
+    private func list(_ raw: JSONValue?) async throws -> JSONValue {
+        let tool = "list_background_tasks"
+        let args = try Arguments(raw, tool: tool, allowed: ["statuses", "limit"])
+        let statuses = try args.optionalStrings("statuses")
+        let limit = try args.int("limit", default: 100)
+        guard limit >= 0 else { throw ToolError("\(tool): limit must not be negative") }
+        if let bad = statuses?.first(where: { !Self.allStatuses.contains($0) }) {
+            throw ToolError("\(tool): unknown status \(bad); statuses are \(Self.allStatuses.joined(separator: ", "))")
+        }
+        let all = try await supervisor.tasks(limit: Int.max).tasks
+        let matching = all.filter { statuses == nil || statuses?.contains(Self.displayStatus($0)) == true }
+        var tasks: [JSONValue] = []
+        for record in matching.prefix(limit) {
+            tasks.append(try await render(record))
+        }
+        return ["count": .int(tasks.count), "total_count": .int(matching.count), "tasks": .array(tasks)]
+    }
+
+    private func output(_ raw: JSONValue?) async throws -> JSONValue {
+        let tool = "get_task_output"
+        let args = try Arguments(raw, tool: tool, allowed: ["task_id", "stream", "tail_bytes", "offset"])
+        let taskID = try args.string("task_id")
+        let streamName = try args.optionalString("stream") ?? "stdout"
+        guard let stream = OutputStream(rawValue: streamName) else {
+            throw ToolError("\(tool): stream must be stdout or stderr, got \(streamName)")
+        }
+        let tail = try args.optionalInt("tail_bytes")
+        let offset = try args.optionalInt("offset")
+        if tail != nil && offset != nil { throw ToolError("\(tool): give tail_bytes or offset, not both") }
+        if let tail, tail < 0 { throw ToolError("\(tool): tail_bytes must not be negative") }
+        if let offset, offset < 0 { throw ToolError("\(tool): offset must not be negative") }
+        let chunk = try await supervisor.output(
+            of: taskID, stream: stream, tailBytes: tail.map(Int64.init) ?? (offset == nil ? 65536 : nil),
+            offset: offset.map(Int64.init), maxBytes: 1 << 20)
+        return [
+            "task_id": .string(taskID), "stream": .string(streamName), "text": .string(chunk.text),
+            "offset": .int(Int(chunk.offset)), "bytes": .int(chunk.bytes.count), "total_bytes": .int(Int(chunk.totalBytes)),
+            "dropped_bytes": .int(Int(chunk.droppedBytes)), "truncated": .bool(chunk.truncated),
+        ]
+    }
+
+    private func listEvents(_ raw: JSONValue?) async throws -> JSONValue {
+        let tool = "list_task_events"
+        let args = try Arguments(raw, tool: tool, allowed: ["task_id", "since", "limit"])
+        let taskID = try args.string("task_id")
+        let since = try args.optionalInt("since")
+        let limit = try args.int("limit", default: 100)
+        guard limit >= 0 else { throw ToolError("\(tool): limit must not be negative") }
+        let events = try await supervisor.events(of: taskID, after: since.map(Int64.init), limit: limit)
+        return [
+            "task_id": .string(taskID), "count": .int(events.count), "events": .array(events.map(Self.render)),
+            "next_since": events.last.map { .int(Int($0.sequence)) } ?? (since.map { .int($0) } ?? .null),
+        ]
+    }
+
+    // MARK: - control
+
+    private func control(_ tool: String, _ raw: JSONValue?) async throws -> JSONValue {
+        let args = try Arguments(raw, tool: tool, allowed: ["task_id", "reason"])
+        let taskID = try args.string("task_id")
+        let reason = try args.optionalString("reason")
+        let result: TaskOperationResult
+        switch tool {
+        case "pause_background_task": result = try await supervisor.pause(taskID, reason: reason)
+        case "resume_background_task": result = try await supervisor.resume(taskID, reason: reason)
+        default: result = try await supervisor.cancel(taskID, reason: reason)
+        }
+        if result.changed, case .object(let metadata) = result.task.metadata, metadata["label"]?.isNull == false {
+            _ = try await supervisor.updateMetadata(of: taskID) { value in value.merging(["label": .null]) }
+        }
+        var rendered = try await render(try await supervisor.task(taskID))
+        if let note = result.note { rendered = rendered.merging(["note": .string(note)]) }
+        return rendered
+    }
+
+    private func wait(_ raw: JSONValue?) async throws -> JSONValue {
+        let tool = "wait_for_background_task"
+        let args = try Arguments(raw, tool: tool, allowed: ["task_id", "target_statuses", "timeout_ms", "poll_interval_ms"])
+        let taskID = try args.string("task_id")
+        let targetNames = try args.optionalStrings("target_statuses")
+        let timeout = try args.int("timeout_ms", default: 60000)
+        let pollInterval = try args.int("poll_interval_ms", default: 1000)
+        var targets = TaskStatus.finalStatuses
+        if let targetNames {
+            var parsed: Set<TaskStatus> = []
+            for name in targetNames {
+                guard let status = TaskStatus(rawValue: name) else {
+                    throw ToolError("\(tool): unknown status \(name); statuses are \(Self.allStatuses.joined(separator: ", "))")
+                }
+                parsed.insert(status)
+            }
+            guard !parsed.isEmpty else { throw ToolError("\(tool): target_statuses must not be empty") }
+            targets = parsed
+        }
+        let startedAt = Date()
+        _ = try await supervisor.appendEvent(
+            to: taskID, message: "wait started", type: "wait_started",
+            data: ["target_statuses": .array(targets.map { .string($0.rawValue) }.sorted { $0.stringValue ?? "" < $1.stringValue ?? "" }),
+                   "timeout_ms": .int(timeout)])
+        // Event-driven: one attempt that sleeps until the status changes; a negative timeout waits forever.
+        let outcome = try await supervisor.wait(
+            for: taskID, until: targets, timeout: timeout < 0 ? nil : .milliseconds(timeout))
+        let finishedAt = Date()
+        let task = try await render(outcome.task)
+        return [
+            "ok": true, "condition_met": .bool(outcome.conditionMet), "attempts": 1,
+            "started_at": .string(Timestamp.format(startedAt)), "finished_at": .string(Timestamp.format(finishedAt)),
+            "timeout_ms": .int(timeout), "poll_interval_ms": .int(pollInterval),
+            "waited_ms": .int(Int(outcome.waitedMilliseconds)),
+            "last_result": [
+                "condition_met": .bool(outcome.conditionMet), "task_id": .string(taskID),
+                "status": task["status"] ?? .null, "task": task,
+            ],
+        ]
+    }
+
+    // MARK: - events, plans, artifacts
+
+    private func appendEvent(_ raw: JSONValue?) async throws -> JSONValue {
+        let tool = "append_task_event"
+        let args = try Arguments(raw, tool: tool, allowed: ["task_id", "message", "event_type", "data"])
+        let taskID = try args.string("task_id")
+        let message = try args.string("message")
+        let type = try args.optionalString("event_type") ?? "info"
+        guard !type.isEmpty else { throw ToolError("\(tool): event_type must not be empty") }
+        let event = try await supervisor.appendEvent(to: taskID, message: message, type: type, data: args.value("data") ?? .null)
+        return Self.render(event)
+    }
+
+    private func createPlan(_ raw: JSONValue?) async throws -> JSONValue {
+        let tool = "create_task_plan"
+        let args = try Arguments(raw, tool: tool, allowed: ["task_id", "steps"])
+        let taskID = try args.string("task_id")
+        guard let steps = try args.optionalStrings("steps") else { throw ToolError("\(tool): missing required argument steps") }
+        let now = JSONValue.string(Timestamp.format(Date()))
+        let plan = JSONValue.array(
+            steps.enumerated().map { index, title in
+                ["index": .int(index + 1), "title": .string(title), "status": "pending", "note": .null, "updated_at": now]
+            })
+        let record = try await supervisor.updateMetadata(
+            of: taskID, event: ("info", "plan created with \(steps.count) steps", ["steps": .int(steps.count)])
+        ) { value in value.merging(["plan_steps": plan]) }
+        return try await render(record)
+    }
+
+    private func updateStep(_ raw: JSONValue?) async throws -> JSONValue {
+        let tool = "update_task_step"
+        let args = try Arguments(raw, tool: tool, allowed: ["task_id", "step_index", "status", "note"])
+        let taskID = try args.string("task_id")
+        guard let index = try args.optionalInt("step_index") else { throw ToolError("\(tool): missing required argument step_index") }
+        let status = try args.string("status")
+        let note = try args.optionalString("note")
+        guard Self.stepStatuses.contains(status) else {
+            throw ToolError("\(tool): status must be one of \(Self.stepStatuses.joined(separator: ", ")), got \(status)")
+        }
+        let current = try await supervisor.task(taskID)
+        let steps = current.metadata["plan_steps"]?.arrayValue ?? []
+        guard index >= 1, index <= steps.count else {
+            throw ToolError(
+                steps.isEmpty
+                    ? "\(tool): task \(taskID) has no plan; create one with create_task_plan"
+                    : "\(tool): step_index must be between 1 and \(steps.count), got \(index)")
+        }
+        let now = JSONValue.string(Timestamp.format(Date()))
+        let record = try await supervisor.updateMetadata(
+            of: taskID, event: ("progress", "step \(index) \(status)", ["step_index": .int(index), "status": .string(status)])
+        ) { value throws(RuntimeError) in
+            var updated = value["plan_steps"]?.arrayValue ?? []
+            guard index <= updated.count else { throw RuntimeError.invalidArgument("the plan changed meanwhile") }
+            updated[index - 1] = updated[index - 1].merging(["status": .string(status), "note": note.map(JSONValue.string) ?? .null, "updated_at": now])
+            return value.merging(["plan_steps": .array(updated)])
+        }
+        return try await render(record)
+    }
+
+    private func recordArtifact(_ raw: JSONValue?) async throws -> JSONValue {
+        let tool = "record_task_artifact"
+        let args = try Arguments(raw, tool: tool, allowed: ["task_id", "path", "description"])
+        let taskID = try args.string("task_id")
+        let path = try args.string("path")
+        let description = try args.optionalString("description")
+        let artifact: JSONValue = [
+            "artifact_id": .string(UUID().uuidString.replacingOccurrences(of: "-", with: "").lowercased()),
+            "path": .string(path), "description": description.map(JSONValue.string) ?? .null,
+            "exists": .bool(FileManager.default.fileExists(atPath: path)),
+            "recorded_at": .string(Timestamp.format(Date())),
+        ]
+        _ = try await supervisor.updateMetadata(of: taskID, event: ("artifact", "artifact recorded: \(path)", artifact)) { value in
+            value.merging(["artifacts": .array((value["artifacts"]?.arrayValue ?? []) + [artifact])])
+        }
+        return artifact
+    }
+
+    private func markWaiting(_ tool: String, _ raw: JSONValue?) async throws -> JSONValue {
+        let forUser = tool == "mark_task_waiting_for_user"
+        let key = forUser ? "question" : "note"
+        let args = try Arguments(raw, tool: tool, allowed: ["task_id", key])
+        let taskID = try args.string("task_id")
+        let text = try args.string(key)
+        let current = try await supervisor.task(taskID)
+        // A final task never changes again (the real server's fault is to bring it back to life).
+        guard current.status == .running else {
+            return try await render(current).merging(
+                ["note": .string("task is \(current.status.rawValue); only a running task can be marked waiting")])
+        }
+        let label = forUser ? "waiting_for_user" : "waiting_for_condition"
+        let record = try await supervisor.updateMetadata(
+            of: taskID,
+            event: ("info", forUser ? "waiting for user: \(text)" : "waiting for condition: \(text)",
+                    ["previous_status": .string(Self.displayStatus(current)), "status": .string(label), key: .string(text)])
+        ) { value in value.merging(["label": .string(label), key == "question" ? "question" : "waiting_note": .string(text)]) }
+        return try await render(record)
+    }
+
+    // MARK: - summaries
+
+    private func summarize(_ raw: JSONValue?) async throws -> JSONValue {
+        let tool = "summarize_background_task"
+        let args = try Arguments(raw, tool: tool, allowed: ["task_id", "include_recent_events"])
+        let record = try await supervisor.task(try args.string("task_id"))
+        let count = max(0, try args.int("include_recent_events", default: 10))
+        let events = try await supervisor.recentEvents(of: record.taskID, limit: count)
+        return ["task": try await render(record), "recent_events": .array(events.map(Self.render)), "summary": .string(Self.summary(record))]
+    }
+
+    private func handoff(_ raw: JSONValue?) async throws -> JSONValue {
+        let tool = "get_task_handoff"
+        let args = try Arguments(raw, tool: tool, allowed: ["task_id", "include_recent_events"])
+        let record = try await supervisor.task(try args.string("task_id"))
+        let count = max(0, try args.int("include_recent_events", default: 10))
+        let events = try await supervisor.recentEvents(of: record.taskID, limit: count)
+        let steps = record.metadata["plan_steps"]?.arrayValue ?? []
+        let completed = steps.filter { $0["status"]?.stringValue == "completed" }
+        let pending = steps.filter { ["pending", "in_progress"].contains($0["status"]?.stringValue ?? "") }
+        let current = steps.first { $0["status"]?.stringValue == "in_progress" } ?? pending.first ?? .null
+        let status = Self.displayStatus(record)
+        var blocker: JSONValue = .null
+        var next: [JSONValue] = []
+        switch status {
+        case "waiting_for_user":
+            blocker = .string("waiting for the user: \(record.metadata["question"]?.stringValue ?? "")")
+            next = ["answer the question, then resume work on the task"]
+        case "paused": blocker = "task is paused"; next = ["resume_background_task when ready", "cancel_background_task if no longer needed"]
+        case "running": next = ["wait_for_background_task", "get_task_output to follow progress"]
+        case "failed": blocker = .string(record.lastError ?? "failed"); next = ["read get_task_output (stderr)", "create a corrected task"]
+        case "completed": next = ["read get_task_output", "record artifacts"]
+        default: next = []
+        }
+        return [
+            "task_id": .string(record.taskID), "status": .string(status), "goal": record.metadata["goal"] ?? .null,
+            "task_type": .string(record.kind), "current_step": current, "completed_steps": .array(completed),
+            "pending_steps": .array(pending), "recent_events": .array(events.map(Self.render)),
+            "last_result": Self.lastResult(record), "last_error": record.lastError.map(JSONValue.string) ?? .null,
+            "artifacts": record.metadata["artifacts"] ?? [], "blocker": blocker, "suggested_next_actions": .array(next),
+            "handoff": .string("Task \(record.title) (\(record.taskID)) is \(status). Goal: \(record.metadata["goal"]?.stringValue ?? "")."),
+            "summary": .string(Self.summary(record)),
+        ]
+    }
+
+    private func schedulerTime(_ raw: JSONValue?) async throws -> JSONValue {
+        _ = try Arguments(raw, tool: "get_scheduler_time", allowed: [])
+        let now = Date()
+        var uptime = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &uptime)
+        let counts = try await supervisor.statusCounts()
+        var countObject: [String: JSONValue] = [:]
+        for status in TaskStatus.allCases { countObject[status.rawValue] = .int(counts[status] ?? 0) }
+        let zone = TimeZone.current
+        let local = ISO8601DateFormatter.string(from: now, timeZone: zone, formatOptions: [.withInternetDateTime, .withFractionalSeconds])
+        return [
+            "local_time": .string(local), "local_timezone": .string(zone.identifier),
+            "utc_time": .string(Timestamp.format(now)),
+            "monotonic_seconds": .double(Double(uptime.tv_sec) + Double(uptime.tv_nsec) / 1e9),
+            "runtime_tasks_dir": .string(supervisor.configuration.stateDirectory + "/tasks"),
+            "task_status_counts": .object(countObject),
+            "scheduler": ["kind": "event-driven", "engine": "corral task runtime (real child processes)",
+                          "cgroups": .bool(supervisor.cgroupUnavailableReason == nil)],
+        ]
+    }
+
+    // MARK: - rendering
+
+    /// The status a client sees: a running task an agent marked as waiting shows that mark.
+    static func displayStatus(_ record: TaskRecord) -> String {
+        if record.status == .running, let label = record.metadata["label"]?.stringValue { return label }
+        return record.status.rawValue
+    }
+
+    static func lastResult(_ record: TaskRecord) -> JSONValue {
+        guard record.status.isFinal else { return .null }
+        return [
+            "exit_code": record.exitCode.map { .int(Int($0)) } ?? .null, "signal": record.signal.map { .int(Int($0)) } ?? .null,
+            "stdout_bytes": .int(Int(record.stdoutBytes)), "stderr_bytes": .int(Int(record.stderrBytes)),
+            "running_ms": .int(Int(record.runningMilliseconds)),
+        ]
+    }
+
+    static func summary(_ record: TaskRecord) -> String {
+        var text = "\(record.title) [\(record.kind)] is \(displayStatus(record))"
+        if let pid = record.pid, !record.status.isFinal { text += " (pid \(pid))" }
+        if let error = record.lastError { text += ": \(error)" }
+        let steps = record.metadata["plan_steps"]?.arrayValue ?? []
+        if !steps.isEmpty {
+            let done = steps.filter { $0["status"]?.stringValue == "completed" }.count
+            text += "; plan \(done)/\(steps.count) steps completed"
+        }
+        return text + "."
+    }
+
+    static func render(_ event: TaskEvent) -> JSONValue {
+        [
+            "event_id": .string(event.eventID), "task_id": .string(event.taskID),
+            "timestamp": .string(Timestamp.format(event.timestamp)), "type": .string(event.type),
+            "message": .string(event.message), "data": event.data, "sequence": .int(Int(event.sequence)),
+        ]
+    }
+
+    /// The Allcanuse task object, plus the process fields of a real task.
+    func render(_ record: TaskRecord) async throws -> JSONValue {
+        let last = try await supervisor.recentEvents(of: record.taskID, limit: 1).last
+        let meta = record.metadata
+        return [
+            "task_id": .string(record.taskID), "title": .string(record.title), "goal": meta["goal"] ?? .null,
+            "task_type": .string(record.kind), "condition": meta["condition"] ?? [:],
+            "status": .string(Self.displayStatus(record)), "priority": meta["priority"] ?? 50, "owner": meta["owner"] ?? .null,
+            "tags": meta["tags"] ?? .null, "notes": meta["notes"] ?? .null,
+            "created_at": .string(Timestamp.format(record.createdAt)), "updated_at": .string(Timestamp.format(record.updatedAt)),
+            "started_at": record.startedAt.map { .string(Timestamp.format($0)) } ?? .null,
+            "completed_at": record.completedAt.map { .string(Timestamp.format($0)) } ?? .null,
+            "last_checked_at": .null, "next_check_at": .null, "deadline_at": .null,
+            "timeout_ms": record.timeoutMilliseconds.map { .int($0) } ?? .null,
+            "poll_interval_ms": meta["poll_interval_ms"] ?? 5000, "check_count": 0,
+            "last_result": Self.lastResult(record), "last_error": record.lastError.map(JSONValue.string) ?? .null,
+            "plan_steps": meta["plan_steps"] ?? [], "artifacts": meta["artifacts"] ?? [],
+            "last_event_at": last.map { .string(Timestamp.format($0.timestamp)) } ?? .null,
+            "last_event": last.map(Self.render) ?? .null,
+            // Process fields of the mock.
+            "runtime_status": .string(record.status.rawValue), "pid": record.pid.map { .int(Int($0)) } ?? .null,
+            "exit_code": record.exitCode.map { .int(Int($0)) } ?? .null, "signal": record.signal.map { .int(Int($0)) } ?? .null,
+            "command": .array(record.command.map(JSONValue.string)), "cwd": .string(record.workingDirectory),
+            "running_ms": .int(Int(record.runningMilliseconds)), "stdout_bytes": .int(Int(record.stdoutBytes)),
+            "stderr_bytes": .int(Int(record.stderrBytes)), "cpu_user_us": record.cpuUserMicroseconds.map { .int(Int($0)) } ?? .null,
+            "cpu_system_us": record.cpuSystemMicroseconds.map { .int(Int($0)) } ?? .null,
+            "sandbox_profile": meta["sandbox_profile"] ?? .null, "protections": .array(record.protections.map(JSONValue.string)),
+            "question": meta["question"] ?? .null,
+        ]
+    }
+}
+
+extension JSONValue {
+    func merging(_ other: [String: JSONValue]) -> JSONValue {
+        guard case .object(var object) = self else { return self }
+        object.merge(other) { _, new in new }
+        return .object(object)
+    }
+}
