@@ -20,7 +20,11 @@
 struct corral_ruleset_attr {
     uint64_t handled_access_fs;
     uint64_t handled_access_net;
+    uint64_t scoped;  // ABI 6
 };
+
+#define LL_SCOPE_ABSTRACT_UNIX_SOCKET (1ULL << 0)
+#define LL_SCOPE_SIGNAL (1ULL << 1)
 
 struct corral_path_beneath_attr {
     uint64_t allowed_access;
@@ -65,6 +69,12 @@ int corral_landlock_create_ruleset(int abi, int handle_tcp) {
             return -1;
         }
         attr.handled_access_net = LL_NET_BIND_TCP | LL_NET_CONNECT_TCP;
+        size = 2 * sizeof(uint64_t);
+    }
+    if (abi >= 6) {
+        // The task may signal and reach abstract sockets only within its own sandbox: not the supervisor, not the
+        // host's abstract sockets.
+        attr.scoped = LL_SCOPE_ABSTRACT_UNIX_SOCKET | LL_SCOPE_SIGNAL;
         size = sizeof(attr);
     }
     long fd = syscall(SYS_landlock_create_ruleset, &attr, size, 0);

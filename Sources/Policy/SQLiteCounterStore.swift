@@ -54,7 +54,7 @@ public final class SQLiteCounterStore: CounterStore {
     private static let upsertSQL = """
         INSERT INTO policy_counters (scope, scope_id, tool, counter, window_start_ms, value, expires_at_ms)
         VALUES (?, ?, ?, ?, ?, ?, ?)
-        ON CONFLICT (scope, scope_id, tool, counter, window_start_ms) DO UPDATE SET value = value + excluded.value
+        ON CONFLICT (scope, scope_id, tool, counter, window_start_ms) DO UPDATE SET value = value + excluded.value, expires_at_ms = MAX(expires_at_ms, excluded.expires_at_ms)
         """
 
     public func reserve(_ requests: [CounterRequest], nowMs: Int64) throws(CounterStoreError) -> ReserveOutcome {

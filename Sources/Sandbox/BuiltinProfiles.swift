@@ -27,6 +27,8 @@ public enum BuiltinProfiles {
         "setns", "keyctl", "add_key", "request_key", "bpf", "perf_event_open", "userfaultfd", "io_uring_setup",
         "io_uring_enter", "io_uring_register", "kexec_load", "kexec_file_load", "init_module", "finit_module",
         "delete_module", "reboot", "swapon", "swapoff", "acct", "quotactl", "quotactl_fd", "syslog",
+        // ptrace's relatives: another process's descriptors or memory (matters where Landlock cannot scope ptrace).
+        "pidfd_getfd", "kcmp", "process_madvise", "process_mrelease",
     ]
 
     /// PER_LINUX, PER_LINUX32, UNAME26 (and combined), and the query value 0xffffffff.

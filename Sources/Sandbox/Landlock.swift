@@ -1,3 +1,4 @@
+import Foundation
 import CCorral
 import Glibc
 
@@ -21,6 +22,14 @@ public enum Landlock {
                     guard let path = expand(pattern, workingDirectory: workingDirectory,
                         temporaryDirectory: temporaryDirectory)
                     else { continue }
+                    if writable, let target = resolvedPath(path),
+                        target != expectedPath(path, under: [workingDirectory, temporaryDirectory])
+                    {
+                        // A writable path must be what it says: a symlink planted by a task (in a directory it can
+                        // write) would otherwise turn "$CWD/x" into write access to wherever x points.
+                        throw .landlock(operation: "allow \(path) (it resolves through a symlink to \(target))",
+                                        errno: ELOOP)
+                    }
                     if corral_landlock_allow_path(fd, Int32(abi), path, writable ? 1 : 0) != 0 && errno != ENOENT {
                         throw .landlock(operation: "allow \(path)", errno: errno)
                     }
@@ -41,6 +50,23 @@ public enum Landlock {
             throw error
         }
         return (fd, restrictsTCP)
+    }
+
+    /// Where `path` should resolve to if no component of it is a symlink: the task's own directories (whose parents
+    /// the operator chose) are taken as resolved, the rest must resolve to itself.
+    static func expectedPath(_ path: String, under bases: [String?]) -> String {
+        let lexical = URL(fileURLWithPath: path).standardizedFileURL.path
+        for case let base? in bases where lexical == base || lexical.hasPrefix(base + "/") {
+            if let resolvedBase = resolvedPath(base) { return resolvedBase + lexical.dropFirst(base.count) }
+        }
+        return lexical
+    }
+
+    /// realpath(3); nil when the path does not exist.
+    static func resolvedPath(_ path: String) -> String? {
+        guard let resolved = realpath(path, nil) else { return nil }
+        defer { free(resolved) }
+        return String(cString: resolved)
     }
 
     static func expand(_ pattern: String, workingDirectory: String, temporaryDirectory: String?) -> String? {

@@ -31,7 +31,8 @@ public struct SandboxRequest: Codable, Sendable, Equatable {
     /// The profile the task runs with, or why the request is refused.
     public func apply(over floor: SandboxProfile) throws(SandboxError) -> SandboxProfile {
         var result = floor
-        let floorRank = BuiltinProfiles.rank(of: floor.name)
+        // Only a floor that *is* a built-in is ranked: a custom file that merely borrows a built-in's name is not.
+        let floorRank = BuiltinProfiles.named(floor.name) == floor ? BuiltinProfiles.rank(of: floor.name) : nil
         if let name = profile, name != floor.name {
             guard let requested = BuiltinProfiles.named(name), let rank = BuiltinProfiles.rank(of: name) else {
                 let known = BuiltinProfiles.names.joined(separator: ", ")
@@ -43,6 +44,9 @@ public struct SandboxRequest: Codable, Sendable, Equatable {
             }
             result = requested
             result.landlock = floor.landlock ?? requested.landlock
+            for (key, value) in floor.rlimits {
+                result.rlimits[key] = min(value, result.rlimits[key] ?? value)
+            }
         }
         if network == true && !Self.allowsNetwork(result) {
             throw .tighteningRefused("network access is not allowed by the floor '\(floor.name)'")
@@ -85,7 +89,8 @@ public struct SandboxRequest: Codable, Sendable, Equatable {
     static func allowsNetwork(_ profile: SandboxProfile) -> Bool {
         guard let families = profile.socketFamilies else { return true }
         if let allow = families.allow { return allow.contains { $0 == "AF_INET" || $0 == "AF_INET6" } }
-        return !(families.deny ?? []).contains("AF_INET")
+        let denied = families.deny ?? []
+        return !denied.contains("AF_INET") || !denied.contains("AF_INET6")
     }
 
     /// Lexical containment on normalised components ("$CWD/x" is beneath "$CWD"); ".." is never accepted.

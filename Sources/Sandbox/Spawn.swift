@@ -184,8 +184,11 @@ public final class ChildProcess: Sendable {
     /// with members or an unreaped zombie.
     @discardableResult
     public func signalGroup(_ signal: Int32) -> Bool {
-        if pidfd >= 0, corral_pidfd_signal_group(pidfd, signal) == 0 {
-            return true
+        if pidfd >= 0 {
+            if corral_pidfd_signal_group(pidfd, signal) == 0 { return true }
+            // Only a kernel without PIDFD_SIGNAL_PROCESS_GROUP (before 6.9) falls back to the pid; ESRCH means
+            // the group is gone, and its number may already name someone else's.
+            guard errno == EINVAL else { return false }
         }
         return kill(-pid, signal) == 0
     }

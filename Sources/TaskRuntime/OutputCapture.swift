@@ -179,8 +179,21 @@ enum OutputReader {
             }
             let from = cursor - piece.start
             let count = min(piece.length - from, requestedEnd - cursor)
-            bytes += readRange(piece.path, from: from, count: count)
+            let read = readRange(piece.path, from: from, count: count)
+            // A segment rotated away between listing and reading: what was not read is reported missing, never
+            // shifted onto the next offset.
+            if read.isEmpty && count > 0 {
+                if !bytes.isEmpty { break }
+                missing += count
+                cursor += count
+                continue
+            }
             if firstOffset == nil { firstOffset = cursor }
+            bytes += read
+            if Int64(read.count) < count {
+                cursor += Int64(read.count)
+                break  // the rest of the range counts as missing below
+            }
             cursor += count
         }
         if cursor < requestedEnd { missing += requestedEnd - cursor }

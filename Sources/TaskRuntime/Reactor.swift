@@ -129,7 +129,12 @@ final class Reactor: Sendable {
         var events = [UInt32](repeating: 0, count: 64)
         while true {
             let count = corral_epoll_wait(epollFD, &tokens, &events, 64, -1)
-            if count < 0 { continue }
+            if count < 0 {
+                // Not EINTR (retried inside): a broken epoll set. Do not spin; leave if shutting down.
+                if state.withLock({ $0.stopping }) { break }
+                usleep(1000)
+                continue
+            }
             for index in 0..<Int(count) {
                 let token = tokens[index]
                 if token == Reactor.wakeToken {

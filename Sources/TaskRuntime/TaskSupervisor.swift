@@ -275,8 +275,7 @@ public actor TaskSupervisor {
 
         var data: JSONValue = ["previous_status": "pending", "status": "running", "pid": .int(Int(process.pid))]
         if cgroup == nil, let cgroupNote { data = data.merging(["cgroup_unavailable": .string(cgroupNote)]) }
-        try store.save(record, events: [created, .init(type: "info", message: "task started", data: data)])
-
+        // Watch first: whatever happens next (even a failed save), the task is never left unobserved.
         do {
             try io.start()
             try reactor.register(process.pidfd) { [weak self, reactor] _ in
@@ -286,14 +285,27 @@ public actor TaskSupervisor {
                 Task { await self.processExited(taskID) }
             }
         } catch {
-            // Cannot watch the task: it must not run unobserved.
             logger.error("cannot watch task \(taskID): \(error)")
-            if let cgroup { try? cgroup.killAll() } else { process.signalGroup(SIGKILL) }
-            process.signal(SIGKILL)
+            killTree(task)
             Task { await self.processExited(taskID) }
+        }
+        do {
+            try store.save(record, events: [created, .init(type: "info", message: "task started", data: data)])
+        } catch {
+            // A task the store does not know must not run: end it (its end is recorded if the store recovers).
+            logger.error("cannot store task \(taskID), ending it: \(error)")
+            task.stopReason = .cancelled("the task could not be stored")
+            killTree(task)
+            throw error
         }
         armTimeout(task)
         return task.record
+    }
+
+    private func killTree(_ task: LiveTask) {
+        if let cgroup = task.cgroup { try? cgroup.killAll() }
+        if !task.exitSeen { task.process.signalGroup(SIGKILL) }
+        task.process.signal(SIGKILL)
     }
 
     private func validate(_ spec: TaskSpec) throws(RuntimeError) {
@@ -383,10 +395,13 @@ public actor TaskSupervisor {
             task.process.signalGroup(SIGKILL)
         }
         var exit = task.process.reap()
-        while exit == nil {
-            // The pidfd said the process exited; the reap can only lag by a scheduler tick.
+        var attempts = 0
+        while exit == nil && attempts < 5000 {
+            // The pidfd said the process exited; the reap can only lag by a scheduler tick. Bounded, in case
+            // someone else reaped it (ECHILD) and it can never succeed.
             try? await Task.sleep(for: .microseconds(200))
             exit = task.process.reap()
+            attempts += 1
         }
         await task.io.waitUntilClosed(timeout: .milliseconds(500))
         var cpu: (user: Int64, system: Int64)?
@@ -399,23 +414,23 @@ public actor TaskSupervisor {
             task.runningBefore += .now - since
             task.runningSince = nil
         }
-        guard let exit else { return }
-
         var record = task.record
         let previous = record.status
         let totals = task.io.totals
         record.stdoutBytes = totals.stdout
         record.stderrBytes = totals.stderr
         record.runningMilliseconds = task.runningBefore.milliseconds
-        record.cpuUserMicroseconds = cpu?.user ?? exit.userMicroseconds
-        record.cpuSystemMicroseconds = cpu?.system ?? exit.systemMicroseconds
-        record.maxResidentKiB = exit.maxResidentKiB
+        record.cpuUserMicroseconds = cpu?.user ?? exit?.userMicroseconds
+        record.cpuSystemMicroseconds = cpu?.system ?? exit?.systemMicroseconds
+        record.maxResidentKiB = exit?.maxResidentKiB
         var message: String
-        switch exit.termination {
-        case .exited(let code):
+        switch exit?.termination {
+        case nil:
+            message = "exit status unavailable (the process was reaped elsewhere)"
+        case .exited(let code)?:
             record.exitCode = code
             message = "exited with status \(code)"
-        case .signaled(let signal):
+        case .signaled(let signal)?:
             record.signal = signal
             message = "killed by signal \(signal) (\(signalName(signal)))"
             if signal == SIGSYS {
@@ -431,7 +446,7 @@ public actor TaskSupervisor {
             record.lastError = "timed out after \(milliseconds) ms"
             message = record.lastError ?? message
         case nil:
-            if exit.termination == .exited(0) {
+            if exit?.termination == .exited(0) {
                 record.status = .completed
             } else {
                 record.status = .failed
@@ -489,7 +504,15 @@ public actor TaskSupervisor {
                 }
             }
         } catch {
+            // Half-stopped is worse than running: undo before reporting.
+            if let cgroup = task.cgroup { try? cgroup.setFrozen(false, timeoutMilliseconds: 1000) }
+            if !task.exitSeen { task.process.signalGroup(SIGCONT) }
             throw RuntimeError.invalidArgument("cannot pause task \(taskID): \(error.description)")
+        }
+        // The task may have ended while we waited: its final record must not be overwritten.
+        guard live[taskID] === task, !task.exitSeen else {
+            let record = await waitForFinal(taskID)
+            return TaskOperationResult(task: record, changed: false, note: "task ended before it could be paused")
         }
         task.timeoutTimer?.cancel()
         if let since = task.runningSince {
@@ -519,6 +542,10 @@ public actor TaskSupervisor {
             }
         } catch {
             throw RuntimeError.invalidArgument("cannot resume task \(taskID): \(error.description)")
+        }
+        guard live[taskID] === task, !task.exitSeen else {
+            let record = await waitForFinal(taskID)
+            return TaskOperationResult(task: record, changed: false, note: "task ended before it could be resumed")
         }
         task.runningSince = .now
         let result = try changeStatus(task, to: .running, message: "task resumed", reason: reason)
@@ -558,7 +585,8 @@ public actor TaskSupervisor {
         task.process.signalGroup(SIGTERM)
         let grace = Duration.milliseconds(configuration.graceMilliseconds)
         let exitedInGrace = await waitForFinal(taskID, timeout: grace) != nil
-        if !exitedInGrace {
+        // Once the exit was seen, the leader may be reaped and its pid free: no more group signals then.
+        if !exitedInGrace && !task.exitSeen {
             if let cgroup = task.cgroup {
                 try? cgroup.killAll()
             }

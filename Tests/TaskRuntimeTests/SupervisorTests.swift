@@ -581,7 +581,9 @@ final class SandboxedTaskTests: XCTestCase {
                 title: "confined",
                 command: .shell(
                     "grep -E '^(Seccomp|NoNewPrivs):' /proc/self/status; echo inside > ./kept && cat ./kept; "
-                        + "echo escape > \(outside)/x && echo WROTE-OUTSIDE; echo tmp > $TMPDIR/t && echo tmp-ok"),
+                        + "echo escape > \(outside)/x && echo WROTE-OUTSIDE; echo tmp > $TMPDIR/t && echo tmp-ok; "
+                        + "kill -0 \(getpid()) 2>/dev/null && echo SIGNALLED-SUPERVISOR; "
+                        + "sleep 5 & kill $! && echo own-child-signalled"),
                 sandbox: BuiltinProfiles.default))
         XCTAssertTrue(task.protections.contains("seccomp:default"), "\(task.protections)")
         let outcome = try await supervisor.wait(for: task.taskID, timeout: .seconds(20))
@@ -590,6 +592,10 @@ final class SandboxedTaskTests: XCTestCase {
         XCTAssertTrue(text.contains("NoNewPrivs:\t1"), text)
         XCTAssertTrue(text.contains("inside"), text)
         XCTAssertTrue(text.contains("tmp-ok"), text)
+        XCTAssertTrue(text.contains("own-child-signalled"), text)
+        if Landlock.abiVersion >= 6 {
+            XCTAssertFalse(text.contains("SIGNALLED-SUPERVISOR"), "a sandboxed task could signal the supervisor")
+        }
         if task.protections.contains(where: { $0.hasPrefix("landlock:abi") }) {
             XCTAssertFalse(text.contains("WROTE-OUTSIDE"), text)
             XCTAssertFalse(FileManager.default.fileExists(atPath: outside + "/x"))
