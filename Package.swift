@@ -9,11 +9,13 @@ let package = Package(
         .library(name: "TaskRuntime", targets: ["TaskRuntime"]),
         .library(name: "Sandbox", targets: ["Sandbox"]),
         .library(name: "Policy", targets: ["Policy"]),
+        .executable(name: "allcanuse-mock", targets: ["allcanuse-mock"]),
     ],
     dependencies: [
         .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/modelcontextprotocol/swift-sdk", from: "0.12.1"),
     ],
     targets: [
         // Spawn shim and thin wrappers for what Swift cannot import (raw syscalls, packed epoll_event).
@@ -48,6 +50,25 @@ let package = Package(
             name: "AllcanuseMock",
             dependencies: ["TaskRuntime", "Sandbox", "CorralJSON"],
             path: "mockserver/AllcanuseMock"
+        ),
+        // The MCP server: tool catalog over MCP, policy first, our own stdio transport.
+        .target(
+            name: "AllcanuseMockServer",
+            dependencies: [
+                "AllcanuseMock", "Policy", "CorralJSON",
+                .product(name: "MCP", package: "swift-sdk"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "mockserver/AllcanuseMockServer"
+        ),
+        .executableTarget(
+            name: "allcanuse-mock",
+            dependencies: [
+                "AllcanuseMockServer", "AllcanuseMock", "TaskRuntime", "Sandbox", "Policy",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "mockserver/allcanuse-mock"
         ),
         .executableTarget(
             name: "corral",

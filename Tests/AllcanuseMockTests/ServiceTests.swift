@@ -143,3 +143,27 @@ final class ServiceTests: XCTestCase {
         XCTAssertTrue(looser["error"]?.stringValue?.contains("sandbox refused") == true, looser.jsonString())
     }
 }
+
+final class CatalogTests: XCTestCase {
+    /// Every tool the catalog announces is one the service answers, and every schema names its required arguments.
+    func testEveryCatalogToolIsServed() async throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("corral-cat-\(UUID().uuidString)").path
+        let supervisor = try await TaskSupervisor.start(.init(stateDirectory: directory))
+        let service = AllcanuseService(supervisor: supervisor)
+        XCTAssertEqual(ToolCatalog.names.count, 18)
+        XCTAssertEqual(Set(ToolCatalog.names).count, 18)
+        for tool in ToolCatalog.tools {
+            let name = try XCTUnwrap(tool["name"]?.stringValue)
+            let outcome = await service.call(name, arguments: [:])
+            XCTAssertNotEqual(outcome.value["error"]?.stringValue, "unknown tool \(name)")
+            let required = tool["inputSchema"]?["required"]?.arrayValue?.compactMap(\.stringValue) ?? []
+            let properties = tool["inputSchema"]?["properties"]?.objectValue ?? [:]
+            XCTAssertTrue(required.allSatisfy { properties[$0] != nil }, name)
+            if let first = required.first {
+                XCTAssertTrue(outcome.isError, "\(name) accepted a call without \(first)")
+            }
+        }
+        await supervisor.shutdown()
+        try? FileManager.default.removeItem(atPath: directory)
+    }
+}

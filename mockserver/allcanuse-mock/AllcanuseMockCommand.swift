@@ -1,0 +1,99 @@
+import AllcanuseMock
+import AllcanuseMockServer
+import ArgumentParser
+import Foundation
+import Logging
+import Policy
+import Sandbox
+import TaskRuntime
+
+@main
+struct AllcanuseMockCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "allcanuse-mock",
+        abstract: "An MCP server with the Allcanuse background-task tools, every task a real sandboxed child process.",
+        discussion: """
+            Speaks MCP over stdio (newline-delimited JSON-RPC). Logs go to stderr, never stdout. At the end of stdin
+            or on SIGTERM it answers every request in flight, cancels running tasks (unless --keep-tasks), and exits 0.
+            Without --policy an embedded policy allows every tool, capped at 6000 calls a minute per session.
+            """
+    )
+
+    @Option(help: "State directory: SQLite database, task output, lock. Default: $XDG_STATE_HOME/corral/allcanuse-mock (or ~/.local/state/…).")
+    var stateDir: String?
+    @Option(help: "A PolicyLayer-format policy.json deciding every call (default: the embedded permissive policy).")
+    var policy: String?
+    @Option(help: "Grant id the policy's grant-scoped counters use for this server's client.")
+    var grant = "local"
+    @Option(help: "The least strict sandbox a task may run under: default, no-network, strict, or a profile file.")
+    var sandboxFloor = "default"
+    @Option(help: "Grace period between SIGTERM and SIGKILL when a task is cancelled, in milliseconds.")
+    var graceMs = 2000
+    @Option(help: "Log level on stderr: trace, debug, info, notice, warning, error, critical.")
+    var logLevel = "info"
+    @Flag(help: "Leave running tasks to be marked failed at the next start instead of cancelling them at exit.")
+    var keepTasks = false
+
+    func run() async throws {
+        signal(SIGPIPE, SIG_IGN)
+        guard let level = Logger.Level(rawValue: logLevel) else {
+            throw ValidationError("unknown --log-level \(logLevel)")
+        }
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+        let logger = Logger(label: "allcanuse-mock")
+        let floor: SandboxProfile
+        do {
+            floor = try ProfileLoader.resolve(sandboxFloor)
+        } catch {
+            throw ValidationError("--sandbox-floor: \(error.description)")
+        }
+        let loaded: Policy
+        do {
+            loaded = try policy.map { try Policy.load(contentsOfFile: $0) } ?? Policy.load(text: MockServer.embeddedDefaultPolicy)
+        } catch let error as PolicyLoadError {
+            throw ValidationError("--policy: \(error)")
+        }
+        let directory = stateDir ?? Self.defaultStateDirectory()
+        let supervisor = try await TaskSupervisor.start(
+            .init(stateDirectory: directory, graceMilliseconds: graceMs, logger: logger))
+        let service = AllcanuseService(supervisor: supervisor, sandboxFloor: floor)
+        let evaluator = PolicyEvaluator(policy: loaded)
+        let server = await MockServer.make(
+            service: service, policy: evaluator, identity: CallIdentity(grant: grant, session: UUID().uuidString),
+            logger: logger)
+        let transport = LineTransport(logger: logger)
+        try await server.start(transport: transport)
+        logger.info("serving MCP on stdio; state in \(directory)")
+
+        let terminated = AsyncStream<Void>.makeStream()
+        let source = DispatchSource.makeSignalSource(signal: SIGTERM)
+        signal(SIGTERM, SIG_IGN)
+        source.setEventHandler { terminated.continuation.yield() }
+        source.resume()
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { await transport.waitForEndOfInput() }
+            group.addTask { for await _ in terminated.stream { return } }
+            await group.next()
+            group.cancelAll()
+        }
+        let inFlight = await transport.requestsInFlight
+        logger.info("shutting down: answering \(inFlight) request(s) in flight")
+        if !keepTasks {
+            // Waits blocked on tasks end when their tasks are cancelled, so their answers can go out.
+            await supervisor.shutdown(cancelRunning: true)
+        }
+        await transport.waitUntilDrained(timeout: .seconds(10))
+        await server.stop()
+        if keepTasks { await supervisor.shutdown(cancelRunning: false) }
+    }
+
+    static func defaultStateDirectory() -> String {
+        let environment = ProcessInfo.processInfo.environment
+        let base = environment["XDG_STATE_HOME"] ?? ((environment["HOME"] ?? "/tmp") + "/.local/state")
+        return base + "/corral/allcanuse-mock"
+    }
+}
