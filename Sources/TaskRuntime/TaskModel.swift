@@ -200,7 +200,8 @@ enum Identifiers {
 /// UTC ISO-8601 with milliseconds ("2026-11-21T17:40:00.123Z"), the format of every time the runtime reports.
 public enum Timestamp {
     public static func format(_ date: Date) -> String {
-        let milliseconds = Int64((date.timeIntervalSince1970 * 1000).rounded(.down))
+        // To the nearest millisecond, so that formatting a parsed timestamp gives the same text back.
+        let milliseconds = Int64((date.timeIntervalSince1970 * 1000).rounded())
         var seconds = time_t(milliseconds / 1000)
         var parts = tm()
         gmtime_r(&seconds, &parts)

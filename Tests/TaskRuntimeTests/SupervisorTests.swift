@@ -651,3 +651,13 @@ final class SandboxedTaskTests: XCTestCase {
         XCTAssertEqual(task.lastError, "failed to start: cannot execute /bin/true: Permission denied")
     }
 }
+
+final class TimestampTests: XCTestCase {
+    /// Formatting a parsed timestamp gives the same text back (events read from SQLite compare equal).
+    func testFormatParseRoundTrip() throws {
+        for milliseconds in [0, 1, 59, 60, 61, 499, 500, 998, 999] {
+            let text = "2026-11-21T19:11:46.\(String(format: "%03d", milliseconds))Z"
+            XCTAssertEqual(Timestamp.format(try XCTUnwrap(Timestamp.parse(text))), text)
+        }
+    }
+}

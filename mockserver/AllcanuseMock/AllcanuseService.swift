@@ -520,7 +520,7 @@ public final class AllcanuseService: Sendable {
             "stderr_bytes": .int(Int(record.stderrBytes)), "cpu_user_us": record.cpuUserMicroseconds.map { .int(Int($0)) } ?? .null,
             "cpu_system_us": record.cpuSystemMicroseconds.map { .int(Int($0)) } ?? .null,
             "sandbox_profile": meta["sandbox_profile"] ?? .null, "protections": .array(record.protections.map(JSONValue.string)),
-            "question": meta["question"] ?? .null,
+            "question": meta["question"] ?? .null, "cgroup": record.cgroupPath.map(JSONValue.string) ?? .null,
         ]
     }
 }

@@ -1,0 +1,68 @@
+"""Shared helpers: start the built allcanuse-mock over stdio and talk to it with the Python MCP SDK."""
+
+import asyncio
+import contextlib
+import os
+import pathlib
+import tempfile
+
+import pytest
+from mcp import ClientSession, StdioServerParameters
+from mcp.client.stdio import stdio_client
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+BIN_DIR = pathlib.Path(os.environ.get("CORRAL_BIN_DIR", ROOT / ".build" / "debug"))
+MOCK = BIN_DIR / "allcanuse-mock"
+
+
+@pytest.fixture
+def state_dir():
+    with tempfile.TemporaryDirectory(prefix="corral-e2e-") as directory:
+        yield directory
+
+
+@contextlib.asynccontextmanager
+async def mock_session(state_dir, *extra_args):
+    assert MOCK.exists(), f"{MOCK} is missing: run swift build first"
+    params = StdioServerParameters(command=str(MOCK), args=["--state-dir", state_dir, "--grace-ms", "300", *extra_args])
+    with open(os.devnull, "w") as errlog:
+        async with stdio_client(params, errlog=errlog) as streams:
+            async with ClientSession(streams[0], streams[1]) as session:
+                await session.initialize()
+                yield session
+
+
+async def call(session, tool, arguments=None, expect_error=False):
+    result = await session.call_tool(tool, arguments or {})
+    assert result.is_error == expect_error, f"{tool}: {result.content}"
+    return result.structured_content if not expect_error else result
+
+
+def run(coroutine):
+    return asyncio.run(coroutine)
+
+
+def process_state(pid):
+    """The state letter of /proc/PID/stat, or None when the process is gone (or a zombie)."""
+    try:
+        text = pathlib.Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return None
+    state = text[text.rindex(")") + 2]
+    return None if state in "ZX" else state
+
+
+def tree_members(group):
+    """Live processes whose process group is `group`."""
+    members = []
+    for entry in pathlib.Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            text = (entry / "stat").read_text()
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            continue
+        fields = text[text.rindex(")") + 2:].split()
+        if int(fields[2]) == group and fields[0] not in "ZX":
+            members.append(int(entry.name))
+    return members

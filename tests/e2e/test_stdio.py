@@ -1,0 +1,100 @@
+"""allcanuse-mock over stdio, driven by the Python MCP SDK: real processes behind every tool."""
+
+import json
+import pathlib
+import time
+
+from conftest import call, mock_session, process_state, run, tree_members
+
+
+def test_lifecycle_of_a_real_process(state_dir):
+    async def scenario():
+        async with mock_session(state_dir) as session:
+            tools = await session.list_tools()
+            assert len(tools.tools) == 18
+            task = await call(session, "create_background_task", {
+                "title": "ticker", "goal": "tick", "task_type": "command",
+                "condition": {"command": "for i in $(seq 1 400); do echo tick $i; sleep 0.05; done"},
+            })
+            task_id, pid = task["task_id"], task["pid"]
+            assert task["status"] == "running"
+            assert process_state(pid) is not None
+
+            paused = await call(session, "pause_background_task", {"task_id": task_id, "reason": "e2e"})
+            assert paused["status"] == "paused"
+            cgroup = pathlib.Path(paused["cgroup"]) if paused.get("cgroup") else None
+            if cgroup:
+                assert "frozen 1" in (cgroup / "cgroup.events").read_text()
+            else:
+                assert process_state(pid) == "T"
+            resumed = await call(session, "resume_background_task", {"task_id": task_id})
+            assert resumed["status"] == "running"
+
+            event = await call(session, "append_task_event", {"task_id": task_id, "message": "hello", "data": {"n": 1}})
+            events = await call(session, "list_task_events", {"task_id": task_id})
+            assert any(e["event_id"] == event["event_id"] and e["data"] == {"n": 1} for e in events["events"])
+
+            time.sleep(0.3)
+            output = await call(session, "get_task_output", {"task_id": task_id, "tail_bytes": 4096})
+            assert "tick 1\n" in output["text"]
+
+            cancelled = await call(session, "cancel_background_task", {"task_id": task_id})
+            assert cancelled["status"] == "cancelled"
+            assert process_state(pid) is None
+            assert tree_members(pid) == []
+
+    run(scenario())
+
+
+def test_wait_completion_and_timeout(state_dir):
+    async def scenario():
+        async with mock_session(state_dir) as session:
+            quick = await call(session, "create_background_task", {
+                "title": "quick", "goal": "exit 0", "task_type": "command", "condition": {"argv": ["/bin/true"]},
+            })
+            waited = await call(session, "wait_for_background_task", {"task_id": quick["task_id"], "timeout_ms": 10000})
+            assert waited["condition_met"] is True
+            assert waited["last_result"]["status"] == "completed"
+
+            slow = await call(session, "create_background_task", {
+                "title": "slow", "goal": "too long", "task_type": "command", "timeout_ms": 300,
+                "condition": {"argv": ["/bin/sleep", "30"]},
+            })
+            waited = await call(session, "wait_for_background_task", {"task_id": slow["task_id"]})
+            assert waited["last_result"]["task"]["status"] == "failed"
+            assert waited["last_result"]["task"]["last_error"] == "timed out after 300 ms"
+
+            early = await call(session, "wait_for_background_task", {
+                "task_id": slow["task_id"], "target_statuses": ["running"], "timeout_ms": 100,
+            })
+            assert early["condition_met"] is False
+
+    run(scenario())
+
+
+def test_policy_denies_and_hides(state_dir, tmp_path):
+    policy = tmp_path / "policy.json"
+    policy.write_text(json.dumps({
+        "version": "1", "default": "deny", "hide": ["cancel_background_task"],
+        "tools": {
+            "create_background_task": {"limits": [{"counter": "creates", "window": "minute", "max": 2, "scope": "grant"}]},
+            "get_background_task": {},
+        },
+    }))
+
+    async def scenario():
+        async with mock_session(state_dir, "--policy", str(policy)) as session:
+            names = [tool.name for tool in (await session.list_tools()).tools]
+            assert "cancel_background_task" not in names
+            denied = await call(session, "cancel_background_task", {"task_id": "x"}, expect_error=True)
+            assert denied.content[0].text == '[POLICY DENIED] Tool "cancel_background_task" is hidden by policy'
+            denied = await call(session, "list_background_tasks", {}, expect_error=True)
+            assert denied.content[0].text == '[POLICY DENIED] Tool "list_background_tasks" is not permitted by policy'
+            arguments = {"title": "t", "goal": "g", "task_type": "sleep", "condition": {"duration_ms": 10}}
+            await call(session, "create_background_task", arguments)
+            await call(session, "create_background_task", arguments)
+            limited = await call(session, "create_background_task", arguments, expect_error=True)
+            assert limited.content[0].text.startswith("[POLICY DENIED] Rate limit of 2 per minute reached.")
+            assert limited.structured_content["retry_after_ms"] > 0
+
+    run(scenario())
