@@ -65,6 +65,7 @@ let package = Package(
             name: "allcanuse-mock",
             dependencies: [
                 "AllcanuseMockServer", "AllcanuseMock", "TaskRuntime", "Sandbox", "Policy",
+                .product(name: "MCP", package: "swift-sdk"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],

@@ -3,6 +3,7 @@ import AllcanuseMockServer
 import ArgumentParser
 import Foundation
 import Logging
+import MCP
 import Policy
 import Sandbox
 import TaskRuntime
@@ -33,6 +34,7 @@ struct AllcanuseMockCommand: AsyncParsableCommand {
     var logLevel = "info"
     @Flag(help: "Leave running tasks to be marked failed at the next start instead of cancelling them at exit.")
     var keepTasks = false
+    @Flag(help: .hidden) var sdkStdioTransport = false  // the SDK's own transport, for `corral bench mock`
 
     func run() async throws {
         signal(SIGPIPE, SIG_IGN)
@@ -65,6 +67,13 @@ struct AllcanuseMockCommand: AsyncParsableCommand {
         let server = await MockServer.make(
             service: service, policy: evaluator, identity: CallIdentity(grant: grant, session: UUID().uuidString),
             logger: logger)
+        if sdkStdioTransport {
+            // Benchmark peer only: no drain at EOF, 10 ms polling.
+            try await server.start(transport: StdioTransport(logger: logger))
+            await server.waitUntilCompleted()
+            await supervisor.shutdown(cancelRunning: !keepTasks)
+            return
+        }
         let transport = LineTransport(logger: logger)
         try await server.start(transport: transport)
         logger.info("serving MCP on stdio; state in \(directory)")
