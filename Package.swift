@@ -16,6 +16,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/modelcontextprotocol/swift-sdk", from: "0.12.1"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
+        .package(url: "https://github.com/apple/swift-http-types", from: "1.8.0"),
     ],
     targets: [
         // Spawn shim and thin wrappers for what Swift cannot import (raw syscalls, packed epoll_event).
@@ -61,10 +63,21 @@ let package = Package(
             ],
             path: "mockserver/AllcanuseMockServer"
         ),
+        // Streamable HTTP: the SDK's server transport hosted on Hummingbird.
+        .target(
+            name: "AllcanuseMockHTTP",
+            dependencies: [
+                .product(name: "MCP", package: "swift-sdk"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "mockserver/AllcanuseMockHTTP"
+        ),
         .executableTarget(
             name: "allcanuse-mock",
             dependencies: [
-                "AllcanuseMockServer", "AllcanuseMock", "TaskRuntime", "Sandbox", "Policy",
+                "AllcanuseMockServer", "AllcanuseMockHTTP", "AllcanuseMock", "TaskRuntime", "Sandbox", "Policy",
                 .product(name: "MCP", package: "swift-sdk"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),

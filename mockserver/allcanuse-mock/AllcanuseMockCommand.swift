@@ -1,4 +1,5 @@
 import AllcanuseMock
+import AllcanuseMockHTTP
 import AllcanuseMockServer
 import ArgumentParser
 import Foundation
@@ -34,6 +35,8 @@ struct AllcanuseMockCommand: AsyncParsableCommand {
     var logLevel = "info"
     @Flag(help: "Leave running tasks to be marked failed at the next start instead of cancelling them at exit.")
     var keepTasks = false
+    @Option(help: "Serve Streamable HTTP at HOST:PORT (path /mcp) instead of stdio, e.g. 127.0.0.1:8765; port 0 picks a free one. Loopback is the default and the SDK's Host/Origin check admits only local names.")
+    var http: String?
     @Flag(help: .hidden) var sdkStdioTransport = false  // the SDK's own transport, for `corral bench mock`
 
     func run() async throws {
@@ -64,6 +67,10 @@ struct AllcanuseMockCommand: AsyncParsableCommand {
             .init(stateDirectory: directory, graceMilliseconds: graceMs, logger: logger))
         let service = AllcanuseService(supervisor: supervisor, sandboxFloor: floor)
         let evaluator = PolicyEvaluator(policy: loaded)
+        if let http {
+            try await serveHTTP(http, service: service, policy: evaluator, supervisor: supervisor, logger: logger)
+            return
+        }
         let server = await MockServer.make(
             service: service, policy: evaluator, identity: CallIdentity(grant: grant, session: UUID().uuidString),
             logger: logger)
@@ -98,6 +105,30 @@ struct AllcanuseMockCommand: AsyncParsableCommand {
         await transport.waitUntilDrained(timeout: .seconds(10))
         await server.stop()
         if keepTasks { await supervisor.shutdown(cancelRunning: false) }
+    }
+
+    private func serveHTTP(
+        _ address: String, service: AllcanuseService, policy: PolicyEvaluator, supervisor: TaskSupervisor,
+        logger: Logger
+    ) async throws {
+        guard let colon = address.lastIndex(of: ":"), let port = Int(address[address.index(after: colon)...]),
+            (0...65535).contains(port)
+        else {
+            throw ValidationError("--http wants HOST:PORT, e.g. 127.0.0.1:8765; got \(address)")
+        }
+        let host = String(address[..<colon]).trimmingCharacters(in: CharacterSet(charactersIn: "[]"))
+        let grant = self.grant
+        let sessions = MCPSessionTable(logger: logger) { sessionID in
+            await MockServer.make(
+                service: service, policy: policy, identity: CallIdentity(grant: grant, session: sessionID), logger: logger)
+        }
+        try await HTTPHost.run(host: host, port: port, sessions: sessions, logger: logger) { bound in
+            // One line on stderr that scripts and tests can wait for.
+            FileHandle.standardError.write(Data("allcanuse-mock: listening on http://\(host):\(bound)/mcp\n".utf8))
+        }
+        logger.info("shutting down")
+        await sessions.closeAll()
+        await supervisor.shutdown(cancelRunning: !keepTasks)
     }
 
     static func defaultStateDirectory() -> String {

@@ -66,3 +66,41 @@ def tree_members(group):
         if int(fields[2]) == group and fields[0] not in "ZX":
             members.append(int(entry.name))
     return members
+
+
+@contextlib.contextmanager
+def http_server(state_dir, *extra_args):
+    """allcanuse-mock serving Streamable HTTP on a free loopback port; yields the endpoint URL."""
+    import re
+    import signal
+    import subprocess
+
+    process = subprocess.Popen(
+        [str(MOCK), "--http", "127.0.0.1:0", "--state-dir", state_dir, "--grace-ms", "300", *extra_args],
+        stderr=subprocess.PIPE, text=True)
+    try:
+        url = None
+        for line in process.stderr:
+            match = re.search(r"listening on (http://\S+)", line)
+            if match:
+                url = match.group(1)
+                break
+        assert url, "allcanuse-mock did not start listening"
+        yield url
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            assert process.wait(timeout=15) == 0
+        finally:
+            if process.poll() is None:
+                process.kill()
+
+
+@contextlib.asynccontextmanager
+async def http_session(url):
+    from mcp.client.streamable_http import streamable_http_client
+
+    async with streamable_http_client(url) as streams:
+        async with ClientSession(streams[0], streams[1]) as session:
+            await session.initialize()
+            yield session

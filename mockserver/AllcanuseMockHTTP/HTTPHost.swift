@@ -1,0 +1,155 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import Logging
+import MCP
+
+/// Streamable HTTP for allcanuse-mock: the SDK's `StatefulHTTPServerTransport` (one per MCP session) hosted on
+/// Hummingbird. A POST `initialize` creates a session with its own `Server`; later requests are routed by
+/// `Mcp-Session-Id`; DELETE ends the session. Tasks belong to the server, so they outlive a client that goes away.
+public actor MCPSessionTable {
+    public typealias ServerFactory = @Sendable (_ sessionID: String) async -> Server
+
+    private struct Session {
+        var server: Server
+        var transport: StatefulHTTPServerTransport
+        var lastUsed: Date
+    }
+
+    private struct FixedSessionID: SessionIDGenerator {
+        let id: String
+        func generateSessionID() -> String { id }
+    }
+
+    private var sessions: [String: Session] = [:]
+    private let makeServer: ServerFactory
+    private let logger: Logger
+    private let idleTimeout: TimeInterval
+
+    public init(idleTimeout: TimeInterval = 3600, logger: Logger, makeServer: @escaping ServerFactory) {
+        self.makeServer = makeServer
+        self.logger = logger
+        self.idleTimeout = idleTimeout
+    }
+
+    public var count: Int { sessions.count }
+
+    public func handle(_ request: MCP.HTTPRequest) async -> MCP.HTTPResponse {
+        reapIdle()
+        let sessionID = request.header(HTTPHeaderName.sessionID)
+        if let sessionID, var session = sessions[sessionID] {
+            session.lastUsed = Date()
+            sessions[sessionID] = session
+            let response = await session.transport.handleRequest(request)
+            if request.method.uppercased() == "DELETE" && response.statusCode == 200 {
+                sessions[sessionID] = nil
+                await session.server.stop()
+                logger.info("session \(sessionID) closed by the client")
+            }
+            return response
+        }
+        if sessionID == nil, request.method.uppercased() == "POST", Self.isInitialize(request.body) {
+            return await createSession(request)
+        }
+        if sessionID != nil {
+            return .error(statusCode: 404, .invalidRequest("Not Found: unknown or expired session"))
+        }
+        return .error(statusCode: 400, .invalidRequest("Bad Request: missing \(HTTPHeaderName.sessionID) header"))
+    }
+
+    public func closeAll() async {
+        for (_, session) in sessions {
+            await session.server.stop()
+        }
+        sessions.removeAll()
+    }
+
+    private func createSession(_ request: MCP.HTTPRequest) async -> MCP.HTTPResponse {
+        let id = UUID().uuidString.lowercased()
+        let transport = StatefulHTTPServerTransport(sessionIDGenerator: FixedSessionID(id: id), logger: logger)
+        let server = await makeServer(id)
+        do {
+            try await server.start(transport: transport)
+        } catch {
+            return .error(statusCode: 500, .internalError("cannot start a session: \(error)"))
+        }
+        sessions[id] = Session(server: server, transport: transport, lastUsed: Date())
+        let response = await transport.handleRequest(request)
+        if case .error = response {
+            // Refused (a bad Origin, Accept or protocol version): no session stays behind.
+            sessions[id] = nil
+            await server.stop()
+        } else {
+            logger.info("session \(id) opened")
+        }
+        return response
+    }
+
+    private func reapIdle() {
+        let cutoff = Date().addingTimeInterval(-idleTimeout)
+        for (id, session) in sessions where session.lastUsed < cutoff {
+            sessions[id] = nil
+            let server = session.server
+            Task { await server.stop() }
+            logger.info("session \(id) expired")
+        }
+    }
+
+    /// The SDK's own message classifier is package-internal; a JSON look at `method` is enough here.
+    static func isInitialize(_ body: Data?) -> Bool {
+        guard let body, let object = try? JSONSerialization.jsonObject(with: body) as? [String: Any] else { return false }
+        return object["method"] as? String == "initialize"
+    }
+}
+
+/// Serves the session table on `host:port` at `/mcp` until SIGTERM or SIGINT.
+public enum HTTPHost {
+    public static func run(
+        host: String, port: Int, sessions: MCPSessionTable, logger: Logger,
+        onRunning: @escaping @Sendable (Int) async -> Void
+    ) async throws {
+        let router = Router()
+        let bridge: @Sendable (Request, BasicRequestContext) async throws -> Response = { request, _ in
+            var request = request
+            let body = try await request.collectBody(upTo: 16 << 20)
+            var headers: [String: String] = [:]
+            for field in request.headers {
+                let name = field.name.canonicalName
+                headers[name] = headers[name].map { $0 + ", " + field.value } ?? field.value
+            }
+            // HTTP/1 Host arrives as the :authority pseudo-header; the SDK's DNS-rebinding check reads "Host".
+            if let authority = request.head.authority { headers["Host"] = authority }
+            let mcpRequest = MCP.HTTPRequest(
+                method: request.method.rawValue, headers: headers,
+                body: body.readableBytes > 0 ? Data(body.readableBytesView) : nil, path: request.uri.path)
+            let answer = await sessions.handle(mcpRequest)
+            var fields = HTTPFields()
+            for (name, value) in answer.headers {
+                if let fieldName = HTTPField.Name(name) { fields[fieldName] = value }
+            }
+            let status = HTTPResponse.Status(code: answer.statusCode)
+            if case .stream(let stream, _) = answer {
+                return Response(
+                    status: status, headers: fields,
+                    body: ResponseBody { writer in
+                        for try await chunk in stream {
+                            try await writer.write(ByteBuffer(bytes: chunk))
+                        }
+                        try await writer.finish(nil)
+                    })
+            }
+            return Response(
+                status: status, headers: fields, body: ResponseBody(byteBuffer: ByteBuffer(bytes: answer.bodyData ?? Data())))
+        }
+        router.post("/mcp", use: bridge)
+        router.get("/mcp", use: bridge)
+        router.delete("/mcp", use: bridge)
+        let app = Application(
+            router: router,
+            configuration: .init(address: .hostname(host, port: port), serverName: "allcanuse-mock"),
+            onServerRunning: { channel in await onRunning(channel.localAddress?.port ?? port) },
+            logger: logger)
+        // SIGTERM and SIGINT shut the server down gracefully; the caller then ends the tasks.
+        try await app.runService(gracefulShutdownSignals: [.sigterm, .sigint])
+    }
+}

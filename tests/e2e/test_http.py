@@ -1,0 +1,65 @@
+"""allcanuse-mock over Streamable HTTP with the Python MCP SDK: sessions, real processes, the Origin check."""
+
+import json
+import urllib.error
+import urllib.request
+
+from conftest import call, http_server, http_session, process_state, run, tree_members
+
+
+def test_tools_over_http_and_tasks_outlive_a_client(state_dir):
+    with http_server(state_dir) as url:
+        async def first_client():
+            async with http_session(url) as session:
+                assert len((await session.list_tools()).tools) == 18
+                task = await call(session, "create_background_task", {
+                    "title": "long", "goal": "outlive the client", "task_type": "command",
+                    "condition": {"argv": ["/bin/sleep", "30"]},
+                })
+                paused = await call(session, "pause_background_task", {"task_id": task["task_id"]})
+                assert paused["status"] == "paused"
+                return task
+
+        task = run(first_client())
+        assert process_state(task["pid"]) is not None, "the task ended with the client's session"
+
+        async def second_client():
+            async with http_session(url) as session:
+                got = await call(session, "get_background_task", {"task_id": task["task_id"]})
+                assert got["status"] == "paused"
+                await call(session, "resume_background_task", {"task_id": task["task_id"]})
+                cancelled = await call(session, "cancel_background_task", {"task_id": task["task_id"]})
+                assert cancelled["status"] == "cancelled"
+
+        run(second_client())
+        assert tree_members(task["pid"]) == []
+
+
+def test_two_clients_at_once_have_their_own_sessions(state_dir):
+    with http_server(state_dir) as url:
+        async def both():
+            async with http_session(url) as a, http_session(url) as b:
+                created = await call(a, "create_background_task", {
+                    "title": "a", "goal": "a", "task_type": "sleep", "condition": {"duration_ms": 200},
+                })
+                waited = await call(b, "wait_for_background_task", {"task_id": created["task_id"], "timeout_ms": 10000})
+                assert waited["last_result"]["status"] == "completed"
+
+        run(both())
+
+
+def test_foreign_origin_is_refused(state_dir):
+    with http_server(state_dir) as url:
+        body = json.dumps({
+            "jsonrpc": "2.0", "id": 1, "method": "initialize",
+            "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "x", "version": "1"}},
+        }).encode()
+        request = urllib.request.Request(url, data=body, method="POST", headers={
+            "Content-Type": "application/json", "Accept": "application/json, text/event-stream",
+            "Origin": "http://evil.example",
+        })
+        try:
+            urllib.request.urlopen(request, timeout=10)
+            raise AssertionError("a foreign Origin was accepted")
+        except urllib.error.HTTPError as error:
+            assert error.code == 403
