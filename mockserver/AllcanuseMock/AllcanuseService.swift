@@ -29,8 +29,12 @@ public final class AllcanuseService: Sendable {
         self.sandboxFloor = sandboxFloor
     }
 
-    /// Calls a tool by name. Never throws: every failure is an `isError` outcome with a message.
-    public func call(_ name: String, arguments: JSONValue?) async -> Outcome {
+    /// Reports how a long call is going: progress so far, the total if known, and a message.
+    public typealias ProgressReporter = @Sendable (_ progress: Double, _ total: Double?, _ message: String) async -> Void
+
+    /// Calls a tool by name. Never throws: every failure is an `isError` outcome with a message. `progress` is called
+    /// during a wait (every `poll_interval_ms`) when the client asked for progress.
+    public func call(_ name: String, arguments: JSONValue?, progress: ProgressReporter? = nil) async -> Outcome {
         do {
             let value: JSONValue
             switch name {
@@ -39,7 +43,7 @@ public final class AllcanuseService: Sendable {
             case "get_background_task": value = try await render(try await task(arguments, tool: name))
             case "pause_background_task", "resume_background_task", "cancel_background_task":
                 value = try await control(name, arguments)
-            case "wait_for_background_task": value = try await wait(arguments)
+            case "wait_for_background_task": value = try await wait(arguments, progress: progress)
             case "append_task_event": value = try await appendEvent(arguments)
             case "create_task_plan": value = try await createPlan(arguments)
             case "update_task_step": value = try await updateStep(arguments)
@@ -251,7 +255,7 @@ public final class AllcanuseService: Sendable {
         return rendered
     }
 
-    private func wait(_ raw: JSONValue?) async throws -> JSONValue {
+    private func wait(_ raw: JSONValue?, progress: ProgressReporter?) async throws -> JSONValue {
         let tool = "wait_for_background_task"
         let args = try Arguments(raw, tool: tool, allowed: ["task_id", "target_statuses", "timeout_ms", "poll_interval_ms"])
         let taskID = try args.string("task_id")
@@ -275,7 +279,23 @@ public final class AllcanuseService: Sendable {
             to: taskID, message: "wait started", type: "wait_started",
             data: ["target_statuses": .array(targets.map { .string($0.rawValue) }.sorted { $0.stringValue ?? "" < $1.stringValue ?? "" }),
                    "timeout_ms": .int(timeout)])
-        // Event-driven: one attempt that sleeps until the status changes; a negative timeout waits forever.
+        // Event-driven: one attempt that sleeps until the status changes; a negative timeout waits forever. Progress
+        // notifications (when asked for) are a heartbeat beside it, with the task's status.
+        var heartbeat: Task<Void, Never>?
+        if let progress, pollInterval > 0 {
+            let supervisor = self.supervisor
+            heartbeat = Task {
+                let start = ContinuousClock.now
+                while !Task.isCancelled {
+                    let status = (try? await supervisor.task(taskID)).map(Self.displayStatus) ?? "unknown"
+                    let waited = ContinuousClock.now - start
+                    let milliseconds = Double(waited.components.seconds) * 1000 + Double(waited.components.attoseconds) / 1e15
+                    await progress(milliseconds, timeout < 0 ? nil : Double(timeout), "waiting; task is \(status)")
+                    try? await Task.sleep(for: .milliseconds(pollInterval))
+                }
+            }
+        }
+        defer { heartbeat?.cancel() }
         let outcome = try await supervisor.wait(
             for: taskID, until: targets, timeout: timeout < 0 ? nil : .milliseconds(timeout))
         let finishedAt = Date()

@@ -45,14 +45,32 @@ public enum MockServer {
             let tools = policy.filterToolList(ToolCatalog.tools)
             return Value(json: ["tools": .array(tools)])
         }
-        await server.withMethodHandler(RawCallTool.self) { params in
-            await call(params, service: service, policy: policy, identity: identity, logger: logger)
+        await server.withMethodHandler(RawCallTool.self) { [weak server] params in
+            var progress: AllcanuseService.ProgressReporter?
+            if let token = progressToken(params), let server {
+                progress = { done, total, message in
+                    try? await server.notify(
+                        ProgressNotification.message(
+                            .init(progressToken: token, progress: done, total: total, message: message)))
+                }
+            }
+            return await call(
+                params, service: service, policy: policy, identity: identity, logger: logger, progress: progress)
         }
         return server
     }
 
+    static func progressToken(_ params: Value) -> ProgressToken? {
+        switch params.json["_meta"]?["progressToken"] {
+        case .string(let token)?: return .string(token)
+        case .int(let token)?: return .integer(token)
+        default: return nil
+        }
+    }
+
     static func call(
-        _ params: Value, service: AllcanuseService, policy: PolicyEvaluator, identity: CallIdentity, logger: Logger
+        _ params: Value, service: AllcanuseService, policy: PolicyEvaluator, identity: CallIdentity, logger: Logger,
+        progress: AllcanuseService.ProgressReporter? = nil
     ) async -> Value {
         let request = params.json
         let name = request["name"]?.stringValue
@@ -66,7 +84,7 @@ public enum MockServer {
         guard let name else {
             return Value(json: result(["error": "tools/call needs a tool name"], isError: true))
         }
-        let outcome = await service.call(name, arguments: arguments)
+        let outcome = await service.call(name, arguments: arguments, progress: progress)
         return Value(json: result(outcome.value, isError: outcome.isError))
     }
 

@@ -63,3 +63,25 @@ def test_foreign_origin_is_refused(state_dir):
             raise AssertionError("a foreign Origin was accepted")
         except urllib.error.HTTPError as error:
             assert error.code == 403
+
+
+def test_wait_progress_over_http(state_dir):
+    with http_server(state_dir) as url:
+        async def scenario():
+            async with http_session(url) as session:
+                task = await call(session, "create_background_task", {
+                    "title": "nap", "goal": "progress", "task_type": "sleep", "condition": {"duration_ms": 600},
+                })
+                updates = []
+
+                async def on_progress(progress, total, message):
+                    updates.append(progress)
+
+                result = await session.call_tool(
+                    "wait_for_background_task",
+                    {"task_id": task["task_id"], "timeout_ms": 10000, "poll_interval_ms": 100},
+                    progress_callback=on_progress)
+                assert result.structured_content["condition_met"] is True
+                assert len(updates) >= 2, updates
+
+        run(scenario())

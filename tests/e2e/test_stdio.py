@@ -98,3 +98,27 @@ def test_policy_denies_and_hides(state_dir, tmp_path):
             assert limited.structured_content["retry_after_ms"] > 0
 
     run(scenario())
+
+
+def test_wait_sends_progress_when_asked(state_dir):
+    async def scenario():
+        async with mock_session(state_dir) as session:
+            task = await call(session, "create_background_task", {
+                "title": "nap", "goal": "progress", "task_type": "sleep", "condition": {"duration_ms": 700},
+            })
+            updates = []
+
+            async def on_progress(progress, total, message):
+                updates.append((progress, total, message))
+
+            result = await session.call_tool(
+                "wait_for_background_task",
+                {"task_id": task["task_id"], "timeout_ms": 10000, "poll_interval_ms": 100},
+                progress_callback=on_progress)
+            assert result.structured_content["condition_met"] is True
+            assert len(updates) >= 3, updates
+            assert all(total == 10000 for _, total, _ in updates)
+            assert updates[0][2] == "waiting; task is running"
+            assert [p for p, _, _ in updates] == sorted(p for p, _, _ in updates)
+
+    run(scenario())
