@@ -96,6 +96,11 @@ let package = Package(
         .testTarget(name: "TaskRuntimeTests", dependencies: ["TaskRuntime", "Sandbox", "CCorral", "CorralJSON"]),
         .testTarget(name: "PolicyTests", dependencies: ["Policy", "CorralJSON"]),
         .testTarget(
-            name: "AllcanuseMockTests", dependencies: ["AllcanuseMock", "TaskRuntime", "Sandbox", "CorralJSON"]),
+            name: "AllcanuseMockTests",
+            dependencies: [
+                "AllcanuseMock", "AllcanuseMockServer", "TaskRuntime", "Sandbox", "CorralJSON", "Policy",
+                .product(name: "MCP", package: "swift-sdk"),
+                .product(name: "Logging", package: "swift-log"),
+            ]),
     ]
 )

@@ -1,11 +1,14 @@
 import ArgumentParser
 import Foundation
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
 
 /// `corral bench mock`: tool-call round trips through the allcanuse-mock binary over stdio.
 struct MockBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "mock",
-        abstract: "Round-trip latency of allcanuse-mock over stdio: our transport against the SDK's, in one run.",
+        abstract: "Round-trip latency of allcanuse-mock over stdio (our transport against the SDK's) and over HTTP.",
         discussion: """
             Starts the allcanuse-mock built beside this binary twice: with its own line transport, and with the MCP
             Swift SDK's StdioTransport (--sdk-stdio-transport), which polls stdin with 10 ms sleeps. Measures
@@ -62,6 +65,114 @@ struct MockBench: AsyncParsableCommand {
                  format(createSamples.percentile(99)), ""], widths: widths)
             client.close()
         }
+        try await measureHTTP(binary: binary, widths: widths)
+    }
+
+    /// The same calls over Streamable HTTP (each POST answered on its own short SSE stream).
+    private func measureHTTP(binary: URL, widths: [Int]) async throws {
+        let state = try makeTemporaryDirectory("corral-mockbench-http")
+        defer { try? FileManager.default.removeItem(atPath: state) }
+        let process = Process()
+        process.executableURL = binary
+        process.arguments = ["--http", "127.0.0.1:0", "--state-dir", state, "--log-level", "error"]
+        let errors = Pipe()
+        process.standardError = errors
+        try process.run()
+        defer {
+            process.interrupt()
+            process.waitUntilExit()
+        }
+        var url: URL?
+        var text = ""
+        while url == nil {
+            let chunk = errors.fileHandleForReading.availableData
+            if chunk.isEmpty { throw ValidationError("allcanuse-mock --http did not start") }
+            text += String(decoding: chunk, as: UTF8.self)
+            if let range = text.range(of: #"http://127\.0\.0\.1:\d+/mcp"#, options: .regularExpression) {
+                url = URL(string: String(text[range]))
+            }
+        }
+        guard let endpoint = url else { return }
+        let client = HTTPClient(endpoint: endpoint)
+        _ = try await client.request("initialize", [
+            "protocolVersion": "2025-06-18", "capabilities": [String: Any](), "clientInfo": ["name": "bench", "version": "1"],
+        ])
+        try await client.notify("notifications/initialized")
+        let created = try await client.callTool("create_background_task", [
+            "title": "bench", "goal": "bench", "task_type": "sleep", "condition": ["duration_ms": 600_000],
+        ])
+        guard let taskID = created["task_id"] as? String else { throw ValidationError("create failed: \(created)") }
+        var gets = Samples()
+        let start = ContinuousClock.now
+        for _ in 0..<calls {
+            let begin = ContinuousClock.now
+            _ = try await client.callTool("get_background_task", ["task_id": taskID])
+            gets.add(ContinuousClock.now - begin)
+        }
+        let elapsed = ContinuousClock.now - start
+        let perSecond = Double(calls) / (Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18)
+        row(["get_background_task, Streamable HTTP", format(gets.median), format(gets.percentile(90)),
+             format(gets.percentile(99)), format(perSecond, digits: 0)], widths: widths)
+        var createSamples = Samples()
+        for _ in 0..<creates {
+            let begin = ContinuousClock.now
+            _ = try await client.callTool("create_background_task", [
+                "title": "b", "goal": "b", "task_type": "command", "condition": ["argv": ["/bin/true"]],
+            ])
+            createSamples.add(ContinuousClock.now - begin)
+        }
+        row(["create → running, Streamable HTTP", format(createSamples.median), format(createSamples.percentile(90)),
+             format(createSamples.percentile(99)), ""], widths: widths)
+    }
+}
+
+/// A minimal Streamable HTTP client for the benchmark: POST, then the JSON-RPC response from the SSE body.
+final class HTTPClient: @unchecked Sendable {  // used from one task at a time
+    private let endpoint: URL
+    private var sessionID: String?
+    private var nextID = 1
+    private let session = URLSession(configuration: .ephemeral)
+
+    init(endpoint: URL) {
+        self.endpoint = endpoint
+    }
+
+    func notify(_ method: String) async throws {
+        _ = try await post(["jsonrpc": "2.0", "method": method])
+    }
+
+    func request(_ method: String, _ params: [String: Any]) async throws -> [String: Any] {
+        let id = nextID
+        nextID += 1
+        let body = try await post(["jsonrpc": "2.0", "id": id, "method": method, "params": params])
+        for line in body.split(separator: "\n") where line.hasPrefix("data:") {
+            let payload = line.dropFirst(5).trimmingCharacters(in: .whitespaces)
+            guard !payload.isEmpty, let message = try? JSONSerialization.jsonObject(with: Data(payload.utf8)) as? [String: Any],
+                message["id"] as? Int == id
+            else { continue }
+            return message["result"] as? [String: Any] ?? [:]
+        }
+        throw ValidationError("\(method): no response in \(body.prefix(200))")
+    }
+
+    func callTool(_ name: String, _ arguments: [String: Any]) async throws -> [String: Any] {
+        let result = try await request("tools/call", ["name": name, "arguments": arguments])
+        return result["structuredContent"] as? [String: Any] ?? [:]
+    }
+
+    private func post(_ message: [String: Any]) async throws -> String {
+        var request = URLRequest(url: endpoint)
+        request.httpMethod = "POST"
+        request.httpBody = try JSONSerialization.data(withJSONObject: message)
+        request.setValue("application/json", forHTTPHeaderField: "Content-Type")
+        request.setValue("application/json, text/event-stream", forHTTPHeaderField: "Accept")
+        request.setValue("2025-06-18", forHTTPHeaderField: "MCP-Protocol-Version")
+        if let sessionID { request.setValue(sessionID, forHTTPHeaderField: "MCP-Session-Id") }
+        let (data, response) = try await session.data(for: request)
+        if let http = response as? HTTPURLResponse, let id = http.value(forHTTPHeaderField: "MCP-Session-Id") {
+            sessionID = id
+        }
+        return String(decoding: data, as: UTF8.self)
     }
 }
 

@@ -150,6 +150,21 @@ final class StdioServerTests: XCTestCase {
         XCTAssertEqual(session.process.terminationStatus, 0)
     }
 
+    /// The SDK's `.strict` mode drops a request that races `initialize`; the mock runs non-strict, so requests
+    /// written right behind initialize, before its answer, are all answered.
+    func testRequestsRightBehindInitializeAreAnswered() throws {
+        let session = try Session(arguments: ["--state-dir", directory])
+        session.send(#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#)
+        session.send(#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#)
+        session.send(#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#)
+        session.send(call(2, "get_scheduler_time", [:]))
+        let answers = session.responses([0, 1, 2], timeout: 10)
+        XCTAssertEqual(answers?.count, 3)
+        XCTAssertEqual(answers?[1]?["result"]?["tools"]?.arrayValue?.count, 18)
+        try session.closeInput()
+        session.process.waitUntilExit()
+    }
+
     func testMalformedInputGetsTheRightErrors() throws {
         let session = try Session(arguments: ["--state-dir", directory])
         _ = initialize(session)
