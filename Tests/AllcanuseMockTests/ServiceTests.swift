@@ -167,3 +167,35 @@ final class CatalogTests: XCTestCase {
         try? FileManager.default.removeItem(atPath: directory)
     }
 }
+
+final class WorkspaceTests: XCTestCase {
+    /// A task's cwd becomes writable for it, so a client may only choose one inside the server's workspace.
+    func testCwdIsConfinedToTheWorkspace() async throws {
+        let base = FileManager.default.temporaryDirectory.appendingPathComponent("corral-ws-\(UUID().uuidString)").path
+        let workspace = base + "/workspace"
+        try FileManager.default.createDirectory(atPath: workspace + "/project", withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(atPath: base + "/elsewhere", withIntermediateDirectories: true)
+        try FileManager.default.createSymbolicLink(atPath: workspace + "/escape", withDestinationPath: base + "/elsewhere")
+        defer { try? FileManager.default.removeItem(atPath: base) }
+        let supervisor = try await TaskSupervisor.start(.init(stateDirectory: base + "/state"))
+        func create(_ service: AllcanuseService, cwd: String) async -> AllcanuseService.Outcome {
+            await service.call(
+                "create_background_task",
+                arguments: ["title": "t", "goal": "g", "task_type": "command",
+                            "condition": ["argv": ["/bin/pwd"], "cwd": .string(cwd)]])
+        }
+        let closed = AllcanuseService(supervisor: supervisor)
+        let refused = await create(closed, cwd: workspace)
+        XCTAssertTrue(refused.isError)
+        XCTAssertTrue(refused.value["error"]?.stringValue?.contains("--workspace") == true)
+
+        let open = AllcanuseService(supervisor: supervisor, workspace: workspace)
+        let inside = await create(open, cwd: workspace + "/project")
+        XCTAssertFalse(inside.isError, inside.value.jsonString())
+        for outside in ["/etc", workspace + "/escape", workspace + "/../elsewhere", workspace + "/missing"] {
+            let outcome = await create(open, cwd: outside)
+            XCTAssertTrue(outcome.isError, "cwd \(outside) was accepted")
+        }
+        await supervisor.shutdown()
+    }
+}

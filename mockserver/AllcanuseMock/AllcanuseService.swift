@@ -24,9 +24,39 @@ public final class AllcanuseService: Sendable {
     static let allStatuses = TaskStatus.allCases.map(\.rawValue)
     static let stepStatuses = ["pending", "in_progress", "completed", "failed", "skipped"]
 
-    public init(supervisor: TaskSupervisor, sandboxFloor: SandboxProfile = BuiltinProfiles.default) {
+    /// Where a client may point a task's `cwd` (it becomes writable for the task); nil: tasks run in their own
+    /// directory only, and a `cwd` is refused.
+    public let workspace: String?
+
+    public init(
+        supervisor: TaskSupervisor, sandboxFloor: SandboxProfile = BuiltinProfiles.default, workspace: String? = nil
+    ) {
         self.supervisor = supervisor
         self.sandboxFloor = sandboxFloor
+        self.workspace = workspace.map { Self.resolved($0) ?? $0 }
+    }
+
+    static func resolved(_ path: String) -> String? {
+        guard let pointer = realpath(path, nil) else { return nil }
+        defer { free(pointer) }
+        return String(cString: pointer)
+    }
+
+    /// A client-chosen working directory, checked after resolving symlinks: it must exist and lie in the workspace.
+    private func checkedWorkingDirectory(_ cwd: String?) throws(ToolError) -> String? {
+        guard let cwd else { return nil }
+        let tool = "create_background_task"
+        guard let workspace else {
+            throw ToolError(
+                "\(tool): condition.cwd is not allowed: this server has no workspace (start it with --workspace DIR)")
+        }
+        guard let real = Self.resolved(cwd) else {
+            throw ToolError("\(tool): condition.cwd \(cwd) does not exist")
+        }
+        guard real == workspace || real.hasPrefix(workspace.hasSuffix("/") ? workspace : workspace + "/") else {
+            throw ToolError("\(tool): condition.cwd \(cwd) is outside the workspace \(workspace)")
+        }
+        return real
     }
 
     /// Reports how a long call is going: progress so far, the total if known, and a message.
@@ -105,7 +135,8 @@ public final class AllcanuseService: Sendable {
             case (nil, let shell?): command = .shell(shell)
             default: throw ToolError("\(tool): a command task's condition needs exactly one of argv (a list) or command (a string)")
             }
-            spec.workingDirectory = try conditionArgs.optionalString("cwd")
+            // The task may write its working directory, so a client may only choose one inside the workspace.
+            spec.workingDirectory = try checkedWorkingDirectory(conditionArgs.optionalString("cwd"))
             if let env = try conditionArgs.optionalObject("env") {
                 var environment: [String: String] = [:]
                 for (key, value) in env {

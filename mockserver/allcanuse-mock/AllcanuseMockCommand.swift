@@ -29,6 +29,8 @@ struct AllcanuseMockCommand: AsyncParsableCommand {
     var grant = "local"
     @Option(help: "The least strict sandbox a task may run under: default, no-network, strict, or a profile file.")
     var sandboxFloor = "default"
+    @Option(help: "A directory tasks may use as their cwd (condition.cwd must lie inside it; the task can write there). Without it, tasks run in their own directory and cwd is refused.")
+    var workspace: String?
     @Option(help: "Grace period between SIGTERM and SIGKILL when a task is cancelled, in milliseconds.")
     var graceMs = 2000
     @Option(help: "Log level on stderr: trace, debug, info, notice, warning, error, critical.")
@@ -65,7 +67,13 @@ struct AllcanuseMockCommand: AsyncParsableCommand {
         let directory = stateDir ?? Self.defaultStateDirectory()
         let supervisor = try await TaskSupervisor.start(
             .init(stateDirectory: directory, graceMilliseconds: graceMs, logger: logger))
-        let service = AllcanuseService(supervisor: supervisor, sandboxFloor: floor)
+        if let workspace {
+            var isDirectory: ObjCBool = false
+            guard FileManager.default.fileExists(atPath: workspace, isDirectory: &isDirectory), isDirectory.boolValue else {
+                throw ValidationError("--workspace \(workspace) is not a directory")
+            }
+        }
+        let service = AllcanuseService(supervisor: supervisor, sandboxFloor: floor, workspace: workspace)
         let evaluator = PolicyEvaluator(policy: loaded)
         if let http {
             try await serveHTTP(http, service: service, policy: evaluator, supervisor: supervisor, logger: logger)
