@@ -38,31 +38,9 @@ struct MockBench: AsyncParsableCommand {
                 "clientInfo": ["name": "bench", "version": "1"],
             ])
             client.notify("notifications/initialized")
-            let created = try client.callTool("create_background_task", [
-                "title": "bench", "goal": "bench", "task_type": "sleep", "condition": ["duration_ms": 600_000],
-            ])
-            guard let taskID = created["task_id"] as? String else { throw ValidationError("create failed: \(created)") }
-            var gets = Samples()
-            let start = ContinuousClock.now
-            for _ in 0..<calls {
-                let begin = ContinuousClock.now
-                _ = try client.callTool("get_background_task", ["task_id": taskID])
-                gets.add(ContinuousClock.now - begin)
+            try await measureCalls(label: label, widths: widths) { name, arguments in
+                try client.callTool(name, arguments)
             }
-            let elapsed = ContinuousClock.now - start
-            let perSecond = Double(calls) / (Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18)
-            row(["get_background_task, " + label, format(gets.median), format(gets.percentile(90)),
-                 format(gets.percentile(99)), format(perSecond, digits: 0)], widths: widths)
-            var createSamples = Samples()
-            for _ in 0..<creates {
-                let begin = ContinuousClock.now
-                _ = try client.callTool("create_background_task", [
-                    "title": "b", "goal": "b", "task_type": "command", "condition": ["argv": ["/bin/true"]],
-                ])
-                createSamples.add(ContinuousClock.now - begin)
-            }
-            row(["create → running, " + label, format(createSamples.median), format(createSamples.percentile(90)),
-                 format(createSamples.percentile(99)), ""], widths: widths)
             client.close()
         }
         try await measureHTTP(binary: binary, widths: widths)
@@ -98,7 +76,17 @@ struct MockBench: AsyncParsableCommand {
             "protocolVersion": "2025-06-18", "capabilities": [String: Any](), "clientInfo": ["name": "bench", "version": "1"],
         ])
         try await client.notify("notifications/initialized")
-        let created = try await client.callTool("create_background_task", [
+        try await measureCalls(label: "Streamable HTTP", widths: widths) { name, arguments in
+            try await client.callTool(name, arguments)
+        }
+    }
+
+    /// get_background_task round trips on one long task, then create_background_task round trips (spawn to
+    /// running), through whichever client `call` uses.
+    private func measureCalls(
+        label: String, widths: [Int], _ call: (String, [String: Any]) async throws -> [String: Any]
+    ) async throws {
+        let created = try await call("create_background_task", [
             "title": "bench", "goal": "bench", "task_type": "sleep", "condition": ["duration_ms": 600_000],
         ])
         guard let taskID = created["task_id"] as? String else { throw ValidationError("create failed: \(created)") }
@@ -106,23 +94,23 @@ struct MockBench: AsyncParsableCommand {
         let start = ContinuousClock.now
         for _ in 0..<calls {
             let begin = ContinuousClock.now
-            _ = try await client.callTool("get_background_task", ["task_id": taskID])
+            _ = try await call("get_background_task", ["task_id": taskID])
             gets.add(ContinuousClock.now - begin)
         }
         let elapsed = ContinuousClock.now - start
         let perSecond = Double(calls) / (Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18)
-        row(["get_background_task, Streamable HTTP", format(gets.median), format(gets.percentile(90)),
+        row(["get_background_task, " + label, format(gets.median), format(gets.percentile(90)),
              format(gets.percentile(99)), format(perSecond, digits: 0)], widths: widths)
-        var createSamples = Samples()
-        for _ in 0..<creates {
+        var creates = Samples()
+        for _ in 0..<self.creates {
             let begin = ContinuousClock.now
-            _ = try await client.callTool("create_background_task", [
+            _ = try await call("create_background_task", [
                 "title": "b", "goal": "b", "task_type": "command", "condition": ["argv": ["/bin/true"]],
             ])
-            createSamples.add(ContinuousClock.now - begin)
+            creates.add(ContinuousClock.now - begin)
         }
-        row(["create → running, Streamable HTTP", format(createSamples.median), format(createSamples.percentile(90)),
-             format(createSamples.percentile(99)), ""], widths: widths)
+        row(["create → running, " + label, format(creates.median), format(creates.percentile(90)),
+             format(creates.percentile(99)), ""], widths: widths)
     }
 }
 
