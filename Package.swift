@@ -47,6 +47,11 @@ let package = Package(
                 .product(name: "GRDB", package: "GRDB.swift"),
             ]
         ),
+        // The agent-side gateway: policy enforcement in front of MCP servers.
+        .target(
+            name: "Gateway",
+            dependencies: ["Policy", "CorralJSON"]
+        ),
         // The Allcanuse task tools over the runtime (MCP-free; the allcanuse-mock server maps MCP calls onto it).
         .target(
             name: "AllcanuseMock",
@@ -87,7 +92,7 @@ let package = Package(
         .executableTarget(
             name: "corral",
             dependencies: [
-                "TaskRuntime", "Sandbox", "Policy", "CorralJSON",
+                "TaskRuntime", "Sandbox", "Policy", "Gateway", "CorralJSON",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]

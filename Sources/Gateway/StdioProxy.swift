@@ -1,0 +1,221 @@
+import CorralJSON
+import Foundation
+import Policy
+import Synchronization
+
+/// One JSON line per decision: who, which tool, what was decided and why — argument keys and a hash of the
+/// arguments, never their values.
+public final class AuditLog: Sendable {
+    private let handle: Mutex<FileHandle>
+
+    public init(path: String) throws {
+        if !FileManager.default.fileExists(atPath: path) {
+            guard FileManager.default.createFile(atPath: path, contents: nil) else {
+                throw CocoaError(.fileWriteUnknown, userInfo: [NSFilePathErrorKey: path])
+            }
+        }
+        let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: path))
+        try handle.seekToEnd()
+        self.handle = Mutex(handle)
+    }
+
+    public func record(_ decision: Decision, arguments: JSONValue?, identity: CallIdentity, latencyMicroseconds: Int) {
+        let keys = arguments?.objectValue.map { $0.keys.sorted().map(JSONValue.string) } ?? []
+        let hash = SHA256.hex(Array((arguments ?? .null).jsonString().utf8))
+        let line: JSONValue = [
+            "time": .string(ISO8601DateFormatter().string(from: Date())),
+            "grant": identity.grant.map(JSONValue.string) ?? .null,
+            "session": identity.session.map(JSONValue.string) ?? .null,
+            "tool": .string(decision.tool), "decision": .string(decision.outcome.rawValue),
+            "rule": .string(decision.rule), "message": .string(decision.message),
+            "argument_keys": .array(keys), "arguments_sha256": .string(hash),
+            "policy_revision": .string(decision.revision.hex), "latency_us": .int(latencyMicroseconds),
+        ]
+        handle.withLock { $0.write(Data((line.jsonString() + "\n").utf8)) }
+    }
+}
+
+/// `corral proxy` over stdio: sits between an MCP client (our stdin/stdout) and a stdio MCP server (a child),
+/// forwarding every message byte for byte except what the policy decides: `tools/list` results are filtered and
+/// `tools/call` requests are decided before they reach the server (a denial is answered here, and the server never
+/// sees the call). Counters reserved for a call are rolled back when the server answers it with a JSON-RPC error.
+public final class StdioProxy: Sendable {
+    private struct Pending {
+        var toolLists: Set<String> = []
+        var reservations: [String: Reservation] = [:]
+    }
+
+    private let policy: PolicyEvaluator
+    private let identity: CallIdentity
+    private let audit: AuditLog?
+    private let pending = Mutex(Pending())
+    private let outputLock = Mutex(())
+
+    public init(policy: PolicyEvaluator, identity: CallIdentity, audit: AuditLog?) {
+        self.policy = policy
+        self.identity = identity
+        self.audit = audit
+    }
+
+    /// Runs the server command and proxies until the client's input ends or the server exits; returns the server's
+    /// exit status (128+N for a signal).
+    public func run(serverCommand: [String]) throws -> Int32 {
+        let server = Process()
+        server.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        server.arguments = serverCommand
+        let toServer = Pipe()
+        let fromServer = Pipe()
+        server.standardInput = toServer
+        server.standardOutput = fromServer
+        server.standardError = FileHandle.standardError
+        try server.run()
+        let serverWriter = toServer.fileHandleForWriting
+
+        let clientThread = Thread { [self] in
+            Self.readLines(from: FileHandle.standardInput) { line in
+                self.fromClient(line, toServer: serverWriter)
+            }
+            // The client is gone: the server's input ends too, and it shuts down as it would without us.
+            try? serverWriter.close()
+        }
+        clientThread.start()
+        Self.readLines(from: fromServer.fileHandleForReading) { line in
+            self.fromServer(line)
+        }
+        server.waitUntilExit()
+        return server.terminationReason == .uncaughtSignal ? 128 + server.terminationStatus : server.terminationStatus
+    }
+
+    // MARK: - client → server
+
+    func fromClient(_ line: Data, toServer server: FileHandle) {
+        guard let message = try? JSONValue.parse(line) else {
+            forward(line, to: server)  // not ours to judge: the server answers its own parse errors
+            return
+        }
+        switch message {
+        case .array(let batch):
+            // Each call in a batch is decided alone; allowed messages go on as one batch, denials are answered here.
+            var forwarded: [JSONValue] = []
+            for element in batch {
+                if let denial = decide(element) {
+                    writeToClient(denial)
+                } else {
+                    forwarded.append(element)
+                }
+            }
+            if !forwarded.isEmpty { forward(Data(JSONValue.array(forwarded).jsonString().utf8), to: server) }
+        default:
+            if let denial = decide(message) {
+                writeToClient(denial)
+            } else {
+                forward(line, to: server)
+            }
+        }
+    }
+
+    /// The response to send back instead of forwarding, or nil to forward.
+    func decide(_ message: JSONValue) -> JSONValue? {
+        guard let method = message["method"]?.stringValue else { return nil }
+        let id = message["id"]
+        if method == "tools/list", let id {
+            pending.withLock { _ = $0.toolLists.insert(id.jsonString()) }
+            return nil
+        }
+        guard method == "tools/call" else { return nil }
+        // Whatever the params look like, the policy judges them (fail closed): a missing name or arguments that are
+        // not an object are denied and never reach the server.
+        let params = message["params"]
+        let name = params?["name"]?.stringValue
+        let arguments = params?.objectValue == nil ? JSONValue.string("(params not an object)") : params?["arguments"]
+        let start = ContinuousClock.now
+        let decision = policy.decide(tool: name, arguments: arguments, identity: identity)
+        let elapsed = ContinuousClock.now - start
+        audit?.record(
+            decision, arguments: arguments, identity: identity,
+            latencyMicroseconds: Int(elapsed.components.attoseconds / 1_000_000_000_000))
+        if let denial = decision.deniedToolResult {
+            guard let id else { return .null }  // a call without an id cannot be answered; it is dropped
+            return ["jsonrpc": "2.0", "id": id, "result": denial]
+        }
+        if let id, let reservation = decision.reservation {
+            pending.withLock { $0.reservations[id.jsonString()] = reservation }
+        }
+        return nil
+    }
+
+    // MARK: - server → client
+
+    func fromServer(_ line: Data) {
+        // Most answers need nothing from us: parse only while a tools/list or a counted call awaits its answer.
+        let waiting = pending.withLock { !$0.toolLists.isEmpty || !$0.reservations.isEmpty }
+        guard waiting, let message = try? JSONValue.parse(line) else {
+            writeRawToClient(line)
+            return
+        }
+        let messages = message.arrayValue ?? [message]
+        var rewritten = false
+        var out: [JSONValue] = []
+        for element in messages {
+            guard element["method"] == nil, let id = element["id"]?.jsonString() else {
+                out.append(element)
+                continue
+            }
+            let (isToolList, reservation) = pending.withLock { state in
+                (state.toolLists.remove(id) != nil, state.reservations.removeValue(forKey: id))
+            }
+            if element["error"] != nil { _ = try? reservation?.rollback() }
+            if isToolList, let result = element["result"] {
+                out.append(element.merging(["result": policy.policy.filterToolsListResult(result)]))
+                rewritten = true
+            } else {
+                out.append(element)
+            }
+        }
+        if !rewritten {
+            writeRawToClient(line)
+        } else {
+            writeToClient(message.arrayValue == nil ? out[0] : .array(out))
+        }
+    }
+
+    // MARK: - output
+
+    private func forward(_ line: Data, to server: FileHandle) {
+        try? server.write(contentsOf: line + Data("\n".utf8))
+    }
+
+    private func writeToClient(_ message: JSONValue) {
+        guard !message.isNull else { return }
+        writeRawToClient(Data(message.jsonString().utf8))
+    }
+
+    private func writeRawToClient(_ line: Data) {
+        outputLock.withLock { _ in
+            try? FileHandle.standardOutput.write(contentsOf: line + Data("\n".utf8))
+        }
+    }
+
+    static func readLines(from handle: FileHandle, _ body: (Data) -> Void) {
+        var buffer = Data()
+        while true {
+            let chunk = handle.availableData
+            if chunk.isEmpty { break }
+            buffer.append(chunk)
+            while let newline = buffer.firstIndex(of: UInt8(ascii: "\n")) {
+                let line = buffer[buffer.startIndex..<newline]
+                buffer = Data(buffer[buffer.index(after: newline)...])
+                if !line.isEmpty { body(Data(line)) }
+            }
+        }
+        if !buffer.isEmpty { body(buffer) }
+    }
+}
+
+extension JSONValue {
+    fileprivate func merging(_ other: [String: JSONValue]) -> JSONValue {
+        guard case .object(var object) = self else { return self }
+        object.merge(other) { _, new in new }
+        return .object(object)
+    }
+}

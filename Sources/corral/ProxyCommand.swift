@@ -1,0 +1,45 @@
+import ArgumentParser
+import Foundation
+import Gateway
+import Policy
+
+/// `corral proxy`: a policy gateway in front of any stdio MCP server.
+struct ProxyCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "proxy",
+        abstract: "Sit between an MCP client (this process's stdio) and a stdio MCP server, enforcing a policy.",
+        discussion: """
+            Every message is forwarded as it is, except: tools/list results lose the tools the policy hides, and each
+            tools/call (also inside a JSON-RPC batch) is decided first — a denial is answered here with isError and
+            "[POLICY DENIED] …", and the server never sees the call. Calls whose params do not parse are denied.
+            Counters are rolled back when the server answers a call with a JSON-RPC error. Exits with the server's
+            status; when the client's input ends, the server's input is closed.
+            """
+    )
+
+    @Option(help: "The PolicyLayer-format policy.json.") var policy: String
+    @Option(help: "Grant id for grant-scoped counters.") var grant = "local"
+    @Option(help: "Append one JSON line per decision to this file (argument keys and a hash, never values).")
+    var audit: String?
+    @Argument(parsing: .captureForPassthrough, help: "The server command and its arguments, after --.")
+    var server: [String] = []
+
+    func run() throws {
+        let command = server.first == "--" ? Array(server.dropFirst()) : server
+        guard !command.isEmpty else { throw ValidationError("no server command; usage: corral proxy --policy FILE -- CMD ARGS…") }
+        let loaded: Policy
+        do {
+            loaded = try Policy.load(contentsOfFile: policy)
+        } catch {
+            FileHandle.standardError.write(Data("corral proxy: \(policy): \(error)\n".utf8))
+            throw ExitCode(2)
+        }
+        signal(SIGPIPE, SIG_IGN)
+        let proxy = StdioProxy(
+            policy: PolicyEvaluator(policy: loaded),
+            identity: CallIdentity(grant: grant, session: UUID().uuidString.lowercased()),
+            audit: try audit.map { try AuditLog(path: $0) })
+        let status = try proxy.run(serverCommand: command)
+        throw ExitCode(status)
+    }
+}

@@ -1,0 +1,110 @@
+"""corral proxy in front of allcanuse-mock: the Python MCP SDK as the client, raw JSON-RPC for what it cannot send."""
+
+import json
+import subprocess
+
+from mcp import ClientSession, StdioServerParameters
+from mcp.client.stdio import stdio_client
+
+from conftest import BIN_DIR, MOCK, call, run
+
+CORRAL = BIN_DIR / "corral"
+
+
+def write_policy(path):
+    path.write_text(json.dumps({
+        "version": "1", "default": "deny", "hide": ["cancel_background_task"],
+        "tools": {
+            "create_background_task": {"limits": [{"counter": "creates", "window": "minute", "max": 3, "scope": "grant"}]},
+            "list_background_tasks": {}, "get_background_task": {},
+        },
+    }))
+
+
+def proxy_args(policy, audit, state_dir):
+    return ["proxy", "--policy", str(policy), "--audit", str(audit), "--", str(MOCK), "--state-dir", state_dir]
+
+
+def test_hide_default_deny_and_exact_rate_limit(state_dir, tmp_path):
+    policy, audit = tmp_path / "policy.json", tmp_path / "audit.jsonl"
+    write_policy(policy)
+
+    async def scenario():
+        params = StdioServerParameters(command=str(CORRAL), args=proxy_args(policy, audit, state_dir))
+        async with stdio_client(params) as streams:
+            async with ClientSession(streams[0], streams[1]) as session:
+                await session.initialize()
+                names = {tool.name for tool in (await session.list_tools()).tools}
+                assert "cancel_background_task" not in names and "create_background_task" in names
+                arguments = {"title": "t", "goal": "secret-goal-value", "task_type": "sleep", "condition": {"duration_ms": 20000}}
+                allowed = 0
+                for _ in range(5):
+                    result = await session.call_tool("create_background_task", arguments)
+                    if not result.is_error:
+                        allowed += 1
+                        task_id = result.structured_content["task_id"]
+                    else:
+                        assert result.content[0].text.startswith("[POLICY DENIED] Rate limit of 3 per minute")
+                assert allowed == 3
+                denied = await session.call_tool("cancel_background_task", {"task_id": task_id})
+                assert denied.is_error and "hidden by policy" in denied.content[0].text
+                # The server never saw the cancel: the task still runs, and it ran exactly three creates.
+                task = await call(session, "get_background_task", {"task_id": task_id})
+                assert task["status"] == "running"
+                listing = await call(session, "list_background_tasks", {})
+                assert listing["total_count"] == 3
+                other = await session.call_tool("get_scheduler_time", {})
+                assert other.is_error and "not permitted by policy" in other.content[0].text
+
+    run(scenario())
+    lines = [json.loads(line) for line in audit.read_text().splitlines()]
+    assert len(lines) == 9  # 5 creates, cancel, get, list, get_scheduler_time: one line per tools/call decision
+    create = next(line for line in lines if line["tool"] == "create_background_task")
+    assert create["argument_keys"] == ["condition", "goal", "task_type", "title"]
+    assert len(create["arguments_sha256"]) == 64 and len(create["policy_revision"]) == 64
+    assert "secret-goal-value" not in audit.read_text()
+    assert [line["decision"] for line in lines if line["tool"] == "create_background_task"] == ["allow"] * 3 + ["deny"] * 2
+
+
+def test_malformed_params_and_batches(state_dir, tmp_path):
+    policy, audit = tmp_path / "policy.json", tmp_path / "audit.jsonl"
+    write_policy(policy)
+    proxy = subprocess.Popen([str(CORRAL), *proxy_args(policy, audit, state_dir)],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+
+    def send(message):
+        proxy.stdin.write(json.dumps(message) + "\n")
+        proxy.stdin.flush()
+
+    def until(ids):
+        found = {}
+        while set(found) != ids:
+            line = proxy.stdout.readline()
+            assert line, "the proxy closed its output"
+            message = json.loads(line)
+            for element in message if isinstance(message, list) else [message]:
+                if element.get("id") in ids:
+                    found[element["id"]] = element
+        return found
+
+    send({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "raw", "version": "1"}}})
+    until({0})
+    send({"jsonrpc": "2.0", "method": "notifications/initialized"})
+    # arguments that are not an object: denied by the proxy, never forwarded
+    send({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "get_background_task", "arguments": "x"}})
+    # params that are not an object at all
+    send({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": ["get_background_task"]})
+    # a batch with one hidden and one allowed call: each decided alone
+    send([
+        {"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {"name": "cancel_background_task", "arguments": {"task_id": "x"}}},
+        {"jsonrpc": "2.0", "id": 4, "method": "tools/call", "params": {"name": "list_background_tasks", "arguments": {}}},
+    ])
+    answers = until({1, 2, 3, 4})
+    for denied in (1, 2, 3):
+        assert answers[denied]["result"]["isError"] is True
+        assert answers[denied]["result"]["content"][0]["text"].startswith("[POLICY DENIED]")
+    assert "hidden by policy" in answers[3]["result"]["content"][0]["text"]
+    assert answers[4]["result"]["structuredContent"]["count"] == 0  # forwarded in the batch and answered by the mock
+    proxy.stdin.close()
+    assert proxy.wait(timeout=20) == 0
