@@ -48,13 +48,31 @@ public final class StdioProxy: Sendable {
     private let policy: PolicyEvaluator
     private let identity: CallIdentity
     private let audit: AuditLog?
+    private let dryRun: Bool
     private let pending = Mutex(Pending())
     private let outputLock = Mutex(())
 
-    public init(policy: PolicyEvaluator, identity: CallIdentity, audit: AuditLog?) {
+    /// `dryRun`: decisions are made and audited as usual, but every call is forwarded (for rolling out a policy).
+    public init(policy: PolicyEvaluator, identity: CallIdentity, audit: AuditLog?, dryRun: Bool = false) {
         self.policy = policy
         self.identity = identity
         self.audit = audit
+        self.dryRun = dryRun
+    }
+
+    /// Replaces the policy if `path` now holds a valid one. A valid change applies to the next call and clients are
+    /// told the tool list changed; an invalid file is refused (every error returned) and the old policy stays.
+    public func reload(from path: String) -> Result<Bool, PolicyLoadError> {
+        let loaded: Policy
+        do {
+            loaded = try Policy.load(contentsOfFile: path)
+        } catch {
+            return .failure(error)
+        }
+        guard loaded.revision != policy.policy.revision else { return .success(false) }
+        _ = policy.replacePolicy(loaded)
+        writeToClient(["jsonrpc": "2.0", "method": "notifications/tools/list_changed"])
+        return .success(true)
     }
 
     /// Runs the server command and proxies until the client's input ends or the server exits; returns the server's
@@ -134,7 +152,7 @@ public final class StdioProxy: Sendable {
         audit?.record(
             decision, arguments: arguments, identity: identity,
             latencyMicroseconds: Int(elapsed.components.attoseconds / 1_000_000_000_000))
-        if let denial = decision.deniedToolResult {
+        if let denial = decision.deniedToolResult, !dryRun {
             guard let id else { return .null }  // a call without an id cannot be answered; it is dropped
             return ["jsonrpc": "2.0", "id": id, "result": denial]
         }

@@ -5,6 +5,10 @@ import Policy
 
 /// `corral proxy`: a policy gateway in front of any stdio MCP server.
 struct ProxyCommand: ParsableCommand {
+    static func modificationDate(_ path: String) -> Date? {
+        (try? FileManager.default.attributesOfItem(atPath: path))?[.modificationDate] as? Date
+    }
+
     static let configuration = CommandConfiguration(
         commandName: "proxy",
         abstract: "Sit between an MCP client (this process's stdio) and a stdio MCP server, enforcing a policy.",
@@ -21,6 +25,10 @@ struct ProxyCommand: ParsableCommand {
     @Option(help: "Grant id for grant-scoped counters.") var grant = "local"
     @Option(help: "Append one JSON line per decision to this file (argument keys and a hash, never values).")
     var audit: String?
+    @Flag(help: "Record the real decisions (audit) but forward every call: for rolling out a new policy.")
+    var dryRun = false
+    @Option(help: "How often the policy file is checked for changes, in milliseconds (0: never).")
+    var reloadIntervalMs = 500
     @Argument(parsing: .captureForPassthrough, help: "The server command and its arguments, after --.")
     var server: [String] = []
 
@@ -38,7 +46,29 @@ struct ProxyCommand: ParsableCommand {
         let proxy = StdioProxy(
             policy: PolicyEvaluator(policy: loaded),
             identity: CallIdentity(grant: grant, session: UUID().uuidString.lowercased()),
-            audit: try audit.map { try AuditLog(path: $0) })
+            audit: try audit.map { try AuditLog(path: $0) }, dryRun: dryRun)
+        if reloadIntervalMs > 0 {
+            // Hot reload: a valid new file applies to the next call; an invalid one is refused and the old stays.
+            let path = policy
+            let interval = reloadIntervalMs
+            let watcher = Thread {
+                var lastModified = Self.modificationDate(path)
+                while true {
+                    Thread.sleep(forTimeInterval: Double(interval) / 1000)
+                    let modified = Self.modificationDate(path)
+                    guard modified != lastModified else { continue }
+                    lastModified = modified
+                    switch proxy.reload(from: path) {
+                    case .success(true): FileHandle.standardError.write(Data("corral proxy: policy reloaded\n".utf8))
+                    case .success(false): break
+                    case .failure(let error):
+                        FileHandle.standardError.write(
+                            Data("corral proxy: new policy refused, keeping the old one: \(error)\n".utf8))
+                    }
+                }
+            }
+            watcher.start()
+        }
         let status = try proxy.run(serverCommand: command)
         throw ExitCode(status)
     }

@@ -108,3 +108,56 @@ def test_malformed_params_and_batches(state_dir, tmp_path):
     assert answers[4]["result"]["structuredContent"]["count"] == 0  # forwarded in the batch and answered by the mock
     proxy.stdin.close()
     assert proxy.wait(timeout=20) == 0
+
+
+def test_hot_reload_applies_valid_and_refuses_invalid(state_dir, tmp_path):
+    import time
+
+    policy, audit = tmp_path / "policy.json", tmp_path / "audit.jsonl"
+    write_policy(policy)
+    notifications = []
+
+    async def on_message(message):
+        notifications.append(message)
+
+    async def scenario():
+        args = proxy_args(policy, audit, state_dir)
+        params = StdioServerParameters(command=str(CORRAL), args=[args[0], "--reload-interval-ms", "100", *args[1:]])
+        async with stdio_client(params) as streams:
+            async with ClientSession(streams[0], streams[1], message_handler=on_message) as session:
+                await session.initialize()
+                denied = await session.call_tool("get_scheduler_time", {})
+                assert denied.is_error
+                # A valid change: the next call follows it, and the client hears that the tool list changed.
+                policy.write_text(json.dumps({"version": "1", "default": "allow", "hide": ["cancel_background_task"]}))
+                time.sleep(0.4)
+                allowed = await session.call_tool("get_scheduler_time", {})
+                assert not allowed.is_error
+                # An invalid change is refused: the previous (valid) policy stays.
+                policy.write_text('{"version": "1", "default": "maybe"}')
+                time.sleep(0.4)
+                still = await session.call_tool("get_scheduler_time", {})
+                assert not still.is_error
+                hidden = await session.call_tool("cancel_background_task", {"task_id": "x"})
+                assert hidden.is_error
+
+    run(scenario())
+    assert any("tools/list_changed" in repr(message) for message in notifications), notifications
+
+
+def test_dry_run_records_but_forwards(state_dir, tmp_path):
+    policy, audit = tmp_path / "policy.json", tmp_path / "audit.jsonl"
+    write_policy(policy)
+
+    async def scenario():
+        args = proxy_args(policy, audit, state_dir)
+        params = StdioServerParameters(command=str(CORRAL), args=[args[0], "--dry-run", *args[1:]])
+        async with stdio_client(params) as streams:
+            async with ClientSession(streams[0], streams[1]) as session:
+                await session.initialize()
+                result = await session.call_tool("get_scheduler_time", {})
+                assert not result.is_error  # forwarded although the policy denies it
+
+    run(scenario())
+    lines = [json.loads(line) for line in audit.read_text().splitlines()]
+    assert lines[-1]["tool"] == "get_scheduler_time" and lines[-1]["decision"] == "deny"
