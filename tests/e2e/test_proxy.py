@@ -161,3 +161,31 @@ def test_dry_run_records_but_forwards(state_dir, tmp_path):
     run(scenario())
     lines = [json.loads(line) for line in audit.read_text().splitlines()]
     assert lines[-1]["tool"] == "get_scheduler_time" and lines[-1]["decision"] == "deny"
+
+
+def test_counters_roll_back_when_the_server_errors_and_unknown_fields_survive(tmp_path):
+    import pathlib
+    import sys
+
+    policy, calls = tmp_path / "policy.json", tmp_path / "calls.jsonl"
+    policy.write_text(json.dumps({"version": "1", "default": "allow", "tools": {
+        "flaky": {"limits": [{"counter": "flaky", "window": "minute", "max": 1, "scope": "grant"}]}}}))
+    server = pathlib.Path(__file__).with_name("erroring_server.py")
+    proxy = subprocess.Popen(
+        [str(CORRAL), "proxy", "--policy", str(policy), "--", sys.executable, str(server), str(calls)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+    def ask(message):
+        proxy.stdin.write(json.dumps(message) + "\n")
+        proxy.stdin.flush()
+        return json.loads(proxy.stdout.readline())
+
+    tools = ask({"jsonrpc": "2.0", "id": 1, "method": "tools/list"})["result"]["tools"]
+    assert tools[0]["x-unknown"] == {"kept": True} and tools[0]["_meta"] == {"m": 1}
+    # max 1 a minute, but each call fails at the server: its reservation is rolled back, so the next one is allowed
+    for request_id in (2, 3, 4):
+        answer = ask({"jsonrpc": "2.0", "id": request_id, "method": "tools/call", "params": {"name": "flaky", "arguments": {}}})
+        assert answer["error"]["message"] == "backend unavailable", answer
+    assert len(calls.read_text().splitlines()) == 3
+    proxy.stdin.close()
+    assert proxy.wait(timeout=10) == 0
