@@ -126,6 +126,13 @@ extension JSONValue {
     public subscript(key: String) -> JSONValue? {
         objectValue?[key]
     }
+
+    /// The object with `other`'s members added (replacing same-named ones); any other value is returned as it is.
+    public func merging(_ other: [String: JSONValue]) -> JSONValue {
+        guard case .object(var object) = self else { return self }
+        object.merge(other) { _, new in new }
+        return .object(object)
+    }
 }
 
 extension JSONValue {

@@ -229,11 +229,3 @@ public final class StdioProxy: Sendable {
         if !buffer.isEmpty { body(buffer) }
     }
 }
-
-extension JSONValue {
-    fileprivate func merging(_ other: [String: JSONValue]) -> JSONValue {
-        guard case .object(var object) = self else { return self }
-        object.merge(other) { _, new in new }
-        return .object(object)
-    }
-}

@@ -62,11 +62,8 @@ public enum Landlock {
         return lexical
     }
 
-    /// realpath(3); nil when the path does not exist.
     static func resolvedPath(_ path: String) -> String? {
-        guard let resolved = realpath(path, nil) else { return nil }
-        defer { free(resolved) }
-        return String(cString: resolved)
+        Sandbox.resolvedPath(path)
     }
 
     static func expand(_ pattern: String, workingDirectory: String, temporaryDirectory: String?) -> String? {
@@ -74,4 +71,11 @@ public enum Landlock {
         if pattern.hasPrefix("$TMP") { return temporaryDirectory.map { $0 + pattern.dropFirst(4) } }
         return pattern
     }
+}
+
+/// realpath(3): the path with every symlink, "." and ".." resolved; nil when it does not exist.
+public func resolvedPath(_ path: String) -> String? {
+    guard let resolved = realpath(path, nil) else { return nil }
+    defer { free(resolved) }
+    return String(cString: resolved)
 }

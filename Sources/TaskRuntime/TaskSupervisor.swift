@@ -990,11 +990,3 @@ extension Duration {
         return seconds * 1000 + attoseconds / 1_000_000_000_000_000
     }
 }
-
-extension JSONValue {
-    func merging(_ other: [String: JSONValue]) -> JSONValue {
-        guard case .object(var object) = self else { return self }
-        object.merge(other) { _, new in new }
-        return .object(object)
-    }
-}

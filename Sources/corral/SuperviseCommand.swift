@@ -34,22 +34,16 @@ struct SuperviseCommand: AsyncParsableCommand {
             command: shell ? .shell(arguments.joined(separator: " ")) : .argv(arguments),
             timeoutMilliseconds: timeoutMs, outputLimitBytes: outputLimit)
         let started = try await supervisor.create(spec)
-        try printJSON(started)
+        printJSON(started)
         let outcome = try await supervisor.wait(for: started.taskID)
-        try printJSON(outcome.task)
+        printJSON(outcome.task)
         await supervisor.shutdown()
         let status: Int32 = outcome.task.signal.map { 128 + $0 } ?? outcome.task.exitCode ?? (outcome.task.status == .completed ? 0 : 1)
         throw ExitCode(status)
     }
 
-    private func printJSON(_ record: TaskRecord) throws {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys]
-        encoder.dateEncodingStrategy = .custom { date, encoder in
-            var container = encoder.singleValueContainer()
-            try container.encode(Timestamp.format(date))
-        }
+    private func printJSON(_ record: TaskRecord) {
         // One write per line, unbuffered: a reader may kill this process right after the line.
-        FileHandle.standardOutput.write(try encoder.encode(record) + Data("\n".utf8))
+        FileHandle.standardOutput.write(Data((record.jsonValue.jsonString() + "\n").utf8))
     }
 }

@@ -33,13 +33,7 @@ public final class AllcanuseService: Sendable {
     ) {
         self.supervisor = supervisor
         self.sandboxFloor = sandboxFloor
-        self.workspace = workspace.map { Self.resolved($0) ?? $0 }
-    }
-
-    static func resolved(_ path: String) -> String? {
-        guard let pointer = realpath(path, nil) else { return nil }
-        defer { free(pointer) }
-        return String(cString: pointer)
+        self.workspace = workspace.map { resolvedPath($0) ?? $0 }
     }
 
     /// A client-chosen working directory, checked after resolving symlinks: it must exist and lie in the workspace.
@@ -50,7 +44,7 @@ public final class AllcanuseService: Sendable {
             throw ToolError(
                 "\(tool): condition.cwd is not allowed: this server has no workspace (start it with --workspace DIR)")
         }
-        guard let real = Self.resolved(cwd) else {
+        guard let real = resolvedPath(cwd) else {
             throw ToolError("\(tool): condition.cwd \(cwd) does not exist")
         }
         guard real == workspace || real.hasPrefix(workspace.hasSuffix("/") ? workspace : workspace + "/") else {
@@ -573,13 +567,5 @@ public final class AllcanuseService: Sendable {
             "sandbox_profile": meta["sandbox_profile"] ?? .null, "protections": .array(record.protections.map(JSONValue.string)),
             "question": meta["question"] ?? .null, "cgroup": record.cgroupPath.map(JSONValue.string) ?? .null,
         ]
-    }
-}
-
-extension JSONValue {
-    func merging(_ other: [String: JSONValue]) -> JSONValue {
-        guard case .object(var object) = self else { return self }
-        object.merge(other) { _, new in new }
-        return .object(object)
     }
 }
