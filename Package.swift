@@ -9,6 +9,7 @@ let package = Package(
         .library(name: "TaskRuntime", targets: ["TaskRuntime"]),
         .library(name: "Sandbox", targets: ["Sandbox"]),
         .library(name: "Policy", targets: ["Policy"]),
+        .library(name: "Gateway", targets: ["Gateway"]),
         .executable(name: "allcanuse-mock", targets: ["allcanuse-mock"]),
     ],
     dependencies: [
@@ -50,7 +51,11 @@ let package = Package(
         // The agent-side gateway: policy enforcement in front of MCP servers.
         .target(
             name: "Gateway",
-            dependencies: ["Policy", "CorralJSON"]
+            dependencies: [
+                "Policy", "CorralJSON", "CCorral",
+                .product(name: "MCP", package: "swift-sdk"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
         ),
         // The Allcanuse task tools over the runtime (MCP-free; the allcanuse-mock server maps MCP calls onto it).
         .target(
@@ -100,6 +105,13 @@ let package = Package(
         .testTarget(name: "SandboxTests", dependencies: ["Sandbox", "CCorral"], exclude: ["Resources"]),
         .testTarget(name: "TaskRuntimeTests", dependencies: ["TaskRuntime", "Sandbox", "CCorral", "CorralJSON"]),
         .testTarget(name: "PolicyTests", dependencies: ["Policy", "CorralJSON"]),
+        .testTarget(
+            name: "GatewayTests",
+            dependencies: [
+                "Gateway", "AllcanuseMock", "AllcanuseMockServer", "TaskRuntime", "CorralJSON", "Policy",
+                .product(name: "MCP", package: "swift-sdk"),
+                .product(name: "Logging", package: "swift-log"),
+            ]),
         .testTarget(
             name: "AllcanuseMockTests",
             dependencies: [

@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <time.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -187,4 +188,35 @@ const char *corral_signal_name(int sig) { return sigabbrev_np(sig); }
 int corral_poll_microseconds(struct pollfd *fds, nfds_t count, long microseconds) {
     struct timespec timeout = {.tv_sec = microseconds / 1000000, .tv_nsec = (microseconds % 1000000) * 1000};
     return ppoll(fds, count, &timeout, NULL);
+}
+
+int corral_write_all_nosigpipe(int fd, const void *buffer, size_t length) {
+    sigset_t pipe_only, previous;
+    sigemptyset(&pipe_only);
+    sigaddset(&pipe_only, SIGPIPE);
+    // Was a SIGPIPE already pending for another reason? Then it is not ours to consume.
+    sigset_t pending;
+    sigpending(&pending);
+    int already_pending = sigismember(&pending, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &pipe_only, &previous);
+    const char *cursor = buffer;
+    int result = 0, saved_errno = 0;
+    while (length > 0) {
+        ssize_t written = write(fd, cursor, length);
+        if (written < 0) {
+            if (errno == EINTR) continue;
+            result = -1;
+            saved_errno = errno;
+            break;
+        }
+        cursor += written;
+        length -= (size_t)written;
+    }
+    if (result == -1 && saved_errno == EPIPE && !already_pending) {
+        struct timespec zero = {0, 0};
+        while (sigtimedwait(&pipe_only, NULL, &zero) == -1 && errno == EINTR) {}
+    }
+    pthread_sigmask(SIG_SETMASK, &previous, NULL);
+    errno = saved_errno;
+    return result;
 }

@@ -3,38 +3,6 @@ import Foundation
 import Policy
 import Synchronization
 
-/// One JSON line per decision: who, which tool, what was decided and why — argument keys and a hash of the
-/// arguments, never their values.
-public final class AuditLog: Sendable {
-    private let handle: Mutex<FileHandle>
-
-    public init(path: String) throws {
-        if !FileManager.default.fileExists(atPath: path) {
-            guard FileManager.default.createFile(atPath: path, contents: nil) else {
-                throw CocoaError(.fileWriteUnknown, userInfo: [NSFilePathErrorKey: path])
-            }
-        }
-        let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: path))
-        try handle.seekToEnd()
-        self.handle = Mutex(handle)
-    }
-
-    public func record(_ decision: Decision, arguments: JSONValue?, identity: CallIdentity, latencyMicroseconds: Int) {
-        let keys = arguments?.objectValue.map { $0.keys.sorted().map(JSONValue.string) } ?? []
-        let hash = SHA256.hex(Array((arguments ?? .null).jsonString().utf8))
-        let line: JSONValue = [
-            "time": .string(ISO8601DateFormatter().string(from: Date())),
-            "grant": identity.grant.map(JSONValue.string) ?? .null,
-            "session": identity.session.map(JSONValue.string) ?? .null,
-            "tool": .string(decision.tool), "decision": .string(decision.outcome.rawValue),
-            "rule": .string(decision.rule), "message": .string(decision.message),
-            "argument_keys": .array(keys), "arguments_sha256": .string(hash),
-            "policy_revision": .string(decision.revision.hex), "latency_us": .int(latencyMicroseconds),
-        ]
-        handle.withLock { $0.write(Data((line.jsonString() + "\n").utf8)) }
-    }
-}
-
 /// `corral proxy` over stdio: sits between an MCP client (our stdin/stdout) and a stdio MCP server (a child),
 /// forwarding every message byte for byte except what the policy decides: `tools/list` results are filtered and
 /// `tools/call` requests are decided before they reach the server (a denial is answered here, and the server never
@@ -47,13 +15,13 @@ public final class StdioProxy: Sendable {
 
     private let policy: PolicyEvaluator
     private let identity: CallIdentity
-    private let audit: AuditLog?
+    private let audit: (any AuditSink)?
     private let dryRun: Bool
     private let pending = Mutex(Pending())
     private let outputLock = Mutex(())
 
     /// `dryRun`: decisions are made and audited as usual, but every call is forwarded (for rolling out a policy).
-    public init(policy: PolicyEvaluator, identity: CallIdentity, audit: AuditLog?, dryRun: Bool = false) {
+    public init(policy: PolicyEvaluator, identity: CallIdentity, audit: (any AuditSink)?, dryRun: Bool = false) {
         self.policy = policy
         self.identity = identity
         self.audit = audit
@@ -90,14 +58,14 @@ public final class StdioProxy: Sendable {
         let serverWriter = toServer.fileHandleForWriting
 
         let clientThread = Thread { [self] in
-            Self.readLines(from: FileHandle.standardInput) { line in
+            LineReader.readLines(from: FileHandle.standardInput) { line in
                 self.fromClient(line, toServer: serverWriter)
             }
             // The client is gone: the server's input ends too, and it shuts down as it would without us.
             try? serverWriter.close()
         }
         clientThread.start()
-        Self.readLines(from: fromServer.fileHandleForReading) { line in
+        LineReader.readLines(from: fromServer.fileHandleForReading) { line in
             self.fromServer(line)
         }
         server.waitUntilExit()
@@ -150,8 +118,9 @@ public final class StdioProxy: Sendable {
         let decision = policy.decide(tool: name, arguments: arguments, identity: identity)
         let elapsed = ContinuousClock.now - start
         audit?.record(
-            decision, arguments: arguments, identity: identity,
-            latencyMicroseconds: Int(elapsed.components.attoseconds / 1_000_000_000_000))
+            AuditEntry(
+                decision: decision, arguments: arguments, identity: identity,
+                latencyMicroseconds: elapsed.microseconds, dryRun: dryRun))
         if let denial = decision.deniedToolResult, !dryRun {
             guard let id else { return .null }  // a call without an id cannot be answered; it is dropped
             return ["jsonrpc": "2.0", "id": id, "result": denial]
@@ -212,20 +181,5 @@ public final class StdioProxy: Sendable {
         outputLock.withLock { _ in
             try? FileHandle.standardOutput.write(contentsOf: line + Data("\n".utf8))
         }
-    }
-
-    static func readLines(from handle: FileHandle, _ body: (Data) -> Void) {
-        var buffer = Data()
-        while true {
-            let chunk = handle.availableData
-            if chunk.isEmpty { break }
-            buffer.append(chunk)
-            while let newline = buffer.firstIndex(of: UInt8(ascii: "\n")) {
-                let line = buffer[buffer.startIndex..<newline]
-                buffer = Data(buffer[buffer.index(after: newline)...])
-                if !line.isEmpty { body(Data(line)) }
-            }
-        }
-        if !buffer.isEmpty { body(buffer) }
     }
 }

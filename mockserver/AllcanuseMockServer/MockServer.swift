@@ -35,7 +35,8 @@ public enum MockServer {
 
     /// A server with the tool handlers registered; start it on a transport.
     public static func make(
-        service: AllcanuseService, policy: PolicyEvaluator, identity: CallIdentity, logger: Logger
+        service: AllcanuseService, policy: PolicyEvaluator, identity: CallIdentity, logger: Logger,
+        callRecord: CallRecord? = nil
     ) async -> Server {
         let server = Server(
             name: "allcanuse-mock", version: version,
@@ -55,7 +56,8 @@ public enum MockServer {
                 }
             }
             return await call(
-                params, service: service, policy: policy, identity: identity, logger: logger, progress: progress)
+                params, service: service, policy: policy, identity: identity, logger: logger, progress: progress,
+                callRecord: callRecord)
         }
         return server
     }
@@ -70,7 +72,7 @@ public enum MockServer {
 
     static func call(
         _ params: Value, service: AllcanuseService, policy: PolicyEvaluator, identity: CallIdentity, logger: Logger,
-        progress: AllcanuseService.ProgressReporter? = nil
+        progress: AllcanuseService.ProgressReporter? = nil, callRecord: CallRecord? = nil
     ) async -> Value {
         let request = params.json
         let name = request["name"]?.stringValue
@@ -84,6 +86,7 @@ public enum MockServer {
         guard let name else {
             return Value(json: result(["error": "tools/call needs a tool name"], isError: true))
         }
+        callRecord?.record(tool: name, arguments: arguments)
         let outcome = await service.call(name, arguments: arguments, progress: progress)
         return Value(json: result(outcome.value, isError: outcome.isError))
     }

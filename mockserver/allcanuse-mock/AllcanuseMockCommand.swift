@@ -39,6 +39,8 @@ struct AllcanuseMockCommand: AsyncParsableCommand {
     var keepTasks = false
     @Option(help: "Serve Streamable HTTP at HOST:PORT (path /mcp) instead of stdio, e.g. 127.0.0.1:8765; port 0 picks a free one. Loopback is the default and the SDK's Host/Origin check admits only local names.")
     var http: String?
+    @Option(help: "Append one JSON line per tool call this server executed (tool and arguments, after its own policy) to this file: what gateway tests compare with what the client was told.")
+    var callLog: String?
     @Flag(help: .hidden) var sdkStdioTransport = false  // the SDK's own transport, for `corral bench mock`
 
     func run() async throws {
@@ -75,13 +77,20 @@ struct AllcanuseMockCommand: AsyncParsableCommand {
         }
         let service = AllcanuseService(supervisor: supervisor, sandboxFloor: floor, workspace: workspace)
         let evaluator = PolicyEvaluator(policy: loaded)
+        let callRecord: CallRecord?
+        do {
+            callRecord = try callLog.map { try CallRecord(path: $0) }
+        } catch {
+            throw ValidationError("--call-log \(callLog ?? ""): cannot open for appending: \(error.localizedDescription)")
+        }
         if let http {
-            try await serveHTTP(http, service: service, policy: evaluator, supervisor: supervisor, logger: logger)
+            try await serveHTTP(
+                http, service: service, policy: evaluator, supervisor: supervisor, callRecord: callRecord, logger: logger)
             return
         }
         let server = await MockServer.make(
             service: service, policy: evaluator, identity: CallIdentity(grant: grant, session: UUID().uuidString),
-            logger: logger)
+            logger: logger, callRecord: callRecord)
         if sdkStdioTransport {
             // Benchmark peer only: no drain at EOF, 10 ms polling.
             try await server.start(transport: StdioTransport(logger: logger))
@@ -117,7 +126,7 @@ struct AllcanuseMockCommand: AsyncParsableCommand {
 
     private func serveHTTP(
         _ address: String, service: AllcanuseService, policy: PolicyEvaluator, supervisor: TaskSupervisor,
-        logger: Logger
+        callRecord: CallRecord?, logger: Logger
     ) async throws {
         guard let colon = address.lastIndex(of: ":"), let port = Int(address[address.index(after: colon)...]),
             (0...65535).contains(port)
@@ -128,7 +137,8 @@ struct AllcanuseMockCommand: AsyncParsableCommand {
         let grant = self.grant
         let sessions = MCPSessionTable(logger: logger) { sessionID in
             await MockServer.make(
-                service: service, policy: policy, identity: CallIdentity(grant: grant, session: sessionID), logger: logger)
+                service: service, policy: policy, identity: CallIdentity(grant: grant, session: sessionID), logger: logger,
+                callRecord: callRecord)
         }
         try await HTTPHost.run(host: host, port: port, sessions: sessions, logger: logger) { bound in
             // One line on stderr that scripts and tests can wait for.

@@ -123,6 +123,12 @@ const char *corral_signal_name(int sig);
 /// module does not see).
 int corral_poll_microseconds(struct pollfd *fds, nfds_t count, long microseconds);
 
+/// Writes all of `buffer` to `fd` (a pipe) without letting a closed reader raise SIGPIPE in the process: SIGPIPE is
+/// blocked in this thread for the write, a pending one is consumed, and the caller gets -1 with errno EPIPE. A
+/// library cannot ignore SIGPIPE process-wide on its host's behalf, and pipes have no MSG_NOSIGNAL.
+/// Returns 0 when everything was written, -1 with errno on failure.
+int corral_write_all_nosigpipe(int fd, const void *buffer, size_t length);
+
 // Landlock rulesets prepared in the parent (landlock.c); the child only calls landlock_restrict_self on the fd.
 
 /// Creates a ruleset handling every filesystem right the given ABI knows (and TCP bind/connect when `handle_tcp` and

@@ -1,0 +1,92 @@
+import CorralJSON
+import Foundation
+import Policy
+import Synchronization
+
+/// One decision as the audit trail keeps it: who, which tool, what was decided and why — the argument keys and a
+/// SHA-256 of the arguments, never their values.
+public struct AuditEntry: Sendable, Hashable {
+    public let time: Date
+    public let grant: String?
+    public let session: String?
+    public let tool: String
+    /// `allow`, `deny` or `approval_required`; an approval's outcome is a second entry.
+    public let decision: String
+    public let rule: String
+    public let message: String
+    public let argumentKeys: [String]
+    public let argumentsSHA256: String
+    public let policyRevision: String
+    public let latencyMicroseconds: Int
+    /// True when the decision was recorded but not enforced (`--dry-run`).
+    public let dryRun: Bool
+
+    public init(
+        decision: Decision, arguments: JSONValue?, identity: CallIdentity, latencyMicroseconds: Int,
+        dryRun: Bool = false, time: Date = Date()
+    ) {
+        self.time = time
+        self.grant = identity.grant
+        self.session = identity.session
+        self.tool = decision.tool
+        self.decision = decision.outcome.rawValue
+        self.rule = decision.rule
+        self.message = decision.message
+        self.argumentKeys = arguments?.objectValue.map { $0.keys.sorted() } ?? []
+        self.argumentsSHA256 = SHA256.hex(Array((arguments ?? .null).jsonString().utf8))
+        self.policyRevision = decision.revision.hex
+        self.latencyMicroseconds = latencyMicroseconds
+        self.dryRun = dryRun
+    }
+
+    public var jsonValue: JSONValue {
+        var line: JSONValue = [
+            "time": .string(time.formatted(.iso8601.time(includingFractionalSeconds: true).year().month().day())),
+            "grant": grant.map(JSONValue.string) ?? .null,
+            "session": session.map(JSONValue.string) ?? .null,
+            "tool": .string(tool), "decision": .string(decision),
+            "rule": .string(rule), "message": .string(message),
+            "argument_keys": .array(argumentKeys.map(JSONValue.string)), "arguments_sha256": .string(argumentsSHA256),
+            "policy_revision": .string(policyRevision), "latency_us": .int(latencyMicroseconds),
+        ]
+        if dryRun { line = line.merging(["dry_run": true]) }
+        return line
+    }
+}
+
+/// Where audit entries go. Called on the caller's thread for every decision: keep it quick.
+public protocol AuditSink: Sendable {
+    func record(_ entry: AuditEntry)
+}
+
+/// An audit sink that appends one JSON line per entry to a file (created if missing).
+public final class AuditLog: AuditSink {
+    private let handle: Mutex<FileHandle>
+
+    public init(path: String) throws {
+        if !FileManager.default.fileExists(atPath: path) {
+            guard FileManager.default.createFile(atPath: path, contents: nil) else {
+                throw CocoaError(.fileWriteUnknown, userInfo: [NSFilePathErrorKey: path])
+            }
+        }
+        let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: path))
+        try handle.seekToEnd()
+        self.handle = Mutex(handle)
+    }
+
+    public func record(_ entry: AuditEntry) {
+        let line = Data((entry.jsonValue.jsonString() + "\n").utf8)
+        handle.withLock { $0.write(line) }
+    }
+}
+
+/// An audit sink that calls a closure (an agent's own logger, a test's collector).
+public struct ClosureAuditSink: AuditSink {
+    private let body: @Sendable (AuditEntry) -> Void
+    public init(_ body: @escaping @Sendable (AuditEntry) -> Void) { self.body = body }
+    public func record(_ entry: AuditEntry) { body(entry) }
+}
+
+extension Duration {
+    var microseconds: Int { Int(components.seconds) * 1_000_000 + Int(components.attoseconds / 1_000_000_000_000) }
+}

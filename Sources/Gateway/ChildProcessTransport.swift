@@ -1,0 +1,121 @@
+import CCorral
+import Foundation
+import Logging
+import MCP
+import Synchronization
+
+/// An SDK `Transport` to a stdio MCP server run as a child process.
+///
+/// Not the SDK's `StdioTransport`: that one polls a non-blocking fd and sleeps 10 ms whenever it is empty, which
+/// adds up to 10 ms to every call, and it finishes its stream quietly at EOF, after which the SDK client spins.
+/// Here a thread does blocking reads, and the end of the server's output ends the stream with an error and calls
+/// `onPeerClosed`.
+public actor ChildProcessTransport: Transport {
+    public nonisolated let logger: Logger
+    private let process: Process
+    private let toServer: Pipe
+    private let fromServer: Pipe
+    private let stream: AsyncThrowingStream<Data, Swift.Error>
+    private let continuation: AsyncThrowingStream<Data, Swift.Error>.Continuation
+    private let onPeerClosed: @Sendable (String) -> Void
+    private var started = false
+
+    /// `command[0]` is looked up in `PATH`. The server's stderr goes to ours.
+    public init(
+        command: [String], environment: [String: String]? = nil, logger: Logger? = nil,
+        onPeerClosed: @escaping @Sendable (String) -> Void = { _ in }
+    ) throws {
+        guard !command.isEmpty else { throw MCPError.internalError("empty server command") }
+        self.logger = logger ?? Logger(label: "corral.gateway.child", factory: { _ in SwiftLogNoOpLogHandler() })
+        process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = command
+        if let environment { process.environment = environment }
+        toServer = Pipe()
+        fromServer = Pipe()
+        process.standardInput = toServer
+        process.standardOutput = fromServer
+        process.standardError = FileHandle.standardError
+        (stream, continuation) = AsyncThrowingStream.makeStream()
+        self.onPeerClosed = onPeerClosed
+    }
+
+    public func connect() async throws {
+        guard !started else { return }
+        started = true
+        do {
+            try process.run()
+        } catch {
+            throw MCPError.transportError(error)
+        }
+        let reader = fromServer.fileHandleForReading
+        let continuation = continuation
+        let process = process
+        let onPeerClosed = onPeerClosed
+        let thread = Thread {
+            LineReader.readLines(from: reader) { continuation.yield($0) }
+            process.waitUntilExit()
+            let reason = exitReason(process)
+            continuation.finish(throwing: MCPError.transportError(PeerClosed(reason: reason)))
+            onPeerClosed(reason)
+        }
+        thread.start()
+    }
+
+    public func disconnect() async {
+        guard started, process.isRunning else { return }
+        // Closing its input is how a stdio server is asked to stop; a server that ignores it is terminated.
+        try? toServer.fileHandleForWriting.close()
+        let process = process
+        let deadline = Date().addingTimeInterval(2)
+        while process.isRunning && Date() < deadline { try? await Task.sleep(for: .milliseconds(5)) }
+        if process.isRunning { process.terminate() }
+    }
+
+    public func send(_ data: Data) async throws {
+        let line = data + Data("\n".utf8)
+        let fd = toServer.fileHandleForWriting.fileDescriptor
+        let status = line.withUnsafeBytes { corral_write_all_nosigpipe(fd, $0.baseAddress, $0.count) }
+        guard status != 0 else { return }
+        // The server closed its input, most likely by exiting: say how it ended if it does so soon.
+        let deadline = Date().addingTimeInterval(1)
+        while process.isRunning && Date() < deadline { try? await Task.sleep(for: .milliseconds(5)) }
+        throw MCPError.transportError(PeerClosed(reason: process.isRunning ? "the server closed its input" : exitReason(process)))
+    }
+
+    public nonisolated func receive() -> AsyncThrowingStream<Data, Swift.Error> { stream }
+
+    /// The server's process id (for tests and diagnostics).
+    public var pid: Int32 { process.processIdentifier }
+}
+
+private func exitReason(_ process: Process) -> String {
+    process.terminationReason == .uncaughtSignal
+        ? "the server was killed by signal \(process.terminationStatus)"
+        : "the server exited with status \(process.terminationStatus)"
+}
+
+struct PeerClosed: LocalizedError, CustomStringConvertible {
+    let reason: String
+    var description: String { reason }
+    var errorDescription: String? { reason }
+}
+
+/// Splits a byte stream into lines, blocking reads on a dedicated thread's handle.
+enum LineReader {
+    static func readLines(from handle: FileHandle, _ body: (Data) -> Void) {
+        var buffer = Data()
+        while true {
+            let chunk = handle.availableData
+            if chunk.isEmpty { break }
+            buffer.append(chunk)
+            var start = buffer.startIndex
+            while let newline = buffer[start...].firstIndex(of: UInt8(ascii: "\n")) {
+                if newline > start { body(Data(buffer[start..<newline])) }
+                start = buffer.index(after: newline)
+            }
+            buffer = Data(buffer[start...])
+        }
+        if !buffer.isEmpty { body(buffer) }
+    }
+}

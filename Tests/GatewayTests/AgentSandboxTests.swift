@@ -1,0 +1,310 @@
+import AllcanuseMock
+import AllcanuseMockServer
+import CorralJSON
+import Foundation
+import Gateway
+import Logging
+import MCP
+import Policy
+import Synchronization
+import TaskRuntime
+import XCTest
+
+/// The in-process API against real servers: allcanuse-mock in the same process (in-memory transport), as a child
+/// over stdio, and over Streamable HTTP.
+final class AgentSandboxTests: XCTestCase {
+    private var directory = ""
+    private var supervisor: TaskSupervisor?
+
+    override func setUp() {
+        directory = FileManager.default.temporaryDirectory.appendingPathComponent("corral-gw-\(UUID().uuidString)").path
+        try? FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+    }
+
+    override func tearDown() async throws {
+        await supervisor?.shutdown(cancelRunning: true)
+        try? FileManager.default.removeItem(atPath: directory)
+    }
+
+    static let policyText = """
+        {"version": "1", "default": "deny", "hide": ["cancel_background_task"],
+         "tools": {
+           "create_background_task": {"limits": [{"counter": "creates", "window": "minute", "max": 3, "scope": "grant"}],
+                                      "deny_if": [{"conditions": [{"path": "args.goal", "op": "contains", "value": "drop the database"}], "on_deny": "Not that goal"}]},
+           "list_background_tasks": {}, "get_background_task": {},
+           "append_task_event": {"action": "require_approval", "reason": "Events are visible to the whole team"}
+         }}
+        """
+
+    static let mockBinary = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().deletingLastPathComponent()
+        .appendingPathComponent("allcanuse-mock").path
+
+    /// allcanuse-mock in this process, permissive on its own side and recording every call it executes.
+    private func inProcessMock(callLog name: String = "calls") async throws -> (InMemoryTransport, String) {
+        let supervisor: TaskSupervisor
+        if let running = self.supervisor {
+            supervisor = running
+        } else {
+            supervisor = try await TaskSupervisor.start(.init(stateDirectory: directory + "/state", graceMilliseconds: 300))
+            self.supervisor = supervisor
+        }
+        let callLog = directory + "/\(name).jsonl"
+        let server = await MockServer.make(
+            service: AllcanuseService(supervisor: supervisor),
+            policy: PolicyEvaluator(policy: try Policy.load(text: MockServer.embeddedDefaultPolicy)),
+            identity: CallIdentity(grant: "mock", session: "s"), logger: Logger(label: "mock"),
+            callRecord: try CallRecord(path: callLog))
+        let pair = await InMemoryTransport.createConnectedPair()
+        try await server.start(transport: pair.server)
+        return (pair.client, callLog)
+    }
+
+    private func executed(_ callLog: String) throws -> [String] {
+        try CallRecord.read(path: callLog).compactMap { $0["tool"]?.stringValue }
+    }
+
+    private static let sleepTask: JSONValue = [
+        "title": "t", "goal": "secret-goal-value", "task_type": "sleep", "condition": ["duration_ms": 30000],
+    ]
+
+    func testPolicyDecidesBeforeTheMockInProcess() async throws {
+        let (transport, callLog) = try await inProcessMock()
+        let entries = Mutex<[AuditEntry]>([])
+        let sandbox = try await AgentSandbox.connect(
+            policy: PolicyEvaluator(policy: try Policy.load(text: Self.policyText)),
+            identity: CallIdentity(grant: "agent-1", session: "s1"), to: .transport(transport),
+            audit: ClosureAuditSink { entry in entries.withLock { $0.append(entry) } })
+
+        let names = try await sandbox.listTools().compactMap { $0["name"]?.stringValue }
+        XCTAssertTrue(names.contains("create_background_task"))
+        XCTAssertFalse(names.contains("cancel_background_task"), "hidden tools are not listed")
+        XCTAssertEqual(names.count, 17)
+
+        var taskID: JSONValue = .null
+        var outcomes: [Bool] = []
+        for _ in 0..<5 {
+            let result = try await sandbox.callTool("create_background_task", arguments: Self.sleepTask)
+            outcomes.append(result.wasDenied)
+            if !result.wasDenied {
+                XCTAssertFalse(result.isError, result.text)
+                taskID = result.structuredContent?["task_id"] ?? .null
+            } else {
+                XCTAssertTrue(result.isError)
+                XCTAssertTrue(result.text.hasPrefix("[POLICY DENIED] Rate limit of 3 per minute"), result.text)
+            }
+        }
+        XCTAssertEqual(outcomes, [false, false, false, true, true], "exactly three creates are allowed")
+        // The task is a real process the mock started.
+        let task = try await sandbox.callTool("get_background_task", arguments: ["task_id": taskID])
+        XCTAssertEqual(task.structuredContent?["status"], "running")
+
+        let hidden = try await sandbox.callTool("cancel_background_task", arguments: ["task_id": taskID])
+        XCTAssertTrue(hidden.wasDenied && hidden.isError)
+        XCTAssertTrue(hidden.text.contains("hidden by policy"), hidden.text)
+        let unlisted = try await sandbox.callTool("get_scheduler_time")
+        XCTAssertEqual(unlisted.decision.rule, "default_deny")
+        let dangerous = try await sandbox.callTool(
+            "create_background_task",
+            arguments: ["title": "t", "goal": "then drop the database", "task_type": "sleep", "condition": ["duration_ms": 1]])
+        XCTAssertEqual(dangerous.decision.rule, "tools.create_background_task.deny_if[0]")
+
+        // What the mock actually executed: three creates and one get, nothing denied.
+        XCTAssertEqual(try executed(callLog), Array(repeating: "create_background_task", count: 3) + ["get_background_task"])
+
+        let audit = entries.withLock { $0 }
+        XCTAssertEqual(audit.count, 9)
+        XCTAssertEqual(audit.filter { $0.tool == "create_background_task" }.map(\.decision),
+                       ["allow", "allow", "allow", "deny", "deny", "deny"])
+        let first = try XCTUnwrap(audit.first)
+        XCTAssertEqual(first.grant, "agent-1")
+        XCTAssertEqual(first.argumentKeys, ["condition", "goal", "task_type", "title"])
+        XCTAssertFalse(first.jsonValue.jsonString().contains("secret-goal-value"), "audit entries never hold values")
+        await sandbox.close()
+    }
+
+    func testApprovalHandlerDecides() async throws {
+        let (transport, callLog) = try await inProcessMock()
+        let asked = Mutex<[String]>([])
+        let answer = Mutex(false)
+        let sandbox = try await AgentSandbox.connect(
+            policy: PolicyEvaluator(policy: try Policy.load(text: Self.policyText)),
+            identity: CallIdentity(grant: "agent-1"), to: .transport(transport),
+            approval: { request in
+                asked.withLock { $0.append("\(request.tool): \(request.message)") }
+                return answer.withLock { $0 }
+            })
+        let created = try await sandbox.callTool("create_background_task", arguments: Self.sleepTask)
+        let taskID = try XCTUnwrap(created.structuredContent?["task_id"])
+
+        let declined = try await sandbox.callTool("append_task_event", arguments: ["task_id": taskID, "message": "m"])
+        XCTAssertTrue(declined.wasDenied)
+        XCTAssertTrue(declined.text.contains("was refused"), declined.text)
+        answer.withLock { $0 = true }
+        let accepted = try await sandbox.callTool("append_task_event", arguments: ["task_id": taskID, "message": "m"])
+        XCTAssertFalse(accepted.wasDenied || accepted.isError, accepted.text)
+        XCTAssertEqual(accepted.structuredContent?["message"], "m")
+        XCTAssertEqual(asked.withLock { $0 }, Array(repeating: "append_task_event: Events are visible to the whole team", count: 2))
+        XCTAssertEqual(try executed(callLog), ["create_background_task", "append_task_event"])
+        await sandbox.close()
+
+        // Without a handler the call is denied, saying why.
+        let (transport2, _) = try await inProcessMock(callLog: "second")
+        let strict = try await AgentSandbox.connect(
+            policy: PolicyEvaluator(policy: try Policy.load(text: Self.policyText)),
+            identity: CallIdentity(grant: "agent-2"), to: .transport(transport2))
+        let denied = try await strict.callTool("append_task_event", arguments: ["task_id": taskID, "message": "m"])
+        XCTAssertEqual(denied.decision.outcome, .approvalRequired)
+        XCTAssertTrue(denied.isError)
+        XCTAssertTrue(denied.text.contains("approval was required but this agent has no approval handler"), denied.text)
+        await strict.close()
+    }
+
+    /// A server that answers one tool with a JSON-RPC error: the call must not count against the limit.
+    func testCountersRollBackOnJSONRPCError() async throws {
+        let server = Server(name: "erroring", version: "1", capabilities: .init(tools: .init()))
+        let calls = Mutex(0)
+        await server.withMethodHandler(ListTools.self) { _ in
+            .init(tools: [Tool(name: "flaky", description: "fails on request", inputSchema: ["type": "object"])])
+        }
+        await server.withMethodHandler(CallTool.self) { params in
+            let n = calls.withLock { $0 += 1; return $0 }
+            if params.arguments?["fail"] == .bool(true) { throw MCPError.invalidParams("no such thing (\(n))") }
+            return .init(content: [.text(text: "ok \(n)", annotations: nil, _meta: nil)], isError: false)
+        }
+        let pair = await InMemoryTransport.createConnectedPair()
+        try await server.start(transport: pair.server)
+        let policy = try Policy.load(text: """
+            {"version": "1", "default": "deny",
+             "tools": {"flaky": {"limits": [{"counter": "c", "window": "minute", "max": 2, "scope": "grant"}]}}}
+            """)
+        let sandbox = try await AgentSandbox.connect(
+            policy: PolicyEvaluator(policy: policy), identity: CallIdentity(grant: "g"), to: .transport(pair.client))
+        for _ in 0..<3 {
+            do {
+                _ = try await sandbox.callTool("flaky", arguments: ["fail": true])
+                XCTFail("a JSON-RPC error must throw")
+            } catch let error as AgentSandboxError {
+                guard case .server(let code, let message) = error else { return XCTFail("\(error)") }
+                XCTAssertEqual(code, -32602)
+                XCTAssertTrue(message.contains("no such thing"), message)
+            }
+        }
+        // Three failed calls did not use up the limit of two.
+        let first = try await sandbox.callTool("flaky")
+        let second = try await sandbox.callTool("flaky")
+        let third = try await sandbox.callTool("flaky")
+        XCTAssertEqual([first.text, second.text], ["ok 4", "ok 5"])
+        XCTAssertTrue(third.wasDenied)
+        XCTAssertEqual(calls.withLock { $0 }, 5, "the denied call never reached the server")
+        await sandbox.close()
+        await server.stop()
+    }
+
+    func testChildProcessOverStdioAndItsDeath() async throws {
+        let callLog = directory + "/calls.jsonl"
+        let sandbox = try await AgentSandbox.connect(
+            policy: PolicyEvaluator(policy: try Policy.load(text: Self.policyText)),
+            identity: CallIdentity(grant: "agent-1"),
+            to: .process(command: [Self.mockBinary, "--state-dir", directory + "/child", "--call-log", callLog,
+                                   "--grace-ms", "200", "--log-level", "warning"]))
+        XCTAssertEqual(sandbox.serverInfo["name"], "allcanuse-mock")
+        let tools = try await sandbox.listTools()
+        XCTAssertFalse(tools.contains { $0["name"] == "cancel_background_task" })
+        let created = try await sandbox.callTool("create_background_task", arguments: Self.sleepTask)
+        XCTAssertFalse(created.isError, created.text)
+        let denied = try await sandbox.callTool("get_scheduler_time")
+        XCTAssertTrue(denied.wasDenied)
+        XCTAssertEqual(try executed(callLog), ["create_background_task"])
+
+        // The server dies: the next call fails promptly with a clear error instead of hanging.
+        let pid = try XCTUnwrap(Self.childPID(of: ProcessInfo.processInfo.processIdentifier, named: "allcanuse-mock"))
+        XCTAssertEqual(kill(pid, SIGKILL), 0)
+        let start = ContinuousClock.now
+        var failure: AgentSandboxError?
+        for _ in 0..<50 {  // the death is noticed asynchronously; a call sent before that may still be in flight
+            do {
+                _ = try await sandbox.callTool("list_background_tasks")
+                try await Task.sleep(for: .milliseconds(20))
+            } catch let error as AgentSandboxError {
+                failure = error
+                break
+            }
+        }
+        guard case .connectionLost(let why)? = failure else { return XCTFail("expected connectionLost, got \(String(describing: failure))") }
+        XCTAssertTrue(why.contains("signal 9"), why)
+        XCTAssertLessThan(ContinuousClock.now - start, .seconds(5))
+        await sandbox.close()
+    }
+
+    func testStreamableHTTP() async throws {
+        let callLog = directory + "/calls.jsonl"
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: Self.mockBinary)
+        process.arguments = ["--http", "127.0.0.1:0", "--state-dir", directory + "/http", "--call-log", callLog, "--grace-ms", "200"]
+        let stderr = Pipe()
+        process.standardError = stderr
+        try process.run()
+        defer {
+            process.terminate()
+            process.waitUntilExit()
+        }
+        var url: URL?
+        var seen = ""
+        while url == nil {
+            let chunk = stderr.fileHandleForReading.availableData
+            if chunk.isEmpty { break }
+            seen += String(decoding: chunk, as: UTF8.self)
+            if let range = seen.range(of: #"listening on (http://\S+)"#, options: .regularExpression) {
+                url = URL(string: String(seen[range].dropFirst("listening on ".count)))
+            }
+        }
+        let endpoint = try XCTUnwrap(url, seen)
+        let sandbox = try await AgentSandbox.connect(
+            policy: PolicyEvaluator(policy: try Policy.load(text: Self.policyText)),
+            identity: CallIdentity(grant: "agent-1"), to: .http(endpoint))
+        XCTAssertEqual(sandbox.serverInfo["name"], "allcanuse-mock")
+        let tools = try await sandbox.listTools()
+        XCTAssertEqual(tools.count, 17)
+        let created = try await sandbox.callTool("create_background_task", arguments: Self.sleepTask)
+        XCTAssertFalse(created.isError, created.text)
+        let listed = try await sandbox.callTool("list_background_tasks")
+        XCTAssertEqual(listed.structuredContent?["total_count"], 1)
+        let hidden = try await sandbox.callTool("cancel_background_task", arguments: ["task_id": "x"])
+        XCTAssertTrue(hidden.wasDenied)
+        XCTAssertEqual(try executed(callLog), ["create_background_task", "list_background_tasks"])
+        await sandbox.close()
+    }
+
+    func testBadConnectionsFailClearly() async throws {
+        let policy = PolicyEvaluator(policy: try Policy.load(text: Self.policyText))
+        do {
+            _ = try await AgentSandbox.connect(
+                policy: policy, identity: CallIdentity(), to: .process(command: ["/bin/sh", "-c", "exit 3"]))
+            XCTFail("a server that exits at once cannot be connected")
+        } catch let error as AgentSandboxError {
+            XCTAssertTrue("\(error)".contains("cannot connect"), "\(error)")
+        }
+        do {
+            _ = try await AgentSandbox.connect(
+                policy: policy, identity: CallIdentity(), to: .http(try XCTUnwrap(URL(string: "http://127.0.0.1:9/mcp"))))
+            XCTFail("nothing listens on port 9")
+        } catch let error as AgentSandboxError {
+            XCTAssertTrue("\(error)".contains("cannot connect"), "\(error)")
+        }
+    }
+
+    /// The direct child of `parent` whose command name is `name`.
+    static func childPID(of parent: Int32, named name: String) -> Int32? {
+        guard let entries = try? FileManager.default.contentsOfDirectory(atPath: "/proc") else { return nil }
+        for entry in entries {
+            guard let pid = Int32(entry),
+                let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+                let close = stat.lastIndex(of: ")")
+            else { continue }
+            let command = stat[stat.index(after: stat.firstIndex(of: "(") ?? stat.startIndex)..<close]
+            let fields = stat[stat.index(close, offsetBy: 2)...].split(separator: " ")
+            if command.hasPrefix(name.prefix(15)), fields.count > 1, Int32(fields[1]) == parent { return pid }
+        }
+        return nil
+    }
+}
