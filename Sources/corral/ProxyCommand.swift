@@ -16,8 +16,10 @@ struct ProxyCommand: ParsableCommand {
             Every message is forwarded as it is, except: tools/list results lose the tools the policy hides, and each
             tools/call (also inside a JSON-RPC batch) is decided first — a denial is answered here with isError and
             "[POLICY DENIED] …", and the server never sees the call. Calls whose params do not parse are denied.
-            Counters are rolled back when the server answers a call with a JSON-RPC error. Exits with the server's
-            status; when the client's input ends, the server's input is closed.
+            Counters are rolled back when the server answers a call with a JSON-RPC error. A require_approval call is
+            put to the user through MCP elicitation (accept lets it through, anything else or no answer within
+            --approval-timeout denies it); a client without the elicitation capability gets a denial saying approval
+            was required. Exits with the server's status; when the client's input ends, the server's input is closed.
             """
     )
 
@@ -27,6 +29,8 @@ struct ProxyCommand: ParsableCommand {
     var audit: String?
     @Flag(help: "Record the real decisions (audit) but forward every call: for rolling out a new policy.")
     var dryRun = false
+    @Option(help: "How long a require_approval call waits for the user's answer (asked through MCP elicitation), in seconds; then it is denied.")
+    var approvalTimeout = 60
     @Option(help: "How often the policy file is checked for changes, in milliseconds (0: never).")
     var reloadIntervalMs = 500
     @Argument(parsing: .captureForPassthrough, help: "The server command and its arguments, after --.")
@@ -34,6 +38,7 @@ struct ProxyCommand: ParsableCommand {
 
     func run() throws {
         let command = server.first == "--" ? Array(server.dropFirst()) : server
+        guard approvalTimeout > 0 else { throw ValidationError("--approval-timeout must be at least 1 second") }
         guard !command.isEmpty else { throw ValidationError("no server command; usage: corral proxy --policy FILE -- CMD ARGS…") }
         let loaded: Policy
         do {
@@ -46,7 +51,7 @@ struct ProxyCommand: ParsableCommand {
         let proxy = StdioProxy(
             policy: PolicyEvaluator(policy: loaded),
             identity: CallIdentity(grant: grant, session: UUID().uuidString.lowercased()),
-            audit: try audit.map { try AuditLog(path: $0) }, dryRun: dryRun)
+            audit: try audit.map { try AuditLog(path: $0) }, dryRun: dryRun, approvalTimeout: .seconds(approvalTimeout))
         if reloadIntervalMs > 0 {
             // Hot reload: a valid new file applies to the next call; an invalid one is refused and the old stays.
             let path = policy

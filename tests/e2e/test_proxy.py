@@ -1,5 +1,6 @@
 """corral proxy in front of allcanuse-mock: the Python MCP SDK as the client, raw JSON-RPC for what it cannot send."""
 
+import asyncio
 import json
 import subprocess
 
@@ -189,3 +190,76 @@ def test_counters_roll_back_when_the_server_errors_and_unknown_fields_survive(tm
     assert len(calls.read_text().splitlines()) == 3
     proxy.stdin.close()
     assert proxy.wait(timeout=10) == 0
+
+
+def approval_policy(path):
+    path.write_text(json.dumps({
+        "version": "1", "default": "deny",
+        "tools": {
+            "create_background_task": {},
+            "append_task_event": {"action": "require_approval", "reason": "Events are visible to the whole team",
+                                  "limits": [{"counter": "events", "window": "minute", "max": 5, "scope": "grant"}]},
+        },
+    }))
+
+
+def test_approval_through_elicitation_accepted_declined_and_timed_out(state_dir, tmp_path):
+    from mcp import types
+
+    policy, audit, calls = tmp_path / "policy.json", tmp_path / "audit.jsonl", tmp_path / "calls.jsonl"
+    approval_policy(policy)
+    answers = ["accept", "decline", "slow"]
+    asked = []
+
+    async def on_elicit(context, params):
+        asked.append(params.message)
+        answer = answers.pop(0)
+        if answer == "slow":
+            await asyncio.sleep(3)  # longer than --approval-timeout
+            answer = "accept"
+        return types.ElicitResult(action=answer, content={} if answer == "accept" else None)
+
+    async def scenario():
+        args = ["proxy", "--policy", str(policy), "--audit", str(audit), "--approval-timeout", "1", "--",
+                str(MOCK), "--state-dir", state_dir, "--call-log", str(calls)]
+        params = StdioServerParameters(command=str(CORRAL), args=args)
+        async with stdio_client(params) as streams:
+            async with ClientSession(streams[0], streams[1], elicitation_callback=on_elicit) as session:
+                await session.initialize()
+                task = await call(session, "create_background_task",
+                                  {"title": "t", "goal": "g", "task_type": "sleep", "condition": {"duration_ms": 30000}})
+                event = {"task_id": task["task_id"], "message": "deploying"}
+                accepted = await session.call_tool("append_task_event", event)
+                assert not accepted.is_error and accepted.structured_content["message"] == "deploying"
+                declined = await session.call_tool("append_task_event", event)
+                assert declined.is_error and "was refused" in declined.content[0].text
+                timed_out = await session.call_tool("append_task_event", event)
+                assert timed_out.is_error and "not given within 1 s" in timed_out.content[0].text
+
+    run(scenario())
+    assert len(asked) == 3 and "append_task_event" in asked[0] and "visible to the whole team" in asked[0]
+    # The mock executed the create and only the accepted event.
+    executed = [json.loads(line)["tool"] for line in calls.read_text().splitlines()]
+    assert executed == ["create_background_task", "append_task_event"]
+    decisions = [(line["tool"], line["decision"]) for line in map(json.loads, audit.read_text().splitlines())]
+    assert decisions == [("create_background_task", "allow"),
+                         ("append_task_event", "approval_required"), ("append_task_event", "allow"),
+                         ("append_task_event", "approval_required"), ("append_task_event", "deny"),
+                         ("append_task_event", "approval_required"), ("append_task_event", "deny")]
+
+
+def test_approval_without_elicitation_is_denied(state_dir, tmp_path):
+    policy, calls = tmp_path / "policy.json", tmp_path / "calls.jsonl"
+    approval_policy(policy)
+
+    async def scenario():
+        args = ["proxy", "--policy", str(policy), "--", str(MOCK), "--state-dir", state_dir, "--call-log", str(calls)]
+        async with stdio_client(StdioServerParameters(command=str(CORRAL), args=args)) as streams:
+            async with ClientSession(streams[0], streams[1]) as session:
+                await session.initialize()
+                denied = await session.call_tool("append_task_event", {"task_id": "x", "message": "m"})
+                assert denied.is_error
+                assert "approval was required, but the client does not support elicitation" in denied.content[0].text
+
+    run(scenario())
+    assert not calls.exists() or calls.read_text() == ""

@@ -1,0 +1,268 @@
+import CorralJSON
+import Foundation
+import Policy
+import Synchronization
+
+/// The policy gateway between one MCP client and one MCP server, independent of how messages travel (stdio lines
+/// or Streamable HTTP): every message is forwarded byte for byte except what the policy decides. `tools/list`
+/// results lose hidden tools; each `tools/call` (also inside a batch) is decided before it reaches the server, and
+/// a denial is answered here; calls whose params do not parse are denied; counters reserved for a call are rolled
+/// back when the server answers it with a JSON-RPC error; a call that needs approval is put to the user through
+/// MCP elicitation when the client supports it, and denied otherwise.
+public final class ProxyCore: Sendable {
+    public typealias Sink = @Sendable (Data) -> Void
+
+    private struct AwaitingApproval {
+        let call: JSONValue
+        let callID: JSONValue
+        let arguments: JSONValue?
+        let pending: PendingApproval
+    }
+
+    private struct State {
+        var toolLists: Set<String> = []
+        var reservations: [String: Reservation] = [:]
+        var clientCanElicit = false
+        var approvals: [String: AwaitingApproval] = [:]
+        var nextApproval = 0
+    }
+
+    public let evaluator: PolicyEvaluator
+    public let identity: CallIdentity
+    private let audit: (any AuditSink)?
+    private let dryRun: Bool
+    private let approvalTimeout: Duration
+    private let toClient: Sink
+    private let toServer: Sink
+    private let state = Mutex(State())
+    /// Only tools/list answers and counted calls need the server's lines parsed; this keeps the common path a copy.
+    /// Written only under `state`'s lock, so a set and a clear cannot cross.
+    private let serverLinesNeedParsing = Atomic<Bool>(false)
+
+    /// `toClient` and `toServer` receive one JSON-RPC message (or batch) each, without a line terminator; they may be
+    /// called from any thread and must keep the order of their calls.
+    public init(
+        evaluator: PolicyEvaluator, identity: CallIdentity, audit: (any AuditSink)?, dryRun: Bool = false,
+        approvalTimeout: Duration = .seconds(60), toClient: @escaping Sink, toServer: @escaping Sink
+    ) {
+        self.evaluator = evaluator
+        self.identity = identity
+        self.audit = audit
+        self.dryRun = dryRun
+        self.approvalTimeout = approvalTimeout
+        self.toClient = toClient
+        self.toServer = toServer
+    }
+
+    /// Tells the client its tool list changed (after a policy reload).
+    public func announceToolListChanged() {
+        send(["jsonrpc": "2.0", "method": "notifications/tools/list_changed"], to: toClient)
+    }
+
+    // MARK: - client → server
+
+    public func fromClient(_ line: Data) {
+        guard let message = try? JSONValue.parse(line) else {
+            toServer(line)  // not ours to judge: the server answers its own parse errors
+            return
+        }
+        switch message {
+        case .array(let batch):
+            // Each call in a batch is decided alone; allowed messages go on as one batch, denials are answered here.
+            var forwarded: [JSONValue] = []
+            for element in batch {
+                switch route(element) {
+                case .forward: forwarded.append(element)
+                case .answer(let answer): send(answer, to: toClient)
+                case .consumed: break
+                }
+            }
+            if !forwarded.isEmpty { send(.array(forwarded), to: toServer) }
+        default:
+            switch route(message) {
+            case .forward: toServer(line)
+            case .answer(let answer): send(answer, to: toClient)
+            case .consumed: break
+            }
+        }
+    }
+
+    private enum Route {
+        case forward
+        case answer(JSONValue)
+        /// Kept here: an answer to our own elicitation, or a call waiting for approval.
+        case consumed
+    }
+
+    private func route(_ message: JSONValue) -> Route {
+        guard let method = message["method"]?.stringValue else {
+            if let id = message["id"]?.stringValue, id.hasPrefix(Self.approvalPrefix) {
+                approvalAnswered(id: id, response: message)
+                return .consumed
+            }
+            return .forward
+        }
+        let id = message["id"]
+        switch method {
+        case "initialize":
+            let canElicit = message["params"]?["capabilities"]?["elicitation"].map { !$0.isNull } ?? false
+            state.withLock { $0.clientCanElicit = canElicit }
+            return .forward
+        case "tools/list":
+            if let id {
+                state.withLock {
+                    _ = $0.toolLists.insert(id.jsonString())
+                    serverLinesNeedParsing.store(true, ordering: .relaxed)
+                }
+            }
+            return .forward
+        case "tools/call":
+            return decideCall(message, id: id)
+        default:
+            return .forward
+        }
+    }
+
+    private func decideCall(_ message: JSONValue, id: JSONValue?) -> Route {
+        // Whatever the params look like, the policy judges them (fail closed): a missing name or arguments that are
+        // not an object are denied and never reach the server.
+        let params = message["params"]
+        let name = params?["name"]?.stringValue
+        let arguments = params?.objectValue == nil ? JSONValue.string("(params not an object)") : params?["arguments"]
+        let start = ContinuousClock.now
+        let decision = evaluator.decide(tool: name, arguments: arguments, identity: identity)
+        record(decision, arguments, since: start)
+        if dryRun { return .forward }
+        guard let id else { return decision.isAllowed ? .forward : .consumed }  // an unanswerable denial is dropped
+        if decision.outcome == .approvalRequired, let pending = decision.pendingApproval {
+            return askForApproval(call: message, callID: id, arguments: arguments, pending: pending)
+        }
+        return admit(decision, callID: id)
+    }
+
+    private func admit(_ decision: Decision, callID: JSONValue) -> Route {
+        if let denial = decision.deniedToolResult {
+            return .answer(["jsonrpc": "2.0", "id": callID, "result": denial])
+        }
+        if let reservation = decision.reservation {
+            state.withLock {
+                $0.reservations[callID.jsonString()] = reservation
+                serverLinesNeedParsing.store(true, ordering: .relaxed)
+            }
+        }
+        return .forward
+    }
+
+    // MARK: - approval through elicitation
+
+    static let approvalPrefix = "corral-approval-"
+
+    private func askForApproval(call: JSONValue, callID: JSONValue, arguments: JSONValue?, pending: PendingApproval) -> Route {
+        let approvalID: String? = state.withLock { state in
+            guard state.clientCanElicit else { return nil }
+            state.nextApproval += 1
+            let id = Self.approvalPrefix + String(state.nextApproval)
+            state.approvals[id] = AwaitingApproval(call: call, callID: callID, arguments: arguments, pending: pending)
+            return id
+        }
+        guard let approvalID else {
+            let message = "\(pending.message); approval was required, but the client does not support elicitation"
+            return .answer(["jsonrpc": "2.0", "id": callID, "result": PolicyDenial.toolResult(rule: pending.rule, message: message)])
+        }
+        let keys = pending.arguments.keys.sorted().joined(separator: ", ")
+        send([
+            "jsonrpc": "2.0", "id": .string(approvalID), "method": "elicitation/create",
+            "params": [
+                "message": .string(
+                    "Allow the call to tool \"\(pending.tool)\"\(keys.isEmpty ? "" : " (arguments: \(keys))")? \(pending.message)"),
+                "requestedSchema": ["type": "object", "properties": [:]],
+            ],
+        ], to: toClient)
+        let timeout = approvalTimeout
+        Task { [weak self] in
+            try? await Task.sleep(for: timeout)
+            self?.approvalTimedOut(id: approvalID)
+        }
+        return .consumed
+    }
+
+    private func approvalAnswered(id: String, response: JSONValue) {
+        guard let waiting = state.withLock({ $0.approvals.removeValue(forKey: id) }) else { return }  // timed out
+        let action = response["result"]?["action"]?.stringValue
+        let start = ContinuousClock.now
+        let decision = evaluator.resolveApproval(waiting.pending, approved: action == "accept")
+        record(decision, waiting.arguments, since: start)
+        switch admit(decision, callID: waiting.callID) {
+        case .forward: send(waiting.call, to: toServer)
+        case .answer(let answer): send(answer, to: toClient)
+        case .consumed: break
+        }
+    }
+
+    private func approvalTimedOut(id: String) {
+        guard let waiting = state.withLock({ $0.approvals.removeValue(forKey: id) }) else { return }  // answered
+        let start = ContinuousClock.now
+        record(evaluator.resolveApproval(waiting.pending, approved: false), waiting.arguments, since: start)
+        send([
+            "jsonrpc": "2.0", "method": "notifications/cancelled",
+            "params": ["requestId": .string(id), "reason": "approval timed out"],
+        ], to: toClient)
+        let seconds = approvalTimeout.components.seconds
+        let message = "\(waiting.pending.message); approval was not given within \(seconds) s"
+        send([
+            "jsonrpc": "2.0", "id": waiting.callID,
+            "result": PolicyDenial.toolResult(rule: waiting.pending.rule, message: message),
+        ], to: toClient)
+    }
+
+    // MARK: - server → client
+
+    public func fromServer(_ line: Data) {
+        guard serverLinesNeedParsing.load(ordering: .relaxed), let message = try? JSONValue.parse(line) else {
+            toClient(line)
+            return
+        }
+        let messages = message.arrayValue ?? [message]
+        var rewritten = false
+        var out: [JSONValue] = []
+        for element in messages {
+            guard element["method"] == nil, let id = element["id"]?.jsonString() else {
+                out.append(element)
+                continue
+            }
+            let (isToolList, reservation) = state.withLock { state in
+                let found = (state.toolLists.remove(id) != nil, state.reservations.removeValue(forKey: id))
+                if state.toolLists.isEmpty && state.reservations.isEmpty {
+                    serverLinesNeedParsing.store(false, ordering: .relaxed)
+                }
+                return found
+            }
+            if element["error"] != nil { _ = try? reservation?.rollback() }
+            if isToolList, let result = element["result"] {
+                out.append(element.merging(["result": evaluator.policy.filterToolsListResult(result)]))
+                rewritten = true
+            } else {
+                out.append(element)
+            }
+        }
+        if rewritten {
+            send(message.arrayValue == nil ? out[0] : .array(out), to: toClient)
+        } else {
+            toClient(line)
+        }
+    }
+
+    // MARK: - helpers
+
+    private func send(_ message: JSONValue, to sink: Sink) {
+        sink(Data(message.jsonString().utf8))
+    }
+
+    private func record(_ decision: Decision, _ arguments: JSONValue?, since start: ContinuousClock.Instant) {
+        guard let audit else { return }
+        audit.record(
+            AuditEntry(
+                decision: decision, arguments: arguments, identity: identity,
+                latencyMicroseconds: (ContinuousClock.now - start).microseconds, dryRun: dryRun))
+    }
+}
