@@ -73,21 +73,20 @@ let package = Package(
             ],
             path: "mockserver/AllcanuseMockServer"
         ),
-        // Streamable HTTP: the SDK's server transport hosted on Hummingbird.
+        // Streamable HTTP: the SDK's server transport hosted on Hummingbird (allcanuse-mock, corral proxy --http).
         .target(
-            name: "AllcanuseMockHTTP",
+            name: "MCPHTTPHost",
             dependencies: [
                 .product(name: "MCP", package: "swift-sdk"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "Logging", package: "swift-log"),
-            ],
-            path: "mockserver/AllcanuseMockHTTP"
+            ]
         ),
         .executableTarget(
             name: "allcanuse-mock",
             dependencies: [
-                "AllcanuseMockServer", "AllcanuseMockHTTP", "AllcanuseMock", "TaskRuntime", "Sandbox", "Policy",
+                "AllcanuseMockServer", "MCPHTTPHost", "AllcanuseMock", "TaskRuntime", "Sandbox", "Policy",
                 .product(name: "MCP", package: "swift-sdk"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
@@ -97,7 +96,8 @@ let package = Package(
         .executableTarget(
             name: "corral",
             dependencies: [
-                "TaskRuntime", "Sandbox", "Policy", "Gateway", "CorralJSON",
+                "TaskRuntime", "Sandbox", "Policy", "Gateway", "CorralJSON", "MCPHTTPHost",
+                .product(name: "MCP", package: "swift-sdk"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]

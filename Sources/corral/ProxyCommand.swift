@@ -1,25 +1,28 @@
 import ArgumentParser
 import Foundation
 import Gateway
+import Logging
+import MCPHTTPHost
 import Policy
 
-/// `corral proxy`: a policy gateway in front of any stdio MCP server.
-struct ProxyCommand: ParsableCommand {
-    static func modificationDate(_ path: String) -> Date? {
-        (try? FileManager.default.attributesOfItem(atPath: path))?[.modificationDate] as? Date
-    }
-
+/// `corral proxy`: a policy gateway in front of any stdio MCP server, for a client on stdio or over HTTP.
+struct ProxyCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "proxy",
-        abstract: "Sit between an MCP client (this process's stdio) and a stdio MCP server, enforcing a policy.",
+        abstract: "Sit between an MCP client and a stdio MCP server, enforcing a policy.",
         discussion: """
-            Every message is forwarded as it is, except: tools/list results lose the tools the policy hides, and each
-            tools/call (also inside a JSON-RPC batch) is decided first — a denial is answered here with isError and
-            "[POLICY DENIED] …", and the server never sees the call. Calls whose params do not parse are denied.
-            Counters are rolled back when the server answers a call with a JSON-RPC error. A require_approval call is
-            put to the user through MCP elicitation (accept lets it through, anything else or no answer within
-            --approval-timeout denies it); a client without the elicitation capability gets a denial saying approval
-            was required. Exits with the server's status; when the client's input ends, the server's input is closed.
+            The client talks to this process's stdio, or, with --http, over Streamable HTTP (one server process per
+            MCP session). Every message is forwarded as it is, except: tools/list results lose the tools the policy
+            hides, and each tools/call (also inside a JSON-RPC batch) is decided first — a denial is answered here
+            with isError and "[POLICY DENIED] …", and the server never sees the call. Calls whose params do not parse
+            are denied. Counters are rolled back when the server answers a call with a JSON-RPC error. A
+            require_approval call is put to the user through MCP elicitation (accept lets it through, anything else
+            or no answer within --approval-timeout denies it); a client without the elicitation capability gets a
+            denial saying approval was required. The policy file is watched: a valid change applies to the next call
+            and clients get notifications/tools/list_changed; an invalid one is refused and logged.
+            On stdio, exits with the server's status; when the client's input ends, the server's input is closed.
+
+            Example: corral proxy --policy policy.json --audit audit.jsonl -- allcanuse-mock
             """
     )
 
@@ -33,13 +36,16 @@ struct ProxyCommand: ParsableCommand {
     var approvalTimeout = 60
     @Option(help: "How often the policy file is checked for changes, in milliseconds (0: never).")
     var reloadIntervalMs = 500
+    @Option(help: "Serve Streamable HTTP at HOST:PORT (path /mcp) instead of stdio, e.g. 127.0.0.1:8766; port 0 picks a free one (printed on stderr).")
+    var http: String?
     @Argument(parsing: .captureForPassthrough, help: "The server command and its arguments, after --.")
     var server: [String] = []
 
-    func run() throws {
+    func run() async throws {
         let command = server.first == "--" ? Array(server.dropFirst()) : server
         guard approvalTimeout > 0 else { throw ValidationError("--approval-timeout must be at least 1 second") }
         guard !command.isEmpty else { throw ValidationError("no server command; usage: corral proxy --policy FILE -- CMD ARGS…") }
+        let address = try http.map(HostAndPort.init(parsing:))
         let loaded: Policy
         do {
             loaded = try Policy.load(contentsOfFile: policy)
@@ -48,33 +54,71 @@ struct ProxyCommand: ParsableCommand {
             throw ExitCode(2)
         }
         signal(SIGPIPE, SIG_IGN)
-        let proxy = StdioProxy(
-            policy: PolicyEvaluator(policy: loaded),
-            identity: CallIdentity(grant: grant, session: UUID().uuidString.lowercased()),
+        let proxy = PolicyProxy(
+            policy: PolicyEvaluator(policy: loaded), grant: grant,
             audit: try audit.map { try AuditLog(path: $0) }, dryRun: dryRun, approvalTimeout: .seconds(approvalTimeout))
-        if reloadIntervalMs > 0 {
-            // Hot reload: a valid new file applies to the next call; an invalid one is refused and the old stays.
-            let path = policy
-            let interval = reloadIntervalMs
-            let watcher = Thread {
-                var lastModified = Self.modificationDate(path)
-                while true {
-                    Thread.sleep(forTimeInterval: Double(interval) / 1000)
-                    let modified = Self.modificationDate(path)
-                    guard modified != lastModified else { continue }
-                    lastModified = modified
-                    switch proxy.reload(from: path) {
-                    case .success(true): FileHandle.standardError.write(Data("corral proxy: policy reloaded\n".utf8))
-                    case .success(false): break
-                    case .failure(let error):
-                        FileHandle.standardError.write(
-                            Data("corral proxy: new policy refused, keeping the old one: \(error)\n".utf8))
-                    }
+        if reloadIntervalMs > 0 { watchPolicy(proxy) }
+        guard let address else {
+            // Blocking reads belong on their own thread, not on the concurrency pool the approval timers use.
+            let outcome = await withCheckedContinuation { (done: CheckedContinuation<Result<Int32, Error>, Never>) in
+                Thread { done.resume(returning: Result { try proxy.runStdio(serverCommand: command) }) }.start()
+            }
+            throw ExitCode(try outcome.get())
+        }
+        var logger = Logger(label: "corral-proxy")
+        logger.logLevel = .warning
+        let sessions = MCPSessionTable(logger: logger) { sessionID, transport in
+            let stop = try await proxy.startSession(id: sessionID, transport: transport, serverCommand: command)
+            return MCPSessionTable.SessionEndpoint(stop: stop)
+        }
+        try await HTTPHost.run(
+            host: address.host, port: address.port, sessions: sessions, serverName: "corral-proxy", logger: logger
+        ) { bound in
+            FileHandle.standardError.write(Data("corral proxy: listening on http://\(address.host):\(bound)/mcp\n".utf8))
+        }
+        await sessions.closeAll()
+    }
+
+    /// Hot reload: a valid new file applies to the next call; an invalid one is refused and the old stays.
+    private func watchPolicy(_ proxy: PolicyProxy) {
+        let path = policy
+        let interval = reloadIntervalMs
+        let watcher = Thread {
+            var lastModified = Self.modificationDate(path)
+            while true {
+                Thread.sleep(forTimeInterval: Double(interval) / 1000)
+                let modified = Self.modificationDate(path)
+                guard modified != lastModified else { continue }
+                lastModified = modified
+                switch proxy.reload(from: path) {
+                case .success(true): FileHandle.standardError.write(Data("corral proxy: policy reloaded\n".utf8))
+                case .success(false): break
+                case .failure(let error):
+                    FileHandle.standardError.write(
+                        Data("corral proxy: new policy refused, keeping the old one: \(error)\n".utf8))
                 }
             }
-            watcher.start()
         }
-        let status = try proxy.run(serverCommand: command)
-        throw ExitCode(status)
+        watcher.start()
+    }
+
+    static func modificationDate(_ path: String) -> Date? {
+        (try? FileManager.default.attributesOfItem(atPath: path))?[.modificationDate] as? Date
+    }
+}
+
+/// `HOST:PORT` (IPv6 in brackets), as `--http` takes it.
+struct HostAndPort {
+    let host: String
+    let port: Int
+
+    init(parsing text: String) throws {
+        guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]),
+            (0...65535).contains(port), colon > text.startIndex
+        else {
+            throw ValidationError("--http wants HOST:PORT, e.g. 127.0.0.1:8766; got \(text)")
+        }
+        self.host = String(text[..<colon]).trimmingCharacters(in: CharacterSet(charactersIn: "[]"))
+        self.port = port
     }
 }

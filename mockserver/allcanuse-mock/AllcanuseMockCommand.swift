@@ -1,5 +1,5 @@
 import AllcanuseMock
-import AllcanuseMockHTTP
+import MCPHTTPHost
 import AllcanuseMockServer
 import ArgumentParser
 import Foundation
@@ -135,12 +135,13 @@ struct AllcanuseMockCommand: AsyncParsableCommand {
         }
         let host = String(address[..<colon]).trimmingCharacters(in: CharacterSet(charactersIn: "[]"))
         let grant = self.grant
-        let sessions = MCPSessionTable(logger: logger) { sessionID in
-            await MockServer.make(
+        let sessions = MCPSessionTable(logger: logger) { sessionID, transport in
+            let server = await MockServer.make(
                 service: service, policy: policy, identity: CallIdentity(grant: grant, session: sessionID), logger: logger,
                 callRecord: callRecord)
+            return try await .server(server, on: transport)
         }
-        try await HTTPHost.run(host: host, port: port, sessions: sessions, logger: logger) { bound in
+        try await HTTPHost.run(host: host, port: port, sessions: sessions, serverName: "allcanuse-mock", logger: logger) { bound in
             // One line on stderr that scripts and tests can wait for.
             FileHandle.standardError.write(Data("allcanuse-mock: listening on http://\(host):\(bound)/mcp\n".utf8))
         }

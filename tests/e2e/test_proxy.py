@@ -1,6 +1,7 @@
 """corral proxy in front of allcanuse-mock: the Python MCP SDK as the client, raw JSON-RPC for what it cannot send."""
 
 import asyncio
+import contextlib
 import json
 import subprocess
 
@@ -263,3 +264,68 @@ def test_approval_without_elicitation_is_denied(state_dir, tmp_path):
 
     run(scenario())
     assert not calls.exists() or calls.read_text() == ""
+
+
+@contextlib.contextmanager
+def proxy_over_http(*args):
+    """corral proxy --http on a free loopback port; yields the endpoint URL."""
+    import re
+    import signal
+
+    process = subprocess.Popen([str(CORRAL), "proxy", "--http", "127.0.0.1:0", *args], stderr=subprocess.PIPE, text=True)
+    try:
+        url = None
+        for line in process.stderr:
+            match = re.search(r"listening on (http://\S+)", line)
+            if match:
+                url = match.group(1)
+                break
+        assert url, "corral proxy did not start listening"
+        yield url
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=15)
+        finally:
+            if process.poll() is None:
+                process.kill()
+
+
+def test_proxy_over_streamable_http(state_dir, tmp_path):
+    from mcp import types
+    from mcp.client.streamable_http import streamable_http_client
+
+    policy, audit, calls = tmp_path / "policy.json", tmp_path / "audit.jsonl", tmp_path / "calls.jsonl"
+    write_policy(policy)
+    document = json.loads(policy.read_text())
+    document["tools"]["append_task_event"] = {"action": "require_approval"}
+    policy.write_text(json.dumps(document))
+
+    async def accept(context, params):
+        return types.ElicitResult(action="accept", content={})
+
+    async def scenario(url):
+        async with streamable_http_client(url) as streams:
+            async with ClientSession(streams[0], streams[1], elicitation_callback=accept) as session:
+                await session.initialize()
+                names = {tool.name for tool in (await session.list_tools()).tools}
+                assert "cancel_background_task" not in names and "create_background_task" in names
+                task = await call(session, "create_background_task",
+                                  {"title": "t", "goal": "g", "task_type": "sleep", "condition": {"duration_ms": 30000}})
+                hidden = await session.call_tool("cancel_background_task", {"task_id": task["task_id"]})
+                assert hidden.is_error and "hidden by policy" in hidden.content[0].text
+                denied = await session.call_tool("get_scheduler_time", {})
+                assert denied.is_error and "not permitted by policy" in denied.content[0].text
+                # Approval asked through elicitation on the session's GET stream, answered by POST.
+                event = await call(session, "append_task_event", {"task_id": task["task_id"], "message": "over http"})
+                assert event["message"] == "over http"
+                status = await call(session, "get_background_task", {"task_id": task["task_id"]})
+                assert status["status"] == "running"
+
+    with proxy_over_http("--policy", str(policy), "--audit", str(audit), "--",
+                         str(MOCK), "--state-dir", state_dir, "--call-log", str(calls)) as url:
+        run(scenario(url))
+    executed = [json.loads(line)["tool"] for line in calls.read_text().splitlines()]
+    assert executed == ["create_background_task", "append_task_event", "get_background_task"]
+    sessions = {line["session"] for line in map(json.loads, audit.read_text().splitlines())}
+    assert len(sessions) == 1 and None not in sessions  # the MCP session id, recorded with each decision

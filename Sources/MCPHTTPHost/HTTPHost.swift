@@ -4,14 +4,27 @@ import Hummingbird
 import Logging
 import MCP
 
-/// Streamable HTTP for allcanuse-mock: the SDK's `StatefulHTTPServerTransport` (one per MCP session) hosted on
-/// Hummingbird. A POST `initialize` creates a session with its own `Server`; later requests are routed by
-/// `Mcp-Session-Id`; DELETE ends the session. Tasks belong to the server, so they outlive a client that goes away.
+/// Streamable HTTP for MCP servers (allcanuse-mock, `corral proxy --http`): the SDK's `StatefulHTTPServerTransport`
+/// (one per MCP session) hosted on Hummingbird. A POST `initialize` creates a session, whose endpoint the factory
+/// starts on the session's transport; later requests are routed by `Mcp-Session-Id`; DELETE ends the session.
 public actor MCPSessionTable {
-    public typealias ServerFactory = @Sendable (_ sessionID: String) async -> Server
+    /// What serves one session: started on the session's transport, stopped when the session ends.
+    public typealias EndpointFactory =
+        @Sendable (_ sessionID: String, _ transport: StatefulHTTPServerTransport) async throws -> SessionEndpoint
+
+    public struct SessionEndpoint: Sendable {
+        public let stop: @Sendable () async -> Void
+        public init(stop: @escaping @Sendable () async -> Void) { self.stop = stop }
+
+        /// An SDK `Server` started on the session's transport.
+        public static func server(_ server: Server, on transport: StatefulHTTPServerTransport) async throws -> SessionEndpoint {
+            try await server.start(transport: transport)
+            return SessionEndpoint { await server.stop() }
+        }
+    }
 
     private struct Session {
-        var server: Server
+        var endpoint: SessionEndpoint
         var transport: StatefulHTTPServerTransport
         var lastUsed: Date
     }
@@ -22,12 +35,12 @@ public actor MCPSessionTable {
     }
 
     private var sessions: [String: Session] = [:]
-    private let makeServer: ServerFactory
+    private let makeEndpoint: EndpointFactory
     private let logger: Logger
     private let idleTimeout: TimeInterval
 
-    public init(idleTimeout: TimeInterval = 3600, logger: Logger, makeServer: @escaping ServerFactory) {
-        self.makeServer = makeServer
+    public init(idleTimeout: TimeInterval = 3600, logger: Logger, makeEndpoint: @escaping EndpointFactory) {
+        self.makeEndpoint = makeEndpoint
         self.logger = logger
         self.idleTimeout = idleTimeout
     }
@@ -43,7 +56,7 @@ public actor MCPSessionTable {
             let response = await session.transport.handleRequest(request)
             if request.method.uppercased() == "DELETE" && response.statusCode == 200 {
                 sessions[sessionID] = nil
-                await session.server.stop()
+                await session.endpoint.stop()
                 logger.info("session \(sessionID) closed by the client")
             }
             return response
@@ -59,7 +72,7 @@ public actor MCPSessionTable {
 
     public func closeAll() async {
         for (_, session) in sessions {
-            await session.server.stop()
+            await session.endpoint.stop()
         }
         sessions.removeAll()
     }
@@ -67,18 +80,18 @@ public actor MCPSessionTable {
     private func createSession(_ request: MCP.HTTPRequest) async -> MCP.HTTPResponse {
         let id = UUID().uuidString.lowercased()
         let transport = StatefulHTTPServerTransport(sessionIDGenerator: FixedSessionID(id: id), logger: logger)
-        let server = await makeServer(id)
+        let endpoint: SessionEndpoint
         do {
-            try await server.start(transport: transport)
+            endpoint = try await makeEndpoint(id, transport)
         } catch {
             return .error(statusCode: 500, .internalError("cannot start a session: \(error)"))
         }
-        sessions[id] = Session(server: server, transport: transport, lastUsed: Date())
+        sessions[id] = Session(endpoint: endpoint, transport: transport, lastUsed: Date())
         let response = await transport.handleRequest(request)
         if case .error = response {
             // Refused (a bad Origin, Accept or protocol version): no session stays behind.
             sessions[id] = nil
-            await server.stop()
+            await endpoint.stop()
         } else {
             logger.info("session \(id) opened")
         }
@@ -89,8 +102,8 @@ public actor MCPSessionTable {
         let cutoff = Date().addingTimeInterval(-idleTimeout)
         for (id, session) in sessions where session.lastUsed < cutoff {
             sessions[id] = nil
-            let server = session.server
-            Task { await server.stop() }
+            let endpoint = session.endpoint
+            Task { await endpoint.stop() }
             logger.info("session \(id) expired")
         }
     }
@@ -105,7 +118,7 @@ public actor MCPSessionTable {
 /// Serves the session table on `host:port` at `/mcp` until SIGTERM or SIGINT.
 public enum HTTPHost {
     public static func run(
-        host: String, port: Int, sessions: MCPSessionTable, logger: Logger,
+        host: String, port: Int, sessions: MCPSessionTable, serverName: String, logger: Logger,
         onRunning: @escaping @Sendable (Int) async -> Void
     ) async throws {
         let router = Router()
@@ -146,7 +159,7 @@ public enum HTTPHost {
         router.delete("/mcp", use: bridge)
         let app = Application(
             router: router,
-            configuration: .init(address: .hostname(host, port: port), serverName: "allcanuse-mock"),
+            configuration: .init(address: .hostname(host, port: port), serverName: serverName),
             onServerRunning: { channel in await onRunning(channel.localAddress?.port ?? port) },
             logger: logger)
         // SIGTERM and SIGINT shut the server down gracefully; the caller then ends the tasks.

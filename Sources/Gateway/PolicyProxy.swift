@@ -1,0 +1,177 @@
+import CCorral
+import CorralJSON
+import Foundation
+import MCP
+import Policy
+import Synchronization
+
+/// `corral proxy`: a `ProxyCore` between MCP clients and a stdio MCP server — one client on this process's stdio
+/// (`runStdio`), or one server process per Streamable HTTP session (`startSession`). Every connection shares the
+/// policy, its counters and the audit sink; a reload is announced to all of them.
+public final class PolicyProxy: Sendable {
+    private let cores = Mutex<[ObjectIdentifier: ProxyCore]>([:])
+    private let evaluator: PolicyEvaluator
+    private let grant: String?
+    private let audit: (any AuditSink)?
+    private let dryRun: Bool
+    private let approvalTimeout: Duration
+
+    /// `dryRun`: decisions are made and audited as usual, but every call is forwarded (for rolling out a policy).
+    public init(
+        policy: PolicyEvaluator, grant: String?, audit: (any AuditSink)?, dryRun: Bool = false,
+        approvalTimeout: Duration = .seconds(60)
+    ) {
+        self.evaluator = policy
+        self.grant = grant
+        self.audit = audit
+        self.dryRun = dryRun
+        self.approvalTimeout = approvalTimeout
+    }
+
+    /// Replaces the policy if `path` now holds a valid one. A valid change applies to the next call and every client
+    /// is told the tool list changed; an invalid file is refused (every error returned) and the old policy stays.
+    public func reload(from path: String) -> Result<Bool, PolicyLoadError> {
+        PolicyReload.apply(path, to: evaluator).map { changed in
+            if changed {
+                for core in cores.withLock({ Array($0.values) }) { core.announceToolListChanged() }
+            }
+            return changed
+        }
+    }
+
+    private func makeCore(session: String, toClient: @escaping ProxyCore.Sink, toServer: @escaping ProxyCore.Sink) -> ProxyCore {
+        let core = ProxyCore(
+            evaluator: evaluator, identity: CallIdentity(grant: grant, session: session), audit: audit, dryRun: dryRun,
+            approvalTimeout: approvalTimeout, toClient: toClient, toServer: toServer)
+        cores.withLock { $0[ObjectIdentifier(core)] = core }
+        return core
+    }
+
+    private func forget(_ core: ProxyCore) {
+        cores.withLock { $0[ObjectIdentifier(core)] = nil }
+    }
+
+    // MARK: - stdio
+
+    /// Runs the server command and proxies this process's stdio until the client's input ends or the server exits;
+    /// returns the server's exit status (128+N for a signal).
+    public func runStdio(serverCommand: [String]) throws -> Int32 {
+        let server = try ServerProcess(command: serverCommand)
+        let clientOutput = Mutex(())
+        let core = makeCore(
+            session: UUID().uuidString.lowercased(),
+            toClient: { line in clientOutput.withLock { _ in writeLine(line, to: STDOUT_FILENO) } },
+            toServer: server.write)
+        defer { forget(core) }
+        let clientThread = Thread {
+            LineReader.readLines(from: FileHandle.standardInput) { core.fromClient($0) }
+            // The client is gone: the server's input ends too, and it shuts down as it would without us.
+            server.closeInput()
+        }
+        clientThread.start()
+        LineReader.readLines(from: server.output) { core.fromServer($0) }
+        return server.waitForExit()
+    }
+
+    // MARK: - Streamable HTTP
+
+    /// Starts a server process for one HTTP session and proxies between it and the session's transport. The
+    /// returned closure ends the session (and the server process).
+    public func startSession(
+        id: String, transport: any Transport, serverCommand: [String]
+    ) async throws -> @Sendable () async -> Void {
+        try await transport.connect()
+        let server = try ServerProcess(command: serverCommand)
+        // Answers go out in order through one sender; the transport routes each to its request's stream.
+        let (outbound, outboundQueue) = AsyncStream<Data>.makeStream()
+        let core = makeCore(session: id, toClient: { outboundQueue.yield($0) }, toServer: server.write)
+        let sender = Task {
+            for await message in outbound { try? await transport.send(message) }
+        }
+        let receiver = Task {
+            do {
+                for try await message in await transport.receive() { core.fromClient(message) }
+            } catch {}
+            server.closeInput()
+        }
+        let reader = Thread {
+            LineReader.readLines(from: server.output) { core.fromServer($0) }
+            outboundQueue.finish()
+        }
+        reader.start()
+        return { [weak self] in
+            receiver.cancel()
+            server.closeInput()
+            await server.stop(grace: .seconds(2))
+            outboundQueue.finish()
+            await sender.value
+            await transport.disconnect()
+            self?.forget(core)
+        }
+    }
+}
+
+/// A stdio MCP server as a child process (stderr shared with ours).
+final class ServerProcess: Sendable {
+    private let process: Process
+    private let input: FileHandle
+    let output: FileHandle
+
+    init(command: [String]) throws {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = command
+        let toServer = Pipe()
+        let fromServer = Pipe()
+        process.standardInput = toServer
+        process.standardOutput = fromServer
+        process.standardError = FileHandle.standardError
+        try process.run()
+        self.process = process
+        input = toServer.fileHandleForWriting
+        output = fromServer.fileHandleForReading
+    }
+
+    var write: ProxyCore.Sink {
+        let fd = input.fileDescriptor
+        return { writeLine($0, to: fd) }
+    }
+
+    func closeInput() { try? input.close() }
+
+    func waitForExit() -> Int32 {
+        process.waitUntilExit()
+        return process.terminationReason == .uncaughtSignal ? 128 + process.terminationStatus : process.terminationStatus
+    }
+
+    /// Asks the server to stop by closing its input; terminates it after `grace`.
+    func stop(grace: Duration) async {
+        closeInput()
+        let deadline = ContinuousClock.now + grace
+        while process.isRunning && ContinuousClock.now < deadline { try? await Task.sleep(for: .milliseconds(5)) }
+        if process.isRunning { process.terminate() }
+    }
+}
+
+/// One message and its newline in a single write, so concurrent writers never interleave inside a line.
+func writeLine(_ message: Data, to fd: Int32) {
+    var line = message
+    line.append(UInt8(ascii: "\n"))
+    _ = line.withUnsafeBytes { corral_write_all_nosigpipe(fd, $0.baseAddress, $0.count) }
+}
+
+/// Loading a changed policy file into a running evaluator.
+public enum PolicyReload {
+    /// `.success(true)` when a valid, different policy now applies; `.success(false)` when nothing changed.
+    public static func apply(_ path: String, to evaluator: PolicyEvaluator) -> Result<Bool, PolicyLoadError> {
+        let loaded: Policy
+        do {
+            loaded = try Policy.load(contentsOfFile: path)
+        } catch {
+            return .failure(error)
+        }
+        guard loaded.revision != evaluator.policy.revision else { return .success(false) }
+        _ = evaluator.replacePolicy(loaded)
+        return .success(true)
+    }
+}
