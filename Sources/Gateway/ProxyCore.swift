@@ -109,7 +109,7 @@ public final class ProxyCore: Sendable {
             state.withLock { $0.clientCanElicit = canElicit }
             return .forward
         case "tools/list":
-            if let id {
+            if let id, !dryRun {  // a dry run changes nothing the client sees, tool lists included
                 state.withLock {
                     _ = $0.toolLists.insert(id.jsonString())
                     serverLinesNeedParsing.store(true, ordering: .relaxed)

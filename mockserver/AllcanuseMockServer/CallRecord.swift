@@ -2,9 +2,10 @@ import CorralJSON
 import Foundation
 import Synchronization
 
-/// Every tool call the mock executed (after its own policy), in order: what gateway tests check against what the
-/// client was told. `--call-log FILE` appends one JSON line per call (`{"seq","time","tool","arguments"}`); the
-/// arguments are kept, because this is a test server and the values are the point.
+/// Every tool call that reached the mock, in order: what gateway tests check against what the client was told.
+/// `--call-log FILE` appends one JSON line per `tools/call` (`{"seq","time","tool","arguments","executed"}`, and
+/// `"refused_by"` with the rule when the mock's own policy refused it, so `executed` is false). Arguments are kept
+/// as sent, because this is a test server and the values are the point.
 public final class CallRecord: Sendable {
     private struct State {
         var sequence = 0
@@ -25,15 +26,16 @@ public final class CallRecord: Sendable {
         state = Mutex(State(file: handle))
     }
 
-    func record(tool: String, arguments: JSONValue?) {
+    func record(tool: String, arguments: JSONValue?, refusedBy rule: String?) {
         state.withLock { state in
             state.sequence += 1
             let line: JSONValue = [
                 "seq": .int(state.sequence),
                 "time": .string(Date().formatted(.iso8601.time(includingFractionalSeconds: true).year().month().day())),
-                "tool": .string(tool), "arguments": arguments ?? [:],
+                "tool": .string(tool), "arguments": arguments ?? [:], "executed": .bool(rule == nil),
             ]
-            state.file?.write(Data((line.jsonString() + "\n").utf8))
+            let entry = rule.map { line.merging(["refused_by": .string($0)]) } ?? line
+            state.file?.write(Data((entry.jsonString() + "\n").utf8))
         }
     }
 

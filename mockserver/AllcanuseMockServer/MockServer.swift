@@ -79,6 +79,7 @@ public enum MockServer {
         let arguments = request["arguments"]
         // The policy sees exactly what arrived: a missing name or arguments that are not an object are denied there.
         let decision = policy.decide(tool: name, arguments: arguments, identity: identity)
+        callRecord?.record(tool: name ?? "", arguments: arguments, refusedBy: decision.isAllowed ? nil : decision.rule)
         if let denial = decision.deniedToolResult {
             logger.info("denied \(name ?? "(no name)"): \(decision.rule): \(decision.message)")
             return Value(json: denial)
@@ -86,7 +87,6 @@ public enum MockServer {
         guard let name else {
             return Value(json: result(["error": "tools/call needs a tool name"], isError: true))
         }
-        callRecord?.record(tool: name, arguments: arguments)
         let outcome = await service.call(name, arguments: arguments, progress: progress)
         return Value(json: result(outcome.value, isError: outcome.isError))
     }

@@ -39,7 +39,7 @@ struct AllcanuseMockCommand: AsyncParsableCommand {
     var keepTasks = false
     @Option(help: "Serve Streamable HTTP at HOST:PORT (path /mcp) instead of stdio, e.g. 127.0.0.1:8765; port 0 picks a free one. Loopback is the default and the SDK's Host/Origin check admits only local names.")
     var http: String?
-    @Option(help: "Append one JSON line per tool call this server executed (tool and arguments, after its own policy) to this file: what gateway tests compare with what the client was told.")
+    @Option(help: "Append one JSON line per tools/call that reached this server (tool, arguments, executed, and refused_by when its own --policy refused it) to this file: what gateway tests compare with what the client was told.")
     var callLog: String?
     @Flag(help: .hidden) var sdkStdioTransport = false  // the SDK's own transport, for `corral bench mock`
 

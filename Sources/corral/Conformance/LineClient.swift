@@ -1,0 +1,104 @@
+import CCorral
+import CorralJSON
+import Foundation
+
+/// A raw JSON-RPC client on a gateway command's stdio, for `corral conformance`.
+///
+/// Hand-written rather than the SDK's `Client`: the scenarios must send what a well-behaved client never would
+/// (batches, params that are not objects) and see the gateway's answers byte for byte.
+final class LineClient: @unchecked Sendable {  // the buffer is guarded by `condition`
+    private let process = Process()
+    private let input = Pipe()
+    private let output = Pipe()
+    private let condition = NSCondition()
+    private var received: [JSONValue] = []
+    private var closed = false
+    let stderrPath: String
+
+    /// Runs `command` with `/bin/sh -c`; its stderr goes to `stderrPath`.
+    init(shellCommand command: String, environment: [String: String], stderrPath: String) throws {
+        self.stderrPath = stderrPath
+        FileManager.default.createFile(atPath: stderrPath, contents: nil)
+        process.executableURL = URL(fileURLWithPath: "/bin/sh")
+        process.arguments = ["-c", command]
+        process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+        process.standardInput = input
+        process.standardOutput = output
+        process.standardError = try FileHandle(forWritingTo: URL(fileURLWithPath: stderrPath))
+        try process.run()
+        let reader = output.fileHandleForReading
+        Thread { [self] in
+            var buffer = Data()
+            while true {
+                let chunk = reader.availableData
+                if chunk.isEmpty { break }
+                buffer.append(chunk)
+                while let newline = buffer.firstIndex(of: UInt8(ascii: "\n")) {
+                    let line = buffer[buffer.startIndex..<newline]
+                    buffer = Data(buffer[buffer.index(after: newline)...])
+                    guard let message = try? JSONValue.parse(Data(line)) else { continue }
+                    condition.lock()
+                    received += message.arrayValue ?? [message]
+                    condition.broadcast()
+                    condition.unlock()
+                }
+            }
+            condition.lock()
+            closed = true
+            condition.broadcast()
+            condition.unlock()
+        }.start()
+    }
+
+    func send(_ message: JSONValue) {
+        var line = Data(message.jsonString().utf8)
+        line.append(UInt8(ascii: "\n"))
+        let fd = input.fileHandleForWriting.fileDescriptor
+        _ = line.withUnsafeBytes { corral_write_all_nosigpipe(fd, $0.baseAddress, $0.count) }
+    }
+
+    func sendRaw(_ text: String) {
+        let line = Data((text + "\n").utf8)
+        let fd = input.fileHandleForWriting.fileDescriptor
+        _ = line.withUnsafeBytes { corral_write_all_nosigpipe(fd, $0.baseAddress, $0.count) }
+    }
+
+    /// Waits for the responses with these ids (in any order, alone or in batches).
+    func responses(_ ids: Set<Int>, timeout: Duration) throws -> [Int: JSONValue] {
+        let deadline = Date().addingTimeInterval(Double(timeout.components.seconds))
+        condition.lock()
+        defer { condition.unlock() }
+        while true {
+            var found: [Int: JSONValue] = [:]
+            for message in received where message["method"] == nil {
+                if case .int(let id)? = message["id"], ids.contains(id) { found[id] = message }
+            }
+            if found.count == ids.count { return found }
+            if closed { throw ConformanceFailure("the gateway closed its output before answering ids \(ids.subtracting(found.keys).sorted())") }
+            if !condition.wait(until: deadline) {
+                throw ConformanceFailure("no answer to ids \(ids.subtracting(found.keys).sorted()) within \(timeout.components.seconds) s")
+            }
+        }
+    }
+
+    func request(_ id: Int, _ method: String, _ params: JSONValue, timeout: Duration) throws -> JSONValue {
+        send(["jsonrpc": "2.0", "id": .int(id), "method": .string(method), "params": params])
+        return try responses([id], timeout: timeout)[id] ?? .null
+    }
+
+    /// Ends the gateway: closes its input, then terminates the whole shell command if it lingers.
+    func close() {
+        try? input.fileHandleForWriting.close()
+        let deadline = Date().addingTimeInterval(5)
+        while process.isRunning && Date() < deadline { Thread.sleep(forTimeInterval: 0.01) }
+        if process.isRunning {
+            process.terminate()
+            process.waitUntilExit()
+        }
+    }
+}
+
+struct ConformanceFailure: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}

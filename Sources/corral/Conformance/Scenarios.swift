@@ -1,0 +1,220 @@
+import CorralJSON
+import Foundation
+
+/// One gateway conformance scenario: a policy the gateway is started with, and checks of what the client was told
+/// against what allcanuse-mock actually received.
+struct ConformanceScenario: Sendable {
+    let name: String
+    let summary: String
+    let policy: JSONValue
+    /// Returns a one-line account of what passed; throws `ConformanceFailure` with what did not.
+    let run: @Sendable (ScenarioSession) throws -> String
+}
+
+/// A running gateway (with the mock behind it) as a scenario sees it.
+final class ScenarioSession: @unchecked Sendable {  // used by one scenario on one thread
+    let client: LineClient
+    let callLog: String
+    let timeout: Duration
+    private var nextID = 100
+
+    init(client: LineClient, callLog: String, timeout: Duration) {
+        self.client = client
+        self.callLog = callLog
+        self.timeout = timeout
+    }
+
+    func newID() -> Int {
+        nextID += 1
+        return nextID
+    }
+
+    func initialize() throws {
+        let answer = try client.request(
+            1, "initialize",
+            ["protocolVersion": "2025-06-18", "capabilities": [:], "clientInfo": ["name": "corral-conformance", "version": "1"]],
+            timeout: timeout)
+        guard answer["result"]?["serverInfo"] != nil else { throw ConformanceFailure("initialize failed: \(answer.jsonString())") }
+        client.send(["jsonrpc": "2.0", "method": "notifications/initialized"])
+    }
+
+    func call(_ tool: String, _ arguments: JSONValue = [:]) throws -> JSONValue {
+        try client.request(newID(), "tools/call", ["name": .string(tool), "arguments": arguments], timeout: timeout)
+    }
+
+    func listTools() throws -> [String] {
+        let answer = try client.request(newID(), "tools/list", [:], timeout: timeout)
+        guard let tools = answer["result"]?["tools"]?.arrayValue else {
+            throw ConformanceFailure("tools/list failed: \(answer.jsonString().prefix(300))")
+        }
+        return tools.compactMap { $0["name"]?.stringValue }
+    }
+
+    /// Every tools/call that reached the mock, in order.
+    func received() throws -> [JSONValue] {
+        guard FileManager.default.fileExists(atPath: callLog) else { return [] }
+        let text = try String(contentsOfFile: callLog, encoding: .utf8)
+        return try text.split(separator: "\n").map { try JSONValue.parse(Data($0.utf8)) }
+    }
+
+    func receivedTools() throws -> [String] { try received().compactMap { $0["tool"]?.stringValue } }
+}
+
+/// A response is a denial if it is a tool result with `isError` or a JSON-RPC error: gateways answer either way.
+func isDenied(_ response: JSONValue) -> Bool {
+    response["error"] != nil || response["result"]?["isError"] == true
+}
+
+func isSuccess(_ response: JSONValue) -> Bool {
+    response["result"] != nil && response["result"]?["isError"] != true
+}
+
+func require(_ condition: Bool, _ message: @autoclosure () -> String) throws {
+    if !condition { throw ConformanceFailure(message()) }
+}
+
+func summary(_ response: JSONValue) -> String {
+    if let error = response["error"] { return "JSON-RPC error \(error.jsonString().prefix(160))" }
+    let text = response["result"]?["content"]?.arrayValue?.first?["text"]?.stringValue ?? response.jsonString()
+    return String(text.prefix(160))
+}
+
+enum Scenarios {
+    static let all: [ConformanceScenario] = [rateLimit, hiddenTool, defaultDeny, argumentConditions, batch, malformedParams, passthrough]
+
+    static let rateLimit = ConformanceScenario(
+        name: "rate-limit",
+        summary: "10 calls a minute: the 11th is denied and the server never sees it",
+        policy: [
+            "version": "1", "default": "allow",
+            "tools": ["get_scheduler_time": ["limits": [["counter": "ten-a-minute", "window": "minute", "max": 10, "scope": "grant"]]]],
+        ]
+    ) { session in
+        for n in 1...10 {
+            let answer = try session.call("get_scheduler_time")
+            try require(isSuccess(answer), "call \(n) of 10 was not allowed: \(summary(answer))")
+        }
+        let eleventh = try session.call("get_scheduler_time")
+        try require(isDenied(eleventh), "the 11th call was not denied: \(summary(eleventh))")
+        let seen = try session.receivedTools().filter { $0 == "get_scheduler_time" }.count
+        try require(seen == 10, "the server received \(seen) calls, expected 10")
+        return "10 allowed, 11th denied, server saw 10"
+    }
+
+    static let hiddenTool = ConformanceScenario(
+        name: "hidden-tool",
+        summary: "a hidden tool is absent from tools/list, its call is denied and never reaches the server",
+        policy: ["version": "1", "default": "allow", "hide": ["cancel_background_task"]]
+    ) { session in
+        let names = try session.listTools()
+        try require(!names.contains("cancel_background_task"), "tools/list still lists cancel_background_task")
+        try require(names.contains("get_scheduler_time"), "tools/list lost tools that are not hidden: \(names)")
+        let answer = try session.call("cancel_background_task", ["task_id": "task-that-does-not-exist"])
+        try require(isDenied(answer), "the hidden tool's call was not denied: \(summary(answer))")
+        _ = try session.call("get_scheduler_time")  // a later call the server sees, so a late forward shows
+        try require(try !session.receivedTools().contains("cancel_background_task"), "the server received the hidden tool's call")
+        return "absent from \(names.count) listed tools, call denied, server saw none"
+    }
+
+    static let defaultDeny = ConformanceScenario(
+        name: "default-deny",
+        summary: "under default deny only listed tools pass",
+        policy: ["version": "1", "default": "deny", "tools": ["list_background_tasks": [:]]]
+    ) { session in
+        let listed = try session.call("list_background_tasks")
+        try require(isSuccess(listed), "a tool the policy lists was not allowed: \(summary(listed))")
+        for tool in ["get_scheduler_time", "create_background_task"] {
+            let answer = try session.call(tool, tool == "create_background_task"
+                ? ["title": "t", "goal": "g", "task_type": "sleep", "condition": ["duration_ms": 1]] : [:])
+            try require(isDenied(answer), "\(tool) was not denied: \(summary(answer))")
+        }
+        _ = try session.call("list_background_tasks")
+        let seen = try session.receivedTools()
+        try require(seen == ["list_background_tasks", "list_background_tasks"], "the server received \(seen)")
+        return "listed tool allowed, 2 others denied, server saw only the listed one"
+    }
+
+    static let argumentConditions = ConformanceScenario(
+        name: "argument-conditions",
+        summary: "deny_if and require judge the arguments before the server sees them",
+        policy: [
+            "version": "1", "default": "allow",
+            "tools": [
+                "create_background_task": [
+                    "deny_if": [["conditions": [["path": "args.goal", "op": "contains", "value": "production"]], "on_deny": "No production tasks"]],
+                    "require": [["path": "args.title", "op": "exists", "value": true]],
+                ]
+            ],
+        ]
+    ) { session in
+        let sleep: JSONValue = ["duration_ms": 1]
+        let forbidden = try session.call(
+            "create_background_task", ["title": "t", "goal": "wipe the production db", "task_type": "sleep", "condition": sleep])
+        try require(isDenied(forbidden), "deny_if did not deny: \(summary(forbidden))")
+        let untitled = try session.call("create_background_task", ["goal": "g", "task_type": "sleep", "condition": sleep])
+        try require(isDenied(untitled), "require did not deny a call without args.title: \(summary(untitled))")
+        let fine = try session.call("create_background_task", ["title": "t", "goal": "tidy up", "task_type": "sleep", "condition": sleep])
+        try require(isSuccess(fine), "a call meeting every condition was not allowed: \(summary(fine))")
+        let goals = try session.received().compactMap { $0["arguments"]?["goal"]?.stringValue }
+        try require(goals == ["tidy up"], "the server received goals \(goals)")
+        return "deny_if and require denied, a clean call passed, server saw only it"
+    }
+
+    static let batch = ConformanceScenario(
+        name: "batch",
+        summary: "each call in a JSON-RPC batch is decided alone",
+        policy: ["version": "1", "default": "allow", "hide": ["cancel_background_task"]]
+    ) { session in
+        let (a, b, c) = (session.newID(), session.newID(), session.newID())
+        session.client.send([
+            ["jsonrpc": "2.0", "id": .int(a), "method": "tools/call", "params": ["name": "get_scheduler_time", "arguments": [:]]],
+            ["jsonrpc": "2.0", "id": .int(b), "method": "tools/call", "params": ["name": "cancel_background_task", "arguments": ["task_id": "x"]]],
+            ["jsonrpc": "2.0", "id": .int(c), "method": "tools/call", "params": ["name": "list_background_tasks", "arguments": "not an object"]],
+        ])
+        let answers = try session.client.responses([a, b, c], timeout: session.timeout)
+        try require(answers[a].map(isSuccess) == true, "the allowed call in the batch failed: \(summary(answers[a] ?? .null))")
+        try require(answers[b].map(isDenied) == true, "the hidden call in the batch was not denied: \(summary(answers[b] ?? .null))")
+        try require(answers[c].map(isDenied) == true, "the malformed call in the batch was not denied: \(summary(answers[c] ?? .null))")
+        let seen = try session.receivedTools()
+        try require(seen == ["get_scheduler_time"], "the server received \(seen)")
+        return "3 answers; allowed passed, hidden and malformed denied, server saw one"
+    }
+
+    static let malformedParams = ConformanceScenario(
+        name: "malformed-params",
+        summary: "tools/call whose params do not parse is denied, not forwarded",
+        policy: ["version": "1", "default": "allow"]
+    ) { session in
+        let cases: [(String, JSONValue)] = [
+            ("arguments not an object", ["name": "get_scheduler_time", "arguments": "x"]),
+            ("params an array", ["get_scheduler_time"]),
+            ("no tool name", ["arguments": [:]]),
+            ("tool name not a string", ["name": 42, "arguments": [:]]),
+        ]
+        for (label, params) in cases {
+            let answer = try session.client.request(session.newID(), "tools/call", params, timeout: session.timeout)
+            try require(isDenied(answer), "\(label): not denied: \(summary(answer))")
+        }
+        _ = try session.call("get_scheduler_time")
+        let seen = try session.received()
+        try require(seen.count == 1, "the server received \(seen.count - 1) malformed call(s): \(seen.dropLast().map { $0.jsonString() })")
+        return "\(cases.count) malformed calls denied, server saw none"
+    }
+
+    static let passthrough = ConformanceScenario(
+        name: "passthrough",
+        summary: "what the policy does not judge passes untouched: ping, unknown methods, tool schemas",
+        policy: ["version": "1", "default": "allow"]
+    ) { session in
+        let ping = try session.client.request(session.newID(), "ping", [:], timeout: session.timeout)
+        try require(ping["result"] != nil, "ping was not answered with a result: \(ping.jsonString())")
+        let unknown = try session.client.request(session.newID(), "corral/no-such-method", [:], timeout: session.timeout)
+        try require(unknown["error"]?["code"] == -32601, "an unknown method did not reach the server's -32601: \(unknown.jsonString())")
+        let answer = try session.client.request(session.newID(), "tools/list", [:], timeout: session.timeout)
+        let tools = answer["result"]?["tools"]?.arrayValue ?? []
+        try require(tools.count == 18, "tools/list has \(tools.count) tools, the server offers 18")
+        let incomplete = tools.filter { $0["inputSchema"]?["properties"] == nil || $0["annotations"] == nil }
+        try require(incomplete.isEmpty, "tools lost schema or annotations: \(incomplete.compactMap { $0["name"]?.stringValue })")
+        return "ping, -32601 and 18 complete tool schemas passed through"
+    }
+}
