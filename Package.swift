@@ -97,6 +97,8 @@ let package = Package(
             name: "corral",
             dependencies: [
                 "TaskRuntime", "Sandbox", "Policy", "Gateway", "CorralJSON", "MCPHTTPHost",
+                // For `corral bench agent`, which runs the mock in-process.
+                "AllcanuseMock", "AllcanuseMockServer",
                 .product(name: "MCP", package: "swift-sdk"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),

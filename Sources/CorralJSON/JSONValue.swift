@@ -216,7 +216,14 @@ extension JSONValue {
         try parse(Data(text.utf8))
     }
 
+    /// `id`, `method` and whether `result`/`error` are present, skipping over everything else; nil unless `data`
+    /// holds one JSON object. For routing messages without building them.
+    public static func summarizeMessage(_ data: Data) -> JSONMessageSummary? {
+        data.withUnsafeBytes { JSONParser.summarize($0) }
+    }
+
+    /// Strict RFC 8259 (see `JSONParser`); throws `JSONParseError` saying where the text stops being JSON.
     public static func parse(_ data: Data) throws -> JSONValue {
-        try JSONDecoder().decode(JSONValue.self, from: data)
+        try data.withUnsafeBytes { bytes throws(JSONParseError) in try JSONParser.parse(bytes) }
     }
 }

@@ -62,6 +62,11 @@ public final class ProxyCore: Sendable {
     // MARK: - client → server
 
     public func fromClient(_ line: Data) {
+        // Most messages are not ours to judge: a skim of the top level tells, without building the message.
+        if let summary = JSONValue.summarizeMessage(line), !Self.needsFullParse(summary) {
+            toServer(line)
+            return
+        }
         guard let message = try? JSONValue.parse(line) else {
             toServer(line)  // not ours to judge: the server answers its own parse errors
             return
@@ -84,6 +89,14 @@ public final class ProxyCore: Sendable {
             case .answer(let answer): send(answer, to: toClient)
             case .consumed: break
             }
+        }
+    }
+
+    private static func needsFullParse(_ summary: JSONMessageSummary) -> Bool {
+        switch summary.method {
+        case "tools/call"?, "tools/list"?, "initialize"?: return true
+        case nil: return summary.id?.stringValue?.hasPrefix(approvalPrefix) ?? false
+        default: return false
         }
     }
 
@@ -218,7 +231,26 @@ public final class ProxyCore: Sendable {
     // MARK: - server → client
 
     public func fromServer(_ line: Data) {
-        guard serverLinesNeedParsing.load(ordering: .relaxed), let message = try? JSONValue.parse(line) else {
+        guard serverLinesNeedParsing.load(ordering: .relaxed) else {
+            toClient(line)
+            return
+        }
+        if let summary = JSONValue.summarizeMessage(line) {
+            // One message: its id and whether it is an error are enough, unless it answers a tools/list.
+            guard summary.method == nil, let id = summary.id?.jsonString() else {
+                toClient(line)
+                return
+            }
+            let (isToolList, reservation) = takePending(id)
+            if summary.hasError { _ = try? reservation?.rollback() }
+            if isToolList, let message = try? JSONValue.parse(line), let result = message["result"] {
+                send(message.merging(["result": evaluator.policy.filterToolsListResult(result)]), to: toClient)
+            } else {
+                toClient(line)
+            }
+            return
+        }
+        guard let message = try? JSONValue.parse(line) else {
             toClient(line)
             return
         }
@@ -230,13 +262,7 @@ public final class ProxyCore: Sendable {
                 out.append(element)
                 continue
             }
-            let (isToolList, reservation) = state.withLock { state in
-                let found = (state.toolLists.remove(id) != nil, state.reservations.removeValue(forKey: id))
-                if state.toolLists.isEmpty && state.reservations.isEmpty {
-                    serverLinesNeedParsing.store(false, ordering: .relaxed)
-                }
-                return found
-            }
+            let (isToolList, reservation) = takePending(id)
             if element["error"] != nil { _ = try? reservation?.rollback() }
             if isToolList, let result = element["result"] {
                 out.append(element.merging(["result": evaluator.policy.filterToolsListResult(result)]))
@@ -253,6 +279,17 @@ public final class ProxyCore: Sendable {
     }
 
     // MARK: - helpers
+
+    /// Whether `id` answers a tools/list we track, and the reservation of the call it answers.
+    private func takePending(_ id: String) -> (Bool, Reservation?) {
+        state.withLock { state in
+            let found = (state.toolLists.remove(id) != nil, state.reservations.removeValue(forKey: id))
+            if state.toolLists.isEmpty && state.reservations.isEmpty {
+                serverLinesNeedParsing.store(false, ordering: .relaxed)
+            }
+            return found
+        }
+    }
 
     private func send(_ message: JSONValue, to sink: Sink) {
         sink(Data(message.jsonString().utf8))

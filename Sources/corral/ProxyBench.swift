@@ -1,15 +1,22 @@
 import ArgumentParser
+import CorralJSON
 import Foundation
 
 /// `corral bench proxy`: what `corral proxy` adds to a tool call, measured against calling the server directly.
 struct ProxyBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "proxy",
-        abstract: "Added latency of corral proxy per tool call: allcanuse-mock directly vs through the proxy, one run.",
-        discussion: "Both run the same get_background_task calls, one at a time, over stdio; the policy allows everything."
+        abstract: "Added latency of corral proxy per tool call: the same server directly vs through the proxy, one run.",
+        discussion: """
+            Two servers: an echo server (corral bench echo-server: answers each tools/call with a fixed result, so
+            what is measured is the proxy and the pipes, not the server) and allcanuse-mock (get_background_task).
+            For each, a client talks to the server directly and another through corral proxy, both alive at once,
+            alternating call by call so that drift on the machine hits both alike. The policy allows the tool and
+            counts it against a limit, as a real policy would; the proxy writes an audit line per call.
+            """
     )
 
-    @Option(help: "Calls per variant.") var calls = 500
+    @Option(help: "Calls per variant.") var calls = 2000
 
     func run() async throws {
         let directory = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().deletingLastPathComponent()
@@ -21,37 +28,91 @@ struct ProxyBench: AsyncParsableCommand {
         let scratch = try makeTemporaryDirectory("corral-proxybench")
         defer { try? FileManager.default.removeItem(atPath: scratch) }
         let policy = scratch + "/policy.json"
-        try #"{"version": "1", "default": "allow"}"#.write(toFile: policy, atomically: true, encoding: .utf8)
+        try """
+            {"version": "1", "default": "allow", "hide": ["cancel_background_task"],
+             "all_tools": {"limits": [{"counter": "all", "window": "minute", "max": 100000000, "scope": "grant"}]}}
+            """.write(toFile: policy, atomically: true, encoding: .utf8)
+        let proxy = ["proxy", "--policy", policy, "--audit", scratch + "/audit.jsonl", "--"]
         let widths = [44, 10, 10, 10]
-        print("get_background_task over stdio, one call at a time (µs)")
+        print("one tools/call at a time over stdio, \(calls) per variant, alternating (µs)")
         row(["variant", "p50", "p90", "p99"], widths: widths)
-        var medians: [Double] = []
-        for (label, binary, arguments) in [
-            ("allcanuse-mock directly (peer)", mock, ["--state-dir", scratch + "/direct", "--log-level", "error"]),
-            ("through corral proxy", corral,
-             ["proxy", "--policy", policy, "--", mock.path, "--state-dir", scratch + "/proxied", "--log-level", "error"]),
-        ] {
-            let client = try RawClient(binary: binary, arguments: arguments)
-            _ = try client.request("initialize", [
-                "protocolVersion": "2025-06-18", "capabilities": [String: Any](), "clientInfo": ["name": "bench", "version": "1"],
-            ])
-            client.notify("notifications/initialized")
+
+        let echo = [corral.path, "bench", "echo-server"]
+        let (echoDirect, echoProxied) = try compare(
+            direct: try RawClient(binary: corral, arguments: Array(echo.dropFirst())),
+            proxied: try RawClient(binary: corral, arguments: proxy + echo),
+            tool: "echo", arguments: [], labels: ("echo server directly (peer)", "echo server through corral proxy"),
+            widths: widths)
+
+        let mockArguments = { (state: String) in [mock.path, "--state-dir", scratch + "/" + state, "--log-level", "error"] }
+        let direct = try RawClient(binary: mock, arguments: Array(mockArguments("direct").dropFirst()))
+        let proxied = try RawClient(binary: corral, arguments: proxy + mockArguments("proxied"))
+        var taskIDs: [String] = []
+        for client in [direct, proxied] {
             let created = try client.callTool("create_background_task", [
                 "title": "bench", "goal": "bench", "task_type": "sleep", "condition": ["duration_ms": 600_000],
             ])
             guard let taskID = created["task_id"] as? String else { throw ValidationError("create failed: \(created)") }
-            var samples = Samples()
-            for _ in 0..<calls {
-                let begin = ContinuousClock.now
-                _ = try client.callTool("get_background_task", ["task_id": taskID])
-                samples.add(ContinuousClock.now - begin)
-            }
-            client.close()
-            medians.append(samples.median)
-            row([label, format(samples.median), format(samples.percentile(90)), format(samples.percentile(99))], widths: widths)
+            taskIDs.append(taskID)
         }
-        if medians.count == 2 {
-            print("added by the proxy, p50: \(format(medians[1] - medians[0])) µs (goal: under 100 µs)")
+        let (mockDirect, mockProxied) = try compare(
+            direct: direct, proxied: proxied, tool: "get_background_task", arguments: [["task_id": taskIDs[0]], ["task_id": taskIDs[1]]],
+            labels: ("allcanuse-mock directly (peer)", "allcanuse-mock through corral proxy"), widths: widths)
+
+        print("added by the proxy, p50: \(format(echoProxied - echoDirect)) µs with the echo server, "
+            + "\(format(mockProxied - mockDirect)) µs with allcanuse-mock (goal: under 100 µs)")
+    }
+
+    /// Alternates calls between the two clients; prints a row for each and returns their medians.
+    private func compare(
+        direct: RawClient, proxied: RawClient, tool: String, arguments: [[String: Any]], labels: (String, String),
+        widths: [Int]
+    ) throws -> (Double, Double) {
+        for client in [direct, proxied] {
+            _ = try client.request("initialize", [
+                "protocolVersion": "2025-06-18", "capabilities": [String: Any](), "clientInfo": ["name": "bench", "version": "1"],
+            ])
+            client.notify("notifications/initialized")
+        }
+        var samples = [Samples(), Samples()]
+        for round in 0..<(calls + 100) {
+            for (index, client) in [direct, proxied].enumerated() {
+                let begin = ContinuousClock.now
+                _ = try client.callTool(tool, arguments.isEmpty ? [:] : arguments[index])
+                if round >= 100 { samples[index].add(ContinuousClock.now - begin) }  // the first 100 warm up
+            }
+        }
+        direct.close()
+        proxied.close()
+        for (label, sample) in zip([labels.0, labels.1], samples) {
+            row([label, format(sample.median), format(sample.percentile(90)), format(sample.percentile(99))], widths: widths)
+        }
+        return (samples[0].median, samples[1].median)
+    }
+}
+
+/// `corral bench echo-server`: the cheapest possible stdio MCP server, the peer that isolates a proxy's own cost.
+struct EchoServer: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "echo-server", abstract: "A minimal stdio MCP server for benchmarks (one tool, echo).",
+        shouldDisplay: false)
+
+    func run() throws {
+        let result = #""result":{"content":[{"type":"text","text":"{\"ok\":true}"}],"structuredContent":{"ok":true},"isError":false}"#
+        let tools = #""result":{"tools":[{"name":"echo","description":"Answers at once.","inputSchema":{"type":"object"}}]}"#
+        let initialize = #""result":{"protocolVersion":"2025-06-18","capabilities":{"tools":{}},"serverInfo":{"name":"echo","version":"1"}}"#
+        while let line = readLine(strippingNewline: true) {
+            guard let message = try? JSONValue.parse(line), let id = message["id"], let method = message["method"]?.stringValue
+            else { continue }
+            let body: String
+            switch method {
+            case "initialize": body = initialize
+            case "tools/list": body = tools
+            case "tools/call": body = result
+            case "ping": body = #""result":{}"#
+            default: body = #""error":{"code":-32601,"message":"Method not found"}"#
+            }
+            FileHandle.standardOutput.write(Data(#"{"jsonrpc":"2.0","id":\#(id.jsonString()),\#(body)}"#.utf8 + [0x0A]))
         }
     }
 }

@@ -1,0 +1,88 @@
+import AllcanuseMock
+import AllcanuseMockServer
+import ArgumentParser
+import CorralJSON
+import Foundation
+import Gateway
+import Logging
+import MCP
+import Policy
+import TaskRuntime
+
+/// `corral bench agent`: what the in-process API (`AgentSandbox`) adds to a tool call, against the SDK client
+/// calling the same in-process allcanuse-mock directly, in one run.
+struct AgentBench: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "agent",
+        abstract: "Added latency of AgentSandbox per tool call: the SDK client to an in-process allcanuse-mock, directly vs through AgentSandbox.",
+        discussion: """
+            Both variants call get_background_task on one running task, one call at a time, over the SDK's in-memory
+            transport to an allcanuse-mock server in this process. AgentSandbox decides each call with a policy that
+            counts it against a limit (the common case) and writes an audit entry to a closure sink.
+            """
+    )
+
+    @Option(help: "Calls per variant.") var calls = 2000
+
+    func run() async throws {
+        let scratch = try makeTemporaryDirectory("corral-agentbench")
+        defer { try? FileManager.default.removeItem(atPath: scratch) }
+        let supervisor = try await TaskSupervisor.start(.init(stateDirectory: scratch + "/state", graceMilliseconds: 200))
+        let service = AllcanuseService(supervisor: supervisor)
+        let mockPolicy = PolicyEvaluator(policy: try Policy.load(text: #"{"version": "1", "default": "allow"}"#))
+        func connectedMock() async throws -> InMemoryTransport {
+            let server = await MockServer.make(
+                service: service, policy: mockPolicy, identity: CallIdentity(grant: "bench"),
+                logger: Logger(label: "bench", factory: { _ in SwiftLogNoOpLogHandler() }))
+            let pair = await InMemoryTransport.createConnectedPair()
+            try await server.start(transport: pair.server)
+            return pair.client
+        }
+
+        let direct = Client(name: "bench", version: "1")
+        _ = try await direct.connect(transport: try await connectedMock())
+        let created = try await direct.send(
+            CallTool.request(.init(name: "create_background_task", arguments: [
+                "title": "bench", "goal": "bench", "task_type": "sleep", "condition": ["duration_ms": 600_000],
+            ])))
+        guard case .string(let taskID)? = try await created.value.structuredContent?.objectValue?["task_id"] else {
+            throw ValidationError("create_background_task failed")
+        }
+
+        let policy = try Policy.load(text: """
+            {"version": "1", "default": "deny", "hide": ["cancel_background_task"],
+             "tools": {"get_background_task": {"limits": [{"counter": "gets", "window": "minute", "max": 100000000, "scope": "grant"}]}}}
+            """)
+        let sandbox = try await AgentSandbox.connect(
+            policy: PolicyEvaluator(policy: policy), identity: CallIdentity(grant: "bench", session: "s"),
+            to: .transport(try await connectedMock()), audit: ClosureAuditSink { _ in })
+
+        let widths = [44, 10, 10, 10]
+        print("get_background_task in process, one call at a time (µs)")
+        row(["variant", "p50", "p90", "p99"], widths: widths)
+        var medians: [Double] = []
+        for (label, call) in [
+            ("SDK client → mock directly (peer)", { () async throws in
+                _ = try await direct.send(CallTool.request(.init(name: "get_background_task", arguments: ["task_id": .string(taskID)]))).value
+            }),
+            ("AgentSandbox → mock", { () async throws in
+                let result = try await sandbox.callTool("get_background_task", arguments: ["task_id": .string(taskID)])
+                if result.isError { throw ValidationError("call failed: \(result.text)") }
+            }),
+        ] as [(String, () async throws -> Void)] {
+            for _ in 0..<50 { try await call() }  // warm up
+            var samples = Samples()
+            for _ in 0..<calls {
+                let begin = ContinuousClock.now
+                try await call()
+                samples.add(ContinuousClock.now - begin)
+            }
+            medians.append(samples.median)
+            row([label, format(samples.median), format(samples.percentile(90)), format(samples.percentile(99))], widths: widths)
+        }
+        print("added by AgentSandbox, p50: \(format(medians[1] - medians[0])) µs (\(format(medians[1] / medians[0], digits: 2))×)")
+        await sandbox.close()
+        await direct.disconnect()
+        await supervisor.shutdown(cancelRunning: true)
+    }
+}
