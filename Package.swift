@@ -107,6 +107,7 @@ let package = Package(
         .testTarget(name: "SandboxTests", dependencies: ["Sandbox", "CCorral"], exclude: ["Resources"]),
         .testTarget(name: "TaskRuntimeTests", dependencies: ["TaskRuntime", "Sandbox", "CCorral", "CorralJSON"]),
         .testTarget(name: "PolicyTests", dependencies: ["Policy", "CorralJSON"]),
+        .testTarget(name: "CorralJSONTests", dependencies: ["CorralJSON"]),
         .testTarget(
             name: "GatewayTests",
             dependencies: [

@@ -23,8 +23,8 @@ public struct JSONMessageSummary: Sendable, Hashable {
 ///
 /// Written by hand because the gateway parses every message on the hot path of each tool call: `JSONDecoder`
 /// through `JSONValue`'s `Codable` conformance tries each case in turn (one thrown error per miss) and costs tens of
-/// microseconds for a small request; this is one pass over the bytes. Integers that fit `Int` become `.int`, every
-/// other number `.double`; strings must be valid UTF-8; nesting is limited to 512 levels; a repeated object key
+/// microseconds for a small request; this is one pass over the bytes. Numbers with an integral value that fits
+/// `Int` become `.int` (`1E3`, `2.0` too, as JSONDecoder decides), every other number `.double`; strings must be valid UTF-8; nesting is limited to 512 levels; a repeated object key
 /// keeps its last value.
 struct JSONParser: ~Copyable {
     private let bytes: UnsafeRawBufferPointer
@@ -339,6 +339,8 @@ struct JSONParser: ~Copyable {
         let text = String(decoding: UnsafeRawBufferPointer(rebasing: bytes[start..<index]), as: UTF8.self)
         if integral, let value = Int(text) { return .int(value) }
         guard let value = Double(text), value.isFinite else { throw error("number out of range") }
+        // As JSONDecoder does (and so JSONValue's Codable path): a number with an integral value is an integer.
+        if value.rounded(.towardZero) == value, let exact = Int(exactly: value) { return .int(exact) }
         return .double(value)
     }
 

@@ -1,0 +1,99 @@
+import Foundation
+import Testing
+
+@testable import CorralJSON
+
+/// The hand-written parser against Foundation's JSONDecoder (through JSONValue's Codable conformance) as the
+/// reference: same values for valid text, an error for invalid text.
+@Suite struct JSONParserTests {
+    static func reference(_ text: Data) -> JSONValue? { try? JSONDecoder().decode(JSONValue.self, from: text) }
+
+    static let valid: [String] = [
+        "null", "true", "false", "0", "-0", "42", "-17", "9223372036854775807", "1.5", "-2.25e-3", "1E10", "2.0", "-0.0", "1e-2", "6.02e+23", "1e19",
+        "\"\"", "\"plain\"", #""esc \" \\ \/ \b \f \n \r \t""#, #""\u00e9\u4e2d\ud83d\ude00""#, "\"é中😀\"",
+        "[]", "{}", "[1,[2,[3,{}]]]", #"{"a":1,"b":[true,false,null],"c":{"d":"e"}}"#,
+        " \n\t{ \"spaced\" : [ 1 , 2 ] } \r\n",
+        #"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"x","arguments":{"k":"{not json}"}}}"#,
+    ]
+
+    @Test(arguments: valid)
+    func validTextMatchesJSONDecoder(_ text: String) throws {
+        let data = Data(text.utf8)
+        let parsed = try JSONValue.parse(data)
+        #expect(parsed == Self.reference(data), "\(text)")
+    }
+
+    static let invalid: [String] = [
+        "", " ", "tru", "nul", "[1,]", "[,1]", "{\"a\" 1}", "{\"a\":1,}", "{a:1}", "{\"a\":1", "[1 2]", "01", "1.", ".5",
+        "+1", "-", "1e", "--1", "\"unterminated", #""bad \x escape""#, #""\ud800""#, #""\udc00\ud800""#,
+        "\"tab\tinside\"", "\"line\nbreak\"", "{} x", "[] []", "NaN", "Infinity", "1e400", "'single'",
+        String(repeating: "[", count: 600) + String(repeating: "]", count: 600),
+    ]
+
+    @Test(arguments: invalid)
+    func invalidTextIsRefused(_ text: String) {
+        #expect(throws: JSONParseError.self, "\(text)") { try JSONValue.parse(Data(text.utf8)) }
+    }
+
+    @Test func invalidUTF8IsRefused() {
+        for bytes in [[0x22, 0xFF, 0x22], [0x22, 0xC3, 0x22], [0x22, 0xED, 0xA0, 0x80, 0x22]] as [[UInt8]] {
+            #expect(throws: JSONParseError.self) { try JSONValue.parse(Data(bytes)) }
+        }
+    }
+
+    @Test func errorsSayWhere() throws {
+        do {
+            _ = try JSONValue.parse(Data(#"{"a": [1, 2,, 3]}"#.utf8))
+            Issue.record("must throw")
+        } catch let error as JSONParseError {
+            #expect(error.offset == 12)
+            #expect(error.description.contains("byte 12"))
+        }
+    }
+
+    /// Random trees (deep nesting, every escape class, astral characters) survive a round trip and agree with
+    /// the reference.
+    @Test func randomTreesRoundTrip() throws {
+        var generator = SystemRandomNumberGenerator()
+        let alphabet: [String] = ["a", "Z", "0", " ", "\"", "\\", "/", "\n", "\t", "\u{01}", "\u{1F}", "é", "中", "😀", "\u{FFFF}", "{", "]"]
+        func string() -> String { (0..<Int.random(in: 0...12, using: &generator)).map { _ in alphabet.randomElement(using: &generator)! }.joined() }
+        func value(_ depth: Int) -> JSONValue {
+            switch Int.random(in: 0..<(depth > 4 ? 5 : 7), using: &generator) {
+            case 0: return .null
+            case 1: return .bool(Bool.random(using: &generator))
+            case 2: return .int(Int.random(in: Int.min...Int.max, using: &generator))
+            case 3: return .double(Double.random(in: -1e6...1e6, using: &generator))
+            case 4: return .string(string())
+            case 5: return .array((0..<Int.random(in: 0...4, using: &generator)).map { _ in value(depth + 1) })
+            default:
+                var object: [String: JSONValue] = [:]
+                for _ in 0..<Int.random(in: 0...4, using: &generator) { object[string()] = value(depth + 1) }
+                return .object(object)
+            }
+        }
+        for _ in 0..<500 {
+            let tree = value(0)
+            let text = Data(tree.jsonString().utf8)
+            let parsed = try JSONValue.parse(text)
+            #expect(parsed.jsonString() == tree.jsonString())
+            #expect(parsed == Self.reference(text))
+        }
+    }
+
+    @Test func summaryReadsOnlyTheTopLevel() throws {
+        let call = Data(#"{"params":{"error":{"id":9},"s":"}{\"]"},"jsonrpc":"2.0","method":"tools/call","id":"a\"b"}"#.utf8)
+        let summary = try #require(JSONValue.summarizeMessage(call))
+        #expect(summary.id == .string("a\"b"))
+        #expect(summary.method == "tools/call")
+        #expect(!summary.hasError && !summary.hasResult, "members of params are not the message's own")
+
+        let failure = try #require(JSONValue.summarizeMessage(Data(#"{"jsonrpc":"2.0","id":3,"error":{"code":-32602,"message":"x"}}"#.utf8)))
+        #expect(failure.id == .int(3) && failure.hasError && failure.method == nil)
+        let answer = try #require(JSONValue.summarizeMessage(Data(#" {"id":null,"result":[1,{"a":"]"}]} "#.utf8)))
+        #expect(answer.id == .null && answer.hasResult)
+
+        #expect(JSONValue.summarizeMessage(Data("[{\"id\":1}]".utf8)) == nil, "a batch is not summarized")
+        #expect(JSONValue.summarizeMessage(Data("{\"id\":1,".utf8)) == nil)
+        #expect(JSONValue.summarizeMessage(Data("{\"result\":\"unterminated}".utf8)) == nil)
+    }
+}
