@@ -104,6 +104,8 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        // The README's agent loop, built so that it cannot rot: `swift run agent-loop .build/debug/allcanuse-mock`.
+        .executableTarget(name: "agent-loop", dependencies: ["Gateway", "Policy", "CorralJSON"], path: "Examples/AgentLoop"),
         .testTarget(name: "SandboxTests", dependencies: ["Sandbox", "CCorral"], exclude: ["Resources"]),
         .testTarget(name: "TaskRuntimeTests", dependencies: ["TaskRuntime", "Sandbox", "CCorral", "CorralJSON"]),
         .testTarget(name: "PolicyTests", dependencies: ["Policy", "CorralJSON"]),
