@@ -10,6 +10,7 @@ import Synchronization
 /// policy, its counters and the audit sink; a reload is announced to all of them.
 public final class PolicyProxy: Sendable {
     private let cores = Mutex<[ObjectIdentifier: ProxyCore]>([:])
+    private let stdioServer = Mutex<ServerProcess?>(nil)
     private let evaluator: PolicyEvaluator
     private let grant: String?
     private let audit: (any AuditSink)?
@@ -57,6 +58,7 @@ public final class PolicyProxy: Sendable {
     /// returns the server's exit status (128+N for a signal).
     public func runStdio(serverCommand: [String]) throws -> Int32 {
         let server = try ServerProcess(command: serverCommand)
+        stdioServer.withLock { $0 = server }
         let clientOutput = Mutex(())
         let core = makeCore(
             session: UUID().uuidString.lowercased(),
@@ -71,6 +73,11 @@ public final class PolicyProxy: Sendable {
         clientThread.start()
         LineReader.readLines(from: server.output) { core.fromServer($0) }
         return server.waitForExit()
+    }
+
+    /// Passes a signal on to the stdio server (the proxy then exits with the server's status, as usual).
+    public func signalServer(_ signal: Int32) {
+        stdioServer.withLock { $0 }?.signal(signal)
     }
 
     // MARK: - Streamable HTTP
@@ -138,6 +145,10 @@ final class ServerProcess: Sendable {
     }
 
     func closeInput() { try? input.close() }
+
+    func signal(_ signal: Int32) {
+        if process.isRunning { kill(process.processIdentifier, signal) }
+    }
 
     func waitForExit() -> Int32 {
         process.waitUntilExit()

@@ -53,12 +53,25 @@ struct ProxyCommand: AsyncParsableCommand {
             FileHandle.standardError.write(Data("corral proxy: \(policy): \(error)\n".utf8))
             throw ExitCode(2)
         }
-        signal(SIGPIPE, SIG_IGN)
+        // No SIGPIPE to ignore on stdio (our pipe writes block it per write), so the server does not inherit an
+        // ignored SIGPIPE; the HTTP server's sockets need it ignored.
+        if address != nil { signal(SIGPIPE, SIG_IGN) }
         let proxy = PolicyProxy(
             policy: PolicyEvaluator(policy: loaded), grant: grant,
             audit: try audit.map { try AuditLog(path: $0) }, dryRun: dryRun, approvalTimeout: .seconds(approvalTimeout))
         if reloadIntervalMs > 0 { watchPolicy(proxy) }
         guard let address else {
+            // SIGTERM, SIGINT and SIGHUP go on to the server; the proxy exits with its status, so the server never
+            // outlives the proxy because of a signal sent to the proxy alone.
+            var sources: [DispatchSourceSignal] = []
+            for number in [SIGTERM, SIGINT, SIGHUP] {
+                signal(number, SIG_IGN)
+                let source = DispatchSource.makeSignalSource(signal: number)
+                source.setEventHandler { proxy.signalServer(number) }
+                source.resume()
+                sources.append(source)
+            }
+            defer { sources.forEach { $0.cancel() } }
             // Blocking reads belong on their own thread, not on the concurrency pool the approval timers use.
             let outcome = await withCheckedContinuation { (done: CheckedContinuation<Result<Int32, Error>, Never>) in
                 Thread { done.resume(returning: Result { try proxy.runStdio(serverCommand: command) }) }.start()

@@ -102,17 +102,18 @@ struct AllcanuseMockCommand: AsyncParsableCommand {
         try await server.start(transport: transport)
         logger.info("serving MCP on stdio; state in \(directory)")
 
-        let terminated = AsyncStream<Void>.makeStream()
+        // Whichever comes first, the end of stdin or SIGTERM. Not a task group: it would wait for the stdin watcher,
+        // which cannot be cancelled, so a SIGTERM with stdin still open never ended the server.
+        let stop = AsyncStream<Void>.makeStream()
         let source = DispatchSource.makeSignalSource(signal: SIGTERM)
         signal(SIGTERM, SIG_IGN)
-        source.setEventHandler { terminated.continuation.yield() }
+        source.setEventHandler { stop.continuation.yield() }
         source.resume()
-        await withTaskGroup(of: Void.self) { group in
-            group.addTask { await transport.waitForEndOfInput() }
-            group.addTask { for await _ in terminated.stream { return } }
-            await group.next()
-            group.cancelAll()
+        Task {
+            await transport.waitForEndOfInput()
+            stop.continuation.yield()
         }
+        for await _ in stop.stream { break }
         let inFlight = await transport.requestsInFlight
         logger.info("shutting down: answering \(inFlight) request(s) in flight")
         if !keepTasks {

@@ -8,7 +8,7 @@ import subprocess
 from mcp import ClientSession, StdioServerParameters
 from mcp.client.stdio import stdio_client
 
-from conftest import BIN_DIR, MOCK, call, run
+from conftest import BIN_DIR, MOCK, call, process_state, run
 
 CORRAL = BIN_DIR / "corral"
 
@@ -329,3 +329,28 @@ def test_proxy_over_streamable_http(state_dir, tmp_path):
     assert executed == ["create_background_task", "append_task_event", "get_background_task"]
     sessions = {line["session"] for line in map(json.loads, audit.read_text().splitlines())}
     assert len(sessions) == 1 and None not in sessions  # the MCP session id, recorded with each decision
+
+
+def test_a_signal_to_the_proxy_takes_the_server_down(state_dir, tmp_path):
+    import os
+    import signal
+    import time
+
+    policy = tmp_path / "policy.json"
+    write_policy(policy)
+    proxy = subprocess.Popen([str(CORRAL), "proxy", "--policy", str(policy), "--", str(MOCK), "--state-dir", state_dir],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    proxy.stdin.write(json.dumps({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "raw", "version": "1"}}}) + "\n")
+    proxy.stdin.flush()
+    assert json.loads(proxy.stdout.readline())["id"] == 0
+    children = [int(pid) for task in os.listdir(f"/proc/{proxy.pid}/task")
+                for pid in open(f"/proc/{proxy.pid}/task/{task}/children").read().split()]
+    assert len(children) == 1
+    server = children[0]
+    proxy.send_signal(signal.SIGTERM)
+    assert proxy.wait(timeout=15) == 0  # allcanuse-mock ends cleanly on SIGTERM, and the proxy exits with its status
+    deadline = time.time() + 5
+    while os.path.exists(f"/proc/{server}") and time.time() < deadline:
+        time.sleep(0.05)
+    assert not os.path.exists(f"/proc/{server}") or process_state(server) == "Z"
