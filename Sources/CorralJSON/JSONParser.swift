@@ -25,19 +25,21 @@ public struct JSONMessageSummary: Sendable, Hashable {
 /// through `JSONValue`'s `Codable` conformance tries each case in turn (one thrown error per miss) and costs tens of
 /// microseconds for a small request; this is one pass over the bytes. Numbers with an integral value that fits
 /// `Int` become `.int` (`1E3`, `2.0` too, as JSONDecoder decides), every other number `.double`; strings must be valid UTF-8; nesting is limited to 512 levels; a repeated object key
-/// keeps its last value.
+/// keeps its first value, as JSONDecoder does (or is an error, for gatekeepers).
 struct JSONParser: ~Copyable {
     private let bytes: UnsafeRawBufferPointer
     private var index = 0
     private var depth = 0
+    private let rejectsDuplicateKeys: Bool
     private static let maximumDepth = 512
 
-    init(_ bytes: UnsafeRawBufferPointer) {
+    init(_ bytes: UnsafeRawBufferPointer, rejectsDuplicateKeys: Bool = false) {
         self.bytes = bytes
+        self.rejectsDuplicateKeys = rejectsDuplicateKeys
     }
 
-    static func parse(_ bytes: UnsafeRawBufferPointer) throws(JSONParseError) -> JSONValue {
-        var parser = JSONParser(bytes)
+    static func parse(_ bytes: UnsafeRawBufferPointer, rejectsDuplicateKeys: Bool = false) throws(JSONParseError) -> JSONValue {
+        var parser = JSONParser(bytes, rejectsDuplicateKeys: rejectsDuplicateKeys)
         parser.skipWhitespace()
         let value = try parser.parseValue()
         parser.skipWhitespace()
@@ -53,6 +55,7 @@ struct JSONParser: ~Copyable {
         guard parser.current == UInt8(ascii: "{") else { return nil }
         parser.index += 1
         var summary = JSONMessageSummary()
+        var seen: Set<String> = []
         do {
             parser.skipWhitespace()
             if parser.current == UInt8(ascii: "}") { return summary }
@@ -64,6 +67,11 @@ struct JSONParser: ~Copyable {
                 guard parser.current == UInt8(ascii: ":") else { return nil }
                 parser.index += 1
                 parser.skipWhitespace()
+                // A repeated member that routing depends on is ambiguous (which one does the receiver take?):
+                // no summary, so the caller parses in full and sees the duplicate.
+                if ["id", "method", "params", "result", "error", "jsonrpc"].contains(key), !seen.insert(key).inserted {
+                    return nil
+                }
                 switch key {
                 case "id": summary.id = try parser.parseValue()
                 case "method": summary.method = try parser.parseValue().stringValue
@@ -189,7 +197,13 @@ struct JSONParser: ~Copyable {
             guard current == UInt8(ascii: ":") else { throw error("expected ':' after an object key") }
             index += 1
             skipWhitespace()
-            members[key] = try parseValue()
+            let keyOffset = index
+            let value = try parseValue()
+            if members[key] == nil {
+                members[key] = value
+            } else if rejectsDuplicateKeys {
+                throw JSONParseError(offset: keyOffset, reason: "duplicate key \"\(key)\"")
+            }  // else the first copy stays, as with JSONDecoder (and so the SDK on the other side)
             skipWhitespace()
             switch current {
             case UInt8(ascii: ","): index += 1

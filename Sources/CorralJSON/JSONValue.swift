@@ -226,4 +226,10 @@ extension JSONValue {
     public static func parse(_ data: Data) throws -> JSONValue {
         try data.withUnsafeBytes { bytes throws(JSONParseError) in try JSONParser.parse(bytes) }
     }
+
+    /// As `parse`, but an object with a repeated key is an error: where a gatekeeper and the receiver might keep
+    /// different copies of a key, the text is ambiguous.
+    public static func parseRejectingDuplicateKeys(_ data: Data) throws -> JSONValue {
+        try data.withUnsafeBytes { bytes throws(JSONParseError) in try JSONParser.parse(bytes, rejectsDuplicateKeys: true) }
+    }
 }

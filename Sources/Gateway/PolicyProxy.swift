@@ -40,10 +40,13 @@ public final class PolicyProxy: Sendable {
         }
     }
 
-    private func makeCore(session: String, toClient: @escaping ProxyCore.Sink, toServer: @escaping ProxyCore.Sink) -> ProxyCore {
+    private func makeCore(
+        session: String, tracksRequests: Bool = false, toClient: @escaping ProxyCore.Sink,
+        toServer: @escaping ProxyCore.Sink
+    ) -> ProxyCore {
         let core = ProxyCore(
             evaluator: evaluator, identity: CallIdentity(grant: grant, session: session), audit: audit, dryRun: dryRun,
-            approvalTimeout: approvalTimeout, toClient: toClient, toServer: toServer)
+            approvalTimeout: approvalTimeout, tracksRequests: tracksRequests, toClient: toClient, toServer: toServer)
         cores.withLock { $0[ObjectIdentifier(core)] = core }
         return core
     }
@@ -83,15 +86,18 @@ public final class PolicyProxy: Sendable {
     // MARK: - Streamable HTTP
 
     /// Starts a server process for one HTTP session and proxies between it and the session's transport. The
-    /// returned closure ends the session (and the server process).
+    /// returned closure ends the session (and the server process). When the server exits on its own, the requests
+    /// it still owed get JSON-RPC errors and `onServerExit` is called (to drop the session).
     public func startSession(
-        id: String, transport: any Transport, serverCommand: [String]
+        id: String, transport: any Transport, serverCommand: [String],
+        onServerExit: @escaping @Sendable () -> Void = {}
     ) async throws -> @Sendable () async -> Void {
         try await transport.connect()
         let server = try ServerProcess(command: serverCommand)
         // Answers go out in order through one sender; the transport routes each to its request's stream.
         let (outbound, outboundQueue) = AsyncStream<Data>.makeStream()
-        let core = makeCore(session: id, toClient: { outboundQueue.yield($0) }, toServer: server.write)
+        let core = makeCore(
+            session: id, tracksRequests: true, toClient: { outboundQueue.yield($0) }, toServer: server.write)
         let sender = Task {
             for await message in outbound { try? await transport.send(message) }
         }
@@ -103,7 +109,9 @@ public final class PolicyProxy: Sendable {
         }
         let reader = Thread {
             LineReader.readLines(from: server.output) { core.fromServer($0) }
+            core.serverEnded(server.exitDescription())
             outboundQueue.finish()
+            onServerExit()
         }
         reader.start()
         return { [weak self] in
@@ -148,6 +156,15 @@ final class ServerProcess: Sendable {
 
     func signal(_ signal: Int32) {
         if process.isRunning { kill(process.processIdentifier, signal) }
+    }
+
+    /// How the server ended ("exited with status 1"), waiting for it briefly after its output closed.
+    func exitDescription() -> String {
+        let deadline = Date().addingTimeInterval(1)
+        while process.isRunning && Date() < deadline { Thread.sleep(forTimeInterval: 0.005) }
+        guard !process.isRunning else { return "closed its output" }
+        return process.terminationReason == .uncaughtSignal
+            ? "was killed by signal \(process.terminationStatus)" : "exited with status \(process.terminationStatus)"
     }
 
     func waitForExit() -> Int32 {

@@ -25,6 +25,8 @@ public final class ProxyCore: Sendable {
         var clientCanElicit = false
         var approvals: [String: AwaitingApproval] = [:]
         var nextApproval = 0
+        /// Requests forwarded and not yet answered (only with `tracksRequests`), by their id's JSON.
+        var forwarded: [String: JSONValue] = [:]
     }
 
     public let evaluator: PolicyEvaluator
@@ -32,6 +34,7 @@ public final class ProxyCore: Sendable {
     private let audit: (any AuditSink)?
     private let dryRun: Bool
     private let approvalTimeout: Duration
+    private let tracksRequests: Bool
     private let toClient: Sink
     private let toServer: Sink
     private let state = Mutex(State())
@@ -39,12 +42,16 @@ public final class ProxyCore: Sendable {
     /// Written only under `state`'s lock, so a set and a clear cannot cross.
     private let serverLinesNeedParsing = Atomic<Bool>(false)
 
+    /// `tracksRequests`: remember every forwarded request until it is answered, so that `serverEnded()` can answer
+    /// them (Streamable HTTP, where a request whose answer never comes would hang its POST).
     /// `toClient` and `toServer` receive one JSON-RPC message (or batch) each, without a line terminator; they may be
     /// called from any thread and must keep the order of their calls.
     public init(
         evaluator: PolicyEvaluator, identity: CallIdentity, audit: (any AuditSink)?, dryRun: Bool = false,
-        approvalTimeout: Duration = .seconds(60), toClient: @escaping Sink, toServer: @escaping Sink
+        approvalTimeout: Duration = .seconds(60), tracksRequests: Bool = false,
+        toClient: @escaping Sink, toServer: @escaping Sink
     ) {
+        self.tracksRequests = tracksRequests
         self.evaluator = evaluator
         self.identity = identity
         self.audit = audit
@@ -64,11 +71,24 @@ public final class ProxyCore: Sendable {
     public func fromClient(_ line: Data) {
         // Most messages are not ours to judge: a skim of the top level tells, without building the message.
         if let summary = JSONValue.summarizeMessage(line), !Self.needsFullParse(summary) {
+            if tracksRequests, summary.method != nil, let id = summary.id { remember(id) }
             toServer(line)
             return
         }
-        guard let message = try? JSONValue.parse(line) else {
-            toServer(line)  // not ours to judge: the server answers its own parse errors
+        let message: JSONValue
+        do {
+            message = try JSONValue.parseRejectingDuplicateKeys(line)
+        } catch {
+            // Fail closed: a text we cannot read might still read as a tool call to a more lenient server (NaN,
+            // comments, a repeated "method" or "name" of which it keeps the other copy), so it is answered here.
+            let duplicate = (error as? JSONParseError)?.reason.hasPrefix("duplicate key") ?? false
+            send([
+                "jsonrpc": "2.0", "id": nil,
+                "error": [
+                    "code": duplicate ? -32600 : -32700,
+                    "message": .string("\(duplicate ? "Invalid Request" : "Parse error"): \(error) (refused by corral proxy)"),
+                ],
+            ], to: toClient)
             return
         }
         switch message {
@@ -82,10 +102,15 @@ public final class ProxyCore: Sendable {
                 case .consumed: break
                 }
             }
-            if !forwarded.isEmpty { send(.array(forwarded), to: toServer) }
+            if !forwarded.isEmpty {
+                forwarded.forEach(rememberIfRequest)
+                send(.array(forwarded), to: toServer)
+            }
         default:
             switch route(message) {
-            case .forward: toServer(line)
+            case .forward:
+                rememberIfRequest(message)
+                toServer(line)
             case .answer(let answer): send(answer, to: toClient)
             case .consumed: break
             }
@@ -206,7 +231,9 @@ public final class ProxyCore: Sendable {
         let decision = evaluator.resolveApproval(waiting.pending, approved: action == "accept")
         record(decision, waiting.arguments, since: start)
         switch admit(decision, callID: waiting.callID) {
-        case .forward: send(waiting.call, to: toServer)
+        case .forward:
+            rememberIfRequest(waiting.call)
+            send(waiting.call, to: toServer)
         case .answer(let answer): send(answer, to: toClient)
         case .consumed: break
         }
@@ -231,6 +258,7 @@ public final class ProxyCore: Sendable {
     // MARK: - server → client
 
     public func fromServer(_ line: Data) {
+        if tracksRequests { forgetAnswered(line) }
         guard serverLinesNeedParsing.load(ordering: .relaxed) else {
             toClient(line)
             return
@@ -275,6 +303,44 @@ public final class ProxyCore: Sendable {
             send(message.arrayValue == nil ? out[0] : .array(out), to: toClient)
         } else {
             toClient(line)
+        }
+    }
+
+    // MARK: - requests in flight (tracksRequests)
+
+    private func remember(_ id: JSONValue) {
+        state.withLock { $0.forwarded[id.jsonString()] = id }
+    }
+
+    private func rememberIfRequest(_ message: JSONValue) {
+        guard tracksRequests, message["method"] != nil, let id = message["id"] else { return }
+        remember(id)
+    }
+
+    private func forgetAnswered(_ line: Data) {
+        let ids: [JSONValue]
+        if let summary = JSONValue.summarizeMessage(line) {
+            ids = summary.method == nil ? summary.id.map { [$0] } ?? [] : []
+        } else {
+            ids = ((try? JSONValue.parse(line))?.arrayValue ?? []).filter { $0["method"] == nil }.compactMap { $0["id"] }
+        }
+        guard !ids.isEmpty else { return }
+        state.withLock { state in
+            for id in ids { state.forwarded[id.jsonString()] = nil }
+        }
+    }
+
+    /// The server is gone: every request it still owed an answer gets a JSON-RPC error instead of silence.
+    public func serverEnded(_ reason: String) {
+        let owed = state.withLock { state in
+            defer { state.forwarded.removeAll() }
+            return Array(state.forwarded.values)
+        }
+        for id in owed {
+            send([
+                "jsonrpc": "2.0", "id": id,
+                "error": ["code": -32000, "message": .string("The MCP server behind corral proxy \(reason)")],
+            ], to: toClient)
         }
     }
 

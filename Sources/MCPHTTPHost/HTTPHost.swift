@@ -70,6 +70,13 @@ public actor MCPSessionTable {
         return .error(statusCode: 400, .invalidRequest("Bad Request: missing \(HTTPHeaderName.sessionID) header"))
     }
 
+    /// Ends one session (its endpoint stopped); later requests for it get 404, so the client starts a new one.
+    public func close(_ id: String) async {
+        guard let session = sessions.removeValue(forKey: id) else { return }
+        await session.endpoint.stop()
+        logger.info("session \(id) closed by its endpoint")
+    }
+
     public func closeAll() async {
         for (_, session) in sessions {
             await session.endpoint.stop()

@@ -80,10 +80,14 @@ struct ProxyCommand: AsyncParsableCommand {
         }
         var logger = Logger(label: "corral-proxy")
         logger.logLevel = .warning
+        let table = SessionTableReference()
         let sessions = MCPSessionTable(logger: logger) { sessionID, transport in
-            let stop = try await proxy.startSession(id: sessionID, transport: transport, serverCommand: command)
+            let stop = try await proxy.startSession(
+                id: sessionID, transport: transport, serverCommand: command,
+                onServerExit: { Task { await table.sessions?.close(sessionID) } })
             return MCPSessionTable.SessionEndpoint(stop: stop)
         }
+        await table.set(sessions)
         try await HTTPHost.run(
             host: address.host, port: address.port, sessions: sessions, serverName: "corral-proxy", logger: logger
         ) { bound in
@@ -134,4 +138,10 @@ struct HostAndPort {
         self.host = String(text[..<colon]).trimmingCharacters(in: CharacterSet(charactersIn: "[]"))
         self.port = port
     }
+}
+
+/// Lets a session's endpoint reach the table it lives in (the table is built with the factory that makes them).
+actor SessionTableReference {
+    private(set) var sessions: MCPSessionTable?
+    func set(_ table: MCPSessionTable) { sessions = table }
 }

@@ -14,6 +14,7 @@ import Testing
         "[]", "{}", "[1,[2,[3,{}]]]", #"{"a":1,"b":[true,false,null],"c":{"d":"e"}}"#,
         " \n\t{ \"spaced\" : [ 1 , 2 ] } \r\n",
         #"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"x","arguments":{"k":"{not json}"}}}"#,
+        #"{"name":"first","name":"second","n":{"a":1,"a":2}}"#,
     ]
 
     @Test(arguments: valid)
@@ -33,6 +34,18 @@ import Testing
     @Test(arguments: invalid)
     func invalidTextIsRefused(_ text: String) {
         #expect(throws: JSONParseError.self, "\(text)") { try JSONValue.parse(Data(text.utf8)) }
+    }
+
+    @Test func gatekeepersCanRefuseRepeatedKeys() throws {
+        let text = Data(#"{"method":"tools/call","params":{"name":"a","name":"b"}}"#.utf8)
+        #expect(try JSONValue.parse(text)["params"]?["name"] == "a")
+        do {
+            _ = try JSONValue.parseRejectingDuplicateKeys(text)
+            Issue.record("a repeated key must be refused")
+        } catch let error as JSONParseError {
+            #expect(error.reason == #"duplicate key "name""#)
+        }
+        #expect(JSONValue.summarizeMessage(Data(#"{"method":"ping","id":1,"method":"tools/call"}"#.utf8)) == nil)
     }
 
     @Test func invalidUTF8IsRefused() {

@@ -6,7 +6,8 @@ import subprocess
 from conftest import BIN_DIR
 
 CORRAL = BIN_DIR / "corral"
-SCENARIOS = ["rate-limit", "hidden-tool", "default-deny", "argument-conditions", "batch", "malformed-params", "passthrough"]
+SCENARIOS = ["rate-limit", "hidden-tool", "default-deny", "argument-conditions", "batch", "malformed-params", "duplicate-keys",
+             "passthrough"]
 
 
 def conformance(gateway, *extra):
@@ -22,7 +23,7 @@ def test_corral_proxy_passes_every_scenario():
     done = conformance(f"{CORRAL} proxy --policy {{policy}} -- {{server}}")
     assert done.returncode == 0, done.stdout + done.stderr
     assert rows(done.stdout) == {name: "PASS" for name in SCENARIOS}
-    assert "7 of 7 scenarios passed" in done.stdout
+    assert "8 of 8 scenarios passed" in done.stdout
 
 
 def test_no_gateway_fails_the_enforcement_scenarios():

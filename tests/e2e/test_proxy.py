@@ -354,3 +354,64 @@ def test_a_signal_to_the_proxy_takes_the_server_down(state_dir, tmp_path):
     while os.path.exists(f"/proc/{server}") and time.time() < deadline:
         time.sleep(0.05)
     assert not os.path.exists(f"/proc/{server}") or process_state(server) == "Z"
+
+
+def test_unreadable_and_ambiguous_texts_are_refused_not_forwarded(state_dir, tmp_path):
+    policy, calls = tmp_path / "policy.json", tmp_path / "calls.jsonl"
+    write_policy(policy)
+    proxy = subprocess.Popen([str(CORRAL), "proxy", "--policy", str(policy), "--", str(MOCK), "--state-dir", state_dir,
+                              "--call-log", str(calls)],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    hidden = '"name":"cancel_background_task","arguments":{"task_id":"x"}'
+    lines = [
+        '{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{' + hidden + '},"method":"ping"}',
+        '{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{' + hidden + ',"name":"list_background_tasks"}}',
+        '{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{' + hidden.replace('"x"', "NaN") + '}}',
+        '{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{' + hidden + '},}',
+    ]
+    for line in lines:
+        proxy.stdin.write(line + "\n")
+    proxy.stdin.flush()
+    answers = [json.loads(proxy.stdout.readline()) for _ in lines]
+    assert [answer["error"]["code"] for answer in answers] == [-32600, -32600, -32700, -32700]
+    assert all(answer["id"] is None and "refused by corral proxy" in answer["error"]["message"] for answer in answers)
+    proxy.stdin.close()
+    assert proxy.wait(timeout=20) == 0
+    assert not calls.exists() or calls.read_text() == ""
+
+
+def test_http_session_whose_server_dies_answers_instead_of_hanging(state_dir, tmp_path):
+    import os
+    import signal
+    import time
+
+    from mcp.client.streamable_http import streamable_http_client
+    from mcp.shared.exceptions import MCPError
+
+    policy = tmp_path / "policy.json"
+    policy.write_text(json.dumps({"version": "1", "default": "allow"}))
+
+    async def scenario(url, proxy_pid):
+        async with streamable_http_client(url) as streams:
+            async with ClientSession(streams[0], streams[1]) as session:
+                await session.initialize()
+                task = await call(session, "create_background_task",
+                                  {"title": "t", "goal": "g", "task_type": "sleep", "condition": {"duration_ms": 30000}})
+                waiting = asyncio.create_task(session.call_tool("wait_for_background_task",
+                                                                {"task_id": task["task_id"], "timeout_ms": 20000}))
+                await asyncio.sleep(0.5)
+                servers = [int(pid) for thread in os.listdir(f"/proc/{proxy_pid}/task")
+                           for pid in open(f"/proc/{proxy_pid}/task/{thread}/children").read().split()]
+                assert len(servers) == 1
+                os.kill(servers[0], signal.SIGKILL)
+                started = time.monotonic()
+                try:
+                    await asyncio.wait_for(waiting, 10)
+                    raise AssertionError("the wait must fail when its server is killed")
+                except MCPError as error:
+                    assert "killed by signal 9" in str(error)
+                assert time.monotonic() - started < 5
+
+    with proxy_over_http("--policy", str(policy), "--", str(MOCK), "--state-dir", state_dir) as url:
+        proxy_pid = int(subprocess.check_output(["pgrep", "-f", f"corral proxy --http 127.0.0.1:0 --policy {policy}"]).split()[0])
+        run(scenario(url, proxy_pid))

@@ -80,7 +80,9 @@ func summary(_ response: JSONValue) -> String {
 }
 
 enum Scenarios {
-    static let all: [ConformanceScenario] = [rateLimit, hiddenTool, defaultDeny, argumentConditions, batch, malformedParams, passthrough]
+    static let all: [ConformanceScenario] = [
+        rateLimit, hiddenTool, defaultDeny, argumentConditions, batch, malformedParams, duplicateKeys, passthrough,
+    ]
 
     static let rateLimit = ConformanceScenario(
         name: "rate-limit",
@@ -199,6 +201,35 @@ enum Scenarios {
         let seen = try session.received()
         try require(seen.count == 1, "the server received \(seen.count - 1) malformed call(s): \(seen.dropLast().map { $0.jsonString() })")
         return "\(cases.count) malformed calls denied, server saw none"
+    }
+
+    static let duplicateKeys = ConformanceScenario(
+        name: "duplicate-keys",
+        summary: "a repeated key cannot smuggle a hidden tool past the policy, whichever copy the server keeps",
+        policy: ["version": "1", "default": "allow", "hide": ["cancel_background_task"]]
+    ) { session in
+        // Written by hand: a JSONValue cannot hold a repeated key.
+        let hidden = #""name":"cancel_background_task","arguments":{"task_id":"x"}"#
+        let allowed = #""name":"get_scheduler_time","arguments":{}"#
+        let texts = [
+            #"{"jsonrpc":"2.0","id":ID,"method":"tools/call","params":{\#(hidden),\#(allowed)}}"#,
+            #"{"jsonrpc":"2.0","id":ID,"method":"tools/call","params":{\#(allowed),\#(hidden)}}"#,
+            #"{"jsonrpc":"2.0","id":ID,"method":"tools/call","params":{\#(hidden)},"method":"ping"}"#,
+            #"{"jsonrpc":"2.0","id":ID,"method":"ping","params":{\#(hidden)},"method":"tools/call"}"#,
+        ]
+        var ids: Set<Int> = []
+        for text in texts {
+            let id = session.newID()
+            ids.insert(id)
+            session.client.sendRaw(text.replacingOccurrences(of: "ID", with: String(id)))
+        }
+        // A gateway may refuse such a text without an id (JSON-RPC's answer to an unreadable request); wait for
+        // what comes, then look at what the server executed.
+        _ = try? session.client.responses(ids, timeout: .seconds(2))
+        _ = try session.call("get_scheduler_time")
+        let executed = try session.received().filter { $0["executed"] == true }.compactMap { $0["tool"]?.stringValue }
+        try require(!executed.contains("cancel_background_task"), "the server executed the hidden tool: \(executed)")
+        return "\(texts.count) ambiguous texts, the hidden tool never ran"
     }
 
     static let passthrough = ConformanceScenario(
