@@ -48,8 +48,11 @@ struct JSONParser: ~Copyable {
     }
 
     /// The top-level members of a JSON-RPC message that a gateway routes on, without building the rest: `id` is
-    /// parsed, every other value is only skipped over. Nil when the text is not a single JSON object.
-    static func summarize(_ bytes: UnsafeRawBufferPointer) -> JSONMessageSummary? {
+    /// parsed, every other value is only skipped over. Nil when the text is not a single JSON object followed by
+    /// nothing but whitespace, or when a member routing depends on is repeated (which copy would the receiver
+    /// take?). `lenient`: for answering a refused text — text after the object is ignored, a repeated member keeps
+    /// its first copy (as JSONDecoder does).
+    static func summarize(_ bytes: UnsafeRawBufferPointer, lenient: Bool = false) -> JSONMessageSummary? {
         var parser = JSONParser(bytes)
         parser.skipWhitespace()
         guard parser.current == UInt8(ascii: "{") else { return nil }
@@ -58,38 +61,42 @@ struct JSONParser: ~Copyable {
         var seen: Set<String> = []
         do {
             parser.skipWhitespace()
-            if parser.current == UInt8(ascii: "}") { return summary }
-            while true {
-                parser.skipWhitespace()
-                guard parser.current == UInt8(ascii: "\"") else { return nil }
-                let key = try parser.parseString()
-                parser.skipWhitespace()
-                guard parser.current == UInt8(ascii: ":") else { return nil }
-                parser.index += 1
-                parser.skipWhitespace()
-                // A repeated member that routing depends on is ambiguous (which one does the receiver take?):
-                // no summary, so the caller parses in full and sees the duplicate.
-                if ["id", "method", "params", "result", "error", "jsonrpc"].contains(key), !seen.insert(key).inserted {
-                    return nil
-                }
-                switch key {
-                case "id": summary.id = try parser.parseValue()
-                case "method": summary.method = try parser.parseValue().stringValue
-                case "error": summary.hasError = true; try parser.skipValue()
-                case "result": summary.hasResult = true; try parser.skipValue()
-                default: try parser.skipValue()
-                }
-                parser.skipWhitespace()
-                switch parser.current {
-                case UInt8(ascii: ","): parser.index += 1
-                case UInt8(ascii: "}"): return summary
-                default: return nil
+            if parser.current != UInt8(ascii: "}") {
+                members: while true {
+                    parser.skipWhitespace()
+                    guard parser.current == UInt8(ascii: "\"") else { return lenient ? summary : nil }
+                    let key = try parser.parseString()
+                    parser.skipWhitespace()
+                    guard parser.current == UInt8(ascii: ":") else { return lenient ? summary : nil }
+                    parser.index += 1
+                    parser.skipWhitespace()
+                    let repeated = Self.routingKeys.contains(key) && !seen.insert(key).inserted
+                    if repeated && !lenient { return nil }
+                    switch key {
+                    case "id" where !repeated: summary.id = try parser.parseValue()
+                    case "method" where !repeated: summary.method = try parser.parseValue().stringValue
+                    case "error": summary.hasError = true; try parser.skipValue()
+                    case "result": summary.hasResult = true; try parser.skipValue()
+                    default: try parser.skipValue()
+                    }
+                    parser.skipWhitespace()
+                    switch parser.current {
+                    case UInt8(ascii: ","): parser.index += 1
+                    case UInt8(ascii: "}"): break members
+                    default: return lenient ? summary : nil
+                    }
                 }
             }
+            parser.index += 1
+            parser.skipWhitespace()
+            // Text after the object is a second message to a receiver that splits differently (a bare \r).
+            return parser.index == bytes.count || lenient ? summary : nil
         } catch {
-            return nil
+            return lenient ? summary : nil
         }
     }
+
+    private static let routingKeys: Set<String> = ["id", "method", "params", "result", "error", "jsonrpc"]
 
     /// Moves past one value, checking only its brackets and strings.
     private mutating func skipValue() throws(JSONParseError) {

@@ -217,9 +217,10 @@ extension JSONValue {
     }
 
     /// `id`, `method` and whether `result`/`error` are present, skipping over everything else; nil unless `data`
-    /// holds one JSON object. For routing messages without building them.
-    public static func summarizeMessage(_ data: Data) -> JSONMessageSummary? {
-        data.withUnsafeBytes { JSONParser.summarize($0) }
+    /// holds one JSON object and nothing after it, with no routing member repeated. For routing messages without
+    /// building them. `lenient`: best effort, for answering a text that is being refused.
+    public static func summarizeMessage(_ data: Data, lenient: Bool = false) -> JSONMessageSummary? {
+        data.withUnsafeBytes { JSONParser.summarize($0, lenient: lenient) }
     }
 
     /// Strict RFC 8259 (see `JSONParser`); throws `JSONParseError` saying where the text stops being JSON.

@@ -40,13 +40,10 @@ public final class PolicyProxy: Sendable {
         }
     }
 
-    private func makeCore(
-        session: String, tracksRequests: Bool = false, toClient: @escaping ProxyCore.Sink,
-        toServer: @escaping ProxyCore.Sink
-    ) -> ProxyCore {
+    private func makeCore(session: String, toClient: @escaping ProxyCore.Sink, toServer: @escaping ProxyCore.Sink) -> ProxyCore {
         let core = ProxyCore(
             evaluator: evaluator, identity: CallIdentity(grant: grant, session: session), audit: audit, dryRun: dryRun,
-            approvalTimeout: approvalTimeout, tracksRequests: tracksRequests, toClient: toClient, toServer: toServer)
+            approvalTimeout: approvalTimeout, toClient: toClient, toServer: toServer)
         cores.withLock { $0[ObjectIdentifier(core)] = core }
         return core
     }
@@ -96,8 +93,7 @@ public final class PolicyProxy: Sendable {
         let server = try ServerProcess(command: serverCommand)
         // Answers go out in order through one sender; the transport routes each to its request's stream.
         let (outbound, outboundQueue) = AsyncStream<Data>.makeStream()
-        let core = makeCore(
-            session: id, tracksRequests: true, toClient: { outboundQueue.yield($0) }, toServer: server.write)
+        let core = makeCore(session: id, toClient: { outboundQueue.yield($0) }, toServer: server.write)
         let sender = Task {
             for await message in outbound { try? await transport.send(message) }
         }

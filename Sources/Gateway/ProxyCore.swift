@@ -20,13 +20,14 @@ public final class ProxyCore: Sendable {
     }
 
     private struct State {
+        /// Ids (as JSON text) of client requests that await an answer from the server's side: forwarded, or held
+        /// for approval. A request reusing one is refused, so one answer can only ever match one request.
+        var inFlight: [String: JSONValue] = [:]
         var toolLists: Set<String> = []
         var reservations: [String: Reservation] = [:]
         var clientCanElicit = false
         var approvals: [String: AwaitingApproval] = [:]
         var nextApproval = 0
-        /// Requests forwarded and not yet answered (only with `tracksRequests`), by their id's JSON.
-        var forwarded: [String: JSONValue] = [:]
     }
 
     public let evaluator: PolicyEvaluator
@@ -34,24 +35,16 @@ public final class ProxyCore: Sendable {
     private let audit: (any AuditSink)?
     private let dryRun: Bool
     private let approvalTimeout: Duration
-    private let tracksRequests: Bool
     private let toClient: Sink
     private let toServer: Sink
     private let state = Mutex(State())
-    /// Only tools/list answers and counted calls need the server's lines parsed; this keeps the common path a copy.
-    /// Written only under `state`'s lock, so a set and a clear cannot cross.
-    private let serverLinesNeedParsing = Atomic<Bool>(false)
 
-    /// `tracksRequests`: remember every forwarded request until it is answered, so that `serverEnded()` can answer
-    /// them (Streamable HTTP, where a request whose answer never comes would hang its POST).
     /// `toClient` and `toServer` receive one JSON-RPC message (or batch) each, without a line terminator; they may be
     /// called from any thread and must keep the order of their calls.
     public init(
         evaluator: PolicyEvaluator, identity: CallIdentity, audit: (any AuditSink)?, dryRun: Bool = false,
-        approvalTimeout: Duration = .seconds(60), tracksRequests: Bool = false,
-        toClient: @escaping Sink, toServer: @escaping Sink
+        approvalTimeout: Duration = .seconds(60), toClient: @escaping Sink, toServer: @escaping Sink
     ) {
-        self.tracksRequests = tracksRequests
         self.evaluator = evaluator
         self.identity = identity
         self.audit = audit
@@ -68,10 +61,23 @@ public final class ProxyCore: Sendable {
 
     // MARK: - client → server
 
-    public func fromClient(_ line: Data) {
+    public func fromClient(_ text: Data) {
+        var line = text
+        if line.last == 0x0D { line.removeLast() }
+        // A bare carriage return inside a message is JSON whitespace to us but a line end to servers reading
+        // "universal newlines" (Python's stdio): what follows it would reach them as a message nobody judged.
+        if line.contains(0x0D) {
+            refuse(line, code: -32600, "Invalid Request: a carriage return inside a message")
+            return
+        }
         // Most messages are not ours to judge: a skim of the top level tells, without building the message.
         if let summary = JSONValue.summarizeMessage(line), !Self.needsFullParse(summary) {
-            if tracksRequests, summary.method != nil, let id = summary.id { remember(id) }
+            if summary.method != nil, let id = summary.id {
+                guard claim(id) else {
+                    refuse(line, code: -32600, "Invalid Request: id \(id.jsonString()) is already in use by a request in flight")
+                    return
+                }
+            }
             toServer(line)
             return
         }
@@ -82,13 +88,7 @@ public final class ProxyCore: Sendable {
             // Fail closed: a text we cannot read might still read as a tool call to a more lenient server (NaN,
             // comments, a repeated "method" or "name" of which it keeps the other copy), so it is answered here.
             let duplicate = (error as? JSONParseError)?.reason.hasPrefix("duplicate key") ?? false
-            send([
-                "jsonrpc": "2.0", "id": nil,
-                "error": [
-                    "code": duplicate ? -32600 : -32700,
-                    "message": .string("\(duplicate ? "Invalid Request" : "Parse error"): \(error) (refused by corral proxy)"),
-                ],
-            ], to: toClient)
+            refuse(line, code: duplicate ? -32600 : -32700, "\(duplicate ? "Invalid Request" : "Parse error"): \(error)")
             return
         }
         switch message {
@@ -102,15 +102,10 @@ public final class ProxyCore: Sendable {
                 case .consumed: break
                 }
             }
-            if !forwarded.isEmpty {
-                forwarded.forEach(rememberIfRequest)
-                send(.array(forwarded), to: toServer)
-            }
+            if !forwarded.isEmpty { send(.array(forwarded), to: toServer) }
         default:
             switch route(message) {
-            case .forward:
-                rememberIfRequest(message)
-                toServer(line)
+            case .forward: toServer(line)
             case .answer(let answer): send(answer, to: toClient)
             case .consumed: break
             }
@@ -119,10 +114,20 @@ public final class ProxyCore: Sendable {
 
     private static func needsFullParse(_ summary: JSONMessageSummary) -> Bool {
         switch summary.method {
-        case "tools/call"?, "tools/list"?, "initialize"?: return true
+        case "tools/call"?, "tools/list"?, "initialize"?, "notifications/cancelled"?: return true
         case nil: return summary.id?.stringValue?.hasPrefix(approvalPrefix) ?? false
         default: return false
         }
+    }
+
+    /// Answers a text that is not forwarded, under its id when one can be read (else the POST of an HTTP client
+    /// would wait for an answer it can never be matched to).
+    private func refuse(_ line: Data, code: Int, _ message: String) {
+        let id = JSONValue.summarizeMessage(line, lenient: true)?.id ?? .null
+        send([
+            "jsonrpc": "2.0", "id": id,
+            "error": ["code": .int(code), "message": .string("\(message) (refused by corral proxy)")],
+        ], to: toClient)
     }
 
     private enum Route {
@@ -138,27 +143,39 @@ public final class ProxyCore: Sendable {
                 approvalAnswered(id: id, response: message)
                 return .consumed
             }
-            return .forward
+            return .forward  // an answer to a server's request, or something the server will refuse
         }
         let id = message["id"]
+        if let id, state.withLock({ $0.inFlight[id.jsonString()] != nil }) {
+            return .answer([
+                "jsonrpc": "2.0", "id": id,
+                "error": [
+                    "code": -32600,
+                    "message": .string("Invalid Request: id \(id.jsonString()) is already in use by a request in flight (refused by corral proxy)"),
+                ],
+            ])
+        }
+        let route: Route
         switch method {
         case "initialize":
             let canElicit = message["params"]?["capabilities"]?["elicitation"].map { !$0.isNull } ?? false
             state.withLock { $0.clientCanElicit = canElicit }
-            return .forward
+            route = .forward
         case "tools/list":
             if let id, !dryRun {  // a dry run changes nothing the client sees, tool lists included
-                state.withLock {
-                    _ = $0.toolLists.insert(id.jsonString())
-                    serverLinesNeedParsing.store(true, ordering: .relaxed)
-                }
+                state.withLock { _ = $0.toolLists.insert(id.jsonString()) }
             }
-            return .forward
+            route = .forward
         case "tools/call":
-            return decideCall(message, id: id)
+            route = decideCall(message, id: id)
+        case "notifications/cancelled":
+            if let cancelled = message["params"]?["requestId"] { clientCancelled(cancelled) }
+            route = .forward
         default:
-            return .forward
+            route = .forward
         }
+        if case .forward = route, let id { _ = claim(id) }
+        return route
     }
 
     private func decideCall(_ message: JSONValue, id: JSONValue?) -> Route {
@@ -183,10 +200,7 @@ public final class ProxyCore: Sendable {
             return .answer(["jsonrpc": "2.0", "id": callID, "result": denial])
         }
         if let reservation = decision.reservation {
-            state.withLock {
-                $0.reservations[callID.jsonString()] = reservation
-                serverLinesNeedParsing.store(true, ordering: .relaxed)
-            }
+            state.withLock { $0.reservations[callID.jsonString()] = reservation }
         }
         return .forward
     }
@@ -201,6 +215,7 @@ public final class ProxyCore: Sendable {
             state.nextApproval += 1
             let id = Self.approvalPrefix + String(state.nextApproval)
             state.approvals[id] = AwaitingApproval(call: call, callID: callID, arguments: arguments, pending: pending)
+            state.inFlight[callID.jsonString()] = callID  // held: the client still awaits an answer under this id
             return id
         }
         guard let approvalID else {
@@ -231,10 +246,10 @@ public final class ProxyCore: Sendable {
         let decision = evaluator.resolveApproval(waiting.pending, approved: action == "accept")
         record(decision, waiting.arguments, since: start)
         switch admit(decision, callID: waiting.callID) {
-        case .forward:
-            rememberIfRequest(waiting.call)
-            send(waiting.call, to: toServer)
-        case .answer(let answer): send(answer, to: toClient)
+        case .forward: send(waiting.call, to: toServer)  // its id stays in flight until the server answers
+        case .answer(let answer):
+            release(waiting.callID)
+            send(answer, to: toClient)
         case .consumed: break
         }
     }
@@ -249,6 +264,7 @@ public final class ProxyCore: Sendable {
         ], to: toClient)
         let seconds = approvalTimeout.components.seconds
         let message = "\(waiting.pending.message); approval was not given within \(seconds) s"
+        release(waiting.callID)
         send([
             "jsonrpc": "2.0", "id": waiting.callID,
             "result": PolicyDenial.toolResult(rule: waiting.pending.rule, message: message),
@@ -258,83 +274,66 @@ public final class ProxyCore: Sendable {
     // MARK: - server → client
 
     public func fromServer(_ line: Data) {
-        if tracksRequests { forgetAnswered(line) }
-        guard serverLinesNeedParsing.load(ordering: .relaxed) else {
-            toClient(line)
-            return
-        }
         if let summary = JSONValue.summarizeMessage(line) {
             // One message: its id and whether it is an error are enough, unless it answers a tools/list.
-            guard summary.method == nil, let id = summary.id?.jsonString() else {
-                toClient(line)
+            guard summary.method == nil, let id = summary.id else {
+                toClient(line)  // a server notification or request: not ours to judge
                 return
             }
-            let (isToolList, reservation) = takePending(id)
+            let (isToolList, reservation) = answered(id)
             if summary.hasError { _ = try? reservation?.rollback() }
-            if isToolList, let message = try? JSONValue.parse(line), let result = message["result"] {
-                send(message.merging(["result": evaluator.policy.filterToolsListResult(result)]), to: toClient)
+            if isToolList {
+                send(filteredToolList(try? JSONValue.parse(line), id: id), to: toClient)
             } else {
                 toClient(line)
             }
             return
         }
-        guard let message = try? JSONValue.parse(line) else {
-            toClient(line)
+        guard let message = try? JSONValue.parse(line), let batch = message.arrayValue else {
+            toClient(line)  // the client judges what it cannot read; nothing of ours is pending on it
             return
         }
-        let messages = message.arrayValue ?? [message]
         var rewritten = false
         var out: [JSONValue] = []
-        for element in messages {
-            guard element["method"] == nil, let id = element["id"]?.jsonString() else {
+        for element in batch {
+            guard element["method"] == nil, let id = element["id"] else {
                 out.append(element)
                 continue
             }
-            let (isToolList, reservation) = takePending(id)
+            let (isToolList, reservation) = answered(id)
             if element["error"] != nil { _ = try? reservation?.rollback() }
-            if isToolList, let result = element["result"] {
-                out.append(element.merging(["result": evaluator.policy.filterToolsListResult(result)]))
+            if isToolList {
+                out.append(filteredToolList(element, id: id))
                 rewritten = true
             } else {
                 out.append(element)
             }
         }
         if rewritten {
-            send(message.arrayValue == nil ? out[0] : .array(out), to: toClient)
+            send(.array(out), to: toClient)
         } else {
             toClient(line)
         }
     }
 
-    // MARK: - requests in flight (tracksRequests)
-
-    private func remember(_ id: JSONValue) {
-        state.withLock { $0.forwarded[id.jsonString()] = id }
-    }
-
-    private func rememberIfRequest(_ message: JSONValue) {
-        guard tracksRequests, message["method"] != nil, let id = message["id"] else { return }
-        remember(id)
-    }
-
-    private func forgetAnswered(_ line: Data) {
-        let ids: [JSONValue]
-        if let summary = JSONValue.summarizeMessage(line) {
-            ids = summary.method == nil ? summary.id.map { [$0] } ?? [] : []
-        } else {
-            ids = ((try? JSONValue.parse(line))?.arrayValue ?? []).filter { $0["method"] == nil }.compactMap { $0["id"] }
+    /// The answer to a tools/list without hidden tools; an answer that cannot be read is replaced by an error
+    /// (passing it on could show what the policy hides).
+    private func filteredToolList(_ answer: JSONValue?, id: JSONValue) -> JSONValue {
+        if let answer, let result = answer["result"] {
+            return answer.merging(["result": evaluator.policy.filterToolsListResult(result)])
         }
-        guard !ids.isEmpty else { return }
-        state.withLock { state in
-            for id in ids { state.forwarded[id.jsonString()] = nil }
-        }
+        if let answer, answer["error"] != nil { return answer }
+        return [
+            "jsonrpc": "2.0", "id": id,
+            "error": ["code": -32603, "message": "The server's tools/list answer could not be read (refused by corral proxy)"],
+        ]
     }
 
     /// The server is gone: every request it still owed an answer gets a JSON-RPC error instead of silence.
     public func serverEnded(_ reason: String) {
         let owed = state.withLock { state in
-            defer { state.forwarded.removeAll() }
-            return Array(state.forwarded.values)
+            defer { state.inFlight.removeAll() }
+            return Array(state.inFlight.values)
         }
         for id in owed {
             send([
@@ -344,18 +343,45 @@ public final class ProxyCore: Sendable {
         }
     }
 
-    // MARK: - helpers
+    // MARK: - requests in flight
 
-    /// Whether `id` answers a tools/list we track, and the reservation of the call it answers.
-    private func takePending(_ id: String) -> (Bool, Reservation?) {
+    /// The client gave up on a request: the server need not answer it, so its id is free again. A call held for
+    /// approval is dropped; a forwarded call keeps its counters (it may have run).
+    private func clientCancelled(_ id: JSONValue) {
         state.withLock { state in
-            let found = (state.toolLists.remove(id) != nil, state.reservations.removeValue(forKey: id))
-            if state.toolLists.isEmpty && state.reservations.isEmpty {
-                serverLinesNeedParsing.store(false, ordering: .relaxed)
-            }
-            return found
+            let key = id.jsonString()
+            state.inFlight[key] = nil
+            state.toolLists.remove(key)
+            state.reservations[key] = nil
+            state.approvals = state.approvals.filter { $0.value.callID != id }
         }
     }
+
+    /// Marks `id` as awaiting an answer; false when a request in flight already uses it.
+    private func claim(_ id: JSONValue) -> Bool {
+        state.withLock { state in
+            let key = id.jsonString()
+            guard state.inFlight[key] == nil else { return false }
+            state.inFlight[key] = id
+            return true
+        }
+    }
+
+    private func release(_ id: JSONValue) {
+        _ = state.withLock { $0.inFlight.removeValue(forKey: id.jsonString()) }
+    }
+
+    /// The server answered `id`: whether it was a tools/list we filter, and the reservation of the call, if any.
+    /// An answer to an id not in flight (the server's mistake) changes nothing of ours.
+    private func answered(_ id: JSONValue) -> (Bool, Reservation?) {
+        state.withLock { state in
+            let key = id.jsonString()
+            guard state.inFlight.removeValue(forKey: key) != nil else { return (false, nil) }
+            return (state.toolLists.remove(key) != nil, state.reservations.removeValue(forKey: key))
+        }
+    }
+
+    // MARK: - helpers
 
     private func send(_ message: JSONValue, to sink: Sink) {
         sink(Data(message.jsonString().utf8))

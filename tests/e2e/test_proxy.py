@@ -374,7 +374,8 @@ def test_unreadable_and_ambiguous_texts_are_refused_not_forwarded(state_dir, tmp
     proxy.stdin.flush()
     answers = [json.loads(proxy.stdout.readline()) for _ in lines]
     assert [answer["error"]["code"] for answer in answers] == [-32600, -32600, -32700, -32700]
-    assert all(answer["id"] is None and "refused by corral proxy" in answer["error"]["message"] for answer in answers)
+    assert [answer["id"] for answer in answers] == [1, 2, 3, 4]  # so a client (or an HTTP POST) is not left waiting
+    assert all("refused by corral proxy" in answer["error"]["message"] for answer in answers)
     proxy.stdin.close()
     assert proxy.wait(timeout=20) == 0
     assert not calls.exists() or calls.read_text() == ""
