@@ -127,11 +127,15 @@ public final class AgentSandbox: Sendable {
     public func listTools() async throws -> [JSONValue] {
         var tools: [JSONValue] = []
         var cursor: JSONValue? = nil
+        var seenCursors: Set<JSONValue> = []
         repeat {
             let params: JSONValue = cursor.map { ["cursor": $0] } ?? [:]
             let page = try await request(RawListTools.self, params)
             tools += page["tools"]?.arrayValue ?? []
             cursor = page["nextCursor"].flatMap { $0.isNull ? nil : $0 }
+            if let next = cursor, !seenCursors.insert(next).inserted {
+                throw AgentSandboxError.server(code: -32603, message: "tools/list returned cursor \(next.jsonString()) twice")
+            }
         } while cursor != nil
         return evaluator.filterToolList(tools)
     }
@@ -163,7 +167,8 @@ public final class AgentSandbox: Sendable {
             let result = try await request(RawCallTool.self, .object(params))
             return ToolCallResult(decision: decision, result: result)
         } catch let error as AgentSandboxError {
-            // The server refused the call as a request: it did not run, so it does not count.
+            // The server refused the call as a request: it did not run, so it does not count. (A lost connection
+            // is not that: the call may have run.)
             if case .server = error { _ = try? decision.reservation?.rollback() }
             throw error
         }
@@ -173,8 +178,10 @@ public final class AgentSandbox: Sendable {
     @discardableResult
     public func replacePolicy(_ policy: Policy) -> Policy { evaluator.replacePolicy(policy) }
 
-    /// Disconnects (and stops a server run with `.process`).
+    /// Disconnects (and stops a server run with `.process`). Calls still in flight fail with `connectionLost`
+    /// (their counters stay spent: the server may have run them).
     public func close() async {
+        connectionState.markLost("the agent closed the connection")
         await client.disconnect()
     }
 

@@ -29,7 +29,7 @@ public actor ChildProcessTransport: Transport {
         self.logger = logger ?? Logger(label: "corral.gateway.child", factory: { _ in SwiftLogNoOpLogHandler() })
         process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = command
+        process.arguments = ServerLaunch.envArguments(for: command)
         if let environment { process.environment = environment }
         toServer = Pipe()
         fromServer = Pipe()
@@ -66,10 +66,7 @@ public actor ChildProcessTransport: Transport {
         guard started, process.isRunning else { return }
         // Closing its input is how a stdio server is asked to stop; a server that ignores it is terminated.
         try? toServer.fileHandleForWriting.close()
-        let process = process
-        let deadline = Date().addingTimeInterval(2)
-        while process.isRunning && Date() < deadline { try? await Task.sleep(for: .milliseconds(5)) }
-        if process.isRunning { process.terminate() }
+        await ServerLaunch.stop(process, grace: .seconds(2))
     }
 
     public func send(_ data: Data) async throws {
@@ -117,5 +114,37 @@ enum LineReader {
             buffer = Data(buffer[start...])
         }
         if !buffer.isEmpty { body(buffer) }
+    }
+}
+
+/// Starting and stopping stdio MCP servers (for `AgentSandbox` and `corral proxy`).
+enum ServerLaunch {
+    /// `env` arguments that run `command` with SIGPIPE back at its default: SwiftNIO ignores SIGPIPE process-wide
+    /// on Linux, Foundation's `Process` cannot reset it, and an ignored signal survives exec — a server that relies on
+    /// dying by SIGPIPE would not. GNU env (coreutils ≥ 8.31) does it; elsewhere the command runs as given.
+    static func envArguments(for command: [String]) -> [String] {
+        resetsSIGPIPE ? ["--default-signal=PIPE", "--"] + command : ["--"] + command
+    }
+
+    private static let resetsSIGPIPE: Bool = {
+        let probe = Process()
+        probe.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        probe.arguments = ["--default-signal=PIPE", "true"]
+        probe.standardError = FileHandle.nullDevice
+        guard (try? probe.run()) != nil else { return false }
+        probe.waitUntilExit()
+        return probe.terminationStatus == 0
+    }()
+
+    /// Closing its input is how a stdio server is asked to stop (the caller did that); then SIGTERM after `grace`,
+    /// and SIGKILL after another, so a server that ignores both cannot outlive its proxy.
+    static func stop(_ process: Process, grace: Duration) async {
+        for signal in [SIGTERM, SIGKILL] {
+            let deadline = ContinuousClock.now + grace
+            while process.isRunning && ContinuousClock.now < deadline { try? await Task.sleep(for: .milliseconds(5)) }
+            guard process.isRunning else { return }
+            kill(process.processIdentifier, signal)
+        }
+        while process.isRunning { try? await Task.sleep(for: .milliseconds(5)) }
     }
 }

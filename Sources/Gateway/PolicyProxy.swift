@@ -125,13 +125,15 @@ public final class PolicyProxy: Sendable {
 /// A stdio MCP server as a child process (stderr shared with ours).
 final class ServerProcess: Sendable {
     private let process: Process
-    private let input: FileHandle
+    /// The write end of the server's stdin, nil once closed: writes and the close are serialized, so a write can
+    /// never reach a descriptor number that was closed and handed out again.
+    private let input: Mutex<FileHandle?>
     let output: FileHandle
 
     init(command: [String]) throws {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = command
+        process.arguments = ServerLaunch.envArguments(for: command)
         let toServer = Pipe()
         let fromServer = Pipe()
         process.standardInput = toServer
@@ -139,16 +141,25 @@ final class ServerProcess: Sendable {
         process.standardError = FileHandle.standardError
         try process.run()
         self.process = process
-        input = toServer.fileHandleForWriting
+        input = Mutex(toServer.fileHandleForWriting)
         output = fromServer.fileHandleForReading
     }
 
     var write: ProxyCore.Sink {
-        let fd = input.fileDescriptor
-        return { writeLine($0, to: fd) }
+        { message in
+            self.input.withLock { handle in
+                guard let handle else { return }
+                writeLine(message, to: handle.fileDescriptor)
+            }
+        }
     }
 
-    func closeInput() { try? input.close() }
+    func closeInput() {
+        input.withLock { handle in
+            try? handle?.close()
+            handle = nil
+        }
+    }
 
     func signal(_ signal: Int32) {
         if process.isRunning { kill(process.processIdentifier, signal) }
@@ -168,12 +179,10 @@ final class ServerProcess: Sendable {
         return process.terminationReason == .uncaughtSignal ? 128 + process.terminationStatus : process.terminationStatus
     }
 
-    /// Asks the server to stop by closing its input; terminates it after `grace`.
+    /// Asks the server to stop by closing its input; SIGTERM after `grace`, SIGKILL after another.
     func stop(grace: Duration) async {
         closeInput()
-        let deadline = ContinuousClock.now + grace
-        while process.isRunning && ContinuousClock.now < deadline { try? await Task.sleep(for: .milliseconds(5)) }
-        if process.isRunning { process.terminate() }
+        await ServerLaunch.stop(process, grace: grace)
     }
 }
 

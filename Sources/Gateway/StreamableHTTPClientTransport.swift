@@ -58,11 +58,12 @@ public actor StreamableHTTPClientTransport: Transport {
         } catch {
             throw MCPError.transportError(error)
         }
-        guard let http = response as? HTTPURLResponse else { throw MCPError.internalError("not an HTTP response") }
+        guard let http = response as? HTTPURLResponse else { throw MCPError.transportError(URLError(.badServerResponse)) }
         if let id = http.value(forHTTPHeaderField: "Mcp-Session-Id") { sessionID = id }
         guard (200..<300).contains(http.statusCode) else {
+            // A transport failure, not a JSON-RPC error from the server: the request may or may not have run.
             let text = String(decoding: body.prefix(500), as: UTF8.self)
-            throw MCPError.internalError("HTTP \(http.statusCode) from \(endpoint): \(text)")
+            throw MCPError.transportError(HTTPStatusError(status: http.statusCode, endpoint: endpoint, body: text))
         }
         let contentType = http.value(forHTTPHeaderField: "Content-Type") ?? ""
         let messages = contentType.hasPrefix("text/event-stream") ? Self.events(in: body) : (body.isEmpty ? [] : [body])
@@ -101,4 +102,11 @@ public actor StreamableHTTPClientTransport: Transport {
         if !data.isEmpty { events.append(Data(data.joined(separator: "\n").utf8)) }
         return events.filter { !$0.isEmpty }
     }
+}
+
+struct HTTPStatusError: LocalizedError {
+    let status: Int
+    let endpoint: URL
+    let body: String
+    var errorDescription: String? { "HTTP \(status) from \(endpoint): \(body)" }
 }

@@ -19,8 +19,9 @@ final class LineClient: @unchecked Sendable {  // the buffer is guarded by `cond
     init(shellCommand command: String, environment: [String: String], stderrPath: String) throws {
         self.stderrPath = stderrPath
         FileManager.default.createFile(atPath: stderrPath, contents: nil)
-        process.executableURL = URL(fileURLWithPath: "/bin/sh")
-        process.arguments = ["-c", command]
+        // In a session of its own, so that close() can end everything the command started, not just the shell.
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/setsid")
+        process.arguments = ["/bin/sh", "-c", command]
         process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
         process.standardInput = input
         process.standardOutput = output
@@ -86,16 +87,21 @@ final class LineClient: @unchecked Sendable {  // the buffer is guarded by `cond
         return try responses([id], timeout: timeout)[id] ?? .null
     }
 
-    /// Ends the gateway: closes its input, then terminates the whole shell command if it lingers.
+    /// Ends the gateway: closes its input, then SIGTERM and SIGKILL to its whole process group if anything of it
+    /// lingers (a gateway command need not exec its server, and a server need not exit at EOF).
     func close() {
         try? input.fileHandleForWriting.close()
-        let deadline = Date().addingTimeInterval(5)
-        while process.isRunning && Date() < deadline { Thread.sleep(forTimeInterval: 0.01) }
-        if process.isRunning {
-            process.terminate()
-            process.waitUntilExit()
+        let group = process.processIdentifier  // setsid made the shell a group leader
+        for signal in [SIGTERM, SIGKILL] {
+            let deadline = Date().addingTimeInterval(5)
+            while Self.groupIsAlive(group) && Date() < deadline { Thread.sleep(forTimeInterval: 0.01) }
+            guard Self.groupIsAlive(group) else { break }
+            kill(-group, signal)
         }
+        process.waitUntilExit()
     }
+
+    private static func groupIsAlive(_ group: Int32) -> Bool { kill(-group, 0) == 0 }
 }
 
 struct ConformanceFailure: Error, CustomStringConvertible {
