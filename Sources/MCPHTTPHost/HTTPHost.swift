@@ -3,6 +3,7 @@ import HTTPTypes
 import Hummingbird
 import Logging
 import MCP
+import ServiceLifecycle
 
 /// Streamable HTTP for MCP servers (allcanuse-mock, `corral proxy --http`): the SDK's `StatefulHTTPServerTransport`
 /// (one per MCP session) hosted on Hummingbird. A POST `initialize` creates a session, whose endpoint the factory
@@ -124,8 +125,12 @@ public actor MCPSessionTable {
 
 /// Serves the session table on `host:port` at `/mcp` until SIGTERM or SIGINT.
 public enum HTTPHost {
+    /// On SIGTERM or SIGINT, `beforeShutdown` runs first (end what open requests wait for: tasks, sessions), then
+    /// the server stops taking requests and finishes the open ones; after 10 s whatever is left is cancelled. A
+    /// request waiting on something that never comes cannot keep the process alive.
     public static func run(
         host: String, port: Int, sessions: MCPSessionTable, serverName: String, logger: Logger,
+        beforeShutdown: @escaping @Sendable () async -> Void = {},
         onRunning: @escaping @Sendable (Int) async -> Void
     ) async throws {
         let router = Router()
@@ -169,7 +174,26 @@ public enum HTTPHost {
             configuration: .init(address: .hostname(host, port: port), serverName: serverName),
             onServerRunning: { channel in await onRunning(channel.localAddress?.port ?? port) },
             logger: logger)
-        // SIGTERM and SIGINT shut the server down gracefully; the caller then ends the tasks.
-        try await app.runService(gracefulShutdownSignals: [.sigterm, .sigint])
+        // The group shuts services down last to first: the hook runs before the HTTP server drains.
+        var configuration = ServiceGroupConfiguration(
+            services: [app, ShutdownHook(action: beforeShutdown)], gracefulShutdownSignals: [.sigterm, .sigint],
+            logger: logger)
+        configuration.maximumGracefulShutdownDuration = .seconds(10)
+        configuration.maximumCancellationDuration = .seconds(5)
+        do {
+            try await ServiceGroup(configuration: configuration).run()
+        } catch let error as ServiceGroupError {
+            logger.warning("shutdown did not finish in time: \(error)")
+        }
+    }
+}
+
+/// A service that does nothing until graceful shutdown begins, then runs `action`.
+private struct ShutdownHook: Service {
+    let action: @Sendable () async -> Void
+
+    func run() async throws {
+        try? await gracefulShutdown()
+        await action()
     }
 }

@@ -89,7 +89,8 @@ struct ProxyCommand: AsyncParsableCommand {
         }
         await table.set(sessions)
         try await HTTPHost.run(
-            host: address.host, port: address.port, sessions: sessions, serverName: "corral-proxy", logger: logger
+            host: address.host, port: address.port, sessions: sessions, serverName: "corral-proxy", logger: logger,
+            beforeShutdown: { await sessions.closeAll() }  // servers stop; what they owed is answered with an error
         ) { bound in
             FileHandle.standardError.write(Data("corral proxy: listening on http://\(address.host):\(bound)/mcp\n".utf8))
         }

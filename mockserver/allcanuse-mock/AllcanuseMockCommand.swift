@@ -142,7 +142,14 @@ struct AllcanuseMockCommand: AsyncParsableCommand {
                 callRecord: callRecord)
             return try await .server(server, on: transport)
         }
-        try await HTTPHost.run(host: host, port: port, sessions: sessions, serverName: "allcanuse-mock", logger: logger) { bound in
+        let keepTasks = self.keepTasks
+        try await HTTPHost.run(
+            host: host, port: port, sessions: sessions, serverName: "allcanuse-mock", logger: logger,
+            beforeShutdown: {
+                // Waits blocked on tasks end when their tasks do, so the open requests can be answered.
+                await supervisor.shutdown(cancelRunning: !keepTasks)
+            }
+        ) { bound in
             // One line on stderr that scripts and tests can wait for.
             FileHandle.standardError.write(Data("allcanuse-mock: listening on http://\(host):\(bound)/mcp\n".utf8))
         }

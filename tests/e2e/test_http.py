@@ -1,5 +1,6 @@
 """allcanuse-mock over Streamable HTTP with the Python MCP SDK: sessions, real processes, the Origin check."""
 
+import asyncio
 import json
 import urllib.error
 import urllib.request
@@ -85,3 +86,38 @@ def test_wait_progress_over_http(state_dir):
                 assert len(updates) >= 2, updates
 
         run(scenario())
+
+
+def test_sigterm_with_a_wait_in_flight_ends_promptly(state_dir):
+    """A wait blocked on a long task must not keep a SIGTERMed server alive: its task is cancelled first."""
+    import re
+    import signal
+    import subprocess
+    import time
+
+    from conftest import MOCK
+
+    process = subprocess.Popen([str(MOCK), "--http", "127.0.0.1:0", "--state-dir", state_dir, "--grace-ms", "300"],
+                               stderr=subprocess.PIPE, text=True)
+    try:
+        url = next(re.search(r"listening on (http://\S+)", line).group(1)
+                   for line in process.stderr if "allcanuse-mock: listening on" in line)
+
+        async def scenario():
+            async with http_session(url) as session:
+                task = await call(session, "create_background_task",
+                                  {"title": "t", "goal": "g", "task_type": "sleep", "condition": {"duration_ms": 600000}})
+                waiting = asyncio.create_task(session.call_tool("wait_for_background_task",
+                                                                {"task_id": task["task_id"], "timeout_ms": -1}))
+                await asyncio.sleep(0.5)
+                process.send_signal(signal.SIGTERM)
+                started = time.monotonic()
+                result = await asyncio.wait_for(waiting, 10)
+                assert result.structured_content["last_result"]["status"] == "cancelled", result
+                assert time.monotonic() - started < 5
+
+        run(scenario())
+        assert process.wait(timeout=15) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()

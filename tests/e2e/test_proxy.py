@@ -416,3 +416,40 @@ def test_http_session_whose_server_dies_answers_instead_of_hanging(state_dir, tm
     with proxy_over_http("--policy", str(policy), "--", str(MOCK), "--state-dir", state_dir) as url:
         proxy_pid = int(subprocess.check_output(["pgrep", "-f", f"corral proxy --http 127.0.0.1:0 --policy {policy}"]).split()[0])
         run(scenario(url, proxy_pid))
+
+
+def test_http_proxy_sigterm_with_a_wait_in_flight_ends_promptly(state_dir, tmp_path):
+    import re
+    import signal
+    import time
+
+    from mcp.client.streamable_http import streamable_http_client
+
+    policy = tmp_path / "policy.json"
+    policy.write_text(json.dumps({"version": "1", "default": "allow"}))
+    proxy = subprocess.Popen([str(CORRAL), "proxy", "--http", "127.0.0.1:0", "--policy", str(policy), "--",
+                              str(MOCK), "--state-dir", state_dir], stderr=subprocess.PIPE, text=True)
+    try:
+        url = next(re.search(r"listening on (http://\S+)", line).group(1)
+                   for line in proxy.stderr if "corral proxy: listening on" in line)
+
+        async def scenario():
+            async with streamable_http_client(url) as streams:
+                async with ClientSession(streams[0], streams[1]) as session:
+                    await session.initialize()
+                    task = await call(session, "create_background_task", {
+                        "title": "t", "goal": "g", "task_type": "sleep", "condition": {"duration_ms": 600000}})
+                    waiting = asyncio.create_task(session.call_tool(
+                        "wait_for_background_task", {"task_id": task["task_id"], "timeout_ms": -1}))
+                    await asyncio.sleep(0.5)
+                    proxy.send_signal(signal.SIGTERM)
+                    started = time.monotonic()
+                    result = await asyncio.wait_for(waiting, 10)  # answered: the server cancels its tasks at EOF
+                    assert result.structured_content["last_result"]["status"] == "cancelled", result
+                    assert time.monotonic() - started < 6
+
+        run(scenario())
+        assert proxy.wait(timeout=15) == 0
+    finally:
+        if proxy.poll() is None:
+            proxy.kill()
