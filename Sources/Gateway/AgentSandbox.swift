@@ -207,6 +207,10 @@ public final class AgentSandbox: Sendable {
             return try await context.value
         } catch let error as MCPError {
             if let reason = connectionState.lostReason { throw AgentSandboxError.connectionLost(reason) }
+            let description = Self.describe(error)
+            if description.contains(StreamableHTTPClientTransport.lostAnswerMarker) {
+                throw AgentSandboxError.connectionLost(description)
+            }
             switch error {
             case .transportError(let underlying):
                 throw AgentSandboxError.connectionLost(Self.describe(underlying))

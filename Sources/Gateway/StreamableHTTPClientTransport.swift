@@ -1,6 +1,8 @@
+import CorralJSON
 import Foundation
 import Logging
 import MCP
+import Synchronization
 
 #if canImport(FoundationNetworking)
 import FoundationNetworking
@@ -9,13 +11,15 @@ import FoundationNetworking
 /// An SDK `Transport` to a Streamable HTTP MCP endpoint.
 ///
 /// Not the SDK's `HTTPClientTransport`: on Linux it cannot read `text/event-stream`, and servers answer POSTed
-/// requests on an SSE stream. Each POST's response body is read whole (the server ends that stream once the
-/// request is answered) and split into events here. Notifications the server sends on its GET stream are not
-/// read: an agent's tool calls do not need them.
+/// requests on an SSE stream. Each POST's stream is read as it arrives (a URLSession data delegate) and split into
+/// events here, so a server may send requests or notifications before its answer and get the client's reply while
+/// the stream is still open. If a stream ends without the answer, the request gets a JSON-RPC error instead of
+/// waiting forever. The GET stream is not opened: an agent's tool calls do not need it.
 public actor StreamableHTTPClientTransport: Transport {
     public nonisolated let logger: Logger
     private let endpoint: URL
     private let session: URLSession
+    private let delegate: StreamingDelegate
     private var sessionID: String?
     private var protocolVersion: String?
     private let stream: AsyncThrowingStream<Data, Swift.Error>
@@ -26,7 +30,8 @@ public actor StreamableHTTPClientTransport: Transport {
         self.logger = logger ?? Logger(label: "corral.gateway.http", factory: { _ in SwiftLogNoOpLogHandler() })
         let configuration = URLSessionConfiguration.ephemeral
         configuration.timeoutIntervalForRequest = 3600  // wait_for_background_task may hold a request for long
-        session = URLSession(configuration: configuration)
+        delegate = StreamingDelegate()
+        session = URLSession(configuration: configuration, delegate: delegate, delegateQueue: nil)
         (stream, continuation) = AsyncThrowingStream.makeStream()
     }
 
@@ -37,12 +42,19 @@ public actor StreamableHTTPClientTransport: Transport {
             var request = URLRequest(url: endpoint)
             request.httpMethod = "DELETE"
             request.setValue(sessionID, forHTTPHeaderField: "Mcp-Session-Id")
-            _ = try? await session.data(for: request)
+            let task = session.dataTask(with: request)
+            let events = delegate.events(for: task)
+            task.resume()
+            do {
+                for try await _ in events {}  // the answer does not matter; the session is over either way
+            } catch {}
             self.sessionID = nil
         }
         continuation.finish()
     }
 
+    /// Returns once the server accepted the message: for an answer on an SSE stream, when the stream opens (its
+    /// events follow through `receive()`); for a JSON answer or a failure, when the body is complete.
     public func send(_ data: Data) async throws {
         var request = URLRequest(url: endpoint)
         request.httpMethod = "POST"
@@ -51,56 +63,113 @@ public actor StreamableHTTPClientTransport: Transport {
         request.setValue("application/json, text/event-stream", forHTTPHeaderField: "Accept")
         if let sessionID { request.setValue(sessionID, forHTTPHeaderField: "Mcp-Session-Id") }
         if let protocolVersion { request.setValue(protocolVersion, forHTTPHeaderField: "MCP-Protocol-Version") }
-        let body: Data
-        let response: URLResponse
-        do {
-            (body, response) = try await session.data(for: request)
-        } catch {
-            throw MCPError.transportError(error)
-        }
-        guard let http = response as? HTTPURLResponse else { throw MCPError.transportError(URLError(.badServerResponse)) }
-        if let id = http.value(forHTTPHeaderField: "Mcp-Session-Id") { sessionID = id }
-        guard (200..<300).contains(http.statusCode) else {
-            // A transport failure, not a JSON-RPC error from the server: the request may or may not have run.
-            let text = String(decoding: body.prefix(500), as: UTF8.self)
-            throw MCPError.transportError(HTTPStatusError(status: http.statusCode, endpoint: endpoint, body: text))
-        }
-        let contentType = http.value(forHTTPHeaderField: "Content-Type") ?? ""
-        let messages = contentType.hasPrefix("text/event-stream") ? Self.events(in: body) : (body.isEmpty ? [] : [body])
-        for message in messages {
-            rememberProtocolVersion(message)
-            continuation.yield(message)
+        let summary = JSONValue.summarizeMessage(data)
+        let requestID = summary?.method != nil ? summary?.id : nil
+        let task = session.dataTask(with: request)
+        let events = delegate.events(for: task)
+        task.resume()
+        try await withCheckedThrowingContinuation { (accepted: CheckedContinuation<Void, Error>) in
+            Task { await self.read(events, accepted: accepted, answering: requestID) }
         }
     }
 
     public nonisolated func receive() -> AsyncThrowingStream<Data, Swift.Error> { stream }
 
-    /// Later requests must carry the negotiated version.
-    private func rememberProtocolVersion(_ message: Data) {
-        guard protocolVersion == nil,
-            let object = try? JSONSerialization.jsonObject(with: message) as? [String: Any],
-            let result = object["result"] as? [String: Any], let version = result["protocolVersion"] as? String
-        else { return }
-        protocolVersion = version
+    private enum Body {
+        case awaitingHead
+        case json(Data)
+        case sse(SSEParser)
+        case failed(HTTPURLResponse, Data)
     }
 
-    /// The `data` of each event in an SSE body (multi-line data joined with newlines, as the SSE spec says).
-    static func events(in body: Data) -> [Data] {
-        var events: [Data] = []
-        var data: [Substring] = []
-        let text = String(decoding: body, as: UTF8.self)
-        for line in text.split(separator: "\n", omittingEmptySubsequences: false) {
-            let line = line.hasSuffix("\r") ? line.dropLast() : line
-            if line.isEmpty {
-                if !data.isEmpty { events.append(Data(data.joined(separator: "\n").utf8)) }
-                data = []
-            } else if line.hasPrefix("data:") {
-                let value = line.dropFirst(5)
-                data.append(value.hasPrefix(" ") ? value.dropFirst() : value)
+    /// Reads one POST's response; resumes `accepted` exactly once.
+    private func read(
+        _ events: AsyncThrowingStream<StreamingDelegate.Event, Error>, accepted: CheckedContinuation<Void, Error>,
+        answering requestID: JSONValue?
+    ) async {
+        var body = Body.awaitingHead
+        var answered = false
+        func deliver(_ message: Data) {
+            if let requestID, let summary = JSONValue.summarizeMessage(message), summary.method == nil,
+                summary.id == requestID
+            {
+                answered = true
+            }
+            rememberProtocolVersion(message)
+            continuation.yield(message)
+        }
+        do {
+            for try await event in events {
+                switch (event, body) {
+                case (.response(let response), .awaitingHead):
+                    guard let http = response as? HTTPURLResponse else {
+                        throw MCPError.transportError(URLError(.badServerResponse))
+                    }
+                    if let id = http.value(forHTTPHeaderField: "Mcp-Session-Id") { sessionID = id }
+                    if !(200..<300).contains(http.statusCode) {
+                        body = .failed(http, Data())
+                    } else if (http.value(forHTTPHeaderField: "Content-Type") ?? "").hasPrefix("text/event-stream") {
+                        body = .sse(SSEParser())
+                        accepted.resume()  // the events follow as they come
+                    } else {
+                        body = .json(Data())
+                    }
+                case (.chunk(let chunk), .json(var data)):
+                    data.append(chunk)
+                    body = .json(data)
+                case (.chunk(let chunk), .failed(let http, var data)):
+                    if data.count < 4096 { data.append(chunk) }
+                    body = .failed(http, data)
+                case (.chunk(let chunk), .sse(var parser)):
+                    let messages = parser.feed(chunk)
+                    body = .sse(parser)
+                    messages.forEach(deliver)
+                default:
+                    break
+                }
+            }
+            switch body {
+            case .awaitingHead:
+                accepted.resume(throwing: MCPError.transportError(URLError(.badServerResponse)))
+            case .json(let data):
+                if !data.isEmpty { deliver(data) }
+                accepted.resume()
+            case .failed(let http, let data):
+                // A transport failure, not a JSON-RPC error from the server: the request may or may not have run.
+                let text = String(decoding: data.prefix(500), as: UTF8.self)
+                accepted.resume(
+                    throwing: MCPError.transportError(HTTPStatusError(status: http.statusCode, endpoint: endpoint, body: text)))
+            case .sse(var parser):
+                parser.finish().forEach(deliver)
+                if !answered { answerLost(requestID, "the server's event stream ended before the answer") }
+            }
+        } catch {
+            if case .sse = body {
+                if !answered { answerLost(requestID, "the server's event stream failed: \(error.localizedDescription)") }
+            } else {
+                accepted.resume(throwing: (error as? MCPError) ?? MCPError.transportError(error))
             }
         }
-        if !data.isEmpty { events.append(Data(data.joined(separator: "\n").utf8)) }
-        return events.filter { !$0.isEmpty }
+    }
+
+    /// Marks the errors this transport makes up for answers that never came (the call may have run).
+    static let lostAnswerMarker = "(no answer: lost in transport)"
+
+    /// The request will get no answer on its stream: a JSON-RPC error in its place, so its caller is not left waiting.
+    private func answerLost(_ requestID: JSONValue?, _ reason: String) {
+        guard let requestID else { return }
+        let text = "\(reason) \(Self.lostAnswerMarker)"
+        // Not -32000: the SDK decodes that code as its own `connectionClosed`, dropping the message.
+        let message: JSONValue = ["jsonrpc": "2.0", "id": requestID, "error": ["code": -32050, "message": .string(text)]]
+        continuation.yield(Data(message.jsonString().utf8))
+    }
+
+    /// Later requests must carry the negotiated version.
+    private func rememberProtocolVersion(_ message: Data) {
+        guard protocolVersion == nil, let object = try? JSONValue.parse(message),
+            let version = object["result"]?["protocolVersion"]?.stringValue
+        else { return }
+        protocolVersion = version
     }
 }
 
@@ -109,4 +178,79 @@ struct HTTPStatusError: LocalizedError {
     let endpoint: URL
     let body: String
     var errorDescription: String? { "HTTP \(status) from \(endpoint): \(body)" }
+}
+
+/// Splits an SSE byte stream into the `data` of its events (multi-line data joined with newlines, as the SSE spec
+/// says), however the bytes are chunked.
+struct SSEParser {
+    private var pending = Data()
+    private var data: [Substring] = []
+
+    mutating func feed(_ chunk: Data) -> [Data] {
+        pending.append(chunk)
+        var events: [Data] = []
+        while let newline = pending.firstIndex(of: 0x0A) {
+            var line = String(decoding: pending[pending.startIndex..<newline], as: UTF8.self)[...]
+            pending = Data(pending[pending.index(after: newline)...])
+            if line.hasSuffix("\r") { line = line.dropLast() }
+            if line.isEmpty {
+                if let event = dispatch() { events.append(event) }
+            } else if line.hasPrefix("data:") {
+                let value = line.dropFirst(5)
+                data.append(value.hasPrefix(" ") ? value.dropFirst() : value)
+            }  // event:, id:, retry: and comments carry nothing a client needs here
+        }
+        return events
+    }
+
+    /// What is left when the stream ends (an event without its blank line).
+    mutating func finish() -> [Data] {
+        if !pending.isEmpty { _ = feed(Data([0x0A])) }
+        return dispatch().map { [$0] } ?? []
+    }
+
+    private mutating func dispatch() -> Data? {
+        defer { data = [] }
+        guard !data.isEmpty else { return nil }
+        let event = Data(data.joined(separator: "\n").utf8)
+        return event.isEmpty ? nil : event
+    }
+}
+
+/// Hands each data task's response and body chunks to whoever awaits them, as they arrive.
+final class StreamingDelegate: NSObject, URLSessionDataDelegate, Sendable {
+    enum Event: Sendable {
+        case response(URLResponse)
+        case chunk(Data)
+    }
+
+    private let continuations = Mutex<[Int: AsyncThrowingStream<Event, Error>.Continuation]>([:])
+
+    /// Call before `resume()`.
+    func events(for task: URLSessionTask) -> AsyncThrowingStream<Event, Error> {
+        let (stream, continuation) = AsyncThrowingStream<Event, Error>.makeStream()
+        continuations.withLock { $0[task.taskIdentifier] = continuation }
+        return stream
+    }
+
+    private func continuation(_ task: URLSessionTask) -> AsyncThrowingStream<Event, Error>.Continuation? {
+        continuations.withLock { $0[task.taskIdentifier] }
+    }
+
+    func urlSession(
+        _ session: URLSession, dataTask: URLSessionDataTask, didReceive response: URLResponse,
+        completionHandler: @escaping @Sendable (URLSession.ResponseDisposition) -> Void
+    ) {
+        continuation(dataTask)?.yield(.response(response))
+        completionHandler(.allow)
+    }
+
+    func urlSession(_ session: URLSession, dataTask: URLSessionDataTask, didReceive data: Data) {
+        continuation(dataTask)?.yield(.chunk(data))
+    }
+
+    func urlSession(_ session: URLSession, task: URLSessionTask, didCompleteWithError error: (any Error)?) {
+        let continuation = continuations.withLock { $0.removeValue(forKey: task.taskIdentifier) }
+        if let error { continuation?.finish(throwing: error) } else { continuation?.finish() }
+    }
 }
