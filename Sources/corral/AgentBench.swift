@@ -39,11 +39,13 @@ struct AgentBench: AsyncParsableCommand {
         let service = AllcanuseService(supervisor: supervisor)
         let mockPolicy = PolicyEvaluator(policy: try Policy.load(text: #"{"version": "1", "default": "allow"}"#))
         func connectedMock() async throws -> InMemoryTransport {
+            let logger = Logger(label: "bench", factory: { _ in SwiftLogNoOpLogHandler() })
             let server = await MockServer.make(
-                service: service, policy: mockPolicy, identity: CallIdentity(grant: "bench"),
-                logger: Logger(label: "bench", factory: { _ in SwiftLogNoOpLogHandler() }))
+                service: service, policy: mockPolicy, identity: CallIdentity(grant: "bench"), logger: logger)
             let pair = await InMemoryTransport.createConnectedPair()
-            try await server.start(transport: pair.server)
+            try await MockServer.start(
+                server, on: pair.server, service: service, policy: mockPolicy, identity: CallIdentity(grant: "bench"),
+                logger: logger)
             return pair.client
         }
 

@@ -130,6 +130,22 @@ final class StdioServerTests: XCTestCase {
         XCTAssertEqual(session.process.terminationStatus, 0)
     }
 
+    /// tools/call is answered by the mock's fast path, not the SDK's handler, which rewrote any string that looks
+    /// like a data URL into base64 (`data:text/plain,hello` came back as `data:text/plain;base64,aGVsbG8=`).
+    func testStringsThatLookLikeDataURLsComeBackAsSent() throws {
+        let session = try Session(arguments: ["--state-dir", directory, "--grace-ms", "200"])
+        _ = initialize(session)
+        session.send(call(1, "create_background_task", [
+            "title": "data:text/plain,hello", "goal": "g", "task_type": "sleep", "condition": ["duration_ms": 1],
+        ]))
+        let task = session.responses([1])[1]?["result"]
+        XCTAssertEqual(task?["structuredContent"]?["title"], "data:text/plain,hello")
+        let text = task?["content"]?.arrayValue?.first?["text"]?.stringValue ?? ""
+        XCTAssertTrue(text.contains(#""title":"data:text/plain,hello""#), text)
+        try session.closeInput()
+        session.process.waitUntilExit()
+    }
+
     func testCancelledNotificationStopsAWait() throws {
         let session = try Session(arguments: ["--state-dir", directory, "--grace-ms", "200"])
         _ = initialize(session)

@@ -49,13 +49,17 @@ final class AgentSandboxTests: XCTestCase {
             self.supervisor = supervisor
         }
         let callLog = directory + "/\(name).jsonl"
+        let service = AllcanuseService(supervisor: supervisor)
+        let policy = PolicyEvaluator(policy: try Policy.load(text: MockServer.embeddedDefaultPolicy))
+        let identity = CallIdentity(grant: "mock", session: "s")
+        let record = try CallRecord(path: callLog)
         let server = await MockServer.make(
-            service: AllcanuseService(supervisor: supervisor),
-            policy: PolicyEvaluator(policy: try Policy.load(text: MockServer.embeddedDefaultPolicy)),
-            identity: CallIdentity(grant: "mock", session: "s"), logger: Logger(label: "mock"),
-            callRecord: try CallRecord(path: callLog))
+            service: service, policy: policy, identity: identity, logger: Logger(label: "mock"), callRecord: record)
         let pair = await InMemoryTransport.createConnectedPair()
-        try await server.start(transport: pair.server)
+        // With the mock's tools/call fast path, as allcanuse-mock runs (InMemoryMCPTests cover the SDK's handler).
+        try await MockServer.start(
+            server, on: pair.server, service: service, policy: policy, identity: identity, logger: Logger(label: "mock"),
+            callRecord: record)
         return (pair.client, callLog)
     }
 

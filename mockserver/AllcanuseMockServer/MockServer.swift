@@ -62,6 +62,20 @@ public enum MockServer {
         return server
     }
 
+    /// Starts `server` on `transport` with `tools/call` answered by `ToolCallFastPath` (same policy, record and
+    /// service as the server's own handler, which remains for batches).
+    public static func start(
+        _ server: Server, on transport: any Transport, service: AllcanuseService, policy: PolicyEvaluator,
+        identity: CallIdentity, logger: Logger, callRecord: CallRecord? = nil
+    ) async throws {
+        let fast = ToolCallFastPath(wrapping: transport, logger: logger) { params, progress in
+            await call(
+                json: params, service: service, policy: policy, identity: identity, logger: logger, progress: progress,
+                callRecord: callRecord)
+        }
+        try await server.start(transport: fast)
+    }
+
     static func progressToken(_ params: Value) -> ProgressToken? {
         switch params.json["_meta"]?["progressToken"] {
         case .string(let token)?: return .string(token)
@@ -74,7 +88,17 @@ public enum MockServer {
         _ params: Value, service: AllcanuseService, policy: PolicyEvaluator, identity: CallIdentity, logger: Logger,
         progress: AllcanuseService.ProgressReporter? = nil, callRecord: CallRecord? = nil
     ) async -> Value {
-        let request = params.json
+        Value(
+            json: await call(
+                json: params.json, service: service, policy: policy, identity: identity, logger: logger,
+                progress: progress, callRecord: callRecord))
+    }
+
+    /// `tools/call` params in, `CallToolResult` out, as raw JSON (the fast path and the SDK handler share it).
+    public static func call(
+        json request: JSONValue, service: AllcanuseService, policy: PolicyEvaluator, identity: CallIdentity,
+        logger: Logger, progress: AllcanuseService.ProgressReporter? = nil, callRecord: CallRecord? = nil
+    ) async -> JSONValue {
         let name = request["name"]?.stringValue
         let arguments = request["arguments"]
         // The policy sees exactly what arrived: a missing name or arguments that are not an object are denied there.
@@ -82,13 +106,13 @@ public enum MockServer {
         callRecord?.record(tool: name ?? "", arguments: arguments, refusedBy: decision.isAllowed ? nil : decision.rule)
         if let denial = decision.deniedToolResult {
             logger.info("denied \(name ?? "(no name)"): \(decision.rule): \(decision.message)")
-            return Value(json: denial)
+            return denial
         }
         guard let name else {
-            return Value(json: result(["error": "tools/call needs a tool name"], isError: true))
+            return result(["error": "tools/call needs a tool name"], isError: true)
         }
         let outcome = await service.call(name, arguments: arguments, progress: progress)
-        return Value(json: result(outcome.value, isError: outcome.isError))
+        return result(outcome.value, isError: outcome.isError)
     }
 
     /// The JSON object as `structuredContent` and as text, as the issue asks.

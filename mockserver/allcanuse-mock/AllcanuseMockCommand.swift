@@ -88,9 +88,9 @@ struct AllcanuseMockCommand: AsyncParsableCommand {
                 http, service: service, policy: evaluator, supervisor: supervisor, callRecord: callRecord, logger: logger)
             return
         }
+        let identity = CallIdentity(grant: grant, session: UUID().uuidString)
         let server = await MockServer.make(
-            service: service, policy: evaluator, identity: CallIdentity(grant: grant, session: UUID().uuidString),
-            logger: logger, callRecord: callRecord)
+            service: service, policy: evaluator, identity: identity, logger: logger, callRecord: callRecord)
         if sdkStdioTransport {
             // Benchmark peer only: no drain at EOF, 10 ms polling.
             try await server.start(transport: StdioTransport(logger: logger))
@@ -99,7 +99,9 @@ struct AllcanuseMockCommand: AsyncParsableCommand {
             return
         }
         let transport = LineTransport(logger: logger)
-        try await server.start(transport: transport)
+        try await MockServer.start(
+            server, on: transport, service: service, policy: evaluator, identity: identity, logger: logger,
+            callRecord: callRecord)
         logger.info("serving MCP on stdio; state in \(directory)")
 
         // Whichever comes first, the end of stdin or SIGTERM. Not a task group: it would wait for the stdin watcher,
@@ -137,10 +139,13 @@ struct AllcanuseMockCommand: AsyncParsableCommand {
         let host = String(address[..<colon]).trimmingCharacters(in: CharacterSet(charactersIn: "[]"))
         let grant = self.grant
         let sessions = MCPSessionTable(logger: logger) { sessionID, transport in
+            let identity = CallIdentity(grant: grant, session: sessionID)
             let server = await MockServer.make(
-                service: service, policy: policy, identity: CallIdentity(grant: grant, session: sessionID), logger: logger,
+                service: service, policy: policy, identity: identity, logger: logger, callRecord: callRecord)
+            try await MockServer.start(
+                server, on: transport, service: service, policy: policy, identity: identity, logger: logger,
                 callRecord: callRecord)
-            return try await .server(server, on: transport)
+            return MCPSessionTable.SessionEndpoint { await server.stop() }
         }
         let keepTasks = self.keepTasks
         try await HTTPHost.run(
