@@ -393,6 +393,16 @@ public actor TaskSupervisor {
         } else {
             task.process.signalGroup(SIGCONT)
             task.process.signalGroup(SIGKILL)
+            // SIGKILLed members die asynchronously; wait (bounded) so that a finished task has no live process
+            // left, as the cgroup path guarantees. The leader stays a zombie until reaped below, so the group id
+            // cannot be reused meanwhile.
+            let group = task.process.pid
+            let deadline = ContinuousClock.now + .seconds(2)
+            while ContinuousClock.now < deadline,
+                ProcessTable.members(ofGroup: group).contains(where: { !$0.isGone && $0.pid != group })
+            {
+                try? await Task.sleep(for: .microseconds(250))
+            }
         }
         var exit = task.process.reap()
         var attempts = 0
