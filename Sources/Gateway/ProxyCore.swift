@@ -62,17 +62,17 @@ public final class ProxyCore: Sendable {
     // MARK: - client → server
 
     public func fromClient(_ text: Data) {
-        var line = text
-        if line.last == 0x0D { line.removeLast() }
-        // A bare carriage return inside a message is JSON whitespace to us but a line end to servers reading
-        // "universal newlines" (Python's stdio): what follows it would reach them as a message nobody judged.
-        if line.contains(0x0D) {
-            refuse(line, code: -32600, "Invalid Request: a carriage return inside a message")
-            return
-        }
+        // Raw CR and LF can only be whitespace in JSON (inside strings they must be escaped), but to a stdio server
+        // they end a line: a message hidden after one (in an HTTP body, or after a bare CR that Python's universal
+        // newlines split on) would reach it unjudged. As spaces they mean the same and split nothing.
+        let line = Self.lineBreaksAsSpaces(text)
         // Most messages are not ours to judge: a skim of the top level tells, without building the message.
         if let summary = JSONValue.summarizeMessage(line), !Self.needsFullParse(summary) {
             if summary.method != nil, let id = summary.id {
+                guard Self.isValidID(id) else {
+                    refuse(line, code: -32600, "Invalid Request: an id must be a string or an integer")
+                    return
+                }
                 guard claim(id) else {
                     refuse(line, code: -32600, "Invalid Request: id \(id.jsonString()) is already in use by a request in flight")
                     return
@@ -112,6 +112,14 @@ public final class ProxyCore: Sendable {
         }
     }
 
+    static func lineBreaksAsSpaces(_ text: Data) -> Data {
+        guard text.contains(where: { $0 == 0x0A || $0 == 0x0D }) else { return text }
+        return Data(text.map { $0 == 0x0A || $0 == 0x0D ? 0x20 : $0 })
+    }
+
+    /// MCP: "the ID MUST be a string or integer" (and not null). Others are refused before they can collide.
+    static func isValidID(_ id: JSONValue) -> Bool { id.stringValue != nil || id.intValue != nil }
+
     private static func needsFullParse(_ summary: JSONMessageSummary) -> Bool {
         switch summary.method {
         case "tools/call"?, "tools/list"?, "initialize"?, "notifications/cancelled"?: return true
@@ -146,6 +154,12 @@ public final class ProxyCore: Sendable {
             return .forward  // an answer to a server's request, or something the server will refuse
         }
         let id = message["id"]
+        if let id, !Self.isValidID(id) {
+            return .answer([
+                "jsonrpc": "2.0", "id": .null,
+                "error": ["code": -32600, "message": "Invalid Request: an id must be a string or an integer (refused by corral proxy)"],
+            ])
+        }
         if let id, state.withLock({ $0.inFlight[id.jsonString()] != nil }) {
             return .answer([
                 "jsonrpc": "2.0", "id": id,
@@ -290,7 +304,16 @@ public final class ProxyCore: Sendable {
             return
         }
         guard let message = try? JSONValue.parse(line), let batch = message.arrayValue else {
-            toClient(line)  // the client judges what it cannot read; nothing of ours is pending on it
+            // Not one message we can read (a repeated key, text after it): if it answers something of ours, the
+            // id is cleared, and an answer to a tools/list is not passed on unfiltered.
+            if let loose = JSONValue.summarizeMessage(line, lenient: true), loose.method == nil, let id = loose.id {
+                let (isToolList, _) = answered(id)  // counters stay spent: we cannot tell an error from a result
+                if isToolList {
+                    send(filteredToolList(nil, id: id), to: toClient)
+                    return
+                }
+            }
+            toClient(line)
             return
         }
         var rewritten = false
@@ -350,8 +373,10 @@ public final class ProxyCore: Sendable {
     private func clientCancelled(_ id: JSONValue) {
         state.withLock { state in
             let key = id.jsonString()
+            // A tools/list keeps its id until answered: cancellation is advisory, and a late answer must still be
+            // filtered (and must not meet another request reusing the id).
+            guard !state.toolLists.contains(key) else { return }
             state.inFlight[key] = nil
-            state.toolLists.remove(key)
             state.reservations[key] = nil
             state.approvals = state.approvals.filter { $0.value.callID != id }
         }
@@ -372,11 +397,11 @@ public final class ProxyCore: Sendable {
     }
 
     /// The server answered `id`: whether it was a tools/list we filter, and the reservation of the call, if any.
-    /// An answer to an id not in flight (the server's mistake) changes nothing of ours.
+    /// Found by id even after the client cancelled (the server may answer anyway).
     private func answered(_ id: JSONValue) -> (Bool, Reservation?) {
         state.withLock { state in
             let key = id.jsonString()
-            guard state.inFlight.removeValue(forKey: key) != nil else { return (false, nil) }
+            state.inFlight[key] = nil
             return (state.toolLists.remove(key) != nil, state.reservations.removeValue(forKey: key))
         }
     }

@@ -50,6 +50,7 @@ public actor StreamableHTTPClientTransport: Transport {
             } catch {}
             self.sessionID = nil
         }
+        session.finishTasksAndInvalidate()  // a URLSession keeps its delegate until invalidated
         continuation.finish()
     }
 
@@ -134,6 +135,7 @@ public actor StreamableHTTPClientTransport: Transport {
             case .json(let data):
                 if !data.isEmpty { deliver(data) }
                 accepted.resume()
+                if !answered { answerLost(requestID, "the server's answer did not carry the request's id") }
             case .failed(let http, let data):
                 // A transport failure, not a JSON-RPC error from the server: the request may or may not have run.
                 let text = String(decoding: data.prefix(500), as: UTF8.self)

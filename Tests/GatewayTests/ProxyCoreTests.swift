@@ -29,18 +29,50 @@ final class ProxyCoreTests: XCTestCase {
 
     private func line(_ text: String) -> Data { Data(text.utf8) }
 
-    func testACarriageReturnCannotSmuggleASecondMessage() throws {
+    func testLineBreaksCannotSmuggleASecondMessage() throws {
         let wire = Wire()
         let proxy = try core(Self.policy, wire: wire)
         let smuggled = #"{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{"name":"cancel_background_task","arguments":{}}}"#
+        // After a bare CR (Python servers split lines there): two values on one line, refused.
         proxy.fromClient(line(#"{"jsonrpc":"2.0","method":"notifications/x"}"# + "\r" + smuggled))
-        proxy.fromClient(line(#"{"jsonrpc":"2.0","id":1,"method":"ping","params":"#  + "\r" + #"{}}"#))
-        XCTAssertEqual(wire.server, [], "nothing with a bare CR inside reaches the server")
-        XCTAssertEqual(wire.client.map { $0["error"]?["code"] }, [-32600, -32600])
-        XCTAssertEqual(wire.client.last?["id"], 1, "refused under the request's id when it can be read")
+        XCTAssertEqual(wire.server, [])
+        XCTAssertEqual(wire.client.last?["error"]?["code"], -32700)
+        // Inside an unjudged message, as an HTTP body may carry: forwarded, but as one line.
+        proxy.fromClient(line(#"{"jsonrpc":"2.0","id":1,"method":"ping","pad":"# + "\n" + smuggled + "\r\n}"))
+        XCTAssertEqual(wire.server.count, 1)
+        XCTAssertFalse(wire.server[0].contains("\n") || wire.server[0].contains("\r"), "no line break reaches the server")
         // A CRLF line ending is fine.
         proxy.fromClient(line(#"{"jsonrpc":"2.0","id":2,"method":"ping"}"# + "\r"))
-        XCTAssertEqual(wire.server.count, 1)
+        XCTAssertEqual(wire.server.count, 2)
+    }
+
+    func testIdsMustBeStringsOrIntegers() throws {
+        let wire = Wire()
+        let proxy = try core(Self.policy, wire: wire)
+        for id in ["null", "true", "1.5", "[1]", #"{"a":1}"#] {
+            proxy.fromClient(line(#"{"jsonrpc":"2.0","id":\#(id),"method":"ping"}"#))
+            proxy.fromClient(line(#"{"jsonrpc":"2.0","id":\#(id),"method":"tools/list"}"#))
+        }
+        XCTAssertEqual(wire.server, [])
+        XCTAssertEqual(wire.client.count, 10)
+        XCTAssertTrue(wire.client.allSatisfy { $0["error"]?["code"] == -32600 })
+    }
+
+    func testACancelledToolListIsStillFilteredWhenItsAnswerComes() throws {
+        let wire = Wire()
+        let proxy = try core(Self.policy, wire: wire)
+        proxy.fromClient(line(#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#))
+        proxy.fromClient(line(#"{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":2}}"#))
+        proxy.fromClient(line(#"{"jsonrpc":"2.0","id":2,"method":"ping"}"#))  // the id is still taken
+        proxy.fromServer(line(#"{"jsonrpc":"2.0","id":2,"result":{"tools":[{"name":"cancel_background_task"},{"name":"a"}]}}"#))
+        XCTAssertEqual(wire.client.first?["error"]?["code"], -32600)
+        let names = wire.client.last?["result"]?["tools"]?.arrayValue?.compactMap { $0["name"]?.stringValue }
+        XCTAssertEqual(names, ["a"])
+        // An answer we cannot read (a repeated key) is not passed on either.
+        proxy.fromClient(line(#"{"jsonrpc":"2.0","id":3,"method":"tools/list"}"#))
+        proxy.fromServer(line(#"{"jsonrpc":"2.0","id":3,"result":{"tools":[{"name":"cancel_background_task"}]},"jsonrpc":"2.0"}"#))
+        XCTAssertEqual(wire.client.last?["error"]?["code"], -32603)
+        XCTAssertFalse(wire.toClient.withLock { $0 }.joined().contains("cancel_background_task"))
     }
 
     func testAnIdInFlightCannotBeReused() throws {

@@ -219,8 +219,14 @@ public actor LineTransport: Transport {
     }
 
     /// JSON-RPC ids are strings or numbers; "1" and 1 are different ids.
+    /// Numbers by value: the SDK writes `1.0` back as `1` and `1e2` as `100`, and the two must match.
     private static func key(_ id: Any) -> String {
         if let string = id as? String { return "s:" + string }
+        if let number = id as? NSNumber {
+            let value = number.doubleValue
+            if value.rounded() == value, let exact = Int(exactly: value) { return "n:\(exact)" }
+            return "n:\(value)"
+        }
         return "n:\(id)"
     }
 }

@@ -18,7 +18,8 @@ public actor ToolCallFastPath: Transport {
     public nonisolated let logger: Logger
     private let inner: any Transport
     private let handle: Handler
-    private var running: [String: Task<Void, Never>] = [:]
+    private var running: [String: (serial: Int, task: Task<Void, Never>)] = [:]
+    private var serial = 0
     private let messages: AsyncThrowingStream<Data, Swift.Error>
     private let messageSink: AsyncThrowingStream<Data, Swift.Error>.Continuation
     private var pump: Task<Void, Never>?
@@ -44,7 +45,7 @@ public actor ToolCallFastPath: Transport {
     }
 
     public func disconnect() async {
-        for task in running.values { task.cancel() }
+        for call in running.values { call.task.cancel() }
         running.removeAll()
         pump?.cancel()
         await inner.disconnect()
@@ -64,12 +65,15 @@ public actor ToolCallFastPath: Transport {
         }
         switch summary.method {
         case "tools/call"?:
-            guard let id = summary.id, let request = try? JSONValue.parseRejectingDuplicateKeys(message) else { break }
+            // Only ids MCP allows (a string or an integer); anything else is the SDK's to refuse.
+            guard let id = summary.id, id.stringValue != nil || id.intValue != nil,
+                let request = try? JSONValue.parseRejectingDuplicateKeys(message)
+            else { break }
             start(id: id, params: request["params"] ?? .null)
             return
         case "notifications/cancelled"?:
             if let request = try? JSONValue.parse(message), let id = request["params"]?["requestId"] {
-                running.removeValue(forKey: id.jsonString())?.cancel()
+                running.removeValue(forKey: id.jsonString())?.task.cancel()
             }
         default:
             break
@@ -90,7 +94,9 @@ public actor ToolCallFastPath: Transport {
                 try? await self?.send(Data(notification.jsonString().utf8))
             }
         }
-        running[key] = Task {
+        serial += 1
+        let mine = serial
+        let task = Task {
             // A cancelled call stops early and still answers with what it has (a wait: condition not met), as
             // the service does under the SDK's handler.
             let result = await handle(params, progress)
@@ -100,11 +106,13 @@ public actor ToolCallFastPath: Transport {
             } catch {
                 logger.warning("could not send the answer to \(key): \(error)")
             }
-            self.finished(key)
+            self.finished(key, serial: mine)
         }
+        running[key] = (mine, task)
     }
 
-    private func finished(_ key: String) {
-        running[key] = nil
+    /// Only this call's entry: a client that reused the id (against the protocol) has its own.
+    private func finished(_ key: String, serial: Int) {
+        if running[key]?.serial == serial { running[key] = nil }
     }
 }
