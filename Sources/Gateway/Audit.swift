@@ -59,24 +59,16 @@ public protocol AuditSink: Sendable {
     func record(_ entry: AuditEntry)
 }
 
-/// An audit sink that appends one JSON line per entry to a file (created if missing).
+/// An audit sink that appends one JSON line per entry to a file (created if missing; several processes may share it).
 public final class AuditLog: AuditSink {
-    private let handle: Mutex<FileHandle>
+    private let file: JSONLinesFile
 
-    public init(path: String) throws {
-        if !FileManager.default.fileExists(atPath: path) {
-            guard FileManager.default.createFile(atPath: path, contents: nil) else {
-                throw CocoaError(.fileWriteUnknown, userInfo: [NSFilePathErrorKey: path])
-            }
-        }
-        let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: path))
-        try handle.seekToEnd()
-        self.handle = Mutex(handle)
+    public init(path: String) throws(JSONLinesFileError) {
+        file = try JSONLinesFile(appendingTo: path)
     }
 
     public func record(_ entry: AuditEntry) {
-        let line = Data((entry.jsonValue.jsonString() + "\n").utf8)
-        handle.withLock { $0.write(line) }
+        file.append(entry.jsonValue)
     }
 }
 

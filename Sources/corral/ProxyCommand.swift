@@ -1,4 +1,5 @@
 import ArgumentParser
+import CorralJSON
 import Foundation
 import Gateway
 import Logging
@@ -56,9 +57,15 @@ struct ProxyCommand: AsyncParsableCommand {
         // No SIGPIPE to ignore on stdio (our pipe writes block it per write), so the server does not inherit an
         // ignored SIGPIPE; the HTTP server's sockets need it ignored.
         if address != nil { signal(SIGPIPE, SIG_IGN) }
+        let auditLog: AuditLog?
+        do {
+            auditLog = try audit.map { path throws(JSONLinesFileError) in try AuditLog(path: path) }
+        } catch {
+            throw ValidationError("--audit: \(error)")
+        }
         let proxy = PolicyProxy(
-            policy: PolicyEvaluator(policy: loaded), grant: grant,
-            audit: try audit.map { try AuditLog(path: $0) }, dryRun: dryRun, approvalTimeout: .seconds(approvalTimeout))
+            policy: PolicyEvaluator(policy: loaded), grant: grant, audit: auditLog, dryRun: dryRun,
+            approvalTimeout: .seconds(approvalTimeout))
         if reloadIntervalMs > 0 { watchPolicy(proxy) }
         guard let address else {
             // SIGTERM, SIGINT and SIGHUP go on to the server; the proxy exits with its status, so the server never

@@ -7,35 +7,25 @@ import Synchronization
 /// `"refused_by"` with the rule when the mock's own policy refused it, so `executed` is false). Arguments are kept
 /// as sent, because this is a test server and the values are the point.
 public final class CallRecord: Sendable {
-    private struct State {
-        var sequence = 0
-        var file: FileHandle?
-    }
+    private let file: JSONLinesFile
+    /// Numbers the lines; held while writing, so the file is in `seq` order.
+    private let sequence = Mutex(0)
 
-    private let state: Mutex<State>
-
-    /// Appends to `path` (created if missing). Each line is written with one `write`, so readers see whole lines.
-    public init(path: String) throws {
-        if !FileManager.default.fileExists(atPath: path) {
-            guard FileManager.default.createFile(atPath: path, contents: nil) else {
-                throw CocoaError(.fileWriteUnknown, userInfo: [NSFilePathErrorKey: path])
-            }
-        }
-        let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: path))
-        try handle.seekToEnd()
-        state = Mutex(State(file: handle))
+    /// Appends to `path` (created if missing).
+    public init(path: String) throws(JSONLinesFileError) {
+        file = try JSONLinesFile(appendingTo: path)
     }
 
     func record(tool: String, arguments: JSONValue?, refusedBy rule: String?) {
-        state.withLock { state in
-            state.sequence += 1
-            let line: JSONValue = [
-                "seq": .int(state.sequence),
+        sequence.withLock { sequence in
+            sequence += 1
+            var line: JSONValue = [
+                "seq": .int(sequence),
                 "time": .string(Date().formatted(.iso8601.time(includingFractionalSeconds: true).year().month().day())),
                 "tool": .string(tool), "arguments": arguments ?? [:], "executed": .bool(rule == nil),
             ]
-            let entry = rule.map { line.merging(["refused_by": .string($0)]) } ?? line
-            state.file?.write(Data((entry.jsonString() + "\n").utf8))
+            if let rule { line = line.merging(["refused_by": .string(rule)]) }
+            file.append(line)
         }
     }
 

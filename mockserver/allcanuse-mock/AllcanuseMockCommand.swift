@@ -81,7 +81,7 @@ struct AllcanuseMockCommand: AsyncParsableCommand {
         do {
             callRecord = try callLog.map { try CallRecord(path: $0) }
         } catch {
-            throw ValidationError("--call-log \(callLog ?? ""): cannot open for appending: \(error.localizedDescription)")
+            throw ValidationError("--call-log: \(error)")
         }
         if let http {
             try await serveHTTP(

@@ -69,23 +69,22 @@ def tree_members(group):
 
 
 @contextlib.contextmanager
-def http_server(state_dir, *extra_args):
-    """allcanuse-mock serving Streamable HTTP on a free loopback port; yields the endpoint URL."""
+def listening(argv, name):
+    """Runs an HTTP server that prints "NAME: listening on URL" on stderr; yields the URL. At the end it must stop
+    on SIGTERM with status 0."""
     import re
     import signal
     import subprocess
 
-    process = subprocess.Popen(
-        [str(MOCK), "--http", "127.0.0.1:0", "--state-dir", state_dir, "--grace-ms", "300", *extra_args],
-        stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True)
     try:
         url = None
         for line in process.stderr:
-            match = re.search(r"listening on (http://\S+)", line)
+            match = re.search(re.escape(name) + r": listening on (http://\S+)", line)
             if match:
                 url = match.group(1)
                 break
-        assert url, "allcanuse-mock did not start listening"
+        assert url, f"{name} did not start listening"
         yield url
     finally:
         process.send_signal(signal.SIGTERM)
@@ -94,6 +93,12 @@ def http_server(state_dir, *extra_args):
         finally:
             if process.poll() is None:
                 process.kill()
+
+
+def http_server(state_dir, *extra_args):
+    """allcanuse-mock serving Streamable HTTP on a free loopback port; yields the endpoint URL."""
+    return listening([str(MOCK), "--http", "127.0.0.1:0", "--state-dir", state_dir, "--grace-ms", "300", *extra_args],
+                     "allcanuse-mock")
 
 
 @contextlib.asynccontextmanager

@@ -1,14 +1,13 @@
 """corral proxy in front of allcanuse-mock: the Python MCP SDK as the client, raw JSON-RPC for what it cannot send."""
 
 import asyncio
-import contextlib
 import json
 import subprocess
 
 from mcp import ClientSession, StdioServerParameters
 from mcp.client.stdio import stdio_client
 
-from conftest import BIN_DIR, MOCK, call, process_state, run
+from conftest import BIN_DIR, MOCK, call, listening, process_state, run
 
 CORRAL = BIN_DIR / "corral"
 
@@ -266,29 +265,9 @@ def test_approval_without_elicitation_is_denied(state_dir, tmp_path):
     assert not calls.exists() or calls.read_text() == ""
 
 
-@contextlib.contextmanager
 def proxy_over_http(*args):
     """corral proxy --http on a free loopback port; yields the endpoint URL."""
-    import re
-    import signal
-
-    process = subprocess.Popen([str(CORRAL), "proxy", "--http", "127.0.0.1:0", *args], stderr=subprocess.PIPE, text=True)
-    try:
-        url = None
-        for line in process.stderr:
-            match = re.search(r"listening on (http://\S+)", line)
-            if match:
-                url = match.group(1)
-                break
-        assert url, "corral proxy did not start listening"
-        yield url
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        finally:
-            if process.poll() is None:
-                process.kill()
+    return listening([str(CORRAL), "proxy", "--http", "127.0.0.1:0", *args], "corral proxy")
 
 
 def test_proxy_over_streamable_http(state_dir, tmp_path):
