@@ -68,7 +68,7 @@ let package = Package(
         .target(
             name: "AllcanuseMockServer",
             dependencies: [
-                "AllcanuseMock", "Policy", "CorralJSON",
+                "AllcanuseMock", "Policy", "CorralJSON", "Gateway",
                 .product(name: "MCP", package: "swift-sdk"),
                 .product(name: "Logging", package: "swift-log"),
             ],

@@ -62,7 +62,7 @@ public final class PolicyProxy: Sendable {
         let clientOutput = Mutex(())
         let core = makeCore(
             session: UUID().uuidString.lowercased(),
-            toClient: { line in clientOutput.withLock { _ in writeLine(line, to: STDOUT_FILENO) } },
+            toClient: { line in clientOutput.withLock { _ in _ = writeLine(line, to: STDOUT_FILENO) } },
             toServer: server.write)
         defer { forget(core) }
         let clientThread = Thread {
@@ -120,77 +120,6 @@ public final class PolicyProxy: Sendable {
             self?.forget(core)
         }
     }
-}
-
-/// A stdio MCP server as a child process (stderr shared with ours).
-final class ServerProcess: Sendable {
-    private let process: Process
-    /// The write end of the server's stdin, nil once closed: writes and the close are serialized, so a write can
-    /// never reach a descriptor number that was closed and handed out again.
-    private let input: Mutex<FileHandle?>
-    let output: FileHandle
-
-    init(command: [String]) throws {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ServerLaunch.envArguments(for: command)
-        let toServer = Pipe()
-        let fromServer = Pipe()
-        process.standardInput = toServer
-        process.standardOutput = fromServer
-        process.standardError = FileHandle.standardError
-        try process.run()
-        self.process = process
-        input = Mutex(toServer.fileHandleForWriting)
-        output = fromServer.fileHandleForReading
-    }
-
-    var write: ProxyCore.Sink {
-        { message in
-            self.input.withLock { handle in
-                guard let handle else { return }
-                writeLine(message, to: handle.fileDescriptor)
-            }
-        }
-    }
-
-    func closeInput() {
-        input.withLock { handle in
-            try? handle?.close()
-            handle = nil
-        }
-    }
-
-    func signal(_ signal: Int32) {
-        if process.isRunning { kill(process.processIdentifier, signal) }
-    }
-
-    /// How the server ended ("exited with status 1"), waiting for it briefly after its output closed.
-    func exitDescription() -> String {
-        let deadline = Date().addingTimeInterval(1)
-        while process.isRunning && Date() < deadline { Thread.sleep(forTimeInterval: 0.005) }
-        guard !process.isRunning else { return "closed its output" }
-        return process.terminationReason == .uncaughtSignal
-            ? "was killed by signal \(process.terminationStatus)" : "exited with status \(process.terminationStatus)"
-    }
-
-    func waitForExit() -> Int32 {
-        process.waitUntilExit()
-        return process.terminationReason == .uncaughtSignal ? 128 + process.terminationStatus : process.terminationStatus
-    }
-
-    /// Asks the server to stop by closing its input; SIGTERM after `grace`, SIGKILL after another.
-    func stop(grace: Duration) async {
-        closeInput()
-        await ServerLaunch.stop(process, grace: grace)
-    }
-}
-
-/// One message and its newline in a single write, so concurrent writers never interleave inside a line.
-func writeLine(_ message: Data, to fd: Int32) {
-    var line = message
-    line.append(UInt8(ascii: "\n"))
-    _ = line.withUnsafeBytes { corral_write_all_nosigpipe(fd, $0.baseAddress, $0.count) }
 }
 
 /// Loading a changed policy file into a running evaluator.

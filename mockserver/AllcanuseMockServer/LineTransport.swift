@@ -1,4 +1,5 @@
 import Foundation
+import Gateway
 import Glibc
 import Logging
 import MCP
@@ -39,24 +40,8 @@ public actor LineTransport: Transport {
         let (lines, lineSink) = AsyncStream<Data?>.makeStream()
         let fd = input
         let thread = Thread {
-            var pending = Data()
-            var buffer = [UInt8](repeating: 0, count: 65536)
-            while true {
-                let count = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-                if count < 0 && errno == EINTR { continue }
-                if count <= 0 { break }
-                pending.append(contentsOf: buffer[0..<count])
-                while let newline = pending.firstIndex(of: UInt8(ascii: "\n")) {
-                    let line = pending[pending.startIndex..<newline]
-                    pending = Data(pending[pending.index(after: newline)...])
-                    if !line.allSatisfy({ $0 == UInt8(ascii: " ") || $0 == UInt8(ascii: "\r") }) {
-                        lineSink.yield(Data(line))
-                    }
-                }
-            }
-            // A last line without its newline still counts.
-            if !pending.allSatisfy({ $0 == UInt8(ascii: " ") || $0 == UInt8(ascii: "\r") || $0 == UInt8(ascii: "\n") }) {
-                lineSink.yield(pending)
+            LineReader.readLines(from: fd) { line in
+                if !line.allSatisfy({ $0 == UInt8(ascii: " ") || $0 == UInt8(ascii: "\r") }) { lineSink.yield(line) }
             }
             lineSink.yield(nil)
             lineSink.finish()

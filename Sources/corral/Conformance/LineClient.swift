@@ -1,6 +1,6 @@
-import CCorral
 import CorralJSON
 import Foundation
+import Gateway
 
 /// A raw JSON-RPC client on a gateway command's stdio, for `corral conformance`.
 ///
@@ -29,20 +29,12 @@ final class LineClient: @unchecked Sendable {  // the buffer is guarded by `cond
         try process.run()
         let reader = output.fileHandleForReading
         Thread { [self] in
-            var buffer = Data()
-            while true {
-                let chunk = reader.availableData
-                if chunk.isEmpty { break }
-                buffer.append(chunk)
-                while let newline = buffer.firstIndex(of: UInt8(ascii: "\n")) {
-                    let line = buffer[buffer.startIndex..<newline]
-                    buffer = Data(buffer[buffer.index(after: newline)...])
-                    guard let message = try? JSONValue.parse(Data(line)) else { continue }
-                    condition.lock()
-                    received += message.arrayValue ?? [message]
-                    condition.broadcast()
-                    condition.unlock()
-                }
+            LineReader.readLines(from: reader) { line in
+                guard let message = try? JSONValue.parse(line) else { return }
+                condition.lock()
+                received += message.arrayValue ?? [message]
+                condition.broadcast()
+                condition.unlock()
             }
             condition.lock()
             closed = true
@@ -52,16 +44,11 @@ final class LineClient: @unchecked Sendable {  // the buffer is guarded by `cond
     }
 
     func send(_ message: JSONValue) {
-        var line = Data(message.jsonString().utf8)
-        line.append(UInt8(ascii: "\n"))
-        let fd = input.fileHandleForWriting.fileDescriptor
-        _ = line.withUnsafeBytes { corral_write_all_nosigpipe(fd, $0.baseAddress, $0.count) }
+        sendRaw(message.jsonString())
     }
 
     func sendRaw(_ text: String) {
-        let line = Data((text + "\n").utf8)
-        let fd = input.fileHandleForWriting.fileDescriptor
-        _ = line.withUnsafeBytes { corral_write_all_nosigpipe(fd, $0.baseAddress, $0.count) }
+        writeLine(Data(text.utf8), to: input.fileHandleForWriting.fileDescriptor)
     }
 
     /// Waits for the responses with these ids (in any order, alone or in batches).

@@ -1,0 +1,153 @@
+import CCorral
+import Foundation
+import Synchronization
+
+/// A stdio MCP server as a child process (stderr shared with ours).
+final class ServerProcess: Sendable {
+    private let process: Process
+    /// The write end of the server's stdin, nil once closed: writes and the close are serialized, so a write can
+    /// never reach a descriptor number that was closed and handed out again.
+    private let input: Mutex<FileHandle?>
+    let output: FileHandle
+
+    init(command: [String], environment: [String: String]? = nil) throws {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = ServerLaunch.envArguments(for: command)
+        if let environment { process.environment = environment }
+        let toServer = Pipe()
+        let fromServer = Pipe()
+        process.standardInput = toServer
+        process.standardOutput = fromServer
+        process.standardError = FileHandle.standardError
+        try process.run()
+        self.process = process
+        input = Mutex(toServer.fileHandleForWriting)
+        output = fromServer.fileHandleForReading
+    }
+
+    /// Writes one message as a line; false once the input is closed or the server stopped reading.
+    @discardableResult
+    func send(_ message: Data) -> Bool {
+        input.withLock { handle in
+            guard let handle else { return false }
+            return writeLine(message, to: handle.fileDescriptor)
+        }
+    }
+
+    var write: ProxyCore.Sink { { _ = self.send($0) } }
+
+    var isRunning: Bool { process.isRunning }
+    var pid: Int32 { process.processIdentifier }
+
+    func closeInput() {
+        input.withLock { handle in
+            try? handle?.close()
+            handle = nil
+        }
+    }
+
+    func signal(_ signal: Int32) {
+        if process.isRunning { kill(process.processIdentifier, signal) }
+    }
+
+    /// How the server ended ("exited with status 1"), waiting for it briefly after its output closed. Blocks: call
+    /// it from a reader thread, or once `isRunning` is false.
+    func exitDescription() -> String {
+        let deadline = Date().addingTimeInterval(1)
+        while process.isRunning && Date() < deadline { Thread.sleep(forTimeInterval: 0.005) }
+        guard !process.isRunning else { return "closed its output" }
+        return process.terminationReason == .uncaughtSignal
+            ? "was killed by signal \(process.terminationStatus)" : "exited with status \(process.terminationStatus)"
+    }
+
+    func waitForExit() -> Int32 {
+        process.waitUntilExit()
+        return process.terminationReason == .uncaughtSignal ? 128 + process.terminationStatus : process.terminationStatus
+    }
+
+    /// Asks the server to stop by closing its input; SIGTERM after `grace`, SIGKILL after another.
+    func stop(grace: Duration) async {
+        closeInput()
+        await ServerLaunch.stop(process, grace: grace)
+    }
+}
+
+/// One message and its newline in a single write, so concurrent writers never interleave inside a line.
+/// Returns false when the reader is gone (EPIPE) or the write failed; SIGPIPE is never raised (see
+/// `corral_write_all_nosigpipe`).
+@discardableResult
+public func writeLine(_ message: Data, to fd: Int32) -> Bool {
+    var line = message
+    line.append(UInt8(ascii: "\n"))
+    return line.withUnsafeBytes { corral_write_all_nosigpipe(fd, $0.baseAddress, $0.count) } == 0
+}
+
+/// Splits a byte stream into lines, blocking reads on a dedicated thread's handle.
+public enum LineReader {
+    /// Raw `read(2)` into one buffer and `memchr` for line ends: `FileHandle.availableData` plus `Data` slicing
+    /// spent most of the proxy's time per message in allocation and exclusivity checks.
+    public static func readLines(from handle: FileHandle, _ body: (Data) -> Void) {
+        readLines(from: handle.fileDescriptor, body)
+    }
+
+    /// Reads `fd` to its end, calling `body` with each line (without its newline; a last line without one too).
+    public static func readLines(from fd: Int32, _ body: (Data) -> Void) {
+        let capacity = 1 << 16
+        let chunk = UnsafeMutableRawBufferPointer.allocate(byteCount: capacity, alignment: 1)
+        defer { chunk.deallocate() }
+        guard let base = chunk.baseAddress else { return }
+        var pending = Data()  // the start of a line that continues in the next read
+        while true {
+            let count = read(fd, base, capacity)
+            if count < 0 && errno == EINTR { continue }
+            if count <= 0 { break }
+            var start = 0
+            while start < count, let newline = memchr(base + start, 0x0A, count - start) {
+                let end = base.distance(to: newline)
+                if pending.isEmpty {
+                    if end > start { body(Data(bytes: base + start, count: end - start)) }
+                } else {
+                    pending.append(base.assumingMemoryBound(to: UInt8.self) + start, count: end - start)
+                    body(pending)
+                    pending = Data()
+                }
+                start = end + 1
+            }
+            if start < count { pending.append(base.assumingMemoryBound(to: UInt8.self) + start, count: count - start) }
+        }
+        if !pending.isEmpty { body(pending) }
+    }
+}
+
+/// Starting and stopping stdio MCP servers (for `AgentSandbox` and `corral proxy`).
+enum ServerLaunch {
+    /// `env` arguments that run `command` with SIGPIPE back at its default: SwiftNIO ignores SIGPIPE process-wide
+    /// on Linux, Foundation's `Process` cannot reset it, and an ignored signal survives exec — a server that relies on
+    /// dying by SIGPIPE would not. GNU env (coreutils ≥ 8.31) does it; elsewhere the command runs as given.
+    static func envArguments(for command: [String]) -> [String] {
+        resetsSIGPIPE ? ["--default-signal=PIPE", "--"] + command : ["--"] + command
+    }
+
+    private static let resetsSIGPIPE: Bool = {
+        let probe = Process()
+        probe.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        probe.arguments = ["--default-signal=PIPE", "true"]
+        probe.standardError = FileHandle.nullDevice
+        guard (try? probe.run()) != nil else { return false }
+        probe.waitUntilExit()
+        return probe.terminationStatus == 0
+    }()
+
+    /// Closing its input is how a stdio server is asked to stop (the caller did that); then SIGTERM after `grace`,
+    /// and SIGKILL after another, so a server that ignores both cannot outlive its proxy.
+    static func stop(_ process: Process, grace: Duration) async {
+        for signal in [SIGTERM, SIGKILL] {
+            let deadline = ContinuousClock.now + grace
+            while process.isRunning && ContinuousClock.now < deadline { try? await Task.sleep(for: .milliseconds(5)) }
+            guard process.isRunning else { return }
+            kill(process.processIdentifier, signal)
+        }
+        while process.isRunning { try? await Task.sleep(for: .milliseconds(5)) }
+    }
+}
