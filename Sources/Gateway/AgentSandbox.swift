@@ -94,7 +94,8 @@ public final class AgentSandbox: Sendable {
                     Task { await client.disconnect() }
                 })
         case .http(let url):
-            transport = StreamableHTTPClientTransport(endpoint: url, logger: logger)
+            transport = StreamableHTTPClientTransport(
+                endpoint: url, logger: logger, onAnswerLost: { id in state.markAnswerLost(id) })
         }
         let initialized: Initialize.Result
         do {
@@ -202,14 +203,15 @@ public final class AgentSandbox: Sendable {
 
     private func request<M: Method>(_ method: M.Type, _ params: M.Parameters) async throws -> M.Result {
         if let reason = connectionState.lostReason { throw AgentSandboxError.connectionLost(reason) }
+        let request = M.request(params)
         do {
-            let context = try await client.send(M.request(params))
+            let context = try await client.send(request)
             return try await context.value
         } catch let error as MCPError {
             if let reason = connectionState.lostReason { throw AgentSandboxError.connectionLost(reason) }
-            let description = Self.describe(error)
-            if description.contains(StreamableHTTPClientTransport.lostAnswerMarker) {
-                throw AgentSandboxError.connectionLost(description)
+            // The transport made this error up because the answer never came: the call may have run.
+            if connectionState.takeAnswerLost(JSONValue(request.id)) {
+                throw AgentSandboxError.connectionLost(Self.describe(error))
             }
             switch error {
             case .transportError(let underlying):
@@ -265,6 +267,19 @@ enum RawCallTool: MCP.Method {
 /// Set once when the peer is gone, read by every call.
 final class ConnectionState: Sendable {
     private let reason = Mutex<String?>(nil)
+    private let lostAnswers = Mutex<Set<JSONValue>>([])
     func markLost(_ why: String) { reason.withLock { if $0 == nil { $0 = why } } }
     var lostReason: String? { reason.withLock { $0 } }
+    func markAnswerLost(_ id: JSONValue) { lostAnswers.withLock { _ = $0.insert(id) } }
+    func takeAnswerLost(_ id: JSONValue) -> Bool { lostAnswers.withLock { $0.remove(id) != nil } }
+}
+
+extension JSONValue {
+    /// A JSON-RPC id as the SDK holds it.
+    init(_ id: MCP.ID) {
+        switch id {
+        case .string(let text): self = .string(text)
+        case .number(let number): self = .int(number)
+        }
+    }
 }

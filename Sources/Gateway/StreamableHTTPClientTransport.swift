@@ -25,8 +25,13 @@ public actor StreamableHTTPClientTransport: Transport {
     private let stream: AsyncThrowingStream<Data, Swift.Error>
     private let continuation: AsyncThrowingStream<Data, Swift.Error>.Continuation
 
-    public init(endpoint: URL, logger: Logger? = nil) {
+    private let onAnswerLost: @Sendable (JSONValue) -> Void
+
+    /// `onAnswerLost` is told the id of each request whose answer never came (it gets a made-up JSON-RPC error,
+    /// and the caller may want to know that the call may still have run).
+    public init(endpoint: URL, logger: Logger? = nil, onAnswerLost: @escaping @Sendable (JSONValue) -> Void = { _ in }) {
         self.endpoint = endpoint
+        self.onAnswerLost = onAnswerLost
         self.logger = logger ?? Logger(label: "corral.gateway.http", factory: { _ in SwiftLogNoOpLogHandler() })
         let configuration = URLSessionConfiguration.ephemeral
         configuration.timeoutIntervalForRequest = 3600  // wait_for_background_task may hold a request for long
@@ -154,15 +159,12 @@ public actor StreamableHTTPClientTransport: Transport {
         }
     }
 
-    /// Marks the errors this transport makes up for answers that never came (the call may have run).
-    static let lostAnswerMarker = "(no answer: lost in transport)"
-
     /// The request will get no answer on its stream: a JSON-RPC error in its place, so its caller is not left waiting.
     private func answerLost(_ requestID: JSONValue?, _ reason: String) {
         guard let requestID else { return }
-        let text = "\(reason) \(Self.lostAnswerMarker)"
+        onAnswerLost(requestID)
         // Not -32000: the SDK decodes that code as its own `connectionClosed`, dropping the message.
-        let message: JSONValue = ["jsonrpc": "2.0", "id": requestID, "error": ["code": -32050, "message": .string(text)]]
+        let message: JSONValue = ["jsonrpc": "2.0", "id": requestID, "error": ["code": -32050, "message": .string(reason)]]
         continuation.yield(Data(message.jsonString().utf8))
     }
 

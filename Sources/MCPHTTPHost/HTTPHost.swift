@@ -9,9 +9,11 @@ import ServiceLifecycle
 /// (one per MCP session) hosted on Hummingbird. A POST `initialize` creates a session, whose endpoint the factory
 /// starts on the session's transport; later requests are routed by `Mcp-Session-Id`; DELETE ends the session.
 public actor MCPSessionTable {
-    /// What serves one session: started on the session's transport, stopped when the session ends.
+    /// What serves one session: started on the session's transport, stopped when the session ends. An endpoint
+    /// that ends on its own (its server died) calls `end`, and the session is dropped.
     public typealias EndpointFactory =
-        @Sendable (_ sessionID: String, _ transport: StatefulHTTPServerTransport) async throws -> SessionEndpoint
+        @Sendable (_ sessionID: String, _ transport: StatefulHTTPServerTransport, _ end: @escaping @Sendable () -> Void)
+            async throws -> SessionEndpoint
 
     public struct SessionEndpoint: Sendable {
         public let stop: @Sendable () async -> Void
@@ -90,7 +92,9 @@ public actor MCPSessionTable {
         let transport = StatefulHTTPServerTransport(sessionIDGenerator: FixedSessionID(id: id), logger: logger)
         let endpoint: SessionEndpoint
         do {
-            endpoint = try await makeEndpoint(id, transport)
+            endpoint = try await makeEndpoint(id, transport) { [weak self] in
+                Task { await self?.close(id) }
+            }
         } catch {
             return .error(statusCode: 500, .internalError("cannot start a session: \(error)"))
         }
@@ -195,5 +199,19 @@ private struct ShutdownHook: Service {
     func run() async throws {
         try? await gracefulShutdown()
         await action()
+    }
+}
+
+/// `HOST:PORT` as `--http` takes it (an IPv6 host in brackets; port 0 picks a free one). Nil when it is not that.
+public struct HTTPAddress: Sendable, Hashable {
+    public let host: String
+    public let port: Int
+
+    public init?(parsing text: String) {
+        guard let colon = text.lastIndex(of: ":"), colon > text.startIndex,
+            let port = Int(text[text.index(after: colon)...]), (0...65535).contains(port)
+        else { return nil }
+        self.host = String(text[..<colon]).trimmingCharacters(in: CharacterSet(charactersIn: "[]"))
+        self.port = port
     }
 }

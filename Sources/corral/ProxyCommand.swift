@@ -46,7 +46,12 @@ struct ProxyCommand: AsyncParsableCommand {
         let command = server.first == "--" ? Array(server.dropFirst()) : server
         guard approvalTimeout > 0 else { throw ValidationError("--approval-timeout must be at least 1 second") }
         guard !command.isEmpty else { throw ValidationError("no server command; usage: corral proxy --policy FILE -- CMD ARGS…") }
-        let address = try http.map(HostAndPort.init(parsing:))
+        let address = try http.map { text in
+            guard let address = HTTPAddress(parsing: text) else {
+                throw ValidationError("--http wants HOST:PORT, e.g. 127.0.0.1:8766; got \(text)")
+            }
+            return address
+        }
         let loaded: Policy
         do {
             loaded = try Policy.load(contentsOfFile: policy)
@@ -87,14 +92,11 @@ struct ProxyCommand: AsyncParsableCommand {
         }
         var logger = Logger(label: "corral-proxy")
         logger.logLevel = .warning
-        let table = SessionTableReference()
-        let sessions = MCPSessionTable(logger: logger) { sessionID, transport in
+        let sessions = MCPSessionTable(logger: logger) { sessionID, transport, end in
             let stop = try await proxy.startSession(
-                id: sessionID, transport: transport, serverCommand: command,
-                onServerExit: { Task { await table.sessions?.close(sessionID) } })
+                id: sessionID, transport: transport, serverCommand: command, onServerExit: end)
             return MCPSessionTable.SessionEndpoint(stop: stop)
         }
-        await table.set(sessions)
         try await HTTPHost.run(
             host: address.host, port: address.port, sessions: sessions, serverName: "corral-proxy", logger: logger,
             beforeShutdown: { await sessions.closeAll() }  // servers stop; what they owed is answered with an error
@@ -130,26 +132,4 @@ struct ProxyCommand: AsyncParsableCommand {
     static func modificationDate(_ path: String) -> Date? {
         (try? FileManager.default.attributesOfItem(atPath: path))?[.modificationDate] as? Date
     }
-}
-
-/// `HOST:PORT` (IPv6 in brackets), as `--http` takes it.
-struct HostAndPort {
-    let host: String
-    let port: Int
-
-    init(parsing text: String) throws {
-        guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]),
-            (0...65535).contains(port), colon > text.startIndex
-        else {
-            throw ValidationError("--http wants HOST:PORT, e.g. 127.0.0.1:8766; got \(text)")
-        }
-        self.host = String(text[..<colon]).trimmingCharacters(in: CharacterSet(charactersIn: "[]"))
-        self.port = port
-    }
-}
-
-/// Lets a session's endpoint reach the table it lives in (the table is built with the factory that makes them).
-actor SessionTableReference {
-    private(set) var sessions: MCPSessionTable?
-    func set(_ table: MCPSessionTable) { sessions = table }
 }

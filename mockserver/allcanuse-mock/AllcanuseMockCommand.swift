@@ -131,14 +131,12 @@ struct AllcanuseMockCommand: AsyncParsableCommand {
         _ address: String, service: AllcanuseService, policy: PolicyEvaluator, supervisor: TaskSupervisor,
         callRecord: CallRecord?, logger: Logger
     ) async throws {
-        guard let colon = address.lastIndex(of: ":"), let port = Int(address[address.index(after: colon)...]),
-            (0...65535).contains(port)
-        else {
+        guard let parsed = HTTPAddress(parsing: address) else {
             throw ValidationError("--http wants HOST:PORT, e.g. 127.0.0.1:8765; got \(address)")
         }
-        let host = String(address[..<colon]).trimmingCharacters(in: CharacterSet(charactersIn: "[]"))
+        let (host, port) = (parsed.host, parsed.port)
         let grant = self.grant
-        let sessions = MCPSessionTable(logger: logger) { sessionID, transport in
+        let sessions = MCPSessionTable(logger: logger) { sessionID, transport, _ in
             let identity = CallIdentity(grant: grant, session: sessionID)
             let server = await MockServer.make(
                 service: service, policy: policy, identity: identity, logger: logger, callRecord: callRecord)

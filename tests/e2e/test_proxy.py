@@ -432,3 +432,18 @@ def test_http_proxy_sigterm_with_a_wait_in_flight_ends_promptly(state_dir, tmp_p
     finally:
         if proxy.poll() is None:
             proxy.kill()
+
+
+def test_bad_invocations_are_explained(tmp_path):
+    policy = tmp_path / "policy.json"
+    write_policy(policy)
+    cases = [
+        (["proxy", "--policy", str(policy), "--http", "nonsense", "--", "cat"], "--http wants HOST:PORT"),
+        (["proxy", "--policy", str(policy), "--audit", "/nonexistent-dir/a.jsonl", "--", "cat"], "--audit: cannot open"),
+        (["proxy", "--policy", str(policy), "--approval-timeout", "0", "--", "cat"], "--approval-timeout must be"),
+        (["proxy", "--policy", str(policy)], "no server command"),
+        (["proxy", "--policy", str(tmp_path / "missing.json"), "--", "cat"], "missing.json"),
+    ]
+    for args, message in cases:
+        done = subprocess.run([str(CORRAL), *args], capture_output=True, text=True, timeout=20)
+        assert done.returncode != 0 and message in done.stderr, (args, done.stderr)
