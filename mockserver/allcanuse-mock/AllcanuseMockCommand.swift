@@ -66,26 +66,34 @@ struct AllcanuseMockCommand: AsyncParsableCommand {
         } catch let error as PolicyLoadError {
             throw ValidationError("--policy: \(error)")
         }
-        let directory = stateDir ?? Self.defaultStateDirectory()
-        let supervisor = try await TaskSupervisor.start(
-            .init(stateDirectory: directory, graceMilliseconds: graceMs, logger: logger))
+        // Every flag is checked before the supervisor starts (and recovers the state directory).
         if let workspace {
             var isDirectory: ObjCBool = false
             guard FileManager.default.fileExists(atPath: workspace, isDirectory: &isDirectory), isDirectory.boolValue else {
                 throw ValidationError("--workspace \(workspace) is not a directory")
             }
         }
-        let service = AllcanuseService(supervisor: supervisor, sandboxFloor: floor, workspace: workspace)
-        let evaluator = PolicyEvaluator(policy: loaded)
+        let address = try http.map { text in
+            guard let address = HTTPAddress(parsing: text) else {
+                throw ValidationError("--http wants HOST:PORT, e.g. 127.0.0.1:8765; got \(text)")
+            }
+            return address
+        }
         let callRecord: CallRecord?
         do {
             callRecord = try callLog.map { try CallRecord(path: $0) }
         } catch {
             throw ValidationError("--call-log: \(error)")
         }
-        if let http {
+        let directory = stateDir ?? Self.defaultStateDirectory()
+        let supervisor = try await TaskSupervisor.start(
+            .init(stateDirectory: directory, graceMilliseconds: graceMs, logger: logger))
+        let service = AllcanuseService(supervisor: supervisor, sandboxFloor: floor, workspace: workspace)
+        let evaluator = PolicyEvaluator(policy: loaded)
+        if let address {
             try await serveHTTP(
-                http, service: service, policy: evaluator, supervisor: supervisor, callRecord: callRecord, logger: logger)
+                address, service: service, policy: evaluator, supervisor: supervisor, callRecord: callRecord,
+                logger: logger)
             return
         }
         let identity = CallIdentity(grant: grant, session: UUID().uuidString)
@@ -128,13 +136,10 @@ struct AllcanuseMockCommand: AsyncParsableCommand {
     }
 
     private func serveHTTP(
-        _ address: String, service: AllcanuseService, policy: PolicyEvaluator, supervisor: TaskSupervisor,
+        _ address: HTTPAddress, service: AllcanuseService, policy: PolicyEvaluator, supervisor: TaskSupervisor,
         callRecord: CallRecord?, logger: Logger
     ) async throws {
-        guard let parsed = HTTPAddress(parsing: address) else {
-            throw ValidationError("--http wants HOST:PORT, e.g. 127.0.0.1:8765; got \(address)")
-        }
-        let (host, port) = (parsed.host, parsed.port)
+        let (host, port) = (address.host, address.port)
         let grant = self.grant
         let sessions = MCPSessionTable(logger: logger) { sessionID, transport, _ in
             let identity = CallIdentity(grant: grant, session: sessionID)

@@ -4,7 +4,7 @@ import json
 import pathlib
 import time
 
-from conftest import call, mock_session, process_state, run, tree_members
+from conftest import MOCK, call, mock_session, process_state, run, tree_members
 
 
 def test_lifecycle_of_a_real_process(state_dir):
@@ -122,3 +122,18 @@ def test_wait_sends_progress_when_asked(state_dir):
             assert [p for p, _, _ in updates] == sorted(p for p, _, _ in updates)
 
     run(scenario())
+
+
+def test_bad_flags_are_refused_before_the_state_directory_is_touched(tmp_path):
+    import subprocess
+
+    state = tmp_path / "state"
+    for args, message in [
+        (["--http", "1.2.3.4"], "--http wants HOST:PORT"),
+        (["--call-log", "/nonexistent-dir/calls.jsonl"], "--call-log: cannot open"),
+        (["--workspace", str(tmp_path / "missing")], "is not a directory"),
+    ]:
+        done = subprocess.run([str(MOCK), "--state-dir", str(state), *args], capture_output=True, text=True,
+                              stdin=subprocess.DEVNULL, timeout=20)
+        assert done.returncode != 0 and message in done.stderr, (args, done.stderr)
+        assert not state.exists()
