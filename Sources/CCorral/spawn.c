@@ -9,9 +9,12 @@
 #include <linux/sched.h>
 #include <linux/filter.h>
 #include <linux/seccomp.h>
+#include <linux/capability.h>
+#include <linux/securebits.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
@@ -32,6 +35,32 @@
 #ifndef SYS_landlock_restrict_self
 #define SYS_landlock_restrict_self 446
 #endif
+#ifndef SYS_clone3
+#define SYS_clone3 435
+#endif
+#ifndef CLONE_INTO_CGROUP
+#define CLONE_INTO_CGROUP 0x200000000ULL
+#endif
+#ifndef PR_CAP_AMBIENT
+#define PR_CAP_AMBIENT 47
+#define PR_CAP_AMBIENT_CLEAR_ALL 4
+#endif
+
+/// The kernel's clone_args up to `cgroup` (CLONE_ARGS_SIZE_VER2, Linux 5.7); declared here because glibc 2.36 has no
+/// header for it.
+struct corral_clone_args {
+    uint64_t flags;
+    uint64_t pidfd;
+    uint64_t child_tid;
+    uint64_t parent_tid;
+    uint64_t exit_signal;
+    uint64_t stack;
+    uint64_t stack_size;
+    uint64_t tls;
+    uint64_t set_tid;
+    uint64_t set_tid_size;
+    uint64_t cgroup;
+};
 
 static void child_report(void *context, int stage, int error);
 
@@ -69,8 +98,39 @@ static void mark_all_cloexec_from(int first) {
     }
 }
 
+// Before giving up root: what only CAP_SETPCAP may do. The bounding set bounds what any later execve can gain;
+// the securebits make a setuid-root program (or uid 0 regained some way) grant nothing, and are locked.
+static void drop_privileges_before_identity(const corral_spawn_attr *a, void *context) {
+    (void)a;
+    if (prctl(PR_CAPBSET_READ, CAP_SETPCAP, 0, 0, 0) != 1) return;  // not ours to drop: an unprivileged server
+    struct __user_cap_header_struct header = {.version = _LINUX_CAPABILITY_VERSION_3, .pid = 0};
+    struct __user_cap_data_struct data[2];
+    memset(data, 0, sizeof data);
+    if (syscall(SYS_capget, &header, data) != 0) child_fail(context, CORRAL_STAGE_CAPABILITIES, errno);
+    if (!(data[0].effective & (1U << CAP_SETPCAP))) return;
+    unsigned long bits = SECBIT_NOROOT | SECBIT_NOROOT_LOCKED | SECBIT_NO_SETUID_FIXUP_LOCKED | SECBIT_KEEP_CAPS_LOCKED |
+                         SECBIT_NO_CAP_AMBIENT_RAISE | SECBIT_NO_CAP_AMBIENT_RAISE_LOCKED;
+    if (prctl(PR_SET_SECUREBITS, bits, 0, 0, 0) != 0) child_fail(context, CORRAL_STAGE_CAPABILITIES, errno);
+    for (int cap = 0; cap < 64; cap++) {
+        if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0 && errno != EINVAL) {
+            child_fail(context, CORRAL_STAGE_CAPABILITIES, errno);
+        }
+    }
+}
+
+// Effective, permitted and inheritable to zero (always allowed), and the ambient set cleared.
+static void clear_capability_sets(void *context) {
+    struct __user_cap_header_struct header = {.version = _LINUX_CAPABILITY_VERSION_3, .pid = 0};
+    struct __user_cap_data_struct data[2];
+    memset(data, 0, sizeof data);
+    if (syscall(SYS_capset, &header, data) != 0) child_fail(context, CORRAL_STAGE_CAPABILITIES, errno);
+    if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) != 0 && errno != EINVAL) {
+        child_fail(context, CORRAL_STAGE_CAPABILITIES, errno);
+    }
+}
+
 __attribute__((noreturn)) static void child_main(const corral_spawn_attr *a, const struct sock_fprog *filter,
-                                                void *context) {
+                                                int born_in_cgroup, void *context) {
     // A clean signal state: every disposition back to default, then an empty mask (the parent blocked every signal
     // around the clone so that no parent handler can run in the child). Raw rt_sigaction, because glibc's wrapper
     // refuses its reserved signals (32, 33), whose ignored state would otherwise be inherited across exec.
@@ -90,14 +150,36 @@ __attribute__((noreturn)) static void child_main(const corral_spawn_attr *a, con
 
     if (a->new_session && setsid() < 0) child_fail(context, CORRAL_STAGE_SETSID, errno);
 
-    if (a->pdeathsig > 0) {
-        if (prctl(PR_SET_PDEATHSIG, a->pdeathsig, 0, 0, 0) != 0) child_fail(context, CORRAL_STAGE_PDEATHSIG, errno);
-        // The parent may have died before the prctl: then nobody would ever send the signal.
-        if (a->expected_parent > 0 && getppid() != a->expected_parent) _exit(127);
+    // Cgroups first, while the child still has the parent's credentials (cgroup.procs is root's file). A child born
+    // by clone3(CLONE_INTO_CGROUP) is already in its v2 cgroup; the v1 hierarchies (a hybrid setup's pids and
+    // memory) have no such flag and are joined here.
+    if (a->cgroup_procs_fd >= 0 && !born_in_cgroup) {
+        if (write(a->cgroup_procs_fd, "0", 1) != 1) child_fail(context, CORRAL_STAGE_CGROUP, errno);
+    }
+    for (int i = 0; i < a->extra_procs_count; i++) {
+        if (write(a->extra_procs_fds[i], "0", 1) != 1) child_fail(context, CORRAL_STAGE_CGROUP, errno);
     }
 
-    if (a->cgroup_procs_fd >= 0) {
-        if (write(a->cgroup_procs_fd, "0", 1) != 1) child_fail(context, CORRAL_STAGE_CGROUP, errno);
+    if (a->drop_capabilities) drop_privileges_before_identity(a, context);
+    if (a->gid != (gid_t)-1) {
+        // Raw syscalls: glibc's set*id wrappers would signal every thread of the parent (they share our memory).
+        if (syscall(SYS_setgroups, 0, NULL) != 0) child_fail(context, CORRAL_STAGE_IDENTITY, errno);
+        if (syscall(SYS_setresgid, a->gid, a->gid, a->gid) != 0) child_fail(context, CORRAL_STAGE_IDENTITY, errno);
+    }
+    if (a->uid != (uid_t)-1 && syscall(SYS_setresuid, a->uid, a->uid, a->uid) != 0) {
+        child_fail(context, CORRAL_STAGE_IDENTITY, errno);
+    }
+    if (a->drop_capabilities) clear_capability_sets(context);
+
+    // After the identity change, which clears the parent-death signal.
+    if (a->pdeathsig > 0) {
+        if (prctl(PR_SET_PDEATHSIG, a->pdeathsig, 0, 0, 0) != 0) child_fail(context, CORRAL_STAGE_PDEATHSIG, errno);
+        // The parent may have died before the prctl: then nobody would ever send the signal. In another PID
+        // namespace getppid() is 0; there the namespace's init, which dies with the parent, covers that race.
+        if (a->expected_parent > 0 && a->pid_namespace_fd < 0 && !a->new_pid_namespace &&
+            getppid() != a->expected_parent) {
+            _exit(127);
+        }
     }
 
     int in = move_above_stdio(a->stdin_fd, 0);
@@ -151,6 +233,7 @@ __attribute__((noreturn)) static void child_main(const corral_spawn_attr *a, con
 typedef struct {
     const corral_spawn_attr *attr;
     const struct sock_fprog *filter;
+    int born_in_cgroup;
     volatile int failed_stage;
     volatile int error;
 } spawn_context;
@@ -163,10 +246,48 @@ static void child_report(void *argument, int stage, int error) {
 
 static int child_entry(void *argument) {
     spawn_context *context = argument;
-    child_main(context->attr, context->filter, context);
+    child_main(context->attr, context->filter, context->born_in_cgroup, context);
 }
 
 enum { CHILD_STACK_SIZE = 256 * 1024 };
+
+/// Cleared for good the first time the kernel (or a filter around this process) refuses clone3.
+static volatile int clone3_usable = 1;
+
+int corral_clone3_available(void) { return clone3_usable; }
+
+/// clone3 with CLONE_VM: the child starts on the new stack with the parent's registers, so the call and the jump
+/// into `entry` are written in assembly (no C frame survives the stack switch). libc has no public clone3 wrapper.
+/// Returns the pid, or -errno.
+static long clone3_vfork(struct corral_clone_args *args, int (*entry)(void *), void *argument) {
+#if defined(__x86_64__)
+    long result;
+    register void *function __asm__("r12") = (void *)entry;
+    register void *data __asm__("r13") = argument;
+    __asm__ volatile(
+        "syscall\n\t"
+        "test %%rax, %%rax\n\t"
+        "jnz 1f\n\t"
+        // Child: an aligned fresh stack (the kernel set rsp to stack + stack_size), no frame to return to.
+        "xor %%ebp, %%ebp\n\t"
+        "mov %%r13, %%rdi\n\t"
+        "call *%%r12\n\t"
+        "mov %%eax, %%edi\n\t"
+        "mov $60, %%eax\n\t"  // exit
+        "syscall\n\t"
+        "hlt\n"
+        "1:\n\t"
+        : "=a"(result)
+        : "0"((long)SYS_clone3), "D"(args), "S"(sizeof *args), "r"(function), "r"(data)
+        : "rcx", "r11", "memory");
+    return result;
+#else
+    (void)args;
+    (void)entry;
+    (void)argument;
+    return -ENOSYS;  // other architectures use clone() and join the cgroup through cgroup.procs
+#endif
+}
 
 int corral_spawn(const corral_spawn_attr *a, corral_spawn_result *r) {
     memset(r, 0, sizeof *r);
@@ -188,6 +309,7 @@ int corral_spawn(const corral_spawn_attr *a, corral_spawn_result *r) {
     spawn_context context = {
         .attr = a,
         .filter = a->seccomp_instructions != NULL ? &program : NULL,
+        .born_in_cgroup = 0,
         .failed_stage = 0,
         .error = 0,
     };
@@ -196,15 +318,63 @@ int corral_spawn(const corral_spawn_attr *a, corral_spawn_result *r) {
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &old);
 
-    int pidfd = -1;
-    int flags = CLONE_VM | CLONE_VFORK | CLONE_PIDFD | SIGCHLD;
-    pid_t pid = clone(child_entry, (char *)stack + CHILD_STACK_SIZE, flags, &context, &pidfd);
-    if (pid < 0 && errno == EINVAL) {
-        // Before Linux 5.2 there is no CLONE_PIDFD: open one while the child is still unreaped (race-free).
-        pid = clone(child_entry, (char *)stack + CHILD_STACK_SIZE, flags & ~CLONE_PIDFD, &context);
-        if (pid > 0) pidfd = corral_pidfd_open(pid);
+    // A child meant for another PID namespace is born there: the calling thread's namespace for children is
+    // switched for the clone alone (this thread runs nothing else meanwhile) and switched back at once.
+    if (a->pid_namespace_fd >= 0 && setns(a->pid_namespace_fd, CLONE_NEWPID) != 0) {
+        int error = errno;
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
+        munmap(stack, CHILD_STACK_SIZE);
+        r->failed_stage = CORRAL_STAGE_PID_NAMESPACE;
+        r->error = error;
+        return -1;
     }
-    int clone_error = errno;
+
+    int pidfd = -1;
+    pid_t pid = -1;
+    int clone_error = 0;
+    uint64_t namespace_flag = a->new_pid_namespace ? CLONE_NEWPID : 0;
+    if (a->cgroup_dir_fd >= 0 && clone3_usable) {
+        struct corral_clone_args args;
+        memset(&args, 0, sizeof args);
+        args.flags = CLONE_VM | CLONE_VFORK | CLONE_PIDFD | CLONE_INTO_CGROUP | namespace_flag;
+        args.pidfd = (uint64_t)(uintptr_t)&pidfd;
+        args.exit_signal = SIGCHLD;
+        args.stack = (uint64_t)(uintptr_t)stack;
+        args.stack_size = CHILD_STACK_SIZE;
+        args.cgroup = (uint64_t)a->cgroup_dir_fd;
+        context.born_in_cgroup = 1;
+        long rc = clone3_vfork(&args, child_entry, &context);
+        if (rc >= 0) {
+            pid = (pid_t)rc;
+        } else {
+            clone_error = (int)-rc;
+            context.born_in_cgroup = 0;
+            // No clone3, no CLONE_INTO_CGROUP (before 5.7), or a seccomp filter around us that refuses it: the
+            // child joins through cgroup.procs instead, from now on.
+            if (clone_error == ENOSYS || clone_error == E2BIG || clone_error == EINVAL || clone_error == EPERM) {
+                clone3_usable = 0;
+            } else {
+                pid = -1;
+                goto cloned;
+            }
+        }
+    }
+    if (pid < 0) {
+        int flags = CLONE_VM | CLONE_VFORK | CLONE_PIDFD | SIGCHLD | (int)namespace_flag;
+        pid = clone(child_entry, (char *)stack + CHILD_STACK_SIZE, flags, &context, &pidfd);
+        if (pid < 0 && errno == EINVAL) {
+            // Before Linux 5.2 there is no CLONE_PIDFD: open one while the child is still unreaped (race-free).
+            pid = clone(child_entry, (char *)stack + CHILD_STACK_SIZE, flags & ~CLONE_PIDFD, &context);
+            if (pid > 0) pidfd = corral_pidfd_open(pid);
+        }
+        clone_error = errno;
+    }
+cloned:
+    if (a->pid_namespace_fd >= 0 && setns(a->own_pid_namespace_fd, CLONE_NEWPID) != 0) {
+        // Cannot happen for a process that could enter the other namespace; if it did, this thread's children
+        // would all land there, so stop rather than go on.
+        abort();
+    }
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     munmap(stack, CHILD_STACK_SIZE);
 

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/prctl.h>
 #include <sys/eventfd.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
@@ -219,4 +220,25 @@ int corral_write_all_nosigpipe(int fd, const void *buffer, size_t length) {
     pthread_sigmask(SIG_SETMASK, &previous, NULL);
     errno = saved_errno;
     return result;
+}
+
+int corral_set_non_dumpable(void) { return prctl(PR_SET_DUMPABLE, 0, 0, 0, 0); }
+
+int64_t corral_process_io_field(pid_t pid, const char *field) {
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/io", (int)pid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return -1;
+    char buffer[1024];
+    ssize_t count = read(fd, buffer, sizeof buffer - 1);
+    close(fd);
+    if (count <= 0) return -1;
+    buffer[count] = 0;
+    size_t length = strlen(field);
+    for (char *line = buffer; line != NULL && *line != 0;) {
+        if (strncmp(line, field, length) == 0 && line[length] == ':') return strtoll(line + length + 1, NULL, 10);
+        char *next = strchr(line, '\n');
+        line = next != NULL ? next + 1 : NULL;
+    }
+    return -1;
 }

@@ -17,6 +17,15 @@ public struct CgroupUnavailable: Error, Sendable, CustomStringConvertible {
 public struct CgroupHierarchy: Sendable {
     /// `<cgroup2 mount>/<our cgroup>/<name>`
     public let root: String
+    /// Where each limit's controller is: enabled for the task cgroups in the v2 tree, or a v1 hierarchy (a hybrid
+    /// setup) with our directory `<v1 mount>/<our v1 cgroup>/<name>` in it. A limit whose controller is in neither
+    /// cannot be enforced here, and a task asking for it is refused.
+    public let controllers: [CgroupController: ControllerLocation]
+
+    public enum ControllerLocation: Sendable, Equatable {
+        case unified
+        case v1(root: String)
+    }
 
     /// Finds the cgroup v2 mount, creates `name` under our own cgroup and checks that `cgroup.freeze` and `cgroup.kill`
     /// exist (Linux 5.2 and 5.14).
@@ -40,27 +49,120 @@ public struct CgroupHierarchy: Sendable {
                     CgroupUnavailable(description: "\(root)/\(file) is not writable: \(errnoDescription(errno))"))
             }
         }
-        return .success(CgroupHierarchy(root: root))
+        return .success(CgroupHierarchy(root: root, controllers: locateControllers(unifiedRoot: root, name: name)))
     }
 
-    /// Creates the cgroup of one task.
-    public func createTaskCgroup(named name: String) throws(CgroupUnavailable) -> TaskCgroup {
+    /// Enables what the v2 tree delegates to us; looks for the rest in v1 hierarchies we may write.
+    private static func locateControllers(unifiedRoot: String, name: String) -> [CgroupController: ControllerLocation] {
+        var found: [CgroupController: ControllerLocation] = [:]
+        let available = Set((readSmallFile(unifiedRoot + "/cgroup.controllers") ?? "").split(whereSeparator: \.isWhitespace))
+        for controller in CgroupController.allCases where available.contains(Substring(controller.v2Name)) {
+            let fd = open(unifiedRoot + "/cgroup.subtree_control", O_WRONLY | O_CLOEXEC)
+            if fd >= 0 {
+                let text = "+" + controller.v2Name
+                if text.withCString({ Glibc.write(fd, $0, strlen($0)) }) >= 0 { found[controller] = .unified }
+                close(fd)
+            }
+        }
+        guard let table = readSmallFile("/proc/self/cgroup") else { return found }
+        let mounts = v1Mounts()
+        for line in table.split(separator: "\n") {
+            // ID:CONTROLLERS:PATH
+            let fields = line.split(separator: ":", maxSplits: 2, omittingEmptySubsequences: false)
+            guard fields.count == 3, !fields[1].isEmpty else { continue }
+            for controllerName in fields[1].split(separator: ",") {
+                guard let controller = CgroupController(v1Name: String(controllerName)), found[controller] == nil,
+                    let mount = mounts[String(controllerName)]
+                else { continue }
+                let relative = fields[2].hasPrefix(mount.root) ? String(fields[2].dropFirst(mount.root.count)) : String(fields[2])
+                let root = (mount.mountPoint + "/" + relative + "/" + name).replacingDoubleSlashes()
+                if mkdir(root, 0o755) != 0 && errno != EEXIST { continue }
+                guard access(root + "/cgroup.procs", W_OK) == 0 else { continue }
+                if controller == .memory {
+                    // Children of our directory are limited and accounted on their own (v1 default: hierarchical).
+                    _ = writeFile(root + "/memory.use_hierarchy", "1")
+                }
+                found[controller] = .v1(root: root)
+            }
+        }
+        return found
+    }
+
+    private static func v1Mounts() -> [String: (mountPoint: String, root: String)] {
+        guard let text = readSmallFile("/proc/self/mountinfo") else { return [:] }
+        var result: [String: (mountPoint: String, root: String)] = [:]
+        for line in text.split(separator: "\n") {
+            let halves = line.split(separator: " - ", maxSplits: 1)
+            guard halves.count == 2 else { continue }
+            let tail = halves[1].split(separator: " ")
+            guard tail.count >= 3, tail[0] == "cgroup" else { continue }
+            let fields = halves[0].split(separator: " ")
+            guard fields.count >= 5 else { continue }
+            for option in tail[2].split(separator: ",") where CgroupController(v1Name: String(option)) != nil {
+                result[String(option)] = (unescapeMountField(String(fields[4])), unescapeMountField(String(fields[3])))
+            }
+        }
+        return result
+    }
+
+    /// Creates the cgroup of one task, with its limits (only in the controllers the limits need: joining a v1
+    /// cgroup costs the spawn an RCU grace period after an idle spell, 10 ms and more).
+    /// `accounting`: controllers to join without a limit, for their figures (peak memory).
+    public func createTaskCgroup(
+        named name: String, limits: CgroupLimits = CgroupLimits(), accounting: Set<CgroupController> = []
+    ) throws(CgroupUnavailable) -> TaskCgroup {
         let path = root + "/" + name
         if mkdir(path, 0o755) != 0 && errno != EEXIST {
             throw CgroupUnavailable(description: "cannot create \(path): \(errnoDescription(errno))")
         }
         let procsFD = open(path + "/cgroup.procs", O_WRONLY | O_CLOEXEC)
-        guard procsFD >= 0 else {
+        let directoryFD = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard procsFD >= 0, directoryFD >= 0 else {
             let error = errno
+            if procsFD >= 0 { close(procsFD) }
+            if directoryFD >= 0 { close(directoryFD) }
             rmdir(path)
-            throw CgroupUnavailable(description: "cannot open \(path)/cgroup.procs: \(errnoDescription(error))")
+            throw CgroupUnavailable(description: "cannot open \(path): \(errnoDescription(error))")
         }
-        return TaskCgroup(path: path, procsFD: procsFD)
+        let cgroup = TaskCgroup(path: path, procsFD: procsFD, directoryFD: directoryFD)
+        do throws(CgroupUnavailable) {
+            let wanted = limits.controllers + accounting.subtracting(limits.controllers).sorted { $0.rawValue < $1.rawValue }
+            for controller in wanted {
+                guard let location = controllers[controller] else {
+                    if !limits.controllers.contains(controller) { continue }  // figures only: do without
+                    throw CgroupUnavailable(
+                        description: "the \(controller.limitName) limit needs the cgroup '\(controller.v2Name)' controller, "
+                            + "which this machine does not delegate to the server")
+                }
+                var directory = path
+                if case .v1(let v1Root) = location {
+                    directory = v1Root + "/" + name
+                    try cgroup.addV1(directory)
+                }
+                for (file, value, optional) in limits.settings(for: controller, unified: location == .unified) {
+                    guard writeFile(directory + "/" + file, value) || (optional && errno == ENOENT) else {
+                        throw CgroupUnavailable(
+                            description: "cannot set \(directory)/\(file) to \(value): \(errnoDescription(errno))")
+                    }
+                }
+                cgroup.limited[controller] = directory
+            }
+        } catch {
+            cgroup.remove()
+            throw error
+        }
+        return cgroup
     }
 
     /// Removes the root directory if no task cgroup is left in it.
     public func removeIfEmpty() {
         rmdir(root)
+        for case .v1(let v1Root) in controllers.values { rmdir(v1Root) }
+    }
+
+    /// Removes a task's v1 directories left after a crash.
+    public func removeLeftoverV1(named name: String) {
+        for case .v1(let v1Root) in controllers.values { rmdir(v1Root + "/" + name) }
     }
 
     /// Names of the task cgroups left under the root (after a crash).
@@ -106,21 +208,70 @@ public struct CgroupHierarchy: Sendable {
 }
 
 /// One task's cgroup: freeze, thaw and kill act on every process in it, also those that left the process group.
-public final class TaskCgroup: Sendable {
+public final class TaskCgroup: @unchecked Sendable {
+    // @unchecked: `limited` and the v1 lists are filled while the cgroup is created, before it is shared.
     public let path: String
-    /// Open `cgroup.procs`: the child writes "0" to it between clone and exec, joining the cgroup before it runs any
-    /// code of the task. -1 for a cgroup found on disk after a restart.
+    /// Open `cgroup.procs`: the child writes "0" to it between clone and exec (where clone3 cannot put it there at
+    /// birth), joining the cgroup before it runs any code of the task. -1 for a cgroup found after a restart.
     public let procsFD: Int32
+    /// The directory, for clone3(CLONE_INTO_CGROUP). -1 for a cgroup found after a restart.
+    public let directoryFD: Int32
+    /// cgroup.procs of the task's v1 cgroups (hybrid hierarchy), joined by the child.
+    public private(set) var v1ProcsFDs: [Int32] = []
+    public private(set) var v1Paths: [String] = []
+    /// The directory holding each limited controller's files.
+    public fileprivate(set) var limited: [CgroupController: String] = [:]
 
-    init(path: String, procsFD: Int32) {
+    init(path: String, procsFD: Int32, directoryFD: Int32) {
         self.path = path
         self.procsFD = procsFD
+        self.directoryFD = directoryFD
+    }
+
+    fileprivate func addV1(_ directory: String) throws(CgroupUnavailable) {
+        if mkdir(directory, 0o755) != 0 && errno != EEXIST {
+            throw CgroupUnavailable(description: "cannot create \(directory): \(errnoDescription(errno))")
+        }
+        v1Paths.append(directory)
+        let fd = open(directory + "/cgroup.procs", O_WRONLY | O_CLOEXEC)
+        guard fd >= 0 else {
+            throw CgroupUnavailable(description: "cannot open \(directory)/cgroup.procs: \(errnoDescription(errno))")
+        }
+        v1ProcsFDs.append(fd)
     }
 
     /// A cgroup found on disk (after a restart); it is only killed and removed.
     public static func existing(path: String) -> TaskCgroup? {
         guard access(path + "/cgroup.kill", F_OK) == 0 else { return nil }
-        return TaskCgroup(path: path, procsFD: -1)
+        return TaskCgroup(path: path, procsFD: -1, directoryFD: -1)
+    }
+
+    /// What the task used, read after it ended (see `TaskAccounting`).
+    public func accounting() -> CgroupAccounting {
+        var result = CgroupAccounting()
+        if let directory = limited[.memory] {
+            let v2 = directory == path
+            result.peakMemoryBytes = readNumber(directory + (v2 ? "/memory.peak" : "/memory.max_usage_in_bytes"))
+            let events = readSmallFile(directory + (v2 ? "/memory.events" : "/memory.oom_control")) ?? ""
+            result.oomKills = Self.field("oom_kill", in: events)
+        }
+        if let directory = limited[.pids] {
+            let events = readSmallFile(directory + "/pids.events") ?? ""
+            result.processLimitHits = Self.field("max", in: events)
+        }
+        return result
+    }
+
+    private static func field(_ key: String, in text: String) -> Int64? {
+        for line in text.split(separator: "\n") {
+            let parts = line.split(separator: " ")
+            if parts.count == 2 && parts[0] == key { return Int64(parts[1]) }
+        }
+        return nil
+    }
+
+    private func readNumber(_ file: String) -> Int64? {
+        readSmallFile(file).flatMap { Int64($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
     }
 
     /// Freezes (or thaws) every process and waits until the kernel reports it done.
@@ -171,9 +322,12 @@ public final class TaskCgroup: Sendable {
         return (user, system)
     }
 
-    /// Closes the descriptors and removes the (empty) directory.
+    /// Closes the descriptors and removes the (empty) directories.
     public func remove() {
         if procsFD >= 0 { close(procsFD) }
+        if directoryFD >= 0 { close(directoryFD) }
+        for fd in v1ProcsFDs { close(fd) }
+        for directory in v1Paths { rmdir(directory) }
         rmdir(path)
     }
 
@@ -232,6 +386,14 @@ public final class TaskCgroup: Sendable {
         }
         return result
     }
+}
+
+/// Writes a value to a cgroupfs or procfs file; false with errno set when refused.
+func writeFile(_ path: String, _ value: String) -> Bool {
+    let fd = open(path, O_WRONLY | O_CLOEXEC)
+    guard fd >= 0 else { return false }
+    defer { close(fd) }
+    return value.withCString { Glibc.write(fd, $0, strlen($0)) } >= 0
 }
 
 /// Reads a small file (procfs, cgroupfs) whole; nil when it cannot be opened.

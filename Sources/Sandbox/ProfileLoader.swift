@@ -6,8 +6,10 @@ import Foundation
 public enum ProfileLoader {
     static let topKeys: Set<String> = [
         "$schema", "name", "description", "default_action", "default_errno", "allow", "deny",
-        "deny_clone_namespaces", "personality", "socket_families", "ioctl", "rlimits", "landlock",
+        "deny_clone_namespaces", "personality", "socket_families", "ioctl", "rlimits", "landlock", "cgroup_limits",
+        "deny_syscalls_above",
     ]
+    static let cgroupLimitKeys = Set(CgroupLimits.keys)
     static let denyKeys: Set<String> = ["syscalls", "errno"]
     static let valueRuleKeys: Set<String> = ["allow", "deny"]
     static let landlockKeys: Set<String> = ["read_only", "read_write", "tcp_bind", "tcp_connect"]
@@ -47,6 +49,9 @@ public enum ProfileLoader {
         }
         if let landlock = top["landlock"] as? [String: Any] {
             try checkKeys(landlock, allowed: landlockKeys, path: "landlock.", file: file)
+        }
+        if let limits = top["cgroup_limits"] as? [String: Any] {
+            try checkKeys(limits, allowed: cgroupLimitKeys, path: "cgroup_limits.", file: file)
         }
         let profile: SandboxProfile
         do {
@@ -114,6 +119,17 @@ public enum ProfileLoader {
                 "rlimits.\(key)",
                 "unknown limit (known: \(ResourceLimit.Resource.allCases.map(\.rawValue).joined(separator: ", ")))")
         }
+        if let limits = profile.cgroupLimits {
+            for key in CgroupLimits.keys where limits[key] == 0 {
+                throw fail("cgroup_limits.\(key)", "must be positive")
+            }
+        }
+        if let above = profile.denySyscallsAbove {
+            if profile.defaultAction != .allow {
+                throw fail("deny_syscalls_above", "only a default-allow profile needs it (an allow-list denies the rest)")
+            }
+            if SandboxNames.syscallNumber(above) == nil { throw fail("deny_syscalls_above", "unknown system call '\(above)'") }
+        }
         if let landlock = profile.landlock {
             for (list, paths) in [("read_only", landlock.readOnly), ("read_write", landlock.readWrite)] {
                 for (index, path) in paths.enumerated() where !(path.hasPrefix("/") || path.hasPrefix("$CWD")
@@ -126,7 +142,7 @@ public enum ProfileLoader {
     }
 
     static func isSyscall(_ name: String) -> Bool {
-        seccomp_syscall_resolve_name(name) != __NR_SCMP_ERROR
+        SandboxNames.syscallNumber(name) != nil
     }
 
     private static func checkKeys(_ object: [String: Any], allowed: Set<String>, path: String, file: String)

@@ -11,6 +11,10 @@ public enum SandboxError: Error, Sendable, Equatable, CustomStringConvertible {
     case landlock(operation: String, errno: Int32)
     /// Landlock was required but the kernel has none.
     case landlockUnavailable
+    /// The task user cannot be used (`--task-user`, `--user`).
+    case identity(String)
+    /// Cgroup limits were asked for but cannot be enforced here.
+    case cgroup(String)
 
     public var description: String {
         switch self {
@@ -27,6 +31,10 @@ public enum SandboxError: Error, Sendable, Equatable, CustomStringConvertible {
             return "landlock: \(operation) failed: \(errnoDescription(code))"
         case .landlockUnavailable:
             return "Landlock is required but this kernel has none (or it is disabled)"
+        case .identity(let reason):
+            return "task user: \(reason)"
+        case .cgroup(let reason):
+            return "cgroup: \(reason)"
         }
     }
 }

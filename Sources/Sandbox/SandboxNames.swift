@@ -1,3 +1,4 @@
+import CSeccomp
 /// Name tables for profile values: errno names, socket families, ioctl requests and personality values.
 /// Numbers are the Linux (x86_64 and arm64 shared) values.
 enum SandboxNames {
@@ -38,6 +39,22 @@ enum SandboxNames {
         | 0x1000_0000 /* NEWUSER */ | 0x2000_0000 /* NEWPID */ | 0x4000_0000 /* NEWNET */
 
     /// A 32-bit value written as a name from `table` or as a number ("0x5412", "8").
+    /// System calls newer than the libseccomp this is built with may know. Numbers from 424 on are the same on every
+    /// architecture (the kernel unified its tables there), so one table serves x86_64 and arm64.
+    static let newerSyscalls: [String: Int32] = [
+        "cachestat": 451, "fchmodat2": 452, "map_shadow_stack": 453, "futex_wake": 454, "futex_wait": 455,
+        "futex_requeue": 456, "statmount": 457, "listmount": 458, "lsm_get_self_attr": 459, "lsm_set_self_attr": 460,
+        "lsm_list_modules": 461, "mseal": 462, "setxattrat": 463, "getxattrat": 464, "listxattrat": 465,
+        "removexattrat": 466, "open_tree_attr": 467, "file_getattr": 468, "file_setattr": 469,
+    ]
+
+    /// The native number of a system call, from libseccomp's table or the one above; nil for an unknown name.
+    static func syscallNumber(_ name: String) -> Int32? {
+        let number = seccomp_syscall_resolve_name(name)
+        if number != __NR_SCMP_ERROR && number >= 0 { return number }
+        return newerSyscalls[name]
+    }
+
     static func value(_ text: String, in table: [String: UInt32]) -> UInt32? {
         if let known = table[text] { return known }
         if text.hasPrefix("0x") || text.hasPrefix("0X") { return UInt32(text.dropFirst(2), radix: 16) }

@@ -73,13 +73,18 @@ public struct SandboxProfile: Codable, Sendable, Hashable {
     public var ioctl: ValueRule?
     /// Resource limits by key: cpu, as, nofile, nproc, fsize, core.
     public var rlimits: [String: UInt64]
+    /// Limits the task's cgroup enforces (processes, memory, cpu_percent): they hold for root too, and per task.
+    public var cgroupLimits: CgroupLimits?
     public var landlock: LandlockRules?
+    /// Default-allow profiles: every syscall numbered above this one (the newest the profile's author reviewed)
+    /// fails with ENOSYS, so that a syscall newer than the deny-list cannot pass just because nobody named it.
+    public var denySyscallsAbove: String?
 
     public init(
         name: String, description: String? = nil, defaultAction: DefaultAction, defaultErrno: String? = nil,
         allow: [String] = [], deny: [DenyRule] = [], denyCloneNamespaces: Bool = true, personality: [String]? = nil,
         socketFamilies: ValueRule? = nil, ioctl: ValueRule? = nil, rlimits: [String: UInt64] = [:],
-        landlock: LandlockRules? = nil
+        cgroupLimits: CgroupLimits? = nil, landlock: LandlockRules? = nil, denySyscallsAbove: String? = nil
     ) {
         self.name = name
         self.description = description
@@ -92,13 +97,16 @@ public struct SandboxProfile: Codable, Sendable, Hashable {
         self.socketFamilies = socketFamilies
         self.ioctl = ioctl
         self.rlimits = rlimits
+        self.cgroupLimits = cgroupLimits
         self.landlock = landlock
+        self.denySyscallsAbove = denySyscallsAbove
     }
 
     enum CodingKeys: String, CodingKey {
         case name, description, allow, deny, personality, ioctl, rlimits, landlock
         case defaultAction = "default_action", defaultErrno = "default_errno"
         case denyCloneNamespaces = "deny_clone_namespaces", socketFamilies = "socket_families"
+        case cgroupLimits = "cgroup_limits", denySyscallsAbove = "deny_syscalls_above"
     }
 
     public init(from decoder: any Decoder) throws {
@@ -114,7 +122,9 @@ public struct SandboxProfile: Codable, Sendable, Hashable {
         socketFamilies = try c.decodeIfPresent(ValueRule.self, forKey: .socketFamilies)
         ioctl = try c.decodeIfPresent(ValueRule.self, forKey: .ioctl)
         rlimits = try c.decodeIfPresent([String: UInt64].self, forKey: .rlimits) ?? [:]
+        cgroupLimits = try c.decodeIfPresent(CgroupLimits.self, forKey: .cgroupLimits)
         landlock = try c.decodeIfPresent(LandlockRules.self, forKey: .landlock)
+        denySyscallsAbove = try c.decodeIfPresent(String.self, forKey: .denySyscallsAbove)
     }
 
     /// The profile's resource limits as `ResourceLimit`s (keys were validated by the loader; unknown ones are skipped).

@@ -9,7 +9,8 @@ public struct SandboxRequest: Codable, Sendable, Equatable {
     public var allowWrite: [String]?
     /// false: no network (at least `no-network`); true is only accepted when the floor allows the network.
     public var network: Bool?
-    /// Resource limits by key (cpu, as, nofile, nproc, fsize, core); each at most the floor's.
+    /// Limits by key: rlimits (cpu, as, nofile, nproc, fsize, core) and cgroup limits (processes, memory,
+    /// cpu_percent); each at most the floor's.
     public var limits: [String: UInt64]?
 
     public init(
@@ -47,6 +48,9 @@ public struct SandboxRequest: Codable, Sendable, Equatable {
             for (key, value) in floor.rlimits {
                 result.rlimits[key] = min(value, result.rlimits[key] ?? value)
             }
+            if let floorLimits = floor.cgroupLimits {
+                result.cgroupLimits = floorLimits.tightened(by: requested.cgroupLimits ?? CgroupLimits())
+            }
         }
         if network == true && !Self.allowsNetwork(result) {
             throw .tighteningRefused("network access is not allowed by the floor '\(floor.name)'")
@@ -55,9 +59,19 @@ public struct SandboxRequest: Codable, Sendable, Equatable {
             result.socketFamilies = .init(allow: ["AF_UNIX"])
             result.name += "+no-network"
         }
-        for (key, value) in (limits ?? [:]).sorted(by: { $0.key < $1.key }) {
+        for (key, value) in (limits ?? [:]).sorted(by: { $0.key < $1.key }) where CgroupLimits.keys.contains(key) {
+            guard value > 0 else { throw .tighteningRefused("limit \(key) must be positive") }
+            var cgroupLimits = result.cgroupLimits ?? CgroupLimits()
+            if let current = cgroupLimits[key], value > current {
+                throw .tighteningRefused("limit \(key)=\(value) is larger than the floor's \(current)")
+            }
+            cgroupLimits[key] = value
+            result.cgroupLimits = cgroupLimits
+        }
+        for (key, value) in (limits ?? [:]).sorted(by: { $0.key < $1.key }) where !CgroupLimits.keys.contains(key) {
             guard ResourceLimit.Resource(rawValue: key) != nil else {
-                throw .tighteningRefused("unknown limit '\(key)'")
+                let known = ResourceLimit.Resource.allCases.map(\.rawValue) + CgroupLimits.keys
+                throw .tighteningRefused("unknown limit '\(key)' (known: \(known.joined(separator: ", ")))")
             }
             if let current = result.rlimits[key], value > current {
                 throw .tighteningRefused("limit \(key)=\(value) is larger than the floor's \(current)")

@@ -39,8 +39,51 @@ public enum SeccompCompiler {
                 target.copyMemory(from: UnsafeRawBufferPointer(rebasing: source[0..<target.count]))
             }
         }
+        if let above = profile.denySyscallsAbove, profile.defaultAction == .allow {
+            guard let highest = SandboxNames.syscallNumber(above) else {
+                throw .seccomp(operation: "unknown system call \(above)", errno: EINVAL)
+            }
+            program = try newerSyscallsPrologue(above: UInt32(highest)) + program
+        }
         cache.withLock { $0[key] = program }
         return program
+    }
+
+    /// Written by hand because libseccomp has rules for single syscall numbers only, not "every number above N":
+    /// on the native architecture, a number in (N, 0x40000000) returns ENOSYS; anything else (another architecture,
+    /// an x32 number, N and below) falls through to libseccomp's program unchanged, which checks the architecture
+    /// again first, so its bad-architecture kill still applies.
+    static func newerSyscallsPrologue(above highest: UInt32) throws(SandboxError) -> [UInt64] {
+        guard let architecture = nativeAuditArchitecture else {
+            throw .seccomp(operation: "deny_syscalls_above on this architecture", errno: ENOTSUP)
+        }
+        func instruction(_ code: UInt16, _ jt: UInt8, _ jf: UInt8, _ k: UInt32) -> UInt64 {
+            // struct sock_filter { u16 code; u8 jt; u8 jf; u32 k; } in native (little-endian) layout
+            UInt64(code) | UInt64(jt) << 16 | UInt64(jf) << 24 | UInt64(k) << 32
+        }
+        let loadWord: UInt16 = 0x20  // BPF_LD | BPF_W | BPF_ABS
+        let jumpEqual: UInt16 = 0x15  // BPF_JMP | BPF_JEQ | BPF_K
+        let jumpGreater: UInt16 = 0x25  // BPF_JMP | BPF_JGT | BPF_K
+        let jumpGreaterOrEqual: UInt16 = 0x35  // BPF_JMP | BPF_JGE | BPF_K
+        let returnConstant: UInt16 = 0x06  // BPF_RET | BPF_K
+        return [
+            instruction(loadWord, 0, 0, 4),  // seccomp_data.arch
+            instruction(jumpEqual, 0, 4, architecture),  // not native: to libseccomp's program
+            instruction(loadWord, 0, 0, 0),  // seccomp_data.nr
+            instruction(jumpGreater, 0, 2, highest),  // N and below: to libseccomp's program
+            instruction(jumpGreaterOrEqual, 1, 0, 0x4000_0000),  // x32: to libseccomp's program (it kills)
+            instruction(returnConstant, 0, 0, errnoAction(ENOSYS)),
+        ]
+    }
+
+    static var nativeAuditArchitecture: UInt32? {
+        #if arch(x86_64)
+            return 0xC000_003E  // AUDIT_ARCH_X86_64
+        #elseif arch(arm64)
+            return 0xC000_00B7  // AUDIT_ARCH_AARCH64
+        #else
+            return nil
+        #endif
     }
 
     /// The filter in libseccomp's readable form (PFC).
@@ -130,8 +173,9 @@ public enum SeccompCompiler {
         _ profile: SandboxProfile, to context: UnsafeMutableRawPointer, allowMode: Bool, defaultErrno: Int32
     ) throws(SandboxError) {
         func number(_ name: String) throws(SandboxError) -> Int32 {
-            let nr = seccomp_syscall_resolve_name(name)
-            guard nr != __NR_SCMP_ERROR else { throw .seccomp(operation: "unknown system call \(name)", errno: EINVAL) }
+            guard let nr = SandboxNames.syscallNumber(name) else {
+                throw .seccomp(operation: "unknown system call \(name)", errno: EINVAL)
+            }
             return nr
         }
         func add(_ action: UInt32, _ name: String, _ comparisons: [scmp_arg_cmp] = []) throws(SandboxError) {

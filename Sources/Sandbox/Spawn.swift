@@ -76,6 +76,16 @@ public struct SpawnConfiguration: Sendable {
     public var parentDeathSignal: Int32?
     public var cgroup: TaskCgroup?
     public var confinement: ChildConfinement
+    /// Who the child becomes before it runs the program: nil keeps the caller's identity and capabilities.
+    public var identity: TaskIdentity?
+    /// Empty every capability set of the child (bounding set too where this process may drop it).
+    public var dropCapabilities: Bool
+    /// The PID namespace the child is born in (nil: the caller's).
+    public var pidNamespace: PIDNamespaceKeeper?
+    /// The child is the init of a new PID namespace (the keeper).
+    public var newPIDNamespace = false
+    /// `argv[0]` when it should differ from the program path.
+    public var argv0: String?
 
     public init(
         arguments: [String],
@@ -87,7 +97,10 @@ public struct SpawnConfiguration: Sendable {
         newSession: Bool = true,
         parentDeathSignal: Int32? = SIGKILL,
         cgroup: TaskCgroup? = nil,
-        confinement: ChildConfinement = .none
+        confinement: ChildConfinement = .none,
+        identity: TaskIdentity? = nil,
+        dropCapabilities: Bool = false,
+        pidNamespace: PIDNamespaceKeeper? = nil
     ) {
         self.arguments = arguments
         self.environment = environment
@@ -99,6 +112,9 @@ public struct SpawnConfiguration: Sendable {
         self.parentDeathSignal = parentDeathSignal
         self.cgroup = cgroup
         self.confinement = confinement
+        self.identity = identity
+        self.dropCapabilities = dropCapabilities
+        self.pidNamespace = pidNamespace
     }
 }
 
@@ -107,7 +123,7 @@ public struct SpawnError: Error, Sendable, CustomStringConvertible, Equatable {
     public enum Stage: Int32, Sendable {
         case invalidArguments = -1
         case clone = 1, setsid, parentDeathSignal, cgroup, redirect, chdir, resourceLimit, signals
-        case noNewPrivileges, landlock, seccomp, exec, pipe
+        case noNewPrivileges, landlock, seccomp, exec, pipe, identity, capabilities, pidNamespace
     }
 
     public var stage: Stage
@@ -137,6 +153,9 @@ public struct SpawnError: Error, Sendable, CustomStringConvertible, Equatable {
         case .landlock: return "cannot apply the Landlock ruleset\(reason)"
         case .seccomp: return "cannot load the seccomp filter\(reason)"
         case .pipe: return "cannot create the status pipe\(reason)"
+        case .identity: return "cannot switch to the task user\(reason)"
+        case .capabilities: return "cannot drop capabilities\(reason)"
+        case .pidNamespace: return "cannot enter the tasks' PID namespace\(reason)"
         }
     }
 }
@@ -200,6 +219,15 @@ public final class ChildProcess: Sendable {
         return ExitInfo(info)
     }
 
+    /// Blocks until the child has exited and reaps it.
+    public func waitForExit() -> ExitInfo? {
+        while true {
+            if let exit = reap() { return exit }
+            var info = siginfo_t()
+            if waitid(P_PID, id_t(pid), &info, WEXITED | WNOWAIT) != 0 && errno != EINTR { return nil }
+        }
+    }
+
     /// Closes the pidfd. Call once, after the child was reaped.
     public func close() {
         if pidfd >= 0 { _ = Glibc.close(pidfd) }
@@ -259,7 +287,9 @@ public enum Spawner {
         var strings = CStringArena()
         defer { strings.free() }
         let execPaths = strings.array(candidates)
-        let argv = strings.array(configuration.arguments)
+        var arguments = configuration.arguments
+        if let argv0 = configuration.argv0 { arguments[0] = argv0 }
+        let argv = strings.array(arguments)
         let envp = strings.array(environment)
         let cwd = configuration.workingDirectory.map { strings.string($0) }
 
@@ -270,8 +300,10 @@ public enum Spawner {
             )
         }
 
+        let v1Joins = configuration.cgroup?.v1ProcsFDs ?? []
         var result = corral_spawn_result()
-        let status: Int32 = limits.withUnsafeBufferPointer { limitBuffer in
+        let status: Int32 = v1Joins.withUnsafeBufferPointer { joinBuffer in
+          limits.withUnsafeBufferPointer { limitBuffer in
             withSeccompProgram(configuration.confinement.seccompProgram) { filter in
                 var attr = corral_spawn_attr()
                 attr.exec_paths = execPaths
@@ -292,8 +324,18 @@ public enum Spawner {
                 attr.seccomp_instructions = filter.pointer
                 attr.seccomp_length = filter.count
                 attr.seccomp_flags = 0
+                attr.cgroup_dir_fd = configuration.cgroup?.directoryFD ?? -1
+                attr.extra_procs_fds = joinBuffer.baseAddress
+                attr.extra_procs_count = Int32(joinBuffer.count)
+                attr.uid = configuration.identity?.uid ?? uid_t.max
+                attr.gid = configuration.identity?.gid ?? gid_t.max
+                attr.drop_capabilities = configuration.dropCapabilities ? 1 : 0
+                attr.pid_namespace_fd = configuration.pidNamespace?.namespaceFD ?? -1
+                attr.own_pid_namespace_fd = configuration.pidNamespace?.ownNamespaceFD ?? -1
+                attr.new_pid_namespace = configuration.newPIDNamespace ? 1 : 0
                 return corral_spawn(&attr, &result)
             }
+          }
         }
         guard status == 0 else {
             let stage = SpawnError.Stage(rawValue: result.failed_stage) ?? .clone

@@ -58,7 +58,9 @@ final class EscapeTests: XCTestCase {
         "clone_newuser_high", "clone_newnet", "clone_newns", "socket_netlink", "socket_netlink_high", "socket_packet",
         "socket_packet_high", "socket_vsock", "socket_alg", "socket_bluetooth",
     ]
-    static let enosys = ["clone3", "fsopen", "fsconfig", "fsmount", "fspick", "move_mount", "open_tree", "mount_setattr"]
+    static let enosys = [
+        "clone3", "fsopen", "fsconfig", "fsmount", "fspick", "move_mount", "open_tree", "mount_setattr", "open_tree_attr",
+    ]
     static let network = ["socket_inet", "socket_inet_high", "socket_inet6", "connect_tcp"]
 
     private func expectations(network allowed: Bool) -> [String: String] {

@@ -25,6 +25,9 @@ typedef enum {
     CORRAL_STAGE_SECCOMP = 11,
     CORRAL_STAGE_EXEC = 12,
     CORRAL_STAGE_PIPE = 13,
+    CORRAL_STAGE_IDENTITY = 14,
+    CORRAL_STAGE_CAPABILITIES = 15,
+    CORRAL_STAGE_PID_NAMESPACE = 16,
 } corral_stage;
 
 typedef struct {
@@ -46,6 +49,15 @@ typedef struct {
     int pdeathsig;             // 0: none
     pid_t expected_parent;     // the child exits at once if its parent is already gone
     int cgroup_procs_fd;       // -1: none; an open cgroup.procs the child writes "0" to, joining the cgroup
+    int cgroup_dir_fd;         // -1: none; the same cgroup's directory, for clone3(CLONE_INTO_CGROUP): born in it
+    const int *extra_procs_fds; // cgroup.procs of cgroup v1 hierarchies (pids, memory, cpu) the child joins
+    int extra_procs_count;
+    uid_t uid;                 // (uid_t)-1: keep; otherwise setgroups(0), setresgid(gid), setresuid(uid)
+    gid_t gid;
+    int drop_capabilities;     // empty every capability set (bounding too where CAP_SETPCAP allows), lock securebits
+    int pid_namespace_fd;      // -1: none; the child is born in this PID namespace (setns around the clone)
+    int own_pid_namespace_fd;  // the caller's own PID namespace, restored right after the clone
+    int new_pid_namespace;     // CLONE_NEWPID: the child is the first process (init) of a new PID namespace
     const corral_rlimit *rlimits;
     int rlimit_count;
     int no_new_privs;
@@ -61,6 +73,9 @@ typedef struct {
     int failed_stage;   // corral_stage; 0 on success
     int error;          // errno of the failed stage
 } corral_spawn_result;
+
+/// Whether the last spawns could use clone3(CLONE_INTO_CGROUP): 1 yes, 0 fell back to clone + cgroup.procs.
+int corral_clone3_available(void);
 
 /// Spawns a child. Returns 0 when the child reached execve successfully, -1 otherwise (see `result`).
 /// When the child failed after it was created, it has been reaped before this returns.
@@ -111,6 +126,12 @@ uint64_t corral_process_start_time(pid_t pid);
 int corral_count_open_fds(void);
 /// Count of threads of this process (from /proc/self/stat).
 int corral_count_threads(void);
+
+/// PR_SET_DUMPABLE 0: /proc/<pid>/environ, mem, fd and the like of this process are closed to other users' and
+/// unprivileged processes. Returns 0 or -1 (errno).
+int corral_set_non_dumpable(void);
+/// Reads one field ("read_bytes", "write_bytes") of /proc/PID/io; -1 when unavailable (also works on a zombie).
+int64_t corral_process_io_field(pid_t pid, const char *field);
 
 /// Landlock ABI version: > 0 when available, 0 when the kernel has none (or it is disabled).
 int corral_landlock_abi_version(void);

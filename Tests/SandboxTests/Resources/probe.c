@@ -171,6 +171,8 @@ static void escape(const char *dir, int port) {
     report("move_mount", syscall(SYS_move_mount, -1, "", -1, "", 0));
     report_fd("open_tree", syscall(SYS_open_tree, AT_FDCWD, dir, 0));
     report("mount_setattr", syscall(SYS_mount_setattr, -1, "", 0, NULL, 0));
+    // Newer than libseccomp 2.5's table: a detached clone of the tree, with attributes (Linux 6.15).
+    report_fd("open_tree_attr", syscall(467, AT_FDCWD, dir, 1 /* OPEN_TREE_CLONE */, NULL, 0));
     try_socket("socket_unix", AF_UNIX, SOCK_STREAM, 0);
     try_socket("socket_inet", AF_INET, SOCK_STREAM, 0);
     try_socket("socket_inet_high", HIGH | AF_INET, SOCK_STREAM, 0);
