@@ -115,6 +115,15 @@ public struct TaskRecord: Sendable, Codable, Equatable {
     public var cpuUserMicroseconds: Int64?
     public var cpuSystemMicroseconds: Int64?
     public var maxResidentKiB: Int64?
+    /// The user the task ran as.
+    public var uid: Int64?
+    public var gid: Int64?
+    /// The most memory the task held at once, from its memory cgroup (a task with a memory limit, or any task where
+    /// the v2 memory controller is delegated); nil without one.
+    public var peakMemoryBytes: Int64?
+    /// Storage I/O of the first process and the children it waited for (/proc/PID/io).
+    public var ioReadBytes: Int64?
+    public var ioWriteBytes: Int64?
     /// Running time so far, paused time excluded.
     public var runningMilliseconds: Int64
     public var metadata: JSONValue
@@ -127,7 +136,8 @@ public struct TaskRecord: Sendable, Codable, Equatable {
         case lastError = "last_error", cgroupPath = "cgroup", protections, outputLimitBytes = "output_limit_bytes"
         case stdoutBytes = "stdout_bytes", stderrBytes = "stderr_bytes"
         case cpuUserMicroseconds = "cpu_user_us", cpuSystemMicroseconds = "cpu_system_us"
-        case maxResidentKiB = "max_rss_kib", runningMilliseconds = "running_ms", metadata
+        case maxResidentKiB = "max_rss_kib", runningMilliseconds = "running_ms", metadata, uid, gid
+        case peakMemoryBytes = "peak_memory_bytes", ioReadBytes = "io_read_bytes", ioWriteBytes = "io_write_bytes"
     }
 }
 
@@ -268,6 +278,10 @@ extension TaskRecord {
             "cpu_user_us": optional(cpuUserMicroseconds) { .int(Int($0)) },
             "cpu_system_us": optional(cpuSystemMicroseconds) { .int(Int($0)) },
             "max_rss_kib": optional(maxResidentKiB) { .int(Int($0)) },
+            "uid": optional(uid) { .int(Int($0)) }, "gid": optional(gid) { .int(Int($0)) },
+            "peak_memory_bytes": optional(peakMemoryBytes) { .int(Int($0)) },
+            "io_read_bytes": optional(ioReadBytes) { .int(Int($0)) },
+            "io_write_bytes": optional(ioWriteBytes) { .int(Int($0)) },
             "running_ms": .int(Int(runningMilliseconds)), "metadata": metadata,
         ])
     }

@@ -17,6 +17,10 @@ public actor TaskSupervisor {
         public var useCgroups: Bool
         /// The environment every task starts from; the supervisor's own environment is not inherited.
         public var baseEnvironment: [String: String]
+        /// Who tasks run as: nil is `TaskIdentity.resolve(nil)` (a root server's tasks get an unprivileged uid).
+        public var taskIdentity: TaskIdentity?
+        /// Put tasks in a PID namespace held by a keeper process, so that none outlives the supervisor.
+        public var usePIDNamespace: Bool
         public var logger: Logger
 
         public init(
@@ -24,12 +28,16 @@ public actor TaskSupervisor {
             graceMilliseconds: Int = 2000,
             useCgroups: Bool = true,
             baseEnvironment: [String: String] = TaskSupervisor.minimalEnvironment(),
+            taskIdentity: TaskIdentity? = nil,
+            usePIDNamespace: Bool = true,
             logger: Logger = Logger(label: "corral.runtime")
         ) {
             self.stateDirectory = stateDirectory
             self.graceMilliseconds = graceMilliseconds
             self.useCgroups = useCgroups
             self.baseEnvironment = baseEnvironment
+            self.taskIdentity = taskIdentity
+            self.usePIDNamespace = usePIDNamespace
             self.logger = logger
         }
     }
@@ -59,6 +67,7 @@ public actor TaskSupervisor {
         var runningSince: ContinuousClock.Instant?
         var runningBefore: Duration = .zero
         var timeoutTimer: Task<Void, Never>?
+        var limits = CgroupLimits()
 
         init(record: TaskRecord, process: ChildProcess, cgroup: TaskCgroup?, io: TaskIO) {
             self.record = record
@@ -81,6 +90,11 @@ public actor TaskSupervisor {
     public nonisolated let configuration: Configuration
     /// Why tasks get no cgroup on this machine; nil when they do.
     public nonisolated let cgroupUnavailableReason: String?
+    /// Who tasks run as.
+    public nonisolated let identity: TaskIdentity
+    /// Why tasks are not in a PID namespace of their server's; nil when they are.
+    public private(set) var pidNamespaceUnavailableReason: String?
+    private var keeper: PIDNamespaceKeeper?
 
     private let store: TaskStore
     private let reactor: Reactor
@@ -108,10 +122,25 @@ public actor TaskSupervisor {
         } catch {
             throw RuntimeError.storage("cannot create state directory \(directory): \(error)")
         }
+        let identity: TaskIdentity
+        if let configured = configuration.taskIdentity {
+            identity = configured
+        } else {
+            do throws(SandboxError) {
+                identity = try TaskIdentity.resolve(nil)
+            } catch {
+                throw RuntimeError.invalidArgument(error.description)
+            }
+        }
+        try StateDirectoryAccess.closeToTasks(directory)
+        // Tasks may share the server's uid (a server not running as root): even then its environment, memory and
+        // descriptors under /proc stay closed to them.
+        _ = corral_set_non_dumpable()
         let lockFD = try takeLock(directory)
         let store: TaskStore
         let reactor: Reactor
         do {
+            try StateDirectoryAccess.createPrivateFile(directory + "/tasks.sqlite")
             store = try TaskStore(path: directory + "/tasks.sqlite")
             reactor = try Reactor()
         } catch {
@@ -134,15 +163,17 @@ public actor TaskSupervisor {
         }
         let supervisor = TaskSupervisor(
             configuration: configuration, store: store, reactor: reactor, lockFD: lockFD, cgroups: cgroups,
-            cgroupUnavailableReason: reason)
+            cgroupUnavailableReason: reason, identity: identity)
         try await supervisor.recover()
+        await supervisor.startKeeper()
         return supervisor
     }
 
     private init(
         configuration: Configuration, store: TaskStore, reactor: Reactor, lockFD: Int32, cgroups: CgroupHierarchy?,
-        cgroupUnavailableReason: String?
+        cgroupUnavailableReason: String?, identity: TaskIdentity
     ) {
+        self.identity = identity
         self.configuration = configuration
         self.store = store
         self.reactor = reactor
@@ -150,6 +181,24 @@ public actor TaskSupervisor {
         self.cgroups = cgroups
         self.cgroupUnavailableReason = cgroupUnavailableReason
         self.logger = configuration.logger
+    }
+
+    /// Starts (or, after it died, restarts) the keeper of the tasks' PID namespace, on the reactor thread: the
+    /// keeper's parent-death signal follows the thread that spawned it, and every task is spawned there too.
+    private func startKeeper() async {
+        guard configuration.usePIDNamespace else {
+            pidNamespaceUnavailableReason = "disabled by configuration"
+            return
+        }
+        let started = await reactor.perform { PIDNamespaceKeeper.start() }
+        switch started {
+        case .success(let keeper):
+            self.keeper = keeper
+            pidNamespaceUnavailableReason = nil
+        case .failure(let reason):
+            pidNamespaceUnavailableReason = reason.description
+            logger.info("tasks get no PID namespace, only the parent-death signal: \(reason.description)")
+        }
     }
 
     // MARK: - Create
@@ -161,9 +210,21 @@ public actor TaskSupervisor {
         let taskID = Identifiers.make()
         let taskDirectory = configuration.stateDirectory + "/tasks/" + taskID
         let workDirectory = spec.workingDirectory ?? taskDirectory + "/work"
-        // Plain mkdir(2): the parents exist, and FileManager's walk costs a tenth of a spawn.
-        for path in [taskDirectory, taskDirectory + "/tmp"] + (spec.workingDirectory == nil ? [workDirectory] : []) {
+        if let cwd = spec.workingDirectory, identity.changesUser, let refusal = identity.writeRefusal(cwd) {
+            throw RuntimeError.invalidArgument(
+                "cwd \(cwd) cannot be used: \(refusal). Tasks run as \(identity.description); make the directory "
+                    + "theirs (chown \(identity.uid):\(identity.gid) \(cwd)) or writable by them, or start the "
+                    + "server with another --task-user")
+        }
+        // Plain mkdir(2): the parents exist, and FileManager's walk costs a tenth of a spawn. The task's own
+        // directory can be passed through but not listed (its output files are the server's); what the task writes
+        // is its user's.
+        guard mkdir(taskDirectory, 0o711) == 0 else { throw RuntimeError.system("mkdir \(taskDirectory)", errno) }
+        for path in [taskDirectory + "/tmp"] + (spec.workingDirectory == nil ? [workDirectory] : []) {
             guard mkdir(path, 0o700) == 0 else { throw RuntimeError.system("mkdir \(path)", errno) }
+            if identity.changesUser && chown(path, identity.uid, identity.gid) != 0 {
+                throw RuntimeError.system("chown \(path)", errno)
+            }
         }
         let now = Date()
         var record = TaskRecord(
@@ -186,12 +247,24 @@ public actor TaskSupervisor {
         }
         var cgroup: TaskCgroup?
         var cgroupNote: String? = cgroupUnavailableReason
+        let limits = spec.sandbox?.cgroupLimits ?? CgroupLimits()
         if let cgroups {
             do {
-                cgroup = try cgroups.createTaskCgroup(named: taskID)
+                cgroup = try cgroups.createTaskCgroup(named: taskID, limits: limits)
             } catch {
                 cgroupNote = error.description
             }
+        }
+        if !limits.isEmpty && cgroup == nil {
+            // A limit that cannot be enforced is not silently dropped.
+            close(pipes.stdin)
+            close(pipes.stdoutWrite)
+            close(pipes.stderrWrite)
+            close(pipes.stdoutRead)
+            close(pipes.stderrRead)
+            return try failToStart(
+                &record, reason: "cgroup limits (\(limits.summary)) cannot be enforced: \(cgroupNote ?? "no cgroup")",
+                created: created)
         }
         var confinement = spec.confinement
         var sandboxSummary: [String] = []
@@ -216,11 +289,23 @@ public actor TaskSupervisor {
         }
         var environment = configuration.baseEnvironment
         environment["TMPDIR"] = taskDirectory + "/tmp"
+        if identity.changesUser {
+            // The server's HOME is not the task user's to write.
+            environment["HOME"] = taskDirectory + "/tmp"
+            environment["USER"] = identity.name
+        }
         environment.merge(spec.environment) { _, new in new }
+        if keeper?.isAlive == false {
+            logger.error("the keeper of the tasks' PID namespace died; starting a new one")
+            keeper?.stop()
+            keeper = nil
+            await startKeeper()
+        }
         let spawnConfiguration = SpawnConfiguration(
             arguments: spec.command.arguments, environment: environment, workingDirectory: workDirectory,
             standardInput: pipes.stdin, standardOutput: pipes.stdoutWrite, standardError: pipes.stderrWrite,
-            newSession: true, parentDeathSignal: SIGKILL, cgroup: cgroup, confinement: confinement)
+            newSession: true, parentDeathSignal: SIGKILL, cgroup: cgroup, confinement: confinement,
+            identity: identity.changesUser ? identity : nil, dropCapabilities: true, pidNamespace: keeper)
 
         let spawned: Result<ChildProcess, SpawnError>
         do throws(SpawnError) {
@@ -264,12 +349,17 @@ public actor TaskSupervisor {
         record.pid = process.pid
         record.processStartTime = process.startTime
         record.cgroupPath = cgroup?.path
+        record.uid = Int64(identity.uid)
+        record.gid = Int64(identity.gid)
         record.protections =
-            ["own_session", "pidfd", "pdeathsig", cgroup != nil ? "cgroup" : "process_group_signals"]
+            ["own_session", "pidfd", "pdeathsig", cgroup != nil ? "cgroup" : "process_group_signals",
+             "capabilities:none", keeper != nil ? "pid_namespace" : "pid_namespace:unavailable"]
+            + (limits.isEmpty ? [] : ["cgroup_limits:" + limits.summary])
             + (spec.sandbox == nil && spec.confinement.noNewPrivileges ? ["no_new_privs"] : [])
             + (spec.sandbox == nil && !spec.confinement.resourceLimits.isEmpty ? ["rlimits"] : [])
             + sandboxSummary + spec.confinementSummary
         let task = LiveTask(record: record, process: process, cgroup: cgroup, io: io)
+        task.limits = limits
         task.runningSince = .now
         live[taskID] = task
 
@@ -336,7 +426,7 @@ public actor TaskSupervisor {
         var stdinFD: Int32
         if let input = spec.standardInput {
             let path = taskDirectory + "/stdin"
-            guard FileManager.default.createFile(atPath: path, contents: Data(input.utf8)) else {
+            guard FileManager.default.createFile(atPath: path, contents: Data(input.utf8), attributes: [.posixPermissions: 0o600]) else {
                 throw RuntimeError.storage("cannot write \(path)")
             }
             stdinFD = open(path, O_RDONLY | O_CLOEXEC)
@@ -404,6 +494,10 @@ public actor TaskSupervisor {
                 try? await Task.sleep(for: .microseconds(250))
             }
         }
+        // The first process is a zombie until reaped: its I/O counters (its own and its waited-for children's) are
+        // still there to read.
+        let ioRead = corral_process_io_field(task.process.pid, "read_bytes")
+        let ioWrite = corral_process_io_field(task.process.pid, "write_bytes")
         var exit = task.process.reap()
         var attempts = 0
         while exit == nil && attempts < 5000 {
@@ -415,9 +509,11 @@ public actor TaskSupervisor {
         }
         await task.io.waitUntilClosed(timeout: .milliseconds(500))
         var cpu: (user: Int64, system: Int64)?
+        var accounting = CgroupAccounting()
         if let cgroup = task.cgroup {
             cgroup.waitUntilEmpty(timeoutMilliseconds: 2000)
             cpu = cgroup.cpuUsage()
+            accounting = cgroup.accounting()
         }
         task.process.close()
         if let since = task.runningSince {
@@ -433,6 +529,10 @@ public actor TaskSupervisor {
         record.cpuUserMicroseconds = cpu?.user ?? exit?.userMicroseconds
         record.cpuSystemMicroseconds = cpu?.system ?? exit?.systemMicroseconds
         record.maxResidentKiB = exit?.maxResidentKiB
+        // Only a memory cgroup knows the peak (ru_maxrss of a vfork child includes its parent's resident set).
+        record.peakMemoryBytes = accounting.peakMemoryBytes
+        record.ioReadBytes = ioRead >= 0 ? ioRead : nil
+        record.ioWriteBytes = ioWrite >= 0 ? ioWrite : nil
         var message: String
         switch exit?.termination {
         case nil:
@@ -446,6 +546,9 @@ public actor TaskSupervisor {
             if signal == SIGSYS {
                 message += ": the sandbox's seccomp filter stopped a forbidden system call"
             }
+        }
+        if let kills = accounting.oomKills, kills > 0, let memory = task.limits.memory {
+            message = "killed by the memory limit (\(memory) bytes; \(kills) OOM kill\(kills == 1 ? "" : "s")): \(message)"
         }
         switch task.stopReason {
         case .cancelled(let reason):
@@ -892,6 +995,8 @@ public actor TaskSupervisor {
                 }
             }
         }
+        keeper?.stop()
+        keeper = nil
         await reactor.shutdown()
         for (_, list) in waiters {
             for (_, waiter) in list {
@@ -939,6 +1044,7 @@ public actor TaskSupervisor {
                     cgroup.waitUntilEmpty(timeoutMilliseconds: 2000)
                     cgroup.remove()
                 }
+                cgroups.removeLeftoverV1(named: name)
             }
         }
     }
@@ -949,6 +1055,7 @@ public actor TaskSupervisor {
             try? cgroup.killAll()
             cgroup.waitUntilEmpty(timeoutMilliseconds: 2000)
             cgroup.remove()
+            cgroups?.removeLeftoverV1(named: record.taskID)
             return
         }
         guard let pid = record.pid, let startTime = record.processStartTime else { return }
@@ -968,7 +1075,7 @@ public actor TaskSupervisor {
 
     private static func takeLock(_ directory: String) throws(RuntimeError) -> Int32 {
         let path = directory + "/supervisor.lock"
-        let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
+        let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
         guard fd >= 0 else { throw RuntimeError.system("open \(path)", errno) }
         if flock(fd, LOCK_EX | LOCK_NB) != 0 {
             let holder = readSmallFile(path)?.trimmingCharacters(in: .whitespacesAndNewlines) ?? ""

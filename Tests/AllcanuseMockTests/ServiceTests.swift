@@ -190,6 +190,13 @@ final class WorkspaceTests: XCTestCase {
         XCTAssertTrue(refused.value["error"]?.stringValue?.contains("--workspace") == true)
 
         let open = AllcanuseService(supervisor: supervisor, workspace: workspace)
+        // A directory the task user cannot write is refused, saying how to fix it.
+        let notWritable = await create(open, cwd: workspace + "/project")
+        XCTAssertTrue(notWritable.isError)
+        let message = notWritable.value["error"]?.stringValue ?? ""
+        XCTAssertTrue(message.contains("not writable by the task user"), message)
+        XCTAssertTrue(message.contains("chown \(supervisor.identity.uid):\(supervisor.identity.gid)"), message)
+        XCTAssertEqual(chown(workspace + "/project", supervisor.identity.uid, supervisor.identity.gid), 0)
         let inside = await create(open, cwd: workspace + "/project")
         XCTAssertFalse(inside.isError, inside.value.jsonString())
         for outside in ["/etc", workspace + "/escape", workspace + "/../elsewhere", workspace + "/missing"] {

@@ -565,6 +565,8 @@ final class SandboxedTaskTests: XCTestCase {
     override func setUp() async throws {
         directory = FileManager.default.temporaryDirectory.appendingPathComponent("corral-sbx-\(UUID().uuidString)").path
         supervisor = try await TaskSupervisor.start(.init(stateDirectory: directory + "/state", graceMilliseconds: 300))
+        // Tasks run as the supervisor's task user: the test's scratch directory is theirs to write.
+        if let identity = supervisor?.identity { chown(directory, identity.uid, identity.gid) }
     }
 
     override func tearDown() async throws {
