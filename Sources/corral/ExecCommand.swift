@@ -12,15 +12,19 @@ import Sandbox
 struct ExecCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "exec",
-        abstract: "Run a command confined by a sandbox profile (seccomp, no_new_privs, rlimits, Landlock).",
+        abstract: "Run a command confined by a sandbox profile (seccomp, no_new_privs, rlimits, Landlock, cgroup limits), as an unprivileged user.",
         discussion: """
             Profiles: default, no-network, strict, or a path to a JSON profile (see policies/sandbox/). The command \
             gets the current directory read-write, a private temp directory ($TMPDIR) and everything else \
             read-only (where the kernel has Landlock). Exit status: the command's, 128+N if it was killed by \
             signal N, 125 if corral could not set up the sandbox, 126/127 if the command cannot be run.
+            Run as root, the command runs as an unprivileged user (--user, default uid 65530 'corral-task') with no \
+            capabilities at all; --keep-root keeps root and its capabilities, and says so. Limits processes, memory \
+            and cpu_percent are enforced by a cgroup of the command's own (they hold for root too).
             Examples:
               corral exec -- python3 -c 'print(1)'
               corral exec --profile strict --no-network --limit cpu=10 --limit as=1G -- make test
+              corral exec --limit processes=16 --limit memory=256M --report -- ./build.sh
               corral exec --print-filter no-network
             """
     )
@@ -30,8 +34,14 @@ struct ExecCommand: ParsableCommand {
     @Option(name: .customLong("allow-write"), help: "Also allow writing beneath this path.")
     var allowWrite: [String] = []
     @Flag(name: .customLong("no-network"), help: "No sockets except AF_UNIX.") var noNetwork = false
-    @Option(name: .customLong("limit"), help: "A limit, KEY=VALUE (cpu, as, nofile, nproc, fsize, core; K/M/G).")
+    @Option(name: .customLong("limit"), help: "A limit, KEY=VALUE: rlimits cpu, as, nofile, nproc, fsize, core; cgroup limits processes, memory, cpu_percent (K/M/G).")
     var limits: [String] = []
+    @Option(name: .customLong("user"), help: "Run as this user (name, UID or UID:GID) when corral runs as root. Default: uid/gid 65530, or the user 'corral-task' if it exists.")
+    var user: String?
+    @Flag(name: .customLong("keep-root"), help: "Run as root with root's capabilities (a warning is printed). Only with good reason.")
+    var keepRoot = false
+    @Flag(name: .customLong("report"), help: "Print what the command used on stderr when it ends: CPU time, peak memory, I/O.")
+    var report = false
     @Option(name: .customLong("require"), help: "Refuse to run without this protection (landlock).")
     var require: [String] = []
     @Option(name: .customLong("print-filter"), help: "Print the profile's filter in libseccomp's PFC form and exit.")
@@ -41,6 +51,7 @@ struct ExecCommand: ParsableCommand {
     @Argument(parsing: .postTerminator, help: "The command and its arguments, after --.") var command: [String] = []
 
     func validate() throws {
+        if keepRoot && user != nil { throw ValidationError("--keep-root and --user exclude each other") }
         for item in require where item != "landlock" {
             throw ValidationError("--require knows only 'landlock', not '\(item)'")
         }
@@ -88,12 +99,18 @@ struct ExecCommand: ParsableCommand {
         if noNetwork { result.socketFamilies = .init(allow: ["AF_UNIX"]) }
         for item in limits {
             let parts = item.split(separator: "=", maxSplits: 1).map(String.init)
-            guard parts.count == 2, ResourceLimit.Resource(rawValue: parts[0]) != nil, let value = Self.size(parts[1])
-            else {
-                throw .invalidProfile(file: "--limit", key: item, reason: "expected KEY=VALUE with KEY one of "
-                    + ResourceLimit.Resource.allCases.map(\.rawValue).joined(separator: ", "))
+            let known = ResourceLimit.Resource.allCases.map(\.rawValue) + CgroupLimits.keys
+            guard parts.count == 2, known.contains(parts[0]), let value = Self.size(parts[1]) else {
+                throw .invalidProfile(
+                    file: "--limit", key: item, reason: "expected KEY=VALUE with KEY one of " + known.joined(separator: ", "))
             }
-            result.rlimits[parts[0]] = value
+            if CgroupLimits.keys.contains(parts[0]) {
+                var cgroupLimits = result.cgroupLimits ?? CgroupLimits()
+                cgroupLimits[parts[0]] = value
+                result.cgroupLimits = cgroupLimits
+            } else {
+                result.rlimits[parts[0]] = value
+            }
         }
         try ProfileLoader.validate(result, file: profile)
         return result
@@ -112,20 +129,45 @@ struct ExecCommand: ParsableCommand {
     }
 
     private func execute(_ confined: SandboxProfile) throws(SandboxError) -> Int32 {
+        let identity = try TaskIdentity.resolve(user, keepRoot: keepRoot)
+        if keepRoot {
+            FileHandle.standardError.write(Data("corral exec: warning: --keep-root: the command runs as root with every capability\n".utf8))
+        }
         let cwd = FileManager.default.currentDirectoryPath
+        if identity.changesUser, let refusal = identity.writeRefusal(cwd) {
+            FileHandle.standardError.write(Data("corral exec: note: \(refusal); the command can read it but not write there\n".utf8))
+        }
         var template = Array("/tmp/corral-exec.XXXXXX".utf8CString)
         guard let made = mkdtemp(&template) else { throw .landlock(operation: "mkdtemp", errno: errno) }
         let temporary = String(cString: made)
         defer { try? FileManager.default.removeItem(atPath: temporary) }
+        if identity.changesUser && chown(temporary, identity.uid, identity.gid) != 0 {
+            throw .identity("cannot give \(temporary) to \(identity.description): \(errnoDescription(errno))")
+        }
+        let cgroup = try commandCgroup(confined.cgroupLimits ?? CgroupLimits())
+        defer {
+            if let cgroup {
+                try? cgroup.cgroup.killAll()
+                cgroup.cgroup.waitUntilEmpty(timeoutMilliseconds: 2000)
+                cgroup.cgroup.remove()
+                cgroup.hierarchy.removeIfEmpty()
+            }
+        }
 
         let prepared = try SandboxPreparation.prepare(
             confined, workingDirectory: cwd, temporaryDirectory: temporary,
             requireLandlock: require.contains("landlock"))
         var environment = ProcessInfo.processInfo.environment
         environment["TMPDIR"] = temporary
+        if identity.changesUser {
+            environment["HOME"] = temporary
+            environment["USER"] = identity.name
+            environment["LOGNAME"] = identity.name
+        }
         let configuration = SpawnConfiguration(
             arguments: command, environment: environment, workingDirectory: cwd, standardInput: 0, standardOutput: 1,
-            standardError: 2, newSession: false, confinement: prepared.confinement)
+            standardError: 2, newSession: false, cgroup: cgroup?.cgroup, confinement: prepared.confinement,
+            identity: identity.changesUser ? identity : nil, dropCapabilities: !keepRoot)
 
         // Like system(3): the terminal's signals go to the command, not to us.
         signal(SIGINT, SIG_IGN)
@@ -141,16 +183,64 @@ struct ExecCommand: ParsableCommand {
         }
         prepared.cleanup()
         defer { child.close() }
-        while child.pidfd >= 0 {
-            // The pidfd becomes readable when the child exits: no polling loop with sleeps.
-            var descriptor = pollfd(fd: child.pidfd, events: Int16(POLLIN), revents: 0)
-            let ready = poll(&descriptor, 1, -1)
-            if ready < 0 && errno != EINTR { break }
-            if let exit = child.reap() { return exit.shellStatus }
-        }
-        // Kernels without pidfds (before 5.3): block until the child exits, leaving it for reap().
         var info = siginfo_t()
         while waitid(P_PID, id_t(child.pid), &info, WEXITED | WNOWAIT) != 0 && errno == EINTR {}
-        return child.reap()?.shellStatus ?? 125
+        // Still a zombie: its I/O counters can be read before the reap.
+        let ioRead = corral_process_io_field(child.pid, "read_bytes")
+        let ioWrite = corral_process_io_field(child.pid, "write_bytes")
+        guard let exit = child.reap() else { return 125 }
+        if let cgroup { cgroup.cgroup.waitUntilEmpty(timeoutMilliseconds: 2000) }
+        let accounting = cgroup?.cgroup.accounting() ?? CgroupAccounting()
+        if let kills = accounting.oomKills, kills > 0, let memory = confined.cgroupLimits?.memory {
+            FileHandle.standardError.write(Data("corral exec: killed by the memory limit (\(memory) bytes)\n".utf8))
+        }
+        if report {
+            let cpu = cgroup?.cgroup.cpuUsage() ?? (exit.userMicroseconds, exit.systemMicroseconds)
+            var line = "corral exec: \(Self.describe(exit.termination)); CPU time: user \(Self.milliseconds(cpu.user)), "
+                + "system \(Self.milliseconds(cpu.system))"
+            // Only a memory cgroup knows the peak: the kernel's ru_maxrss of a vfork child includes the parent's.
+            if let peak = accounting.peakMemoryBytes { line += "; peak memory: \(Self.bytes(peak))" }
+            if ioRead >= 0 && ioWrite >= 0 { line += "; I/O: read \(Self.bytes(ioRead)), written \(Self.bytes(ioWrite))" }
+            line += "; user: \(keepRoot ? "root (kept)" : identity.description)"
+            FileHandle.standardError.write(Data((line + "\n").utf8))
+        }
+        return exit.shellStatus
+    }
+
+    /// A cgroup of the command's own when it has cgroup limits or a report wants the cgroup's figures; nil when
+    /// neither, or (report only) when this machine gives none.
+    private func commandCgroup(_ limits: CgroupLimits) throws(SandboxError) -> (hierarchy: CgroupHierarchy, cgroup: TaskCgroup)? {
+        guard !limits.isEmpty || report else { return nil }
+        let hierarchy: CgroupHierarchy
+        switch CgroupHierarchy.prepare(name: "corral-exec-\(getpid())") {
+        case .success(let found): hierarchy = found
+        case .failure(let reason):
+            if limits.isEmpty { return nil }
+            throw .cgroup("limits (\(limits.summary)) cannot be enforced: \(reason.description)")
+        }
+        do {
+            return (hierarchy, try hierarchy.createTaskCgroup(named: "command", limits: limits, accounting: report ? [.memory] : []))
+        } catch {
+            hierarchy.removeIfEmpty()
+            if limits.isEmpty { return nil }
+            throw .cgroup("limits (\(limits.summary)) cannot be enforced: \(error.description)")
+        }
+    }
+
+    static func describe(_ termination: ExitInfo.Termination) -> String {
+        switch termination {
+        case .exited(let code): return "exited with status \(code)"
+        case .signaled(let signal): return "killed by \(signalName(signal))"
+        }
+    }
+
+    static func milliseconds(_ microseconds: Int64) -> String {
+        String(format: "%.1f ms", Double(microseconds) / 1000)
+    }
+
+    static func bytes(_ count: Int64) -> String {
+        if count < 1 << 10 { return "\(count) B" }
+        if count < 1 << 20 { return String(format: "%.1f KiB", Double(count) / 1024) }
+        return String(format: "%.1f MiB", Double(count) / 1_048_576)
     }
 }

@@ -12,6 +12,8 @@ final class ExecCommandTests: XCTestCase {
         let process = Process()
         process.executableURL = executable
         process.arguments = arguments
+        // As root, the command runs as the task user: start it where that user may write.
+        process.currentDirectoryURL = URL(fileURLWithPath: try Self.taskUserDirectory())
         let out = Pipe()
         let err = Pipe()
         let input = Pipe()
@@ -25,6 +27,15 @@ final class ExecCommandTests: XCTestCase {
         let stderr = err.fileHandleForReading.readDataToEndOfFile()
         process.waitUntilExit()
         return (process.terminationStatus, String(decoding: stdout, as: UTF8.self), String(decoding: stderr, as: UTF8.self))
+    }
+
+    /// A scratch directory owned by the default task user (uid 65530), made once.
+    private static func taskUserDirectory() throws -> String {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("corral-exec-cwd").path
+        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+        chmod(path, 0o755)
+        chown(path, 65530, 65530)
+        return path
     }
 
     func testExitStatusesPassThrough() throws {
@@ -53,6 +64,7 @@ final class ExecCommandTests: XCTestCase {
     func testLimitsAndLandlockWriteRules() throws {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("corral-exec-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        chown(directory.path, 65530, 65530)
         defer { try? FileManager.default.removeItem(at: directory) }
         let limited = try corral(["exec", "--limit", "nofile=32", "--", "/bin/sh", "-c", "ulimit -n"])
         XCTAssertEqual(limited.stdout, "32\n")
