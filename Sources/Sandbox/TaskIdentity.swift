@@ -84,6 +84,15 @@ public struct TaskIdentity: Sendable, Hashable, CustomStringConvertible {
     /// owner, group and mode bits as the kernel would for a process without capabilities; nil when it can, and
     /// when the directory does not exist (starting the task then fails, saying so).
     public func writeRefusal(_ directory: String) -> String? {
+        accessRefusal(directory, write: true)
+    }
+
+    /// Why this identity cannot reach `directory` (every component searchable); nil when it can.
+    public func searchRefusal(_ directory: String) -> String? {
+        accessRefusal(directory, write: false)
+    }
+
+    private func accessRefusal(_ directory: String, write: Bool) -> String? {
         var path = ""
         let components = directory.split(separator: "/")
         for (index, component) in components.enumerated() {
@@ -91,9 +100,9 @@ public struct TaskIdentity: Sendable, Hashable, CustomStringConvertible {
             var info = stat()
             guard stat(path, &info) == 0 else { return errno == ENOENT ? nil : "\(path): \(errnoDescription(errno))" }
             let last = index == components.count - 1
-            let needed: mode_t = last ? 0o3 : 0o1  // write+search for the target, search for its parents
+            let needed: mode_t = last && write ? 0o3 : 0o1  // write+search for the target, search for its parents
             if !permits(info, needed) {
-                return last
+                return last && write
                     ? "\(path) is not writable by the task user \(description)"
                     : "\(path) cannot be entered by the task user \(description)"
             }

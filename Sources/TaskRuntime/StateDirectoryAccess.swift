@@ -1,4 +1,5 @@
 import Glibc
+import Sandbox
 
 /// The state directory holds every task's arguments, events and output: tasks (which run as another user, or as
 /// the same user without capabilities) may pass through it to their own directories but read nothing else of it.
@@ -13,6 +14,24 @@ enum StateDirectoryAccess {
             let path = directory + "/" + name
             if chmod(path, 0o600) != 0 && errno != ENOENT { throw RuntimeError.system("chmod \(path)", errno) }
         }
+    }
+
+    /// Where tasks' own directories (working and temp) go: beneath the state directory when the task user can reach
+    /// it, else (a state directory inside a private home, say) a directory of the server's under /tmp, made here and
+    /// checked to be ours, a real directory and 0711, since anyone may create names in /tmp.
+    static func taskRoot(stateDirectory: String, identity: TaskIdentity, name: String) throws(RuntimeError) -> String {
+        let inside = stateDirectory + "/tasks"
+        guard identity.changesUser, identity.searchRefusal(inside) != nil else { return inside }
+        let root = "/tmp/corral-tasks-" + name
+        if mkdir(root, 0o711) != 0 && errno != EEXIST { throw RuntimeError.system("mkdir \(root)", errno) }
+        var info = stat()
+        guard lstat(root, &info) == 0 else { throw RuntimeError.system("lstat \(root)", errno) }
+        guard info.st_mode & S_IFMT == S_IFDIR, info.st_uid == geteuid(), info.st_mode & 0o7777 == 0o711 else {
+            throw RuntimeError.storage(
+                "\(root) is not a directory of this server's with mode 0711 (someone else made it?); remove it, or "
+                    + "use a --state-dir the task user \(identity.description) can reach")
+        }
+        return root
     }
 
     /// Creates an empty file readable by its owner only, before SQLite opens it: SQLite gives its -wal and -shm files

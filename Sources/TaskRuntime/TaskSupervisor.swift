@@ -95,6 +95,8 @@ public actor TaskSupervisor {
     /// Why tasks are not in a PID namespace of their server's; nil when they are.
     public private(set) var pidNamespaceUnavailableReason: String?
     private var keeper: PIDNamespaceKeeper?
+    /// Where tasks' working and temp directories are made (see `StateDirectoryAccess.taskRoot`).
+    public nonisolated let taskRoot: String
 
     private let store: TaskStore
     private let reactor: Reactor
@@ -147,11 +149,13 @@ public actor TaskSupervisor {
             close(lockFD)
             throw error
         }
+        // Names derived from the state directory: stable across restarts, one per state directory.
+        let canonical = (try? FileManager.default.destinationOfSymbolicLink(atPath: directory)) ?? directory
+        let stateName = stableHash(URL(fileURLWithPath: canonical).path)
         var cgroups: CgroupHierarchy?
         var reason: String?
         if configuration.useCgroups {
-            let canonical = (try? FileManager.default.destinationOfSymbolicLink(atPath: directory)) ?? directory
-            switch CgroupHierarchy.prepare(name: "corral-" + stableHash(URL(fileURLWithPath: canonical).path)) {
+            switch CgroupHierarchy.prepare(name: "corral-" + stateName) {
             case .success(let hierarchy): cgroups = hierarchy
             case .failure(let error): reason = error.description
             }
@@ -161,9 +165,16 @@ public actor TaskSupervisor {
         if let reason {
             configuration.logger.info("per-task cgroups unavailable, using process-group signals: \(reason)")
         }
+        let taskRoot: String
+        do {
+            taskRoot = try StateDirectoryAccess.taskRoot(stateDirectory: directory, identity: identity, name: stateName)
+        } catch {
+            close(lockFD)
+            throw error
+        }
         let supervisor = TaskSupervisor(
             configuration: configuration, store: store, reactor: reactor, lockFD: lockFD, cgroups: cgroups,
-            cgroupUnavailableReason: reason, identity: identity)
+            cgroupUnavailableReason: reason, identity: identity, taskRoot: taskRoot)
         try await supervisor.recover()
         await supervisor.startKeeper()
         return supervisor
@@ -171,9 +182,10 @@ public actor TaskSupervisor {
 
     private init(
         configuration: Configuration, store: TaskStore, reactor: Reactor, lockFD: Int32, cgroups: CgroupHierarchy?,
-        cgroupUnavailableReason: String?, identity: TaskIdentity
+        cgroupUnavailableReason: String?, identity: TaskIdentity, taskRoot: String
     ) {
         self.identity = identity
+        self.taskRoot = taskRoot
         self.configuration = configuration
         self.store = store
         self.reactor = reactor
@@ -209,7 +221,10 @@ public actor TaskSupervisor {
         try validate(spec)
         let taskID = Identifiers.make()
         let taskDirectory = configuration.stateDirectory + "/tasks/" + taskID
-        let workDirectory = spec.workingDirectory ?? taskDirectory + "/work"
+        // The task's own directories: in its state directory, or beside it when the task user cannot reach that.
+        let homeDirectory = taskRoot == configuration.stateDirectory + "/tasks" ? taskDirectory : taskRoot + "/" + taskID
+        let workDirectory = spec.workingDirectory ?? homeDirectory + "/work"
+        let temporaryDirectory = homeDirectory + "/tmp"
         if let cwd = spec.workingDirectory, identity.changesUser, let refusal = identity.writeRefusal(cwd) {
             throw RuntimeError.invalidArgument(
                 "cwd \(cwd) cannot be used: \(refusal). Tasks run as \(identity.description); make the directory "
@@ -219,8 +234,10 @@ public actor TaskSupervisor {
         // Plain mkdir(2): the parents exist, and FileManager's walk costs a tenth of a spawn. The task's own
         // directory can be passed through but not listed (its output files are the server's); what the task writes
         // is its user's.
-        guard mkdir(taskDirectory, 0o711) == 0 else { throw RuntimeError.system("mkdir \(taskDirectory)", errno) }
-        for path in [taskDirectory + "/tmp"] + (spec.workingDirectory == nil ? [workDirectory] : []) {
+        for path in Set([taskDirectory, homeDirectory]).sorted() {
+            guard mkdir(path, 0o711) == 0 else { throw RuntimeError.system("mkdir \(path)", errno) }
+        }
+        for path in [temporaryDirectory] + (spec.workingDirectory == nil ? [workDirectory] : []) {
             guard mkdir(path, 0o700) == 0 else { throw RuntimeError.system("mkdir \(path)", errno) }
             if identity.changesUser && chown(path, identity.uid, identity.gid) != 0 {
                 throw RuntimeError.system("chown \(path)", errno)
@@ -272,7 +289,7 @@ public actor TaskSupervisor {
         if let profile = spec.sandbox {
             do {
                 let sandbox = try SandboxPreparation.prepare(
-                    profile, workingDirectory: workDirectory, temporaryDirectory: taskDirectory + "/tmp")
+                    profile, workingDirectory: workDirectory, temporaryDirectory: temporaryDirectory)
                 prepared = sandbox
                 confinement = sandbox.confinement
                 confinement.resourceLimits += spec.confinement.resourceLimits
@@ -288,10 +305,10 @@ public actor TaskSupervisor {
             }
         }
         var environment = configuration.baseEnvironment
-        environment["TMPDIR"] = taskDirectory + "/tmp"
+        environment["TMPDIR"] = temporaryDirectory
         if identity.changesUser {
             // The server's HOME is not the task user's to write.
-            environment["HOME"] = taskDirectory + "/tmp"
+            environment["HOME"] = temporaryDirectory
             environment["USER"] = identity.name
         }
         environment.merge(spec.environment) { _, new in new }

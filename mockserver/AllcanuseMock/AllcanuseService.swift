@@ -566,6 +566,10 @@ public final class AllcanuseService: Sendable {
             "cpu_system_us": record.cpuSystemMicroseconds.map { .int(Int($0)) } ?? .null,
             "sandbox_profile": meta["sandbox_profile"] ?? .null, "protections": .array(record.protections.map(JSONValue.string)),
             "question": meta["question"] ?? .null, "cgroup": record.cgroupPath.map(JSONValue.string) ?? .null,
+            "uid": record.uid.map { .int(Int($0)) } ?? .null, "gid": record.gid.map { .int(Int($0)) } ?? .null,
+            "peak_memory_bytes": record.peakMemoryBytes.map { .int(Int($0)) } ?? .null,
+            "io_read_bytes": record.ioReadBytes.map { .int(Int($0)) } ?? .null,
+            "io_write_bytes": record.ioWriteBytes.map { .int(Int($0)) } ?? .null,
         ]
     }
 }

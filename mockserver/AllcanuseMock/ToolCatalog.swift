@@ -36,7 +36,7 @@ public enum ToolCatalog {
                 "task_type": ["type": "string", "enum": ["command", "sleep"], "description": "command or sleep."],
                 "condition": [
                     "type": "object",
-                    "description": "command: {argv | command, cwd, env, stdin, output_limit_bytes, sandbox: {profile, allow_read, allow_write, network, limits}}; sleep: {duration_ms | wake_at}.",
+                    "description": "command: {argv | command, cwd, env, stdin, output_limit_bytes, sandbox: {profile, allow_read, allow_write, network, limits: {processes, memory, cpu_percent, cpu, as, nofile, nproc, fsize, core}}}; sleep: {duration_ms | wake_at}.",
                 ],
                 "poll_interval_ms": ["type": "integer", "minimum": 1, "default": 5000, "description": "Kept for compatibility; waits are event-driven."],
                 "timeout_ms": ["type": ["integer", "null"], "minimum": 1, "default": .null, "description": "Running time allowed; paused time does not count."],

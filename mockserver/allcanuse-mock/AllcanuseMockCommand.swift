@@ -31,6 +31,8 @@ struct AllcanuseMockCommand: AsyncParsableCommand {
     var sandboxFloor = "default"
     @Option(help: "A directory tasks may use as their cwd (condition.cwd must lie inside it; the task can write there). Without it, tasks run in their own directory and cwd is refused.")
     var workspace: String?
+    @Option(help: "The user tasks run as when the server runs as root: a name, UID or UID:GID (never root). Default: uid/gid 65530, or the user 'corral-task' if it exists. A server running as another user keeps its uid for tasks, always without capabilities.")
+    var taskUser: String?
     @Option(help: "Grace period between SIGTERM and SIGKILL when a task is cancelled, in milliseconds.")
     var graceMs = 2000
     @Option(help: "Log level on stderr: trace, debug, info, notice, warning, error, critical.")
@@ -85,9 +87,19 @@ struct AllcanuseMockCommand: AsyncParsableCommand {
         } catch {
             throw ValidationError("--call-log: \(error)")
         }
+        let taskIdentity: TaskIdentity
+        do {
+            taskIdentity = try TaskIdentity.resolve(taskUser)
+        } catch {
+            throw ValidationError("--task-user: \(error.description)")
+        }
+        if let workspace, taskIdentity.changesUser, let refusal = taskIdentity.writeRefusal(workspace) {
+            logger.warning("\(refusal): tasks cannot write in --workspace until it is theirs (chown \(taskIdentity.uid):\(taskIdentity.gid) \(workspace))")
+        }
         let directory = stateDir ?? Self.defaultStateDirectory()
         let supervisor = try await TaskSupervisor.start(
-            .init(stateDirectory: directory, graceMilliseconds: graceMs, logger: logger))
+            .init(stateDirectory: directory, graceMilliseconds: graceMs, taskIdentity: taskIdentity, logger: logger))
+        logger.info("tasks run as \(taskIdentity.description), without capabilities")
         let service = AllcanuseService(supervisor: supervisor, sandboxFloor: floor, workspace: workspace)
         let evaluator = PolicyEvaluator(policy: loaded)
         if let address {

@@ -1,0 +1,327 @@
+"""Adversarial: a task created through MCP (the Python SDK against allcanuse-mock) or run by `corral exec` tries to use
+root's powers, read or signal its server, its neighbours and pid 1, change metadata outside its paths, escape its
+limits, and outlive its server. The probe (Tests/SandboxTests/Resources/task_probe.c) refuses to run without a seccomp
+filter on itself, and every target is harmless (no-op changes, scratch files of this test, signal 0)."""
+
+import json
+import os
+import pathlib
+import signal
+import stat
+import subprocess
+import tempfile
+import time
+
+import pytest
+
+from conftest import BIN_DIR, MOCK, ROOT, call, mock_session, process_state, run
+
+CORRAL = BIN_DIR / "corral"
+TASK_USER = 65530
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the confinement of a root server's tasks needs root")
+
+
+@pytest.fixture(scope="module")
+def reachable():
+    """A directory the task user may read (a checkout under a private directory is not)."""
+    directory = tempfile.mkdtemp(prefix="corral-task-probe-")
+    os.chmod(directory, 0o755)
+    yield directory
+    subprocess.run(["rm", "-rf", directory], check=False)
+
+
+@pytest.fixture(scope="module")
+def probe(reachable):
+    binary = os.path.join(reachable, "task_probe")
+    source = ROOT / "Tests" / "SandboxTests" / "Resources" / "task_probe.c"
+    subprocess.run(["cc", "-O1", "-Wall", "-Werror", "-o", binary, str(source)], check=True)
+    return binary
+
+
+@pytest.fixture
+def scratch():
+    """A root-owned 0644 file outside every path a task may write."""
+    directory = tempfile.mkdtemp(prefix="corral-scratch-")
+    os.chmod(directory, 0o755)
+    path = os.path.join(directory, "file")
+    pathlib.Path(path).write_text("scratch\n")
+    os.chmod(path, 0o644)
+    yield path
+    subprocess.run(["rm", "-rf", directory], check=False)
+
+
+def lines(text):
+    """'key=value rest' lines as {key: 'value rest'}; 'a=1 b=2' lines also give b."""
+    found = {}
+    for line in text.splitlines():
+        for part in line.split(" "):
+            if "=" in part and not part.startswith("errno="):
+                key, _, value = part.partition("=")
+                rest = line[line.index(part) + len(part):].strip()
+                found[key] = value + (" " + rest if rest.startswith("errno=") else "")
+    return found
+
+
+async def run_task(session, argv, sandbox=None, wait_ms=20000):
+    condition = {"argv": argv}
+    if sandbox is not None:
+        condition["sandbox"] = sandbox
+    task = await call(session, "create_background_task", {
+        "title": argv[-1], "goal": "probe", "task_type": "command", "condition": condition,
+    })
+    waited = await call(session, "wait_for_background_task", {"task_id": task["task_id"], "timeout_ms": wait_ms})
+    output = await call(session, "get_task_output", {"task_id": task["task_id"], "tail_bytes": 65536})
+    return waited["last_result"], output["text"], task
+
+
+def test_the_probe_refuses_to_run_without_a_filter(probe):
+    result = subprocess.run([probe, "caps"], capture_output=True, text=True)
+    assert result.returncode == 3
+    assert "refused: no seccomp filter" in result.stderr
+
+
+def test_task_has_no_identity_or_capability_of_root(state_dir, probe):
+    async def scenario():
+        async with mock_session(state_dir) as session:
+            final, text, task = await run_task(session, [probe, "caps"])
+            assert final["status"] == "completed", text
+            found = lines(text)
+            for prefix in ("", "after_exec_"):
+                for name in ("inh", "prm", "eff", "bnd", "amb"):
+                    assert found[f"{prefix}cap_{name}"] == "0000000000000000", (prefix, name, text)
+                assert found[f"{prefix}uid"] == str(TASK_USER), text
+                assert found[f"{prefix}gid"] == str(TASK_USER), text
+                assert found[f"{prefix}groups"] == "0", text
+                assert found[f"{prefix}no_new_privs"] == "1", text
+            record = await call(session, "get_background_task", {"task_id": task["task_id"]})
+            assert (record["uid"], record["gid"]) == (TASK_USER, TASK_USER)
+            assert "capabilities:none" in record["protections"]
+            assert "pid_namespace" in record["protections"]
+
+    run(scenario())
+
+
+def test_no_privileged_operation_succeeds(state_dir, probe):
+    async def scenario():
+        async with mock_session(state_dir) as session:
+            # "." is the task's own working directory, which Landlock lets it write: the mknod twin of /dev/kmsg
+            # would be made there, and only the missing capability stops it.
+            final, text, _ = await run_task(session, [probe, "privileged", "."])
+            found = lines(text)
+            for name in ("settimeofday", "sethostname", "mknod_kmsg", "raw_socket", "setuid_root",
+                         "chown_workdir_root"):
+                assert found[name] == "fail errno=EPERM", (name, text)
+            assert "open_kmsg_twin" not in found, text
+
+    run(scenario())
+
+
+def test_metadata_outside_the_writable_paths_cannot_change(state_dir, probe, scratch):
+    before = os.stat(scratch)
+
+    async def scenario():
+        async with mock_session(state_dir) as session:
+            _, text, _ = await run_task(session, [probe, "metadata", scratch])
+            found = lines(text)
+            for name in ("chmod", "chown", "utimensat"):
+                assert found[name] == "fail errno=EPERM", (name, text)
+            for name in ("setxattr", "write_file"):
+                assert found[name] in ("fail errno=EACCES", "fail errno=EPERM"), (name, text)
+
+    run(scenario())
+    after = os.stat(scratch)
+    assert (after.st_mode, after.st_uid, after.st_gid, after.st_mtime_ns) == \
+        (before.st_mode, before.st_uid, before.st_gid, before.st_mtime_ns)
+    assert os.listxattr(scratch) == []
+
+
+def test_the_server_its_state_and_pid_1_are_out_of_reach(state_dir, probe):
+    async def scenario():
+        async with mock_session(state_dir) as session:
+            sleeper = await call(session, "create_background_task", {
+                "title": "ppid", "goal": "g", "task_type": "command", "condition": {"argv": ["/bin/sleep", "30"]},
+            })
+            # The server is the task's parent, seen from outside the task's PID namespace.
+            status = pathlib.Path(f"/proc/{sleeper['pid']}/status").read_text()
+            server_pid = int(next(l for l in status.splitlines() if l.startswith("PPid:")).split()[1])
+            assert pathlib.Path(f"/proc/{server_pid}/exe").resolve() == MOCK.resolve()
+            await call(session, "cancel_background_task", {"task_id": sleeper["task_id"]})
+            state_file = os.path.join(state_dir, "tasks.sqlite")
+            _, text, _ = await run_task(session, [probe, "server", str(server_pid), state_file])
+            found = lines(text)
+            for name in ("server_environ", "server_mem", "server_fd_dir", "server_state"):
+                assert found[name] == "fail errno=EACCES", (name, text)
+            # Not in the task's PID namespace at all (ESRCH), or another user's (EPERM).
+            assert found["signal_server"] in ("fail errno=ESRCH", "fail errno=EPERM"), text
+            assert found["signal_pid1"] == "fail errno=EPERM", text
+            # The state directory itself cannot be listed.
+            _, listing, _ = await run_task(session, ["/bin/ls", state_dir])
+            assert "tasks.sqlite" not in listing
+
+    run(scenario())
+
+
+def test_a_task_cannot_signal_another_task(state_dir, probe):
+    async def scenario():
+        async with mock_session(state_dir) as session:
+            victim = await call(session, "create_background_task", {
+                "title": "victim", "goal": "g", "task_type": "command", "condition": {"argv": ["/bin/sleep", "30"]},
+            })
+            _, text, _ = await run_task(session, [probe, "signal", str(victim["pid"])])
+            found = lines(text)
+            # The neighbour's pid inside the shared namespace is readable, but Landlock's signal scope stops the signal.
+            assert found["other_nspid"].isdigit(), text
+            assert found["signal_other_ns_pid"] == "fail errno=EPERM", text
+            assert found["pidfd_signal_other"] in ("fail errno=EPERM", "skip errno=0"), text
+            assert process_state(victim["pid"]) is not None
+            await call(session, "cancel_background_task", {"task_id": victim["task_id"]})
+
+    run(scenario())
+
+
+def test_mount_api_and_syscalls_newer_than_the_profile_are_refused(state_dir, probe):
+    async def scenario():
+        async with mock_session(state_dir) as session:
+            _, text, _ = await run_task(session, [probe, "open_tree_attr"])
+            found = lines(text)
+            for name in ("open_tree_attr", "open_tree", "syscall_above_table"):
+                assert found[name] == "fail errno=ENOSYS", (name, text)
+
+    run(scenario())
+
+
+def test_cgroup_limits_hold_for_a_task(state_dir, probe):
+    async def scenario():
+        async with mock_session(state_dir) as session:
+            final, text, task = await run_task(session, [probe, "forks", "64"], sandbox={"limits": {"processes": 16}})
+            found = lines(text)
+            assert found["forks_errno"] == "EAGAIN", text
+            assert int(found["forks_ok"]) < 16, text
+            assert "cgroup_limits:processes=16" in task["protections"]
+
+            final, text, hog = await run_task(session, [probe, "memhog", "512"],
+                                              sandbox={"limits": {"memory": 64 << 20}})
+            assert final["status"] == "failed", text
+            record = await call(session, "get_background_task", {"task_id": hog["task_id"]})
+            assert "killed by the memory limit" in record["last_error"], record
+            assert 0 < record["peak_memory_bytes"] <= 64 << 20, record
+            assert "memhog=done" not in text
+
+            refused = await call(session, "create_background_task", {
+                "title": "looser", "goal": "g", "task_type": "command",
+                "condition": {"argv": ["/bin/true"], "sandbox": {"limits": {"processes": 0}}},
+            }, expect_error=True)
+            assert "must be positive" in refused.content[0].text
+
+    run(scenario())
+
+
+def test_ordinary_programs_still_work(state_dir, reachable):
+    swift_binary = os.path.join(reachable, "corral")
+    subprocess.run(["cp", str(CORRAL), swift_binary], check=True)
+
+    async def scenario():
+        async with mock_session(state_dir) as session:
+            script = ("set -e; echo hi | tr a-z A-Z; ls / >/dev/null; python3 -c 'print(6*7)'; "
+                      "printf 'int main(void){return 0;}' > t.c; cc -o t t.c; ./t; echo compiled; "
+                      f"{swift_binary} --help >/dev/null; echo swift; git init -q repo; test -d repo/.git; echo git")
+            final, text, _ = await run_task(session, ["/bin/sh", "-c", script])
+            assert final["status"] == "completed", (final, text)
+            assert text.split() == ["HI", "42", "compiled", "swift", "git"], text
+
+    run(scenario())
+
+
+def test_no_task_process_outlives_a_killed_server(state_dir):
+    process = subprocess.Popen([str(MOCK), "--state-dir", state_dir], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                               stderr=subprocess.DEVNULL, text=True)
+
+    def rpc(request_id, method, params):
+        process.stdin.write(json.dumps({"jsonrpc": "2.0", "id": request_id, "method": method, "params": params}) + "\n")
+        process.stdin.flush()
+        return json.loads(process.stdout.readline())
+
+    rpc(0, "initialize", {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}})
+    acknowledged = []
+    for index in range(4):
+        answer = rpc(index + 1, "tools/call", {"name": "create_background_task", "arguments": {
+            "title": f"tree {index}", "goal": "children that leave their group and session", "task_type": "command",
+            "condition": {"command": "setsid sleep 300 & (sleep 301 &); sh -c 'sleep 302 & wait' & sleep 303"}}})
+        acknowledged.append(answer["result"]["structuredContent"]["task_id"])
+    time.sleep(0.5)
+    task_user_processes = lambda: [p for p in pathlib.Path("/proc").iterdir() if p.name.isdigit()
+                                   and _owner(p) == TASK_USER and process_state(int(p.name)) is not None]
+    assert len(task_user_processes()) >= 4 * 5
+    process.kill()
+    process.wait()
+    time.sleep(1)
+    assert task_user_processes() == []
+
+    async def after_restart():
+        async with mock_session(state_dir) as session:
+            listed = await call(session, "list_background_tasks", {"limit": 50})
+            ids = {task["task_id"]: task for task in listed["tasks"]}
+            for task_id in acknowledged:
+                assert task_id in ids
+                assert ids[task_id]["status"] == "failed"
+
+    run(after_restart())
+
+
+def _owner(path):
+    try:
+        return path.stat().st_uid
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+
+
+def corral_exec(*arguments, cwd):
+    return subprocess.run([str(CORRAL), "exec", *arguments], capture_output=True, text=True, cwd=cwd)
+
+
+@pytest.fixture
+def task_user_cwd(reachable):
+    """A working directory the task user owns, in a directory it can reach."""
+    path = tempfile.mkdtemp(dir=reachable)
+    os.chmod(path, 0o755)
+    os.chown(path, TASK_USER, TASK_USER)
+    return pathlib.Path(path)
+
+
+def test_corral_exec_drops_root_unless_told_not_to(probe, task_user_cwd):
+    tmp_path = task_user_cwd
+    result = corral_exec("--", probe, "caps", cwd=tmp_path)
+    found = lines(result.stdout)
+    assert found["cap_eff"] == "0000000000000000" and found["cap_bnd"] == "0000000000000000", result.stdout
+    assert found["after_exec_cap_prm"] == "0000000000000000", result.stdout
+    assert found["uid"] == str(TASK_USER)
+    result = corral_exec("--", probe, "privileged", str(tmp_path), cwd=tmp_path)
+    found = lines(result.stdout)
+    for name in ("settimeofday", "sethostname", "mknod_kmsg", "raw_socket", "setuid_root", "chown_workdir_root"):
+        assert found[name] == "fail errno=EPERM", (name, result.stdout)
+    # The control: with root kept, the same probe sees root's powers, so the assertions above can fail.
+    control = lines(corral_exec("--keep-root", "--", probe, "caps", cwd=tmp_path).stdout)
+    assert control["cap_eff"] != "0000000000000000" and control["uid"] == "0", control
+    control = lines(corral_exec("--keep-root", "--", probe, "privileged", ".", cwd=tmp_path).stdout)
+    assert control["settimeofday"] == "ok errno=0" and control["sethostname"] == "ok errno=0", control
+    kept = corral_exec("--keep-root", "--", "/usr/bin/id", "-u", cwd=tmp_path)
+    assert kept.stdout == "0\n"
+    assert "warning: --keep-root" in kept.stderr
+    other = corral_exec("--user", "65534:65534", "--", "/usr/bin/id", "-u", cwd=tmp_path)
+    assert other.stdout == "65534\n", other.stderr
+    bad = corral_exec("--user", "0", "--", "/bin/true", cwd=tmp_path)
+    assert bad.returncode == 125 and "may not be root" in bad.stderr
+
+
+def test_corral_exec_limits_and_report(probe, task_user_cwd):
+    tmp_path = task_user_cwd
+    result = corral_exec("--limit", "processes=16", "--report", "--", probe, "forks", "64", cwd=tmp_path)
+    found = lines(result.stdout)
+    assert found["forks_errno"] == "EAGAIN" and int(found["forks_ok"]) < 16, result.stdout
+    assert "CPU time: user" in result.stderr and "I/O: read" in result.stderr, result.stderr
+    hog = corral_exec("--limit", "memory=64M", "--", probe, "memhog", "512", cwd=tmp_path)
+    assert hog.returncode == 128 + signal.SIGKILL
+    assert "killed by the memory limit" in hog.stderr
+    unknown = corral_exec("--limit", "processes=lots", "--", "/bin/true", cwd=tmp_path)
+    assert unknown.returncode == 125 and "processes" in unknown.stderr
