@@ -224,6 +224,8 @@ int corral_write_all_nosigpipe(int fd, const void *buffer, size_t length) {
 
 int corral_set_non_dumpable(void) { return prctl(PR_SET_DUMPABLE, 0, 0, 0, 0); }
 
+int corral_get_dumpable(void) { return prctl(PR_GET_DUMPABLE, 0, 0, 0, 0); }
+
 int64_t corral_process_io_field(pid_t pid, const char *field) {
     char path[64];
     snprintf(path, sizeof path, "/proc/%d/io", (int)pid);

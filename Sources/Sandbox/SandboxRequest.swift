@@ -48,9 +48,7 @@ public struct SandboxRequest: Codable, Sendable, Equatable {
             for (key, value) in floor.rlimits {
                 result.rlimits[key] = min(value, result.rlimits[key] ?? value)
             }
-            if let floorLimits = floor.cgroupLimits {
-                result.cgroupLimits = floorLimits.tightened(by: requested.cgroupLimits ?? CgroupLimits())
-            }
+
         }
         if network == true && !Self.allowsNetwork(result) {
             throw .tighteningRefused("network access is not allowed by the floor '\(floor.name)'")

@@ -86,6 +86,9 @@ public struct SpawnConfiguration: Sendable {
     public var newPIDNamespace = false
     /// `argv[0]` when it should differ from the program path.
     public var argv0: String?
+    /// Born in `cgroup` by clone3(CLONE_INTO_CGROUP) where the kernel can; false joins through cgroup.procs, which
+    /// after an idle spell waits for an RCU grace period (kept to measure that difference).
+    public var cgroupAtBirth = true
 
     public init(
         arguments: [String],
@@ -179,7 +182,8 @@ public final class ChildProcess: Sendable {
     public let pid: pid_t
     /// -1 on kernels without pidfds (before 5.3).
     public let pidfd: Int32
-    /// Process start time (clock ticks since boot) to recognise this process later, e.g. after a restart.
+    /// Process start time in clock ticks since boot, as a lower bound (never later than the kernel's): with the pid,
+    /// "started no earlier than this task" recognises its processes after a restart.
     public let startTime: UInt64
 
     init(pid: pid_t, pidfd: Int32, startTime: UInt64) {
@@ -301,6 +305,12 @@ public enum Spawner {
         }
 
         let v1Joins = configuration.cgroup?.v1ProcsFDs ?? []
+        // The start time as a lower bound, from the clock the kernel stamps new processes with, read just before the
+        // clone: /proc/PID/stat read right after the spawn waits while the child is still exec'ing (0.2–0.5 ms).
+        var now = timespec()
+        clock_gettime(CLOCK_BOOTTIME, &now)
+        let nanosecondsPerTick = UInt64(1_000_000_000 / max(1, ProcessTable.ticksPerSecond))
+        let startTime = (UInt64(now.tv_sec) * 1_000_000_000 + UInt64(now.tv_nsec)) / nanosecondsPerTick
         var result = corral_spawn_result()
         let status: Int32 = v1Joins.withUnsafeBufferPointer { joinBuffer in
           limits.withUnsafeBufferPointer { limitBuffer in
@@ -324,7 +334,7 @@ public enum Spawner {
                 attr.seccomp_instructions = filter.pointer
                 attr.seccomp_length = filter.count
                 attr.seccomp_flags = 0
-                attr.cgroup_dir_fd = configuration.cgroup?.directoryFD ?? -1
+                attr.cgroup_dir_fd = configuration.cgroupAtBirth ? configuration.cgroup?.directoryFD ?? -1 : -1
                 attr.extra_procs_fds = joinBuffer.baseAddress
                 attr.extra_procs_count = Int32(joinBuffer.count)
                 attr.uid = configuration.identity?.uid ?? uid_t.max
@@ -347,7 +357,6 @@ public enum Spawner {
             }
             throw SpawnError(stage: stage, errno: result.error, detail: detail)
         }
-        let startTime = corral_process_start_time(result.pid)
         return ChildProcess(pid: result.pid, pidfd: result.pidfd, startTime: startTime)
     }
 

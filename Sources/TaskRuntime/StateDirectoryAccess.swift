@@ -17,12 +17,16 @@ enum StateDirectoryAccess {
     }
 
     /// Where tasks' own directories (working and temp) go: beneath the state directory when the task user can reach
-    /// it, else (a state directory inside a private home, say) a directory of the server's under /tmp, made here and
-    /// checked to be ours, a real directory and 0711, since anyone may create names in /tmp.
+    /// it, else (a state directory inside a private home, say) `/var/lib/corral/tasks/NAME` — only a root server
+    /// changes the task user, and only root can make names there (unlike /tmp). Made here and checked to be ours, a
+    /// real directory and 0711.
     static func taskRoot(stateDirectory: String, identity: TaskIdentity, name: String) throws(RuntimeError) -> String {
         let inside = stateDirectory + "/tasks"
         guard identity.changesUser, identity.searchRefusal(inside) != nil else { return inside }
-        let root = "/tmp/corral-tasks-" + name
+        for parent in ["/var/lib/corral", "/var/lib/corral/tasks"] {
+            if mkdir(parent, 0o711) != 0 && errno != EEXIST { throw RuntimeError.system("mkdir \(parent)", errno) }
+        }
+        let root = "/var/lib/corral/tasks/" + name
         if mkdir(root, 0o711) != 0 && errno != EEXIST { throw RuntimeError.system("mkdir \(root)", errno) }
         var info = stat()
         guard lstat(root, &info) == 0 else { throw RuntimeError.system("lstat \(root)", errno) }

@@ -321,14 +321,21 @@ public actor TaskSupervisor {
         let spawnConfiguration = SpawnConfiguration(
             arguments: spec.command.arguments, environment: environment, workingDirectory: workDirectory,
             standardInput: pipes.stdin, standardOutput: pipes.stdoutWrite, standardError: pipes.stderrWrite,
-            newSession: true, parentDeathSignal: SIGKILL, cgroup: cgroup, confinement: confinement,
+            newSession: true, parentDeathSignal: keeper == nil ? SIGKILL : nil, cgroup: cgroup, confinement: confinement,
             identity: identity.changesUser ? identity : nil, dropCapabilities: true, pidNamespace: keeper)
 
         let spawned: Result<ChildProcess, SpawnError>
         do throws(SpawnError) {
-            spawned = .success(try await reactor.perform { () throws(SpawnError) -> ChildProcess in
-                try Spawner.spawn(spawnConfiguration)
-            })
+            if keeper != nil {
+                // In the keeper's namespace a task dies with the server through the keeper, so it needs no
+                // parent-death signal tied to a long-lived thread: spawn right here, without two thread hops
+                // (each a wake-up of an idle CPU, which is most of a create after an idle spell).
+                spawned = .success(try Spawner.spawn(spawnConfiguration))
+            } else {
+                spawned = .success(try await reactor.perform { () throws(SpawnError) -> ChildProcess in
+                    try Spawner.spawn(spawnConfiguration)
+                })
+            }
         } catch {
             spawned = .failure(error)
         }
@@ -369,8 +376,9 @@ public actor TaskSupervisor {
         record.uid = Int64(identity.uid)
         record.gid = Int64(identity.gid)
         record.protections =
-            ["own_session", "pidfd", "pdeathsig", cgroup != nil ? "cgroup" : "process_group_signals",
-             "capabilities:none", keeper != nil ? "pid_namespace" : "pid_namespace:unavailable"]
+            ["own_session", "pidfd", keeper != nil ? "pid_namespace" : "pdeathsig",
+             cgroup != nil ? "cgroup" : "process_group_signals", "capabilities:none"]
+            + (keeper == nil ? ["pid_namespace:unavailable"] : [])
             + (limits.isEmpty ? [] : ["cgroup_limits:" + limits.summary])
             + (spec.sandbox == nil && spec.confinement.noNewPrivileges ? ["no_new_privs"] : [])
             + (spec.sandbox == nil && !spec.confinement.resourceLimits.isEmpty ? ["rlimits"] : [])

@@ -27,6 +27,8 @@ struct RuntimeBench: AsyncParsableCommand {
     @Option(help: "Pause/resume cycles.") var cycles = 200
     @Option(help: "Wake-up samples.") var wakeups = 40
     @Option(help: "Program to spawn.") var program = "/bin/true"
+    @Option(help: "Idle gap before each create of the after-idle variant, in milliseconds.") var idleMs = 100
+    @Option(help: "Creates after an idle gap.") var idleCreates = 30
 
     func run() async throws {
         let directory = try makeTemporaryDirectory("corral-bench")
@@ -38,12 +40,14 @@ struct RuntimeBench: AsyncParsableCommand {
         let posix = measurePosixSpawn()
         let shim = measureShim()
         let withCgroups = try await measureRuntime(directory: directory + "/cg", cgroups: true)
+        let afterIdle = try await measureRuntime(directory: directory + "/idle", cgroups: true, idle: .milliseconds(idleMs))
         let withoutCgroups = try await measureRuntime(directory: directory + "/pg", cgroups: false)
         let floor = posix.median
         for (name, samples) in [
             ("posix_spawn (peer)", posix), ("spawn shim: clone(VM|VFORK|PIDFD)", shim),
             ("runtime create(), cgroup per task", withCgroups.samples),
             ("runtime create(), process group only", withoutCgroups.samples),
+            ("runtime create() after \(idleMs) ms idle, cgroup", afterIdle.samples),
         ] {
             row(
                 [name, format(samples.median), format(samples.percentile(90)), format(samples.percentile(99)),
@@ -109,12 +113,13 @@ struct RuntimeBench: AsyncParsableCommand {
         return samples
     }
 
-    private func measureRuntime(directory: String, cgroups: Bool) async throws -> (
+    private func measureRuntime(directory: String, cgroups: Bool, idle: Duration? = nil) async throws -> (
         samples: Samples, cgroupNote: String?
     ) {
         let supervisor = try await TaskSupervisor.start(.init(stateDirectory: directory, useCgroups: cgroups))
         var samples = Samples()
-        for _ in 0..<iterations {
+        for _ in 0..<(idle == nil ? iterations : idleCreates) {
+            if let idle { try await Task.sleep(for: idle) }
             let start = ContinuousClock.now
             let task = try await supervisor.create(TaskSpec(title: "bench", command: .argv([program])))
             samples.add(ContinuousClock.now - start)

@@ -19,7 +19,8 @@ struct ExecCommand: ParsableCommand {
             read-only (where the kernel has Landlock). Exit status: the command's, 128+N if it was killed by \
             signal N, 125 if corral could not set up the sandbox, 126/127 if the command cannot be run.
             Run as root, the command runs as an unprivileged user (--user, default uid 65530 'corral-task') with no \
-            capabilities at all; --keep-root keeps root and its capabilities, and says so. Limits processes, memory \
+            capabilities at all, in a PID namespace that ends with corral: whatever the command leaves running is \
+            killed when it exits or corral dies; --keep-root keeps root and its capabilities, and says so. Limits processes, memory \
             and cpu_percent are enforced by a cgroup of the command's own (they hold for root too).
             Examples:
               corral exec -- python3 -c 'print(1)'
@@ -157,6 +158,10 @@ struct ExecCommand: ParsableCommand {
         let prepared = try SandboxPreparation.prepare(
             confined, workingDirectory: cwd, temporaryDirectory: temporary,
             requireLandlock: require.contains("landlock"))
+        // As root, the command and whatever it starts live in a PID namespace that ends with corral (kill -9
+        // included) or when the command exits: nothing it left running survives.
+        let keeper: PIDNamespaceKeeper? = keepRoot ? nil : try? PIDNamespaceKeeper.start().get()
+        defer { keeper?.stop() }
         var environment = ProcessInfo.processInfo.environment
         environment["TMPDIR"] = temporary
         if identity.changesUser {
@@ -167,7 +172,7 @@ struct ExecCommand: ParsableCommand {
         let configuration = SpawnConfiguration(
             arguments: command, environment: environment, workingDirectory: cwd, standardInput: 0, standardOutput: 1,
             standardError: 2, newSession: false, cgroup: cgroup?.cgroup, confinement: prepared.confinement,
-            identity: identity.changesUser ? identity : nil, dropCapabilities: !keepRoot)
+            identity: identity.changesUser ? identity : nil, dropCapabilities: !keepRoot, pidNamespace: keeper)
 
         // Like system(3): the terminal's signals go to the command, not to us.
         signal(SIGINT, SIG_IGN)
@@ -202,6 +207,7 @@ struct ExecCommand: ParsableCommand {
             if let peak = accounting.peakMemoryBytes { line += "; peak memory: \(Self.bytes(peak))" }
             if ioRead >= 0 && ioWrite >= 0 { line += "; I/O: read \(Self.bytes(ioRead)), written \(Self.bytes(ioWrite))" }
             line += "; user: \(keepRoot ? "root (kept)" : identity.description)"
+            if keeper == nil && !keepRoot { line += "; no PID namespace (needs root)" }
             FileHandle.standardError.write(Data((line + "\n").utf8))
         }
         return exit.shellStatus

@@ -20,6 +20,8 @@ struct SandboxBench: ParsableCommand {
     @Option(help: "Spawns per variant.") var iterations = 200
     @Option(help: "Program to spawn.") var program = "/bin/true"
     @Option(help: "System calls per loop.") var calls = 2_000_000
+    @Option(help: "Spawns per variant after an idle gap.") var idleSpawns = 20
+    @Option(help: "The idle gap before each of those spawns, in milliseconds.") var idleMs = 100
 
     func run() throws {
         let directory = try makeTemporaryDirectory("corral-sandbox-bench")
@@ -47,6 +49,22 @@ struct SandboxBench: ParsableCommand {
                 measureShim($0) { ChildConfinement(noNewPrivileges: true, seccompProgram: [0x7FFF_0000 << 32 | 0x06]) }
             }),
         ]
+        let task = TaskSpawner(directory: directory, confinement: prepared.confinement)
+        if let task {
+            variants.append(("task: + task user, no caps, PID ns, cgroup birth", { task.measure($0, program: program) }))
+            variants.append(("  same, cgroup made and removed in the timing", {
+                task.measure($0, program: program, timeCgroup: true)
+            }))
+            variants.append(("  task user, no caps, PID ns; no cgroup", { task.measure($0, program: program, cgroup: false) }))
+            variants.append(("  task user, no caps; no cgroup, no PID ns", {
+                task.measure($0, program: program, cgroup: false, pidNamespace: false)
+            }))
+            variants.append(("  PID ns only (root, caps kept)", {
+                task.measure($0, program: program, cgroup: false, identity: false)
+            }))
+        } else {
+            print("note: the task variant needs root (a task user, a PID namespace, a cgroup): skipped")
+        }
         if access("/usr/bin/bwrap", X_OK) == 0 {
             variants.append(("bwrap --ro-bind / / --unshare-net (peer)", {
                 measurePosix(["/usr/bin/bwrap", "--ro-bind", "/", "/", "--unshare-net", program], $0)
@@ -71,6 +89,29 @@ struct SandboxBench: ParsableCommand {
         print("filter: \(prepared.confinement.seccompProgram?.count ?? 0) BPF instructions")
         print("summary: \(prepared.summary.joined(separator: " "))")
         print("goal: confined within 1.3× of posix_spawn: \(confined / floor <= 1.3 ? "met" : "NOT met")")
+        if let task, let taskIndex = results.firstIndex(where: { $0.0.hasPrefix("task:") }) {
+            let ratio = results[taskIndex].1.median / floor
+            print("goal: task confinement within 1.3× of posix_spawn: \(ratio <= 1.3 ? "met" : "NOT met") (\(format(ratio, digits: 2))×)")
+            print("\nafter \(idleMs) ms idle, \(idleSpawns) spawns each (µs)")
+            row(["variant", "p50", "p90", "p99", "×p50"], widths: widths)
+            var idle: [(String, Samples)] = [("posix_spawn (peer)", Samples()), ("task: cgroup birth (clone3)", Samples()),
+                                             ("task: cgroup.procs write (old path)", Samples())]
+            for _ in 0..<idleSpawns {
+                usleep(useconds_t(idleMs * 1000))
+                idle[0].1.add(microseconds: measurePosix([program], 1).median)
+                usleep(useconds_t(idleMs * 1000))
+                idle[1].1.add(microseconds: task.measure(1, program: program).median)
+                usleep(useconds_t(idleMs * 1000))
+                idle[2].1.add(microseconds: task.measure(1, program: program, atBirth: false).median)
+            }
+            let idleFloor = idle[0].1.median
+            for (name, samples) in idle {
+                row([name, format(samples.median), format(samples.percentile(90)), format(samples.percentile(99)),
+                     format(samples.median / idleFloor, digits: 2)], widths: widths)
+            }
+            print("clone3(CLONE_INTO_CGROUP): \(corral_clone3_available() == 1 ? "used" : "unavailable, fell back")")
+            task.stop()
+        }
 
         print("\nper-syscall cost, \(calls) calls in a loop (ns per call)")
         row(["variant", "getppid", "ioctl", "", ""], widths: widths)
@@ -205,5 +246,68 @@ struct SandboxBench: ParsableCommand {
         close(fds[0])
         if let child { wait(child) }
         return text.trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+}
+
+/// A spawn as the runtime makes it for a task: the default profile, the task user without capabilities, the
+/// server's PID namespace, and a cgroup of its own made for each spawn. nil unless running as root.
+private final class TaskSpawner {
+    let keeper: PIDNamespaceKeeper
+    let hierarchy: CgroupHierarchy
+    let identity: TaskIdentity
+    let confinement: ChildConfinement
+    private var counter = 0
+
+    init?(directory: String, confinement: ChildConfinement) {
+        guard geteuid() == 0, let identity = try? TaskIdentity.resolve(nil), identity.changesUser,
+            case .success(let keeper) = PIDNamespaceKeeper.start()
+        else { return nil }
+        guard case .success(let hierarchy) = CgroupHierarchy.prepare(name: "corral-bench-\(getpid())") else {
+            keeper.stop()
+            return nil
+        }
+        self.keeper = keeper
+        self.hierarchy = hierarchy
+        self.identity = identity
+        self.confinement = confinement
+    }
+
+    /// Spawn to reaped. The cgroup is made before the clock starts (the runtime could keep some ready) unless
+    /// `timeCgroup`.
+    func measure(
+        _ count: Int, program: String, atBirth: Bool = true, timeCgroup: Bool = false, cgroup useCgroup: Bool = true,
+        pidNamespace: Bool = true, identity useIdentity: Bool = true
+    ) -> Samples {
+        var samples = Samples()
+        let devNull = open("/dev/null", O_RDWR | O_CLOEXEC)
+        defer { close(devNull) }
+        for _ in 0..<count {
+            counter += 1
+            var start = ContinuousClock.now
+            guard let cgroup = try? hierarchy.createTaskCgroup(named: "spawn-\(counter)") else { continue }
+            if !timeCgroup { start = ContinuousClock.now }
+            var configuration = SpawnConfiguration(
+                arguments: [program], environment: ["PATH": "/usr/bin:/bin"], workingDirectory: "/",
+                standardInput: devNull, standardOutput: devNull, standardError: devNull, cgroup: useCgroup ? cgroup : nil,
+                confinement: confinement, identity: useIdentity ? identity : nil, dropCapabilities: useIdentity,
+                pidNamespace: pidNamespace ? keeper : nil)
+            configuration.cgroupAtBirth = atBirth
+            guard let child = try? Spawner.spawn(configuration) else {
+                cgroup.remove()
+                continue
+            }
+            _ = child.waitForExit()
+            child.close()
+            if !timeCgroup { samples.add(ContinuousClock.now - start) }
+            if useCgroup { cgroup.waitUntilEmpty(timeoutMilliseconds: 1000) }
+            cgroup.remove()
+            if timeCgroup { samples.add(ContinuousClock.now - start) }
+        }
+        return samples
+    }
+
+    func stop() {
+        keeper.stop()
+        hierarchy.removeIfEmpty()
     }
 }

@@ -234,6 +234,8 @@ def test_ordinary_programs_still_work(state_dir, reachable):
 
 
 def test_no_task_process_outlives_a_killed_server(state_dir):
+    # Only processes of this test count (a task user's process left by something else must not confuse it).
+    before = {p.name for p in pathlib.Path("/proc").iterdir() if p.name.isdigit()}
     process = subprocess.Popen([str(MOCK), "--state-dir", state_dir], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                stderr=subprocess.DEVNULL, text=True)
 
@@ -251,7 +253,8 @@ def test_no_task_process_outlives_a_killed_server(state_dir):
         acknowledged.append(answer["result"]["structuredContent"]["task_id"])
     time.sleep(0.5)
     task_user_processes = lambda: [p for p in pathlib.Path("/proc").iterdir() if p.name.isdigit()
-                                   and _owner(p) == TASK_USER and process_state(int(p.name)) is not None]
+                                   and p.name not in before and _owner(p) == TASK_USER
+                                   and process_state(int(p.name)) is not None]
     assert len(task_user_processes()) >= 4 * 5
     process.kill()
     process.wait()
@@ -277,7 +280,7 @@ def _owner(path):
 
 
 def corral_exec(*arguments, cwd):
-    return subprocess.run([str(CORRAL), "exec", *arguments], capture_output=True, text=True, cwd=cwd)
+    return subprocess.run([str(CORRAL), "exec", *arguments], capture_output=True, text=True, cwd=cwd, timeout=60)
 
 
 @pytest.fixture
@@ -325,3 +328,61 @@ def test_corral_exec_limits_and_report(probe, task_user_cwd):
     assert "killed by the memory limit" in hog.stderr
     unknown = corral_exec("--limit", "processes=lots", "--", "/bin/true", cwd=tmp_path)
     assert unknown.returncode == 125 and "processes" in unknown.stderr
+
+
+def test_a_server_that_is_not_root_keeps_its_uid_and_says_what_it_cannot_do(reachable):
+    """Degrades cleanly: tasks keep the server's uid, without capabilities; no PID namespace (that needs root), and
+    a cgroup limit it cannot enforce fails the task with the reason instead of being dropped."""
+    import contextlib
+    from mcp import ClientSession, StdioServerParameters
+    from mcp.client.stdio import stdio_client
+
+    binary = os.path.join(reachable, "allcanuse-mock")
+    subprocess.run(["cp", str(MOCK), binary], check=True)
+    state = tempfile.mkdtemp(dir=reachable)
+    os.chown(state, 65534, 65534)
+
+    async def scenario():
+        params = StdioServerParameters(command="/usr/bin/setpriv", args=[
+            "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", binary, "--state-dir", state])
+        with open(os.devnull, "w") as errlog:
+            async with stdio_client(params, errlog=errlog) as streams:
+                async with ClientSession(streams[0], streams[1]) as session:
+                    await session.initialize()
+                    final, text, task = await run_task(session, ["/bin/sh", "-c", "id -u; grep CapEff /proc/self/status"])
+                    assert final["status"] == "completed", text
+                    assert text.split()[:3] == ["65534", "CapEff:", "0000000000000000"], text
+                    assert "pid_namespace:unavailable" in task["protections"]
+                    assert "capabilities:none" in task["protections"]
+                    limited = await call(session, "create_background_task", {
+                        "title": "limited", "goal": "g", "task_type": "command",
+                        "condition": {"argv": ["/bin/true"], "sandbox": {"limits": {"processes": 4}}}})
+                    assert limited["status"] == "failed"
+                    assert "cannot be enforced" in limited["last_error"], limited
+                    refused = await call(session, "create_background_task", {
+                        "title": "t", "goal": "g", "task_type": "command", "condition": {"argv": ["/bin/true"]}})
+                    assert refused["uid"] == 65534
+
+    run(scenario())
+    bad = subprocess.run(["/usr/bin/setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", binary,
+                          "--state-dir", state, "--task-user", "65533"], capture_output=True, text=True, input="")
+    assert bad.returncode != 0 and "only when the server runs as root" in bad.stderr, bad.stderr
+
+
+def test_corral_exec_leaves_nothing_running(task_user_cwd):
+    """A command that leaves a daemon behind: the daemon ends with the command, and a kill -9 of corral ends all."""
+    marker = f"corral-exec-left-{os.getpid()}"
+    result = corral_exec("--", "/bin/sh", "-c", f"setsid bash -c 'exec -a {marker} sleep 300' & echo started",
+                         cwd=task_user_cwd)
+    assert result.stdout == "started\n", result.stderr
+    time.sleep(0.3)
+    assert subprocess.run(["pgrep", "-f", marker], capture_output=True).returncode == 1
+
+    process = subprocess.Popen([str(CORRAL), "exec", "--", "/bin/sh", "-c",
+                                f"setsid bash -c 'exec -a {marker} sleep 300' & sleep 300"], cwd=task_user_cwd)
+    time.sleep(0.5)
+    assert subprocess.run(["pgrep", "-f", marker], capture_output=True).returncode == 0
+    process.kill()
+    process.wait()
+    time.sleep(1)
+    assert subprocess.run(["pgrep", "-f", marker], capture_output=True).returncode == 1

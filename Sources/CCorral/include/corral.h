@@ -130,6 +130,8 @@ int corral_count_threads(void);
 /// PR_SET_DUMPABLE 0: /proc/<pid>/environ, mem, fd and the like of this process are closed to other users' and
 /// unprivileged processes. Returns 0 or -1 (errno).
 int corral_set_non_dumpable(void);
+/// PR_GET_DUMPABLE: 1 dumpable, 0 not (prctl is variadic and does not import into Swift).
+int corral_get_dumpable(void);
 /// Reads one field ("read_bytes", "write_bytes") of /proc/PID/io; -1 when unavailable (also works on a zombie).
 int64_t corral_process_io_field(pid_t pid, const char *field);
 
