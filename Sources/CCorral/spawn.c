@@ -161,14 +161,18 @@ __attribute__((noreturn)) static void child_main(const corral_spawn_attr *a, con
     }
 
     if (a->drop_capabilities) drop_privileges_before_identity(a, context);
-    if (a->gid != (gid_t)-1) {
-        // Raw syscalls: glibc's set*id wrappers would signal every thread of the parent (they share our memory).
-        if (syscall(SYS_setgroups, 0, NULL) != 0) child_fail(context, CORRAL_STAGE_IDENTITY, errno);
-        if (syscall(SYS_setresgid, a->gid, a->gid, a->gid) != 0) child_fail(context, CORRAL_STAGE_IDENTITY, errno);
+    int changes_identity = a->uid != (uid_t)-1 || a->gid != (gid_t)-1;
+    // Raw syscalls: glibc's set*id wrappers would signal every thread of the parent (they share our memory).
+    if (changes_identity && syscall(SYS_setgroups, 0, NULL) != 0) child_fail(context, CORRAL_STAGE_IDENTITY, errno);
+    if (a->gid != (gid_t)-1 && syscall(SYS_setresgid, a->gid, a->gid, a->gid) != 0) {
+        child_fail(context, CORRAL_STAGE_IDENTITY, errno);
     }
     if (a->uid != (uid_t)-1 && syscall(SYS_setresuid, a->uid, a->uid, a->uid) != 0) {
         child_fail(context, CORRAL_STAGE_IDENTITY, errno);
     }
+    // The uid change set the mm we share with the parent to fs.suid_dumpable, which may be 1: the server stays
+    // closed to other processes.
+    if (changes_identity) prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
     if (a->drop_capabilities) clear_capability_sets(context);
 
     // After the identity change, which clears the parent-death signal.
@@ -200,7 +204,8 @@ __attribute__((noreturn)) static void child_main(const corral_spawn_attr *a, con
         }
     }
 
-    if (a->no_new_privs && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) {
+    // A task that gave up root must not win it back through a setuid-root or file-capability program.
+    if ((a->no_new_privs || a->drop_capabilities || changes_identity) && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) {
         child_fail(context, CORRAL_STAGE_NO_NEW_PRIVS, errno);
     }
 
@@ -371,9 +376,11 @@ int corral_spawn(const corral_spawn_attr *a, corral_spawn_result *r) {
     }
 cloned:
     if (a->pid_namespace_fd >= 0 && setns(a->own_pid_namespace_fd, CLONE_NEWPID) != 0) {
-        // Cannot happen for a process that could enter the other namespace; if it did, this thread's children
-        // would all land there, so stop rather than go on.
-        abort();
+        // /proc/thread-self/ns/pid is this thread's active namespace, always a valid target. If even that fails,
+        // this thread's children would all land in the tasks' namespace: stop rather than go on.
+        int own = open("/proc/thread-self/ns/pid", O_RDONLY | O_CLOEXEC);
+        if (own < 0 || setns(own, CLONE_NEWPID) != 0) abort();
+        close(own);
     }
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     munmap(stack, CHILD_STACK_SIZE);

@@ -222,6 +222,17 @@ int corral_write_all_nosigpipe(int fd, const void *buffer, size_t length) {
     return result;
 }
 
+int corral_drop_thread_bounding_set(void) {
+    if (prctl(PR_CAPBSET_READ, 8 /* CAP_SETPCAP */, 0, 0, 0) != 1) return 1;
+    // SECBIT_NOROOT|_LOCKED, SECBIT_NO_SETUID_FIXUP_LOCKED, SECBIT_KEEP_CAPS_LOCKED, SECBIT_NO_CAP_AMBIENT_RAISE|_LOCKED
+    unsigned long bits = 0x01 | 0x02 | 0x08 | 0x20 | 0x40 | 0x80;
+    if (prctl(PR_SET_SECUREBITS, bits, 0, 0, 0) != 0) return errno == EPERM ? 1 : -1;
+    for (int cap = 0; cap < 64; cap++) {
+        if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0 && errno != EINVAL) return -1;
+    }
+    return 0;
+}
+
 int corral_set_non_dumpable(void) { return prctl(PR_SET_DUMPABLE, 0, 0, 0, 0); }
 
 int corral_get_dumpable(void) { return prctl(PR_GET_DUMPABLE, 0, 0, 0, 0); }

@@ -28,6 +28,20 @@ public struct CgroupLimits: Sendable, Hashable, Codable {
 
     public static let keys = ["processes", "memory", "cpu_percent"]
 
+    /// The largest value each key accepts (a request is outside input: it must not overflow what it is turned into).
+    public static let maxima: [String: UInt64] = [
+        "processes": 4_194_304,  // PID_MAX_LIMIT
+        "memory": 1 << 50,  // 1 PiB
+        "cpu_percent": 100_000,  // a thousand CPUs
+    ]
+
+    /// Why a value cannot be used for `key`; nil when it can.
+    public static func refusal(_ key: String, _ value: UInt64) -> String? {
+        if value == 0 { return "must be positive" }
+        if let maximum = maxima[key], value > maximum { return "must be at most \(maximum)" }
+        return nil
+    }
+
     public init(processes: UInt64? = nil, memory: UInt64? = nil, cpuPercent: UInt64? = nil) {
         self.processes = processes
         self.memory = memory
@@ -100,7 +114,8 @@ public struct CgroupLimits: Sendable, Hashable, Codable {
                 : [("memory.limit_in_bytes", String(memory), false), ("memory.memsw.limit_in_bytes", String(memory), true)]
         case .cpu:
             guard let cpuPercent else { return [] }
-            let quota = Swift.max(1000, cpuPercent * period / 100)
+            let (product, overflow) = cpuPercent.multipliedReportingOverflow(by: period)
+            let quota = Swift.max(1000, overflow ? UInt64.max / 100 : product / 100)
             return unified
                 ? [("cpu.max", "\(quota) \(period)", false)]
                 : [("cpu.cfs_period_us", String(period), false), ("cpu.cfs_quota_us", String(quota), false)]

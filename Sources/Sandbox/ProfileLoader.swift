@@ -120,8 +120,10 @@ public enum ProfileLoader {
                 "unknown limit (known: \(ResourceLimit.Resource.allCases.map(\.rawValue).joined(separator: ", ")))")
         }
         if let limits = profile.cgroupLimits {
-            for key in CgroupLimits.keys where limits[key] == 0 {
-                throw fail("cgroup_limits.\(key)", "must be positive")
+            for key in CgroupLimits.keys {
+                if let value = limits[key], let refusal = CgroupLimits.refusal(key, value) {
+                    throw fail("cgroup_limits.\(key)", refusal)
+                }
             }
         }
         if let above = profile.denySyscallsAbove {

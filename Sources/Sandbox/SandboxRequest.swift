@@ -58,7 +58,7 @@ public struct SandboxRequest: Codable, Sendable, Equatable {
             result.name += "+no-network"
         }
         for (key, value) in (limits ?? [:]).sorted(by: { $0.key < $1.key }) where CgroupLimits.keys.contains(key) {
-            guard value > 0 else { throw .tighteningRefused("limit \(key) must be positive") }
+            if let refusal = CgroupLimits.refusal(key, value) { throw .tighteningRefused("limit \(key) \(refusal)") }
             var cgroupLimits = result.cgroupLimits ?? CgroupLimits()
             if let current = cgroupLimits[key], value > current {
                 throw .tighteningRefused("limit \(key)=\(value) is larger than the floor's \(current)")

@@ -29,19 +29,29 @@ public struct TaskIdentity: Sendable, Hashable, CustomStringConvertible {
         guard let spec else {
             if ownUID != 0 { return TaskIdentity(uid: ownUID, gid: ownGID, name: userName(ownUID), changesUser: false) }
             if let entry = getpwnam(defaultName) {
-                return TaskIdentity(
+                let named = TaskIdentity(
                     uid: entry.pointee.pw_uid, gid: entry.pointee.pw_gid, name: defaultName, changesUser: true)
+                guard Self.isUsable(named) else {
+                    throw .identity("the user '\(defaultName)' in /etc/passwd has uid or gid 0 (or -1); give --task-user")
+                }
+                return named
             }
             return TaskIdentity(uid: defaultUID, gid: defaultUID, name: defaultName, changesUser: true)
         }
         let identity = try parse(spec)
-        guard identity.uid != 0 && identity.gid != 0 else {
-            throw .identity("the task user may not be root (uid 0 or gid 0): \(spec); --keep-root says so explicitly")
+        guard isUsable(identity) else {
+            throw .identity(
+                "the task user may not be root (uid 0 or gid 0) nor uid/gid 4294967295 (-1): \(spec); --keep-root says so explicitly")
         }
         if ownUID != 0 && identity.uid != ownUID {
             throw .identity("tasks can run as \(spec) only when the server runs as root (it runs as uid \(ownUID))")
         }
         return identity
+    }
+
+    /// Neither root nor -1 (which the kernel's set*id calls take as "leave unchanged").
+    private static func isUsable(_ identity: TaskIdentity) -> Bool {
+        identity.uid != 0 && identity.gid != 0 && identity.uid != uid_t.max && identity.gid != gid_t.max
     }
 
     private static func parse(_ spec: String) throws(SandboxError) -> TaskIdentity {

@@ -23,11 +23,14 @@ enum StateDirectoryAccess {
     static func taskRoot(stateDirectory: String, identity: TaskIdentity, name: String) throws(RuntimeError) -> String {
         let inside = stateDirectory + "/tasks"
         guard identity.changesUser, identity.searchRefusal(inside) != nil else { return inside }
-        for parent in ["/var/lib/corral", "/var/lib/corral/tasks"] {
-            if mkdir(parent, 0o711) != 0 && errno != EEXIST { throw RuntimeError.system("mkdir \(parent)", errno) }
-        }
         let root = "/var/lib/corral/tasks/" + name
-        if mkdir(root, 0o711) != 0 && errno != EEXIST { throw RuntimeError.system("mkdir \(root)", errno) }
+        for path in ["/var/lib/corral", "/var/lib/corral/tasks", root] {
+            if mkdir(path, 0o711) == 0 {
+                chmod(path, 0o711)  // whatever the umask
+            } else if errno != EEXIST {
+                throw RuntimeError.system("mkdir \(path)", errno)
+            }
+        }
         var info = stat()
         guard lstat(root, &info) == 0 else { throw RuntimeError.system("lstat \(root)", errno) }
         guard info.st_mode & S_IFMT == S_IFDIR, info.st_uid == geteuid(), info.st_mode & 0o7777 == 0o711 else {

@@ -95,6 +95,8 @@ public actor TaskSupervisor {
     /// Why tasks are not in a PID namespace of their server's; nil when they are.
     public private(set) var pidNamespaceUnavailableReason: String?
     private var keeper: PIDNamespaceKeeper?
+    /// Whether the spawning thread's bounding set is empty, so that tasks' is too.
+    private var boundingSetEmptied = false
     /// Where tasks' working and temp directories are made (see `StateDirectoryAccess.taskRoot`).
     public nonisolated let taskRoot: String
 
@@ -135,6 +137,10 @@ public actor TaskSupervisor {
             }
         }
         try StateDirectoryAccess.closeToTasks(directory)
+        if !identity.changesUser && geteuid() != 0 {
+            configuration.logger.warning(
+                "tasks run as this server's own uid \(identity.uid): they own the state directory too, and only Landlock's scope (where the profile has it) stops them signalling the server; run the server as root for a task user of their own")
+        }
         // Tasks may share the server's uid (a server not running as root): even then its environment, memory and
         // descriptors under /proc stay closed to them.
         _ = corral_set_non_dumpable()
@@ -198,6 +204,13 @@ public actor TaskSupervisor {
     /// Starts (or, after it died, restarts) the keeper of the tasks' PID namespace, on the reactor thread: the
     /// keeper's parent-death signal follows the thread that spawned it, and every task is spawned there too.
     private func startKeeper() async {
+        if !boundingSetEmptied {
+            // Children of the reactor thread (every task) inherit its empty bounding set and locked securebits.
+            boundingSetEmptied = await reactor.perform { corral_drop_thread_bounding_set() } == 0
+            if !boundingSetEmptied {
+                logger.warning("tasks keep the bounding set (this server has no CAP_SETPCAP); their other capability sets are empty and no_new_privs is set")
+            }
+        }
         guard configuration.usePIDNamespace else {
             pidNamespaceUnavailableReason = "disabled by configuration"
             return
@@ -235,7 +248,10 @@ public actor TaskSupervisor {
         // directory can be passed through but not listed (its output files are the server's); what the task writes
         // is its user's.
         for path in Set([taskDirectory, homeDirectory]).sorted() {
-            guard mkdir(path, 0o711) == 0 else { throw RuntimeError.system("mkdir \(path)", errno) }
+            // chmod too: a umask (0077 in hardened units) must not close the way to the task's own directories.
+            guard mkdir(path, 0o711) == 0, chmod(path, 0o711) == 0 else {
+                throw RuntimeError.system("mkdir \(path)", errno)
+            }
         }
         for path in [temporaryDirectory] + (spec.workingDirectory == nil ? [workDirectory] : []) {
             guard mkdir(path, 0o700) == 0 else { throw RuntimeError.system("mkdir \(path)", errno) }
@@ -314,28 +330,26 @@ public actor TaskSupervisor {
         environment.merge(spec.environment) { _, new in new }
         if keeper?.isAlive == false {
             logger.error("the keeper of the tasks' PID namespace died; starting a new one")
-            keeper?.stop()
+            if let dead = keeper {
+                // On the reactor thread, after any spawn still using its namespace descriptors.
+                await reactor.perform { dead.stop() }
+            }
             keeper = nil
             await startKeeper()
         }
         let spawnConfiguration = SpawnConfiguration(
             arguments: spec.command.arguments, environment: environment, workingDirectory: workDirectory,
             standardInput: pipes.stdin, standardOutput: pipes.stdoutWrite, standardError: pipes.stderrWrite,
-            newSession: true, parentDeathSignal: keeper == nil ? SIGKILL : nil, cgroup: cgroup, confinement: confinement,
+            newSession: true, parentDeathSignal: SIGKILL, cgroup: cgroup, confinement: confinement,
             identity: identity.changesUser ? identity : nil, dropCapabilities: true, pidNamespace: keeper)
 
         let spawned: Result<ChildProcess, SpawnError>
         do throws(SpawnError) {
-            if keeper != nil {
-                // In the keeper's namespace a task dies with the server through the keeper, so it needs no
-                // parent-death signal tied to a long-lived thread: spawn right here, without two thread hops
-                // (each a wake-up of an idle CPU, which is most of a create after an idle spell).
-                spawned = .success(try Spawner.spawn(spawnConfiguration))
-            } else {
-                spawned = .success(try await reactor.perform { () throws(SpawnError) -> ChildProcess in
-                    try Spawner.spawn(spawnConfiguration)
-                })
-            }
+            // On the reactor thread: the parent-death signal follows the spawning thread, and that thread's
+            // bounding set is already empty (see startKeeper), which spares every child forty credential commits.
+            spawned = .success(try await reactor.perform { () throws(SpawnError) -> ChildProcess in
+                try Spawner.spawn(spawnConfiguration)
+            })
         } catch {
             spawned = .failure(error)
         }
@@ -376,9 +390,9 @@ public actor TaskSupervisor {
         record.uid = Int64(identity.uid)
         record.gid = Int64(identity.gid)
         record.protections =
-            ["own_session", "pidfd", keeper != nil ? "pid_namespace" : "pdeathsig",
-             cgroup != nil ? "cgroup" : "process_group_signals", "capabilities:none"]
-            + (keeper == nil ? ["pid_namespace:unavailable"] : [])
+            ["own_session", "pidfd", "pdeathsig", cgroup != nil ? "cgroup" : "process_group_signals",
+             boundingSetEmptied ? "capabilities:none" : "capabilities:none_effective,bounding_set_kept",
+             keeper != nil ? "pid_namespace" : "pid_namespace:unavailable"]
             + (limits.isEmpty ? [] : ["cgroup_limits:" + limits.summary])
             + (spec.sandbox == nil && spec.confinement.noNewPrivileges ? ["no_new_privs"] : [])
             + (spec.sandbox == nil && !spec.confinement.resourceLimits.isEmpty ? ["rlimits"] : [])
@@ -1020,7 +1034,9 @@ public actor TaskSupervisor {
                 }
             }
         }
-        keeper?.stop()
+        if let keeper {
+            await reactor.perform { keeper.stop() }
+        }
         keeper = nil
         await reactor.shutdown()
         for (_, list) in waiters {

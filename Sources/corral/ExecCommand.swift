@@ -106,6 +106,9 @@ struct ExecCommand: ParsableCommand {
                     file: "--limit", key: item, reason: "expected KEY=VALUE with KEY one of " + known.joined(separator: ", "))
             }
             if CgroupLimits.keys.contains(parts[0]) {
+                if let refusal = CgroupLimits.refusal(parts[0], value) {
+                    throw .invalidProfile(file: "--limit", key: item, reason: "\(parts[0]) \(refusal)")
+                }
                 var cgroupLimits = result.cgroupLimits ?? CgroupLimits()
                 cgroupLimits[parts[0]] = value
                 result.cgroupLimits = cgroupLimits
@@ -141,7 +144,7 @@ struct ExecCommand: ParsableCommand {
         var template = Array("/tmp/corral-exec.XXXXXX".utf8CString)
         guard let made = mkdtemp(&template) else { throw .landlock(operation: "mkdtemp", errno: errno) }
         let temporary = String(cString: made)
-        defer { try? FileManager.default.removeItem(atPath: temporary) }
+        defer { Self.removeTemporary(temporary, as: identity) }
         if identity.changesUser && chown(temporary, identity.uid, identity.gid) != 0 {
             throw .identity("cannot give \(temporary) to \(identity.description): \(errnoDescription(errno))")
         }
@@ -160,7 +163,14 @@ struct ExecCommand: ParsableCommand {
             requireLandlock: require.contains("landlock"))
         // As root, the command and whatever it starts live in a PID namespace that ends with corral (kill -9
         // included) or when the command exits: nothing it left running survives.
-        let keeper: PIDNamespaceKeeper? = keepRoot ? nil : try? PIDNamespaceKeeper.start().get()
+        var keeper: PIDNamespaceKeeper?
+        if !keepRoot && geteuid() == 0 {
+            switch PIDNamespaceKeeper.start() {
+            case .success(let started): keeper = started
+            case .failure(let reason):
+                FileHandle.standardError.write(Data("corral exec: note: \(reason); what the command leaves running may outlive it\n".utf8))
+            }
+        }
         defer { keeper?.stop() }
         var environment = ProcessInfo.processInfo.environment
         environment["TMPDIR"] = temporary
@@ -211,6 +221,27 @@ struct ExecCommand: ParsableCommand {
             FileHandle.standardError.write(Data((line + "\n").utf8))
         }
         return exit.shellStatus
+    }
+
+    /// Removes the command's temp directory. Once it belongs to the task user, root does not walk it: anything of
+    /// that user's could swap a directory for a symlink mid-walk and have root delete elsewhere. `rm -rf` runs as
+    /// the task user instead, then root removes the (empty) directory itself.
+    static func removeTemporary(_ path: String, as identity: TaskIdentity) {
+        guard identity.changesUser else {
+            try? FileManager.default.removeItem(atPath: path)
+            return
+        }
+        let devNull = open("/dev/null", O_RDWR | O_CLOEXEC)
+        defer { close(devNull) }
+        let configuration = SpawnConfiguration(
+            arguments: ["/bin/rm", "-rf", "--one-file-system", path + "/"], environment: ["PATH": ExecutableLookup.defaultPath],
+            workingDirectory: "/", standardInput: devNull, standardOutput: devNull, standardError: devNull,
+            confinement: ChildConfinement(noNewPrivileges: true), identity: identity, dropCapabilities: true)
+        if let child = try? Spawner.spawn(configuration) {
+            _ = child.waitForExit()
+            child.close()
+        }
+        rmdir(path)
     }
 
     /// A cgroup of the command's own when it has cgroup limits or a report wants the cgroup's figures; nil when

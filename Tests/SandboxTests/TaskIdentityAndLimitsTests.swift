@@ -14,7 +14,7 @@ final class TaskIdentityAndLimitsTests: XCTestCase {
         XCTAssertNotEqual(standard.uid, 0)
         XCTAssertEqual(try TaskIdentity.resolve("65534:65534").uid, 65534)
         XCTAssertEqual(try TaskIdentity.resolve("nobody").uid, getpwnam("nobody")?.pointee.pw_uid)
-        for spec in ["0", "root", "1000:0", "", "a:b:c"] {
+        for spec in ["0", "root", "1000:0", "", "a:b:c", "4294967295", "65534:4294967295"] {
             XCTAssertThrowsError(try TaskIdentity.resolve(spec), spec)
         }
         XCTAssertThrowsError(try TaskIdentity.resolve("no-such-user-here")) {
@@ -59,6 +59,12 @@ final class TaskIdentityAndLimitsTests: XCTestCase {
             XCTAssertTrue("\($0)".contains("known: cpu, as, nofile, nproc, fsize, core, processes, memory, cpu_percent"), "\($0)")
         }
         XCTAssertEqual(CgroupLimits(processes: 16, cpuPercent: 50).summary, "processes=16,cpu_percent=50")
+        XCTAssertThrowsError(try SandboxRequest(limits: ["cpu_percent": 1 << 60]).apply(over: floor)) {
+            XCTAssertTrue("\($0)".contains("at most 100000"), "\($0)")
+        }
+        // The largest accepted value still makes a valid quota (no overflow trap).
+        let settings = CgroupLimits(cpuPercent: 100_000).settings(for: .cpu, unified: true)
+        XCTAssertEqual(settings.first?.value, "100000000 100000")
     }
 
     func testLoaderChecksTheNewKeys() throws {

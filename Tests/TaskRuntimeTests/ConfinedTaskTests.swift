@@ -57,6 +57,8 @@ final class ConfinedTaskTests: XCTestCase {
         for key in ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"] {
             XCTAssertEqual(status(text, key), "0000000000000000", key)
         }
+        // No way back to root through a setuid-root or file-capability program, even without a sandbox profile.
+        XCTAssertEqual(status(text, "NoNewPrivs"), "1")
         // Two levels: the server's namespace and the tasks' one.
         XCTAssertEqual(status(text, "NSpid")?.split(separator: "\t").count, 2, text)
         XCTAssertEqual(record.uid, 65530)

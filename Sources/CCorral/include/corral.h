@@ -127,6 +127,12 @@ int corral_count_open_fds(void);
 /// Count of threads of this process (from /proc/self/stat).
 int corral_count_threads(void);
 
+/// Empties the bounding set of the calling *thread* and locks its securebits (NOROOT, no ambient raise, no keep-caps),
+/// as a spawn's child would do for itself: each bounding-set drop is a credential commit (40 of them, ~0.1 ms), so a
+/// thread that spawns tasks does it once and its children inherit the result. The thread keeps its effective and
+/// permitted sets. Returns 0, 1 when not permitted (no CAP_SETPCAP: nothing done), or -1 (errno).
+int corral_drop_thread_bounding_set(void);
+
 /// PR_SET_DUMPABLE 0: /proc/<pid>/environ, mem, fd and the like of this process are closed to other users' and
 /// unprivileged processes. Returns 0 or -1 (errno).
 int corral_set_non_dumpable(void);
