@@ -11,7 +11,9 @@
 #include <linux/seccomp.h>
 #include <linux/capability.h>
 #include <linux/securebits.h>
+#include <pthread.h>
 #include <sched.h>
+#include <time.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -98,24 +100,11 @@ static void mark_all_cloexec_from(int first) {
     }
 }
 
-// Before giving up root: what only CAP_SETPCAP may do. The bounding set bounds what any later execve can gain;
-// the securebits make a setuid-root program (or uid 0 regained some way) grant nothing, and are locked.
-static void drop_privileges_before_identity(const corral_spawn_attr *a, void *context) {
-    (void)a;
-    if (prctl(PR_CAPBSET_READ, CAP_SETPCAP, 0, 0, 0) != 1) return;  // not ours to drop: an unprivileged server
-    struct __user_cap_header_struct header = {.version = _LINUX_CAPABILITY_VERSION_3, .pid = 0};
-    struct __user_cap_data_struct data[2];
-    memset(data, 0, sizeof data);
-    if (syscall(SYS_capget, &header, data) != 0) child_fail(context, CORRAL_STAGE_CAPABILITIES, errno);
-    if (!(data[0].effective & (1U << CAP_SETPCAP))) return;
-    unsigned long bits = SECBIT_NOROOT | SECBIT_NOROOT_LOCKED | SECBIT_NO_SETUID_FIXUP_LOCKED | SECBIT_KEEP_CAPS_LOCKED |
-                         SECBIT_NO_CAP_AMBIENT_RAISE | SECBIT_NO_CAP_AMBIENT_RAISE_LOCKED;
-    if (prctl(PR_SET_SECUREBITS, bits, 0, 0, 0) != 0) child_fail(context, CORRAL_STAGE_CAPABILITIES, errno);
-    for (int cap = 0; cap < 64; cap++) {
-        if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0 && errno != EINVAL) {
-            child_fail(context, CORRAL_STAGE_CAPABILITIES, errno);
-        }
-    }
+// Before giving up root: what only CAP_SETPCAP may do (corral_drop_thread_bounding_set, on the child's own
+// credentials). The bounding set bounds what any later execve can gain; the securebits make a setuid-root program (or
+// uid 0 regained some way) grant nothing, and are locked. Nothing to do when the spawning thread did it already.
+static void drop_privileges_before_identity(void *context) {
+    if (corral_drop_thread_bounding_set() < 0) child_fail(context, CORRAL_STAGE_CAPABILITIES, errno);
 }
 
 // Effective, permitted and inheritable to zero (always allowed), and the ambient set cleared.
@@ -160,7 +149,7 @@ __attribute__((noreturn)) static void child_main(const corral_spawn_attr *a, con
         if (write(a->extra_procs_fds[i], "0", 1) != 1) child_fail(context, CORRAL_STAGE_CGROUP, errno);
     }
 
-    if (a->drop_capabilities) drop_privileges_before_identity(a, context);
+    if (a->drop_capabilities) drop_privileges_before_identity(context);
     int changes_identity = a->uid != (uid_t)-1 || a->gid != (gid_t)-1;
     // Raw syscalls: glibc's set*id wrappers would signal every thread of the parent (they share our memory).
     if (changes_identity && syscall(SYS_setgroups, 0, NULL) != 0) child_fail(context, CORRAL_STAGE_IDENTITY, errno);
@@ -256,6 +245,79 @@ static int child_entry(void *argument) {
 
 enum { CHILD_STACK_SIZE = 256 * 1024 };
 
+// The vfork window: from its uid change until execve a child already belongs to the task user, so another task of
+// that user (one without Landlock's signal scope) could SIGSTOP it there, and the spawning thread would wait forever.
+// A watchdog thread SIGKILLs, through the pidfd the kernel wrote before the child ran, a child that has not reached
+// execve in time; the spawn then fails with CORRAL_STAGE_TIMEOUT.
+enum { WATCH_SLOTS = 64, WATCH_TIMEOUT_MS = 2000, WATCH_PERIOD_MS = 250 };
+
+typedef struct {
+    volatile int pidfd;
+    struct timespec started;
+    volatile int killed;
+} watched_spawn;
+
+static pthread_mutex_t watch_lock = PTHREAD_MUTEX_INITIALIZER;
+static watched_spawn *watch_slots[WATCH_SLOTS];
+static int watchdog_running;
+
+static void *watchdog_main(void *unused) {
+    (void)unused;
+    sigset_t all;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, NULL);  // process-directed signals go to the program's own threads
+    for (;;) {
+        struct timespec period = {.tv_sec = 0, .tv_nsec = WATCH_PERIOD_MS * 1000000L};
+        nanosleep(&period, NULL);
+        struct timespec now;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        pthread_mutex_lock(&watch_lock);
+        for (int i = 0; i < WATCH_SLOTS; i++) {
+            watched_spawn *slot = watch_slots[i];
+            if (slot == NULL || slot->killed || slot->pidfd < 0) continue;
+            long elapsed = (now.tv_sec - slot->started.tv_sec) * 1000 + (now.tv_nsec - slot->started.tv_nsec) / 1000000;
+            if (elapsed >= WATCH_TIMEOUT_MS && corral_pidfd_send_signal(slot->pidfd, SIGKILL, 0) == 0) slot->killed = 1;
+        }
+        pthread_mutex_unlock(&watch_lock);
+    }
+    return NULL;
+}
+
+/// Registers a spawn; 0, or -1 when no slot or watchdog could be had (the spawn then goes on unwatched).
+static int watch_spawn(watched_spawn *slot) {
+    clock_gettime(CLOCK_MONOTONIC, &slot->started);
+    slot->pidfd = -1;
+    slot->killed = 0;
+    int registered = -1;
+    pthread_mutex_lock(&watch_lock);
+    if (!watchdog_running) {
+        pthread_t thread;
+        pthread_attr_t attributes;
+        pthread_attr_init(&attributes);
+        pthread_attr_setdetachstate(&attributes, PTHREAD_CREATE_DETACHED);
+        pthread_attr_setstacksize(&attributes, 64 * 1024);
+        if (pthread_create(&thread, &attributes, watchdog_main, NULL) == 0) watchdog_running = 1;
+        pthread_attr_destroy(&attributes);
+    }
+    for (int i = 0; watchdog_running && i < WATCH_SLOTS; i++) {
+        if (watch_slots[i] == NULL) {
+            watch_slots[i] = slot;
+            registered = 0;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&watch_lock);
+    return registered;
+}
+
+static void unwatch_spawn(watched_spawn *slot) {
+    pthread_mutex_lock(&watch_lock);
+    for (int i = 0; i < WATCH_SLOTS; i++) {
+        if (watch_slots[i] == slot) watch_slots[i] = NULL;
+    }
+    pthread_mutex_unlock(&watch_lock);
+}
+
 /// Cleared for good the first time the kernel (or a filter around this process) refuses clone3.
 static volatile int clone3_usable = 1;
 
@@ -319,6 +381,11 @@ int corral_spawn(const corral_spawn_attr *a, corral_spawn_result *r) {
         .error = 0,
     };
 
+    // Before the setns below: a thread created while this one's children go to another PID namespace is refused.
+    watched_spawn watch;
+    int watched = (a->uid != (uid_t)-1 || a->gid != (gid_t)-1) && watch_spawn(&watch) == 0;
+    volatile int *pidfd_slot = &watch.pidfd;
+
     sigset_t all, old;
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &old);
@@ -328,13 +395,16 @@ int corral_spawn(const corral_spawn_attr *a, corral_spawn_result *r) {
     if (a->pid_namespace_fd >= 0 && setns(a->pid_namespace_fd, CLONE_NEWPID) != 0) {
         int error = errno;
         pthread_sigmask(SIG_SETMASK, &old, NULL);
+        if (watched) unwatch_spawn(&watch);
         munmap(stack, CHILD_STACK_SIZE);
         r->failed_stage = CORRAL_STAGE_PID_NAMESPACE;
         r->error = error;
         return -1;
     }
 
-    int pidfd = -1;
+    // The kernel writes the pidfd here before the child runs, where the watchdog can see it.
+    int unwatched_pidfd = -1;
+    int *pidfd_target = watched ? (int *)pidfd_slot : &unwatched_pidfd;
     pid_t pid = -1;
     int clone_error = 0;
     uint64_t namespace_flag = a->new_pid_namespace ? CLONE_NEWPID : 0;
@@ -342,7 +412,7 @@ int corral_spawn(const corral_spawn_attr *a, corral_spawn_result *r) {
         struct corral_clone_args args;
         memset(&args, 0, sizeof args);
         args.flags = CLONE_VM | CLONE_VFORK | CLONE_PIDFD | CLONE_INTO_CGROUP | namespace_flag;
-        args.pidfd = (uint64_t)(uintptr_t)&pidfd;
+        args.pidfd = (uint64_t)(uintptr_t)pidfd_target;
         args.exit_signal = SIGCHLD;
         args.stack = (uint64_t)(uintptr_t)stack;
         args.stack_size = CHILD_STACK_SIZE;
@@ -366,11 +436,11 @@ int corral_spawn(const corral_spawn_attr *a, corral_spawn_result *r) {
     }
     if (pid < 0) {
         int flags = CLONE_VM | CLONE_VFORK | CLONE_PIDFD | SIGCHLD | (int)namespace_flag;
-        pid = clone(child_entry, (char *)stack + CHILD_STACK_SIZE, flags, &context, &pidfd);
+        pid = clone(child_entry, (char *)stack + CHILD_STACK_SIZE, flags, &context, pidfd_target);
         if (pid < 0 && errno == EINVAL) {
             // Before Linux 5.2 there is no CLONE_PIDFD: open one while the child is still unreaped (race-free).
             pid = clone(child_entry, (char *)stack + CHILD_STACK_SIZE, flags & ~CLONE_PIDFD, &context);
-            if (pid > 0) pidfd = corral_pidfd_open(pid);
+            if (pid > 0) *pidfd_target = corral_pidfd_open(pid);
         }
         clone_error = errno;
     }
@@ -384,6 +454,16 @@ cloned:
     }
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     munmap(stack, CHILD_STACK_SIZE);
+    int pidfd = *pidfd_target;
+    int timed_out = 0;
+    if (watched) {
+        unwatch_spawn(&watch);
+        timed_out = watch.killed;
+    }
+    if (pid >= 0 && timed_out && context.failed_stage == 0) {
+        context.failed_stage = CORRAL_STAGE_TIMEOUT;
+        context.error = ETIMEDOUT;
+    }
 
     if (pid < 0) {
         r->failed_stage = CORRAL_STAGE_CLONE;

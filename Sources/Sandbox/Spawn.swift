@@ -126,7 +126,7 @@ public struct SpawnError: Error, Sendable, CustomStringConvertible, Equatable {
     public enum Stage: Int32, Sendable {
         case invalidArguments = -1
         case clone = 1, setsid, parentDeathSignal, cgroup, redirect, chdir, resourceLimit, signals
-        case noNewPrivileges, landlock, seccomp, exec, pipe, identity, capabilities, pidNamespace
+        case noNewPrivileges, landlock, seccomp, exec, pipe, identity, capabilities, pidNamespace, timeout
     }
 
     public var stage: Stage
@@ -159,6 +159,9 @@ public struct SpawnError: Error, Sendable, CustomStringConvertible, Equatable {
         case .identity: return "cannot switch to the task user\(reason)"
         case .capabilities: return "cannot drop capabilities\(reason)"
         case .pidNamespace: return "cannot enter the tasks' PID namespace\(reason)"
+        case .timeout:
+            return "the new process did not reach execve within 2 s (stopped by another process of the task user?) "
+                + "and was killed"
         }
     }
 }

@@ -191,3 +191,32 @@ final class ConfinedTaskTests: XCTestCase {
         XCTAssertTrue(task.lastError?.contains("cgroup limits (processes=4) cannot be enforced") == true, task.lastError ?? "")
     }
 }
+
+/// The vfork window: a task of the same user without Landlock's signal scope stops every process of that user it
+/// can see, in a loop; a new child caught between its uid change and execve must not hang the spawning thread.
+final class VforkWindowTests: XCTestCase {
+    func testAChildStoppedBeforeExecIsKilledAndTheCreateSaysWhy() async throws {
+        try XCTSkipIf(geteuid() != 0, "needs a task user: root")
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("corral-vfork-\(UUID().uuidString)").path
+        let supervisor = try await TaskSupervisor.start(.init(stateDirectory: directory, graceMilliseconds: 100))
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        // No sandbox profile: no Landlock domain, so nothing scopes its signals.
+        let attacker = try await supervisor.create(
+            TaskSpec(
+                title: "attacker",
+                command: .argv(["/usr/bin/python3", "-c", "import os, signal\nwhile True:\n try: os.kill(-1, signal.SIGSTOP)\n except OSError: pass"])))
+        try await Task.sleep(for: .milliseconds(300))
+        var caught: TaskRecord?
+        var created = 0
+        let started = ContinuousClock.now
+        while caught == nil && created < 200 && ContinuousClock.now - started < .seconds(40) {
+            let task = try await supervisor.create(TaskSpec(title: "victim", command: .argv(["/bin/true"])))
+            created += 1
+            if task.status == .failed { caught = task }
+        }
+        _ = try await supervisor.cancel(attacker.taskID)
+        await supervisor.shutdown()
+        let record = try XCTUnwrap(caught, "the attacker never caught a child in its window in \(created) creates")
+        XCTAssertTrue(record.lastError?.contains("did not reach execve within 2 s") == true, record.lastError ?? "")
+    }
+}

@@ -28,6 +28,7 @@ typedef enum {
     CORRAL_STAGE_IDENTITY = 14,
     CORRAL_STAGE_CAPABILITIES = 15,
     CORRAL_STAGE_PID_NAMESPACE = 16,
+    CORRAL_STAGE_TIMEOUT = 17,       // the child did not reach execve in time (stopped by another process?): killed
 } corral_stage;
 
 typedef struct {
