@@ -109,7 +109,9 @@ let package = Package(
         // The README's agent loop, built so that it cannot rot: `swift run agent-loop .build/debug/allcanuse-mock`.
         .executableTarget(name: "agent-loop", dependencies: ["Gateway", "Policy", "CorralJSON"], path: "Examples/AgentLoop"),
         .testTarget(name: "SandboxTests", dependencies: ["Sandbox", "CCorral"], exclude: ["Resources"]),
-        .testTarget(name: "TaskRuntimeTests", dependencies: ["TaskRuntime", "Sandbox", "CCorral", "CorralJSON"]),
+        .testTarget(
+            name: "TaskRuntimeTests",
+            dependencies: ["TaskRuntime", "Sandbox", "CCorral", "CorralJSON", .product(name: "GRDB", package: "GRDB.swift")]),
         .testTarget(name: "PolicyTests", dependencies: ["Policy", "CorralJSON"]),
         .testTarget(name: "CorralJSONTests", dependencies: ["CorralJSON"]),
         .testTarget(

@@ -141,6 +141,15 @@ public struct TaskRecord: Sendable, Codable, Equatable {
     }
 }
 
+extension TaskRecord {
+    /// The status shown and filtered on: `metadata.label` (a string, such as the Allcanuse `waiting_for_user` and
+    /// `waiting_for_condition`) stands for a running task's status; every other task shows its own.
+    public var displayStatus: String {
+        if status == .running, let label = metadata["label"]?.stringValue { return label }
+        return status.rawValue
+    }
+}
+
 /// An entry of a task's history.
 public struct TaskEvent: Sendable, Codable, Equatable {
     /// Order of insertion across all tasks (for `since` queries).

@@ -47,6 +47,34 @@ final class TaskStore: Sendable {
                     CREATE INDEX events_by_task ON events(task_id, seq);
                     """)
         }
+        // Listing by index: the status a client sees (a running task's label stands for it), newest first, and a
+        // count per display status kept by triggers in the same transaction as every change.
+        migrator.registerMigration("v2-indexed-listing") { db in
+            try db.execute(
+                sql: """
+                    ALTER TABLE tasks ADD COLUMN display_status TEXT NOT NULL DEFAULT '';
+                    UPDATE tasks SET display_status = CASE
+                        WHEN status = 'running' AND json_type(record, '$.metadata.label') = 'text'
+                        THEN json_extract(record, '$.metadata.label') ELSE status END;
+                    CREATE INDEX tasks_newest ON tasks(created_at);
+                    CREATE INDEX tasks_by_display_status ON tasks(display_status, created_at);
+                    CREATE TABLE task_counts (display_status TEXT PRIMARY KEY NOT NULL, n INTEGER NOT NULL);
+                    INSERT INTO task_counts SELECT display_status, COUNT(*) FROM tasks GROUP BY display_status;
+                    CREATE TRIGGER task_counts_insert AFTER INSERT ON tasks BEGIN
+                        INSERT INTO task_counts VALUES (NEW.display_status, 1)
+                            ON CONFLICT(display_status) DO UPDATE SET n = n + 1;
+                    END;
+                    CREATE TRIGGER task_counts_update AFTER UPDATE OF display_status ON tasks
+                        WHEN OLD.display_status IS NOT NEW.display_status BEGIN
+                        UPDATE task_counts SET n = n - 1 WHERE display_status = OLD.display_status;
+                        INSERT INTO task_counts VALUES (NEW.display_status, 1)
+                            ON CONFLICT(display_status) DO UPDATE SET n = n + 1;
+                    END;
+                    CREATE TRIGGER task_counts_delete AFTER DELETE ON tasks BEGIN
+                        UPDATE task_counts SET n = n - 1 WHERE display_status = OLD.display_status;
+                    END;
+                    """)
+        }
         return migrator
     }
 
@@ -65,13 +93,14 @@ final class TaskStore: Sendable {
             return try database.write { db in
                 try db.execute(
                     sql: """
-                        INSERT INTO tasks (task_id, status, created_at, updated_at, record) VALUES (?, ?, ?, ?, ?)
+                        INSERT INTO tasks (task_id, status, created_at, updated_at, record, display_status)
+                        VALUES (?, ?, ?, ?, ?, ?)
                         ON CONFLICT(task_id) DO UPDATE SET status = excluded.status, updated_at = excluded.updated_at,
-                            record = excluded.record
+                            record = excluded.record, display_status = excluded.display_status
                         """,
                     arguments: [
                         record.taskID, record.status.rawValue, Timestamp.format(record.createdAt),
-                        Timestamp.format(record.updatedAt), recordJSON,
+                        Timestamp.format(record.updatedAt), recordJSON, record.displayStatus,
                     ])
                 return try events.map { event in
                     try TaskStore.insert(event, taskID: record.taskID, at: record.updatedAt, db: db)
@@ -79,6 +108,32 @@ final class TaskStore: Sendable {
             }
         } catch {
             throw RuntimeError.storage("cannot save task \(record.taskID): \(error)")
+        }
+    }
+
+    /// Stores `count` copies of a finished record under new ids, created one millisecond apart from `start`, in one
+    /// transaction (for benchmarks of a large store).
+    func insertCopies(of template: TaskRecord, count: Int, from start: Date) throws(RuntimeError) {
+        do {
+            try database.write { db in
+                let statement = try db.makeStatement(
+                    sql: """
+                        INSERT INTO tasks (task_id, status, created_at, updated_at, record, display_status)
+                        VALUES (?, ?, ?, ?, ?, ?)
+                        """)
+                for index in 0..<count {
+                    var record = template
+                    record.taskID = Identifiers.make()
+                    record.createdAt = start.addingTimeInterval(Double(index) / 1000)
+                    record.updatedAt = record.createdAt
+                    try statement.execute(arguments: [
+                        record.taskID, record.status.rawValue, Timestamp.format(record.createdAt),
+                        Timestamp.format(record.updatedAt), record.jsonValue.jsonString(), record.displayStatus,
+                    ])
+                }
+            }
+        } catch {
+            throw RuntimeError.storage("cannot insert tasks: \(error)")
         }
     }
 
@@ -115,35 +170,73 @@ final class TaskStore: Sendable {
         return try decode(json)
     }
 
-    /// Tasks, newest first, optionally only those with the given statuses; and how many match in all.
-    func tasks(statuses: Set<TaskStatus>?, limit: Int) throws(RuntimeError) -> (tasks: [TaskRecord], total: Int) {
-        let rows: ([String], Int)
+    /// Tasks, newest first, optionally only those with the given display statuses; and how many match in all.
+    /// Each status is its own walk of `tasks_by_display_status` (newest first, at most `limit` rows), merged here;
+    /// the total comes from `task_counts`. Nothing reads more than `limit` rows per status.
+    func tasks(displayStatuses: Set<String>?, limit: Int) throws(RuntimeError) -> (tasks: [TaskRecord], total: Int) {
+        let limit = max(0, limit)
+        // Ties in created_at (the same millisecond) go by insertion order: rowid, the last key of every index.
+        let rows: (records: [(createdAt: String, rowID: Int64, json: String)], total: Int)
         do {
             rows = try database.read { db in
-                var filter = ""
-                var arguments = StatementArguments()
-                if let statuses {
-                    let names = statuses.map(\.rawValue).sorted()
-                    filter = "WHERE status IN (" + names.map { _ in "?" }.joined(separator: ",") + ")"
-                    arguments = StatementArguments(names)
+                var found: [(createdAt: String, rowID: Int64, json: String)] = []
+                var total = 0
+                if let displayStatuses {
+                    for status in displayStatuses.sorted() {
+                        let page = try Row.fetchAll(
+                            db,
+                            sql: """
+                                SELECT created_at, rowid, record FROM tasks INDEXED BY tasks_by_display_status
+                                WHERE display_status = ? ORDER BY created_at DESC, rowid DESC LIMIT ?
+                                """, arguments: [status, limit])
+                        found += page.map { ($0["created_at"], $0["rowid"], $0["record"]) }
+                        total += try Int.fetchOne(
+                            db, sql: "SELECT n FROM task_counts WHERE display_status = ?", arguments: [status]) ?? 0
+                    }
+                } else {
+                    let page = try Row.fetchAll(
+                        db,
+                        sql: """
+                            SELECT created_at, rowid, record FROM tasks INDEXED BY tasks_newest
+                            ORDER BY created_at DESC, rowid DESC LIMIT ?
+                            """, arguments: [limit])
+                    found = page.map { ($0["created_at"], $0["rowid"], $0["record"]) }
+                    total = try Int.fetchOne(db, sql: "SELECT COALESCE(SUM(n), 0) FROM task_counts") ?? 0
                 }
-                let total =
-                    try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM tasks \(filter)", arguments: arguments) ?? 0
-                var pageArguments = arguments
-                pageArguments += [max(0, limit)]
-                let records = try String.fetchAll(
-                    db, sql: "SELECT record FROM tasks \(filter) ORDER BY created_at DESC, rowid DESC LIMIT ?",
-                    arguments: pageArguments)
-                return (records, total)
+                return (found, total)
+            }
+        } catch {
+            throw RuntimeError.storage("cannot list tasks: \(error)")
+        }
+        let newest = rows.records.sorted { ($0.createdAt, $0.rowID) > ($1.createdAt, $1.rowID) }.prefix(limit)
+        var records: [TaskRecord] = []
+        for row in newest {
+            records.append(try decode(row.json))
+        }
+        return (records, rows.total)
+    }
+
+    /// Tasks with any of the given statuses (for recovery), newest first.
+    func tasks(statuses: Set<TaskStatus>, limit: Int) throws(RuntimeError) -> (tasks: [TaskRecord], total: Int) {
+        let rows: [String]
+        do {
+            rows = try database.read { db in
+                let names = statuses.map(\.rawValue).sorted()
+                let marks = names.map { _ in "?" }.joined(separator: ",")
+                var arguments = StatementArguments(names)
+                arguments += [max(0, limit)]
+                return try String.fetchAll(
+                    db, sql: "SELECT record FROM tasks WHERE status IN (\(marks)) ORDER BY created_at DESC LIMIT ?",
+                    arguments: arguments)
             }
         } catch {
             throw RuntimeError.storage("cannot list tasks: \(error)")
         }
         var records: [TaskRecord] = []
-        for json in rows.0 {
+        for json in rows {
             records.append(try decode(json))
         }
-        return (records, rows.1)
+        return (records, records.count)
     }
 
     /// Counts of tasks by status.

@@ -905,8 +905,25 @@ public actor TaskSupervisor {
     public func tasks(statuses: Set<TaskStatus>? = nil, limit: Int = 100) throws(RuntimeError) -> (
         tasks: [TaskRecord], total: Int
     ) {
-        let page = try store.tasks(statuses: statuses, limit: limit)
+        try tasks(displayStatuses: statuses.map { Set($0.map(\.rawValue)) }, limit: limit)
+    }
+
+    /// Tasks newest first whose `displayStatus` is one of `displayStatuses` (nil: all), and how many match in all:
+    /// an indexed query and a maintained count, O(limit) whatever the number of tasks stored.
+    public func tasks(displayStatuses: Set<String>?, limit: Int = 100) throws(RuntimeError) -> (
+        tasks: [TaskRecord], total: Int
+    ) {
+        let page = try store.tasks(displayStatuses: displayStatuses, limit: limit)
         return (page.tasks.map { live[$0.taskID].map(current) ?? $0 }, page.total)
+    }
+
+    /// Fills the store with `count` finished copies of `template` (a task of this supervisor), for benchmarks of a
+    /// large store; they have no output files.
+    @_spi(Benchmarks)
+    public func storeFinishedCopies(of template: String, count: Int) throws(RuntimeError) {
+        let record = try storedOrLive(template)
+        guard record.status.isFinal else { throw RuntimeError.invalidArgument("\(template) has not finished") }
+        try store.insertCopies(of: record, count: count, from: record.createdAt.addingTimeInterval(-Double(count) / 1000))
     }
 
     public func statusCounts() throws(RuntimeError) -> [TaskStatus: Int] {

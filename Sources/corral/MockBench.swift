@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+@_spi(Benchmarks) import TaskRuntime
 #if canImport(FoundationNetworking)
 import FoundationNetworking
 #endif
@@ -19,6 +20,9 @@ struct MockBench: AsyncParsableCommand {
 
     @Option(help: "get_background_task calls per transport.") var calls = 500
     @Option(help: "create_background_task calls per transport.") var creates = 50
+    @Option(help: "Stored task counts for the list_background_tasks figures (comma-separated).")
+    var storedTasks = "100,10000,100000"
+    @Option(help: "list_background_tasks calls per stored count.") var lists = 200
 
     func run() async throws {
         let directory = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().deletingLastPathComponent()
@@ -44,6 +48,50 @@ struct MockBench: AsyncParsableCommand {
             client.close()
         }
         try await measureHTTP(binary: binary, widths: widths)
+        try await measureListing(binary: binary, widths: widths)
+    }
+
+    /// list_background_tasks {limit: 10} (all, and filtered by a status) and start → first answer, with N tasks
+    /// stored (one real task, the rest finished copies of it written straight into the store).
+    private func measureListing(binary: URL, widths: [Int]) async throws {
+        let counts = storedTasks.split(separator: ",").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) }
+        print("\nallcanuse-mock over stdio with N tasks stored (µs; start in ms)")
+        row(["variant", "p50", "p90", "p99", "start ms"], widths: widths)
+        for count in counts where count > 0 {
+            let state = try makeTemporaryDirectory("corral-listbench")
+            defer { try? FileManager.default.removeItem(atPath: state) }
+            let supervisor = try await TaskSupervisor.start(.init(stateDirectory: state))
+            let seed = try await supervisor.create(TaskSpec(title: "seed", command: .argv(["/bin/true"])))
+            _ = try await supervisor.wait(for: seed.taskID, timeout: .seconds(10))
+            try await supervisor.storeFinishedCopies(of: seed.taskID, count: count - 1)
+            await supervisor.shutdown()
+            let launched = ContinuousClock.now
+            let client = try RawClient(binary: binary, arguments: ["--state-dir", state, "--log-level", "error"])
+            _ = try client.request("initialize", [
+                "protocolVersion": "2025-06-18", "capabilities": [String: Any](),
+                "clientInfo": ["name": "bench", "version": "1"],
+            ])
+            let startup = ContinuousClock.now - launched
+            client.notify("notifications/initialized")
+            for (label, arguments) in [
+                ("list(limit 10), \(count) stored", ["limit": 10] as [String: Any]),
+                ("list(limit 10, completed), \(count) stored", ["limit": 10, "statuses": ["completed"]]),
+            ] {
+                var samples = Samples()
+                for _ in 0..<lists {
+                    let begin = ContinuousClock.now
+                    let answer = try client.callTool("list_background_tasks", arguments)
+                    samples.add(ContinuousClock.now - begin)
+                    guard answer["total_count"] as? Int == count else {
+                        throw ValidationError("list counted \(answer["total_count"] ?? "nothing"), expected \(count)")
+                    }
+                }
+                let startMs = label.contains("completed") ? "" : format(Double(startup.components.attoseconds) / 1e15 + Double(startup.components.seconds) * 1000)
+                row([label, format(samples.median), format(samples.percentile(90)), format(samples.percentile(99)), startMs],
+                    widths: widths)
+            }
+            client.close()
+        }
     }
 
     /// The same calls over Streamable HTTP (each POST answered on its own short SSE stream).
