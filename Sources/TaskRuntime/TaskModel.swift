@@ -218,21 +218,90 @@ enum Identifiers {
 
 /// UTC ISO-8601 with milliseconds ("2026-11-21T17:40:00.123Z"), the format of every time the runtime reports.
 public enum Timestamp {
+    /// "2026-12-01T20:21:07.123Z", to the nearest millisecond, so that formatting a parsed timestamp gives the same
+    /// text back. Digits written by hand: `String(format:)` went through Foundation's formatter on every write and
+    /// every rendered task.
     public static func format(_ date: Date) -> String {
-        // To the nearest millisecond, so that formatting a parsed timestamp gives the same text back.
         let milliseconds = Int64((date.timeIntervalSince1970 * 1000).rounded())
-        var seconds = time_t(milliseconds / 1000)
+        var seconds = time_t(milliseconds.floorDivided(by: 1000))
         var parts = tm()
         gmtime_r(&seconds, &parts)
-        return String(
-            format: "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", Int(parts.tm_year) + 1900, Int(parts.tm_mon) + 1,
-            Int(parts.tm_mday), Int(parts.tm_hour), Int(parts.tm_min), Int(parts.tm_sec), Int(milliseconds % 1000))
+        var bytes = [UInt8]()
+        bytes.reserveCapacity(24)
+        func digits(_ value: Int, _ count: Int) {
+            var divisor = 1
+            for _ in 1..<count { divisor *= 10 }
+            var rest = value
+            for _ in 0..<count {
+                bytes.append(UInt8(ascii: "0") + UInt8((rest / divisor) % 10))
+                rest %= divisor
+                divisor = max(1, divisor / 10)
+            }
+        }
+        digits(Int(parts.tm_year) + 1900, 4)
+        bytes.append(UInt8(ascii: "-"))
+        digits(Int(parts.tm_mon) + 1, 2)
+        bytes.append(UInt8(ascii: "-"))
+        digits(Int(parts.tm_mday), 2)
+        bytes.append(UInt8(ascii: "T"))
+        digits(Int(parts.tm_hour), 2)
+        bytes.append(UInt8(ascii: ":"))
+        digits(Int(parts.tm_min), 2)
+        bytes.append(UInt8(ascii: ":"))
+        digits(Int(parts.tm_sec), 2)
+        bytes.append(UInt8(ascii: "."))
+        digits(Int(milliseconds - milliseconds.floorDivided(by: 1000) * 1000), 3)
+        bytes.append(UInt8(ascii: "Z"))
+        return String(decoding: bytes, as: UTF8.self)
     }
 
+    /// Parses what `format` writes on a fast path, anything else ISO 8601 through Foundation.
     public static func parse(_ text: String) -> Date? {
+        if let date = parseFormatted(text) { return date }
         let style = Date.ISO8601FormatStyle(includingFractionalSeconds: true)
         if let date = try? style.parse(text) { return date }
         return try? Date.ISO8601FormatStyle().parse(text)
+    }
+
+    /// Exactly "YYYY-MM-DDTHH:MM:SS.mmmZ", or nil.
+    static func parseFormatted(_ text: String) -> Date? {
+        let bytes = Array(text.utf8)
+        guard bytes.count == 24, bytes[4] == UInt8(ascii: "-"), bytes[7] == UInt8(ascii: "-"),
+            bytes[10] == UInt8(ascii: "T"), bytes[13] == UInt8(ascii: ":"), bytes[16] == UInt8(ascii: ":"),
+            bytes[19] == UInt8(ascii: "."), bytes[23] == UInt8(ascii: "Z")
+        else { return nil }
+        func number(_ range: Range<Int>) -> Int? {
+            var value = 0
+            for index in range {
+                let byte = bytes[index]
+                guard byte >= UInt8(ascii: "0"), byte <= UInt8(ascii: "9") else { return nil }
+                value = value * 10 + Int(byte - UInt8(ascii: "0"))
+            }
+            return value
+        }
+        guard let year = number(0..<4), let month = number(5..<7), let day = number(8..<10),
+            let hour = number(11..<13), let minute = number(14..<16), let second = number(17..<19),
+            let millisecond = number(20..<23), (1...12).contains(month), (1...31).contains(day), hour < 24,
+            minute < 60, second < 61
+        else { return nil }
+        var parts = tm()
+        parts.tm_year = Int32(year - 1900)
+        parts.tm_mon = Int32(month - 1)
+        parts.tm_mday = Int32(day)
+        parts.tm_hour = Int32(hour)
+        parts.tm_min = Int32(minute)
+        parts.tm_sec = Int32(second)
+        let seconds = timegm(&parts)
+        // timegm normalises out-of-range days (February 30th): such a text is not one `format` wrote.
+        guard parts.tm_mday == Int32(day), parts.tm_mon == Int32(month - 1) else { return nil }
+        return Date(timeIntervalSince1970: (Double(Int64(seconds) * 1000 + Int64(millisecond))) / 1000)
+    }
+}
+
+extension Int64 {
+    fileprivate func floorDivided(by divisor: Int64) -> Int64 {
+        let quotient = self / divisor
+        return (self % divisor != 0 && (self < 0) != (divisor < 0)) ? quotient - 1 : quotient
     }
 }
 
@@ -264,6 +333,40 @@ extension JSONDecoder {
 }
 
 extension TaskRecord {
+    /// Reads what `jsonValue` writes: the inverse written by hand, as that is, because `JSONDecoder` took most of
+    /// the time of listing and reading tasks. nil when a required field is missing or of the wrong type.
+    public init?(json: JSONValue) {
+        guard case .object(let fields) = json else { return nil }
+        func string(_ key: String) -> String? { fields[key]?.stringValue }
+        func date(_ key: String) -> Date? { string(key).flatMap(Timestamp.parse) }
+        func int(_ key: String) -> Int? { fields[key]?.intValue }
+        func int64(_ key: String) -> Int64? { int(key).map(Int64.init) }
+        func strings(_ key: String) -> [String]? {
+            guard let array = fields[key]?.arrayValue else { return nil }
+            let values = array.compactMap(\.stringValue)
+            return values.count == array.count ? values : nil
+        }
+        guard let taskID = string("task_id"), let title = string("title"), let kind = string("task_type"),
+            let status = string("status").flatMap(TaskStatus.init(rawValue:)), let createdAt = date("created_at"),
+            let updatedAt = date("updated_at"), let command = strings("command"), let cwd = string("cwd"),
+            let protections = strings("protections"), let outputLimit = int("output_limit_bytes"),
+            let stdoutBytes = int64("stdout_bytes"), let stderrBytes = int64("stderr_bytes"),
+            let running = int64("running_ms")
+        else { return nil }
+        self.init(
+            taskID: taskID, title: title, kind: kind, status: status, createdAt: createdAt, updatedAt: updatedAt,
+            startedAt: date("started_at"), completedAt: date("completed_at"), timeoutMilliseconds: int("timeout_ms"),
+            command: command, workingDirectory: cwd, pid: int("pid").map { Int32(truncatingIfNeeded: $0) },
+            processStartTime: int("process_start_time").map { UInt64(clamping: $0) },
+            exitCode: int("exit_code").map { Int32(truncatingIfNeeded: $0) },
+            signal: int("signal").map { Int32(truncatingIfNeeded: $0) }, lastError: string("last_error"),
+            cgroupPath: string("cgroup"), protections: protections, outputLimitBytes: outputLimit,
+            stdoutBytes: stdoutBytes, stderrBytes: stderrBytes, cpuUserMicroseconds: int64("cpu_user_us"),
+            cpuSystemMicroseconds: int64("cpu_system_us"), maxResidentKiB: int64("max_rss_kib"), uid: int64("uid"),
+            gid: int64("gid"), peakMemoryBytes: int64("peak_memory_bytes"), ioReadBytes: int64("io_read_bytes"),
+            ioWriteBytes: int64("io_write_bytes"), runningMilliseconds: running, metadata: fields["metadata"] ?? [:])
+    }
+
     /// The record as JSON, with the same keys as its `Codable` form. Written by hand because Foundation's
     /// `JSONEncoder` took most of the time of a status change's database commit.
     public var jsonValue: JSONValue {

@@ -298,7 +298,10 @@ final class TaskStore: Sendable {
         record.jsonValue.jsonString()
     }
 
+    /// The one-pass parser and the hand-written reader; `JSONDecoder` for anything they do not take, so that no
+    /// record written by an older version is lost.
     private func decode(_ json: String) throws(RuntimeError) -> TaskRecord {
+        if let value = try? JSONValue.parse(json), let record = TaskRecord(json: value) { return record }
         do {
             return try JSONDecoder.runtime.decode(TaskRecord.self, from: Data(json.utf8))
         } catch {

@@ -556,6 +556,11 @@ final class TaskRecordCodingTests: XCTestCase {
         let text = record.jsonValue.jsonString()
         let decoded = try JSONDecoder.runtime.decode(TaskRecord.self, from: Data(text.utf8))
         XCTAssertEqual(decoded, record)
+        // The hand-written reader gives the same record; a record missing a required field is not read.
+        XCTAssertEqual(TaskRecord(json: try JSONValue.parse(text)), record)
+        var missing = try XCTUnwrap(try JSONValue.parse(text).objectValue)
+        missing["status"] = nil
+        XCTAssertNil(TaskRecord(json: .object(missing)))
         // The same keys and values as the Codable form, which leaves out nil fields where this writes null.
         let viaCodable = try JSONValue.parse(try JSONEncoder.runtime.encode(record))
         let handWritten = try XCTUnwrap(try JSONValue.parse(text).objectValue).filter { !$0.value.isNull }
@@ -667,5 +672,37 @@ final class TimestampTests: XCTestCase {
             let text = "2026-11-21T19:11:46.\(String(format: "%03d", milliseconds))Z"
             XCTAssertEqual(Timestamp.format(try XCTUnwrap(Timestamp.parse(text))), text)
         }
+    }
+
+    /// The hand-written format agrees with the `String(format:)` one it replaced (to the nearest millisecond) and
+    /// the fast parse with Foundation's ISO 8601 parser, on random instants before and after 1970; the fast path
+    /// refuses what `format` never writes, leaving it to Foundation.
+    func testHandWrittenTimestampsAgreeWithFoundation() throws {
+        var generator = SystemRandomNumberGenerator()
+        let style = Date.ISO8601FormatStyle(includingFractionalSeconds: true)
+        func reference(_ date: Date) -> String {
+            let milliseconds = Int64((date.timeIntervalSince1970 * 1000).rounded())
+            var seconds = time_t((Double(milliseconds) / 1000).rounded(.down))
+            var parts = tm()
+            gmtime_r(&seconds, &parts)
+            let fraction = Int(milliseconds - Int64(seconds) * 1000)
+            return String(
+                format: "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", Int(parts.tm_year) + 1900, Int(parts.tm_mon) + 1,
+                Int(parts.tm_mday), Int(parts.tm_hour), Int(parts.tm_min), Int(parts.tm_sec), fraction)
+        }
+        func milliseconds(_ date: Date?) -> Int64? { date.map { Int64(($0.timeIntervalSince1970 * 1000).rounded()) } }
+        for _ in 0..<2000 {
+            let value = Int64.random(in: -2_000_000_000_000...4_000_000_000_000, using: &generator)
+            let date = Date(timeIntervalSince1970: Double(value) / 1000)
+            let text = Timestamp.format(date)
+            XCTAssertEqual(text, reference(date), "\(value)")
+            XCTAssertEqual(milliseconds(Timestamp.parseFormatted(text)), value, text)
+            XCTAssertEqual(milliseconds(Timestamp.parseFormatted(text)), milliseconds(try style.parse(text)), text)
+        }
+        for invalid in ["2026-02-30T00:00:00.000Z", "2026-13-01T00:00:00.000Z", "2026-01-01T24:00:00.000Z",
+                        "2026-01-01T00:00:00.00Z", "2026-01-01 00:00:00.000Z", "2026-01-01T00:00:00.000+", "x"] {
+            XCTAssertNil(Timestamp.parseFormatted(invalid), invalid)
+        }
+        XCTAssertEqual(Timestamp.parse("2026-11-21T19:11:46Z"), Date(timeIntervalSince1970: 1795288306))
     }
 }
