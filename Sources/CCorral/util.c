@@ -123,28 +123,15 @@ int corral_pipe_cloexec(int fds[2]) { return pipe2(fds, O_CLOEXEC); }
 
 int corral_set_pipe_size(int fd, int size) { return fcntl(fd, F_SETPIPE_SZ, size); }
 
-uint64_t corral_process_start_time(pid_t pid) {
-    char path[64];
-    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+/// Reads a small /proc file whole into `buffer` (NUL-terminated); its length, or -1.
+static ssize_t read_proc_file(const char *path, char *buffer, size_t size) {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return 0;
-    char buffer[1024];
-    ssize_t got = read(fd, buffer, sizeof buffer - 1);
+    if (fd < 0) return -1;
+    ssize_t got = read(fd, buffer, size - 1);
     close(fd);
-    if (got <= 0) return 0;
+    if (got <= 0) return -1;
     buffer[got] = 0;
-    // The command name may hold spaces and parentheses: fields are counted after the last ')'.
-    char *cursor = strrchr(buffer, ')');
-    if (cursor == NULL) return 0;
-    cursor++;
-    // Field 3 (state) follows; starttime is field 22, i.e. 19 fields further on.
-    int field = 2;
-    char *save = NULL;
-    for (char *token = strtok_r(cursor, " ", &save); token != NULL; token = strtok_r(NULL, " ", &save)) {
-        field++;
-        if (field == 22) return strtoull(token, NULL, 10);
-    }
-    return 0;
+    return got;
 }
 
 int corral_count_open_fds(void) {
@@ -160,13 +147,8 @@ int corral_count_open_fds(void) {
 }
 
 int corral_count_threads(void) {
-    int fd = open("/proc/self/stat", O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return -1;
     char buffer[1024];
-    ssize_t got = read(fd, buffer, sizeof buffer - 1);
-    close(fd);
-    if (got <= 0) return -1;
-    buffer[got] = 0;
+    if (read_proc_file("/proc/self/stat", buffer, sizeof buffer) < 0) return -1;
     char *cursor = strrchr(buffer, ')');
     if (cursor == NULL) return -1;
     cursor++;
@@ -240,13 +222,8 @@ int corral_get_dumpable(void) { return prctl(PR_GET_DUMPABLE, 0, 0, 0, 0); }
 int64_t corral_process_io_field(pid_t pid, const char *field) {
     char path[64];
     snprintf(path, sizeof path, "/proc/%d/io", (int)pid);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return -1;
     char buffer[1024];
-    ssize_t count = read(fd, buffer, sizeof buffer - 1);
-    close(fd);
-    if (count <= 0) return -1;
-    buffer[count] = 0;
+    if (read_proc_file(path, buffer, sizeof buffer) < 0) return -1;
     size_t length = strlen(field);
     for (char *line = buffer; line != NULL && *line != 0;) {
         if (strncmp(line, field, length) == 0 && line[length] == ':') return strtoll(line + length + 1, NULL, 10);

@@ -120,9 +120,6 @@ int corral_pipe_cloexec(int fds[2]);
 /// Largest pipe buffer the caller may set; sets it on fd (best effort).
 int corral_set_pipe_size(int fd, int size);
 
-/// Process start time in clock ticks since boot (field 22 of /proc/PID/stat); 0 if the process is gone.
-uint64_t corral_process_start_time(pid_t pid);
-
 /// Count of open file descriptors of this process (entries of /proc/self/fd, less the directory's own).
 int corral_count_open_fds(void);
 /// Count of threads of this process (from /proc/self/stat).
