@@ -30,6 +30,18 @@ let package = Package(
             providers: [.apt(["libseccomp-dev"])]
         ),
         .target(name: "CorralJSON"),
+        // The MCP protocol core, both eras (2026-07-28 stateless, 2025-11-25 sessions): JSON-RPC over stdio and
+        // Streamable HTTP (Hummingbird), envelope and header checks, server/discover, subscriptions/listen.
+        .target(
+            name: "MCPCore",
+            dependencies: [
+                "CorralJSON", "CCorral",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
         .target(
             name: "Sandbox",
             dependencies: ["CCorral", "CSeccomp"]
@@ -53,7 +65,7 @@ let package = Package(
         .target(
             name: "Gateway",
             dependencies: [
-                "Policy", "CorralJSON", "CCorral",
+                "Policy", "CorralJSON", "CCorral", "MCPCore",
                 .product(name: "MCP", package: "swift-sdk"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -64,20 +76,21 @@ let package = Package(
             dependencies: ["TaskRuntime", "Sandbox", "CorralJSON"],
             path: "mockserver/AllcanuseMock"
         ),
-        // The MCP server: tool catalog over MCP, policy first, our own stdio transport.
+        // The MCP server: the tool catalog over MCPCore, policy first.
         .target(
             name: "AllcanuseMockServer",
             dependencies: [
-                "AllcanuseMock", "Policy", "CorralJSON", "Gateway",
-                .product(name: "MCP", package: "swift-sdk"),
+                "AllcanuseMock", "Policy", "CorralJSON", "MCPCore",
                 .product(name: "Logging", package: "swift-log"),
             ],
             path: "mockserver/AllcanuseMockServer"
         ),
-        // Streamable HTTP: the SDK's server transport hosted on Hummingbird (allcanuse-mock, corral proxy --http).
+        // Legacy sessions of `corral proxy --http`: the SDK's server transport hosted on Hummingbird (until the
+        // proxy's HTTP moves onto MCPCore).
         .target(
             name: "MCPHTTPHost",
             dependencies: [
+                "MCPCore",
                 .product(name: "MCP", package: "swift-sdk"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
@@ -88,8 +101,7 @@ let package = Package(
         .executableTarget(
             name: "allcanuse-mock",
             dependencies: [
-                "AllcanuseMockServer", "MCPHTTPHost", "AllcanuseMock", "TaskRuntime", "Sandbox", "Policy",
-                .product(name: "MCP", package: "swift-sdk"),
+                "AllcanuseMockServer", "MCPCore", "AllcanuseMock", "TaskRuntime", "Sandbox", "Policy",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -98,7 +110,7 @@ let package = Package(
         .executableTarget(
             name: "corral",
             dependencies: [
-                "TaskRuntime", "Sandbox", "Policy", "Gateway", "CorralJSON", "MCPHTTPHost",
+                "TaskRuntime", "Sandbox", "Policy", "Gateway", "CorralJSON", "MCPHTTPHost", "MCPCore",
                 // For `corral bench agent`, which runs the mock in-process.
                 "AllcanuseMock", "AllcanuseMockServer",
                 .product(name: "MCP", package: "swift-sdk"),
@@ -114,18 +126,18 @@ let package = Package(
             dependencies: ["TaskRuntime", "Sandbox", "CCorral", "CorralJSON", .product(name: "GRDB", package: "GRDB.swift")]),
         .testTarget(name: "PolicyTests", dependencies: ["Policy", "CorralJSON"]),
         .testTarget(name: "CorralJSONTests", dependencies: ["CorralJSON"]),
+        .testTarget(name: "MCPCoreTests", dependencies: ["MCPCore", "CorralJSON"]),
         .testTarget(
             name: "GatewayTests",
             dependencies: [
-                "Gateway", "AllcanuseMock", "AllcanuseMockServer", "TaskRuntime", "CorralJSON", "Policy",
+                "Gateway", "AllcanuseMock", "AllcanuseMockServer", "TaskRuntime", "CorralJSON", "Policy", "MCPCore",
                 .product(name: "MCP", package: "swift-sdk"),
                 .product(name: "Logging", package: "swift-log"),
             ]),
         .testTarget(
             name: "AllcanuseMockTests",
             dependencies: [
-                "AllcanuseMock", "AllcanuseMockServer", "TaskRuntime", "Sandbox", "CorralJSON", "Policy",
-                .product(name: "MCP", package: "swift-sdk"),
+                "AllcanuseMock", "AllcanuseMockServer", "TaskRuntime", "Sandbox", "CorralJSON", "Policy", "MCPCore",
                 .product(name: "Logging", package: "swift-log"),
             ]),
     ]

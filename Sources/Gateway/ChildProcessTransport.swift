@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import MCP
+import MCPCore
 
 /// An SDK `Transport` to a stdio MCP server run as a child process (`ServerProcess`).
 ///

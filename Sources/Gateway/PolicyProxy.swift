@@ -2,6 +2,7 @@ import CCorral
 import CorralJSON
 import Foundation
 import MCP
+import MCPCore
 import Policy
 import Synchronization
 

@@ -3,6 +3,7 @@ import HTTPTypes
 import Hummingbird
 import Logging
 import MCP
+import MCPCore
 import ServiceLifecycle
 
 /// Streamable HTTP for MCP servers (allcanuse-mock, `corral proxy --http`): the SDK's `StatefulHTTPServerTransport`
@@ -199,19 +200,5 @@ private struct ShutdownHook: Service {
     func run() async throws {
         try? await gracefulShutdown()
         await action()
-    }
-}
-
-/// `HOST:PORT` as `--http` takes it (an IPv6 host in brackets; port 0 picks a free one). Nil when it is not that.
-public struct HTTPAddress: Sendable, Hashable {
-    public let host: String
-    public let port: Int
-
-    public init?(parsing text: String) {
-        guard let colon = text.lastIndex(of: ":"), colon > text.startIndex,
-            let port = Int(text[text.index(after: colon)...]), (0...65535).contains(port)
-        else { return nil }
-        self.host = String(text[..<colon]).trimmingCharacters(in: CharacterSet(charactersIn: "[]"))
-        self.port = port
     }
 }

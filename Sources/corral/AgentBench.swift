@@ -38,15 +38,11 @@ struct AgentBench: AsyncParsableCommand {
         let supervisor = try await TaskSupervisor.start(.init(stateDirectory: scratch + "/state", graceMilliseconds: 200))
         let service = AllcanuseService(supervisor: supervisor)
         let mockPolicy = PolicyEvaluator(policy: try Policy.load(text: #"{"version": "1", "default": "allow"}"#))
-        func connectedMock() async throws -> InMemoryTransport {
+        func connectedMock() async throws -> InProcessServerTransport {
             let logger = Logger(label: "bench", factory: { _ in SwiftLogNoOpLogHandler() })
-            let server = await MockServer.make(
-                service: service, policy: mockPolicy, identity: CallIdentity(grant: "bench"), logger: logger)
-            let pair = await InMemoryTransport.createConnectedPair()
-            try await MockServer.start(
-                server, on: pair.server, service: service, policy: mockPolicy, identity: CallIdentity(grant: "bench"),
-                logger: logger)
-            return pair.client
+            let core = MockServer.core(
+                service: service, policy: mockPolicy, identity: { _ in CallIdentity(grant: "bench") }, logger: logger)
+            return InProcessServerTransport(core: core)
         }
 
         let direct = Client(name: "bench", version: "1")

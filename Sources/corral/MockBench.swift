@@ -9,12 +9,13 @@ import FoundationNetworking
 struct MockBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "mock",
-        abstract: "Round-trip latency of allcanuse-mock over stdio (our transport against the SDK's) and over HTTP.",
+        abstract: "Round-trip latency of allcanuse-mock in both MCP eras, over stdio and over HTTP.",
         discussion: """
-            Starts the allcanuse-mock built beside this binary twice: with its own line transport, and with the MCP
-            Swift SDK's StdioTransport (--sdk-stdio-transport), which polls stdin with 10 ms sleeps. Measures
-            get_background_task round trips (p50/p99, calls per second, one request at a time) and the
-            create_background_task round trip (spawn to running, through MCP).
+            Starts the allcanuse-mock built beside this binary and talks to it with a raw client (no MCP library in
+            between) in 2025-11-25 (initialize, then requests) and in 2026-07-28 (stateless requests carrying their
+            _meta; over HTTP with the MCP-Protocol-Version, Mcp-Method and Mcp-Name headers). Measures
+            get_background_task round trips (p50/p99, calls per second, one request at a time), the
+            create_background_task round trip (spawn to running, through MCP), and listing with many tasks stored.
             """
     )
 
@@ -33,15 +34,19 @@ struct MockBench: AsyncParsableCommand {
         let widths = [44, 10, 10, 10, 12]
         print("allcanuse-mock over stdio, one request at a time (µs)")
         row(["variant", "p50", "p90", "p99", "calls/s"], widths: widths)
-        for (label, flags) in [("line transport (ours)", [String]()), ("SDK StdioTransport (peer)", ["--sdk-stdio-transport"])] {
+        for (label, modern) in [("2025-11-25", false), ("2026-07-28", true)] {
             let state = try makeTemporaryDirectory("corral-mockbench")
             defer { try? FileManager.default.removeItem(atPath: state) }
-            let client = try RawClient(binary: binary, arguments: ["--state-dir", state, "--log-level", "error"] + flags)
-            _ = try client.request("initialize", [
-                "protocolVersion": "2025-06-18", "capabilities": [String: Any](),
-                "clientInfo": ["name": "bench", "version": "1"],
-            ])
-            client.notify("notifications/initialized")
+            let client = try RawClient(binary: binary, arguments: ["--state-dir", state, "--log-level", "error"], modern: modern)
+            if modern {
+                _ = try client.request("server/discover", [:])
+            } else {
+                _ = try client.request("initialize", [
+                    "protocolVersion": "2025-11-25", "capabilities": [String: Any](),
+                    "clientInfo": ["name": "bench", "version": "1"],
+                ])
+                client.notify("notifications/initialized")
+            }
             try await measureCalls(label: label, widths: widths) { name, arguments in
                 try client.callTool(name, arguments)
             }
@@ -94,7 +99,7 @@ struct MockBench: AsyncParsableCommand {
         }
     }
 
-    /// The same calls over Streamable HTTP (each POST answered on its own short SSE stream).
+    /// The same calls over Streamable HTTP, in a 2025-11-25 session and as stateless 2026-07-28 requests.
     private func measureHTTP(binary: URL, widths: [Int]) async throws {
         let state = try makeTemporaryDirectory("corral-mockbench-http")
         defer { try? FileManager.default.removeItem(atPath: state) }
@@ -119,13 +124,17 @@ struct MockBench: AsyncParsableCommand {
             }
         }
         guard let endpoint = url else { return }
-        let client = HTTPClient(endpoint: endpoint)
-        _ = try await client.request("initialize", [
-            "protocolVersion": "2025-06-18", "capabilities": [String: Any](), "clientInfo": ["name": "bench", "version": "1"],
+        let legacy = HTTPClient(endpoint: endpoint)
+        _ = try await legacy.request("initialize", [
+            "protocolVersion": "2025-11-25", "capabilities": [String: Any](), "clientInfo": ["name": "bench", "version": "1"],
         ])
-        try await client.notify("notifications/initialized")
-        try await measureCalls(label: "Streamable HTTP", widths: widths) { name, arguments in
-            try await client.callTool(name, arguments)
+        try await legacy.notify("notifications/initialized")
+        try await measureCalls(label: "HTTP 2025-11-25", widths: widths) { name, arguments in
+            try await legacy.callTool(name, arguments)
+        }
+        let modern = HTTPClient(endpoint: endpoint, modern: true)
+        try await measureCalls(label: "HTTP 2026-07-28", widths: widths) { name, arguments in
+            try await modern.callTool(name, arguments)
         }
     }
 
@@ -162,15 +171,30 @@ struct MockBench: AsyncParsableCommand {
     }
 }
 
-/// A minimal Streamable HTTP client for the benchmark: POST, then the JSON-RPC response from the SSE body.
+/// The 2026-07-28 `_meta` a raw client puts on every request.
+enum ModernMeta {
+    static func stamp(_ params: [String: Any]) -> [String: Any] {
+        var params = params
+        params["_meta"] = [
+            "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+            "io.modelcontextprotocol/clientCapabilities": [String: Any](),
+            "io.modelcontextprotocol/clientInfo": ["name": "bench", "version": "1"],
+        ]
+        return params
+    }
+}
+
+/// A minimal Streamable HTTP client for the benchmark: POST, then the JSON-RPC response from the JSON or SSE body.
 final class HTTPClient: @unchecked Sendable {  // used from one task at a time
     private let endpoint: URL
     private var sessionID: String?
     private var nextID = 1
     private let session = URLSession(configuration: .ephemeral)
+    private let modern: Bool
 
-    init(endpoint: URL) {
+    init(endpoint: URL, modern: Bool = false) {
         self.endpoint = endpoint
+        self.modern = modern
     }
 
     func notify(_ method: String) async throws {
@@ -180,7 +204,11 @@ final class HTTPClient: @unchecked Sendable {  // used from one task at a time
     func request(_ method: String, _ params: [String: Any]) async throws -> [String: Any] {
         let id = nextID
         nextID += 1
-        let body = try await post(["jsonrpc": "2.0", "id": id, "method": method, "params": params])
+        let body = try await post(
+            ["jsonrpc": "2.0", "id": id, "method": method, "params": modern ? ModernMeta.stamp(params) : params])
+        if let message = try? JSONSerialization.jsonObject(with: Data(body.utf8)) as? [String: Any], message["id"] as? Int == id {
+            return message["result"] as? [String: Any] ?? [:]
+        }
         for line in body.split(separator: "\n") where line.hasPrefix("data:") {
             let payload = line.dropFirst(5).trimmingCharacters(in: .whitespaces)
             guard !payload.isEmpty, let message = try? JSONSerialization.jsonObject(with: Data(payload.utf8)) as? [String: Any],
@@ -202,7 +230,13 @@ final class HTTPClient: @unchecked Sendable {  // used from one task at a time
         request.httpBody = try JSONSerialization.data(withJSONObject: message)
         request.setValue("application/json", forHTTPHeaderField: "Content-Type")
         request.setValue("application/json, text/event-stream", forHTTPHeaderField: "Accept")
-        request.setValue("2025-06-18", forHTTPHeaderField: "MCP-Protocol-Version")
+        request.setValue(modern ? "2026-07-28" : "2025-11-25", forHTTPHeaderField: "MCP-Protocol-Version")
+        if modern, let method = message["method"] as? String {
+            request.setValue(method, forHTTPHeaderField: "Mcp-Method")
+            if let name = (message["params"] as? [String: Any])?["name"] as? String {
+                request.setValue(name, forHTTPHeaderField: "Mcp-Name")
+            }
+        }
         if let sessionID { request.setValue(sessionID, forHTTPHeaderField: "MCP-Session-Id") }
         let (data, response) = try await session.data(for: request)
         if let http = response as? HTTPURLResponse, let id = http.value(forHTTPHeaderField: "MCP-Session-Id") {
@@ -219,8 +253,11 @@ final class RawClient {
     private let output = Pipe()
     private var buffer = Data()
     private var nextID = 1
+    private let modern: Bool
 
-    init(binary: URL, arguments: [String]) throws {
+    /// `modern`: every request carries the 2026-07-28 `_meta` (and no initialize is needed).
+    init(binary: URL, arguments: [String], modern: Bool = false) throws {
+        self.modern = modern
         process.executableURL = binary
         process.arguments = arguments
         process.standardInput = input
@@ -236,7 +273,7 @@ final class RawClient {
     func request(_ method: String, _ params: [String: Any]) throws -> [String: Any] {
         let id = nextID
         nextID += 1
-        send(["jsonrpc": "2.0", "id": id, "method": method, "params": params])
+        send(["jsonrpc": "2.0", "id": id, "method": method, "params": modern ? ModernMeta.stamp(params) : params])
         while true {
             let message = try readMessage()
             if message["id"] as? Int == id {

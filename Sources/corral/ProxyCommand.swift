@@ -3,6 +3,7 @@ import CorralJSON
 import Foundation
 import Gateway
 import Logging
+import MCPCore
 import MCPHTTPHost
 import Policy
 

@@ -2,38 +2,52 @@ import AllcanuseMock
 import CorralJSON
 import Foundation
 import Logging
-import MCP
+import MCPCore
+import Synchronization
 import Policy
 import TaskRuntime
 import XCTest
 
 @testable import AllcanuseMockServer
 
-/// Every tool through the SDK's in-memory transport: a real MCP client and server in one process.
+/// Every tool through the protocol core in one process, in both eras: a raw JSON-RPC client on a connection.
 final class InMemoryMCPTests: XCTestCase {
-    func testEveryToolThroughTheSDK() async throws {
+    func testEveryToolInBothEras() async throws {
+        for modern in [false, true] {
+            try await everyTool(modern: modern)
+        }
+    }
+
+    private func everyTool(modern: Bool) async throws {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("corral-mcp-\(UUID().uuidString)").path
         let supervisor = try await TaskSupervisor.start(.init(stateDirectory: directory, graceMilliseconds: 300))
         let service = AllcanuseService(supervisor: supervisor)
         let policy = PolicyEvaluator(policy: try Policy.load(text: MockServer.embeddedDefaultPolicy))
-        let server = await MockServer.make(
-            service: service, policy: policy, identity: CallIdentity(grant: "test", session: "s"),
+        let core = MockServer.core(
+            service: service, policy: policy, identity: { CallIdentity(grant: "test", session: $0.session) },
             logger: Logger(label: "test"))
-        let pair = await InMemoryTransport.createConnectedPair()
-        try await server.start(transport: pair.server)
-        let client = Client(name: "test", version: "1")
-        _ = try await client.connect(transport: pair.client)
+        let client = InProcessRawClient(core: core, modern: modern)
+        if modern {
+            let discovered = try await client.result("server/discover", [:])
+            XCTAssertEqual(discovered["supportedVersions"], ["2026-07-28", "2025-11-25"])
+        } else {
+            let initialized = try await client.result(
+                "initialize", ["protocolVersion": "2025-11-25", "capabilities": [:], "clientInfo": ["name": "t", "version": "1"]])
+            XCTAssertEqual(initialized["protocolVersion"], "2025-11-25")
+        }
 
-        let listed = try await client.listTools()
-        XCTAssertEqual(listed.tools.count, 18)
-        XCTAssertEqual(listed.tools.first { $0.name == "get_background_task" }?.annotations.readOnlyHint, true)
+        let listed = try await client.result("tools/list", [:])
+        let tools = listed["tools"]?.arrayValue ?? []
+        XCTAssertEqual(tools.count, 18)
+        XCTAssertEqual(tools.first { $0["name"] == "get_background_task" }?["annotations"]?["readOnlyHint"], true)
+        XCTAssertEqual(listed["resultType"], modern ? "complete" : nil)
+        XCTAssertEqual(listed["cacheScope"], modern ? "public" : nil)
 
         func call(_ tool: String, _ arguments: JSONValue, error: Bool = false) async throws -> JSONValue {
-            let arguments = arguments.objectValue?.mapValues(Value.init(json:))
-            let context = try await client.send(CallTool.request(.init(name: tool, arguments: arguments)))
-            let result = try await context.value
-            XCTAssertEqual(result.isError ?? false, error, "\(tool): \(result.content)")
-            return result.structuredContent?.json ?? .null
+            let result = try await client.result("tools/call", ["name": .string(tool), "arguments": arguments])
+            XCTAssertEqual(result["isError"]?.boolValue ?? false, error, "\(tool): \(result)")
+            XCTAssertEqual(result["resultType"], modern ? "complete" : nil, tool)
+            return result["structuredContent"] ?? .null
         }
 
         let task = try await call(
@@ -78,9 +92,59 @@ final class InMemoryMCPTests: XCTestCase {
         XCTAssertEqual(r["status"], "cancelled")
         _ = try await call("get_background_task", ["task_id": "missing"], error: true)
 
-        await client.disconnect()
-        await server.stop()
+        client.close()
         await supervisor.shutdown()
         try? FileManager.default.removeItem(atPath: directory)
     }
+}
+
+/// A JSON-RPC client on an in-process `StdioServerConnection`: requests in, answers matched by id.
+final class InProcessRawClient: Sendable {
+    private let connection: StdioServerConnection
+    private final class Waiting: Sendable {
+        let map = Mutex<[String: CheckedContinuation<JSONValue, Never>]>([:])
+    }
+    private let waiting = Waiting()
+    private let nextID = Mutex(0)
+    private let modern: Bool
+
+    init(core: MCPServerCore, modern: Bool) {
+        self.modern = modern
+        let waiting = self.waiting
+        connection = StdioServerConnection(core: core, connectionID: "test") { data in
+            guard let message = try? JSONValue.parse(data), message["method"] == nil, let id = message["id"] else { return }
+            waiting.map.withLock { $0.removeValue(forKey: id.jsonString()) }?.resume(returning: message)
+        }
+    }
+
+    /// The whole answer message.
+    func request(_ method: String, _ params: JSONValue) async -> JSONValue {
+        let id = nextID.withLock { next -> Int in
+            next += 1
+            return next
+        }
+        var params = params
+        if modern, var object = params.objectValue {
+            object["_meta"] = [
+                "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                "io.modelcontextprotocol/clientCapabilities": [:],
+            ]
+            params = .object(object)
+        }
+        let message: JSONValue = ["jsonrpc": "2.0", "id": .int(id), "method": .string(method), "params": params]
+        return await withCheckedContinuation { continuation in
+            waiting.map.withLock { $0[JSONValue.int(id).jsonString()] = continuation }
+            connection.ingest(Data(message.jsonString().utf8))
+        }
+    }
+
+    func result(_ method: String, _ params: JSONValue) async throws -> JSONValue {
+        let answer = await request(method, params)
+        guard let result = answer["result"] else { throw ClientError(answer: answer) }
+        return result
+    }
+
+    func close() { connection.endOfInput() }
+
+    struct ClientError: Error { let answer: JSONValue }
 }

@@ -5,6 +5,7 @@ import Foundation
 import Gateway
 import Logging
 import MCP
+import MCPCore
 import Policy
 import Synchronization
 import TaskRuntime
@@ -40,7 +41,7 @@ final class AgentSandboxTests: XCTestCase {
         .appendingPathComponent("allcanuse-mock").path
 
     /// allcanuse-mock in this process, permissive on its own side and recording every call it executes.
-    private func inProcessMock(callLog name: String = "calls") async throws -> (InMemoryTransport, String) {
+    private func inProcessMock(callLog name: String = "calls") async throws -> (InProcessServerTransport, String) {
         let supervisor: TaskSupervisor
         if let running = self.supervisor {
             supervisor = running
@@ -53,14 +54,9 @@ final class AgentSandboxTests: XCTestCase {
         let policy = PolicyEvaluator(policy: try Policy.load(text: MockServer.embeddedDefaultPolicy))
         let identity = CallIdentity(grant: "mock", session: "s")
         let record = try CallRecord(path: callLog)
-        let server = await MockServer.make(
-            service: service, policy: policy, identity: identity, logger: Logger(label: "mock"), callRecord: record)
-        let pair = await InMemoryTransport.createConnectedPair()
-        // With the mock's tools/call fast path, as allcanuse-mock runs (InMemoryMCPTests cover the SDK's handler).
-        try await MockServer.start(
-            server, on: pair.server, service: service, policy: policy, identity: identity, logger: Logger(label: "mock"),
-            callRecord: record)
-        return (pair.client, callLog)
+        let core = MockServer.core(
+            service: service, policy: policy, identity: { _ in identity }, logger: Logger(label: "mock"), callRecord: record)
+        return (InProcessServerTransport(core: core), callLog)
     }
 
     private func executed(_ callLog: String) throws -> [String] {
@@ -165,24 +161,27 @@ final class AgentSandboxTests: XCTestCase {
 
     /// A server that answers one tool with a JSON-RPC error: the call must not count against the limit.
     func testCountersRollBackOnJSONRPCError() async throws {
-        let server = Server(name: "erroring", version: "1", capabilities: .init(tools: .init()))
         let calls = Mutex(0)
-        await server.withMethodHandler(ListTools.self) { _ in
-            .init(tools: [Tool(name: "flaky", description: "fails on request", inputSchema: ["type": "object"])])
+        let server = MCPServerCore(description: ServerDescription(name: "erroring", version: "1")) {
+            method, params, _ throws(JSONRPCError) in
+            switch method {
+            case "tools/list":
+                return ["tools": [["name": "flaky", "description": "fails on request", "inputSchema": ["type": "object"]]]]
+            case "tools/call":
+                let n = calls.withLock { $0 += 1; return $0 }
+                if params["arguments"]?["fail"] == true { throw .invalidParams("no such thing (\(n))") }
+                return ["content": [["type": "text", "text": .string("ok \(n)")]], "isError": false]
+            default:
+                throw .methodNotFound(method)
+            }
         }
-        await server.withMethodHandler(CallTool.self) { params in
-            let n = calls.withLock { $0 += 1; return $0 }
-            if params.arguments?["fail"] == .bool(true) { throw MCPError.invalidParams("no such thing (\(n))") }
-            return .init(content: [.text(text: "ok \(n)", annotations: nil, _meta: nil)], isError: false)
-        }
-        let pair = await InMemoryTransport.createConnectedPair()
-        try await server.start(transport: pair.server)
+        let transport = InProcessServerTransport(core: server)
         let policy = try Policy.load(text: """
             {"version": "1", "default": "deny",
              "tools": {"flaky": {"limits": [{"counter": "c", "window": "minute", "max": 2, "scope": "grant"}]}}}
             """)
         let sandbox = try await AgentSandbox.connect(
-            policy: PolicyEvaluator(policy: policy), identity: CallIdentity(grant: "g"), to: .transport(pair.client))
+            policy: PolicyEvaluator(policy: policy), identity: CallIdentity(grant: "g"), to: .transport(transport))
         for _ in 0..<3 {
             do {
                 _ = try await sandbox.callTool("flaky", arguments: ["fail": true])
@@ -201,7 +200,6 @@ final class AgentSandboxTests: XCTestCase {
         XCTAssertTrue(third.wasDenied)
         XCTAssertEqual(calls.withLock { $0 }, 5, "the denied call never reached the server")
         await sandbox.close()
-        await server.stop()
     }
 
     func testChildProcessOverStdioAndItsDeath() async throws {

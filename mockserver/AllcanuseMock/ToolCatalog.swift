@@ -1,6 +1,6 @@
 import CorralJSON
 
-/// The tools the mock serves: names, descriptions, complete input schemas and honest annotations, as MCP
+/// The tools the mock serves: names, descriptions, complete input and output schemas and honest annotations, as MCP
 /// `tools/list` entries (JSON, so a server can hand them out untouched).
 public enum ToolCatalog {
     private static let taskID: JSONValue = ["type": "string", "description": "The task's id (32 hex characters)."]
@@ -19,6 +19,7 @@ public enum ToolCatalog {
         [
             "name": .string(name), "description": .string(description),
             "inputSchema": schema(properties, required: required),
+            "outputSchema": OutputSchemas.schema(for: name),
             "annotations": [
                 "readOnlyHint": .bool(readOnly), "destructiveHint": .bool(destructive),
                 "idempotentHint": .bool(idempotent), "openWorldHint": false,

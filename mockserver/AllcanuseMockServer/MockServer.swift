@@ -1,27 +1,14 @@
 import AllcanuseMock
 import CorralJSON
-import Foundation
 import Logging
-import MCP
+import MCPCore
 import Policy
+import Synchronization
 
-/// `tools/list` and `tools/call` as raw JSON: the SDK's typed `Tool` drops fields it does not know, and a typed
-/// `CallTool.Parameters` that fails to decode (arguments not an object) is answered -32603 instead of a clear result.
-enum RawListTools: MCP.Method {
-    static let name = "tools/list"
-    typealias Parameters = Value
-    typealias Result = Value
-}
-
-enum RawCallTool: MCP.Method {
-    static let name = "tools/call"
-    typealias Parameters = Value
-    typealias Result = Value
-}
-
-/// The allcanuse-mock MCP server: the Allcanuse tools over `AllcanuseService`, each call decided by the policy first.
+/// The allcanuse-mock MCP server: the Allcanuse tools over `AllcanuseService`, each call decided by the policy
+/// first, served in both MCP eras by `MCPServerCore`.
 public enum MockServer {
-    public static let version = "0.1.0"
+    public static let version = "0.2.0"
 
     /// The policy used without `--policy`: everything allowed, with a generous per-session cap so that a runaway
     /// agent loop is still stopped. Documented in the README.
@@ -33,68 +20,37 @@ public enum MockServer {
         }
         """
 
-    /// A server with the tool handlers registered; start it on a transport.
-    public static func make(
-        service: AllcanuseService, policy: PolicyEvaluator, identity: CallIdentity, logger: Logger,
+    public static let description = ServerDescription(
+        name: "allcanuse-mock", version: version,
+        instructions: "Background tasks backed by real, sandboxed child processes (a mock of the Allcanuse task tools).")
+
+    /// Who a request's calls count against: the grant, and the legacy session or stdio connection (a modern request
+    /// has none, so its session-scoped counters are shared by every modern client of the grant).
+    public typealias IdentityOf = @Sendable (RequestContext) -> CallIdentity
+
+    /// The protocol core serving the tools. `tools/list` is the policy-filtered catalog, serialized once per policy
+    /// revision.
+    public static func core(
+        service: AllcanuseService, policy: PolicyEvaluator, identity: @escaping IdentityOf, logger: Logger,
         callRecord: CallRecord? = nil
-    ) async -> Server {
-        let server = Server(
-            name: "allcanuse-mock", version: version,
-            instructions: "Background tasks backed by real, sandboxed child processes (a mock of the Allcanuse task tools).",
-            capabilities: .init(tools: .init(listChanged: false)))
-        await server.withMethodHandler(RawListTools.self) { _ in
-            let tools = policy.filterToolList(ToolCatalog.tools)
-            return Value(json: ["tools": .array(tools)])
-        }
-        await server.withMethodHandler(RawCallTool.self) { [weak server] params in
-            var progress: AllcanuseService.ProgressReporter?
-            if let token = progressToken(params), let server {
-                progress = { done, total, message in
-                    try? await server.notify(
-                        ProgressNotification.message(
-                            .init(progressToken: token, progress: done, total: total, message: message)))
-                }
+    ) -> MCPServerCore {
+        let toolList = ToolListCache(policy: policy)
+        return MCPServerCore(description: description) { method, params, context throws(JSONRPCError) in
+            switch method {
+            case "tools/list":
+                return toolList.result()
+            case "tools/call":
+                guard params.objectValue != nil else { throw .invalidParams("tools/call params must be an object") }
+                return await call(
+                    json: params, service: service, policy: policy, identity: identity(context), logger: logger,
+                    progress: context.progressReporter(params), callRecord: callRecord)
+            default:
+                throw .methodNotFound(method)
             }
-            return await call(
-                params, service: service, policy: policy, identity: identity, logger: logger, progress: progress,
-                callRecord: callRecord)
-        }
-        return server
-    }
-
-    /// Starts `server` on `transport` with `tools/call` answered by `ToolCallFastPath` (same policy, record and
-    /// service as the server's own handler, which remains for batches).
-    public static func start(
-        _ server: Server, on transport: any Transport, service: AllcanuseService, policy: PolicyEvaluator,
-        identity: CallIdentity, logger: Logger, callRecord: CallRecord? = nil
-    ) async throws {
-        let fast = ToolCallFastPath(wrapping: transport, logger: logger) { params, progress in
-            await call(
-                json: params, service: service, policy: policy, identity: identity, logger: logger, progress: progress,
-                callRecord: callRecord)
-        }
-        try await server.start(transport: fast)
-    }
-
-    static func progressToken(_ params: Value) -> ProgressToken? {
-        switch params.json["_meta"]?["progressToken"] {
-        case .string(let token)?: return .string(token)
-        case .int(let token)?: return .integer(token)
-        default: return nil
         }
     }
 
-    static func call(
-        _ params: Value, service: AllcanuseService, policy: PolicyEvaluator, identity: CallIdentity, logger: Logger,
-        progress: AllcanuseService.ProgressReporter? = nil, callRecord: CallRecord? = nil
-    ) async -> Value {
-        Value(
-            json: await call(
-                json: params.json, service: service, policy: policy, identity: identity, logger: logger,
-                progress: progress, callRecord: callRecord))
-    }
-
-    /// `tools/call` params in, `CallToolResult` out, as raw JSON (the fast path and the SDK handler share it).
+    /// `tools/call` params in, `CallToolResult` out, as raw JSON.
     public static func call(
         json request: JSONValue, service: AllcanuseService, policy: PolicyEvaluator, identity: CallIdentity,
         logger: Logger, progress: AllcanuseService.ProgressReporter? = nil, callRecord: CallRecord? = nil
@@ -115,7 +71,7 @@ public enum MockServer {
         return result(outcome.value, isError: outcome.isError)
     }
 
-    /// The JSON object as `structuredContent` and as text, as the issue asks.
+    /// The JSON object as `structuredContent` and as text.
     static func result(_ value: JSONValue, isError: Bool) -> JSONValue {
         let text = isError ? (value["error"]?.stringValue ?? value.jsonString()) : value.jsonString(pretty: false)
         return [
@@ -126,32 +82,19 @@ public enum MockServer {
     }
 }
 
-extension Value {
-    /// From our JSON value (a data-URL-looking string stays a string here; the SDK may still rewrite it on encode).
-    init(json: JSONValue) {
-        switch json {
-        case .null: self = .null
-        case .bool(let value): self = .bool(value)
-        case .int(let value): self = .int(value)
-        case .double(let value): self = .double(value)
-        case .string(let value): self = .string(value)
-        case .array(let values): self = .array(values.map(Value.init(json:)))
-        case .object(let object): self = .object(object.mapValues(Value.init(json:)))
-        }
-    }
+/// The `tools/list` result for the policy in force, rebuilt only when its revision changes: the list never
+/// changes between reloads, so it is not filtered again per request.
+final class ToolListCache: Sendable {
+    private let policy: PolicyEvaluator
+    private let cached = Mutex<(revision: PolicyRevision, result: JSONValue)?>(nil)
 
-    var json: JSONValue {
-        switch self {
-        case .null: return .null
-        case .bool(let value): return .bool(value)
-        case .int(let value): return .int(value)
-        case .double(let value): return .double(value)
-        case .string(let value): return .string(value)
-        case .data(let mimeType, let data):
-            // The SDK turned a data-URL string into bytes while decoding; give the agent's string back.
-            return .string("data:\(mimeType ?? "");base64,\(data.base64EncodedString())")
-        case .array(let values): return .array(values.map(\.json))
-        case .object(let object): return .object(object.mapValues(\.json))
-        }
+    init(policy: PolicyEvaluator) { self.policy = policy }
+
+    func result() -> JSONValue {
+        let revision = policy.policy.revision
+        if let hit = cached.withLock({ $0 }), hit.revision == revision { return hit.result }
+        let result: JSONValue = ["tools": .array(policy.filterToolList(ToolCatalog.tools))]
+        cached.withLock { $0 = (revision, result) }
+        return result
     }
 }

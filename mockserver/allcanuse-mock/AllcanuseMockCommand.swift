@@ -1,10 +1,9 @@
 import AllcanuseMock
-import MCPHTTPHost
 import AllcanuseMockServer
 import ArgumentParser
 import Foundation
 import Logging
-import MCP
+import MCPCore
 import Policy
 import Sandbox
 import TaskRuntime
@@ -15,8 +14,11 @@ struct AllcanuseMockCommand: AsyncParsableCommand {
         commandName: "allcanuse-mock",
         abstract: "An MCP server with the Allcanuse background-task tools, every task a real sandboxed child process.",
         discussion: """
-            Speaks MCP over stdio (newline-delimited JSON-RPC). Logs go to stderr, never stdout. At the end of stdin
-            or on SIGTERM it answers every request in flight, cancels running tasks (unless --keep-tasks), and exits 0.
+            Speaks MCP 2026-07-28 (stateless) and 2025-11-25 side by side, over stdio (newline-delimited JSON-RPC; the
+            first request settles the era of the connection) or, with --http, Streamable HTTP (each request in its own
+            era: 2026-07-28 requests statelessly, an initialize opens a 2025-11-25 session). Logs go to stderr, never
+            stdout. At the end of stdin or on SIGTERM it answers every request in flight, cancels running tasks
+            (unless --keep-tasks), and exits 0.
             Without --policy an embedded policy allows every tool, capped at 6000 calls a minute per session.
             """
     )
@@ -39,11 +41,14 @@ struct AllcanuseMockCommand: AsyncParsableCommand {
     var logLevel = "info"
     @Flag(help: "Leave running tasks to be marked failed at the next start instead of cancelling them at exit.")
     var keepTasks = false
-    @Option(help: "Serve Streamable HTTP at HOST:PORT (path /mcp) instead of stdio, e.g. 127.0.0.1:8765; port 0 picks a free one. Loopback is the default and the SDK's Host/Origin check admits only local names.")
+    @Option(help: "Serve Streamable HTTP at HOST:PORT (path /mcp) instead of stdio, e.g. 127.0.0.1:8765; port 0 picks a free one. A request with an Origin header is admitted only from a loopback origin or one given with --allow-origin.")
     var http: String?
+    @Flag(help: "Read a repeated JSON key as lenient parsers do (the last copy wins) instead of refusing the message with -32700: for testing that a gateway in front does not forward ambiguous texts (corral conformance uses it).")
+    var acceptDuplicateKeys = false
+    @Option(help: "An Origin (scheme://host[:port]) admitted over HTTP besides loopback ones; repeatable.")
+    var allowOrigin: [String] = []
     @Option(help: "Append one JSON line per tools/call that reached this server (tool, arguments, executed, and refused_by when its own --policy refused it) to this file: what gateway tests compare with what the client was told.")
     var callLog: String?
-    @Flag(help: .hidden) var sdkStdioTransport = false  // the SDK's own transport, for `corral bench mock`
 
     func run() async throws {
         signal(SIGPIPE, SIG_IGN)
@@ -108,20 +113,14 @@ struct AllcanuseMockCommand: AsyncParsableCommand {
                 logger: logger)
             return
         }
-        let identity = CallIdentity(grant: grant, session: UUID().uuidString)
-        let server = await MockServer.make(
-            service: service, policy: evaluator, identity: identity, logger: logger, callRecord: callRecord)
-        if sdkStdioTransport {
-            // Benchmark peer only: no drain at EOF, 10 ms polling.
-            try await server.start(transport: StdioTransport(logger: logger))
-            await server.waitUntilCompleted()
-            await supervisor.shutdown(cancelRunning: !keepTasks)
-            return
-        }
-        let transport = LineTransport(logger: logger)
-        try await MockServer.start(
-            server, on: transport, service: service, policy: evaluator, identity: identity, logger: logger,
+        let grant = self.grant
+        let core = MockServer.core(
+            service: service, policy: evaluator,
+            identity: { context in CallIdentity(grant: grant, session: context.session) }, logger: logger,
             callRecord: callRecord)
+        let connection = StdioServerConnection(
+            core: core, connectionID: UUID().uuidString.lowercased(), rejectsDuplicateKeys: !acceptDuplicateKeys)
+        connection.start()
         logger.info("serving MCP on stdio; state in \(directory)")
 
         // Whichever comes first, the end of stdin or SIGTERM. Not a task group: it would wait for the stdin watcher,
@@ -132,18 +131,15 @@ struct AllcanuseMockCommand: AsyncParsableCommand {
         source.setEventHandler { stop.continuation.yield() }
         source.resume()
         Task {
-            await transport.waitForEndOfInput()
+            await connection.waitForEndOfInput()
             stop.continuation.yield()
         }
         for await _ in stop.stream { break }
-        let inFlight = await transport.requestsInFlight
-        logger.info("shutting down: answering \(inFlight) request(s) in flight")
-        if !keepTasks {
-            // Waits blocked on tasks end when their tasks are cancelled, so their answers can go out.
-            await supervisor.shutdown(cancelRunning: true)
-        }
-        await transport.waitUntilDrained(timeout: .seconds(10))
-        await server.stop()
+        logger.info("shutting down: answering \(connection.requestsInFlight) request(s) in flight")
+        // Listen streams end gracefully; waits blocked on tasks end when their tasks are cancelled.
+        core.listeners.closeAll()
+        if !keepTasks { await supervisor.shutdown(cancelRunning: true) }
+        await connection.waitUntilDrained(timeout: .seconds(10))
         if keepTasks { await supervisor.shutdown(cancelRunning: false) }
     }
 
@@ -151,30 +147,27 @@ struct AllcanuseMockCommand: AsyncParsableCommand {
         _ address: HTTPAddress, service: AllcanuseService, policy: PolicyEvaluator, supervisor: TaskSupervisor,
         callRecord: CallRecord?, logger: Logger
     ) async throws {
-        let (host, port) = (address.host, address.port)
         let grant = self.grant
-        let sessions = MCPSessionTable(logger: logger) { sessionID, transport, _ in
-            let identity = CallIdentity(grant: grant, session: sessionID)
-            let server = await MockServer.make(
-                service: service, policy: policy, identity: identity, logger: logger, callRecord: callRecord)
-            try await MockServer.start(
-                server, on: transport, service: service, policy: policy, identity: identity, logger: logger,
-                callRecord: callRecord)
-            return MCPSessionTable.SessionEndpoint { await server.stop() }
-        }
+        let core = MockServer.core(
+            service: service, policy: policy,
+            identity: { context in CallIdentity(grant: grant, session: context.session) }, logger: logger,
+            callRecord: callRecord)
+        let server = MCPHTTPServer(
+            configuration: .init(
+                host: address.host, port: address.port, serverName: "allcanuse-mock", allowedOrigins: Set(allowOrigin)),
+            endpoint: CoreHTTPEndpoint(core: core), logger: logger)
         let keepTasks = self.keepTasks
-        try await HTTPHost.run(
-            host: host, port: port, sessions: sessions, serverName: "allcanuse-mock", logger: logger,
+        try await server.run(
             beforeShutdown: {
-                // Waits blocked on tasks end when their tasks do, so the open requests can be answered.
+                // Listen streams end gracefully; waits blocked on tasks end when their tasks do.
+                core.listeners.closeAll()
                 await supervisor.shutdown(cancelRunning: !keepTasks)
             }
         ) { bound in
             // One line on stderr that scripts and tests can wait for.
-            FileHandle.standardError.write(Data("allcanuse-mock: listening on http://\(host):\(bound)/mcp\n".utf8))
+            FileHandle.standardError.write(Data("allcanuse-mock: listening on http://\(address.host):\(bound)/mcp\n".utf8))
         }
         logger.info("shutting down")
-        await sessions.closeAll()
         await supervisor.shutdown(cancelRunning: !keepTasks)
     }
 

@@ -74,7 +74,12 @@ struct ConformanceCommand: ParsableCommand {
         let policyPath = directory + "/policy.json"
         try (scenario.policy.jsonString() + "\n").write(toFile: policyPath, atomically: true, encoding: .utf8)
         let callLog = directory + "/calls.jsonl"
-        let server = [mock, "--state-dir", directory + "/state", "--call-log", callLog, "--grace-ms", "200", "--log-level", "warning"]
+        // Lenient about repeated keys, as many servers are: a gateway that forwards an ambiguous text must be caught by
+        // what the mock then runs, not saved by the mock's own strictness.
+        let server = [
+            mock, "--state-dir", directory + "/state", "--call-log", callLog, "--grace-ms", "200", "--log-level", "warning",
+            "--accept-duplicate-keys",
+        ]
             .map(shellQuoted).joined(separator: " ")
         let command = gateway.replacingOccurrences(of: "{server}", with: server)
             .replacingOccurrences(of: "{policy}", with: shellQuoted(policyPath))

@@ -1,6 +1,7 @@
 import CorralJSON
 import Foundation
 import Gateway
+import MCPCore
 
 /// A raw JSON-RPC client on a gateway command's stdio, for `corral conformance`.
 ///

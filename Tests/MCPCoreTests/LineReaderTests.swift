@@ -1,7 +1,7 @@
 import Foundation
 import XCTest
 
-@testable import Gateway
+@testable import MCPCore
 
 final class LineReaderTests: XCTestCase {
     /// Lines split across reads, empty lines, a long line, and a last line without its newline.

@@ -1,0 +1,369 @@
+import CorralJSON
+import Foundation
+import HTTPTypes
+import Hummingbird
+import Logging
+import ServiceLifecycle
+
+/// Streamable HTTP at `/mcp` for an `MCPHTTPEndpoint`, both eras on one endpoint at once, on Hummingbird.
+///
+/// Per request: a POST whose `MCP-Protocol-Version` header or body `_meta` says 2026-07-28 is served statelessly
+/// (no `Mcp-Session-Id` in or out); an `initialize` POST opens a 2025-11-25 session; a POST, GET or DELETE with a
+/// known `Mcp-Session-Id` belongs to that session. The spec's HTTP rules are here: 403 for a foreign `Origin`,
+/// 406 for an `Accept` that admits neither JSON nor SSE, 413 past the body limit, the header checks of
+/// `ModernEnvelope`, 404/-32601 for an `initialize` sent as 2026-07-28, 405 for a sessionless GET or DELETE, 202 for
+/// notifications, an error's status from its code. An answer that comes quickly is one JSON body; a slow one, or one
+/// preceded by notifications (progress), is an SSE stream with keep-alive comments, and a client closing that stream
+/// cancels the request.
+public final class MCPHTTPServer: Sendable {
+    public struct Configuration: Sendable {
+        public var host: String
+        public var port: Int
+        public var serverName: String
+        /// Origins admitted besides loopback ones (`http://localhost:…`, `http://127.0.0.1:…`, `http://[::1]:…`).
+        public var allowedOrigins: Set<String>
+        public var maximumBodyBytes: Int
+        public var sessionIdleTimeout: Duration
+        /// How long an answer may take and still go out as plain JSON.
+        public var jsonWindow: Duration
+        /// Keep-alive comments on a silent SSE stream (how a closed one is noticed).
+        public var keepAliveInterval: Duration
+
+        public init(
+            host: String, port: Int, serverName: String, allowedOrigins: Set<String> = [],
+            maximumBodyBytes: Int = 4 << 20, sessionIdleTimeout: Duration = .seconds(3600),
+            jsonWindow: Duration = .milliseconds(100), keepAliveInterval: Duration = .seconds(1)
+        ) {
+            self.host = host
+            self.port = port
+            self.serverName = serverName
+            self.allowedOrigins = allowedOrigins
+            self.maximumBodyBytes = maximumBodyBytes
+            self.sessionIdleTimeout = sessionIdleTimeout
+            self.jsonWindow = jsonWindow
+            self.keepAliveInterval = keepAliveInterval
+        }
+    }
+
+    private let configuration: Configuration
+    private let endpoint: any MCPHTTPEndpoint
+    private let sessions: LegacySessionTable
+    private let logger: Logger
+
+    public init(configuration: Configuration, endpoint: any MCPHTTPEndpoint, logger: Logger) {
+        self.configuration = configuration
+        self.endpoint = endpoint
+        self.sessions = LegacySessionTable(idleTimeout: configuration.sessionIdleTimeout)
+        self.logger = logger
+    }
+
+    public var legacySessionCount: Int { sessions.count }
+
+    /// Serves until SIGTERM or SIGINT. Then `beforeShutdown` runs (end what open requests wait for), legacy sessions
+    /// close, the server stops taking requests and finishes the open ones; after 10 s the rest is cancelled.
+    public func run(
+        beforeShutdown: @escaping @Sendable () async -> Void = {}, onRunning: @escaping @Sendable (Int) async -> Void
+    ) async throws {
+        let router = Router()
+        router.post("/mcp") { request, _ in await self.post(request) }
+        router.get("/mcp") { request, _ in await self.get(request) }
+        router.delete("/mcp") { request, _ in await self.delete(request) }
+        let app = Application(
+            router: router,
+            configuration: .init(
+                address: .hostname(configuration.host, port: configuration.port), serverName: configuration.serverName),
+            onServerRunning: { channel in await onRunning(channel.localAddress?.port ?? self.configuration.port) },
+            logger: logger)
+        let sessions = self.sessions
+        // The group shuts services down last to first: the hook runs before the HTTP server drains.
+        var group = ServiceGroupConfiguration(
+            services: [app, ShutdownHook(action: {
+                await beforeShutdown()
+                await sessions.closeAll()
+            })],
+            gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+        group.maximumGracefulShutdownDuration = .seconds(10)
+        group.maximumCancellationDuration = .seconds(5)
+        do {
+            try await ServiceGroup(configuration: group).run()
+        } catch let error as ServiceGroupError {
+            logger.warning("shutdown did not finish in time: \(error)")
+        }
+        await sessions.closeAll()
+    }
+
+    // MARK: - POST
+
+    private func post(_ request: Request) async -> Response {
+        await sessions.reapIdle()
+        let headers = Self.headerView(request)
+        if let refusal = checkOrigin(headers) { return refusal }
+        if let refusal = Self.checkAccept(headers) { return refusal }
+        var request = request
+        let buffer: ByteBuffer
+        do {
+            buffer = try await request.collectBody(upTo: configuration.maximumBodyBytes)
+        } catch {
+            return Self.json(
+                status: 413,
+                JSONRPC.error(id: nil, .invalidRequest("the body is larger than \(configuration.maximumBodyBytes) bytes")))
+        }
+        let body = Array(buffer.readableBytesView)
+        let message: JSONValue
+        do {
+            message = try JSONValue.parseRejectingDuplicateKeys(Data(body))
+        } catch {
+            return Self.json(status: 400, JSONRPC.error(id: nil, .parseError("\(error)")))
+        }
+        if let sessionID = headers[MCPHeader.sessionID] {
+            guard let entry = sessions.lookup(sessionID) else {
+                return Self.json(status: 404, JSONRPC.error(id: nil, .invalidRequest("unknown or expired session \(sessionID)")))
+            }
+            return await legacyPost(message, entry: entry)
+        }
+        if isModern(message, headers: headers) {
+            return await modernPost(message, headers: headers, body: body)
+        }
+        guard message["method"]?.stringValue == "initialize", message["id"] != nil else {
+            return Self.json(
+                status: 400,
+                JSONRPC.error(
+                    id: message["id"],
+                    .invalidRequest(
+                        "no Mcp-Session-Id: begin with initialize (2025-11-25), or send 2026-07-28 requests with their _meta and MCP-Protocol-Version")))
+        }
+        let entry: LegacySessionTable.Entry
+        do {
+            entry = try await sessions.open(endpoint)
+        } catch {
+            return Self.json(status: 500, JSONRPC.error(id: message["id"], error))
+        }
+        logger.info("session \(entry.id) opened")
+        var response = await legacyPost(message, entry: entry)
+        if let name = HTTPField.Name("Mcp-Session-Id") { response.headers[name] = entry.id }
+        return response
+    }
+
+    /// 2026-07-28: by header when there is one (a handshake-era value means legacy), else by the body's `_meta`.
+    private func isModern(_ message: JSONValue, headers: HTTPHeaderView) -> Bool {
+        if let version = headers[MCPHeader.protocolVersion] { return !ProtocolVersions.legacy.contains(version) }
+        return (message["params"] ?? .null).hasModernEnvelope
+    }
+
+    private func modernPost(_ message: JSONValue, headers: HTTPHeaderView, body: [UInt8]) async -> Response {
+        guard message.arrayValue == nil else {
+            return Self.json(status: 400, JSONRPC.error(id: nil, .invalidRequest("2026-07-28 has no batches: one message per POST")))
+        }
+        switch JSONRPCMessage.classify(message) {
+        case .failure(let shape):
+            return Self.json(status: 400, JSONRPC.error(id: shape.id, shape.error))
+        case .success(.notification):
+            // 2026-07-28 defines no client notifications over HTTP (a request is cancelled by closing its stream);
+            // accepted and dropped, as the spec allows, once the version is one we serve.
+            if let version = headers[MCPHeader.protocolVersion], !ProtocolVersions.modern.contains(version) {
+                return Self.json(status: 400, JSONRPC.error(id: nil, .unsupportedProtocolVersion(.string(version))))
+            }
+            return Response(status: .accepted)
+        case .success(.response), .success(.errorResponse):
+            return Self.json(
+                status: 400, JSONRPC.error(id: nil, .invalidRequest("a 2026-07-28 server sends no requests to answer")))
+        case .success(.request(let id, let method, let params)):
+            if method == "initialize" {
+                return Self.json(status: 404, JSONRPC.error(id: id, .methodNotFound(method, "removed in 2026-07-28")))
+            }
+            let envelope: ModernEnvelope
+            switch ModernEnvelope.validate(method: method, params: params, headers: headers) {
+            case .failure(let error):
+                return Self.json(status: error.httpStatus, JSONRPC.error(id: id, error))
+            case .success(let valid):
+                envelope = valid
+            }
+            if method == "subscriptions/listen", !(headers[HTTPHeaderName.accept]?.contains("text/event-stream") ?? false) {
+                return Response(status: .notAcceptable)
+            }
+            let exchange = ModernHTTPRequest(id: id, method: method, params: params, envelope: envelope, headers: headers, body: body)
+            let queue = MessageQueue()
+            let endpoint = self.endpoint
+            let task = Task {
+                let answer = await endpoint.exchange(exchange) { queue.push($0) }
+                queue.push(answer)
+                queue.finish()
+            }
+            return await answer(from: queue, single: true, cancel: { task.cancel() })
+        }
+    }
+
+    // MARK: - legacy sessions
+
+    private func legacyPost(_ message: JSONValue, entry: LegacySessionTable.Entry) async -> Response {
+        guard let session = entry.current else {
+            return Self.json(status: 404, JSONRPC.error(id: nil, .invalidRequest("session \(entry.id) is closed")))
+        }
+        let messages = message.arrayValue ?? [message]
+        guard !messages.isEmpty else {
+            return Self.json(status: 400, JSONRPC.error(id: nil, .invalidRequest("empty batch")))
+        }
+        var requestIDs: [JSONValue] = []
+        var tokens: [JSONValue] = []
+        for element in messages where element["method"] != nil {
+            if let id = element["id"], JSONRPC.isValidID(id) {
+                requestIDs.append(id)
+                if let token = element["params"]?["_meta"]?["progressToken"] { tokens.append(token) }
+            }
+        }
+        guard !requestIDs.isEmpty else {
+            for element in messages { session.receive(element) }
+            return Response(status: .accepted)
+        }
+        let (key, queue) = entry.router.openPostStream(requestIDs: requestIDs, progressTokens: tokens)
+        let cancellable = requestIDs
+        for element in messages { session.receive(element) }
+        let router = entry.router
+        return await answer(
+            from: queue, single: message.arrayValue == nil,
+            cancel: {
+                // The client closed the stream: its requests are cancelled as a notification would.
+                router.dropPostStream(key)
+                for id in cancellable {
+                    session.receive(JSONRPC.notification("notifications/cancelled", ["requestId": id, "reason": "stream closed"]))
+                }
+            })
+    }
+
+    private func get(_ request: Request) async -> Response {
+        let headers = Self.headerView(request)
+        if let refusal = checkOrigin(headers) { return refusal }
+        guard let sessionID = headers[MCPHeader.sessionID] else {
+            return Response(status: .methodNotAllowed, headers: [.allow: "POST"])
+        }
+        guard let entry = sessions.lookup(sessionID) else {
+            return Self.json(status: 404, JSONRPC.error(id: nil, .invalidRequest("unknown or expired session \(sessionID)")))
+        }
+        guard headers[HTTPHeaderName.accept]?.contains("text/event-stream") ?? false else {
+            return Response(status: .notAcceptable)
+        }
+        let queue = entry.router.openGetStream()
+        let router = entry.router
+        return sse(first: nil, queue: queue, onClose: { router.dropGetStream(queue) })
+    }
+
+    private func delete(_ request: Request) async -> Response {
+        let headers = Self.headerView(request)
+        if let refusal = checkOrigin(headers) { return refusal }
+        guard let sessionID = headers[MCPHeader.sessionID] else {
+            return Response(status: .methodNotAllowed, headers: [.allow: "POST"])
+        }
+        guard sessions.lookup(sessionID) != nil else {
+            return Self.json(status: 404, JSONRPC.error(id: nil, .invalidRequest("unknown or expired session \(sessionID)")))
+        }
+        await sessions.close(sessionID)
+        logger.info("session \(sessionID) closed by the client")
+        return Response(status: .ok)
+    }
+
+    // MARK: - answers
+
+    /// One JSON body when the stream's only message comes within the JSON window; SSE otherwise.
+    private func answer(from queue: MessageQueue, single: Bool, cancel: @escaping @Sendable () -> Void) async -> Response {
+        switch await queue.next(timeout: configuration.jsonWindow) {
+        case .finished:
+            return Response(status: .accepted)
+        case .message(let first) where single && first["method"] == nil:
+            let status = first["error"].flatMap(JSONRPCError.init(json:))?.httpStatus ?? 200
+            return Self.json(status: status, first)
+        case .message(let first):
+            return sse(first: first, queue: queue, onClose: cancel)
+        case .timeout:
+            return sse(first: nil, queue: queue, onClose: cancel)
+        }
+    }
+
+    private func sse(first: JSONValue?, queue: MessageQueue, onClose: @escaping @Sendable () -> Void) -> Response {
+        let interval = configuration.keepAliveInterval
+        let body = ResponseBody { writer in
+            do {
+                if let first { try await writer.write(Self.event(first)) }
+                loop: while true {
+                    switch await queue.next(timeout: interval) {
+                    case .message(let message): try await writer.write(Self.event(message))
+                    case .timeout: try await writer.write(ByteBuffer(string: ": keep-alive\n\n"))
+                    case .finished: break loop
+                    }
+                }
+                try await writer.finish(nil)
+            } catch {
+                onClose()  // the client went away
+                throw error
+            }
+        }
+        return Response(
+            status: .ok,
+            headers: [.contentType: "text/event-stream", .cacheControl: "no-cache, no-transform"],
+            body: body)
+    }
+
+    private static func event(_ message: JSONValue) -> ByteBuffer {
+        ByteBuffer(string: "event: message\ndata: \(message.jsonString())\n\n")
+    }
+
+    static func json(status: Int, _ message: JSONValue) -> Response {
+        Response(
+            status: HTTPResponse.Status(code: status), headers: [.contentType: "application/json"],
+            body: ResponseBody(byteBuffer: ByteBuffer(string: message.jsonString())))
+    }
+
+    // MARK: - checks
+
+    /// DNS rebinding and cross-site requests: a browser always sends `Origin`; only loopback and configured ones
+    /// pass.
+    private func checkOrigin(_ headers: HTTPHeaderView) -> Response? {
+        guard let origin = headers["origin"] else { return nil }
+        if configuration.allowedOrigins.contains(origin) || Self.isLoopbackOrigin(origin) { return nil }
+        return Self.json(status: 403, JSONRPC.error(id: nil, .invalidRequest("Origin \(origin) is not allowed")))
+    }
+
+    static func isLoopbackOrigin(_ origin: String) -> Bool {
+        guard let components = URLComponents(string: origin), let host = components.host else { return false }
+        return ["localhost", "127.0.0.1", "[::1]", "::1"].contains(host.lowercased())
+    }
+
+    private static func checkAccept(_ headers: HTTPHeaderView) -> Response? {
+        guard let accept = headers[HTTPHeaderName.accept]?.lowercased() else { return nil }
+        if accept.contains("application/json") || accept.contains("text/event-stream") || accept.contains("*/*") {
+            return nil
+        }
+        return Response(status: .notAcceptable)
+    }
+
+    static func headerView(_ request: Request) -> HTTPHeaderView {
+        HTTPHeaderView(request.headers.map { (name: $0.name.canonicalName, value: $0.value) })
+    }
+}
+
+enum HTTPHeaderName {
+    static let accept = "accept"
+}
+
+/// A service that does nothing until graceful shutdown begins, then runs `action`.
+private struct ShutdownHook: Service {
+    let action: @Sendable () async -> Void
+
+    func run() async throws {
+        try? await gracefulShutdown()
+        await action()
+    }
+}
+
+/// `HOST:PORT` as `--http` takes it (an IPv6 host in brackets; port 0 picks a free one). Nil when it is not that.
+public struct HTTPAddress: Sendable, Hashable {
+    public let host: String
+    public let port: Int
+
+    public init?(parsing text: String) {
+        guard let colon = text.lastIndex(of: ":"), colon > text.startIndex,
+            let port = Int(text[text.index(after: colon)...]), (0...65535).contains(port)
+        else { return nil }
+        self.host = String(text[..<colon]).trimmingCharacters(in: CharacterSet(charactersIn: "[]"))
+        self.port = port
+    }
+}

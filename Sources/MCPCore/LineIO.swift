@@ -1,0 +1,49 @@
+import CCorral
+import Foundation
+
+/// Writes one message and a newline with a single write, so concurrent writers never interleave inside a line.
+/// Returns false when the reader is gone (EPIPE) or the write failed; SIGPIPE is never raised (see
+/// `corral_write_all_nosigpipe`).
+@discardableResult
+public func writeLine(_ message: Data, to fd: Int32) -> Bool {
+    var line = message
+    line.append(UInt8(ascii: "\n"))
+    return line.withUnsafeBytes { corral_write_all_nosigpipe(fd, $0.baseAddress, $0.count) } == 0
+}
+
+/// Splits a byte stream into lines, with blocking reads on the caller's (dedicated) thread.
+public enum LineReader {
+    public static func readLines(from handle: FileHandle, _ body: (Data) -> Void) {
+        readLines(from: handle.fileDescriptor, body)
+    }
+
+    /// Reads `fd` to its end, calling `body` with each line (without its newline; a last line without one too).
+    /// Raw `read(2)` into one buffer and `memchr` for line ends: `FileHandle.availableData` plus `Data` slicing
+    /// spent most of the proxy's time per message in allocation and exclusivity checks.
+    public static func readLines(from fd: Int32, _ body: (Data) -> Void) {
+        let capacity = 1 << 16
+        let chunk = UnsafeMutableRawBufferPointer.allocate(byteCount: capacity, alignment: 1)
+        defer { chunk.deallocate() }
+        guard let base = chunk.baseAddress else { return }
+        var pending = Data()  // the start of a line that continues in the next read
+        while true {
+            let count = read(fd, base, capacity)
+            if count < 0 && errno == EINTR { continue }
+            if count <= 0 { break }
+            var start = 0
+            while start < count, let newline = memchr(base + start, 0x0A, count - start) {
+                let end = base.distance(to: newline)
+                if pending.isEmpty {
+                    if end > start { body(Data(bytes: base + start, count: end - start)) }
+                } else {
+                    pending.append(base.assumingMemoryBound(to: UInt8.self) + start, count: end - start)
+                    body(pending)
+                    pending = Data()
+                }
+                start = end + 1
+            }
+            if start < count { pending.append(base.assumingMemoryBound(to: UInt8.self) + start, count: count - start) }
+        }
+        if !pending.isEmpty { body(pending) }
+    }
+}

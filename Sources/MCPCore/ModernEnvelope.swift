@@ -1,0 +1,206 @@
+import CorralJSON
+
+/// What a 2026-07-28 request says about its client, after the envelope passed every check.
+public struct ModernEnvelope: Sendable, Hashable {
+    public let protocolVersion: String
+    /// `ClientCapabilities` as sent (`{}` declares none).
+    public let clientCapabilities: JSONValue
+    public let clientInfo: JSONValue?
+    public let logLevel: String?
+
+    /// Whether the client declared extension `id` (`clientCapabilities.extensions[id]`).
+    public func declaresExtension(_ id: String) -> Bool {
+        clientCapabilities["extensions"]?[id].map { !$0.isNull } ?? false
+    }
+
+    /// Whether the client can answer `elicitation/create` input requests.
+    public var canElicit: Bool { clientCapabilities["elicitation"].map { !$0.isNull } ?? false }
+
+    /// The checks of a modern request, first failure wins (the order of the spec and the Python SDK):
+    /// 1. `params._meta` is an object with the protocol version and client capabilities (-32602 naming what is
+    ///    missing), each of the right type;
+    /// 2. over HTTP, `MCP-Protocol-Version`, `Mcp-Method` and (for named methods) `Mcp-Name` equal the body
+    ///    (-32020) — before the version check, so a client that disagrees with itself is told so;
+    /// 3. the version is one this server speaks (-32022 with `data.supported`), and is date-shaped (-32602).
+    public static func validate(
+        method: String, params: JSONValue, headers: HTTPHeaderView?
+    ) -> Result<ModernEnvelope, JSONRPCError> {
+        guard let meta = params["_meta"]?.objectValue else {
+            return .failure(
+                .invalidParams(
+                    "params._meta must be an object carrying \(MetaKey.protocolVersion) and \(MetaKey.clientCapabilities)"))
+        }
+        let missing = [MetaKey.protocolVersion, MetaKey.clientCapabilities].filter { meta[$0] == nil }
+        guard missing.isEmpty else {
+            return .failure(.invalidParams("params._meta is missing \(missing.joined(separator: ", "))"))
+        }
+        let version = meta[MetaKey.protocolVersion] ?? .null
+        let capabilities = meta[MetaKey.clientCapabilities] ?? .null
+        guard capabilities.objectValue != nil else {
+            return .failure(.invalidParams("\(MetaKey.clientCapabilities) must be an object"))
+        }
+        if let info = meta[MetaKey.clientInfo], !info.isNull, info.objectValue == nil {
+            return .failure(.invalidParams("\(MetaKey.clientInfo) must be an object"))
+        }
+        var logLevel: String?
+        if let level = meta[MetaKey.logLevel], !level.isNull {
+            guard let text = level.stringValue, Self.logLevels.contains(text) else {
+                return .failure(.invalidParams("\(MetaKey.logLevel) must be one of \(Self.logLevels.joined(separator: ", "))"))
+            }
+            logLevel = text
+        }
+        if let headers {
+            if let failure = checkHeaders(headers, method: method, params: params, version: version) {
+                return .failure(failure)
+            }
+        }
+        guard let text = version.stringValue else {
+            return .failure(.invalidParams("\(MetaKey.protocolVersion) must be a string"))
+        }
+        guard ProtocolVersions.isDateShaped(text) else {
+            return .failure(
+                JSONRPCError(
+                    code: JSONRPCError.invalidParamsCode,
+                    message: "Invalid params: \(MetaKey.protocolVersion) \(version.jsonString()) is not a YYYY-MM-DD version",
+                    data: ["supported": .array(ProtocolVersions.supported.map(JSONValue.string)), "requested": version]))
+        }
+        guard ProtocolVersions.modern.contains(text) else { return .failure(.unsupportedProtocolVersion(version)) }
+        let info = meta[MetaKey.clientInfo].flatMap { $0.isNull ? nil : $0 }
+        return .success(
+            ModernEnvelope(protocolVersion: text, clientCapabilities: capabilities, clientInfo: info, logLevel: logLevel))
+    }
+
+    static let logLevels = ["debug", "info", "notice", "warning", "error", "critical", "alert", "emergency"]
+
+    /// The params key each named method mirrors in `Mcp-Name`.
+    public static func nameKey(for method: String) -> String? {
+        switch method {
+        case "tools/call", "prompts/get": "name"
+        case "resources/read": "uri"
+        case _ where method.hasPrefix("tasks/"): "taskId"
+        default: nil
+        }
+    }
+
+    private static func checkHeaders(
+        _ headers: HTTPHeaderView, method: String, params: JSONValue, version: JSONValue
+    ) -> JSONRPCError? {
+        for name in [MCPHeader.protocolVersion, MCPHeader.method, MCPHeader.name] where headers.count(of: name) > 1 {
+            return .headerMismatch("\(name) appears more than once")
+        }
+        guard let sent = headers[MCPHeader.protocolVersion] else {
+            return .headerMismatch("the MCP-Protocol-Version header is missing")
+        }
+        guard version.stringValue == sent else {
+            return .headerMismatch("MCP-Protocol-Version \(sent) differs from the body's \(version.jsonString())")
+        }
+        guard let sentMethod = headers[MCPHeader.method] else {
+            return .headerMismatch("the Mcp-Method header is missing")
+        }
+        guard sentMethod == method else {
+            return .headerMismatch("Mcp-Method \(sentMethod) differs from the body's method \(method)")
+        }
+        if let key = nameKey(for: method), let bodyValue = params[key]?.stringValue {
+            guard let raw = headers[MCPHeader.name] else {
+                return .headerMismatch("the Mcp-Name header is missing (the body's \(key) is \(bodyValue))")
+            }
+            guard let decoded = HeaderValueCodec.decode(raw), decoded == bodyValue else {
+                return .headerMismatch("Mcp-Name \(raw) differs from the body's \(key) \(bodyValue)")
+            }
+        }
+        return nil
+    }
+}
+
+/// Header values that are not plain printable ASCII travel as `=?base64?…?=` (SEP-2243).
+public enum HeaderValueCodec {
+    public static func encode(_ value: String) -> String {
+        let plain = value.utf8.allSatisfy { $0 >= 0x20 && $0 <= 0x7E }
+        if plain, value == value.trimmingWhitespace, !(value.hasPrefix("=?base64?") && value.hasSuffix("?=")) {
+            return value
+        }
+        return "=?base64?" + Base64.encode(Array(value.utf8)) + "?="
+    }
+
+    /// Nil for a malformed sentinel, so a corrupt header never matches a body value by accident.
+    public static func decode(_ value: String) -> String? {
+        guard value.hasPrefix("=?base64?"), value.hasSuffix("?="), value.count >= 11 else { return value }
+        let payload = String(value.dropFirst(9).dropLast(2))
+        guard let bytes = Base64.decode(payload), Base64.encode(bytes) == payload else { return nil }
+        return String(validating: bytes, as: UTF8.self)
+    }
+}
+
+extension String {
+    var trimmingWhitespace: String {
+        var view = Substring(self)
+        while let first = view.first, first == " " || first == "\t" { view = view.dropFirst() }
+        while let last = view.last, last == " " || last == "\t" { view = view.dropLast() }
+        return String(view)
+    }
+}
+
+/// Standard base64, for header values (Foundation-free so that the core stays small).
+enum Base64 {
+    private static let alphabet = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/".utf8)
+
+    static func encode(_ bytes: [UInt8]) -> String {
+        var out: [UInt8] = []
+        out.reserveCapacity((bytes.count + 2) / 3 * 4)
+        var index = 0
+        while index < bytes.count {
+            let b0 = bytes[index]
+            let b1 = index + 1 < bytes.count ? bytes[index + 1] : 0
+            let b2 = index + 2 < bytes.count ? bytes[index + 2] : 0
+            out.append(alphabet[Int(b0 >> 2)])
+            out.append(alphabet[Int((b0 & 0x03) << 4 | b1 >> 4)])
+            out.append(index + 1 < bytes.count ? alphabet[Int((b1 & 0x0F) << 2 | b2 >> 6)] : UInt8(ascii: "="))
+            out.append(index + 2 < bytes.count ? alphabet[Int(b2 & 0x3F)] : UInt8(ascii: "="))
+            index += 3
+        }
+        return String(decoding: out, as: UTF8.self)
+    }
+
+    static func decode(_ text: String) -> [UInt8]? {
+        let bytes = Array(text.utf8)
+        guard bytes.count % 4 == 0 else { return nil }
+        var out: [UInt8] = []
+        var index = 0
+        while index < bytes.count {
+            var values: [UInt8] = []
+            var padding = 0
+            for offset in 0..<4 {
+                let byte = bytes[index + offset]
+                if byte == UInt8(ascii: "=") {
+                    guard index + 4 == bytes.count, offset >= 2 else { return nil }
+                    padding += 1
+                    values.append(0)
+                } else {
+                    guard padding == 0, let value = alphabet.firstIndex(of: byte) else { return nil }
+                    values.append(UInt8(value))
+                }
+            }
+            out.append(values[0] << 2 | values[1] >> 4)
+            if padding < 2 { out.append(values[1] << 4 | values[2] >> 2) }
+            if padding < 1 { out.append(values[2] << 6 | values[3]) }
+            index += 4
+        }
+        return out
+    }
+}
+
+/// The HTTP headers of one request, by lowercase name (a name may repeat).
+public struct HTTPHeaderView: Sendable {
+    private var fields: [String: [String]] = [:]
+
+    public init(_ pairs: [(name: String, value: String)]) {
+        for pair in pairs { fields[pair.name.lowercased(), default: []].append(pair.value) }
+    }
+
+    /// The first value of `name`.
+    public subscript(name: String) -> String? { fields[name.lowercased()]?.first }
+
+    public func count(of name: String) -> Int { fields[name.lowercased()]?.count ?? 0 }
+
+    public func values(_ name: String) -> [String] { fields[name.lowercased()] ?? [] }
+}

@@ -1,0 +1,269 @@
+import CorralJSON
+import Synchronization
+
+/// What a server says about itself, in `server/discover` and in `initialize`.
+public struct ServerDescription: Sendable {
+    public var name: String
+    public var version: String
+    public var instructions: String?
+    /// Capabilities beyond `tools` (which is always there) and `extensions`.
+    public var extraCapabilities: [String: JSONValue]
+    /// Extensions advertised under `capabilities.extensions` (modern) — e.g. `io.modelcontextprotocol/tasks`.
+    public var extensions: [String: JSONValue]
+    /// Cache hints: `server/discover` and `tools/list` must carry them in 2026-07-28.
+    public var discoverTTLMilliseconds: Int
+    public var toolsListTTLMilliseconds: Int
+    /// `public` when every client sees the same list; `private` when it depends on who asks (a policy per grant).
+    public var toolsListCacheScope: String
+
+    public init(
+        name: String, version: String, instructions: String? = nil, extraCapabilities: [String: JSONValue] = [:],
+        extensions: [String: JSONValue] = [:], discoverTTLMilliseconds: Int = 3_600_000,
+        toolsListTTLMilliseconds: Int = 300_000, toolsListCacheScope: String = "public"
+    ) {
+        self.name = name
+        self.version = version
+        self.instructions = instructions
+        self.extraCapabilities = extraCapabilities
+        self.extensions = extensions
+        self.discoverTTLMilliseconds = discoverTTLMilliseconds
+        self.toolsListTTLMilliseconds = toolsListTTLMilliseconds
+        self.toolsListCacheScope = toolsListCacheScope
+    }
+
+    var serverInfo: JSONValue { ["name": .string(name), "version": .string(version)] }
+}
+
+/// Serves what a server application provides (`tools/list`, `tools/call`, anything else) in both eras, and the
+/// protocol's own methods itself: `server/discover`, `initialize`, `ping`, `logging/setLevel`,
+/// `subscriptions/listen`. Results are shaped per era here (`resultType`, `serverInfo`, cache hints), so the
+/// application writes each result once.
+public final class MCPServerCore: Sendable {
+    public typealias Handler = @Sendable (_ method: String, _ params: JSONValue, _ context: RequestContext)
+        async throws(JSONRPCError) -> JSONValue
+
+    public let description: ServerDescription
+    private let handler: Handler
+    public let listeners = ListenRegistry()
+
+    /// `handler` answers every method the core does not (throw `JSONRPCError.methodNotFound` for unknown ones).
+    public init(description: ServerDescription, handler: @escaping Handler) {
+        self.description = description
+        self.handler = handler
+    }
+
+    /// The answer to one request whose era is settled (a message with `result` or `error`).
+    public func respond(id: JSONValue, method: String, params: JSONValue, context: RequestContext) async -> JSONValue {
+        do throws(JSONRPCError) {
+            let result = try await result(method: method, params: params, context: context)
+            return JSONRPC.response(id: id, result: context.era.isModern ? stamp(result, method: method) : result)
+        } catch {
+            return JSONRPC.error(id: id, error)
+        }
+    }
+
+    private func result(method: String, params: JSONValue, context: RequestContext) async throws(JSONRPCError) -> JSONValue {
+        switch (method, context.era.isModern) {
+        case ("server/discover", true):
+            return discoverResult()
+        case ("server/discover", false):
+            throw .methodNotFound(method, "server/discover is 2026-07-28; this connection uses \(context.era.version)")
+        case ("ping", false):
+            return [:]
+        case ("logging/setLevel", false):
+            return [:]
+        case ("ping", true), ("logging/setLevel", true), ("initialize", true):
+            throw .methodNotFound(method, "removed in 2026-07-28")
+        case ("subscriptions/listen", true):
+            return try await listeners.listen(params: params, context: context)
+        case ("subscriptions/listen", false):
+            throw .methodNotFound(method, "subscriptions/listen is 2026-07-28")
+        default:
+            return try await handler(method, params, context)
+        }
+    }
+
+    /// 2026-07-28: every result has `resultType` and the server's identity; cacheable ones have their hints.
+    private func stamp(_ result: JSONValue, method: String) -> JSONValue {
+        guard var object = result.objectValue else { return result }
+        if object["resultType"] == nil { object["resultType"] = "complete" }
+        if method == "tools/list", object["resultType"]?.stringValue == "complete" {
+            if object["ttlMs"] == nil { object["ttlMs"] = .int(description.toolsListTTLMilliseconds) }
+            if object["cacheScope"] == nil { object["cacheScope"] = .string(description.toolsListCacheScope) }
+        }
+        var meta = object["_meta"]?.objectValue ?? [:]
+        if meta[MetaKey.serverInfo] == nil { meta[MetaKey.serverInfo] = description.serverInfo }
+        object["_meta"] = .object(meta)
+        return .object(object)
+    }
+
+    public func discoverResult() -> JSONValue {
+        var capabilities = description.extraCapabilities
+        capabilities["tools"] = ["listChanged": true]
+        capabilities["extensions"] = .object(description.extensions)
+        var result: [String: JSONValue] = [
+            "resultType": "complete",
+            "supportedVersions": .array(ProtocolVersions.supported.map(JSONValue.string)),
+            "capabilities": .object(capabilities),
+            "serverInfo": description.serverInfo,
+            "ttlMs": .int(description.discoverTTLMilliseconds), "cacheScope": "public",
+            "_meta": [MetaKey.serverInfo: description.serverInfo],
+        ]
+        if let instructions = description.instructions { result["instructions"] = .string(instructions) }
+        return .object(result)
+    }
+
+    /// The `initialize` result and the version settled on.
+    public func initializeResult(_ params: JSONValue) -> (result: JSONValue, version: String) {
+        let version = ProtocolVersions.negotiateLegacy(params["protocolVersion"]?.stringValue)
+        var capabilities = description.extraCapabilities
+        capabilities["tools"] = ["listChanged": true]
+        var result: [String: JSONValue] = [
+            "protocolVersion": .string(version), "capabilities": .object(capabilities),
+            "serverInfo": description.serverInfo,
+        ]
+        if let instructions = description.instructions { result["instructions"] = .string(instructions) }
+        return (.object(result), version)
+    }
+
+    /// Tells every listening client (modern listen streams asking for it, legacy connections) that the tool list
+    /// changed.
+    public func announceToolsListChanged() {
+        listeners.announceToolsListChanged()
+    }
+}
+
+/// One request as a handler sees it.
+public struct RequestContext: Sendable {
+    public let id: JSONValue
+    public let era: MCPEra
+    /// A modern request's validated `_meta`.
+    public let envelope: ModernEnvelope?
+    /// A legacy connection's `initialize` capabilities.
+    public let legacyCapabilities: JSONValue?
+    /// The legacy session (HTTP) or connection (stdio) this request belongs to; nil for a modern request, which
+    /// belongs to none.
+    public let session: String?
+    /// Sends a notification on this request's own stream (stdio: the one output; HTTP: its response stream).
+    public let notify: @Sendable (JSONValue) async -> Void
+
+    public init(
+        id: JSONValue, era: MCPEra, envelope: ModernEnvelope?, legacyCapabilities: JSONValue?, session: String?,
+        notify: @escaping @Sendable (JSONValue) async -> Void
+    ) {
+        self.id = id
+        self.era = era
+        self.envelope = envelope
+        self.legacyCapabilities = legacyCapabilities
+        self.session = session
+        self.notify = notify
+    }
+
+    /// Whether the client can answer elicitation (declared per request in 2026-07-28, at `initialize` before).
+    public var clientCanElicit: Bool {
+        if let envelope { return envelope.canElicit }
+        return legacyCapabilities?["elicitation"].map { !$0.isNull } ?? false
+    }
+
+    /// A `notifications/progress` reporter when the request carries a progress token.
+    public func progressReporter(_ params: JSONValue) -> (@Sendable (Double, Double?, String) async -> Void)? {
+        guard let token = params["_meta"]?["progressToken"], JSONRPC.isValidID(token) else { return nil }
+        let notify = self.notify
+        return { done, total, message in
+            var update: [String: JSONValue] = ["progressToken": token, "progress": .double(done), "message": .string(message)]
+            if let total { update["total"] = .double(total) }
+            await notify(JSONRPC.notification("notifications/progress", .object(update)))
+        }
+    }
+}
+
+/// Who hears about list changes: modern `subscriptions/listen` streams and legacy connections.
+public final class ListenRegistry: Sendable {
+    private struct Subscription {
+        let id: JSONValue
+        let toolsListChanged: Bool
+        let notify: @Sendable (JSONValue) async -> Void
+        let close: CheckedContinuation<Void, Never>
+    }
+
+    private struct State {
+        var subscriptions: [Int: Subscription] = [:]
+        var legacy: [Int: @Sendable (JSONValue) -> Void] = [:]
+        var next = 0
+        var closed = false
+    }
+
+    private let state = Mutex(State())
+
+    public init() {}
+
+    /// A legacy connection's sink for `notifications/tools/list_changed`; the returned closure removes it.
+    public func addLegacy(_ sink: @escaping @Sendable (JSONValue) -> Void) -> @Sendable () -> Void {
+        let key = state.withLock { state -> Int in
+            state.next += 1
+            state.legacy[state.next] = sink
+            return state.next
+        }
+        return { [weak self] in _ = self?.state.withLock { $0.legacy.removeValue(forKey: key) } }
+    }
+
+    public var openSubscriptions: Int { state.withLock { $0.subscriptions.count } }
+
+    func listen(params: JSONValue, context: RequestContext) async throws(JSONRPCError) -> JSONValue {
+        guard let requested = params["notifications"]?.objectValue else {
+            throw .invalidParams("subscriptions/listen needs notifications: {toolsListChanged?: bool, …}")
+        }
+        let tools = requested["toolsListChanged"]?.boolValue ?? false
+        let idMeta: JSONValue = [MetaKey.subscriptionID: context.id]
+        var honoured: [String: JSONValue] = [:]
+        if tools { honoured["toolsListChanged"] = true }
+        await context.notify(
+            JSONRPC.notification(
+                "notifications/subscriptions/acknowledged", ["notifications": .object(honoured), "_meta": idMeta]))
+        let key = state.withLock { state -> Int in
+            state.next += 1
+            return state.next
+        }
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { (close: CheckedContinuation<Void, Never>) in
+                let shutDown = state.withLock { state -> Bool in
+                    if state.closed || Task.isCancelled { return true }
+                    state.subscriptions[key] = Subscription(
+                        id: context.id, toolsListChanged: tools, notify: context.notify, close: close)
+                    return false
+                }
+                if shutDown { close.resume() }
+            }
+        } onCancel: {
+            self.end(key)
+        }
+        return ["resultType": "complete", "_meta": idMeta]
+    }
+
+    private func end(_ key: Int) {
+        state.withLock { $0.subscriptions.removeValue(forKey: key) }?.close.resume()
+    }
+
+    /// Ends every listen stream gracefully (their requests are answered) and refuses new ones: at shutdown.
+    public func closeAll() {
+        let open = state.withLock { state -> [Subscription] in
+            state.closed = true
+            defer { state.subscriptions.removeAll() }
+            return Array(state.subscriptions.values)
+        }
+        for subscription in open { subscription.close.resume() }
+    }
+
+    func announceToolsListChanged() {
+        let (modern, legacy) = state.withLock { state in
+            (state.subscriptions.values.filter(\.toolsListChanged), Array(state.legacy.values))
+        }
+        for sink in legacy { sink(JSONRPC.notification("notifications/tools/list_changed")) }
+        for subscription in modern {
+            let message = JSONRPC.notification(
+                "notifications/tools/list_changed", ["_meta": [MetaKey.subscriptionID: subscription.id]])
+            let notify = subscription.notify
+            Task { await notify(message) }
+        }
+    }
+}

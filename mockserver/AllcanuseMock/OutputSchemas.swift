@@ -1,0 +1,120 @@
+import CorralJSON
+
+/// The MCP `outputSchema` of every tool: a JSON Schema (type object) that the tool's `structuredContent` satisfies on
+/// success (an `isError` result is `{error}` and is not covered, as MCP asks). Every field the service always writes
+/// is `required`, with `null` allowed where it can be null; objects stay open (`additionalProperties: true`) so that a
+/// field added later does not break a client that validates (the Python SDK validates every result against these).
+public enum OutputSchemas {
+    /// The schema of `tool`'s structured result. Every tool of `ToolCatalog` has one: a missing one is a programming
+    /// error and stops the server the first time the catalog is built (so any test that lists the tools catches it).
+    public static func schema(for tool: String) -> JSONValue {
+        guard let schema = byTool[tool] else { preconditionFailure("OutputSchemas: no output schema for tool \(tool)") }
+        return schema
+    }
+
+    /// The schemas by tool name (exactly the names of `ToolCatalog`).
+    public static let byTool: [String: JSONValue] = [
+        "create_background_task": task,
+        "list_background_tasks": object([
+            "count": count("Tasks in this page."),
+            "total_count": count("Tasks matching the statuses filter, over all pages."),
+            "tasks": array(task, "The page, newest first."),
+        ]),
+        "get_background_task": task,
+        "pause_background_task": taskWithNote,
+        "resume_background_task": taskWithNote,
+        "cancel_background_task": taskWithNote,
+        "wait_for_background_task": object([
+            "ok": ["type": "boolean", "description": "Always true: the wait itself worked (see condition_met)."],
+            "condition_met": ["type": "boolean", "description": "Whether the task reached a target status in time."],
+            "attempts": integer(minimum: 1),
+            "started_at": timestamp, "finished_at": timestamp,
+            "timeout_ms": ["type": "integer", "description": "As asked; negative: no timeout."],
+            "poll_interval_ms": ["type": "integer"],
+            "waited_ms": integer(minimum: 0),
+            "last_result": object([
+                "condition_met": ["type": "boolean"], "task_id": string, "status": status, "task": task,
+            ]),
+        ]),
+        "append_task_event": event,
+        "create_task_plan": task,
+        "update_task_step": task,
+        "record_task_artifact": artifact,
+        "summarize_background_task": object([
+            "task": task,
+            "recent_events": array(event, "The newest events, oldest first."),
+            "summary": ["type": "string", "description": "One line: title, type, status, error, plan progress."],
+        ]),
+        "get_task_handoff": object([
+            "task_id": string, "status": status, "goal": nullable("string"), "task_type": string,
+            "current_step": step.merging(["type": ["object", "null"]]),
+            "completed_steps": array(step), "pending_steps": array(step, "Steps pending or in progress."),
+            "recent_events": array(event), "last_result": lastResult, "last_error": nullable("string"),
+            "artifacts": array(artifact), "blocker": nullable("string"),
+            "suggested_next_actions": array(string), "handoff": string, "summary": string,
+        ]),
+        "mark_task_waiting_for_user": taskWithNote,
+        "mark_task_waiting_for_condition": taskWithNote,
+        "get_scheduler_time": object([
+            "local_time": timestamp, "local_timezone": string, "utc_time": timestamp,
+            "monotonic_seconds": ["type": "number", "minimum": 0, "description": "CLOCK_MONOTONIC, in seconds."],
+            "runtime_tasks_dir": string,
+            "task_status_counts": object(
+                Dictionary(uniqueKeysWithValues: AllcanuseService.allStatuses.map { ($0, count()) }),
+                description: "Tasks by runtime status (a running task marked waiting counts as running)."),
+            "scheduler": object(["kind": string, "engine": string, "cgroups": ["type": "boolean"]]),
+        ]),
+        "get_task_output": object([
+            "task_id": string,
+            "stream": ["type": "string", "enum": ["stdout", "stderr"]],
+            "text": ["type": "string", "description": "The bytes read, as UTF-8 (invalid sequences replaced)."],
+            "offset": ["type": "integer", "minimum": 0, "description": "Where text starts in the stream."],
+            "bytes": count("Bytes read."),
+            "total_bytes": count("Bytes the task wrote to the stream."),
+            "dropped_bytes": count("Bytes beyond the output limit, counted but not kept."),
+            "truncated": ["type": "boolean", "description": "Whether some of the stream was dropped."],
+        ]),
+        "list_task_events": object([
+            "task_id": string, "count": count(), "events": array(event, "In order of sequence."),
+            "next_since": [
+                "type": ["integer", "null"],
+                "description": "Pass as since for the next page: the last event's sequence, else the since given.",
+            ],
+        ]),
+    ]
+
+    // MARK: - building blocks
+
+    /// An object whose properties are all required except `optional`; extra fields allowed.
+    static func object(_ properties: [String: JSONValue], optional: Set<String> = [], description: String? = nil) -> JSONValue {
+        var schema: JSONValue = [
+            "type": "object", "properties": .object(properties),
+            "required": .array(properties.keys.filter { !optional.contains($0) }.sorted().map(JSONValue.string)),
+            "additionalProperties": true,
+        ]
+        if let description { schema = schema.merging(["description": .string(description)]) }
+        return schema
+    }
+
+    static func array(_ items: JSONValue, _ description: String? = nil) -> JSONValue {
+        let schema: JSONValue = ["type": "array", "items": items]
+        return description.map { schema.merging(["description": .string($0)]) } ?? schema
+    }
+
+    static func nullable(_ type: String, _ description: String? = nil) -> JSONValue {
+        let schema: JSONValue = ["type": [.string(type), "null"]]
+        return description.map { schema.merging(["description": .string($0)]) } ?? schema
+    }
+
+    static func integer(minimum: Int) -> JSONValue { ["type": "integer", "minimum": .int(minimum)] }
+
+    static func count(_ description: String? = nil) -> JSONValue {
+        description.map { integer(minimum: 0).merging(["description": .string($0)]) } ?? integer(minimum: 0)
+    }
+
+    static let string: JSONValue = ["type": "string"]
+    /// UTC ISO 8601 with milliseconds, "2026-12-01T20:21:07.123Z" (local_time carries the local offset).
+    static let timestamp: JSONValue = ["type": "string", "format": "date-time"]
+    static let nullableTimestamp: JSONValue = ["type": ["string", "null"], "format": "date-time"]
+    static let status: JSONValue = ["type": "string", "enum": .array(AllcanuseService.allStatuses.map(JSONValue.string))]
+}
