@@ -1,0 +1,324 @@
+"""allcanuse-mock in both MCP eras, driven by the Python MCP SDK 2.3.0's `Client` (mode 2026-07-28, auto and legacy)
+over stdio and Streamable HTTP, and by raw HTTP requests for every header and status rule of 2026-07-28."""
+
+import asyncio
+import contextlib
+import json
+import pathlib
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+from mcp import Client, StdioServerParameters
+
+from conftest import MOCK, http_server, process_state, run, tree_members
+
+MODERN = "2026-07-28"
+META = {
+    "io.modelcontextprotocol/protocolVersion": MODERN,
+    "io.modelcontextprotocol/clientCapabilities": {},
+    "io.modelcontextprotocol/clientInfo": {"name": "raw", "version": "1"},
+}
+
+
+@contextlib.asynccontextmanager
+async def client(transport, state_dir, mode, url=None):
+    if transport == "stdio":
+        server = StdioServerParameters(command=str(MOCK), args=["--state-dir", state_dir, "--grace-ms", "300"])
+        async with Client(server, mode=mode) as connected:
+            yield connected
+    else:
+        async with Client(url, mode=mode) as connected:
+            yield connected
+
+
+async def tool(connected, name, arguments=None):
+    result = await connected.call_tool(name, arguments or {})
+    assert not result.is_error, f"{name}: {result.content}"
+    return result.structured_content
+
+
+async def lifecycle(connected, expected_version, pinned=False):
+    assert connected.protocol_version == expected_version
+    if not pinned:  # a pinned client skips server/discover, so it has no server info
+        assert connected.server_info.name == "allcanuse-mock"
+    tools = await connected.list_tools()
+    assert len(tools.tools) == 18
+    assert all(t.output_schema and t.output_schema.get("type") == "object" for t in tools.tools)
+    task = await tool(connected, "create_background_task", {
+        "title": "ticker", "goal": "tick", "task_type": "command",
+        "condition": {"command": "for i in $(seq 1 400); do echo tick $i; sleep 0.05; done & sleep 60"},
+    })
+    task_id, pid = task["task_id"], task["pid"]
+    assert task["status"] == "running" and process_state(pid) is not None
+
+    paused = await tool(connected, "pause_background_task", {"task_id": task_id, "reason": "e2e"})
+    assert paused["status"] == "paused"
+    if paused.get("cgroup"):
+        assert "frozen 1" in (pathlib.Path(paused["cgroup"]) / "cgroup.events").read_text()
+    else:
+        assert process_state(pid) == "T"
+    waited = await tool(connected, "wait_for_background_task", {"task_id": task_id, "timeout_ms": 50})
+    assert waited["condition_met"] is False
+    resumed = await tool(connected, "resume_background_task", {"task_id": task_id})
+    assert resumed["status"] == "running" and process_state(pid) not in (None, "T")
+
+    event = await tool(connected, "append_task_event", {"task_id": task_id, "message": "hello", "data": {"era": expected_version}})
+    events = await tool(connected, "list_task_events", {"task_id": task_id})
+    assert any(e["event_id"] == event["event_id"] and e["data"] == {"era": expected_version} for e in events["events"])
+    await asyncio.sleep(0.3)
+    output = await tool(connected, "get_task_output", {"task_id": task_id, "tail_bytes": 4096})
+    assert "tick 1\n" in output["text"]
+
+    group = pid  # tasks lead their own process group
+    assert len(tree_members(group)) >= 2
+    cancelled = await tool(connected, "cancel_background_task", {"task_id": task_id})
+    assert cancelled["status"] == "cancelled"
+    assert tree_members(group) == [] and process_state(pid) is None
+
+    short = await tool(connected, "create_background_task", {
+        "title": "short", "goal": "wait", "task_type": "command", "condition": {"argv": ["/bin/sh", "-c", "sleep 0.2"]},
+    })
+    done = await tool(connected, "wait_for_background_task", {"task_id": short["task_id"], "timeout_ms": 10000})
+    assert done["condition_met"] is True and done["last_result"]["status"] == "completed"
+    missing = await connected.call_tool("get_background_task", {"task_id": "0" * 32})
+    assert missing.is_error
+
+
+@pytest.mark.parametrize("mode, expected", [(MODERN, MODERN), ("auto", MODERN), ("legacy", "2025-11-25")])
+def test_lifecycle_over_stdio_in_each_mode(state_dir, mode, expected):
+    async def scenario():
+        async with client("stdio", state_dir, mode) as connected:
+            await lifecycle(connected, expected, pinned=mode == MODERN)
+
+    run(scenario())
+
+
+def test_lifecycle_over_http_in_each_mode_on_one_endpoint(state_dir):
+    """One server, one endpoint: a legacy session stays open while modern clients are served beside it."""
+    with http_server(state_dir) as url:
+        async def scenario():
+            async with client("http", state_dir, "legacy", url) as legacy:
+                for mode in (MODERN, "auto"):
+                    async with client("http", state_dir, mode, url) as modern:
+                        await lifecycle(modern, MODERN, pinned=mode == MODERN)
+                await lifecycle(legacy, "2025-11-25")
+
+        run(scenario())
+
+
+def test_progress_on_the_requests_own_stream_in_both_eras(state_dir):
+    with http_server(state_dir) as url:
+        async def scenario():
+            for mode in (MODERN, "legacy"):
+                async with client("http", state_dir, mode, url) as connected:
+                    task = await tool(connected, "create_background_task", {
+                        "title": "nap", "goal": "progress", "task_type": "sleep", "condition": {"duration_ms": 600},
+                    })
+                    updates = []
+
+                    async def on_progress(progress, total, message):
+                        updates.append(progress)
+
+                    result = await connected.call_tool(
+                        "wait_for_background_task",
+                        {"task_id": task["task_id"], "timeout_ms": 10000, "poll_interval_ms": 100},
+                        progress_callback=on_progress)
+                    assert result.structured_content["condition_met"] is True
+                    assert len(updates) >= 2, (mode, updates)
+
+        run(scenario())
+
+
+def test_listen_is_acknowledged_and_closed_gracefully_at_shutdown(state_dir):
+    async def scenario():
+        async with client("stdio", state_dir, MODERN) as connected:
+            async with connected.listen(tools_list_changed=True, prompts_list_changed=True) as subscription:
+                assert subscription.honored.tools_list_changed is True
+                assert not subscription.honored.prompts_list_changed
+
+    run(scenario())
+
+
+# --- raw HTTP: every header and status rule -------------------------------------------------------------------
+
+
+def post(url, message, headers=None, raw=None):
+    """POSTs one message; returns (status, headers, parsed body or None)."""
+    body = raw if raw is not None else json.dumps(message).encode()
+    request = urllib.request.Request(url, data=body, method="POST", headers={
+        "Content-Type": "application/json", "Accept": "application/json, text/event-stream", **(headers or {}),
+    })
+    try:
+        with urllib.request.urlopen(request, timeout=20) as response:
+            status, answer_headers, text = response.status, dict(response.headers), response.read().decode()
+    except urllib.error.HTTPError as error:
+        status, answer_headers, text = error.code, dict(error.headers), error.read().decode()
+    if not text:
+        return status, answer_headers, None
+    if answer_headers.get("Content-Type", "").startswith("text/event-stream"):
+        events = [json.loads(line[5:]) for line in text.splitlines() if line.startswith("data:")]
+        return status, answer_headers, events[-1]
+    return status, answer_headers, json.loads(text)
+
+
+def modern(method, params=None, request_id=1, name=None, version=MODERN, method_header=None):
+    message = {"jsonrpc": "2.0", "id": request_id, "method": method, "params": {**(params or {}), "_meta": META}}
+    headers = {"MCP-Protocol-Version": version, "Mcp-Method": method_header or method}
+    if name is not None:
+        headers["Mcp-Name"] = name
+    return message, headers
+
+
+def request(url, method, session=None, version=None):
+    headers = {"Accept": "text/event-stream"}
+    if session:
+        headers["Mcp-Session-Id"] = session
+    if version:
+        headers["MCP-Protocol-Version"] = version
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, method=method, headers=headers), timeout=5) as response:
+            return response.status, dict(response.headers)
+    except urllib.error.HTTPError as error:
+        return error.code, dict(error.headers)
+
+
+def test_http_rules_of_2026_07_28(state_dir):
+    with http_server(state_dir) as url:
+        # server/discover: versions, capabilities with extensions, cache hints, identity; no session header.
+        status, headers, answer = post(url, *modern("server/discover"))
+        assert status == 200 and "Mcp-Session-Id" not in headers
+        result = answer["result"]
+        assert result["resultType"] == "complete"
+        assert result["supportedVersions"] == [MODERN, "2025-11-25"]
+        assert "tools" in result["capabilities"] and isinstance(result["capabilities"]["extensions"], dict)
+        assert result["ttlMs"] > 0 and result["cacheScope"] in ("public", "private")
+        assert result["_meta"]["io.modelcontextprotocol/serverInfo"]["name"] == "allcanuse-mock"
+        assert result["instructions"]
+
+        # tools/list: cache hints, the same order every time.
+        _, _, first = post(url, *modern("tools/list"))
+        _, _, second = post(url, *modern("tools/list", request_id=2))
+        assert first["result"]["ttlMs"] > 0 and first["result"]["cacheScope"] == "public"
+        assert [t["name"] for t in first["result"]["tools"]] == [t["name"] for t in second["result"]["tools"]]
+
+        # A tool call with the right Mcp-Name; its result has resultType.
+        status, _, answer = post(url, *modern("tools/call", {"name": "get_scheduler_time", "arguments": {}}, name="get_scheduler_time"))
+        assert status == 200 and answer["result"]["resultType"] == "complete" and not answer["result"]["isError"]
+
+        def refused(message, headers, status, code):
+            got_status, _, answer = post(url, message, headers)
+            assert (got_status, answer["error"]["code"]) == (status, code), (message, headers, got_status, answer)
+            return answer
+
+        call = {"name": "get_scheduler_time", "arguments": {}}
+        message, headers = modern("tools/call", call, name="get_scheduler_time")
+        refused(message, {k: v for k, v in headers.items() if k != "MCP-Protocol-Version"}, 400, -32020)
+        refused(message, {k: v for k, v in headers.items() if k != "Mcp-Method"}, 400, -32020)
+        refused(message, {k: v for k, v in headers.items() if k != "Mcp-Name"}, 400, -32020)
+        refused(message, headers | {"Mcp-Name": "cancel_background_task"}, 400, -32020)
+        refused(message, headers | {"Mcp-Method": "tools/list"}, 400, -32020)
+        refused(*modern("tools/call", call, name="get_scheduler_time", version="2026-07-29"), 400, -32020)
+        # The same unsupported version in header and body: -32022 naming what is served.
+        future = {"jsonrpc": "2.0", "id": 9, "method": "tools/list", "params": {"_meta": {**META, "io.modelcontextprotocol/protocolVersion": "2027-03-01"}}}
+        answer = refused(future, {"MCP-Protocol-Version": "2027-03-01", "Mcp-Method": "tools/list"}, 400, -32022)
+        assert answer["error"]["data"]["supported"] == [MODERN, "2025-11-25"] and answer["id"] == 9
+        # _meta missing or of the wrong types.
+        refused({"jsonrpc": "2.0", "id": 3, "method": "tools/list", "params": {}}, {"MCP-Protocol-Version": MODERN, "Mcp-Method": "tools/list"}, 400, -32602)
+        refused({"jsonrpc": "2.0", "id": 3, "method": "tools/list", "params": {"_meta": {**META, "io.modelcontextprotocol/clientCapabilities": "all"}}},
+                {"MCP-Protocol-Version": MODERN, "Mcp-Method": "tools/list"}, 400, -32602)
+        # Removed and unknown methods: 404 with -32601; initialize sent as 2026-07-28 too.
+        refused(*modern("ping"), 404, -32601)
+        refused(*modern("logging/setLevel", {"level": "info"}), 404, -32601)
+        refused(*modern("no/such/method"), 404, -32601)
+        initialize = {"jsonrpc": "2.0", "id": 4, "method": "initialize", "params": {"protocolVersion": MODERN, "capabilities": {}, "_meta": META}}
+        refused(initialize, {"MCP-Protocol-Version": MODERN, "Mcp-Method": "initialize"}, 404, -32601)
+        # A batch is not 2026-07-28.
+        status, _, answer = post(url, [modern("tools/list")[0]], {"MCP-Protocol-Version": MODERN, "Mcp-Method": "tools/list"})
+        assert status == 400 and answer["error"]["code"] == -32600 and answer["id"] is None
+        # Notifications are accepted and dropped.
+        status, _, answer = post(url, {"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 1}},
+                                 {"MCP-Protocol-Version": MODERN, "Mcp-Method": "notifications/cancelled"})
+        assert status == 202 and answer is None
+        # A sessionless GET or DELETE: 405; a foreign Origin: 403, in either era.
+        assert request(url, "GET", version=MODERN)[0] == 405
+        assert request(url, "DELETE", version=MODERN)[0] == 405
+        message, headers = modern("tools/list")
+        assert post(url, message, headers | {"Origin": "http://evil.example"})[0] == 403
+        assert post(url, message, headers | {"Origin": "http://localhost:3000"})[0] == 200
+        # Not JSON, and a body nested too deep: parse errors with id null, and the server is still there.
+        status, _, answer = post(url, None, headers, raw=b"{nope")
+        assert status == 400 and answer["error"]["code"] == -32700 and answer["id"] is None
+        status, _, answer = post(url, None, headers, raw=b"[" * 100000 + b"]" * 100000)
+        assert status == 400 and answer["error"]["code"] == -32700
+        assert post(url, *modern("tools/list", request_id=77))[2]["id"] == 77
+
+
+def test_legacy_sessions_keep_their_rules_beside_modern_requests(state_dir):
+    with http_server(state_dir) as url:
+        init = {"jsonrpc": "2.0", "id": 1, "method": "initialize",
+                "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "raw", "version": "1"}}}
+        status, headers, answer = post(url, init)
+        session = headers.get("Mcp-Session-Id")
+        assert status == 200 and session and answer["result"]["protocolVersion"] == "2025-11-25"
+        legacy = {"Mcp-Session-Id": session, "MCP-Protocol-Version": "2025-11-25"}
+        status, _, answer = post(url, {"jsonrpc": "2.0", "id": 2, "method": "ping"}, legacy)
+        assert status == 200 and answer["result"] == {}
+        # A legacy result carries no 2026-07-28 fields; a modern request inside the session is refused.
+        _, _, answer = post(url, {"jsonrpc": "2.0", "id": 3, "method": "tools/list"}, legacy)
+        assert "resultType" not in answer["result"] and len(answer["result"]["tools"]) == 18
+        _, _, answer = post(url, {"jsonrpc": "2.0", "id": 4, "method": "tools/list", "params": {"_meta": META}}, legacy)
+        assert answer["error"]["code"] == -32600
+        # No session and not initialize; an unknown session.
+        status, _, answer = post(url, {"jsonrpc": "2.0", "id": 5, "method": "tools/list"})
+        assert status == 400 and answer["id"] == 5
+        status, _, _ = post(url, {"jsonrpc": "2.0", "id": 6, "method": "tools/list"}, {"Mcp-Session-Id": "nope"})
+        assert status == 404
+        # Modern requests meanwhile.
+        assert post(url, *modern("tools/list"))[0] == 200
+        # DELETE ends the session.
+        assert request(url, "DELETE", session=session)[0] == 200
+        status, _, _ = post(url, {"jsonrpc": "2.0", "id": 7, "method": "ping"}, legacy)
+        assert status == 404
+
+
+def test_stdio_refuses_the_other_era_and_bad_envelopes(state_dir):
+    import subprocess
+
+    def converse(lines):
+        process = subprocess.run([str(MOCK), "--state-dir", state_dir], input="\n".join(lines) + "\n",
+                                 capture_output=True, text=True, timeout=30)
+        assert process.returncode == 0, process.stderr
+        return [json.loads(line) for line in process.stdout.splitlines()]
+
+    def line(message):
+        return json.dumps(message)
+
+    # Modern first: initialize is refused with -32022, removed methods -32601, bad _meta -32602.
+    answers = converse([
+        line({"jsonrpc": "2.0", "id": 1, "method": "server/discover", "params": {"_meta": META}}),
+        line({"jsonrpc": "2.0", "id": 2, "method": "initialize", "params": {"protocolVersion": "2025-11-25", "capabilities": {}}}),
+        line({"jsonrpc": "2.0", "id": 3, "method": "ping", "params": {"_meta": META}}),
+        line({"jsonrpc": "2.0", "id": 4, "method": "tools/list", "params": {"_meta": {**META, "io.modelcontextprotocol/protocolVersion": "soon"}}}),
+        line({"jsonrpc": "2.0", "id": 5, "method": "tools/list", "params": {"_meta": {**META, "io.modelcontextprotocol/protocolVersion": "2030-01-01"}}}),
+        line({"jsonrpc": "2.0", "id": 6, "method": "tools/list", "params": {}}),
+        line({"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {"name": "get_scheduler_time", "_meta": META}}),
+    ])
+    by_id = {a["id"]: a for a in answers}
+    assert by_id[1]["result"]["supportedVersions"][0] == MODERN
+    assert by_id[2]["error"]["code"] == -32022 and by_id[2]["error"]["data"]["supported"] == [MODERN, "2025-11-25"]
+    assert by_id[3]["error"]["code"] == -32601
+    assert by_id[4]["error"]["code"] == -32602
+    assert by_id[5]["error"]["code"] == -32022
+    assert by_id[6]["error"]["code"] == -32602
+    assert by_id[7]["result"]["resultType"] == "complete" and not by_id[7]["result"]["isError"]
+
+    # Legacy first: modern requests are refused with -32600, legacy ones answered.
+    answers = converse([
+        line({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-11-25", "capabilities": {}}}),
+        line({"jsonrpc": "2.0", "id": 2, "method": "tools/list", "params": {"_meta": META}}),
+        line({"jsonrpc": "2.0", "id": 3, "method": "ping"}),
+    ])
+    by_id = {a["id"]: a for a in answers}
+    assert by_id[2]["error"]["code"] == -32600 and by_id[3]["result"] == {}
