@@ -20,6 +20,7 @@ let package = Package(
         .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
         .package(url: "https://github.com/apple/swift-http-types", from: "1.8.0"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
+        .package(url: "https://github.com/apple/swift-crypto", from: "4.5.2"),
     ],
     targets: [
         // Spawn shim and thin wrappers for what Swift cannot import (raw syscalls, packed epoll_event).
@@ -67,6 +68,8 @@ let package = Package(
             dependencies: [
                 "Policy", "CorralJSON", "CCorral", "MCPCore",
                 .product(name: "MCP", package: "swift-sdk"),
+                // HMAC-SHA256 for approval states (constant-time checks).
+                .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),

@@ -20,11 +20,14 @@ public struct AuditEntry: Sendable, Hashable {
     public let latencyMicroseconds: Int
     /// True when the decision was recorded but not enforced (`--dry-run`).
     public let dryRun: Bool
+    /// The MCP era of the call (`legacy` for 2025-11-25, `modern` for 2026-07-28), when it came over MCP.
+    public let era: String?
 
     public init(
         decision: Decision, arguments: JSONValue?, identity: CallIdentity, latencyMicroseconds: Int,
-        dryRun: Bool = false, time: Date = Date()
+        dryRun: Bool = false, era: String? = nil, time: Date = Date()
     ) {
+        self.era = era
         self.time = time
         self.grant = identity.grant
         self.session = identity.session
@@ -50,6 +53,7 @@ public struct AuditEntry: Sendable, Hashable {
             "policy_revision": .string(policyRevision), "latency_us": .int(latencyMicroseconds),
         ]
         if dryRun { line = line.merging(["dry_run": true]) }
+        if let era { line = line.merging(["era": .string(era)]) }
         return line
     }
 }

@@ -17,12 +17,16 @@ public final class PolicyProxy: Sendable {
     private let audit: (any AuditSink)?
     private let dryRun: Bool
     private let approvalTimeout: Duration
+    private let approvalStates: ApprovalStates
 
     /// `dryRun`: decisions are made and audited as usual, but every call is forwarded (for rolling out a policy).
+    /// `approvalSecret`: the key that seals 2026-07-28 approval states (shared by proxies that must honour each
+    /// other's); without one, a key is drawn for this process.
     public init(
         policy: PolicyEvaluator, grant: String?, audit: (any AuditSink)?, dryRun: Bool = false,
-        approvalTimeout: Duration = .seconds(60)
+        approvalTimeout: Duration = .seconds(60), approvalSecret: [UInt8]? = nil
     ) {
+        self.approvalStates = ApprovalStates(secret: approvalSecret, lifetime: approvalTimeout)
         self.evaluator = policy
         self.grant = grant
         self.audit = audit
@@ -44,7 +48,7 @@ public final class PolicyProxy: Sendable {
     private func makeCore(session: String, toClient: @escaping ProxyCore.Sink, toServer: @escaping ProxyCore.Sink) -> ProxyCore {
         let core = ProxyCore(
             evaluator: evaluator, identity: CallIdentity(grant: grant, session: session), audit: audit, dryRun: dryRun,
-            approvalTimeout: approvalTimeout, toClient: toClient, toServer: toServer)
+            approvalTimeout: approvalTimeout, approvalStates: approvalStates, toClient: toClient, toServer: toServer)
         cores.withLock { $0[ObjectIdentifier(core)] = core }
         return core
     }

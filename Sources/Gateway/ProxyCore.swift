@@ -1,4 +1,5 @@
 import CorralJSON
+import MCPCore
 import Foundation
 import Policy
 import Synchronization
@@ -35,6 +36,7 @@ public final class ProxyCore: Sendable {
     private let audit: (any AuditSink)?
     private let dryRun: Bool
     private let approvalTimeout: Duration
+    private let approvalStates: ApprovalStates
     private let toClient: Sink
     private let toServer: Sink
     private let state = Mutex(State())
@@ -43,8 +45,10 @@ public final class ProxyCore: Sendable {
     /// called from any thread and must keep the order of their calls.
     public init(
         evaluator: PolicyEvaluator, identity: CallIdentity, audit: (any AuditSink)?, dryRun: Bool = false,
-        approvalTimeout: Duration = .seconds(60), toClient: @escaping Sink, toServer: @escaping Sink
+        approvalTimeout: Duration = .seconds(60), approvalStates: ApprovalStates? = nil,
+        toClient: @escaping Sink, toServer: @escaping Sink
     ) {
+        self.approvalStates = approvalStates ?? ApprovalStates(lifetime: approvalTimeout)
         self.evaluator = evaluator
         self.identity = identity
         self.audit = audit
@@ -98,6 +102,7 @@ public final class ProxyCore: Sendable {
             for element in batch {
                 switch route(element) {
                 case .forward: forwarded.append(element)
+                case .forwardMessage(let rewritten): forwarded.append(rewritten)
                 case .answer(let answer): send(answer, to: toClient)
                 case .consumed: break
                 }
@@ -106,6 +111,7 @@ public final class ProxyCore: Sendable {
         default:
             switch route(message) {
             case .forward: toServer(line)
+            case .forwardMessage(let rewritten): send(rewritten, to: toServer)
             case .answer(let answer): send(answer, to: toClient)
             case .consumed: break
             }
@@ -140,6 +146,8 @@ public final class ProxyCore: Sendable {
 
     private enum Route {
         case forward
+        /// Forwarded with changes (an approved 2026-07-28 call without its input responses).
+        case forwardMessage(JSONValue)
         case answer(JSONValue)
         /// Kept here: an answer to our own elicitation, or a call waiting for approval.
         case consumed
@@ -188,7 +196,10 @@ public final class ProxyCore: Sendable {
         default:
             route = .forward
         }
-        if case .forward = route, let id { _ = claim(id) }
+        switch route {
+        case .forward, .forwardMessage: if let id { _ = claim(id) }
+        default: break
+        }
         return route
     }
 
@@ -198,20 +209,83 @@ public final class ProxyCore: Sendable {
         let params = message["params"]
         let name = params?["name"]?.stringValue
         let arguments = params?.objectValue == nil ? JSONValue.string("(params not an object)") : params?["arguments"]
+        let modern = params?.hasModernEnvelope ?? false
         let start = ContinuousClock.now
         let decision = evaluator.decide(tool: name, arguments: arguments, identity: identity)
-        record(decision, arguments, since: start)
+        record(decision, arguments, since: start, modern: modern)
         if dryRun { return .forward }
         guard let id else { return decision.isAllowed ? .forward : .consumed }  // an unanswerable denial is dropped
         if decision.outcome == .approvalRequired, let pending = decision.pendingApproval {
+            if modern { return approveStatelessly(message, callID: id, arguments: arguments, pending: pending) }
             return askForApproval(call: message, callID: id, arguments: arguments, pending: pending)
         }
-        return admit(decision, callID: id)
+        return admit(decision, callID: id, modern: modern)
     }
 
-    private func admit(_ decision: Decision, callID: JSONValue) -> Route {
+    // MARK: - approval as an input_required round trip (2026-07-28)
+
+    static let inputKey = "corral-approval"
+
+    /// 2026-07-28 has no server→client requests: the call is answered `input_required` with an elicitation and a
+    /// sealed `requestState`; the client's retry carries the answer and the state, and runs the call once if both
+    /// hold. Nothing is kept here between the two but the redeemed nonces.
+    private func approveStatelessly(_ message: JSONValue, callID: JSONValue, arguments: JSONValue?, pending: PendingApproval) -> Route {
+        let params = message["params"]
+        if let sealed = params?["requestState"] {
+            let start = ContinuousClock.now
+            let verified = sealed.stringValue.map {
+                approvalStates.redeem($0, grant: identity.grant, tool: pending.tool, arguments: arguments)
+            } ?? .failure(.malformed)
+            if case .failure(let refusal) = verified {
+                let decision = evaluator.resolveApproval(pending, approved: false)
+                record(decision, arguments, since: start, modern: true)
+                let text = "\(pending.message); approval refused: \(refusal)"
+                return .answer(["jsonrpc": "2.0", "id": callID, "result": Self.modernResult(PolicyDenial.toolResult(rule: pending.rule, message: text))])
+            }
+            let action = params?["inputResponses"]?[Self.inputKey]?["action"]?.stringValue
+            let decision = evaluator.resolveApproval(pending, approved: action == "accept")
+            record(decision, arguments, since: start, modern: true)
+            guard decision.isAllowed else {
+                let text = "\(pending.message); the user answered \(action ?? "nothing")"
+                return .answer(["jsonrpc": "2.0", "id": callID, "result": Self.modernResult(PolicyDenial.toolResult(rule: decision.rule, message: text))])
+            }
+            if let reservation = decision.reservation {
+                state.withLock { $0.reservations[callID.jsonString()] = reservation }
+            }
+            // The server did not ask for input: it gets the call as the client first sent it.
+            var stripped = params?.objectValue ?? [:]
+            stripped["requestState"] = nil
+            stripped["inputResponses"] = nil
+            return .forwardMessage(message.merging(["params": .object(stripped)]))
+        }
+        let canElicit = params?["_meta"]?[MetaKey.clientCapabilities]?["elicitation"].map { !$0.isNull } ?? false
+        guard canElicit else {
+            let text = "\(pending.message); approval was required, but the client does not support elicitation"
+            return .answer(["jsonrpc": "2.0", "id": callID, "result": Self.modernResult(PolicyDenial.toolResult(rule: pending.rule, message: text))])
+        }
+        let keys = pending.arguments.keys.sorted().joined(separator: ", ")
+        let question = "Allow the call to tool \"\(pending.tool)\"\(keys.isEmpty ? "" : " (arguments: \(keys))")? \(pending.message)"
+        let result: JSONValue = [
+            "resultType": "input_required",
+            "inputRequests": [
+                Self.inputKey: [
+                    "method": "elicitation/create",
+                    "params": ["message": .string(question), "requestedSchema": ["type": "object", "properties": [:]]],
+                ],
+            ],
+            "requestState": .string(approvalStates.issue(grant: identity.grant, tool: pending.tool, arguments: arguments)),
+        ]
+        return .answer(["jsonrpc": "2.0", "id": callID, "result": result])
+    }
+
+    /// A result this proxy writes for a 2026-07-28 client.
+    private static func modernResult(_ result: JSONValue) -> JSONValue {
+        result.merging(["resultType": "complete"])
+    }
+
+    private func admit(_ decision: Decision, callID: JSONValue, modern: Bool = false) -> Route {
         if let denial = decision.deniedToolResult {
-            return .answer(["jsonrpc": "2.0", "id": callID, "result": denial])
+            return .answer(["jsonrpc": "2.0", "id": callID, "result": modern ? Self.modernResult(denial) : denial])
         }
         if let reservation = decision.reservation {
             state.withLock { $0.reservations[callID.jsonString()] = reservation }
@@ -260,7 +334,7 @@ public final class ProxyCore: Sendable {
         let decision = evaluator.resolveApproval(waiting.pending, approved: action == "accept")
         record(decision, waiting.arguments, since: start)
         switch admit(decision, callID: waiting.callID) {
-        case .forward: send(waiting.call, to: toServer)  // its id stays in flight until the server answers
+        case .forward, .forwardMessage: send(waiting.call, to: toServer)  // its id stays in flight until the server answers
         case .answer(let answer):
             release(waiting.callID)
             send(answer, to: toClient)
@@ -412,11 +486,14 @@ public final class ProxyCore: Sendable {
         sink(Data(message.jsonString().utf8))
     }
 
-    private func record(_ decision: Decision, _ arguments: JSONValue?, since start: ContinuousClock.Instant) {
+    private func record(
+        _ decision: Decision, _ arguments: JSONValue?, since start: ContinuousClock.Instant, modern: Bool = false
+    ) {
         guard let audit else { return }
         audit.record(
             AuditEntry(
                 decision: decision, arguments: arguments, identity: identity,
-                latencyMicroseconds: (ContinuousClock.now - start).microseconds, dryRun: dryRun))
+                latencyMicroseconds: (ContinuousClock.now - start).microseconds, dryRun: dryRun,
+                era: modern ? "modern" : "legacy"))
     }
 }

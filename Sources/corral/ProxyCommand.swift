@@ -20,7 +20,9 @@ struct ProxyCommand: AsyncParsableCommand {
             are denied. Counters are rolled back when the server answers a call with a JSON-RPC error. A
             require_approval call is put to the user through MCP elicitation (accept lets it through, anything else
             or no answer within --approval-timeout denies it); a client without the elicitation capability gets a
-            denial saying approval was required. The policy file is watched: a valid change applies to the next call
+            denial saying approval was required. A 2026-07-28 client gets the question as an input_required result
+            (an elicitation and a sealed requestState) and its retry runs the call once; a tampered, expired, replayed
+            or misapplied state is denied. The policy file is watched: a valid change applies to the next call
             and clients get notifications/tools/list_changed; an invalid one is refused and logged.
             On stdio, exits with the server's status; when the client's input ends, the server's input is closed.
 
@@ -36,6 +38,8 @@ struct ProxyCommand: AsyncParsableCommand {
     var dryRun = false
     @Option(help: "How long a require_approval call waits for the user's answer (asked through MCP elicitation), in seconds; then it is denied.")
     var approvalTimeout = 60
+    @Option(help: "A file whose bytes (32 or more) key the seal of 2026-07-28 approval states, so that several proxies honour each other's; default: a key drawn at start.")
+    var approvalSecretFile: String?
     @Option(help: "How often the policy file is checked for changes, in milliseconds (0: never).")
     var reloadIntervalMs = 500
     @Option(help: "Serve Streamable HTTP at HOST:PORT (path /mcp) instead of stdio, e.g. 127.0.0.1:8766; port 0 picks a free one (printed on stderr).")
@@ -69,9 +73,18 @@ struct ProxyCommand: AsyncParsableCommand {
         } catch {
             throw ValidationError("--audit: \(error)")
         }
+        let secret = try approvalSecretFile.map { path -> [UInt8] in
+            guard let bytes = FileManager.default.contents(atPath: path) else {
+                throw ValidationError("--approval-secret-file \(path) cannot be read")
+            }
+            guard bytes.count >= 32 else {
+                throw ValidationError("--approval-secret-file \(path) holds \(bytes.count) bytes; at least 32 are needed")
+            }
+            return Array(bytes)
+        }
         let proxy = PolicyProxy(
             policy: PolicyEvaluator(policy: loaded), grant: grant, audit: auditLog, dryRun: dryRun,
-            approvalTimeout: .seconds(approvalTimeout))
+            approvalTimeout: .seconds(approvalTimeout), approvalSecret: secret)
         if reloadIntervalMs > 0 { watchPolicy(proxy) }
         guard let address else {
             // SIGTERM, SIGINT and SIGHUP go on to the server; the proxy exits with its status, so the server never

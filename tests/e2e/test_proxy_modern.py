@@ -1,0 +1,169 @@
+"""corral proxy with 2026-07-28 clients: the same policy decisions, counters and audit lines as for 2025-11-25
+clients, and approval as an input_required round trip whose requestState is sealed, bound and single-use."""
+
+import json
+import subprocess
+
+import pytest
+from mcp import Client, StdioServerParameters, types
+
+from conftest import BIN_DIR, MOCK, run
+
+CORRAL = BIN_DIR / "corral"
+MODERN = "2026-07-28"
+
+
+def policy_file(tmp_path):
+    path = tmp_path / "policy.json"
+    path.write_text(json.dumps({
+        "version": "1", "default": "deny", "hide": ["cancel_background_task"],
+        "tools": {
+            "create_background_task": {"limits": [{"counter": "creates", "window": "minute", "max": 3, "scope": "grant"}]},
+            "get_background_task": {},
+            "append_task_event": {"action": "require_approval", "reason": "Events are visible to the whole team"},
+        },
+    }))
+    return path
+
+
+def proxied(tmp_path, state_dir, *extra):
+    args = ["proxy", "--policy", str(policy_file(tmp_path)), "--audit", str(tmp_path / "audit.jsonl"), *extra, "--",
+            str(MOCK), "--state-dir", state_dir, "--call-log", str(tmp_path / "calls.jsonl")]
+    return StdioServerParameters(command=str(CORRAL), args=args)
+
+
+def executed(tmp_path):
+    path = tmp_path / "calls.jsonl"
+    return [json.loads(line)["tool"] for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def audit(tmp_path):
+    return [json.loads(line) for line in (tmp_path / "audit.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.parametrize("mode, era", [(MODERN, "modern"), ("auto", "modern"), ("legacy", "legacy")])
+def test_hide_default_deny_and_exact_limits_in_each_mode(state_dir, tmp_path, mode, era):
+    async def scenario():
+        async with Client(proxied(tmp_path, state_dir), mode=mode) as client:
+            assert client.protocol_version == (MODERN if era == "modern" else "2025-11-25")
+            listed = await client.list_tools()
+            names = {tool.name for tool in listed.tools}
+            assert "cancel_background_task" not in names and "get_background_task" in names
+            hidden = await client.call_tool("cancel_background_task", {"task_id": "0" * 32})
+            assert hidden.is_error and "[POLICY DENIED]" in hidden.content[0].text
+            denied = await client.call_tool("get_scheduler_time", {})
+            assert denied.is_error and "[POLICY DENIED]" in denied.content[0].text
+            for n in range(3):
+                created = await client.call_tool("create_background_task", {
+                    "title": f"t{n}", "goal": "g", "task_type": "sleep", "condition": {"duration_ms": 10}})
+                assert not created.is_error, created.content
+            fourth = await client.call_tool("create_background_task", {
+                "title": "t4", "goal": "g", "task_type": "sleep", "condition": {"duration_ms": 10}})
+            assert fourth.is_error and "[POLICY DENIED]" in fourth.content[0].text
+
+    run(scenario())
+    assert executed(tmp_path) == ["create_background_task"] * 3
+    lines = audit(tmp_path)
+    assert [(line["tool"], line["decision"]) for line in lines] == [
+        ("cancel_background_task", "deny"), ("get_scheduler_time", "deny")] + [("create_background_task", "allow")] * 3 + [
+        ("create_background_task", "deny")]
+    assert {line["era"] for line in lines} == {era}
+
+
+def test_approval_accepted_and_declined_through_input_required(state_dir, tmp_path):
+    answers = ["accept", "decline"]
+    asked = []
+
+    async def on_elicit(context, params):
+        asked.append(params.message)
+        answer = answers.pop(0)
+        return types.ElicitResult(action=answer, content={} if answer == "accept" else None)
+
+    async def scenario():
+        async with Client(proxied(tmp_path, state_dir), mode=MODERN, elicitation_callback=on_elicit) as client:
+            task = await client.call_tool("create_background_task", {
+                "title": "t", "goal": "g", "task_type": "sleep", "condition": {"duration_ms": 30000}})
+            event = {"task_id": task.structured_content["task_id"], "message": "deploying"}
+            accepted = await client.call_tool("append_task_event", event)
+            assert not accepted.is_error and accepted.structured_content["message"] == "deploying"
+            declined = await client.call_tool("append_task_event", event)
+            assert declined.is_error and "answered decline" in declined.content[0].text
+
+    run(scenario())
+    assert len(asked) == 2 and "append_task_event" in asked[0] and "visible to the whole team" in asked[0]
+    assert executed(tmp_path) == ["create_background_task", "append_task_event"]
+    decisions = [(line["tool"], line["decision"]) for line in audit(tmp_path)]
+    assert decisions == [("create_background_task", "allow"),
+                         ("append_task_event", "approval_required"),  # asked
+                         ("append_task_event", "approval_required"), ("append_task_event", "allow"),  # retried, accepted
+                         ("append_task_event", "approval_required"),
+                         ("append_task_event", "approval_required"), ("append_task_event", "deny")]
+
+
+def test_a_client_without_elicitation_is_told_approval_was_required(state_dir, tmp_path):
+    async def scenario():
+        async with Client(proxied(tmp_path, state_dir), mode=MODERN) as client:
+            denied = await client.call_tool("append_task_event", {"task_id": "0" * 32, "message": "m"})
+            assert denied.is_error and "approval was required, but the client does not support elicitation" in denied.content[0].text
+
+    run(scenario())
+    assert executed(tmp_path) == []
+
+
+def test_replayed_tampered_expired_and_misapplied_request_states_never_run(state_dir, tmp_path):
+    params = proxied(tmp_path, state_dir, "--approval-timeout", "2")
+    process = subprocess.Popen([params.command, *params.args], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                               stderr=subprocess.DEVNULL, text=True)
+    meta = {"io.modelcontextprotocol/protocolVersion": MODERN,
+            "io.modelcontextprotocol/clientCapabilities": {"elicitation": {}}}
+    counter = iter(range(1, 1000))
+
+    def rpc(method, params):
+        request_id = next(counter)
+        process.stdin.write(json.dumps({"jsonrpc": "2.0", "id": request_id, "method": method,
+                                        "params": {**params, "_meta": meta}}) + "\n")
+        process.stdin.flush()
+        while True:
+            answer = json.loads(process.stdout.readline())
+            if answer.get("id") == request_id:
+                return answer
+
+    def call(arguments, state=None, action="accept", tool="append_task_event"):
+        params = {"name": tool, "arguments": arguments}
+        if state is not None:
+            params["requestState"] = state
+            params["inputResponses"] = {"corral-approval": {"action": action, "content": {}}}
+        return rpc("tools/call", params)["result"]
+
+    try:
+        task = call({"title": "t", "goal": "g", "task_type": "sleep", "condition": {"duration_ms": 30000}},
+                    tool="create_background_task")
+        event = {"task_id": task["structuredContent"]["task_id"], "message": "once"}
+        asked = call(event)
+        assert asked["resultType"] == "input_required"
+        request = asked["inputRequests"]["corral-approval"]
+        assert request["method"] == "elicitation/create" and "append_task_event" in request["params"]["message"]
+        state = asked["requestState"]
+
+        def refused(result, why):
+            assert result["resultType"] == "complete" and result["isError"], result
+            assert why in result["content"][0]["text"], result
+
+        refused(call({**event, "message": "other"}, state), "issued for another set of arguments")
+        refused(call(event, state + "x"), "altered or not issued")
+        body, mac = state.split(".")
+        refused(call(event, body[:-2] + ("A" if body[-2] != "A" else "B") + body[-1] + "." + mac), "altered or not issued")
+        refused(call(event, "not-a-state"), "not one this proxy issued")
+        ran = call(event, state)
+        assert not ran["isError"] and ran["structuredContent"]["message"] == "once"
+        refused(call(event, state), "already used")
+        # A state for one tool cannot approve another that needs approval too (here: a state from this call,
+        # presented for a different one), and an expired state is refused.
+        late = call(event)["requestState"]
+        import time
+        time.sleep(2.5)
+        refused(call(event, late), "not given in time")
+    finally:
+        process.stdin.close()
+        process.wait(timeout=20)
+    assert executed(tmp_path) == ["create_background_task", "append_task_event"]
