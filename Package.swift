@@ -88,19 +88,6 @@ let package = Package(
             ],
             path: "mockserver/AllcanuseMockServer"
         ),
-        // Legacy sessions of `corral proxy --http`: the SDK's server transport hosted on Hummingbird (until the
-        // proxy's HTTP moves onto MCPCore).
-        .target(
-            name: "MCPHTTPHost",
-            dependencies: [
-                "MCPCore",
-                .product(name: "MCP", package: "swift-sdk"),
-                .product(name: "Hummingbird", package: "hummingbird"),
-                .product(name: "HTTPTypes", package: "swift-http-types"),
-                .product(name: "Logging", package: "swift-log"),
-                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
-            ]
-        ),
         .executableTarget(
             name: "allcanuse-mock",
             dependencies: [
@@ -113,7 +100,7 @@ let package = Package(
         .executableTarget(
             name: "corral",
             dependencies: [
-                "TaskRuntime", "Sandbox", "Policy", "Gateway", "CorralJSON", "MCPHTTPHost", "MCPCore",
+                "TaskRuntime", "Sandbox", "Policy", "Gateway", "CorralJSON", "MCPCore",
                 // For `corral bench agent`, which runs the mock in-process.
                 "AllcanuseMock", "AllcanuseMockServer",
                 .product(name: "MCP", package: "swift-sdk"),

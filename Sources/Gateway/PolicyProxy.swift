@@ -1,17 +1,17 @@
 import CCorral
 import CorralJSON
 import Foundation
-import MCP
 import MCPCore
 import Policy
 import Synchronization
 
 /// `corral proxy`: a `ProxyCore` between MCP clients and a stdio MCP server — one client on this process's stdio
-/// (`runStdio`), or one server process per Streamable HTTP session (`startSession`). Every connection shares the
+/// (`runStdio`), or Streamable HTTP clients of both eras (`httpEndpoint`). Every connection shares the
 /// policy, its counters and the audit sink; a reload is announced to all of them.
 public final class PolicyProxy: Sendable {
     private let cores = Mutex<[ObjectIdentifier: ProxyCore]>([:])
     private let stdioServer = Mutex<ServerProcess?>(nil)
+    private let httpEndpoints = Mutex<[ProxyHTTPEndpoint]>([])
     private let evaluator: PolicyEvaluator
     private let grant: String?
     private let audit: (any AuditSink)?
@@ -40,12 +40,13 @@ public final class PolicyProxy: Sendable {
         PolicyReload.apply(path, to: evaluator).map { changed in
             if changed {
                 for core in cores.withLock({ Array($0.values) }) { core.announceToolListChanged() }
+                for endpoint in httpEndpoints.withLock({ $0 }) { endpoint.listeners.announceToolsListChanged() }
             }
             return changed
         }
     }
 
-    private func makeCore(session: String, toClient: @escaping ProxyCore.Sink, toServer: @escaping ProxyCore.Sink) -> ProxyCore {
+    func makeCore(session: String?, toClient: @escaping ProxyCore.Sink, toServer: @escaping ProxyCore.Sink) -> ProxyCore {
         let core = ProxyCore(
             evaluator: evaluator, identity: CallIdentity(grant: grant, session: session), audit: audit, dryRun: dryRun,
             approvalTimeout: approvalTimeout, approvalStates: approvalStates, toClient: toClient, toServer: toServer)
@@ -53,7 +54,7 @@ public final class PolicyProxy: Sendable {
         return core
     }
 
-    private func forget(_ core: ProxyCore) {
+    func forget(_ core: ProxyCore) {
         cores.withLock { $0[ObjectIdentifier(core)] = nil }
     }
 
@@ -87,43 +88,17 @@ public final class PolicyProxy: Sendable {
 
     // MARK: - Streamable HTTP
 
-    /// Starts a server process for one HTTP session and proxies between it and the session's transport. The
-    /// returned closure ends the session (and the server process). When the server exits on its own, the requests
-    /// it still owed get JSON-RPC errors and `onServerExit` is called (to drop the session).
-    public func startSession(
-        id: String, transport: any Transport, serverCommand: [String],
-        onServerExit: @escaping @Sendable () -> Void = {}
-    ) async throws -> @Sendable () async -> Void {
-        try await transport.connect()
-        let server = try ServerProcess(command: serverCommand)
-        // Answers go out in order through one sender; the transport routes each to its request's stream.
-        let (outbound, outboundQueue) = AsyncStream<Data>.makeStream()
-        let core = makeCore(session: id, toClient: { outboundQueue.yield($0) }, toServer: server.write)
-        let sender = Task {
-            for await message in outbound { try? await transport.send(message) }
-        }
-        let receiver = Task {
-            do {
-                for try await message in await transport.receive() { core.fromClient(message) }
-            } catch {}
-            server.closeInput()
-        }
-        let reader = Thread {
-            LineReader.readLines(from: server.output) { core.fromServer($0) }
-            core.serverEnded(server.exitDescription())
-            outboundQueue.finish()
-            onServerExit()
-        }
-        reader.start()
-        return { [weak self] in
-            receiver.cancel()
-            server.closeInput()
-            await server.stop(grace: .seconds(2))
-            outboundQueue.finish()
-            await sender.value
-            await transport.disconnect()
-            self?.forget(core)
-        }
+    /// Serves HTTP clients of both eras in front of `serverCommand` (see `ProxyHTTPEndpoint`); give it to an
+    /// `MCPHTTPServer`, and call `stopHTTP` when the server has stopped.
+    public func httpEndpoint(serverCommand: [String]) -> any MCPHTTPEndpoint {
+        let endpoint = ProxyHTTPEndpoint(proxy: self, serverCommand: serverCommand)
+        httpEndpoints.withLock { $0.append(endpoint) }
+        return endpoint
+    }
+
+    /// Stops what the HTTP endpoints started (the shared server of modern clients) and ends their listen streams.
+    public func stopHTTP() async {
+        for endpoint in httpEndpoints.withLock({ $0 }) { await endpoint.stop() }
     }
 }
 

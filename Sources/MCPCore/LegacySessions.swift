@@ -44,8 +44,9 @@ final class LegacySessionTable: Sendable {
 
     func close(_ id: String) async {
         guard let entry = entries.withLock({ $0.removeValue(forKey: id) }) else { return }
-        entry.router.closeAll()
+        // The session first (what it still answers goes out), then its streams.
         await entry.current?.close()
+        entry.router.closeAll()
     }
 
     func closeAll() async {
@@ -53,9 +54,13 @@ final class LegacySessionTable: Sendable {
             defer { entries.removeAll() }
             return Array(entries.values)
         }
-        for entry in all {
-            entry.router.closeAll()
-            await entry.current?.close()
+        await withTaskGroup(of: Void.self) { group in
+            for entry in all {
+                group.addTask {
+                    await entry.current?.close()
+                    entry.router.closeAll()
+                }
+            }
         }
     }
 

@@ -209,7 +209,9 @@ public final class ListenRegistry: Sendable {
 
     public var openSubscriptions: Int { state.withLock { $0.subscriptions.count } }
 
-    func listen(params: JSONValue, context: RequestContext) async throws(JSONRPCError) -> JSONValue {
+    /// Serves one `subscriptions/listen` request: acknowledges, then holds the stream until it is cancelled (the
+    /// client left) or `closeAll` ends it gracefully.
+    public func listen(params: JSONValue, context: RequestContext) async throws(JSONRPCError) -> JSONValue {
         guard let requested = params["notifications"]?.objectValue else {
             throw .invalidParams("subscriptions/listen needs notifications: {toolsListChanged?: bool, …}")
         }
@@ -254,7 +256,7 @@ public final class ListenRegistry: Sendable {
         for subscription in open { subscription.close.resume() }
     }
 
-    func announceToolsListChanged() {
+    public func announceToolsListChanged() {
         let (modern, legacy) = state.withLock { state in
             (state.subscriptions.values.filter(\.toolsListChanged), Array(state.legacy.values))
         }

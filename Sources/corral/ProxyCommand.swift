@@ -4,7 +4,6 @@ import Foundation
 import Gateway
 import Logging
 import MCPCore
-import MCPHTTPHost
 import Policy
 
 /// `corral proxy`: a policy gateway in front of any stdio MCP server, for a client on stdio or over HTTP.
@@ -13,8 +12,8 @@ struct ProxyCommand: AsyncParsableCommand {
         commandName: "proxy",
         abstract: "Sit between an MCP client and a stdio MCP server, enforcing a policy.",
         discussion: """
-            The client talks to this process's stdio, or, with --http, over Streamable HTTP (one server process per
-            MCP session). Every message is forwarded as it is, except: tools/list results lose the tools the policy
+            The client talks to this process's stdio, or, with --http, over Streamable HTTP; both MCP eras are served
+            (2026-07-28 stateless requests and 2025-11-25 sessions, with the same decisions; audit lines say the era). Every message is forwarded as it is, except: tools/list results lose the tools the policy
             hides, and each tools/call (also inside a JSON-RPC batch) is decided first — a denial is answered here
             with isError and "[POLICY DENIED] …", and the server never sees the call. Calls whose params do not parse
             are denied. Counters are rolled back when the server answers a call with a JSON-RPC error. A
@@ -42,8 +41,10 @@ struct ProxyCommand: AsyncParsableCommand {
     var approvalSecretFile: String?
     @Option(help: "How often the policy file is checked for changes, in milliseconds (0: never).")
     var reloadIntervalMs = 500
-    @Option(help: "Serve Streamable HTTP at HOST:PORT (path /mcp) instead of stdio, e.g. 127.0.0.1:8766; port 0 picks a free one (printed on stderr).")
+    @Option(help: "Serve Streamable HTTP at HOST:PORT (path /mcp) instead of stdio, e.g. 127.0.0.1:8766; port 0 picks a free one (printed on stderr). 2025-11-25 clients get a server process per session; 2026-07-28 clients share one.")
     var http: String?
+    @Option(help: "An Origin (scheme://host[:port]) admitted over HTTP besides loopback ones; repeatable.")
+    var allowOrigin: [String] = []
     @Argument(parsing: .captureForPassthrough, help: "The server command and its arguments, after --.")
     var server: [String] = []
 
@@ -106,18 +107,16 @@ struct ProxyCommand: AsyncParsableCommand {
         }
         var logger = Logger(label: "corral-proxy")
         logger.logLevel = .warning
-        let sessions = MCPSessionTable(logger: logger) { sessionID, transport, end in
-            let stop = try await proxy.startSession(
-                id: sessionID, transport: transport, serverCommand: command, onServerExit: end)
-            return MCPSessionTable.SessionEndpoint(stop: stop)
-        }
-        try await HTTPHost.run(
-            host: address.host, port: address.port, sessions: sessions, serverName: "corral-proxy", logger: logger,
-            beforeShutdown: { await sessions.closeAll() }  // servers stop; what they owed is answered with an error
+        let server = MCPHTTPServer(
+            configuration: .init(
+                host: address.host, port: address.port, serverName: "corral-proxy", allowedOrigins: Set(allowOrigin)),
+            endpoint: proxy.httpEndpoint(serverCommand: command), logger: logger)
+        try await server.run(
+            beforeShutdown: { await proxy.stopHTTP() }  // servers stop; what they owed is answered with an error
         ) { bound in
             FileHandle.standardError.write(Data("corral proxy: listening on http://\(address.host):\(bound)/mcp\n".utf8))
         }
-        await sessions.closeAll()
+        await proxy.stopHTTP()
     }
 
     /// Hot reload: a valid new file applies to the next call; an invalid one is refused and the old stays.

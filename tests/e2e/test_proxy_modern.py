@@ -19,7 +19,7 @@ def policy_file(tmp_path):
         "version": "1", "default": "deny", "hide": ["cancel_background_task"],
         "tools": {
             "create_background_task": {"limits": [{"counter": "creates", "window": "minute", "max": 3, "scope": "grant"}]},
-            "get_background_task": {},
+            "get_background_task": {}, "wait_for_background_task": {},
             "append_task_event": {"action": "require_approval", "reason": "Events are visible to the whole team"},
         },
     }))
@@ -167,3 +167,67 @@ def test_replayed_tampered_expired_and_misapplied_request_states_never_run(state
         process.stdin.close()
         process.wait(timeout=20)
     assert executed(tmp_path) == ["create_background_task", "append_task_event"]
+
+
+def test_http_proxy_serves_both_eras_with_shared_decisions(state_dir, tmp_path):
+    """Modern clients share one server process and one set of counters; approval, ids and progress are mapped per
+    client; a reload is announced on a listen stream. (A legacy session would start a second mock on the same state
+    directory, which the mock refuses: the legacy HTTP path is tested in test_proxy.py.)"""
+    from conftest import listening
+
+    policy = policy_file(tmp_path)
+    args = [str(CORRAL), "proxy", "--http", "127.0.0.1:0", "--policy", str(policy), "--audit", str(tmp_path / "audit.jsonl"),
+            "--reload-interval-ms", "100", "--", str(MOCK), "--state-dir", state_dir, "--call-log", str(tmp_path / "calls.jsonl")]
+    answers = ["accept"]
+
+    async def on_elicit(context, params):
+        return types.ElicitResult(action=answers.pop(0), content={})
+
+    with listening(args, "corral proxy") as url:
+        async def scenario():
+            import asyncio
+
+            async with Client(url, mode=MODERN, elicitation_callback=on_elicit) as first, \
+                    Client(url, mode="auto") as second:
+                assert second.protocol_version == MODERN
+                names = {tool.name for tool in (await first.list_tools()).tools}
+                assert "cancel_background_task" not in names
+                outcomes, created_ids = [], []
+                for client in (first, second, second, first):
+                    created = await client.call_tool("create_background_task", {
+                        "title": "t", "goal": "g", "task_type": "sleep", "condition": {"duration_ms": 800}})
+                    outcomes.append(created.is_error)
+                    if not created.is_error:
+                        created_ids.append(created.structured_content["task_id"])
+                assert outcomes == [False, False, False, True], "3 a minute for the grant, whoever the client"
+                # Both clients use the same JSON-RPC ids; each gets its own answer through the shared server.
+                one, two = await asyncio.gather(
+                    first.call_tool("get_background_task", {"task_id": "0" * 32}),
+                    second.call_tool("get_background_task", {"task_id": "1" * 32}))
+                assert "0" * 32 in one.content[0].text and "1" * 32 in two.content[0].text
+                # Progress reaches the right client through the shared server (its token mapped and restored).
+                progress = []
+
+                async def on_progress(done, total, message):
+                    progress.append(done)
+
+                waited = await second.call_tool(
+                    "wait_for_background_task", {"task_id": created_ids[0], "timeout_ms": 10000, "poll_interval_ms": 100},
+                    progress_callback=on_progress)
+                assert not waited.is_error and waited.structured_content["condition_met"] is True, waited.content
+                assert len(progress) >= 2, progress
+                approved = await first.call_tool("append_task_event", {"task_id": "0" * 32, "message": "m"})
+                assert "[POLICY DENIED]" not in approved.content[0].text, approved.content  # approved, then the mock answered
+                async with second.listen(tools_list_changed=True) as subscription:
+                    document = json.loads(policy.read_text())
+                    document["hide"] = []
+                    policy.write_text(json.dumps(document))
+                    event = await asyncio.wait_for(subscription.__anext__(), 10)
+                    assert type(event).__name__ == "ToolsListChanged"
+                names = {tool.name for tool in (await second.list_tools()).tools}
+                assert "cancel_background_task" in names
+
+        run(scenario())
+    calls = executed(tmp_path)
+    assert calls.count("create_background_task") == 3 and calls.count("append_task_event") == 1
+    assert {line["era"] for line in audit(tmp_path)} == {"modern"}
