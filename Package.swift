@@ -1,4 +1,5 @@
 // swift-tools-version:6.1
+import Foundation
 import PackageDescription
 
 let package = Package(
@@ -10,6 +11,9 @@ let package = Package(
         .library(name: "Sandbox", targets: ["Sandbox"]),
         .library(name: "Policy", targets: ["Policy"]),
         .library(name: "Gateway", targets: ["Gateway"]),
+        .library(name: "MCPCore", targets: ["MCPCore"]),
+        // What the fuzz targets (Fuzz/, built with -sanitize=fuzzer) and the corpus replay tests call.
+        .library(name: "FuzzEntryPoints", targets: ["FuzzEntryPoints"]),
         .executable(name: "allcanuse-mock", targets: ["allcanuse-mock"]),
     ],
     dependencies: [
@@ -31,12 +35,15 @@ let package = Package(
             providers: [.apt(["libseccomp-dev"])]
         ),
         .target(name: "CorralJSON"),
-        // The MCP protocol core, both eras (2026-07-28 stateless, 2025-11-25 sessions): JSON-RPC over stdio and
-        // Streamable HTTP (Hummingbird), envelope and header checks, server/discover, subscriptions/listen.
+        // The MCP protocol core, both eras (2026-07-28 stateless, 2025-11-25 sessions): messages, envelope and
+        // header checks with the spec's codes, the HTTP routing rules, server/discover, subscriptions/listen, the
+        // dual-era stdio connection. No HTTP server here, so that stdio users and the fuzz targets stay small.
+        .target(name: "MCPCore", dependencies: ["CorralJSON", "CCorral"]),
+        // Streamable HTTP for MCPCore, both eras on one endpoint, on Hummingbird.
         .target(
-            name: "MCPCore",
+            name: "MCPHTTP",
             dependencies: [
-                "CorralJSON", "CCorral",
+                "MCPCore", "CorralJSON",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "Logging", package: "swift-log"),
@@ -66,7 +73,7 @@ let package = Package(
         .target(
             name: "Gateway",
             dependencies: [
-                "Policy", "CorralJSON", "CCorral", "MCPCore",
+                "Policy", "CorralJSON", "CCorral", "MCPCore", "MCPHTTP",
                 .product(name: "MCP", package: "swift-sdk"),
                 // HMAC-SHA256 for approval states (constant-time checks).
                 .product(name: "Crypto", package: "swift-crypto"),
@@ -91,7 +98,7 @@ let package = Package(
         .executableTarget(
             name: "allcanuse-mock",
             dependencies: [
-                "AllcanuseMockServer", "MCPCore", "AllcanuseMock", "TaskRuntime", "Sandbox", "Policy",
+                "AllcanuseMockServer", "MCPCore", "MCPHTTP", "AllcanuseMock", "TaskRuntime", "Sandbox", "Policy",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -100,7 +107,7 @@ let package = Package(
         .executableTarget(
             name: "corral",
             dependencies: [
-                "TaskRuntime", "Sandbox", "Policy", "Gateway", "CorralJSON", "MCPCore",
+                "TaskRuntime", "Sandbox", "Policy", "Gateway", "CorralJSON", "MCPCore", "MCPHTTP",
                 // For `corral bench agent`, which runs the mock in-process.
                 "AllcanuseMock", "AllcanuseMockServer",
                 .product(name: "MCP", package: "swift-sdk"),
@@ -116,7 +123,8 @@ let package = Package(
             dependencies: ["TaskRuntime", "Sandbox", "CCorral", "CorralJSON", .product(name: "GRDB", package: "GRDB.swift")]),
         .testTarget(name: "PolicyTests", dependencies: ["Policy", "CorralJSON"]),
         .testTarget(name: "CorralJSONTests", dependencies: ["CorralJSON"]),
-        .testTarget(name: "MCPCoreTests", dependencies: ["MCPCore", "CorralJSON"]),
+        .target(name: "FuzzEntryPoints", dependencies: ["MCPCore", "CorralJSON"]),
+        .testTarget(name: "MCPCoreTests", dependencies: ["MCPCore", "CorralJSON", "FuzzEntryPoints"], exclude: []),
         .testTarget(
             name: "GatewayTests",
             dependencies: [
@@ -132,3 +140,12 @@ let package = Package(
             ]),
     ]
 )
+
+// The libFuzzer targets exist only for scripts/fuzz (CORRAL_FUZZ=1, built with -sanitize=fuzzer, whose runtime
+// provides main): a normal build has no fuzzer runtime to link them with.
+if ProcessInfo.processInfo.environment["CORRAL_FUZZ"] != nil {
+    for name in ["fuzz-http-post", "fuzz-stdio"] {
+        package.targets.append(.executableTarget(name: name, dependencies: ["FuzzEntryPoints"], path: "Fuzz/\(name)"))
+        package.products.append(.executable(name: name, targets: [name]))
+    }
+}

@@ -2,6 +2,7 @@ import CCorral
 import CorralJSON
 import Foundation
 import MCPCore
+import MCPHTTP
 import Policy
 import Synchronization
 

@@ -1,6 +1,7 @@
 import CorralJSON
 import Foundation
 import MCPCore
+import MCPHTTP
 import Synchronization
 
 /// `corral proxy --http`: the policy between Streamable HTTP clients of both eras and a stdio MCP server.

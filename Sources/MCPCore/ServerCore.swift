@@ -204,7 +204,7 @@ public final class ListenRegistry: Sendable {
             state.legacy[state.next] = sink
             return state.next
         }
-        return { [weak self] in _ = self?.state.withLock { $0.legacy.removeValue(forKey: key) } }
+        return { _ = self.state.withLock { $0.legacy.removeValue(forKey: key) } }
     }
 
     public var openSubscriptions: Int { state.withLock { $0.subscriptions.count } }

@@ -219,7 +219,8 @@ public final class StdioServerConnection: Sendable {
             if method == "initialize" {
                 let (result, settled) = core.initializeResult(params)
                 let offered = params["capabilities"] ?? [:]
-                let listener = core.listeners.addLegacy { [weak self] in self?.send($0) }
+                // Held until the input ends (then removed), so it may hold the connection.
+                let listener = core.listeners.addLegacy { self.send($0) }
                 let previous = state.withLock { state -> (@Sendable () -> Void)? in
                     state.era = .legacy(version: settled, capabilities: offered)
                     defer { state.removeLegacyListener = listener }

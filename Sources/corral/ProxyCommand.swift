@@ -4,6 +4,7 @@ import Foundation
 import Gateway
 import Logging
 import MCPCore
+import MCPHTTP
 import Policy
 
 /// `corral proxy`: a policy gateway in front of any stdio MCP server, for a client on stdio or over HTTP.

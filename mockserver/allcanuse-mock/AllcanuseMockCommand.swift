@@ -4,6 +4,7 @@ import ArgumentParser
 import Foundation
 import Logging
 import MCPCore
+import MCPHTTP
 import Policy
 import Sandbox
 import TaskRuntime

@@ -322,3 +322,50 @@ def test_stdio_refuses_the_other_era_and_bad_envelopes(state_dir):
     ])
     by_id = {a["id"]: a for a in answers}
     assert by_id[2]["error"]["code"] == -32600 and by_id[3]["result"] == {}
+
+
+def test_closing_the_stream_cancels_the_request(state_dir, tmp_path):
+    """A 2026-07-28 client cancels by closing the response stream: the server notices (its keep-alive write fails)
+    and cancels the request, and the endpoint goes on serving."""
+    import http.client
+    import subprocess
+    import urllib.parse
+
+    log = tmp_path / "mock.log"
+    with open(log, "w") as errors:
+        process = subprocess.Popen([str(MOCK), "--http", "127.0.0.1:0", "--state-dir", state_dir], stderr=errors)
+    try:
+        url = None
+        for _ in range(200):
+            import re
+            found = re.search(r"allcanuse-mock: listening on (http://\S+)", log.read_text())
+            if found:
+                url = found.group(1)
+                break
+            time.sleep(0.05)
+        assert url
+        _, _, created = post(url, *modern("tools/call", {"name": "create_background_task", "arguments": {
+            "title": "t", "goal": "g", "task_type": "sleep", "condition": {"duration_ms": 60000}}}, name="create_background_task"))
+        task_id = created["result"]["structuredContent"]["task_id"]
+        message, headers = modern("tools/call", {"name": "wait_for_background_task", "arguments": {
+            "task_id": task_id, "timeout_ms": -1}}, request_id="w", name="wait_for_background_task")
+        parts = urllib.parse.urlsplit(url)
+        connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
+        connection.request("POST", parts.path, body=json.dumps(message), headers={
+            "Content-Type": "application/json", "Accept": "application/json, text/event-stream", **headers})
+        response = connection.getresponse()
+        assert response.status == 200 and response.getheader("Content-Type").startswith("text/event-stream")
+        assert response.readline()  # the stream is open (a keep-alive comment)
+        connection.sock.close()
+        connection.close()
+        for _ in range(100):
+            if "cancelled tools/call \"w\": the client closed its stream" in log.read_text():
+                break
+            time.sleep(0.05)
+        assert "cancelled tools/call \"w\": the client closed its stream" in log.read_text()
+        status, _, answer = post(url, *modern("tools/call", {"name": "get_background_task", "arguments": {"task_id": task_id}},
+                                               name="get_background_task"))
+        assert status == 200 and answer["result"]["structuredContent"]["status"] == "running"
+    finally:
+        process.terminate()
+        assert process.wait(timeout=15) == 0

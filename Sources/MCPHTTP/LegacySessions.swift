@@ -1,4 +1,5 @@
 import CorralJSON
+import MCPCore
 import Foundation
 import Synchronization
 

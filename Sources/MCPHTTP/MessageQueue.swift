@@ -1,4 +1,5 @@
 import CorralJSON
+import MCPCore
 import Synchronization
 
 /// Messages on their way to one HTTP response (a POST's answer stream or a session's GET stream): pushed from any

@@ -1,4 +1,5 @@
 import CorralJSON
+import MCPCore
 import Synchronization
 
 /// What an MCP application serves over Streamable HTTP: stateless 2026-07-28 exchanges, and 2025-11-25 sessions.

@@ -1,4 +1,5 @@
 import CorralJSON
+import MCPCore
 import Foundation
 import HTTPTypes
 import Hummingbird
@@ -97,8 +98,11 @@ public final class MCPHTTPServer: Sendable {
     private func post(_ request: Request) async -> Response {
         await sessions.reapIdle()
         let headers = Self.headerView(request)
-        if let refusal = checkOrigin(headers) { return refusal }
-        if let refusal = Self.checkAccept(headers) { return refusal }
+        // Refused before the body is read.
+        if let refusal = HTTPRules.originRefusal(headers, allowedOrigins: configuration.allowedOrigins) {
+            return response(for: refusal)
+        }
+        guard HTTPRules.accepts(headers, sse: false) else { return Response(status: .notAcceptable) }
         var request = request
         let buffer: ByteBuffer
         do {
@@ -109,78 +113,27 @@ public final class MCPHTTPServer: Sendable {
                 JSONRPC.error(id: nil, .invalidRequest("the body is larger than \(configuration.maximumBodyBytes) bytes")))
         }
         let body = Array(buffer.readableBytesView)
-        let message: JSONValue
-        do {
-            message = try JSONValue.parseRejectingDuplicateKeys(Data(body))
-        } catch {
-            return Self.json(status: 400, JSONRPC.error(id: nil, .parseError("\(error)")))
-        }
-        if let sessionID = headers[MCPHeader.sessionID] {
-            guard let entry = sessions.lookup(sessionID) else {
-                return Self.json(status: 404, JSONRPC.error(id: nil, .invalidRequest("unknown or expired session \(sessionID)")))
+        let route = HTTPRules.classifyPost(headers: headers, body: body, allowedOrigins: configuration.allowedOrigins)
+        switch route {
+        case .reply, .notAcceptable:
+            return response(for: route)
+        case .legacySession(let id, let message):
+            guard let entry = sessions.lookup(id) else {
+                return Self.json(status: 404, JSONRPC.error(id: nil, .invalidRequest("unknown or expired session \(id)")))
             }
             return await legacyPost(message, entry: entry)
-        }
-        if isModern(message, headers: headers) {
-            return await modernPost(message, headers: headers, body: body)
-        }
-        guard message["method"]?.stringValue == "initialize", message["id"] != nil else {
-            return Self.json(
-                status: 400,
-                JSONRPC.error(
-                    id: message["id"],
-                    .invalidRequest(
-                        "no Mcp-Session-Id: begin with initialize (2025-11-25), or send 2026-07-28 requests with their _meta and MCP-Protocol-Version")))
-        }
-        let entry: LegacySessionTable.Entry
-        do {
-            entry = try await sessions.open(endpoint)
-        } catch {
-            return Self.json(status: 500, JSONRPC.error(id: message["id"], error))
-        }
-        logger.info("session \(entry.id) opened")
-        var response = await legacyPost(message, entry: entry)
-        if let name = HTTPField.Name("Mcp-Session-Id") { response.headers[name] = entry.id }
-        return response
-    }
-
-    /// 2026-07-28: by header when there is one (a handshake-era value means legacy), else by the body's `_meta`.
-    private func isModern(_ message: JSONValue, headers: HTTPHeaderView) -> Bool {
-        if let version = headers[MCPHeader.protocolVersion] { return !ProtocolVersions.legacy.contains(version) }
-        return (message["params"] ?? .null).hasModernEnvelope
-    }
-
-    private func modernPost(_ message: JSONValue, headers: HTTPHeaderView, body: [UInt8]) async -> Response {
-        guard message.arrayValue == nil else {
-            return Self.json(status: 400, JSONRPC.error(id: nil, .invalidRequest("2026-07-28 has no batches: one message per POST")))
-        }
-        switch JSONRPCMessage.classify(message) {
-        case .failure(let shape):
-            return Self.json(status: 400, JSONRPC.error(id: shape.id, shape.error))
-        case .success(.notification):
-            // 2026-07-28 defines no client notifications over HTTP (a request is cancelled by closing its stream);
-            // accepted and dropped, as the spec allows, once the version is one we serve.
-            if let version = headers[MCPHeader.protocolVersion], !ProtocolVersions.modern.contains(version) {
-                return Self.json(status: 400, JSONRPC.error(id: nil, .unsupportedProtocolVersion(.string(version))))
+        case .openSession(let message):
+            let entry: LegacySessionTable.Entry
+            do {
+                entry = try await sessions.open(endpoint)
+            } catch {
+                return Self.json(status: 500, JSONRPC.error(id: message["id"], error))
             }
-            return Response(status: .accepted)
-        case .success(.response), .success(.errorResponse):
-            return Self.json(
-                status: 400, JSONRPC.error(id: nil, .invalidRequest("a 2026-07-28 server sends no requests to answer")))
-        case .success(.request(let id, let method, let params)):
-            if method == "initialize" {
-                return Self.json(status: 404, JSONRPC.error(id: id, .methodNotFound(method, "removed in 2026-07-28")))
-            }
-            let envelope: ModernEnvelope
-            switch ModernEnvelope.validate(method: method, params: params, headers: headers) {
-            case .failure(let error):
-                return Self.json(status: error.httpStatus, JSONRPC.error(id: id, error))
-            case .success(let valid):
-                envelope = valid
-            }
-            if method == "subscriptions/listen", !(headers[HTTPHeaderName.accept]?.contains("text/event-stream") ?? false) {
-                return Response(status: .notAcceptable)
-            }
+            logger.info("session \(entry.id) opened")
+            var response = await legacyPost(message, entry: entry)
+            if let name = HTTPField.Name("Mcp-Session-Id") { response.headers[name] = entry.id }
+            return response
+        case .modern(let id, let method, let params, let envelope):
             let exchange = ModernHTTPRequest(id: id, method: method, params: params, envelope: envelope, headers: headers, body: body)
             let queue = MessageQueue()
             let endpoint = self.endpoint
@@ -189,7 +142,21 @@ public final class MCPHTTPServer: Sendable {
                 queue.push(answer)
                 queue.finish()
             }
-            return await answer(from: queue, single: true, cancel: { task.cancel() })
+            let logger = self.logger
+            return await answer(
+                from: queue, single: true,
+                cancel: {
+                    logger.info("cancelled \(method) \(id.jsonString()): the client closed its stream")
+                    task.cancel()
+                })
+        }
+    }
+
+    private func response(for route: HTTPPostRoute) -> Response {
+        switch route {
+        case .reply(let status, let message?): Self.json(status: status, message)
+        case .reply(let status, nil): Response(status: HTTPResponse.Status(code: status))
+        default: Response(status: .notAcceptable)
         }
     }
 
@@ -232,16 +199,16 @@ public final class MCPHTTPServer: Sendable {
 
     private func get(_ request: Request) async -> Response {
         let headers = Self.headerView(request)
-        if let refusal = checkOrigin(headers) { return refusal }
+        if let refusal = HTTPRules.originRefusal(headers, allowedOrigins: configuration.allowedOrigins) {
+            return response(for: refusal)
+        }
         guard let sessionID = headers[MCPHeader.sessionID] else {
             return Response(status: .methodNotAllowed, headers: [.allow: "POST"])
         }
         guard let entry = sessions.lookup(sessionID) else {
             return Self.json(status: 404, JSONRPC.error(id: nil, .invalidRequest("unknown or expired session \(sessionID)")))
         }
-        guard headers[HTTPHeaderName.accept]?.contains("text/event-stream") ?? false else {
-            return Response(status: .notAcceptable)
-        }
+        guard HTTPRules.accepts(headers, sse: true) else { return Response(status: .notAcceptable) }
         let queue = entry.router.openGetStream()
         let router = entry.router
         return sse(first: nil, queue: queue, onClose: { router.dropGetStream(queue) })
@@ -249,7 +216,9 @@ public final class MCPHTTPServer: Sendable {
 
     private func delete(_ request: Request) async -> Response {
         let headers = Self.headerView(request)
-        if let refusal = checkOrigin(headers) { return refusal }
+        if let refusal = HTTPRules.originRefusal(headers, allowedOrigins: configuration.allowedOrigins) {
+            return response(for: refusal)
+        }
         guard let sessionID = headers[MCPHeader.sessionID] else {
             return Response(status: .methodNotAllowed, headers: [.allow: "POST"])
         }
@@ -312,36 +281,11 @@ public final class MCPHTTPServer: Sendable {
             body: ResponseBody(byteBuffer: ByteBuffer(string: message.jsonString())))
     }
 
-    // MARK: - checks
-
-    /// DNS rebinding and cross-site requests: a browser always sends `Origin`; only loopback and configured ones
-    /// pass.
-    private func checkOrigin(_ headers: HTTPHeaderView) -> Response? {
-        guard let origin = headers["origin"] else { return nil }
-        if configuration.allowedOrigins.contains(origin) || Self.isLoopbackOrigin(origin) { return nil }
-        return Self.json(status: 403, JSONRPC.error(id: nil, .invalidRequest("Origin \(origin) is not allowed")))
-    }
-
-    static func isLoopbackOrigin(_ origin: String) -> Bool {
-        guard let components = URLComponents(string: origin), let host = components.host else { return false }
-        return ["localhost", "127.0.0.1", "[::1]", "::1"].contains(host.lowercased())
-    }
-
-    private static func checkAccept(_ headers: HTTPHeaderView) -> Response? {
-        guard let accept = headers[HTTPHeaderName.accept]?.lowercased() else { return nil }
-        if accept.contains("application/json") || accept.contains("text/event-stream") || accept.contains("*/*") {
-            return nil
-        }
-        return Response(status: .notAcceptable)
-    }
+    // MARK: - headers
 
     static func headerView(_ request: Request) -> HTTPHeaderView {
         HTTPHeaderView(request.headers.map { (name: $0.name.canonicalName, value: $0.value) })
     }
-}
-
-enum HTTPHeaderName {
-    static let accept = "accept"
 }
 
 /// A service that does nothing until graceful shutdown begins, then runs `action`.

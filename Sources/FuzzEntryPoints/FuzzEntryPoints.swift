@@ -1,0 +1,100 @@
+import CorralJSON
+import Foundation
+import MCPCore
+import Synchronization
+
+/// What the fuzz targets feed outside input to, with the invariants each must keep; the corpus replay tests call
+/// the same functions, so that whatever the fuzzer found stays fixed.
+public enum FuzzEntryPoints {
+    /// An invariant broken by an input: the fuzz target traps on it, a test fails on it.
+    public struct Violation: Error, CustomStringConvertible {
+        public let description: String
+    }
+
+    /// An HTTP POST as text: `Name: value` header lines, an empty line, then the body.
+    public static func httpPost(_ bytes: [UInt8]) throws(Violation) {
+        let (headers, body) = split(bytes)
+        let route = HTTPRules.classifyPost(headers: headers, body: body, allowedOrigins: ["https://allowed.example"])
+        switch route {
+        case .reply(let status, let message):
+            guard [202, 400, 403, 404].contains(status) else { throw Violation(description: "status \(status)") }
+            if let message { try checkError(message) }
+            if status == 202, message != nil { throw Violation(description: "202 with a body") }
+        case .modern(let id, let method, _, let envelope):
+            guard JSONRPC.isValidID(id) else { throw Violation(description: "a modern request with id \(id)") }
+            guard ProtocolVersions.modern.contains(envelope.protocolVersion),
+                headers[MCPHeader.protocolVersion] == envelope.protocolVersion, headers[MCPHeader.method] == method
+            else { throw Violation(description: "a modern request passed with headers that disagree with it") }
+            guard method != "initialize" else { throw Violation(description: "initialize served as 2026-07-28") }
+        case .openSession(let message):
+            guard message["method"] == "initialize" else { throw Violation(description: "a session opened by \(message)") }
+        case .legacySession, .notAcceptable:
+            break
+        }
+    }
+
+    /// Newline-separated messages on one stdio connection (the first request settles the era), served by a small
+    /// core; every message written back must be a JSON-RPC message, and errors must carry a valid id or null.
+    public static func stdio(_ bytes: [UInt8]) throws(Violation) {
+        let written = Written()
+        let connection = StdioServerConnection(core: core, connectionID: "fuzz") { data in written.append(data) }
+        for line in bytes.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: true) {
+            connection.ingest(Data(line))
+        }
+        // Every answer is in before the check (and no task outlives the input).
+        let drained = DispatchSemaphore(value: 0)
+        Task {
+            await connection.waitUntilDrained(timeout: .seconds(5))
+            drained.signal()
+        }
+        drained.wait()
+        connection.endOfInput()
+        for data in written.all {
+            guard let message = try? JSONValue.parse(data) else { throw Violation(description: "wrote invalid JSON") }
+            for element in message.arrayValue ?? [message] {
+                guard element["jsonrpc"] == "2.0" else { throw Violation(description: "wrote \(element)") }
+                if element["error"] != nil { try checkError(element) }
+            }
+        }
+    }
+
+    private static func checkError(_ message: JSONValue) throws(Violation) {
+        guard message["jsonrpc"] == "2.0", let error = message["error"], error["code"]?.intValue != nil,
+            error["message"]?.stringValue != nil
+        else { throw Violation(description: "not a JSON-RPC error: \(message)") }
+        guard let id = message["id"], id.isNull || JSONRPC.isValidID(id) else {
+            throw Violation(description: "an error under id \(message["id"] ?? .null)")
+        }
+    }
+
+    private static func split(_ bytes: [UInt8]) -> (HTTPHeaderView, [UInt8]) {
+        var pairs: [(name: String, value: String)] = []
+        var index = 0
+        while index < bytes.count {
+            guard let end = bytes[index...].firstIndex(of: UInt8(ascii: "\n")) else { break }
+            let line = bytes[index..<end]
+            index = end + 1
+            if line.isEmpty { break }
+            guard let colon = line.firstIndex(of: UInt8(ascii: ":")) else { continue }
+            let name = String(decoding: line[line.startIndex..<colon], as: UTF8.self)
+            let value = String(decoding: line[(colon + 1)...], as: UTF8.self).trimmingCharacters(in: .whitespaces)
+            pairs.append((name, value))
+        }
+        return (HTTPHeaderView(pairs), Array(bytes[min(index, bytes.count)...]))
+    }
+
+    private static let core = MCPServerCore(description: ServerDescription(name: "fuzz", version: "1")) {
+        method, params, _ throws(JSONRPCError) in
+        switch method {
+        case "tools/list": return ["tools": [["name": "echo", "inputSchema": ["type": "object"]]]]
+        case "tools/call": return ["content": [], "structuredContent": params["arguments"] ?? .null, "isError": false]
+        default: throw .methodNotFound(method)
+        }
+    }
+
+    private final class Written: Sendable {
+        private let messages = Mutex<[Data]>([])
+        func append(_ data: Data) { messages.withLock { $0.append(data) } }
+        var all: [Data] { messages.withLock { $0 } }
+    }
+}
