@@ -67,7 +67,14 @@ final class ProxyHTTPEndpoint: MCPHTTPEndpoint {
 
     // MARK: - 2026-07-28 exchanges
 
-    func exchange(_ request: ModernHTTPRequest, notify: @escaping @Sendable (JSONValue) async -> Void) async -> JSONValue {
+    func exchange(_ request: ModernHTTPRequest, notify: @escaping @Sendable (JSONValue) async -> Void) async
+        -> (text: String, status: Int)
+    {
+        let answer = await answer(request, notify: notify)
+        return (answer.jsonString(), answer["error"].flatMap(JSONRPCError.init(json:))?.httpStatus ?? 200)
+    }
+
+    private func answer(_ request: ModernHTTPRequest, notify: @escaping @Sendable (JSONValue) async -> Void) async -> JSONValue {
         if request.method == "subscriptions/listen" {
             let context = RequestContext(
                 id: request.id, era: .modern(version: request.envelope.protocolVersion), envelope: request.envelope,

@@ -44,12 +44,46 @@ public final class MCPServerCore: Sendable {
 
     public let description: ServerDescription
     private let handler: Handler
+    private let toolsListVersion: (@Sendable () -> String)?
+    /// `tools/list` answers as sent, by (version, era): the list only changes when its version does.
+    private let toolsListText = Mutex<[String: String]>([:])
     public let listeners = ListenRegistry()
 
     /// `handler` answers every method the core does not (throw `JSONRPCError.methodNotFound` for unknown ones).
-    public init(description: ServerDescription, handler: @escaping Handler) {
+    /// `toolsListVersion`, when given, names the current tool list (a policy revision, say): `tools/list` answers are
+    /// then serialized once per version and era instead of per request.
+    public init(
+        description: ServerDescription, toolsListVersion: (@Sendable () -> String)? = nil, handler: @escaping Handler
+    ) {
         self.description = description
+        self.toolsListVersion = toolsListVersion
         self.handler = handler
+    }
+
+    /// The answer as JSON text, and the HTTP status its error code maps to (200 for a result).
+    public func respondText(id: JSONValue, method: String, params: JSONValue, context: RequestContext) async -> (text: String, status: Int) {
+        if method == "tools/list", let version = toolsListVersion?(), params["cursor"] == nil {
+            let key = version + (context.era.isModern ? "|modern" : "|legacy")
+            let result: String
+            if let cached = toolsListText.withLock({ $0[key] }) {
+                result = cached
+            } else {
+                let answer = await respond(id: id, method: method, params: params, context: context)
+                guard let value = answer["result"] else { return (answer.jsonString(), Self.status(answer)) }
+                result = value.jsonString()
+                toolsListText.withLock { cache in
+                    if cache.count > 16 { cache.removeAll() }  // old versions go
+                    cache[key] = result
+                }
+            }
+            return (#"{"id":"# + id.jsonString() + #","jsonrpc":"2.0","result":"# + result + "}", 200)
+        }
+        let answer = await respond(id: id, method: method, params: params, context: context)
+        return (answer.jsonString(), Self.status(answer))
+    }
+
+    static func status(_ answer: JSONValue) -> Int {
+        answer["error"].flatMap(JSONRPCError.init(json:))?.httpStatus ?? 200
     }
 
     /// The answer to one request whose era is settled (a message with `result` or `error`).

@@ -183,7 +183,7 @@ public final class StdioServerConnection: Sendable {
                 }
                 for await answer in group { all.append(answer) }
             }
-            return .array(all)
+            return JSONValue.array(all).jsonString()
         }
     }
 
@@ -253,18 +253,18 @@ public final class StdioServerConnection: Sendable {
             send(JSONRPC.error(id: id, .invalidRequest("id \(key) is already in use by a request in flight")))
             return
         }
-        track(key: key) { await core.respond(id: id, method: method, params: params, context: context) }
+        track(key: key) { await core.respondText(id: id, method: method, params: params, context: context).text }
     }
 
     /// Runs `body` as the request `key`, sends its answer unless the client cancelled it, and keeps count.
-    private func track(key: String, _ body: @escaping @Sendable () async -> JSONValue) {
+    private func track(key: String, _ body: @escaping @Sendable () async -> String) {
         state.withLock { state in
             state.serial += 1
             let serial = state.serial
             let task = Task { [weak self] in
                 let answer = await body()
                 guard let self else { return }
-                if !Task.isCancelled { self.send(answer) }
+                if !Task.isCancelled { self.output(Data(answer.utf8)) }
                 self.finished(key, serial: serial)
             }
             state.running[key] = (serial, task)

@@ -7,9 +7,10 @@ import Synchronization
 /// `MCPServerCore`, and a gateway brings its own.
 public protocol MCPHTTPEndpoint: Sendable {
     /// One modern request whose envelope and headers passed every check. `notify` puts a notification on the
-    /// request's own response stream; the returned message (a response or an error, under `request.id`) ends it.
-    /// Cancelled when the client closes the stream.
-    func exchange(_ request: ModernHTTPRequest, notify: @escaping @Sendable (JSONValue) async -> Void) async -> JSONValue
+    /// request's own response stream; the returned answer (a response or an error under `request.id`, as JSON text,
+    /// with the HTTP status of its error code) ends it. Cancelled when the client closes the stream.
+    func exchange(_ request: ModernHTTPRequest, notify: @escaping @Sendable (JSONValue) async -> Void) async
+        -> (text: String, status: Int)
 
     /// A legacy session, opened by an `initialize` POST (which `receive` then gets as its first message).
     func openLegacySession(id: String, outlet: LegacyOutlet) async throws(JSONRPCError) -> any LegacySession
@@ -38,15 +39,23 @@ public protocol LegacySession: Sendable {
 /// notification to the stream of the request with that token; anything else to the session's GET stream, or,
 /// without one, to the newest open POST stream (where a client waiting on a call will see, say, an elicitation).
 public final class LegacyOutlet: Sendable {
-    let route: @Sendable (JSONValue) -> Void
+    enum Message: Sendable {
+        case message(JSONValue)
+        case answer(id: JSONValue, text: String)
+    }
+
+    let route: @Sendable (Message) -> Void
     let end: @Sendable () -> Void
 
-    init(route: @escaping @Sendable (JSONValue) -> Void, end: @escaping @Sendable () -> Void) {
+    init(route: @escaping @Sendable (Message) -> Void, end: @escaping @Sendable () -> Void) {
         self.route = route
         self.end = end
     }
 
-    public func send(_ message: JSONValue) { route(message) }
+    public func send(_ message: JSONValue) { route(.message(message)) }
+
+    /// An answer already serialized (routed by `id`).
+    public func sendAnswer(id: JSONValue, text: String) { route(.answer(id: id, text: text)) }
 
     /// The application ended the session on its own (e.g. its server process died); later requests get 404.
     public func endSession() { end() }
@@ -58,11 +67,13 @@ public struct CoreHTTPEndpoint: MCPHTTPEndpoint {
 
     public init(core: MCPServerCore) { self.core = core }
 
-    public func exchange(_ request: ModernHTTPRequest, notify: @escaping @Sendable (JSONValue) async -> Void) async -> JSONValue {
+    public func exchange(_ request: ModernHTTPRequest, notify: @escaping @Sendable (JSONValue) async -> Void) async
+        -> (text: String, status: Int)
+    {
         let context = RequestContext(
             id: request.id, era: .modern(version: request.envelope.protocolVersion), envelope: request.envelope,
             legacyCapabilities: nil, session: nil, notify: notify)
-        return await core.respond(id: request.id, method: request.method, params: request.params, context: context)
+        return await core.respondText(id: request.id, method: request.method, params: request.params, context: context)
     }
 
     public func openLegacySession(id: String, outlet: LegacyOutlet) async throws(JSONRPCError) -> any LegacySession {
@@ -123,8 +134,8 @@ final class CoreLegacySession: LegacySession {
             let core = self.core
             state.withLock { state in
                 let task = Task { [weak self] in
-                    let answer = await core.respond(id: requestID, method: method, params: params, context: context)
-                    if !Task.isCancelled { outlet.send(answer) }
+                    let answer = await core.respondText(id: requestID, method: method, params: params, context: context)
+                    if !Task.isCancelled { outlet.sendAnswer(id: requestID, text: answer.text) }
                     self?.state.withLock { _ = $0.running.removeValue(forKey: key) }
                 }
                 state.running[key] = task

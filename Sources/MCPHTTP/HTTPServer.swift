@@ -139,7 +139,7 @@ public final class MCPHTTPServer: Sendable {
             let endpoint = self.endpoint
             let task = Task {
                 let answer = await endpoint.exchange(exchange) { queue.push($0) }
-                queue.push(answer)
+                queue.push(.answer(text: answer.text, status: answer.status))
                 queue.finish()
             }
             let logger = self.logger
@@ -237,7 +237,9 @@ public final class MCPHTTPServer: Sendable {
         switch await queue.next(timeout: configuration.jsonWindow) {
         case .finished:
             return Response(status: .accepted)
-        case .message(let first) where single && first["method"] == nil:
+        case .message(.answer(let text, let status)) where single:
+            return Self.json(status: status, text: text)
+        case .message(.message(let first)) where single && first["method"] == nil:
             let status = first["error"].flatMap(JSONRPCError.init(json:))?.httpStatus ?? 200
             return Self.json(status: status, first)
         case .message(let first):
@@ -247,7 +249,7 @@ public final class MCPHTTPServer: Sendable {
         }
     }
 
-    private func sse(first: JSONValue?, queue: MessageQueue, onClose: @escaping @Sendable () -> Void) -> Response {
+    private func sse(first: MessageQueue.Outgoing?, queue: MessageQueue, onClose: @escaping @Sendable () -> Void) -> Response {
         let interval = configuration.keepAliveInterval
         let body = ResponseBody { writer in
             do {
@@ -271,14 +273,18 @@ public final class MCPHTTPServer: Sendable {
             body: body)
     }
 
-    private static func event(_ message: JSONValue) -> ByteBuffer {
-        ByteBuffer(string: "event: message\ndata: \(message.jsonString())\n\n")
+    private static func event(_ message: MessageQueue.Outgoing) -> ByteBuffer {
+        ByteBuffer(string: "event: message\ndata: \(message.text)\n\n")
     }
 
     static func json(status: Int, _ message: JSONValue) -> Response {
+        json(status: status, text: message.jsonString())
+    }
+
+    static func json(status: Int, text: String) -> Response {
         Response(
             status: HTTPResponse.Status(code: status), headers: [.contentType: "application/json"],
-            body: ResponseBody(byteBuffer: ByteBuffer(string: message.jsonString())))
+            body: ResponseBody(byteBuffer: ByteBuffer(string: text)))
     }
 
     // MARK: - headers

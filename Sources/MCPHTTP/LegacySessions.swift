@@ -123,7 +123,17 @@ final class LegacyRouter: Sendable {
         }
     }
 
-    func route(_ message: JSONValue) {
+    func route(_ outgoing: LegacyOutlet.Message) {
+        let message: JSONValue
+        let queued: MessageQueue.Outgoing
+        switch outgoing {
+        case .message(let value):
+            message = value
+            queued = .message(value)
+        case .answer(let id, let text):
+            message = ["id": id]
+            queued = .answer(text: text, status: 200)
+        }
         let target = state.withLock { state -> (MessageQueue, finish: Bool)? in
             if message["method"] == nil, let id = message["id"] {
                 let key = JSONRPC.key(id)
@@ -143,7 +153,7 @@ final class LegacyRouter: Sendable {
             return nil
         }
         guard let (queue, finish) = target else { return }
-        queue.push(message)
+        queue.push(queued)
         if finish { queue.finish() }
     }
 

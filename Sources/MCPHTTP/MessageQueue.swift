@@ -6,14 +6,27 @@ import Synchronization
 /// thread, taken by the one writer, with a timeout so that the writer can decide between a JSON answer and SSE,
 /// and send keep-alive comments on a silent stream (a failed write is how a closed stream is noticed).
 final class MessageQueue: Sendable {
-    enum Event: Sendable {
+    /// What goes out: a message, or an answer already serialized (with its HTTP status).
+    enum Outgoing: Sendable {
         case message(JSONValue)
+        case answer(text: String, status: Int)
+
+        var text: String {
+            switch self {
+            case .message(let message): message.jsonString()
+            case .answer(let text, _): text
+            }
+        }
+    }
+
+    enum Event: Sendable {
+        case message(Outgoing)
         case finished
         case timeout
     }
 
     private struct State {
-        var buffered: [JSONValue] = []
+        var buffered: [Outgoing] = []
         var finished = false
         var waiter: (serial: Int, continuation: CheckedContinuation<Event, Never>)?
         var serial = 0
@@ -23,7 +36,9 @@ final class MessageQueue: Sendable {
 
     private let state = Mutex(State())
 
-    func push(_ message: JSONValue) {
+    func push(_ message: JSONValue) { push(.message(message)) }
+
+    func push(_ message: Outgoing) {
         let waiter = state.withLock { state -> CheckedContinuation<Event, Never>? in
             guard !state.finished else { return nil }
             if let waiter = state.waiter {

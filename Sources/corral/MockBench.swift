@@ -19,7 +19,7 @@ struct MockBench: AsyncParsableCommand {
             """
     )
 
-    @Option(help: "get_background_task calls per transport.") var calls = 500
+    @Option(help: "Calls per request kind (discover or ping, tools/list, get, append) and client.") var calls = 500
     @Option(help: "create_background_task calls per transport.") var creates = 50
     @Option(help: "Stored task counts for the list_background_tasks figures (comma-separated).")
     var storedTasks = "100,10000,100000"
@@ -47,8 +47,8 @@ struct MockBench: AsyncParsableCommand {
                 ])
                 client.notify("notifications/initialized")
             }
-            try await measureCalls(label: label, widths: widths) { name, arguments in
-                try client.callTool(name, arguments)
+            try await measureCalls(label: "stdio " + label, modern: modern, widths: widths) { method, params in
+                try client.request(method, params)
             }
             client.close()
         }
@@ -129,35 +129,49 @@ struct MockBench: AsyncParsableCommand {
             "protocolVersion": "2025-11-25", "capabilities": [String: Any](), "clientInfo": ["name": "bench", "version": "1"],
         ])
         try await legacy.notify("notifications/initialized")
-        try await measureCalls(label: "HTTP 2025-11-25", widths: widths) { name, arguments in
-            try await legacy.callTool(name, arguments)
+        try await measureCalls(label: "HTTP 2025-11-25", modern: false, widths: widths) { method, params in
+            try await legacy.request(method, params)
         }
         let modern = HTTPClient(endpoint: endpoint, modern: true)
-        try await measureCalls(label: "HTTP 2026-07-28", widths: widths) { name, arguments in
-            try await modern.callTool(name, arguments)
+        try await measureCalls(label: "HTTP 2026-07-28", modern: true, widths: widths) { method, params in
+            try await modern.request(method, params)
         }
     }
 
-    /// get_background_task round trips on one long task, then create_background_task round trips (spawn to
-    /// running), through whichever client `call` uses.
+    /// Round trips, one at a time: the era's own request (server/discover, or ping), tools/list, get_background_task
+    /// and append_task_event on one long task, then create_background_task (spawn to running).
     private func measureCalls(
-        label: String, widths: [Int], _ call: (String, [String: Any]) async throws -> [String: Any]
+        label: String, modern: Bool, widths: [Int], _ request: (String, [String: Any]) async throws -> [String: Any]
     ) async throws {
+        func call(_ name: String, _ arguments: [String: Any]) async throws -> [String: Any] {
+            let result = try await request("tools/call", ["name": name, "arguments": arguments])
+            return result["structuredContent"] as? [String: Any] ?? [:]
+        }
         let created = try await call("create_background_task", [
             "title": "bench", "goal": "bench", "task_type": "sleep", "condition": ["duration_ms": 600_000],
         ])
         guard let taskID = created["task_id"] as? String else { throw ValidationError("create failed: \(created)") }
-        var gets = Samples()
-        let start = ContinuousClock.now
-        for _ in 0..<calls {
-            let begin = ContinuousClock.now
-            _ = try await call("get_background_task", ["task_id": taskID])
-            gets.add(ContinuousClock.now - begin)
+        let variants: [(String, String, [String: Any])] = [
+            (modern ? "server/discover" : "ping", modern ? "server/discover" : "ping", [:]),
+            ("tools/list", "tools/list", [:]),
+            ("get_background_task", "tools/call", ["name": "get_background_task", "arguments": ["task_id": taskID]]),
+            ("append_task_event", "tools/call", [
+                "name": "append_task_event", "arguments": ["task_id": taskID, "message": "bench"],
+            ]),
+        ]
+        for (name, method, params) in variants {
+            var samples = Samples()
+            let start = ContinuousClock.now
+            for _ in 0..<calls {
+                let begin = ContinuousClock.now
+                _ = try await request(method, params)
+                samples.add(ContinuousClock.now - begin)
+            }
+            let elapsed = ContinuousClock.now - start
+            let perSecond = Double(calls) / (Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18)
+            row([name + ", " + label, format(samples.median), format(samples.percentile(90)),
+                 format(samples.percentile(99)), format(perSecond, digits: 0)], widths: widths)
         }
-        let elapsed = ContinuousClock.now - start
-        let perSecond = Double(calls) / (Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18)
-        row(["get_background_task, " + label, format(gets.median), format(gets.percentile(90)),
-             format(gets.percentile(99)), format(perSecond, digits: 0)], widths: widths)
         var creates = Samples()
         for _ in 0..<self.creates {
             let begin = ContinuousClock.now
@@ -253,7 +267,7 @@ final class RawClient {
     private let output = Pipe()
     private var buffer = Data()
     private var nextID = 1
-    private let modern: Bool
+    let modern: Bool
 
     /// `modern`: every request carries the 2026-07-28 `_meta` (and no initialize is needed).
     init(binary: URL, arguments: [String], modern: Bool = false) throws {

@@ -126,6 +126,30 @@ final class StdioEraTests: XCTestCase {
         XCTAssertTrue(received.withLock { $0.isEmpty }, "\(received.withLock { $0 })")
     }
 
+    func testToolListsAreSerializedOncePerVersionAndEra() async throws {
+        let version = Inbox()  // its count stands for the version
+        let built = Inbox()
+        let core = MCPServerCore(
+            description: ServerDescription(name: "t", version: "1"), toolsListVersion: { "v\(version.withLock { $0.count })" }
+        ) { method, _, _ throws(JSONRPCError) in
+            built.withLock { $0.append(.string(method)) }
+            return ["tools": [["name": .string("tool-\(version.withLock { $0.count })")]]]
+        }
+        let legacy = RequestContext(id: 1, era: .legacy(version: "2025-11-25"), envelope: nil, legacyCapabilities: nil, session: nil, notify: { _ in })
+        let modern = RequestContext(id: 1, era: .modern(version: "2026-07-28"), envelope: nil, legacyCapabilities: nil, session: nil, notify: { _ in })
+        let first = await core.respondText(id: 1, method: "tools/list", params: [:], context: legacy)
+        let again = await core.respondText(id: 2, method: "tools/list", params: [:], context: legacy)
+        XCTAssertEqual(built.withLock { $0.count }, 1, "served from the cache")
+        XCTAssertEqual(try JSONValue.parse(again.text)["id"], 2)
+        XCTAssertEqual(try JSONValue.parse(first.text)["result"], try JSONValue.parse(again.text)["result"])
+        let stamped = try JSONValue.parse(await core.respondText(id: 3, method: "tools/list", params: [:], context: modern).text)
+        XCTAssertEqual(stamped["result"]?["resultType"], "complete", "each era its own answer")
+        version.withLock { $0.append(true) }  // a reload
+        let reloaded = try JSONValue.parse(await core.respondText(id: 4, method: "tools/list", params: [:], context: legacy).text)
+        XCTAssertEqual(reloaded["result"]?["tools"]?.arrayValue?.first?["name"], "tool-1")
+        XCTAssertEqual(built.withLock { $0.count }, 3)
+    }
+
     func testListenAcknowledgesAnnouncesAndClosesGracefully() async throws {
         let (connection, received) = makeConnection()
         let core = MCPServerCore(description: ServerDescription(name: "t", version: "1")) { method, _, _ throws(JSONRPCError) in

@@ -35,7 +35,8 @@ public enum MockServer {
         callRecord: CallRecord? = nil
     ) -> MCPServerCore {
         let toolList = ToolListCache(policy: policy)
-        return MCPServerCore(description: description) { method, params, context throws(JSONRPCError) in
+        return MCPServerCore(description: description, toolsListVersion: { policy.policy.revision.hex }) {
+            method, params, context throws(JSONRPCError) in
             switch method {
             case "tools/list":
                 return toolList.result()
