@@ -20,7 +20,6 @@ let package = Package(
         .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
-        .package(url: "https://github.com/modelcontextprotocol/swift-sdk", from: "0.12.1"),
         .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
         .package(url: "https://github.com/apple/swift-http-types", from: "1.8.0"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
@@ -74,7 +73,6 @@ let package = Package(
             name: "Gateway",
             dependencies: [
                 "Policy", "CorralJSON", "CCorral", "MCPCore", "MCPHTTP",
-                .product(name: "MCP", package: "swift-sdk"),
                 // HMAC-SHA256 for approval states (constant-time checks).
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
@@ -110,7 +108,6 @@ let package = Package(
                 "TaskRuntime", "Sandbox", "Policy", "Gateway", "CorralJSON", "MCPCore", "MCPHTTP",
                 // For `corral bench agent`, which runs the mock in-process.
                 "AllcanuseMock", "AllcanuseMockServer",
-                .product(name: "MCP", package: "swift-sdk"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -129,7 +126,6 @@ let package = Package(
             name: "GatewayTests",
             dependencies: [
                 "Gateway", "AllcanuseMock", "AllcanuseMockServer", "TaskRuntime", "CorralJSON", "Policy", "MCPCore",
-                .product(name: "MCP", package: "swift-sdk"),
                 .product(name: "Logging", package: "swift-log"),
             ]),
         .testTarget(

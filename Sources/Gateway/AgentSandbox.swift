@@ -1,7 +1,7 @@
 import CorralJSON
 import Foundation
 import Logging
-import MCP
+import MCPCore
 import Policy
 import Synchronization
 
@@ -9,13 +9,15 @@ import Synchronization
 /// server, tool lists are filtered, counters are rolled back when the server answers a call with a JSON-RPC error,
 /// approval-required calls go to the agent's approval handler, and every decision goes to the audit sink.
 ///
-/// The MCP side is the official SDK's `Client`; tool lists and results travel as raw JSON (`JSONValue`) so fields
-/// the SDK's typed `Tool` does not know (e.g. `execution`) survive.
+/// The MCP side is our `MCPClient`, in whichever era the server speaks (2026-07-28 when `server/discover` answers,
+/// else 2025-11-25); tool lists and results travel as raw JSON (`JSONValue`), so unknown fields survive. A server
+/// that asks the user something — a 2026-07-28 `input_required` result, a 2025-11-25 `elicitation/create` request
+/// (a gateway in front asking for approval, say) — is answered by the approval handler.
 public final class AgentSandbox: Sendable {
     /// Where the MCP server is.
     public enum Connection: Sendable {
-        /// Any SDK transport, e.g. one half of `InMemoryTransport.createConnectedPair()` with the server in-process.
-        case transport(any Transport)
+        /// Any transport, e.g. `InProcessServerTransport` with the server in this process.
+        case transport(any MessageTransport)
         /// A stdio MCP server run as a child process (`command[0]` is looked up in `PATH`); it is stopped by `close()`.
         case process(command: [String], environment: [String: String]? = nil)
         /// A Streamable HTTP endpoint, e.g. `http://127.0.0.1:8765/mcp`.
@@ -53,64 +55,69 @@ public final class AgentSandbox: Sendable {
 
     public let evaluator: PolicyEvaluator
     public let identity: CallIdentity
-    private let client: Client
-    private let connectionState: ConnectionState
+    private let client: MCPClient
     private let approval: ApprovalHandler?
     private let audit: (any AuditSink)?
-    /// What the server said about itself in `initialize`.
+    /// What the server said about itself (`name`, `version`) and the `protocolVersion` in use.
     public let serverInfo: JSONValue
 
     private init(
-        evaluator: PolicyEvaluator, identity: CallIdentity, client: Client, connectionState: ConnectionState,
-        approval: ApprovalHandler?, audit: (any AuditSink)?, serverInfo: JSONValue
+        evaluator: PolicyEvaluator, identity: CallIdentity, client: MCPClient, approval: ApprovalHandler?,
+        audit: (any AuditSink)?, serverInfo: JSONValue
     ) {
         self.evaluator = evaluator
         self.identity = identity
         self.client = client
-        self.connectionState = connectionState
         self.approval = approval
         self.audit = audit
         self.serverInfo = serverInfo
     }
 
-    /// Connects and initializes. `approval`: with none, approval-required calls are denied with a message saying so.
+    /// The MCP era of the connection.
+    public var era: MCPEra? { client.era }
+
+    /// Connects (settling the era). `approval`: with none, approval-required calls are denied with a message saying
+    /// so, and a server's questions are declined.
     public static func connect(
         policy: PolicyEvaluator, identity: CallIdentity, to connection: Connection,
         approval: ApprovalHandler? = nil, audit: (any AuditSink)? = nil,
         clientName: String = "corral-agent", logger: Logger? = nil
     ) async throws -> AgentSandbox {
-        let client = Client(name: clientName, version: "1")
-        let state = ConnectionState()
-        let transport: any Transport
+        let transport: any MessageTransport
         switch connection {
         case .transport(let given):
             transport = given
         case .process(let command, let environment):
-            transport = try ChildProcessTransport(
-                command: command, environment: environment, logger: logger,
-                onPeerClosed: { reason in
-                    // The SDK client would wait forever (or spin) on a dead peer: fail what is pending now.
-                    state.markLost(reason)
-                    Task { await client.disconnect() }
-                })
+            do {
+                transport = try ChildProcessTransport(command: command, environment: environment)
+            } catch {
+                throw AgentSandboxError.cannotConnect(error.description)
+            }
         case .http(let url):
-            transport = StreamableHTTPClientTransport(
-                endpoint: url, logger: logger, onAnswerLost: { id in state.markAnswerLost(id) })
+            transport = StreamableHTTPClientTransport(endpoint: url)
         }
-        let initialized: Initialize.Result
+        // A 2025-11-25 server's question (elicitation/create) goes to the approval handler.
+        let client = MCPClient(transport: transport, name: clientName, canElicit: approval != nil) { method, params in
+            guard method == "elicitation/create" else { return nil }
+            return await Self.answer(question: params, tool: "(asked by the server)", arguments: [:], approval: approval)
+        }
+        let info: JSONValue
         do {
-            initialized = try await client.connect(transport: transport)
+            info = try await client.connect()
         } catch {
-            await client.disconnect()
-            throw AgentSandboxError.cannotConnect(describe(error))
+            await client.close()
+            throw AgentSandboxError.cannotConnect(error.description)
         }
-        let info: JSONValue = [
-            "name": .string(initialized.serverInfo.name), "version": .string(initialized.serverInfo.version),
-            "protocolVersion": .string(initialized.protocolVersion),
-        ]
         return AgentSandbox(
-            evaluator: policy, identity: identity, client: client, connectionState: state, approval: approval,
-            audit: audit, serverInfo: info)
+            evaluator: policy, identity: identity, client: client, approval: approval, audit: audit, serverInfo: info)
+    }
+
+    /// An elicitation answered by the approval handler: `accept` when it approves, `decline` otherwise.
+    static func answer(question: JSONValue, tool: String, arguments: [String: JSONValue], approval: ApprovalHandler?) async -> JSONValue {
+        guard let approval else { return ["action": "decline"] }
+        let message = question["message"]?.stringValue ?? "The server asks for approval."
+        let approved = await approval(ApprovalRequest(tool: tool, arguments: arguments, rule: "server", message: message))
+        return approved ? ["action": "accept", "content": [:]] : ["action": "decline"]
     }
 
     /// Convenience: loads the policy from a file (every error with its JSON path on failure).
@@ -131,7 +138,7 @@ public final class AgentSandbox: Sendable {
         var seenCursors: Set<JSONValue> = []
         repeat {
             let params: JSONValue = cursor.map { ["cursor": $0] } ?? [:]
-            let page = try await request(RawListTools.self, params)
+            let page = try await request("tools/list", params)
             tools += page["tools"]?.arrayValue ?? []
             cursor = page["nextCursor"].flatMap { $0.isNull ? nil : $0 }
             if let next = cursor, !seenCursors.insert(next).inserted {
@@ -165,7 +172,7 @@ public final class AgentSandbox: Sendable {
         var params: [String: JSONValue] = ["name": .string(name)]
         if arguments.objectValue?.isEmpty == false { params["arguments"] = arguments }
         do {
-            let result = try await request(RawCallTool.self, .object(params))
+            let result = try await callAnsweringInput(name, params: params)
             return ToolCallResult(decision: decision, result: result)
         } catch let error as AgentSandboxError {
             // The server refused the call as a request: it did not run, so it does not count. (A lost connection
@@ -182,8 +189,32 @@ public final class AgentSandbox: Sendable {
     /// Disconnects (and stops a server run with `.process`). Calls still in flight fail with `connectionLost`
     /// (their counters stay spent: the server may have run them).
     public func close() async {
-        connectionState.markLost("the agent closed the connection")
-        await client.disconnect()
+        await client.close()
+    }
+
+    /// A tools/call, answering the server's `input_required` rounds (2026-07-28: each elicitation goes to the
+    /// approval handler, and the call is sent again with the answers and the server's `requestState`).
+    private func callAnsweringInput(_ name: String, params: [String: JSONValue]) async throws -> JSONValue {
+        var params = params
+        for _ in 0..<4 {
+            let result = try await request("tools/call", .object(params))
+            guard result["resultType"]?.stringValue == "input_required", let requests = result["inputRequests"]?.objectValue
+            else { return result }
+            var responses: [String: JSONValue] = [:]
+            for (key, input) in requests {
+                guard input["method"]?.stringValue == "elicitation/create" else {
+                    throw AgentSandboxError.server(
+                        code: JSONRPCError.invalidRequestCode,
+                        message: "the server asked for \(input["method"]?.stringValue ?? "an input") this agent cannot give")
+                }
+                responses[key] = await Self.answer(
+                    question: input["params"] ?? [:], tool: name, arguments: params["arguments"]?.objectValue ?? [:],
+                    approval: approval)
+            }
+            params["inputResponses"] = .object(responses)
+            params["requestState"] = result["requestState"]
+        }
+        throw AgentSandboxError.server(code: JSONRPCError.invalidRequestCode, message: "the server kept asking for input (4 rounds)")
     }
 
     // MARK: - internals
@@ -201,36 +232,15 @@ public final class AgentSandbox: Sendable {
         audit.record(AuditEntry(decision: decision, arguments: arguments, identity: identity, latencyMicroseconds: elapsed))
     }
 
-    private func request<M: Method>(_ method: M.Type, _ params: M.Parameters) async throws -> M.Result {
-        if let reason = connectionState.lostReason { throw AgentSandboxError.connectionLost(reason) }
-        let request = M.request(params)
+    private func request(_ method: String, _ params: JSONValue) async throws -> JSONValue {
         do {
-            let context = try await client.send(request)
-            return try await context.value
-        } catch let error as MCPError {
-            if let reason = connectionState.lostReason { throw AgentSandboxError.connectionLost(reason) }
-            // The transport made this error up because the answer never came: the call may have run.
-            if connectionState.takeAnswerLost(JSONValue(request.id)) {
-                throw AgentSandboxError.connectionLost(Self.describe(error))
-            }
-            switch error {
-            case .transportError(let underlying):
-                throw AgentSandboxError.connectionLost(Self.describe(underlying))
-            case .connectionClosed:
-                throw AgentSandboxError.connectionLost(Self.describe(error))
-            default:
-                throw AgentSandboxError.server(code: error.code, message: Self.describe(error))
-            }
-        } catch let error as AgentSandboxError {
-            throw error
+            return try await client.request(method, params)
         } catch {
-            if let reason = connectionState.lostReason { throw AgentSandboxError.connectionLost(reason) }
-            throw AgentSandboxError.connectionLost(Self.describe(error))
+            switch error {
+            case .server(let code, let message): throw AgentSandboxError.server(code: code, message: message)
+            case .connectionLost(let why): throw AgentSandboxError.connectionLost(why)
+            }
         }
-    }
-
-    static func describe(_ error: any Error) -> String {
-        (error as? MCPError)?.errorDescription ?? (error as? LocalizedError)?.errorDescription ?? "\(error)"
     }
 }
 
@@ -247,39 +257,6 @@ public enum AgentSandboxError: Error, CustomStringConvertible, Equatable {
         case .cannotConnect(let why): "cannot connect to the MCP server: \(why)"
         case .server(let code, let message): "the MCP server answered with error \(code): \(message)"
         case .connectionLost(let why): "the MCP server went away: \(why)"
-        }
-    }
-}
-
-/// `tools/list` and `tools/call` with raw JSON both ways: the SDK's typed results drop unknown fields.
-enum RawListTools: MCP.Method {
-    static let name = "tools/list"
-    typealias Parameters = JSONValue
-    typealias Result = JSONValue
-}
-
-enum RawCallTool: MCP.Method {
-    static let name = "tools/call"
-    typealias Parameters = JSONValue
-    typealias Result = JSONValue
-}
-
-/// Set once when the peer is gone, read by every call.
-final class ConnectionState: Sendable {
-    private let reason = Mutex<String?>(nil)
-    private let lostAnswers = Mutex<Set<JSONValue>>([])
-    func markLost(_ why: String) { reason.withLock { if $0 == nil { $0 = why } } }
-    var lostReason: String? { reason.withLock { $0 } }
-    func markAnswerLost(_ id: JSONValue) { lostAnswers.withLock { _ = $0.insert(id) } }
-    func takeAnswerLost(_ id: JSONValue) -> Bool { lostAnswers.withLock { $0.remove(id) != nil } }
-}
-
-extension JSONValue {
-    /// A JSON-RPC id as the SDK holds it.
-    init(_ id: MCP.ID) {
-        switch id {
-        case .string(let text): self = .string(text)
-        case .number(let number): self = .int(number)
         }
     }
 }

@@ -1,38 +1,37 @@
 import CorralJSON
 import Foundation
-import Logging
-import MCP
+import MCPCore
 import Synchronization
 
 #if canImport(FoundationNetworking)
 import FoundationNetworking
 #endif
 
-/// An SDK `Transport` to a Streamable HTTP MCP endpoint.
+/// A Streamable HTTP MCP endpoint, in both eras: a message carrying the 2026-07-28 `_meta` is POSTed with the
+/// `MCP-Protocol-Version`, `Mcp-Method` and `Mcp-Name` headers and without a session; anything else within the
+/// 2025-11-25 session that `initialize` opened.
 ///
-/// Not the SDK's `HTTPClientTransport`: on Linux it cannot read `text/event-stream`, and servers answer POSTed
-/// requests on an SSE stream. Each POST's stream is read as it arrives (a URLSession data delegate) and split into
-/// events here, so a server may send requests or notifications before its answer and get the client's reply while
-/// the stream is still open. If a stream ends without the answer, the request gets a JSON-RPC error instead of
-/// waiting forever. The GET stream is not opened: an agent's tool calls do not need it.
-public actor StreamableHTTPClientTransport: Transport {
-    public nonisolated let logger: Logger
+/// Each POST's answer is read as it arrives (a URLSession data delegate), as one JSON body or as SSE events, so a
+/// server may send notifications or requests before its answer and get the client's reply while the stream is still
+/// open. A JSON-RPC error that comes with a 4xx status (2026-07-28 does that) is delivered as the answer. If a stream
+/// ends without the answer, the request gets a JSON-RPC error instead of waiting forever. The GET stream is not
+/// opened: an agent's tool calls do not need it.
+public actor StreamableHTTPClientTransport: MessageTransport {
     private let endpoint: URL
     private let session: URLSession
     private let delegate: StreamingDelegate
     private var sessionID: String?
     private var protocolVersion: String?
-    private let stream: AsyncThrowingStream<Data, Swift.Error>
-    private let continuation: AsyncThrowingStream<Data, Swift.Error>.Continuation
+    private let stream: AsyncThrowingStream<Data, any Error>
+    private let continuation: AsyncThrowingStream<Data, any Error>.Continuation
 
     private let onAnswerLost: @Sendable (JSONValue) -> Void
 
     /// `onAnswerLost` is told the id of each request whose answer never came (it gets a made-up JSON-RPC error,
     /// and the caller may want to know that the call may still have run).
-    public init(endpoint: URL, logger: Logger? = nil, onAnswerLost: @escaping @Sendable (JSONValue) -> Void = { _ in }) {
+    public init(endpoint: URL, onAnswerLost: @escaping @Sendable (JSONValue) -> Void = { _ in }) {
         self.endpoint = endpoint
         self.onAnswerLost = onAnswerLost
-        self.logger = logger ?? Logger(label: "corral.gateway.http", factory: { _ in SwiftLogNoOpLogHandler() })
         let configuration = URLSessionConfiguration.ephemeral
         configuration.timeoutIntervalForRequest = 3600  // wait_for_background_task may hold a request for long
         delegate = StreamingDelegate()
@@ -40,7 +39,7 @@ public actor StreamableHTTPClientTransport: Transport {
         (stream, continuation) = AsyncThrowingStream.makeStream()
     }
 
-    public func connect() async throws {}
+    public func connect() async throws(TransportError) {}
 
     public func disconnect() async {
         if let sessionID {
@@ -61,25 +60,47 @@ public actor StreamableHTTPClientTransport: Transport {
 
     /// Returns once the server accepted the message: for an answer on an SSE stream, when the stream opens (its
     /// events follow through `receive()`); for a JSON answer or a failure, when the body is complete.
-    public func send(_ data: Data) async throws {
+    public func send(_ data: Data) async throws(TransportError) {
         var request = URLRequest(url: endpoint)
         request.httpMethod = "POST"
         request.httpBody = data
         request.setValue("application/json", forHTTPHeaderField: "Content-Type")
         request.setValue("application/json, text/event-stream", forHTTPHeaderField: "Accept")
-        if let sessionID { request.setValue(sessionID, forHTTPHeaderField: "Mcp-Session-Id") }
-        if let protocolVersion { request.setValue(protocolVersion, forHTTPHeaderField: "MCP-Protocol-Version") }
+        if let modern = Self.modernHeaders(data) {
+            for (name, value) in modern { request.setValue(value, forHTTPHeaderField: name) }
+        } else {
+            if let sessionID { request.setValue(sessionID, forHTTPHeaderField: "Mcp-Session-Id") }
+            if let protocolVersion { request.setValue(protocolVersion, forHTTPHeaderField: "MCP-Protocol-Version") }
+        }
         let summary = JSONValue.summarizeMessage(data)
         let requestID = summary?.method != nil ? summary?.id : nil
         let task = session.dataTask(with: request)
         let events = delegate.events(for: task)
         task.resume()
-        try await withCheckedThrowingContinuation { (accepted: CheckedContinuation<Void, Error>) in
-            Task { await self.read(events, accepted: accepted, answering: requestID) }
+        do {
+            try await withCheckedThrowingContinuation { (accepted: CheckedContinuation<Void, Error>) in
+                Task { await self.read(events, accepted: accepted, answering: requestID) }
+            }
+        } catch {
+            throw (error as? TransportError) ?? TransportError("\(error.localizedDescription)")
         }
     }
 
-    public nonisolated func receive() -> AsyncThrowingStream<Data, Swift.Error> { stream }
+    /// The headers of a 2026-07-28 message (nil for anything else): the version, the method and, for named methods,
+    /// the name (base64-wrapped when it is not plain ASCII).
+    static func modernHeaders(_ data: Data) -> [String: String]? {
+        guard let message = try? JSONValue.parse(data), let method = message["method"]?.stringValue,
+            let params = message["params"], params.hasModernEnvelope,
+            let version = params["_meta"]?[MetaKey.protocolVersion]?.stringValue
+        else { return nil }
+        var headers = ["MCP-Protocol-Version": version, "Mcp-Method": method]
+        if let key = ModernEnvelope.nameKey(for: method), let name = params[key]?.stringValue {
+            headers["Mcp-Name"] = HeaderValueCodec.encode(name)
+        }
+        return headers
+    }
+
+    public nonisolated func receive() -> AsyncThrowingStream<Data, any Error> { stream }
 
     private enum Body {
         case awaitingHead
@@ -108,9 +129,7 @@ public actor StreamableHTTPClientTransport: Transport {
             for try await event in events {
                 switch (event, body) {
                 case (.response(let response), .awaitingHead):
-                    guard let http = response as? HTTPURLResponse else {
-                        throw MCPError.transportError(URLError(.badServerResponse))
-                    }
+                    guard let http = response as? HTTPURLResponse else { throw TransportError("not an HTTP response") }
                     if let id = http.value(forHTTPHeaderField: "Mcp-Session-Id") { sessionID = id }
                     if !(200..<300).contains(http.statusCode) {
                         body = .failed(http, Data())
@@ -136,16 +155,21 @@ public actor StreamableHTTPClientTransport: Transport {
             }
             switch body {
             case .awaitingHead:
-                accepted.resume(throwing: MCPError.transportError(URLError(.badServerResponse)))
+                accepted.resume(throwing: TransportError("no HTTP response from \(endpoint)"))
             case .json(let data):
                 if !data.isEmpty { deliver(data) }
                 accepted.resume()
                 if !answered { answerLost(requestID, "the server's answer did not carry the request's id") }
             case .failed(let http, let data):
-                // A transport failure, not a JSON-RPC error from the server: the request may or may not have run.
+                // A JSON-RPC error under the request's id is the server's answer (2026-07-28 sends errors with 4xx);
+                // anything else is a transport failure, after which the request may or may not have run.
+                if let requestID, let summary = JSONValue.summarizeMessage(data), summary.hasError, summary.id == requestID {
+                    deliver(data)
+                    accepted.resume()
+                    return
+                }
                 let text = String(decoding: data.prefix(500), as: UTF8.self)
-                accepted.resume(
-                    throwing: MCPError.transportError(HTTPStatusError(status: http.statusCode, endpoint: endpoint, body: text)))
+                accepted.resume(throwing: TransportError("HTTP \(http.statusCode) from \(endpoint): \(text)"))
             case .sse(var parser):
                 parser.finish().forEach(deliver)
                 if !answered { answerLost(requestID, "the server's event stream ended before the answer") }
@@ -154,7 +178,7 @@ public actor StreamableHTTPClientTransport: Transport {
             if case .sse = body {
                 if !answered { answerLost(requestID, "the server's event stream failed: \(error.localizedDescription)") }
             } else {
-                accepted.resume(throwing: (error as? MCPError) ?? MCPError.transportError(error))
+                accepted.resume(throwing: (error as? TransportError) ?? TransportError(error.localizedDescription))
             }
         }
     }
@@ -163,8 +187,8 @@ public actor StreamableHTTPClientTransport: Transport {
     private func answerLost(_ requestID: JSONValue?, _ reason: String) {
         guard let requestID else { return }
         onAnswerLost(requestID)
-        // Not -32000: the SDK decodes that code as its own `connectionClosed`, dropping the message.
-        let message: JSONValue = ["jsonrpc": "2.0", "id": requestID, "error": ["code": -32050, "message": .string(reason)]]
+        let message = JSONRPC.error(
+            id: requestID, JSONRPCError(code: JSONRPCError.internalErrorCode, message: reason, data: [MCPClient.answerLostKey: true]))
         continuation.yield(Data(message.jsonString().utf8))
     }
 
@@ -175,13 +199,6 @@ public actor StreamableHTTPClientTransport: Transport {
         else { return }
         protocolVersion = version
     }
-}
-
-struct HTTPStatusError: LocalizedError {
-    let status: Int
-    let endpoint: URL
-    let body: String
-    var errorDescription: String? { "HTTP \(status) from \(endpoint): \(body)" }
 }
 
 /// Splits an SSE byte stream into the `data` of its events (multi-line data joined with newlines, as the SSE spec

@@ -4,18 +4,13 @@ import ArgumentParser
 import CorralJSON
 import Foundation
 import Gateway
+import MCPCore
 import Logging
-import MCP
 import Policy
 import Synchronization
 import TaskRuntime
 
 /// `tools/call` with raw JSON both ways, as AgentSandbox sends it.
-enum BenchCallTool: MCP.Method {
-    static let name = "tools/call"
-    typealias Parameters = JSONValue
-    typealias Result = JSONValue
-}
 
 /// `corral bench agent`: what the in-process API (`AgentSandbox`) adds to a tool call, against the SDK client
 /// calling the same in-process allcanuse-mock directly, in one run.
@@ -45,13 +40,13 @@ struct AgentBench: AsyncParsableCommand {
             return InProcessServerTransport(core: core)
         }
 
-        let direct = Client(name: "bench", version: "1")
-        _ = try await direct.connect(transport: try await connectedMock())
-        let created = try await direct.send(
-            CallTool.request(.init(name: "create_background_task", arguments: [
-                "title": "bench", "goal": "bench", "task_type": "sleep", "condition": ["duration_ms": 600_000],
-            ])))
-        guard case .string(let taskID)? = try await created.value.structuredContent?.objectValue?["task_id"] else {
+        let direct = MCPClient(transport: try await connectedMock(), name: "bench")
+        _ = try await direct.connect()
+        let created = try await direct.request("tools/call", [
+            "name": "create_background_task",
+            "arguments": ["title": "bench", "goal": "bench", "task_type": "sleep", "condition": ["duration_ms": 600_000]],
+        ])
+        guard case .string(let taskID)? = created["structuredContent"]?["task_id"] else {
             throw ValidationError("create_background_task failed")
         }
 
@@ -70,9 +65,9 @@ struct AgentBench: AsyncParsableCommand {
         row(["variant", "p50", "p90", "p99"], widths: widths)
         let arguments: JSONValue = ["task_id": .string(taskID)]
         let variants: [(String, () async throws -> Void)] = [
-            ("SDK client → mock directly (peer)", {
+            ("MCPClient → mock directly (peer)", {
                 // The same raw tools/call AgentSandbox sends, without the policy.
-                let result = try await direct.send(BenchCallTool.request(["name": "get_background_task", "arguments": arguments])).value
+                let result = try await direct.request("tools/call", ["name": "get_background_task", "arguments": arguments])
                 if result["isError"] == true { throw ValidationError("call failed: \(result)") }
             }),
             ("AgentSandbox → mock", {
@@ -97,7 +92,7 @@ struct AgentBench: AsyncParsableCommand {
             + "(\(format(samples[1].median / samples[0].median, digits: 2))×); its policy decision alone: "
             + "\(format(decisions.median)) µs p50, \(format(decisions.percentile(99))) µs p99 (a counted limit, audited)")
         await sandbox.close()
-        await direct.disconnect()
+        await direct.close()
         await supervisor.shutdown(cancelRunning: true)
     }
 }

@@ -1,4 +1,5 @@
 import ArgumentParser
+import CorralJSON
 import Foundation
 @_spi(Benchmarks) import TaskRuntime
 #if canImport(FoundationNetworking)
@@ -47,9 +48,9 @@ struct MockBench: AsyncParsableCommand {
                 ])
                 client.notify("notifications/initialized")
             }
-            try await measureCalls(label: "stdio " + label, modern: modern, widths: widths) { method, params in
-                try client.request(method, params)
-            }
+            try await measureCalls(
+                label: "stdio " + label, modern: modern, widths: widths, { method, params in try client.request(method, params) },
+                timed: { method, params in try client.requestUnparsed(method, params) })
             client.close()
         }
         try await measureHTTP(binary: binary, widths: widths)
@@ -129,19 +130,20 @@ struct MockBench: AsyncParsableCommand {
             "protocolVersion": "2025-11-25", "capabilities": [String: Any](), "clientInfo": ["name": "bench", "version": "1"],
         ])
         try await legacy.notify("notifications/initialized")
-        try await measureCalls(label: "HTTP 2025-11-25", modern: false, widths: widths) { method, params in
-            try await legacy.request(method, params)
-        }
+        try await measureCalls(
+            label: "HTTP 2025-11-25", modern: false, widths: widths, { method, params in try await legacy.request(method, params) },
+            timed: { method, params in try await legacy.requestUnparsed(method, params) })
         let modern = HTTPClient(endpoint: endpoint, modern: true)
-        try await measureCalls(label: "HTTP 2026-07-28", modern: true, widths: widths) { method, params in
-            try await modern.request(method, params)
-        }
+        try await measureCalls(
+            label: "HTTP 2026-07-28", modern: true, widths: widths, { method, params in try await modern.request(method, params) },
+            timed: { method, params in try await modern.requestUnparsed(method, params) })
     }
 
     /// Round trips, one at a time: the era's own request (server/discover, or ping), tools/list, get_background_task
     /// and append_task_event on one long task, then create_background_task (spawn to running).
     private func measureCalls(
-        label: String, modern: Bool, widths: [Int], _ request: (String, [String: Any]) async throws -> [String: Any]
+        label: String, modern: Bool, widths: [Int], _ request: (String, [String: Any]) async throws -> [String: Any],
+        timed: (String, [String: Any]) async throws -> Void
     ) async throws {
         func call(_ name: String, _ arguments: [String: Any]) async throws -> [String: Any] {
             let result = try await request("tools/call", ["name": name, "arguments": arguments])
@@ -164,7 +166,7 @@ struct MockBench: AsyncParsableCommand {
             let start = ContinuousClock.now
             for _ in 0..<calls {
                 let begin = ContinuousClock.now
-                _ = try await request(method, params)
+                try await timed(method, params)
                 samples.add(ContinuousClock.now - begin)
             }
             let elapsed = ContinuousClock.now - start
@@ -238,6 +240,18 @@ final class HTTPClient: @unchecked Sendable {  // used from one task at a time
         return result["structuredContent"] as? [String: Any] ?? [:]
     }
 
+    /// A round trip whose answer is only checked (its id and that it is no error), not parsed: what is timed is
+    /// the server and the wire, not this client's JSON decoding.
+    func requestUnparsed(_ method: String, _ params: [String: Any]) async throws {
+        let id = nextID
+        nextID += 1
+        let body = try await post(
+            ["jsonrpc": "2.0", "id": id, "method": method, "params": modern ? ModernMeta.stamp(params) : params])
+        let payload = body.hasPrefix("{") ? Substring(body) : body.split(separator: "\n").last { $0.hasPrefix("data:") }?.dropFirst(5)
+        guard let payload, let summary = JSONValue.summarizeMessage(Data(payload.utf8)), summary.id == .int(id), !summary.hasError
+        else { throw ValidationError("\(method): no answer in \(body.prefix(200))") }
+    }
+
     private func post(_ message: [String: Any]) async throws -> String {
         var request = URLRequest(url: endpoint)
         request.httpMethod = "POST"
@@ -302,6 +316,19 @@ final class RawClient {
         return result["structuredContent"] as? [String: Any] ?? [:]
     }
 
+    /// A round trip whose answer is only checked (its id, and that it is no error), not decoded.
+    func requestUnparsed(_ method: String, _ params: [String: Any]) throws {
+        let id = nextID
+        nextID += 1
+        send(["jsonrpc": "2.0", "id": id, "method": method, "params": modern ? ModernMeta.stamp(params) : params])
+        while true {
+            let line = try readLine()
+            guard let summary = JSONValue.summarizeMessage(line), summary.id == .int(id), summary.method == nil else { continue }
+            if summary.hasError { throw ValidationError("\(method) failed: \(String(decoding: line.prefix(300), as: UTF8.self))") }
+            return
+        }
+    }
+
     func close() {
         try? input.fileHandleForWriting.close()
         process.waitUntilExit()
@@ -315,12 +342,21 @@ final class RawClient {
 
     private func readMessage() throws -> [String: Any] {
         while true {
-            if let newline = buffer.firstIndex(of: UInt8(ascii: "\n")) {
+            if let message = try? JSONSerialization.jsonObject(with: try readLine()) as? [String: Any] { return message }
+        }
+    }
+
+    private var scanned = 0  // bytes of `buffer` known to hold no newline
+
+    private func readLine() throws -> Data {
+        while true {
+            if let newline = buffer[(buffer.startIndex + scanned)...].firstIndex(of: UInt8(ascii: "\n")) {
                 let line = buffer[buffer.startIndex..<newline]
                 buffer = Data(buffer[buffer.index(after: newline)...])
-                if let message = try? JSONSerialization.jsonObject(with: line) as? [String: Any] { return message }
-                continue
+                scanned = 0
+                return Data(line)
             }
+            scanned = buffer.count
             let chunk = output.fileHandleForReading.availableData
             if chunk.isEmpty { throw ValidationError("allcanuse-mock closed its output") }
             buffer.append(chunk)

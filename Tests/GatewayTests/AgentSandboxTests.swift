@@ -4,7 +4,6 @@ import CorralJSON
 import Foundation
 import Gateway
 import Logging
-import MCP
 import MCPCore
 import Policy
 import Synchronization
@@ -210,6 +209,7 @@ final class AgentSandboxTests: XCTestCase {
             to: .process(command: [Self.mockBinary, "--state-dir", directory + "/child", "--call-log", callLog,
                                    "--grace-ms", "200", "--log-level", "warning"]))
         XCTAssertEqual(sandbox.serverInfo["name"], "allcanuse-mock")
+        XCTAssertEqual(sandbox.era, .modern(version: "2026-07-28"), "server/discover answered: the modern era")
         let tools = try await sandbox.listTools()
         XCTAssertFalse(tools.contains { $0["name"] == "cancel_background_task" })
         let created = try await sandbox.callTool("create_background_task", arguments: Self.sleepTask)
@@ -265,6 +265,7 @@ final class AgentSandboxTests: XCTestCase {
             policy: PolicyEvaluator(policy: try Policy.load(text: Self.policyText)),
             identity: CallIdentity(grant: "agent-1"), to: .http(endpoint))
         XCTAssertEqual(sandbox.serverInfo["name"], "allcanuse-mock")
+        XCTAssertEqual(sandbox.era, .modern(version: "2026-07-28"))
         let tools = try await sandbox.listTools()
         XCTAssertEqual(tools.count, 17)
         let created = try await sandbox.callTool("create_background_task", arguments: Self.sleepTask)
@@ -308,5 +309,54 @@ final class AgentSandboxTests: XCTestCase {
             if command.hasPrefix(name.prefix(15)), fields.count > 1, Int32(fields[1]) == parent { return pid }
         }
         return nil
+    }
+
+    static let corralBinary = URL(fileURLWithPath: mockBinary).deletingLastPathComponent().appendingPathComponent("corral").path
+
+    /// A server that knows only the handshake (`corral bench echo-server` answers server/discover -32601): the
+    /// sandbox falls back to 2025-11-25, as the Python SDK does.
+    func testALegacyOnlyServerGetsTheHandshake() async throws {
+        let sandbox = try await AgentSandbox.connect(
+            policy: PolicyEvaluator(policy: try Policy.load(text: #"{"version": "1", "default": "allow"}"#)),
+            identity: CallIdentity(grant: "g"), to: .process(command: [Self.corralBinary, "bench", "echo-server"]))
+        XCTAssertEqual(sandbox.era, .legacy(version: "2025-06-18"))
+        XCTAssertEqual(sandbox.serverInfo["name"], "echo")
+        let echoed = try await sandbox.callTool("echo")
+        XCTAssertEqual(echoed.structuredContent, ["ok": true])
+        await sandbox.close()
+    }
+
+    /// Through corral proxy, whose policy wants approval: the proxy asks with an input_required result (2026-07-28),
+    /// the sandbox's approval handler answers, and the call runs once if approved.
+    func testTheProxysInputRequiredIsAnsweredByTheApprovalHandler() async throws {
+        let proxyPolicy = directory + "/proxy-policy.json"
+        try #"{"version": "1", "default": "allow", "tools": {"append_task_event": {"action": "require_approval", "reason": "Team-visible"}}}"#
+            .write(toFile: proxyPolicy, atomically: true, encoding: .utf8)
+        let callLog = directory + "/proxied.jsonl"
+        let asked = Mutex<[String]>([])
+        let answers = Mutex([true, false])
+        let sandbox = try await AgentSandbox.connect(
+            policy: PolicyEvaluator(policy: try Policy.load(text: #"{"version": "1", "default": "allow"}"#)),
+            identity: CallIdentity(grant: "g"),
+            to: .process(command: [
+                Self.corralBinary, "proxy", "--policy", proxyPolicy, "--", Self.mockBinary, "--state-dir", directory + "/proxied",
+                "--call-log", callLog, "--log-level", "warning",
+            ]),
+            approval: { request in
+                asked.withLock { $0.append(request.message) }
+                return answers.withLock { $0.removeFirst() }
+            })
+        XCTAssertEqual(sandbox.era, .modern(version: "2026-07-28"))
+        let task = try await sandbox.callTool("create_background_task", arguments: Self.sleepTask)
+        let taskID = try XCTUnwrap(task.structuredContent?["task_id"])
+        let approved = try await sandbox.callTool("append_task_event", arguments: ["task_id": taskID, "message": "ok"])
+        XCTAssertFalse(approved.isError, approved.text)
+        XCTAssertEqual(approved.structuredContent?["message"], "ok")
+        let declined = try await sandbox.callTool("append_task_event", arguments: ["task_id": taskID, "message": "no"])
+        XCTAssertTrue(declined.isError && declined.text.contains("[POLICY DENIED]"), declined.text)
+        XCTAssertEqual(asked.withLock { $0.count }, 2)
+        XCTAssertTrue(asked.withLock { $0[0] }.contains("append_task_event"))
+        XCTAssertEqual(try executed(callLog), ["create_background_task", "append_task_event"])
+        await sandbox.close()
     }
 }
