@@ -88,7 +88,7 @@ public actor StreamableHTTPClientTransport: MessageTransport {
 
     /// The headers of a 2026-07-28 message (nil for anything else): the version, the method and, for named methods,
     /// the name (base64-wrapped when it is not plain ASCII).
-    static func modernHeaders(_ data: Data) -> [String: String]? {
+    public static func modernHeaders(_ data: Data) -> [String: String]? {
         guard let message = try? JSONValue.parse(data), let method = message["method"]?.stringValue,
             let params = message["params"], params.hasModernEnvelope,
             let version = params["_meta"]?[MetaKey.protocolVersion]?.stringValue

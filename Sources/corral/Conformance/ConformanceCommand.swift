@@ -14,6 +14,12 @@ struct ConformanceCommand: ParsableCommand {
             the gateway's stdio, then compares the answers with the mock's record of every tools/call it received.
             Prints one row per scenario; exits 0 only if every selected scenario passed.
 
+            Each scenario runs in both MCP eras by default (--era): as a 2025-11-25 client (initialize first) and as a
+            2026-07-28 client (server/discover, then every request with its _meta); a few apply to one era only (a
+            batch is 2025-11-25; approval-replay checks 2026-07-28's input_required round trip). With --gateway-url
+            the kit talks to the gateway over Streamable HTTP instead of its stdio, and header-mismatch checks that
+            2026-07-28 headers which disagree with the body are refused before the server.
+
             Example: corral conformance --gateway "corral proxy --policy {policy} -- {server}"
             """
     )
@@ -27,6 +33,10 @@ struct ConformanceCommand: ParsableCommand {
     var mock: String?
     @Option(help: "Seconds to wait for any one answer.") var timeout = 20
     @Flag(help: "Keep each scenario's files (policy, call log, gateway stderr) and print where.") var keep = false
+    @Option(help: "The MCP era of the kit's client: legacy (2025-11-25 handshake), modern (2026-07-28 stateless) or both.")
+    var era = "both"
+    @Option(help: "Talk to the gateway over Streamable HTTP at this URL (the --gateway command must serve it, e.g. \"corral proxy --http 127.0.0.1:8799 --policy {policy} -- {server}\" with http://127.0.0.1:8799/mcp) instead of its stdio; enables the header scenarios.")
+    var gatewayUrl: String?
 
     func run() throws {
         if list {
@@ -41,24 +51,41 @@ struct ConformanceCommand: ParsableCommand {
         }
         guard timeout > 0 else { throw ValidationError("--timeout must be at least 1 second") }
         let mockPath = try resolveMock()
-        let selected = scenarios.isEmpty ? Scenarios.all : Scenarios.all.filter { scenarios.contains($0.name) }
+        let eras: [ConformanceEra]
+        switch era {
+        case "both": eras = [.legacy, .modern]
+        case "legacy": eras = [.legacy]
+        case "modern": eras = [.modern]
+        default: throw ValidationError("--era is legacy, modern or both; got \(era)")
+        }
+        let url = try gatewayUrl.map { text -> URL in
+            guard let url = URL(string: text), url.scheme == "http" || url.scheme == "https", url.host != nil else {
+                throw ValidationError("--gateway-url wants an http(s) URL, e.g. http://127.0.0.1:8799/mcp; got \(text)")
+            }
+            return url
+        }
+        let chosen = scenarios.isEmpty ? Scenarios.all : Scenarios.all.filter { scenarios.contains($0.name) }
+        let selected = eras.flatMap { era in
+            chosen.filter { $0.eras.contains(era) && (!$0.needsHTTP || url != nil) }.map { (scenario: $0, era: era) }
+        }
         let scratch = try makeTemporaryDirectory("corral-conformance")
         defer { if !keep { try? FileManager.default.removeItem(atPath: scratch) } }
 
-        func line(_ name: String, _ result: String, _ detail: String) {
-            print(name.padding(toLength: 22, withPad: " ", startingAt: 0) + result.padding(toLength: 8, withPad: " ", startingAt: 0) + detail)
+        func line(_ name: String, _ era: String, _ result: String, _ detail: String) {
+            print(name.padding(toLength: 22, withPad: " ", startingAt: 0) + era.padding(toLength: 8, withPad: " ", startingAt: 0)
+                + result.padding(toLength: 8, withPad: " ", startingAt: 0) + detail)
         }
-        line("scenario", "result", "detail")
+        line("scenario", "era", "result", "detail")
         var failed = 0
-        for scenario in selected {
-            let directory = scratch + "/" + scenario.name
-            let outcome = Result { try run(scenario, gateway: gateway, mock: mockPath, directory: directory) }
+        for (scenario, era) in selected {
+            let directory = scratch + "/" + scenario.name + "-" + era.rawValue
+            let outcome = Result { try run(scenario, era: era, url: url, gateway: gateway, mock: mockPath, directory: directory) }
             switch outcome {
             case .success(let detail):
-                line(scenario.name, "PASS", detail)
+                line(scenario.name, era.rawValue, "PASS", detail)
             case .failure(let error):
                 failed += 1
-                line(scenario.name, "FAIL", "\(error)")
+                line(scenario.name, era.rawValue, "FAIL", "\(error)")
                 let stderr = (try? String(contentsOfFile: directory + "/gateway.stderr", encoding: .utf8)) ?? ""
                 let tail = stderr.split(separator: "\n").suffix(5)
                 for line in tail { print("    gateway stderr: \(line)") }
@@ -69,7 +96,9 @@ struct ConformanceCommand: ParsableCommand {
         if failed > 0 { throw ExitCode(1) }
     }
 
-    private func run(_ scenario: ConformanceScenario, gateway: String, mock: String, directory: String) throws -> String {
+    private func run(
+        _ scenario: ConformanceScenario, era: ConformanceEra, url: URL?, gateway: String, mock: String, directory: String
+    ) throws -> String {
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         let policyPath = directory + "/policy.json"
         try (scenario.policy.jsonString() + "\n").write(toFile: policyPath, atomically: true, encoding: .utf8)
@@ -86,8 +115,19 @@ struct ConformanceCommand: ParsableCommand {
         let client = try LineClient(
             shellCommand: command, environment: ["CORRAL_CONFORMANCE_POLICY": policyPath],
             stderrPath: directory + "/gateway.stderr")
-        defer { client.close() }
-        let session = ScenarioSession(client: client, callLog: callLog, timeout: .seconds(timeout))
+        var http: ConformanceHTTPClient?
+        defer {
+            http?.close()
+            client.close(terminate: url != nil)
+        }
+        var wire: any ScenarioWire = client
+        if let url {
+            let connection = ConformanceHTTPClient(endpoint: url)
+            http = connection
+            try connection.waitUntilUp(timeout: .seconds(timeout))
+            wire = connection
+        }
+        let session = ScenarioSession(client: wire, callLog: callLog, timeout: .seconds(timeout), era: era)
         try session.initialize()
         return try scenario.run(session)
     }

@@ -1,13 +1,16 @@
 import CorralJSON
 import Foundation
 import Gateway
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
 import MCPCore
 
 /// A raw JSON-RPC client on a gateway command's stdio, for `corral conformance`.
 ///
 /// Hand-written rather than the SDK's `Client`: the scenarios must send what a well-behaved client never would
 /// (batches, params that are not objects) and see the gateway's answers byte for byte.
-final class LineClient: @unchecked Sendable {  // the buffer is guarded by `condition`
+final class LineClient: ScenarioWire, @unchecked Sendable {  // the buffer is guarded by `condition`
     private let process = Process()
     private let input = Pipe()
     private let output = Pipe()
@@ -15,14 +18,18 @@ final class LineClient: @unchecked Sendable {  // the buffer is guarded by `cond
     private var received: [JSONValue] = []
     private var closed = false
     let stderrPath: String
+    private let pidFile: String
 
     /// Runs `command` with `/bin/sh -c`; its stderr goes to `stderrPath`.
     init(shellCommand command: String, environment: [String: String], stderrPath: String) throws {
         self.stderrPath = stderrPath
         FileManager.default.createFile(atPath: stderrPath, contents: nil)
-        // In a session of its own, so that close() can end everything the command started, not just the shell.
+        // In a session of its own, so that close() can end everything the command started, not just the shell. The
+        // shell writes its pid (the new group's id): setsid(1) forks when it already leads a group, so the pid of
+        // the process started here is not always the group's.
+        pidFile = stderrPath + ".pid"
         process.executableURL = URL(fileURLWithPath: "/usr/bin/setsid")
-        process.arguments = ["/bin/sh", "-c", command]
+        process.arguments = ["/bin/sh", "-c", "echo $$ > \(shellQuoted(pidFile)); " + command]
         process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
         process.standardInput = input
         process.standardOutput = output
@@ -70,16 +77,15 @@ final class LineClient: @unchecked Sendable {  // the buffer is guarded by `cond
         }
     }
 
-    func request(_ id: Int, _ method: String, _ params: JSONValue, timeout: Duration) throws -> JSONValue {
-        send(["jsonrpc": "2.0", "id": .int(id), "method": .string(method), "params": params])
-        return try responses([id], timeout: timeout)[id] ?? .null
-    }
 
     /// Ends the gateway: closes its input, then SIGTERM and SIGKILL to its whole process group if anything of it
     /// lingers (a gateway command need not exec its server, and a server need not exit at EOF).
-    func close() {
+    /// `terminate`: send SIGTERM at once (an HTTP gateway does not end at the end of its input).
+    func close(terminate: Bool = false) {
         try? input.fileHandleForWriting.close()
-        let group = process.processIdentifier  // setsid made the shell a group leader
+        let written = (try? String(contentsOfFile: pidFile, encoding: .utf8)).flatMap { Int32($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
+        let group = written ?? process.processIdentifier
+        if terminate { kill(-group, SIGTERM) }
         for signal in [SIGTERM, SIGKILL] {
             let deadline = Date().addingTimeInterval(5)
             while Self.groupIsAlive(group) && Date() < deadline { Thread.sleep(forTimeInterval: 0.01) }
@@ -90,6 +96,118 @@ final class LineClient: @unchecked Sendable {  // the buffer is guarded by `cond
     }
 
     private static func groupIsAlive(_ group: Int32) -> Bool { kill(-group, 0) == 0 }
+}
+
+/// How a scenario reaches the gateway: its stdio (`LineClient`) or its HTTP endpoint (`ConformanceHTTPClient`).
+protocol ScenarioWire: AnyObject, Sendable {
+    func send(_ message: JSONValue)
+    func sendRaw(_ text: String)
+    /// Waits for the responses with these ids (in any order, alone or in batches).
+    func responses(_ ids: Set<Int>, timeout: Duration) throws -> [Int: JSONValue]
+}
+
+extension ScenarioWire {
+    func request(_ id: Int, _ method: String, _ params: JSONValue, timeout: Duration) throws -> JSONValue {
+        send(["jsonrpc": "2.0", "id": .int(id), "method": .string(method), "params": params])
+        return try responses([id], timeout: timeout)[id] ?? .null
+    }
+}
+
+/// The gateway's Streamable HTTP endpoint: each message is POSTed (in 2026-07-28 with its headers, else in the
+/// session `initialize` opened) and the answers, JSON or SSE, are collected as they come.
+final class ConformanceHTTPClient: ScenarioWire, @unchecked Sendable {  // state guarded by `condition`
+    let endpoint: URL
+    private let condition = NSCondition()
+    private var received: [JSONValue] = []
+    private var sessionID: String?
+    private let session = URLSession(configuration: .ephemeral)
+
+    init(endpoint: URL) { self.endpoint = endpoint }
+
+    func send(_ message: JSONValue) { sendRaw(message.jsonString()) }
+
+    func sendRaw(_ text: String) {
+        let data = Data(text.utf8)
+        post(data, headers: StreamableHTTPClientTransport.modernHeaders(data) ?? [:])
+    }
+
+    /// POSTs `body` with exactly these MCP headers (a scenario that sends headers a client never would), and
+    /// returns the HTTP status once the answer is complete.
+    @discardableResult
+    func post(_ body: Data, headers: [String: String]) -> Int {
+        var request = URLRequest(url: endpoint)
+        request.httpMethod = "POST"
+        request.httpBody = body
+        request.setValue("application/json", forHTTPHeaderField: "Content-Type")
+        request.setValue("application/json, text/event-stream", forHTTPHeaderField: "Accept")
+        let modern = headers["MCP-Protocol-Version"] != nil
+        condition.lock()
+        if !modern, let sessionID { request.setValue(sessionID, forHTTPHeaderField: "Mcp-Session-Id") }
+        condition.unlock()
+        for (name, value) in headers { request.setValue(value, forHTTPHeaderField: name) }
+        let done = DispatchSemaphore(value: 0)
+        nonisolated(unsafe) var status = 0
+        session.dataTask(with: request) { [self] data, response, _ in
+            let http = response as? HTTPURLResponse
+            status = http?.statusCode ?? 0
+            let text = String(decoding: data ?? Data(), as: UTF8.self)
+            var messages: [JSONValue] = []
+            if (http?.value(forHTTPHeaderField: "Content-Type") ?? "").hasPrefix("text/event-stream") {
+                for line in text.split(separator: "\n") where line.hasPrefix("data:") {
+                    if let message = try? JSONValue.parse(Data(line.dropFirst(5).utf8)) { messages.append(message) }
+                }
+            } else if let message = try? JSONValue.parse(Data(text.utf8)) {
+                messages += message.arrayValue ?? [message]
+            }
+            condition.lock()
+            if let id = http?.value(forHTTPHeaderField: "Mcp-Session-Id") { sessionID = id }
+            received += messages
+            condition.broadcast()
+            condition.unlock()
+            done.signal()
+        }.resume()
+        // One exchange at a time, as the scenarios send them (the session id of an initialize is needed next).
+        done.wait()
+        return status
+    }
+
+    func responses(_ ids: Set<Int>, timeout: Duration) throws -> [Int: JSONValue] {
+        let deadline = Date().addingTimeInterval(Double(timeout.components.seconds))
+        condition.lock()
+        defer { condition.unlock() }
+        while true {
+            var found: [Int: JSONValue] = [:]
+            for message in received where message["method"] == nil {
+                if case .int(let id)? = message["id"], ids.contains(id) { found[id] = message }
+            }
+            if found.count == ids.count { return found }
+            if !condition.wait(until: deadline) {
+                throw ConformanceFailure("no answer to ids \(ids.subtracting(found.keys).sorted()) within \(timeout.components.seconds) s")
+            }
+        }
+    }
+
+    /// Drops the kept-alive connections (a server shutting down gracefully waits for open ones).
+    func close() { session.invalidateAndCancel() }
+
+    /// Waits until the endpoint answers at all (the gateway is starting).
+    func waitUntilUp(timeout: Duration) throws {
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline {
+            var request = URLRequest(url: endpoint)
+            request.httpMethod = "GET"
+            let done = DispatchSemaphore(value: 0)
+            nonisolated(unsafe) var up = false
+            session.dataTask(with: request) { _, response, _ in
+                up = response != nil
+                done.signal()
+            }.resume()
+            done.wait()
+            if up { return }
+            Thread.sleep(forTimeInterval: 0.05)
+        }
+        throw ConformanceFailure("the gateway did not answer at \(endpoint) within \(timeout.components.seconds) s")
+    }
 }
 
 struct ConformanceFailure: Error, CustomStringConvertible {

@@ -1,11 +1,16 @@
 import CorralJSON
 import Foundation
+import Gateway
 
 /// One gateway conformance scenario: a policy the gateway is started with, and checks of what the client was told
 /// against what allcanuse-mock actually received.
 struct ConformanceScenario: Sendable {
     let name: String
     let summary: String
+    /// The eras it applies to (`batch` is 2025-11-25 only; approval replay is 2026-07-28's input_required).
+    var eras: Set<ConformanceEra> = [.legacy, .modern]
+    /// Needs the gateway's HTTP endpoint (`--gateway-url`): header rules exist only there.
+    var needsHTTP = false
     let policy: JSONValue
     /// Returns a one-line account of what passed; throws `ConformanceFailure` with what did not.
     let run: @Sendable (ScenarioSession) throws -> String
@@ -13,15 +18,36 @@ struct ConformanceScenario: Sendable {
 
 /// A running gateway (with the mock behind it) as a scenario sees it.
 final class ScenarioSession: @unchecked Sendable {  // used by one scenario on one thread
-    let client: LineClient
+    let client: any ScenarioWire
     let callLog: String
     let timeout: Duration
+    let era: ConformanceEra
     private var nextID = 100
 
-    init(client: LineClient, callLog: String, timeout: Duration) {
+    init(client: any ScenarioWire, callLog: String, timeout: Duration, era: ConformanceEra) {
         self.client = client
         self.callLog = callLog
         self.timeout = timeout
+        self.era = era
+    }
+
+    /// The 2026-07-28 `_meta` of this kit's requests.
+    static let meta: JSONValue = [
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientCapabilities": ["elicitation": [:]],
+        "io.modelcontextprotocol/clientInfo": ["name": "corral-conformance", "version": "1"],
+    ]
+
+    /// Params as this session's era sends them (an object gets the 2026-07-28 `_meta`; anything else is sent as is).
+    func params(_ params: JSONValue) -> JSONValue {
+        guard era == .modern, var object = params.objectValue else { return params }
+        object["_meta"] = Self.meta
+        return .object(object)
+    }
+
+    /// A request in this session's era.
+    func request(_ method: String, _ params: JSONValue) throws -> JSONValue {
+        try client.request(newID(), method, self.params(params), timeout: timeout)
     }
 
     func newID() -> Int {
@@ -30,6 +56,13 @@ final class ScenarioSession: @unchecked Sendable {  // used by one scenario on o
     }
 
     func initialize() throws {
+        if era == .modern {
+            let answer = try request("server/discover", [:])
+            guard answer["result"]?["supportedVersions"]?.arrayValue?.contains("2026-07-28") == true else {
+                throw ConformanceFailure("server/discover did not offer 2026-07-28: \(answer.jsonString().prefix(300))")
+            }
+            return
+        }
         let answer = try client.request(
             1, "initialize",
             ["protocolVersion": "2025-06-18", "capabilities": [:], "clientInfo": ["name": "corral-conformance", "version": "1"]],
@@ -39,11 +72,11 @@ final class ScenarioSession: @unchecked Sendable {  // used by one scenario on o
     }
 
     func call(_ tool: String, _ arguments: JSONValue = [:]) throws -> JSONValue {
-        try client.request(newID(), "tools/call", ["name": .string(tool), "arguments": arguments], timeout: timeout)
+        try request("tools/call", ["name": .string(tool), "arguments": arguments])
     }
 
     func listTools() throws -> [String] {
-        let answer = try client.request(newID(), "tools/list", [:], timeout: timeout)
+        let answer = try request("tools/list", [:])
         guard let tools = answer["result"]?["tools"]?.arrayValue else {
             throw ConformanceFailure("tools/list failed: \(answer.jsonString().prefix(300))")
         }
@@ -58,6 +91,11 @@ final class ScenarioSession: @unchecked Sendable {  // used by one scenario on o
     }
 
     func receivedTools() throws -> [String] { try received().compactMap { $0["tool"]?.stringValue } }
+}
+
+/// The MCP era a scenario runs in.
+enum ConformanceEra: String, Sendable, CaseIterable {
+    case legacy, modern
 }
 
 /// A response is a denial if it is a tool result with `isError` or a JSON-RPC error: gateways answer either way.
@@ -82,6 +120,7 @@ func summary(_ response: JSONValue) -> String {
 enum Scenarios {
     static let all: [ConformanceScenario] = [
         rateLimit, hiddenTool, defaultDeny, argumentConditions, batch, malformedParams, duplicateKeys, passthrough,
+        approvalReplay, headerMismatch,
     ]
 
     static let rateLimit = ConformanceScenario(
@@ -164,7 +203,8 @@ enum Scenarios {
 
     static let batch = ConformanceScenario(
         name: "batch",
-        summary: "each call in a JSON-RPC batch is decided alone",
+        summary: "each call in a JSON-RPC batch is decided alone (2025-11-25; 2026-07-28 has no batches)",
+        eras: [.legacy],
         policy: ["version": "1", "default": "allow", "hide": ["cancel_background_task"]]
     ) { session in
         let (a, b, c) = (session.newID(), session.newID(), session.newID())
@@ -194,7 +234,7 @@ enum Scenarios {
             ("tool name not a string", ["name": 42, "arguments": [:]]),
         ]
         for (label, params) in cases {
-            let answer = try session.client.request(session.newID(), "tools/call", params, timeout: session.timeout)
+            let answer = try session.request("tools/call", params)
             try require(isDenied(answer), "\(label): not denied: \(summary(answer))")
         }
         _ = try session.call("get_scheduler_time")
@@ -209,8 +249,9 @@ enum Scenarios {
         policy: ["version": "1", "default": "allow", "hide": ["cancel_background_task"]]
     ) { session in
         // Written by hand: a JSONValue cannot hold a repeated key.
-        let hidden = #""name":"cancel_background_task","arguments":{"task_id":"x"}"#
-        let allowed = #""name":"get_scheduler_time","arguments":{}"#
+        let meta = session.era == .modern ? #""_meta":\#(ScenarioSession.meta.jsonString()),"# : ""
+        let hidden = meta + #""name":"cancel_background_task","arguments":{"task_id":"x"}"#
+        let allowed = meta + #""name":"get_scheduler_time","arguments":{}"#
         let texts = [
             #"{"jsonrpc":"2.0","id":ID,"method":"tools/call","params":{\#(hidden),\#(allowed)}}"#,
             #"{"jsonrpc":"2.0","id":ID,"method":"tools/call","params":{\#(allowed),\#(hidden)}}"#,
@@ -237,15 +278,83 @@ enum Scenarios {
         summary: "what the policy does not judge passes untouched: ping, unknown methods, tool schemas",
         policy: ["version": "1", "default": "allow"]
     ) { session in
-        let ping = try session.client.request(session.newID(), "ping", [:], timeout: session.timeout)
-        try require(ping["result"] != nil, "ping was not answered with a result: \(ping.jsonString())")
-        let unknown = try session.client.request(session.newID(), "corral/no-such-method", [:], timeout: session.timeout)
+        // 2026-07-28 removed ping; server/discover is its own unjudged request.
+        let first = session.era == .modern ? "server/discover" : "ping"
+        let ping = try session.request(first, [:])
+        try require(ping["result"] != nil, "\(first) was not answered with a result: \(ping.jsonString())")
+        let unknown = try session.request("corral/no-such-method", [:])
         try require(unknown["error"]?["code"] == -32601, "an unknown method did not reach the server's -32601: \(unknown.jsonString())")
-        let answer = try session.client.request(session.newID(), "tools/list", [:], timeout: session.timeout)
+        let answer = try session.request("tools/list", [:])
         let tools = answer["result"]?["tools"]?.arrayValue ?? []
         try require(tools.count == 18, "tools/list has \(tools.count) tools, the server offers 18")
         let incomplete = tools.filter { $0["inputSchema"]?["properties"] == nil || $0["annotations"] == nil }
         try require(incomplete.isEmpty, "tools lost schema or annotations: \(incomplete.compactMap { $0["name"]?.stringValue })")
-        return "ping, -32601 and 18 complete tool schemas passed through"
+        return "\(first), -32601 and 18 complete tool schemas passed through"
+    }
+
+    static let approvalReplay = ConformanceScenario(
+        name: "approval-replay",
+        summary: "2026-07-28 approval: input_required, the approved retry runs once; replayed, altered or moved, never",
+        eras: [.modern],
+        policy: [
+            "version": "1", "default": "allow",
+            "tools": ["append_task_event": ["action": "require_approval", "reason": "Team-visible"]],
+        ]
+    ) { session in
+        let event: JSONValue = ["task_id": .string(String(repeating: "0", count: 32)), "message": "once"]
+        let asked = try session.call("append_task_event", event)
+        guard asked["result"]?["resultType"] == "input_required", let state = asked["result"]?["requestState"]?.stringValue,
+            let key = asked["result"]?["inputRequests"]?.objectValue?.keys.first
+        else { throw ConformanceFailure("a require_approval call was not answered input_required: \(summary(asked))") }
+        func retry(_ arguments: JSONValue, _ state: String) throws -> JSONValue {
+            try session.request("tools/call", [
+                "name": "append_task_event", "arguments": arguments, "requestState": .string(state),
+                "inputResponses": [key: ["action": "accept", "content": [:]]],
+            ])
+        }
+        let moved = try retry(["task_id": event["task_id"] ?? "", "message": "other"], state)
+        try require(moved["result"]?["resultType"] != "input_required" && isDenied(moved),
+                    "an approval was accepted for other arguments: \(summary(moved))")
+        let altered = try retry(event, String(state.dropLast()) + (state.last == "A" ? "B" : "A"))
+        try require(isDenied(altered), "an altered requestState was accepted: \(summary(altered))")
+        let approved = try retry(event, state)
+        try require(approved["result"] != nil && approved["result"]?["resultType"] != "input_required",
+                    "the approved retry did not run: \(summary(approved))")
+        let replayed = try retry(event, state)
+        try require(isDenied(replayed), "a replayed approval ran again: \(summary(replayed))")
+        let seen = try session.receivedTools().filter { $0 == "append_task_event" }.count
+        try require(seen == 1, "the server received the approved call \(seen) times, expected once")
+        return "input_required, one approved run; moved, altered and replayed states denied"
+    }
+
+    static let headerMismatch = ConformanceScenario(
+        name: "header-mismatch",
+        summary: "2026-07-28 over HTTP: headers that disagree with the body are refused and never reach the server",
+        eras: [.modern], needsHTTP: true,
+        policy: ["version": "1", "default": "allow", "hide": ["cancel_background_task"]]
+    ) { session in
+        guard let http = session.client as? ConformanceHTTPClient else {
+            throw ConformanceFailure("needs --gateway-url")
+        }
+        func body(_ tool: String, _ id: Int) -> Data {
+            let params = session.params(["name": .string(tool), "arguments": ["task_id": "x"]])
+            return Data((["jsonrpc": "2.0", "id": .int(id), "method": "tools/call", "params": params] as JSONValue).jsonString().utf8)
+        }
+        let cases: [(String, String, [String: String])] = [
+            ("a hidden tool behind an allowed Mcp-Name", "cancel_background_task",
+             ["MCP-Protocol-Version": "2026-07-28", "Mcp-Method": "tools/call", "Mcp-Name": "get_scheduler_time"]),
+            ("Mcp-Method other than the body's", "get_scheduler_time",
+             ["MCP-Protocol-Version": "2026-07-28", "Mcp-Method": "tools/list", "Mcp-Name": "get_scheduler_time"]),
+            ("no MCP-Protocol-Version", "get_scheduler_time", ["Mcp-Method": "tools/call", "Mcp-Name": "get_scheduler_time"]),
+            ("an older MCP-Protocol-Version", "get_scheduler_time",
+             ["MCP-Protocol-Version": "2025-11-25", "Mcp-Method": "tools/call", "Mcp-Name": "get_scheduler_time"]),
+        ]
+        for (label, tool, headers) in cases {
+            let status = http.post(body(tool, session.newID()), headers: headers)
+            try require((400..<500).contains(status), "\(label): HTTP \(status), expected a 4xx refusal")
+        }
+        let seen = try session.received()
+        try require(seen.isEmpty, "the server received \(seen.map { $0.jsonString() })")
+        return "\(cases.count) mismatched requests refused with 4xx, the server saw none"
     }
 }
