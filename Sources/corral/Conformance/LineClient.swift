@@ -10,13 +10,11 @@ import MCPCore
 ///
 /// Hand-written rather than the SDK's `Client`: the scenarios must send what a well-behaved client never would
 /// (batches, params that are not objects) and see the gateway's answers byte for byte.
-final class LineClient: ScenarioWire, @unchecked Sendable {  // the buffer is guarded by `condition`
+final class LineClient: ScenarioWire, @unchecked Sendable {  // the process is used from one thread; `inbox` locks
     private let process = Process()
     private let input = Pipe()
     private let output = Pipe()
-    private let condition = NSCondition()
-    private var received: [JSONValue] = []
-    private var closed = false
+    private let inbox = AnswerInbox()
     let stderrPath: String
     private let pidFile: String
 
@@ -36,18 +34,13 @@ final class LineClient: ScenarioWire, @unchecked Sendable {  // the buffer is gu
         process.standardError = try FileHandle(forWritingTo: URL(fileURLWithPath: stderrPath))
         try process.run()
         let reader = output.fileHandleForReading
-        Thread { [self] in
+        let inbox = self.inbox
+        Thread {
             LineReader.readLines(from: reader) { line in
                 guard let message = try? JSONValue.parse(line) else { return }
-                condition.lock()
-                received += message.arrayValue ?? [message]
-                condition.broadcast()
-                condition.unlock()
+                inbox.add(message.arrayValue ?? [message])
             }
-            condition.lock()
-            closed = true
-            condition.broadcast()
-            condition.unlock()
+            inbox.close(because: "the gateway closed its output")
         }.start()
     }
 
@@ -59,27 +52,10 @@ final class LineClient: ScenarioWire, @unchecked Sendable {  // the buffer is gu
         writeLine(Data(text.utf8), to: input.fileHandleForWriting.fileDescriptor)
     }
 
-    /// Waits for the responses with these ids (in any order, alone or in batches).
     func responses(_ ids: Set<Int>, timeout: Duration) throws -> [Int: JSONValue] {
-        let deadline = Date().addingTimeInterval(Double(timeout.components.seconds))
-        condition.lock()
-        defer { condition.unlock() }
-        while true {
-            var found: [Int: JSONValue] = [:]
-            for message in received where message["method"] == nil {
-                if case .int(let id)? = message["id"], ids.contains(id) { found[id] = message }
-            }
-            if found.count == ids.count { return found }
-            if closed { throw ConformanceFailure("the gateway closed its output before answering ids \(ids.subtracting(found.keys).sorted())") }
-            if !condition.wait(until: deadline) {
-                throw ConformanceFailure("no answer to ids \(ids.subtracting(found.keys).sorted()) within \(timeout.components.seconds) s")
-            }
-        }
+        try inbox.responses(ids, timeout: timeout)
     }
 
-
-    /// Ends the gateway: closes its input, then SIGTERM and SIGKILL to its whole process group if anything of it
-    /// lingers (a gateway command need not exec its server, and a server need not exit at EOF).
     /// `terminate`: send SIGTERM at once (an HTTP gateway does not end at the end of its input).
     func close(terminate: Bool = false) {
         try? input.fileHandleForWriting.close()
@@ -115,10 +91,10 @@ extension ScenarioWire {
 
 /// The gateway's Streamable HTTP endpoint: each message is POSTed (in 2026-07-28 with its headers, else in the
 /// session `initialize` opened) and the answers, JSON or SSE, are collected as they come.
-final class ConformanceHTTPClient: ScenarioWire, @unchecked Sendable {  // state guarded by `condition`
+final class ConformanceHTTPClient: ScenarioWire, @unchecked Sendable {  // `sessionID` guarded by `lock`
     let endpoint: URL
-    private let condition = NSCondition()
-    private var received: [JSONValue] = []
+    private let inbox = AnswerInbox()
+    private let lock = NSLock()
     private var sessionID: String?
     private let session = URLSession(configuration: .ephemeral)
 
@@ -141,9 +117,9 @@ final class ConformanceHTTPClient: ScenarioWire, @unchecked Sendable {  // state
         request.setValue("application/json", forHTTPHeaderField: "Content-Type")
         request.setValue("application/json, text/event-stream", forHTTPHeaderField: "Accept")
         let modern = headers["MCP-Protocol-Version"] != nil
-        condition.lock()
+        lock.lock()
         if !modern, let sessionID { request.setValue(sessionID, forHTTPHeaderField: "Mcp-Session-Id") }
-        condition.unlock()
+        lock.unlock()
         for (name, value) in headers { request.setValue(value, forHTTPHeaderField: name) }
         let done = DispatchSemaphore(value: 0)
         nonisolated(unsafe) var status = 0
@@ -159,11 +135,10 @@ final class ConformanceHTTPClient: ScenarioWire, @unchecked Sendable {  // state
             } else if let message = try? JSONValue.parse(Data(text.utf8)) {
                 messages += message.arrayValue ?? [message]
             }
-            condition.lock()
+            lock.lock()
             if let id = http?.value(forHTTPHeaderField: "Mcp-Session-Id") { sessionID = id }
-            received += messages
-            condition.broadcast()
-            condition.unlock()
+            lock.unlock()
+            inbox.add(messages)
             done.signal()
         }.resume()
         // One exchange at a time, as the scenarios send them (the session id of an initialize is needed next).
@@ -172,19 +147,7 @@ final class ConformanceHTTPClient: ScenarioWire, @unchecked Sendable {  // state
     }
 
     func responses(_ ids: Set<Int>, timeout: Duration) throws -> [Int: JSONValue] {
-        let deadline = Date().addingTimeInterval(Double(timeout.components.seconds))
-        condition.lock()
-        defer { condition.unlock() }
-        while true {
-            var found: [Int: JSONValue] = [:]
-            for message in received where message["method"] == nil {
-                if case .int(let id)? = message["id"], ids.contains(id) { found[id] = message }
-            }
-            if found.count == ids.count { return found }
-            if !condition.wait(until: deadline) {
-                throw ConformanceFailure("no answer to ids \(ids.subtracting(found.keys).sorted()) within \(timeout.components.seconds) s")
-            }
-        }
+        try inbox.responses(ids, timeout: timeout)
     }
 
     /// Drops the kept-alive connections (a server shutting down gracefully waits for open ones).
@@ -207,6 +170,46 @@ final class ConformanceHTTPClient: ScenarioWire, @unchecked Sendable {  // state
             Thread.sleep(forTimeInterval: 0.05)
         }
         throw ConformanceFailure("the gateway did not answer at \(endpoint) within \(timeout.components.seconds) s")
+    }
+}
+
+/// The answers a scenario's client has received, and waiting for some of them.
+final class AnswerInbox: @unchecked Sendable {  // guarded by `condition`
+    private let condition = NSCondition()
+    private var received: [JSONValue] = []
+    private var closedBecause: String?
+
+    func add(_ messages: [JSONValue]) {
+        condition.lock()
+        received += messages
+        condition.broadcast()
+        condition.unlock()
+    }
+
+    func close(because reason: String) {
+        condition.lock()
+        closedBecause = reason
+        condition.broadcast()
+        condition.unlock()
+    }
+
+    /// Waits for the responses with these ids (in any order, alone or in batches).
+    func responses(_ ids: Set<Int>, timeout: Duration) throws -> [Int: JSONValue] {
+        let deadline = Date().addingTimeInterval(Double(timeout.components.seconds))
+        condition.lock()
+        defer { condition.unlock() }
+        while true {
+            var found: [Int: JSONValue] = [:]
+            for message in received where message["method"] == nil {
+                if case .int(let id)? = message["id"], ids.contains(id) { found[id] = message }
+            }
+            if found.count == ids.count { return found }
+            let missing = ids.subtracting(found.keys).sorted()
+            if let closedBecause { throw ConformanceFailure("\(closedBecause) before answering ids \(missing)") }
+            if !condition.wait(until: deadline) {
+                throw ConformanceFailure("no answer to ids \(missing) within \(timeout.components.seconds) s")
+            }
+        }
     }
 }
 
