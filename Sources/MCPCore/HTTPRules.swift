@@ -29,6 +29,10 @@ public enum HTTPRules {
         } catch {
             return .reply(status: 400, message: JSONRPC.error(id: nil, .parseError("\(error)")))
         }
+        // A 2026-07-28 request is stateless: a session id it carries (a client that kept one) is ignored.
+        if let version = headers[MCPHeader.protocolVersion], !ProtocolVersions.legacy.contains(version) {
+            return modern(message, headers: headers)
+        }
         if let sessionID = headers[MCPHeader.sessionID] { return .legacySession(id: sessionID, message: message) }
         if isModern(message, headers: headers) { return modern(message, headers: headers) }
         guard message["method"]?.stringValue == "initialize", let id = message["id"], JSONRPC.isValidID(id) else {

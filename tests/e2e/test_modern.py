@@ -275,8 +275,11 @@ def test_legacy_sessions_keep_their_rules_beside_modern_requests(state_dir):
         assert status == 400 and answer["id"] == 5
         status, _, _ = post(url, {"jsonrpc": "2.0", "id": 6, "method": "tools/list"}, {"Mcp-Session-Id": "nope"})
         assert status == 404
-        # Modern requests meanwhile.
+        # Modern requests meanwhile; one that carries a session id is still stateless (the id is ignored).
         assert post(url, *modern("tools/list"))[0] == 200
+        message, headers = modern("tools/list", request_id=8)
+        status, answer_headers, answer = post(url, message, headers | {"Mcp-Session-Id": "stale"})
+        assert status == 200 and answer["result"]["resultType"] == "complete" and "Mcp-Session-Id" not in answer_headers
         # DELETE ends the session.
         assert request(url, "DELETE", session=session)[0] == 200
         status, _, _ = post(url, {"jsonrpc": "2.0", "id": 7, "method": "ping"}, legacy)
