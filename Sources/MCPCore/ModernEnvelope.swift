@@ -1,4 +1,5 @@
 import CorralJSON
+import Foundation
 
 /// What a 2026-07-28 request says about its client, after the envelope passed every check.
 public struct ModernEnvelope: Sendable, Hashable {
@@ -119,14 +120,15 @@ public enum HeaderValueCodec {
         if plain, value == value.trimmingWhitespace, !(value.hasPrefix("=?base64?") && value.hasSuffix("?=")) {
             return value
         }
-        return "=?base64?" + Base64.encode(Array(value.utf8)) + "?="
+        return "=?base64?" + Data(value.utf8).base64EncodedString() + "?="
     }
 
     /// Nil for a malformed sentinel, so a corrupt header never matches a body value by accident.
     public static func decode(_ value: String) -> String? {
         guard value.hasPrefix("=?base64?"), value.hasSuffix("?="), value.count >= 11 else { return value }
         let payload = String(value.dropFirst(9).dropLast(2))
-        guard let bytes = Base64.decode(payload), Base64.encode(bytes) == payload else { return nil }
+        // Canonical only (re-encoding gives the same text): padding bits or line breaks must not make two spellings.
+        guard let bytes = Data(base64Encoded: payload), bytes.base64EncodedString() == payload else { return nil }
         return String(validating: bytes, as: UTF8.self)
     }
 }
@@ -137,55 +139,6 @@ extension String {
         while let first = view.first, first == " " || first == "\t" { view = view.dropFirst() }
         while let last = view.last, last == " " || last == "\t" { view = view.dropLast() }
         return String(view)
-    }
-}
-
-/// Standard base64, for header values (Foundation-free so that the core stays small).
-enum Base64 {
-    private static let alphabet = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/".utf8)
-
-    static func encode(_ bytes: [UInt8]) -> String {
-        var out: [UInt8] = []
-        out.reserveCapacity((bytes.count + 2) / 3 * 4)
-        var index = 0
-        while index < bytes.count {
-            let b0 = bytes[index]
-            let b1 = index + 1 < bytes.count ? bytes[index + 1] : 0
-            let b2 = index + 2 < bytes.count ? bytes[index + 2] : 0
-            out.append(alphabet[Int(b0 >> 2)])
-            out.append(alphabet[Int((b0 & 0x03) << 4 | b1 >> 4)])
-            out.append(index + 1 < bytes.count ? alphabet[Int((b1 & 0x0F) << 2 | b2 >> 6)] : UInt8(ascii: "="))
-            out.append(index + 2 < bytes.count ? alphabet[Int(b2 & 0x3F)] : UInt8(ascii: "="))
-            index += 3
-        }
-        return String(decoding: out, as: UTF8.self)
-    }
-
-    static func decode(_ text: String) -> [UInt8]? {
-        let bytes = Array(text.utf8)
-        guard bytes.count % 4 == 0 else { return nil }
-        var out: [UInt8] = []
-        var index = 0
-        while index < bytes.count {
-            var values: [UInt8] = []
-            var padding = 0
-            for offset in 0..<4 {
-                let byte = bytes[index + offset]
-                if byte == UInt8(ascii: "=") {
-                    guard index + 4 == bytes.count, offset >= 2 else { return nil }
-                    padding += 1
-                    values.append(0)
-                } else {
-                    guard padding == 0, let value = alphabet.firstIndex(of: byte) else { return nil }
-                    values.append(UInt8(value))
-                }
-            }
-            out.append(values[0] << 2 | values[1] >> 4)
-            if padding < 2 { out.append(values[1] << 4 | values[2] >> 2) }
-            if padding < 1 { out.append(values[2] << 6 | values[3]) }
-            index += 4
-        }
-        return out
     }
 }
 

@@ -3,7 +3,6 @@ import CorralJSON
 import Logging
 import MCPCore
 import Policy
-import Synchronization
 
 /// The allcanuse-mock MCP server: the Allcanuse tools over `AllcanuseService`, each call decided by the policy
 /// first, served in both MCP eras by `MCPServerCore`.
@@ -28,18 +27,17 @@ public enum MockServer {
     /// has none, so its session-scoped counters are shared by every modern client of the grant).
     public typealias IdentityOf = @Sendable (RequestContext) -> CallIdentity
 
-    /// The protocol core serving the tools. `tools/list` is the policy-filtered catalog, serialized once per policy
-    /// revision.
+    /// The protocol core serving the tools. `tools/list` is the policy-filtered catalog; the core serializes it once
+    /// per policy revision (and era), so it is built here only when the policy changed.
     public static func core(
         service: AllcanuseService, policy: PolicyEvaluator, identity: @escaping IdentityOf, logger: Logger,
         callRecord: CallRecord? = nil
     ) -> MCPServerCore {
-        let toolList = ToolListCache(policy: policy)
         return MCPServerCore(description: description, toolsListVersion: { policy.policy.revision.hex }) {
             method, params, context throws(JSONRPCError) in
             switch method {
             case "tools/list":
-                return toolList.result()
+                return ["tools": .array(policy.filterToolList(ToolCatalog.tools))]
             case "tools/call":
                 guard params.objectValue != nil else { throw .invalidParams("tools/call params must be an object") }
                 return await call(
@@ -80,22 +78,5 @@ public enum MockServer {
             "structuredContent": value,
             "isError": .bool(isError),
         ]
-    }
-}
-
-/// The `tools/list` result for the policy in force, rebuilt only when its revision changes: the list never
-/// changes between reloads, so it is not filtered again per request.
-final class ToolListCache: Sendable {
-    private let policy: PolicyEvaluator
-    private let cached = Mutex<(revision: PolicyRevision, result: JSONValue)?>(nil)
-
-    init(policy: PolicyEvaluator) { self.policy = policy }
-
-    func result() -> JSONValue {
-        let revision = policy.policy.revision
-        if let hit = cached.withLock({ $0 }), hit.revision == revision { return hit.result }
-        let result: JSONValue = ["tools": .array(policy.filterToolList(ToolCatalog.tools))]
-        cached.withLock { $0 = (revision, result) }
-        return result
     }
 }
