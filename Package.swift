@@ -15,6 +15,7 @@ let package = Package(
         // What the fuzz targets (Fuzz/, built with -sanitize=fuzzer) and the corpus replay tests call.
         .library(name: "FuzzEntryPoints", targets: ["FuzzEntryPoints"]),
         .executable(name: "allcanuse-mock", targets: ["allcanuse-mock"]),
+        .executable(name: "allcanuse-watch", targets: ["allcanuse-watch"]),
     ],
     dependencies: [
         .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
@@ -78,10 +79,15 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        // The Allcanuse wait conditions (file, process, port, HTTP): parsed in the server, checked in the watcher.
+        .target(name: "WatchConditions", dependencies: ["CorralJSON"], path: "mockserver/WatchConditions"),
+        // The condition watcher process: small on purpose (no NIO, no SQLite), a thousand may run at once.
+        .executableTarget(
+            name: "allcanuse-watch", dependencies: ["WatchConditions", "CorralJSON"], path: "mockserver/allcanuse-watch"),
         // The Allcanuse task tools over the runtime (MCP-free; the allcanuse-mock server maps MCP calls onto it).
         .target(
             name: "AllcanuseMock",
-            dependencies: ["TaskRuntime", "Sandbox", "CorralJSON"],
+            dependencies: ["TaskRuntime", "Sandbox", "CorralJSON", "WatchConditions", "CCorral"],
             path: "mockserver/AllcanuseMock"
         ),
         // The MCP server: the tool catalog over MCPCore, policy first.

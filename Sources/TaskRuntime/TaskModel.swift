@@ -41,6 +41,9 @@ public struct TaskSpec: Sendable {
     public var environment: [String: String]
     /// Written to the task's standard input; nil: `/dev/null`.
     public var standardInput: String?
+    /// A descriptor the task gets as its standard input instead (duplicated; the caller keeps and closes its own),
+    /// such as a pidfd a condition watcher polls.
+    public var standardInputDescriptor: Int32?
     /// Running time allowed, in milliseconds; time spent paused does not count.
     public var timeoutMilliseconds: Int?
     /// Bytes kept on disk per stream (head and tail); the rest is counted and dropped.
@@ -143,11 +146,19 @@ public struct TaskRecord: Sendable, Codable, Equatable {
 
 extension TaskRecord {
     /// The status shown and filtered on: `metadata.label` (a string, such as the Allcanuse `waiting_for_user` and
-    /// `waiting_for_condition`) stands for a running task's status; every other task shows its own.
+    /// `waiting_for_condition` an agent sets) stands for a running task's status, else `metadata.idle_status` (what
+    /// a running watcher shows between checks); every other task shows its own. An internal task (one a tool runs
+    /// for its own use, `metadata.internal`) shows `TaskRecord.internalStatus`, which lists and counts leave out.
     public var displayStatus: String {
+        if metadata["internal"]?.boolValue == true { return Self.internalStatus }
         if status == .running, let label = metadata["label"]?.stringValue { return label }
+        if status == .running, let idle = metadata["idle_status"]?.stringValue { return idle }
         return status.rawValue
     }
+
+    public static let internalStatus = "internal"
+
+    public var isInternal: Bool { metadata["internal"]?.boolValue == true }
 }
 
 /// An entry of a task's history.

@@ -198,10 +198,12 @@ final class TaskStore: Sendable {
                         db,
                         sql: """
                             SELECT created_at, rowid, record FROM tasks INDEXED BY tasks_newest
-                            ORDER BY created_at DESC, rowid DESC LIMIT ?
-                            """, arguments: [limit])
+                            WHERE display_status != ? ORDER BY created_at DESC, rowid DESC LIMIT ?
+                            """, arguments: [TaskRecord.internalStatus, limit])
                     found = page.map { ($0["created_at"], $0["rowid"], $0["record"]) }
-                    total = try Int.fetchOne(db, sql: "SELECT COALESCE(SUM(n), 0) FROM task_counts") ?? 0
+                    total = try Int.fetchOne(
+                        db, sql: "SELECT COALESCE(SUM(n), 0) FROM task_counts WHERE display_status != ?",
+                        arguments: [TaskRecord.internalStatus]) ?? 0
                 }
                 return (found, total)
             }
@@ -243,7 +245,9 @@ final class TaskStore: Sendable {
     func statusCounts() throws(RuntimeError) -> [TaskStatus: Int] {
         do {
             let rows = try database.read { db in
-                try Row.fetchAll(db, sql: "SELECT status, COUNT(*) AS n FROM tasks GROUP BY status")
+                try Row.fetchAll(
+                    db, sql: "SELECT status, COUNT(*) AS n FROM tasks WHERE display_status != ? GROUP BY status",
+                    arguments: [TaskRecord.internalStatus])
             }
             var counts: [TaskStatus: Int] = [:]
             for row in rows {
@@ -252,6 +256,30 @@ final class TaskStore: Sendable {
             return counts
         } catch {
             throw RuntimeError.storage("cannot count tasks: \(error)")
+        }
+    }
+
+    /// Removes a task and its events.
+    func delete(_ taskID: String) throws(RuntimeError) {
+        do {
+            try database.write { db in
+                try db.execute(sql: "DELETE FROM events WHERE task_id = ?", arguments: [taskID])
+                try db.execute(sql: "DELETE FROM tasks WHERE task_id = ?", arguments: [taskID])
+            }
+        } catch {
+            throw RuntimeError.storage("cannot delete task \(taskID): \(error)")
+        }
+    }
+
+    /// Final internal tasks (left by a crash before they were discarded).
+    func finishedInternalTasks() throws(RuntimeError) -> [String] {
+        do {
+            return try database.read { db in
+                try String.fetchAll(
+                    db, sql: "SELECT task_id FROM tasks WHERE display_status = ?", arguments: [TaskRecord.internalStatus])
+            }
+        } catch {
+            throw RuntimeError.storage("cannot list internal tasks: \(error)")
         }
     }
 

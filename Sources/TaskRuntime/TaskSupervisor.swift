@@ -463,7 +463,9 @@ public actor TaskSupervisor {
         stdin: Int32, stdoutRead: Int32, stdoutWrite: Int32, stderrRead: Int32, stderrWrite: Int32
     ) {
         var stdinFD: Int32
-        if let input = spec.standardInput {
+        if let descriptor = spec.standardInputDescriptor {
+            stdinFD = fcntl(descriptor, F_DUPFD_CLOEXEC, 3)
+        } else if let input = spec.standardInput {
             let path = taskDirectory + "/stdin"
             guard FileManager.default.createFile(atPath: path, contents: Data(input.utf8), attributes: [.posixPermissions: 0o600]) else {
                 throw RuntimeError.storage("cannot write \(path)")
@@ -990,6 +992,28 @@ public actor TaskSupervisor {
         return chunk
     }
 
+    /// Forgets a final internal task: its record, events and files. Other tasks are kept (their history is the
+    /// client's).
+    public func discard(_ taskID: String) throws(RuntimeError) {
+        let record = try storedOrLive(taskID)
+        guard record.isInternal else { throw RuntimeError.invalidArgument("only internal tasks can be discarded") }
+        guard record.status.isFinal, live[taskID] == nil else {
+            throw RuntimeError.invalidArgument("task \(taskID) has not finished")
+        }
+        recentlyFinished[taskID] = nil
+        recentlyFinishedOrder.removeAll { $0 == taskID }
+        try discardFiles(of: taskID)
+    }
+
+    private func discardFiles(of taskID: String) throws(RuntimeError) {
+        try store.delete(taskID)
+        let directory = configuration.stateDirectory + "/tasks/" + taskID
+        try? FileManager.default.removeItem(atPath: directory)
+        if taskRoot != configuration.stateDirectory + "/tasks" {
+            try? FileManager.default.removeItem(atPath: taskRoot + "/" + taskID)
+        }
+    }
+
     private func remember(_ record: TaskRecord) {
         if recentlyFinished.updateValue(record, forKey: record.taskID) == nil {
             recentlyFinishedOrder.append(record.taskID)
@@ -1093,6 +1117,10 @@ public actor TaskSupervisor {
                         data: ["previous_status": .string(previous.rawValue), "status": "failed"])
                 ])
             logger.info("task \(record.taskID) was \(previous.rawValue) when the supervisor stopped; marked failed")
+        }
+        // Internal tasks serve one call of a previous run, which is gone with it.
+        for taskID in try store.finishedInternalTasks() {
+            try discardFiles(of: taskID)
         }
         // Cgroups of tasks that never reached the store (a crash during spawn).
         if let cgroups {

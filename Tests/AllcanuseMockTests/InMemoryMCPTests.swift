@@ -38,7 +38,7 @@ final class InMemoryMCPTests: XCTestCase {
 
         let listed = try await client.result("tools/list", [:])
         let tools = listed["tools"]?.arrayValue ?? []
-        XCTAssertEqual(tools.count, 18)
+        XCTAssertEqual(tools.count, 26)
         XCTAssertEqual(tools.first { $0["name"] == "get_background_task" }?["annotations"]?["readOnlyHint"], true)
         XCTAssertEqual(listed["resultType"], modern ? "complete" : nil)
         XCTAssertEqual(listed["cacheScope"], modern ? "public" : nil)

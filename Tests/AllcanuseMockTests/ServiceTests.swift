@@ -150,8 +150,8 @@ final class CatalogTests: XCTestCase {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("corral-cat-\(UUID().uuidString)").path
         let supervisor = try await TaskSupervisor.start(.init(stateDirectory: directory))
         let service = AllcanuseService(supervisor: supervisor)
-        XCTAssertEqual(ToolCatalog.names.count, 18)
-        XCTAssertEqual(Set(ToolCatalog.names).count, 18)
+        XCTAssertEqual(ToolCatalog.names.count, 26)
+        XCTAssertEqual(Set(ToolCatalog.names).count, 26)
         for tool in ToolCatalog.tools {
             let name = try XCTUnwrap(tool["name"]?.stringValue)
             let outcome = await service.call(name, arguments: [:])

@@ -99,7 +99,7 @@ final class StdioServerTests: XCTestCase {
         XCTAssertEqual(initialized?["result"]?["serverInfo"]?["name"], "allcanuse-mock", "an object in experimental must not fail initialize")
         session.send(#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#)
         let tools = session.responses([1])[1]?["result"]?["tools"]?.arrayValue ?? []
-        XCTAssertEqual(tools.count, 18)
+        XCTAssertEqual(tools.count, 26)
         let cancel = tools.first { $0["name"] == "cancel_background_task" }
         XCTAssertEqual(cancel?["annotations"]?["destructiveHint"], true)
         XCTAssertEqual(cancel?["inputSchema"]?["required"], ["task_id"])
@@ -185,7 +185,7 @@ final class StdioServerTests: XCTestCase {
         session.send(call(2, "get_scheduler_time", [:]))
         let answers = session.responses([0, 1, 2], timeout: 10)
         XCTAssertEqual(answers?.count, 3)
-        XCTAssertEqual(answers?[1]?["result"]?["tools"]?.arrayValue?.count, 18)
+        XCTAssertEqual(answers?[1]?["result"]?["tools"]?.arrayValue?.count, 26)
         try session.closeInput()
         session.process.waitUntilExit()
     }

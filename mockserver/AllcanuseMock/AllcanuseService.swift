@@ -2,6 +2,7 @@ import CorralJSON
 import Foundation
 import Sandbox
 import TaskRuntime
+import WatchConditions
 
 /// The Allcanuse background-task tools over the task runtime: same names, arguments, defaults and result fields as
 /// the real server, with every task a real (sandboxed) child process. MCP-free: the server maps its calls here.
@@ -20,7 +21,14 @@ public final class AllcanuseService: Sendable {
     /// The least strict sandbox a task may run with; a task can only ask for stricter.
     public let sandboxFloor: SandboxProfile
 
-    public static let supportedTaskTypes = ["command", "sleep"]
+    public static let supportedTaskTypes = [
+        "command", "sleep", "wait_file", "wait_process", "wait_port", "wait_http", "wait_window", "wait_desktop_change",
+    ]
+    /// The Allcanuse wait tools (beside `wait_for_background_task`).
+    public static let waitTools = [
+        "wait", "wait_until", "wait_for_file", "wait_for_process", "wait_for_port", "wait_for_http", "wait_for_window",
+        "wait_for_desktop_change",
+    ]
     static let allStatuses = TaskStatus.allCases.map(\.rawValue)
     static let stepStatuses = ["pending", "in_progress", "completed", "failed", "skipped"]
 
@@ -28,12 +36,29 @@ public final class AllcanuseService: Sendable {
     /// directory only, and a `cwd` is refused.
     public let workspace: String?
 
+    /// The condition watcher (`allcanuse-watch`); nil: none was found, and condition waits say so.
+    public let watcherExecutable: String?
+
     public init(
-        supervisor: TaskSupervisor, sandboxFloor: SandboxProfile = BuiltinProfiles.default, workspace: String? = nil
+        supervisor: TaskSupervisor, sandboxFloor: SandboxProfile = BuiltinProfiles.default, workspace: String? = nil,
+        watcherExecutable: String? = AllcanuseService.defaultWatcherExecutable()
     ) {
         self.supervisor = supervisor
+        self.watcherExecutable = watcherExecutable
         self.sandboxFloor = sandboxFloor
         self.workspace = workspace.map { resolvedPath($0) ?? $0 }
+    }
+
+    /// `ALLCANUSE_WATCH` when set, else `allcanuse-watch` beside this process's executable.
+    public static func defaultWatcherExecutable() -> String? {
+        if let configured = ProcessInfo.processInfo.environment["ALLCANUSE_WATCH"], !configured.isEmpty {
+            return configured
+        }
+        guard let executable = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe") else {
+            return nil
+        }
+        let candidate = URL(fileURLWithPath: executable).deletingLastPathComponent().appendingPathComponent("allcanuse-watch").path
+        return access(candidate, X_OK) == 0 ? candidate : nil
     }
 
     /// A client-chosen working directory, checked after resolving symlinks: it must exist and lie in the workspace.
@@ -79,6 +104,7 @@ public final class AllcanuseService: Sendable {
             case "get_scheduler_time": value = try await schedulerTime(arguments)
             case "get_task_output": value = try await output(arguments)
             case "list_task_events": value = try await listEvents(arguments)
+            case _ where Self.waitTools.contains(name): value = try await waitTool(name, arguments)
             default:
                 return .error("unknown tool \(name)")
             }
@@ -163,6 +189,17 @@ public final class AllcanuseService: Sendable {
             guard milliseconds >= 0 else { throw ToolError("\(tool): condition.duration_ms must not be negative") }
             command = .argv(["/bin/sleep", String(format: "%.3f", Double(milliseconds) / 1000)])
             spec.sandbox = sandboxFloor
+        case _ where WatchCondition.taskTypes.contains(taskType) || taskType == "wait_desktop_change":
+            let record = try await watcherTask(
+                kind: taskType, condition: condition, title: title, pollInterval: pollInterval, timeout: timeout,
+                metadata: [
+                    "goal": .string(goal), "poll_interval_ms": .int(pollInterval), "priority": .int(priority),
+                    "owner": owner.map(JSONValue.string) ?? .null,
+                    "tags": tags.map { .array($0.map(JSONValue.string)) } ?? .null,
+                    "notes": notes.map(JSONValue.string) ?? .null, "plan_steps": [], "artifacts": [], "label": .null,
+                    "sandbox_profile": .string(sandboxFloor.name),
+                ])
+            return try await render(record)
         default:
             throw ToolError(
                 "\(tool): task_type \(taskType) is not supported by this mock; supported: "
@@ -174,6 +211,8 @@ public final class AllcanuseService: Sendable {
             "priority": .int(priority), "owner": owner.map(JSONValue.string) ?? .null,
             "tags": tags.map { .array($0.map(JSONValue.string)) } ?? .null, "notes": notes.map(JSONValue.string) ?? .null,
             "plan_steps": [], "artifacts": [], "label": .null, "sandbox_profile": .string(spec.sandbox?.name ?? "none"),
+            // Between its start and its end a sleep task shows what the real server's does.
+            "idle_status": taskType == "sleep" ? "waiting" : .null,
         ]
         let record = try await supervisor.create(spec)
         return try await render(record)
@@ -202,7 +241,11 @@ public final class AllcanuseService: Sendable {
 
     private func task(_ raw: JSONValue?, tool: String, allowed: Set<String> = ["task_id"]) async throws -> TaskRecord {
         let args = try Arguments(raw, tool: tool, allowed: allowed)
-        return try await supervisor.task(try args.string("task_id"))
+        let taskID = try args.string("task_id")
+        let record = try await supervisor.task(taskID)
+        // A wait tool's own watcher is not a background task of the client's.
+        guard !record.isInternal else { throw RuntimeError.unknownTask(taskID) }
+        return record
     }
 
     private func list(_ raw: JSONValue?) async throws -> JSONValue {
@@ -541,7 +584,7 @@ public final class AllcanuseService: Sendable {
     func render(_ record: TaskRecord) async throws -> JSONValue {
         let last = try await supervisor.recentEvents(of: record.taskID, limit: 1).last
         let meta = record.metadata
-        return [
+        let rendered: JSONValue = [
             "task_id": .string(record.taskID), "title": .string(record.title), "goal": meta["goal"] ?? .null,
             "task_type": .string(record.kind), "condition": meta["condition"] ?? [:],
             "status": .string(Self.displayStatus(record)), "priority": meta["priority"] ?? 50, "owner": meta["owner"] ?? .null,
@@ -570,5 +613,6 @@ public final class AllcanuseService: Sendable {
             "io_read_bytes": record.ioReadBytes.map { .int(Int($0)) } ?? .null,
             "io_write_bytes": record.ioWriteBytes.map { .int(Int($0)) } ?? .null,
         ]
+        return rendered.merging(await watcherFields(record))
     }
 }

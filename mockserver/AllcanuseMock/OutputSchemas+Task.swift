@@ -9,7 +9,7 @@ extension OutputSchemas {
         "task_id": ["type": "string", "description": "32 hex characters."],
         "title": string,
         "goal": nullable("string"),
-        "task_type": ["type": "string", "description": "command or sleep."],
+        "task_type": ["type": "string", "description": "command, sleep, or a condition type (wait_file, …)."],
         "condition": ["type": "object", "description": "The condition the task was created with, as given."],
         "status": status.merging([
             "description": "The status a client sees: waiting_for_user or waiting_for_condition while a running task is so marked.",
@@ -77,11 +77,11 @@ extension OutputSchemas {
         "recorded_at": timestamp,
     ])
 
-    /// How a final task ended; null while it is not final.
-    static let lastResult: JSONValue = object(
-        [
-            "exit_code": nullable("integer"), "signal": nullable("integer"),
-            "stdout_bytes": count(), "stderr_bytes": count(), "running_ms": count(),
-        ]
-    ).merging(["type": ["object", "null"]])
+    /// A command or sleep task: how it ended (exit_code, signal, output sizes, running_ms), null until it is final.
+    /// A watcher task: its newest check (`{condition_met, …}` as the matching wait tool's), `{}` before the first.
+    static let lastResult: JSONValue = [
+        "type": ["object", "null"],
+        "description": "How a command or sleep task ended (null until final), or a watcher task's newest check.",
+        "additionalProperties": true,
+    ]
 }

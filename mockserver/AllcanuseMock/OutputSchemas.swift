@@ -36,6 +36,16 @@ public enum OutputSchemas {
                 "condition_met": ["type": "boolean"], "task_id": string, "status": status, "task": task,
             ]),
         ]),
+        "wait": plainWait,
+        "wait_until": object(
+            (plainWait["properties"]?.objectValue ?? [:]).merging(
+                ["target_time": timestamp, "remaining_ms_when_started": count("0 for a time in the past.")]) { $1 }),
+        "wait_for_file": conditionWait("path, state, exists, is_file, size_bytes, text_match"),
+        "wait_for_process": conditionWait("pid, name, state, matched_count, matches (up to 20 of {pid, name, status})"),
+        "wait_for_port": conditionWait("host, port, state, is_open, error"),
+        "wait_for_http": conditionWait("url, final_url, method, status, reason, expected_statuses, text_match, error"),
+        "wait_for_window": conditionWait("error: no graphical desktop session (fatal_error)"),
+        "wait_for_desktop_change": conditionWait("error: no graphical desktop session (fatal_error)"),
         "append_task_event": event,
         "create_task_plan": task,
         "update_task_step": task,
@@ -82,6 +92,28 @@ public enum OutputSchemas {
             ],
         ]),
     ]
+
+    static let plainWait: JSONValue = object([
+        "ok": ["type": "boolean"], "reason": string, "requested_duration_ms": ["type": "integer"],
+        "started_at": timestamp, "finished_at": timestamp, "waited_ms": count(),
+    ])
+
+    /// A `wait_for_*` result: the condition's newest check in `last_result`.
+    static func conditionWait(_ checkFields: String) -> JSONValue {
+        object(
+            [
+                "ok": ["type": "boolean", "description": "Whether the condition was met."],
+                "condition_met": ["type": "boolean"],
+                "fatal_error": ["type": "boolean", "description": "Present (true) when the condition can never be met."],
+                "cancelled": ["type": "boolean", "description": "Present (true) when the client cancelled the wait."],
+                "attempts": count("Checks made."),
+                "started_at": timestamp, "finished_at": timestamp,
+                "timeout_ms": ["type": "integer", "description": "As asked; negative: no timeout; 0: one check."],
+                "poll_interval_ms": ["type": "integer"],
+                "waited_ms": count(),
+                "last_result": object(["condition_met": ["type": "boolean"]], description: "The newest check: condition_met, " + checkFields + "."),
+            ], optional: ["fatal_error", "cancelled"])
+    }
 
     // MARK: - building blocks
 

@@ -12,7 +12,7 @@ def test_every_tool_declares_an_output_schema_its_results_satisfy(state_dir):
     async def scenario():
         async with mock_session(state_dir) as session:
             tools = (await session.list_tools()).tools
-            assert len(tools) == 18
+            assert len(tools) == 26
             schemas = {}
             for tool in tools:
                 schema = tool.output_schema
@@ -109,6 +109,30 @@ def test_every_tool_declares_an_output_schema_its_results_satisfy(state_dir):
             listed = await checked("list_background_tasks", {"statuses": ["completed", "failed"], "limit": 2})
             assert listed["count"] == 2 and listed["total_count"] >= 4
             await checked("get_scheduler_time")
+
+            # The wait tools, met, timed out and fatal; and watcher tasks running, met and timed out.
+            await checked("wait", {"duration_ms": 5, "reason": "e2e"})
+            await checked("wait_until", {"timestamp": "2020-01-01T00:00:00Z"})
+            assert (await checked("wait_for_file", {"path": "/etc/hostname"}))["ok"] is True
+            assert (await checked("wait_for_file", {"path": "/nonexistent/x", "timeout_ms": 0}))["ok"] is False
+            assert (await checked("wait_for_process", {"name": "no-such-process-name", "state": "exited"}))["ok"]
+            assert (await checked("wait_for_port", {"host": "127.0.0.1", "port": 1, "timeout_ms": 0}))["ok"] is False
+            assert (await checked("wait_for_http", {"url": "http://127.0.0.1:1/", "timeout_ms": 0}))["ok"] is False
+            assert (await checked("wait_for_window", {"title_filter": "x"}))["fatal_error"] is True
+            assert (await checked("wait_for_desktop_change", {}))["fatal_error"] is True
+            watcher = await checked("create_background_task", {
+                "title": "watch", "goal": "file", "task_type": "wait_file",
+                "condition": {"path": "/nonexistent/never"}, "poll_interval_ms": 100})
+            assert watcher["status"] == "waiting_for_condition"
+            await checked("get_background_task", {"task_id": watcher["task_id"]})
+            await checked("list_background_tasks", {"statuses": ["waiting_for_condition"]})
+            await checked("cancel_background_task", {"task_id": watcher["task_id"]})
+            met = await checked("create_background_task", {
+                "title": "watch", "goal": "port", "task_type": "wait_port",
+                "condition": {"host": "127.0.0.1", "port": 1, "state": "closed"}})
+            done = await checked("wait_for_background_task", {"task_id": met["task_id"], "timeout_ms": 10000})
+            assert done["last_result"]["status"] == "completed"
+            await checked("get_task_handoff", {"task_id": met["task_id"]})
 
             assert covered == set(schemas), f"not exercised: {sorted(set(schemas) - covered)}"
 

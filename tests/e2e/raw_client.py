@@ -1,0 +1,99 @@
+"""A raw JSON-RPC client over the mock's stdio (no SDK in between): what a gateway or a hand-written agent sends."""
+
+import json
+import queue
+import subprocess
+import threading
+import time
+
+from conftest import MOCK
+
+MODERN = "2026-07-28"
+TASKS = "io.modelcontextprotocol/tasks"
+
+
+def meta(tasks=False):
+    capabilities = {"extensions": {TASKS: {}}} if tasks else {}
+    return {"io.modelcontextprotocol/protocolVersion": MODERN,
+            "io.modelcontextprotocol/clientCapabilities": capabilities,
+            "io.modelcontextprotocol/clientInfo": {"name": "raw-e2e", "version": "1"}}
+
+
+class RawStdio:
+    """The mock as a child process; answers are collected by id, notifications in order."""
+
+    def __init__(self, state_dir, *extra_args):
+        self.process = subprocess.Popen([str(MOCK), "--state-dir", state_dir, "--grace-ms", "300", *extra_args],
+                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                        text=True, bufsize=1)
+        self.answers = {}
+        self.notifications = queue.Queue()
+        self.lock = threading.Condition()
+        self.next_id = 1
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self):
+        for line in self.process.stdout:
+            message = json.loads(line)
+            if "id" in message and "method" not in message:
+                with self.lock:
+                    self.answers[message["id"]] = message
+                    self.lock.notify_all()
+            else:
+                self.notifications.put(message)
+
+    def send(self, message):
+        self.process.stdin.write(json.dumps(message) + "\n")
+        self.process.stdin.flush()
+
+    def start(self, method, params=None, tasks=False):
+        """Sends a modern request; returns its id."""
+        request_id = self.next_id
+        self.next_id += 1
+        params = dict(params or {})
+        params["_meta"] = {**meta(tasks), **params.get("_meta", {})}
+        self.send({"jsonrpc": "2.0", "id": request_id, "method": method, "params": params})
+        return request_id
+
+    def answer(self, request_id, timeout=30):
+        deadline = time.monotonic() + timeout
+        with self.lock:
+            while request_id not in self.answers:
+                left = deadline - time.monotonic()
+                assert left > 0, f"no answer to request {request_id} within {timeout} s"
+                self.lock.wait(left)
+            return self.answers.pop(request_id)
+
+    def has_answer(self, request_id):
+        with self.lock:
+            return request_id in self.answers
+
+    def request(self, method, params=None, tasks=False, timeout=30):
+        return self.answer(self.start(method, params, tasks), timeout)
+
+    def call(self, tool, arguments=None, tasks=False, timeout=30):
+        """tools/call; returns the result (which must not be a JSON-RPC error)."""
+        answer = self.request("tools/call", {"name": tool, "arguments": arguments or {}}, tasks, timeout)
+        assert "result" in answer, answer
+        return answer["result"]
+
+    def cancel(self, request_id):
+        self.send({"jsonrpc": "2.0", "method": "notifications/cancelled",
+                   "params": {"requestId": request_id, "reason": "e2e", "_meta": meta()}})
+
+    def close(self):
+        if self.process.poll() is None:
+            self.process.stdin.close()
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
