@@ -96,6 +96,8 @@ let package = Package(
             dependencies: [
                 "AllcanuseMock", "Policy", "CorralJSON", "MCPCore",
                 .product(name: "Logging", package: "swift-log"),
+                // MCP task handles, in their own SQLite file beside the task store.
+                .product(name: "GRDB", package: "GRDB.swift"),
             ],
             path: "mockserver/AllcanuseMockServer"
         ),

@@ -47,15 +47,18 @@ public final class MCPServerCore: Sendable {
     private let toolsListVersion: (@Sendable () -> String)?
     /// `tools/list` answers as sent, by (version, era): the list only changes when its version does.
     private let toolsListText = Mutex<[String: String]>([:])
-    public let listeners = ListenRegistry()
+    public let listeners: ListenRegistry
 
     /// `handler` answers every method the core does not (throw `JSONRPCError.methodNotFound` for unknown ones).
     /// `toolsListVersion`, when given, names the current tool list (a policy revision, say): `tools/list` answers are
-    /// then serialized once per version and era instead of per request.
+    /// then serialized once per version and era instead of per request. `listeners`: the listen streams, shared with
+    /// whoever announces to them (a task bridge).
     public init(
-        description: ServerDescription, toolsListVersion: (@Sendable () -> String)? = nil, handler: @escaping Handler
+        description: ServerDescription, listeners: ListenRegistry = ListenRegistry(),
+        toolsListVersion: (@Sendable () -> String)? = nil, handler: @escaping Handler
     ) {
         self.description = description
+        self.listeners = listeners
         self.toolsListVersion = toolsListVersion
         self.handler = handler
     }
@@ -216,6 +219,8 @@ public final class ListenRegistry: Sendable {
     private struct Subscription {
         let id: JSONValue
         let toolsListChanged: Bool
+        /// Tasks whose changes this stream hears (`notifications/tasks`, Tasks extension).
+        let taskIDs: Set<String>
         let notify: @Sendable (JSONValue) async -> Void
         let close: CheckedContinuation<Void, Never>
     }
@@ -247,12 +252,21 @@ public final class ListenRegistry: Sendable {
     /// client left) or `closeAll` ends it gracefully.
     public func listen(params: JSONValue, context: RequestContext) async throws(JSONRPCError) -> JSONValue {
         guard let requested = params["notifications"]?.objectValue else {
-            throw .invalidParams("subscriptions/listen needs notifications: {toolsListChanged?: bool, …}")
+            throw .invalidParams("subscriptions/listen needs notifications: {toolsListChanged?: bool, taskIds?: […]}")
         }
         let tools = requested["toolsListChanged"]?.boolValue ?? false
+        var taskIDs: [String] = []
+        if let asked = requested["taskIds"], !asked.isNull {
+            guard TasksExtension.isDeclared(by: context) else { throw TasksExtension.notDeclared("a listen with taskIds") }
+            guard let list = asked.arrayValue, list.allSatisfy({ $0.stringValue != nil }) else {
+                throw .invalidParams("subscriptions/listen: notifications.taskIds must be a list of task ids")
+            }
+            taskIDs = list.compactMap(\.stringValue)
+        }
         let idMeta: JSONValue = [MetaKey.subscriptionID: context.id]
         var honoured: [String: JSONValue] = [:]
         if tools { honoured["toolsListChanged"] = true }
+        if !taskIDs.isEmpty { honoured["taskIds"] = .array(taskIDs.map(JSONValue.string)) }
         await context.notify(
             JSONRPC.notification(
                 "notifications/subscriptions/acknowledged", ["notifications": .object(honoured), "_meta": idMeta]))
@@ -265,7 +279,8 @@ public final class ListenRegistry: Sendable {
                 let shutDown = state.withLock { state -> Bool in
                     if state.closed || Task.isCancelled { return true }
                     state.subscriptions[key] = Subscription(
-                        id: context.id, toolsListChanged: tools, notify: context.notify, close: close)
+                        id: context.id, toolsListChanged: tools, taskIDs: Set(taskIDs), notify: context.notify,
+                        close: close)
                     return false
                 }
                 if shutDown { close.resume() }
@@ -288,6 +303,17 @@ public final class ListenRegistry: Sendable {
             return Array(state.subscriptions.values)
         }
         for subscription in open { subscription.close.resume() }
+    }
+
+    /// Sends the task, as it is now, to every listen stream opened with its id (`notifications/tasks`).
+    public func announce(_ task: MCPTask) {
+        let listening = state.withLock { state in state.subscriptions.values.filter { $0.taskIDs.contains(task.taskID) } }
+        for subscription in listening {
+            let message = JSONRPC.notification(
+                "notifications/tasks", task.detailed.merging(["_meta": [MetaKey.subscriptionID: subscription.id]]))
+            let notify = subscription.notify
+            Task { await notify(message) }
+        }
     }
 
     public func announceToolsListChanged() {

@@ -189,6 +189,12 @@ public struct WaitOutcome: Sendable {
     public var task: TaskRecord
     public var conditionMet: Bool
     public var waitedMilliseconds: Int64
+
+    public init(task: TaskRecord, conditionMet: Bool, waitedMilliseconds: Int64) {
+        self.task = task
+        self.conditionMet = conditionMet
+        self.waitedMilliseconds = waitedMilliseconds
+    }
 }
 
 public enum RuntimeError: Error, Sendable, CustomStringConvertible, Equatable {

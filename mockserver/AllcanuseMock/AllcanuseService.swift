@@ -36,6 +36,9 @@ public final class AllcanuseService: Sendable {
     /// directory only, and a `cwd` is refused.
     public let workspace: String?
 
+    /// Display-status changes the runtime does not see (the waiting marks).
+    public let signals = StatusSignals()
+
     /// The condition watcher (`allcanuse-watch`); nil: none was found, and condition waits say so.
     public let watcherExecutable: String?
 
@@ -318,6 +321,7 @@ public final class AllcanuseService: Sendable {
         if result.changed, case .object(let metadata) = result.task.metadata, metadata["label"]?.isNull == false {
             _ = try await supervisor.updateMetadata(of: taskID) { value in value.merging(["label": .null]) }
         }
+        if result.changed { signals.signal(taskID) }
         var rendered = try await render(try await supervisor.task(taskID))
         if let note = result.note { rendered = rendered.merging(["note": .string(note)]) }
         return rendered
@@ -364,8 +368,7 @@ public final class AllcanuseService: Sendable {
             }
         }
         defer { heartbeat?.cancel() }
-        let outcome = try await supervisor.wait(
-            for: taskID, until: targets, timeout: timeout < 0 ? nil : .milliseconds(timeout))
+        let outcome = try await waitForStatus(taskID, targets, timeout: timeout < 0 ? nil : .milliseconds(timeout))
         let finishedAt = Date()
         let task = try await render(outcome.task)
         return [
@@ -475,6 +478,7 @@ public final class AllcanuseService: Sendable {
             event: ("info", forUser ? "waiting for user: \(text)" : "waiting for condition: \(text)",
                     ["previous_status": .string(Self.displayStatus(current)), "status": .string(label), key: .string(text)])
         ) { value in value.merging(["label": .string(label), key == "question" ? "question" : "waiting_note": .string(text)]) }
+        signals.signal(taskID)
         return try await render(record)
     }
 

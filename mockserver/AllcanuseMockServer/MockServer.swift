@@ -23,37 +23,66 @@ public enum MockServer {
         name: "allcanuse-mock", version: version,
         instructions: "Background tasks backed by real, sandboxed child processes (a mock of the Allcanuse task tools).")
 
+    /// What `server/discover` says when MCP tasks are served: the Tasks extension.
+    public static let descriptionWithTasks: ServerDescription = {
+        var described = description
+        described.extensions[TasksExtension.id] = [:]
+        return described
+    }()
+
     /// Who a request's calls count against: the grant, and the legacy session or stdio connection (a modern request
     /// has none, so its session-scoped counters are shared by every modern client of the grant).
     public typealias IdentityOf = @Sendable (RequestContext) -> CallIdentity
 
     /// The protocol core serving the tools. `tools/list` is the policy-filtered catalog; the core serializes it once
     /// per policy revision (and era), so it is built here only when the policy changed.
+    /// `tasks`: the MCP task bridge (the Tasks extension is advertised and served); nil: no MCP tasks, every call
+    /// blocks as in 2025-11-25.
     public static func core(
         service: AllcanuseService, policy: PolicyEvaluator, identity: @escaping IdentityOf, logger: Logger,
-        callRecord: CallRecord? = nil
+        callRecord: CallRecord? = nil, tasks: MCPTaskBridge? = nil
     ) -> MCPServerCore {
-        return MCPServerCore(description: description, toolsListVersion: { policy.policy.revision.hex }) {
+        return MCPServerCore(
+            description: tasks == nil ? description : descriptionWithTasks,
+            listeners: tasks?.listeners ?? ListenRegistry(), toolsListVersion: { policy.policy.revision.hex }
+        ) {
             method, params, context throws(JSONRPCError) in
             switch method {
             case "tools/list":
                 return ["tools": .array(policy.filterToolList(ToolCatalog.tools))]
             case "tools/call":
                 guard params.objectValue != nil else { throw .invalidParams("tools/call params must be an object") }
+                let name = params["name"]?.stringValue
+                if let tasks, let name, MCPTaskBridge.taskTools.contains(name), TasksExtension.isDeclared(by: context) {
+                    // Decided and counted once, when the task is made.
+                    if let denial = admit(
+                        json: params, policy: policy, identity: identity(context), logger: logger, callRecord: callRecord)
+                    {
+                        return denial
+                    }
+                    return try await tasks.start(tool: name, arguments: params["arguments"])
+                }
                 return await call(
                     json: params, service: service, policy: policy, identity: identity(context), logger: logger,
                     progress: context.progressReporter(params), callRecord: callRecord)
+            case _ where TasksExtension.methods.contains(method):
+                guard let tasks, context.era.isModern else { throw .methodNotFound(method) }
+                guard TasksExtension.isDeclared(by: context) else { throw TasksExtension.notDeclared(method) }
+                switch method {
+                case "tasks/get": return try await tasks.get(params)
+                case "tasks/cancel": return try await tasks.cancel(params)
+                default: return try await tasks.update(params)
+                }
             default:
                 throw .methodNotFound(method)
             }
         }
     }
 
-    /// `tools/call` params in, `CallToolResult` out, as raw JSON.
-    public static func call(
-        json request: JSONValue, service: AllcanuseService, policy: PolicyEvaluator, identity: CallIdentity,
-        logger: Logger, progress: AllcanuseService.ProgressReporter? = nil, callRecord: CallRecord? = nil
-    ) async -> JSONValue {
+    /// The policy's decision on a `tools/call`: the denial result, or nil when the call may go on.
+    static func admit(
+        json request: JSONValue, policy: PolicyEvaluator, identity: CallIdentity, logger: Logger, callRecord: CallRecord?
+    ) -> JSONValue? {
         let name = request["name"]?.stringValue
         let arguments = request["arguments"]
         // The policy sees exactly what arrived: a missing name or arguments that are not an object are denied there.
@@ -63,7 +92,19 @@ public enum MockServer {
             logger.info("denied \(name ?? "(no name)"): \(decision.rule): \(decision.message)")
             return denial
         }
-        guard let name else {
+        return nil
+    }
+
+    /// `tools/call` params in, `CallToolResult` out, as raw JSON.
+    public static func call(
+        json request: JSONValue, service: AllcanuseService, policy: PolicyEvaluator, identity: CallIdentity,
+        logger: Logger, progress: AllcanuseService.ProgressReporter? = nil, callRecord: CallRecord? = nil
+    ) async -> JSONValue {
+        if let denial = admit(json: request, policy: policy, identity: identity, logger: logger, callRecord: callRecord) {
+            return denial
+        }
+        let arguments = request["arguments"]
+        guard let name = request["name"]?.stringValue else {
             return result(["error": "tools/call needs a tool name"], isError: true)
         }
         let outcome = await service.call(name, arguments: arguments, progress: progress)

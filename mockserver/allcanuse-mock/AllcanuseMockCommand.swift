@@ -48,6 +48,8 @@ struct AllcanuseMockCommand: AsyncParsableCommand {
     var acceptDuplicateKeys = false
     @Option(help: "An Origin (scheme://host[:port]) admitted over HTTP besides loopback ones; repeatable.")
     var allowOrigin: [String] = []
+    @Option(help: "How long an MCP task handle (Tasks extension) is kept after its creation, in milliseconds; 0: for ever. Expired handles are unknown ids.")
+    var mcpTaskTtlMs = MCPTaskBridge.defaultTTLMilliseconds
     @Option(help: "Append one JSON line per tools/call that reached this server (tool, arguments, executed, and refused_by when its own --policy refused it) to this file: what gateway tests compare with what the client was told.")
     var callLog: String?
 
@@ -87,6 +89,7 @@ struct AllcanuseMockCommand: AsyncParsableCommand {
             }
             return address
         }
+        guard mcpTaskTtlMs >= 0 else { throw ValidationError("--mcp-task-ttl-ms must not be negative") }
         let callRecord: CallRecord?
         do {
             callRecord = try callLog.map { try CallRecord(path: $0) }
@@ -108,17 +111,26 @@ struct AllcanuseMockCommand: AsyncParsableCommand {
         logger.info("tasks run as \(taskIdentity.description), without capabilities")
         let service = AllcanuseService(supervisor: supervisor, sandboxFloor: floor, workspace: workspace)
         let evaluator = PolicyEvaluator(policy: loaded)
+        let tasks: MCPTaskBridge
+        do {
+            tasks = try MCPTaskBridge(
+                stateDirectory: directory, service: service, ttlMilliseconds: mcpTaskTtlMs == 0 ? nil : mcpTaskTtlMs,
+                logger: logger)
+        } catch {
+            await supervisor.shutdown(cancelRunning: false)
+            throw ValidationError(error.description)
+        }
         if let address {
             try await serveHTTP(
                 address, service: service, policy: evaluator, supervisor: supervisor, callRecord: callRecord,
-                logger: logger)
+                tasks: tasks, logger: logger)
             return
         }
         let grant = self.grant
         let core = MockServer.core(
             service: service, policy: evaluator,
             identity: { context in CallIdentity(grant: grant, session: context.session) }, logger: logger,
-            callRecord: callRecord)
+            callRecord: callRecord, tasks: tasks)
         let connection = StdioServerConnection(
             core: core, connectionID: UUID().uuidString.lowercased(), rejectsDuplicateKeys: !acceptDuplicateKeys)
         connection.start()
@@ -146,13 +158,13 @@ struct AllcanuseMockCommand: AsyncParsableCommand {
 
     private func serveHTTP(
         _ address: HTTPAddress, service: AllcanuseService, policy: PolicyEvaluator, supervisor: TaskSupervisor,
-        callRecord: CallRecord?, logger: Logger
+        callRecord: CallRecord?, tasks: MCPTaskBridge, logger: Logger
     ) async throws {
         let grant = self.grant
         let core = MockServer.core(
             service: service, policy: policy,
             identity: { context in CallIdentity(grant: grant, session: context.session) }, logger: logger,
-            callRecord: callRecord)
+            callRecord: callRecord, tasks: tasks)
         let server = MCPHTTPServer(
             configuration: .init(
                 host: address.host, port: address.port, serverName: "allcanuse-mock", allowedOrigins: Set(allowOrigin)),
