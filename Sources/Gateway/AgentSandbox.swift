@@ -47,6 +47,8 @@ public final class AgentSandbox: Sendable {
         public var isError: Bool { result["isError"]?.boolValue ?? false }
         public var wasDenied: Bool { !decision.isAllowed }
         public var structuredContent: JSONValue? { result["structuredContent"] }
+        /// The task handle, when the server answered the call with a task (Tasks extension, `useTasks`).
+        public var taskID: String? { TaskHandles.createdHandle(in: result) }
         /// The text content items, joined by newlines.
         public var text: String {
             (result["content"]?.arrayValue ?? []).compactMap { $0["text"]?.stringValue }.joined(separator: "\n")
@@ -57,7 +59,9 @@ public final class AgentSandbox: Sendable {
     public let identity: CallIdentity
     private let client: MCPClient
     private let approval: ApprovalHandler?
-    private let audit: (any AuditSink)?
+    let audit: (any AuditSink)?
+    /// Task handles this sandbox saw created: the only ones its `tasks/*` calls may name.
+    let taskHandles = TaskHandles()
     /// What the server said about itself (`name`, `version`) and the `protocolVersion` in use.
     public let serverInfo: JSONValue
 
@@ -81,7 +85,7 @@ public final class AgentSandbox: Sendable {
     public static func connect(
         policy: PolicyEvaluator, identity: CallIdentity, to connection: Connection,
         approval: ApprovalHandler? = nil, audit: (any AuditSink)? = nil,
-        clientName: String = "corral-agent", logger: Logger? = nil
+        clientName: String = "corral-agent", useTasks: Bool = false, logger: Logger? = nil
     ) async throws -> AgentSandbox {
         let transport: any MessageTransport
         switch connection {
@@ -97,7 +101,10 @@ public final class AgentSandbox: Sendable {
             transport = StreamableHTTPClientTransport(endpoint: url)
         }
         // A 2025-11-25 server's question (elicitation/create) goes to the approval handler.
-        let client = MCPClient(transport: transport, name: clientName, canElicit: approval != nil) { method, params in
+        let client = MCPClient(
+            transport: transport, name: clientName, canElicit: approval != nil,
+            extensions: useTasks ? [TasksExtension.id] : []
+        ) { method, params in
             guard method == "elicitation/create" else { return nil }
             return await Self.answer(question: params, tool: "(asked by the server)", arguments: [:], approval: approval)
         }
@@ -173,6 +180,7 @@ public final class AgentSandbox: Sendable {
         if arguments.objectValue?.isEmpty == false { params["arguments"] = arguments }
         do {
             let result = try await callAnsweringInput(name, params: params)
+            if let handle = TaskHandles.createdHandle(in: result) { taskHandles.record(handle, grant: identity.grant) }
             return ToolCallResult(decision: decision, result: result)
         } catch let error as AgentSandboxError {
             // The server refused the call as a request: it did not run, so it does not count. (A lost connection
@@ -232,7 +240,7 @@ public final class AgentSandbox: Sendable {
         audit.record(AuditEntry(decision: decision, arguments: arguments, identity: identity, latencyMicroseconds: elapsed))
     }
 
-    private func request(_ method: String, _ params: JSONValue) async throws -> JSONValue {
+    func request(_ method: String, _ params: JSONValue) async throws -> JSONValue {
         do {
             return try await client.request(method, params)
         } catch {

@@ -22,6 +22,8 @@ public struct AuditEntry: Sendable, Hashable {
     public let dryRun: Bool
     /// The MCP era of the call (`legacy` for 2025-11-25, `modern` for 2026-07-28), when it came over MCP.
     public let era: String?
+    /// A `tasks/*` request's handle (the tool is then the method, the decision `forwarded` or `refused`).
+    public let taskID: String?
 
     public init(
         decision: Decision, arguments: JSONValue?, identity: CallIdentity, latencyMicroseconds: Int,
@@ -40,6 +42,30 @@ public struct AuditEntry: Sendable, Hashable {
         self.policyRevision = decision.revision.hex
         self.latencyMicroseconds = latencyMicroseconds
         self.dryRun = dryRun
+        self.taskID = nil
+    }
+
+    /// A `tasks/*` request (Tasks extension): passed on for a handle the grant owns, refused otherwise.
+    public init(
+        taskMethod method: String, handle: String?, forwarded: Bool, identity: CallIdentity, policyRevision: String,
+        latencyMicroseconds: Int, era: String? = "modern", time: Date = Date()
+    ) {
+        self.era = era
+        self.time = time
+        self.grant = identity.grant
+        self.session = identity.session
+        self.tool = method
+        self.decision = forwarded ? "forwarded" : "refused"
+        self.rule = "task_handle"
+        self.message = forwarded
+            ? "task \(handle ?? "") was created through this gateway for this grant"
+            : "task \(handle ?? "(no taskId)") is not one this gateway saw created for this grant"
+        self.argumentKeys = ["taskId"]
+        self.argumentsSHA256 = SHA256.hex(Array((handle ?? "").utf8))
+        self.policyRevision = policyRevision
+        self.latencyMicroseconds = latencyMicroseconds
+        self.dryRun = false
+        self.taskID = handle
     }
 
     public var jsonValue: JSONValue {
@@ -55,6 +81,7 @@ public struct AuditEntry: Sendable, Hashable {
         ]
         if dryRun { line = line.merging(["dry_run": true]) }
         if let era { line = line.merging(["era": .string(era)]) }
+        if let taskID { line = line.merging(["task_id": .string(taskID)]) }
         return line
     }
 }

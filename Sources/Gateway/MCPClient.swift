@@ -47,13 +47,18 @@ public final class MCPClient: Sendable {
 
     /// `canElicit`: declare the elicitation capability (the client answers `elicitation/create`, in 2025-11-25 as
     /// a server request, in 2026-07-28 as an input request).
+    /// `extensions`: extensions to declare in 2026-07-28 (`clientCapabilities.extensions`), such as the Tasks one.
     public init(
         transport: any MessageTransport, name: String, version: String = "1", canElicit: Bool = false,
-        onServerRequest: ServerRequestHandler? = nil
+        extensions: [String] = [], onServerRequest: ServerRequestHandler? = nil
     ) {
         self.transport = transport
         self.clientInfo = ["name": .string(name), "version": .string(version)]
-        self.capabilities = canElicit ? ["elicitation": [:]] : [:]
+        var capabilities: [String: JSONValue] = canElicit ? ["elicitation": [:]] : [:]
+        if !extensions.isEmpty {
+            capabilities["extensions"] = .object(Dictionary(uniqueKeysWithValues: extensions.map { ($0, [:]) }))
+        }
+        self.capabilities = .object(capabilities)
         self.onServerRequest = onServerRequest
     }
 

@@ -19,6 +19,8 @@ public final class PolicyProxy: Sendable {
     private let dryRun: Bool
     private let approvalTimeout: Duration
     private let approvalStates: ApprovalStates
+    /// Task handles created through this proxy, shared by every client and upstream process it serves.
+    let taskHandles = TaskHandles()
 
     /// `dryRun`: decisions are made and audited as usual, but every call is forwarded (for rolling out a policy).
     /// `approvalSecret`: the key that seals 2026-07-28 approval states (shared by proxies that must honour each
@@ -50,7 +52,8 @@ public final class PolicyProxy: Sendable {
     func makeCore(session: String?, toClient: @escaping ProxyCore.Sink, toServer: @escaping ProxyCore.Sink) -> ProxyCore {
         let core = ProxyCore(
             evaluator: evaluator, identity: CallIdentity(grant: grant, session: session), audit: audit, dryRun: dryRun,
-            approvalTimeout: approvalTimeout, approvalStates: approvalStates, toClient: toClient, toServer: toServer)
+            approvalTimeout: approvalTimeout, approvalStates: approvalStates, taskHandles: taskHandles,
+            toClient: toClient, toServer: toServer)
         cores.withLock { $0[ObjectIdentifier(core)] = core }
         return core
     }

@@ -29,6 +29,9 @@ public final class ProxyCore: Sendable {
         var clientCanElicit = false
         var approvals: [String: AwaitingApproval] = [:]
         var nextApproval = 0
+        /// Ids of forwarded calls from clients that declared the Tasks extension: their answers may hand out a
+        /// task handle, which is then recorded for this grant.
+        var taskCapableCalls: Set<String> = []
     }
 
     public let evaluator: PolicyEvaluator
@@ -39,6 +42,7 @@ public final class ProxyCore: Sendable {
     private let approvalStates: ApprovalStates
     private let toClient: Sink
     private let toServer: Sink
+    private let taskHandles: TaskHandles
     private let state = Mutex(State())
 
     /// `toClient` and `toServer` receive one JSON-RPC message (or batch) each, without a line terminator; they may be
@@ -46,8 +50,9 @@ public final class ProxyCore: Sendable {
     public init(
         evaluator: PolicyEvaluator, identity: CallIdentity, audit: (any AuditSink)?, dryRun: Bool = false,
         approvalTimeout: Duration = .seconds(60), approvalStates: ApprovalStates? = nil,
-        toClient: @escaping Sink, toServer: @escaping Sink
+        taskHandles: TaskHandles = TaskHandles(), toClient: @escaping Sink, toServer: @escaping Sink
     ) {
+        self.taskHandles = taskHandles
         self.approvalStates = approvalStates ?? ApprovalStates(lifetime: approvalTimeout)
         self.evaluator = evaluator
         self.identity = identity
@@ -130,7 +135,7 @@ public final class ProxyCore: Sendable {
         switch summary.method {
         case "tools/call"?, "tools/list"?, "initialize"?, "notifications/cancelled"?: return true
         case nil: return summary.id?.stringValue?.hasPrefix(approvalPrefix) ?? false
-        default: return false
+        case let method?: return method.hasPrefix("tasks/")
         }
     }
 
@@ -193,6 +198,8 @@ public final class ProxyCore: Sendable {
         case "notifications/cancelled":
             if let cancelled = message["params"]?["requestId"] { clientCancelled(cancelled) }
             route = .forward
+        case _ where method.hasPrefix("tasks/"):
+            route = decideTaskRequest(message, method: method, id: id)
         default:
             route = .forward
         }
@@ -215,11 +222,45 @@ public final class ProxyCore: Sendable {
         record(decision, arguments, since: start, modern: modern)
         if dryRun { return .forward }
         guard let id else { return decision.isAllowed ? .forward : .consumed }  // an unanswerable denial is dropped
+        let route: Route
         if decision.outcome == .approvalRequired, let pending = decision.pendingApproval {
-            if modern { return approveStatelessly(message, callID: id, arguments: arguments, pending: pending) }
-            return askForApproval(call: message, callID: id, arguments: arguments, pending: pending)
+            if modern { route = approveStatelessly(message, callID: id, arguments: arguments, pending: pending) }
+            else { return askForApproval(call: message, callID: id, arguments: arguments, pending: pending) }
+        } else {
+            route = admit(decision, callID: id, modern: modern)
         }
-        return admit(decision, callID: id, modern: modern)
+        if modern, params?["_meta"]?[MetaKey.clientCapabilities]?["extensions"]?[TasksExtension.id] != nil {
+            switch route {
+            case .forward, .forwardMessage: state.withLock { _ = $0.taskCapableCalls.insert(id.jsonString()) }
+            default: break
+            }
+        }
+        return route
+    }
+
+    // MARK: - tasks/* (Tasks extension)
+
+    /// Only handles this gateway saw created for this grant pass; the call that created one was decided (and
+    /// counted) once already, so its `tasks/*` are not decided again, only audited.
+    private func decideTaskRequest(_ message: JSONValue, method: String, id: JSONValue?) -> Route {
+        let start = ContinuousClock.now
+        let handle = message["params"]?["taskId"]?.stringValue
+        let known = handle.map { taskHandles.isOwned($0, by: identity.grant) } ?? false
+        audit?.record(
+            AuditEntry(
+                taskMethod: method, handle: handle, forwarded: known, identity: identity,
+                policyRevision: evaluator.policy.revision.hex, latencyMicroseconds: (ContinuousClock.now - start).microseconds))
+        if known || dryRun { return .forward }
+        guard let id else { return .consumed }
+        return .answer(JSONRPC.error(id: id, TaskHandles.refusal(method, handle)))
+    }
+
+    /// Records the handle a call's answer hands out, before the client can hear of it.
+    private func noteTaskHandle(_ id: JSONValue, answer: @autoclosure () -> JSONValue?) {
+        guard state.withLock({ $0.taskCapableCalls.remove(id.jsonString()) != nil }) else { return }
+        if let handle = TaskHandles.createdHandle(in: answer()?["result"]) {
+            taskHandles.record(handle, grant: identity.grant)
+        }
     }
 
     // MARK: - approval as an input_required round trip (2026-07-28)
@@ -370,6 +411,7 @@ public final class ProxyCore: Sendable {
             }
             let (isToolList, reservation) = answered(id)
             if summary.hasError { _ = try? reservation?.rollback() }
+            noteTaskHandle(id, answer: try? JSONValue.parse(line))
             if isToolList {
                 send(filteredToolList(try? JSONValue.parse(line), id: id), to: toClient)
             } else {
@@ -399,6 +441,7 @@ public final class ProxyCore: Sendable {
             }
             let (isToolList, reservation) = answered(id)
             if element["error"] != nil { _ = try? reservation?.rollback() }
+            noteTaskHandle(id, answer: element)
             if isToolList {
                 out.append(filteredToolList(element, id: id))
                 rewritten = true

@@ -165,7 +165,7 @@ final class StdioServerTests: XCTestCase {
             seen.append(message)
             if message["id"] == 3 { break }
         }
-        XCTAssertEqual(seen.last?["result"]?["structuredContent"]?["status"], "running")
+        XCTAssertEqual(seen.last?["result"]?["structuredContent"]?["runtime_status"], "running")
         XCTAssertFalse(seen.contains { $0["id"] == 2 }, "a cancelled request was answered")
         XCTAssertNil(session.responses([2], timeout: 0.5), "a cancelled request was answered")
         let closed = ContinuousClock.now
@@ -234,7 +234,7 @@ final class StdioServerTests: XCTestCase {
         _ = initialize(session)
         session.send(#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#)
         let names = session.responses([1])[1]?["result"]?["tools"]?.arrayValue?.compactMap { $0["name"]?.stringValue } ?? []
-        XCTAssertEqual(names.count, 17)
+        XCTAssertEqual(names.count, 25)
         XCTAssertFalse(names.contains("cancel_background_task"))
         session.send(call(2, "cancel_background_task", ["task_id": "x"]))
         session.send(call(3, "get_scheduler_time", [:]))

@@ -40,7 +40,7 @@ final class AgentSandboxTests: XCTestCase {
         .appendingPathComponent("allcanuse-mock").path
 
     /// allcanuse-mock in this process, permissive on its own side and recording every call it executes.
-    private func inProcessMock(callLog name: String = "calls") async throws -> (InProcessServerTransport, String) {
+    private func inProcessMock(callLog name: String = "calls", tasks: Bool = false) async throws -> (InProcessServerTransport, String) {
         let supervisor: TaskSupervisor
         if let running = self.supervisor {
             supervisor = running
@@ -53,8 +53,10 @@ final class AgentSandboxTests: XCTestCase {
         let policy = PolicyEvaluator(policy: try Policy.load(text: MockServer.embeddedDefaultPolicy))
         let identity = CallIdentity(grant: "mock", session: "s")
         let record = try CallRecord(path: callLog)
+        let bridge = tasks ? try MCPTaskBridge(stateDirectory: directory + "/state", service: service) : nil
         let core = MockServer.core(
-            service: service, policy: policy, identity: { _ in identity }, logger: Logger(label: "mock"), callRecord: record)
+            service: service, policy: policy, identity: { _ in identity }, logger: Logger(label: "mock"), callRecord: record,
+            tasks: bridge)
         return (InProcessServerTransport(core: core), callLog)
     }
 
@@ -65,6 +67,46 @@ final class AgentSandboxTests: XCTestCase {
     private static let sleepTask: JSONValue = [
         "title": "t", "goal": "secret-goal-value", "task_type": "sleep", "condition": ["duration_ms": 30000],
     ]
+
+    func testTasksPassOnlyForHandlesCreatedThroughTheSandbox() async throws {
+        let (transport, callLog) = try await inProcessMock(tasks: true)
+        let entries = Mutex<[AuditEntry]>([])
+        let sandbox = try await AgentSandbox.connect(
+            policy: PolicyEvaluator(policy: try Policy.load(text: #"{"version": "1", "default": "allow", "hide": ["cancel_background_task"]}"#)),
+            identity: CallIdentity(grant: "agent-1"), to: .transport(transport),
+            audit: ClosureAuditSink { entry in entries.withLock { $0.append(entry) } }, useTasks: true)
+        XCTAssertEqual(sandbox.era?.isModern, true)
+        let background = try await sandbox.callTool("create_background_task", arguments: Self.sleepTask)
+        let backgroundID = try XCTUnwrap(background.structuredContent?["task_id"]?.stringValue)
+        XCTAssertNil(background.taskID, "a call that does not block is no task")
+        let waiting = try await sandbox.callTool(
+            "wait_for_background_task", arguments: ["task_id": .string(backgroundID), "timeout_ms": -1])
+        let handle = try XCTUnwrap(waiting.taskID, waiting.text)
+        let current = try await sandbox.task(handle)
+        XCTAssertEqual(current["status"], "working")
+        for other in [backgroundID, "guess"] {
+            do {
+                _ = try await sandbox.task(other)
+                XCTFail("\(other) is not a handle of this sandbox's")
+            } catch AgentSandboxError.server(let code, _) {
+                XCTAssertEqual(code, JSONRPCError.invalidParamsCode)
+            }
+        }
+        try await sandbox.cancelTask(handle)
+        let ended = try await sandbox.awaitTask(handle)
+        XCTAssertEqual(ended["status"], "cancelled")
+        let still = try await sandbox.callTool("get_background_task", arguments: ["task_id": .string(backgroundID)])
+        XCTAssertEqual(still.structuredContent?["runtime_status"], "running", "cancelling the wait never touches the task waited on")
+
+        let nap = try await sandbox.callTool("wait", arguments: ["duration_ms": 5])
+        let napHandle = try XCTUnwrap(nap.taskID)
+        let done = try await sandbox.awaitTask(napHandle)
+        XCTAssertEqual(done["status"], "completed")
+        XCTAssertEqual(done["result"]?["structuredContent"]?["ok"], true)
+        let tasksAudited = entries.withLock { $0 }.filter { $0.tool.hasPrefix("tasks/") }.map { "\($0.tool) \($0.decision)" }
+        XCTAssertTrue(tasksAudited.contains("tasks/get refused") && tasksAudited.contains("tasks/cancel forwarded"), "\(tasksAudited)")
+        XCTAssertEqual(try executed(callLog).filter { $0 == "wait_for_background_task" }.count, 1)
+    }
 
     func testPolicyDecidesBeforeTheMockInProcess() async throws {
         let (transport, callLog) = try await inProcessMock()
@@ -77,7 +119,7 @@ final class AgentSandboxTests: XCTestCase {
         let names = try await sandbox.listTools().compactMap { $0["name"]?.stringValue }
         XCTAssertTrue(names.contains("create_background_task"))
         XCTAssertFalse(names.contains("cancel_background_task"), "hidden tools are not listed")
-        XCTAssertEqual(names.count, 17)
+        XCTAssertEqual(names.count, 25)
 
         var taskID: JSONValue = .null
         var outcomes: [Bool] = []
@@ -95,7 +137,8 @@ final class AgentSandboxTests: XCTestCase {
         XCTAssertEqual(outcomes, [false, false, false, true, true], "exactly three creates are allowed")
         // The task is a real process the mock started.
         let task = try await sandbox.callTool("get_background_task", arguments: ["task_id": taskID])
-        XCTAssertEqual(task.structuredContent?["status"], "running")
+        XCTAssertEqual(task.structuredContent?["runtime_status"], "running")
+        XCTAssertEqual(task.structuredContent?["status"], "waiting", "a sleep task shows waiting, as the real server's")
 
         let hidden = try await sandbox.callTool("cancel_background_task", arguments: ["task_id": taskID])
         XCTAssertTrue(hidden.wasDenied && hidden.isError)
@@ -267,7 +310,7 @@ final class AgentSandboxTests: XCTestCase {
         XCTAssertEqual(sandbox.serverInfo["name"], "allcanuse-mock")
         XCTAssertEqual(sandbox.era, .modern(version: "2026-07-28"))
         let tools = try await sandbox.listTools()
-        XCTAssertEqual(tools.count, 17)
+        XCTAssertEqual(tools.count, 25)
         let created = try await sandbox.callTool("create_background_task", arguments: Self.sleepTask)
         XCTAssertFalse(created.isError, created.text)
         let listed = try await sandbox.callTool("list_background_tasks")

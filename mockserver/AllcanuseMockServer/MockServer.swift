@@ -66,6 +66,7 @@ public enum MockServer {
                     json: params, service: service, policy: policy, identity: identity(context), logger: logger,
                     progress: context.progressReporter(params), callRecord: callRecord)
             case _ where TasksExtension.methods.contains(method):
+                callRecord?.record(taskMethod: method, taskID: params["taskId"]?.stringValue)
                 guard let tasks, context.era.isModern else { throw .methodNotFound(method) }
                 guard TasksExtension.isDeclared(by: context) else { throw TasksExtension.notDeclared(method) }
                 switch method {

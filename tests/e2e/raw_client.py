@@ -22,8 +22,10 @@ def meta(tasks=False):
 class RawStdio:
     """The mock as a child process; answers are collected by id, notifications in order."""
 
-    def __init__(self, state_dir, *extra_args):
-        self.process = subprocess.Popen([str(MOCK), "--state-dir", state_dir, "--grace-ms", "300", *extra_args],
+    def __init__(self, state_dir, *extra_args, command=None):
+        """`command`: another server command (a gateway in front of the mock, say) instead of the mock itself."""
+        argv = command or [str(MOCK), "--state-dir", state_dir, "--grace-ms", "300", *extra_args]
+        self.process = subprocess.Popen(argv,
                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                         text=True, bufsize=1)
         self.answers = {}

@@ -7,9 +7,9 @@ from conftest import BIN_DIR
 
 CORRAL = BIN_DIR / "corral"
 SCENARIOS = ["rate-limit", "hidden-tool", "default-deny", "argument-conditions", "batch", "malformed-params", "duplicate-keys",
-             "passthrough", "approval-replay", "header-mismatch"]
+             "passthrough", "approval-replay", "header-mismatch", "tasks-bypass"]
 LEGACY_ONLY = {"batch"}
-MODERN_ONLY = {"approval-replay", "header-mismatch"}
+MODERN_ONLY = {"approval-replay", "header-mismatch", "tasks-bypass"}
 HTTP_ONLY = {"header-mismatch"}
 
 
@@ -34,7 +34,7 @@ def test_corral_proxy_passes_every_scenario():
     done = conformance(f"{CORRAL} proxy --policy {{policy}} -- {{server}}")
     assert done.returncode == 0, done.stdout + done.stderr
     assert rows(done.stdout) == {key: "PASS" for key in expected()}
-    assert "16 of 16 scenarios passed" in done.stdout
+    assert "17 of 17 scenarios passed" in done.stdout
 
 
 def test_no_gateway_fails_the_enforcement_scenarios():
@@ -70,7 +70,7 @@ def test_corral_proxy_over_http_passes_in_both_eras():
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    picked = ["rate-limit", "hidden-tool", "approval-replay", "header-mismatch", "duplicate-keys"]
+    picked = ["rate-limit", "hidden-tool", "approval-replay", "header-mismatch", "duplicate-keys", "tasks-bypass"]
     done = conformance(f"{CORRAL} proxy --http 127.0.0.1:{port} --policy {{policy}} -- {{server}}",
                        "--gateway-url", f"http://127.0.0.1:{port}/mcp", *[arg for name in picked for arg in ("--scenario", name)])
     assert done.returncode == 0, done.stdout + done.stderr

@@ -281,3 +281,42 @@ def test_the_python_sdk_drives_a_task_through_its_extension_api(state_dir, watch
         assert len(seen) == 1
 
     anyio.run(scenario)
+
+
+def test_the_proxy_passes_only_handles_it_saw_created_for_the_grant(state_dir, tmp_path):
+    from conftest import BIN_DIR
+    policy = tmp_path / "policy.json"
+    policy.write_text(json.dumps({
+        "version": "1", "default": "allow", "hide": ["cancel_background_task"],
+        "tools": {"wait_for_background_task": {"limits": [
+            {"counter": "waits", "window": "minute", "max": 5, "scope": "grant"}]}},
+    }))
+    audit_path = tmp_path / "audit.jsonl"
+    calls = tmp_path / "calls.jsonl"
+    command = [str(BIN_DIR / "corral"), "proxy", "--policy", str(policy), "--audit", str(audit_path), "--grant", "team-a",
+               "--", str(MOCK), "--state-dir", state_dir, "--call-log", str(calls)]
+    with RawStdio(state_dir, command=command) as client:
+        background = command_task(client)
+        waiting = client.call("wait_for_background_task", {"task_id": background["task_id"], "timeout_ms": -1}, tasks=True)
+        assert waiting["resultType"] == "task"
+        assert get(client, waiting["taskId"])["result"]["status"] == "working"
+        # The hidden cancel_background_task cannot be reached through tasks/cancel with the background task's id.
+        refused = client.request("tasks/cancel", {"taskId": background["task_id"]}, tasks=True)
+        assert refused["error"]["code"] == -32602 and "refused by corral" in refused["error"]["message"]
+        for guess in ("guess", "0" * 32):
+            assert get(client, guess)["error"]["code"] == -32602
+        assert client.call("get_background_task", {"task_id": background["task_id"]})["structuredContent"]["status"] == "running"
+        # The handle's own tasks/cancel passes; the waited-on task is untouched.
+        assert client.request("tasks/cancel", {"taskId": waiting["taskId"]}, tasks=True)["result"]["resultType"] == "complete"
+        assert settle(client, waiting["taskId"], {"cancelled"})["status"] == "cancelled"
+        assert client.call("get_background_task", {"task_id": background["task_id"]})["structuredContent"]["status"] == "running"
+    lines = [json.loads(line) for line in audit_path.read_text().splitlines()]
+    tasks_lines = [line for line in lines if line["tool"].startswith("tasks/")]
+    assert [(line["tool"], line["decision"]) for line in tasks_lines] == [
+        ("tasks/get", "forwarded"), ("tasks/cancel", "refused"), ("tasks/get", "refused"), ("tasks/get", "refused"),
+        ("tasks/cancel", "forwarded")] + [("tasks/get", "forwarded")] * (len(tasks_lines) - 5)
+    assert tasks_lines[1]["task_id"] == background["task_id"] and tasks_lines[1]["grant"] == "team-a"
+    # The call that made the task was decided and counted once.
+    assert [line["tool"] for line in lines].count("wait_for_background_task") == 1
+    executed = [json.loads(line)["tool"] for line in calls.read_text().splitlines()]
+    assert executed.count("wait_for_background_task") == 1 and "cancel_background_task" not in executed

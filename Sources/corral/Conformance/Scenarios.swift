@@ -1,5 +1,6 @@
 import CorralJSON
 import Foundation
+import AllcanuseMock
 import Gateway
 
 /// One gateway conformance scenario: a policy the gateway is started with, and checks of what the client was told
@@ -120,7 +121,7 @@ func summary(_ response: JSONValue) -> String {
 enum Scenarios {
     static let all: [ConformanceScenario] = [
         rateLimit, hiddenTool, defaultDeny, argumentConditions, batch, malformedParams, duplicateKeys, passthrough,
-        approvalReplay, headerMismatch,
+        approvalReplay, headerMismatch, tasksBypass,
     ]
 
     static let rateLimit = ConformanceScenario(
@@ -286,10 +287,11 @@ enum Scenarios {
         try require(unknown["error"]?["code"] == -32601, "an unknown method did not reach the server's -32601: \(unknown.jsonString())")
         let answer = try session.request("tools/list", [:])
         let tools = answer["result"]?["tools"]?.arrayValue ?? []
-        try require(tools.count == 18, "tools/list has \(tools.count) tools, the server offers 18")
+        let offered = ToolCatalog.names.count
+        try require(tools.count == offered, "tools/list has \(tools.count) tools, the server offers \(offered)")
         let incomplete = tools.filter { $0["inputSchema"]?["properties"] == nil || $0["annotations"] == nil }
         try require(incomplete.isEmpty, "tools lost schema or annotations: \(incomplete.compactMap { $0["name"]?.stringValue })")
-        return "\(first), -32601 and 18 complete tool schemas passed through"
+        return "\(first), -32601 and \(offered) complete tool schemas passed through"
     }
 
     static let approvalReplay = ConformanceScenario(
@@ -325,6 +327,46 @@ enum Scenarios {
         let seen = try session.receivedTools().filter { $0 == "append_task_event" }.count
         try require(seen == 1, "the server received the approved call \(seen) times, expected once")
         return "input_required, one approved run; moved, altered and replayed states denied"
+    }
+
+    static let tasksBypass = ConformanceScenario(
+        name: "tasks-bypass",
+        summary: "Tasks extension: tasks/* pass only for handles made through the gateway; a task id cannot reach a hidden tool's effect",
+        eras: [.modern],
+        policy: ["version": "1", "default": "allow", "hide": ["cancel_background_task"]]
+    ) { session in
+        var meta = ScenarioSession.meta.objectValue ?? [:]
+        meta["io.modelcontextprotocol/clientCapabilities"] = ["extensions": ["io.modelcontextprotocol/tasks": [:]]]
+        func send(_ method: String, _ params: JSONValue) throws -> JSONValue {
+            try session.client.request(
+                session.newID(), method, params.merging(["_meta": .object(meta)]), timeout: session.timeout)
+        }
+        let created = try send("tools/call", [
+            "name": "create_background_task",
+            "arguments": ["title": "protected", "goal": "g", "task_type": "sleep", "condition": ["duration_ms": 60000]],
+        ])
+        guard let protected = created["result"]?["structuredContent"]?["task_id"]?.stringValue else {
+            throw ConformanceFailure("create_background_task failed: \(summary(created))")
+        }
+        let waiting = try send("tools/call", ["name": "wait_for_background_task", "arguments": ["task_id": .string(protected), "timeout_ms": -1]])
+        guard waiting["result"]?["resultType"] == "task", let handle = waiting["result"]?["taskId"]?.stringValue else {
+            throw ConformanceFailure("wait_for_background_task did not become a task for a client with the extension: \(summary(waiting))")
+        }
+        let own = try send("tasks/get", ["taskId": .string(handle)])
+        try require(own["result"]?["status"] != nil, "tasks/get of a handle made through the gateway failed: \(summary(own))")
+        for (label, id) in [("the protected background task's id", protected), ("a guessed id", String(repeating: "f", count: 32))] {
+            let answer = try send("tasks/cancel", ["taskId": .string(id)])
+            try require(answer["error"]?["code"] == -32602, "tasks/cancel with \(label) was not refused with -32602: \(summary(answer))")
+        }
+        _ = try send("tasks/cancel", ["taskId": .string(handle)])
+        let task = try send("tools/call", ["name": "get_background_task", "arguments": ["task_id": .string(protected)]])
+        try require(task["result"]?["structuredContent"]?["runtime_status"] == "running",
+                    "the protected task is no longer running: \(summary(task))")
+        let reached = try session.received().filter { $0["method"] != nil }
+        let foreign = reached.filter { $0["task_id"]?.stringValue != handle }
+        try require(foreign.isEmpty, "the server received tasks/* for handles the gateway never saw made: \(foreign.map { $0.jsonString() })")
+        try require(!(try session.receivedTools().contains("cancel_background_task")), "the server received cancel_background_task")
+        return "own handle passed; the task's id and a guess refused with -32602 and never reached the server; the task runs"
     }
 
     static let headerMismatch = ConformanceScenario(

@@ -1,0 +1,91 @@
+import CorralJSON
+import Foundation
+import Gateway
+import MCPCore
+import Policy
+import Synchronization
+import XCTest
+
+/// `tasks/*` through ProxyCore: only handles the gateway saw created, for the same grant, reach the server.
+final class ProxyTaskHandleTests: XCTestCase {
+    private final class Wire: Sendable {
+        let toServer = Mutex<[String]>([])
+        let toClient = Mutex<[String]>([])
+        let audit = Mutex<[AuditEntry]>([])
+        var server: [JSONValue] { toServer.withLock { $0 }.compactMap { try? JSONValue.parse($0) } }
+        var client: [JSONValue] { toClient.withLock { $0 }.compactMap { try? JSONValue.parse($0) } }
+    }
+
+    private func core(grant: String, handles: TaskHandles, wire: Wire) throws -> ProxyCore {
+        ProxyCore(
+            evaluator: PolicyEvaluator(policy: try Policy.load(text: #"{"version": "1", "default": "allow"}"#)),
+            identity: CallIdentity(grant: grant), audit: ClosureAuditSink { entry in wire.audit.withLock { $0.append(entry) } },
+            taskHandles: handles,
+            toClient: { data in wire.toClient.withLock { $0.append(String(decoding: data, as: UTF8.self)) } },
+            toServer: { data in wire.toServer.withLock { $0.append(String(decoding: data, as: UTF8.self)) } })
+    }
+
+    private func meta(tasks: Bool) -> JSONValue {
+        [
+            MetaKey.protocolVersion: "2026-07-28",
+            MetaKey.clientCapabilities: tasks ? ["extensions": [TasksExtension.id: [:]]] : [:],
+        ]
+    }
+
+    private func send(_ proxy: ProxyCore, _ message: JSONValue) {
+        proxy.fromClient(Data(message.jsonString().utf8))
+    }
+
+    func testOnlyHandlesCreatedForTheSameGrantPass() throws {
+        let handles = TaskHandles()
+        let wireA = Wire()
+        let wireB = Wire()
+        let proxyA = try core(grant: "team-a", handles: handles, wire: wireA)
+        let proxyB = try core(grant: "team-b", handles: handles, wire: wireB)
+        // A call from a client with the extension; the server answers with a task.
+        send(proxyA, ["jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                      "params": ["name": "wait", "arguments": ["duration_ms": 1], "_meta": meta(tasks: true)]])
+        XCTAssertEqual(wireA.server.count, 1)
+        proxyA.fromServer(Data(#"{"jsonrpc":"2.0","id":1,"result":{"resultType":"task","taskId":"h-1","status":"working"}}"#.utf8))
+        XCTAssertEqual(wireA.client.last?["result"]?["taskId"], "h-1")
+        XCTAssertEqual(handles.count, 1)
+
+        let get: (Int, String) -> JSONValue = { id, handle in
+            ["jsonrpc": "2.0", "id": .int(id), "method": "tasks/cancel", "params": ["taskId": .string(handle), "_meta": self.meta(tasks: true)]]
+        }
+        send(proxyA, get(2, "h-1"))
+        XCTAssertEqual(wireA.server.count, 2, "the owner's tasks/cancel is forwarded")
+        // Another grant, a guess, a background task's id, no id at all: answered here, never forwarded.
+        send(proxyB, get(3, "h-1"))
+        send(proxyA, get(4, "0123456789abcdef0123456789abcdef"))
+        send(proxyA, ["jsonrpc": "2.0", "id": 5, "method": "tasks/get", "params": ["_meta": meta(tasks: true)]])
+        XCTAssertEqual(wireB.server.count, 0)
+        XCTAssertEqual(wireA.server.count, 2)
+        XCTAssertEqual(wireB.client.last?["error"]?["code"], -32602)
+        XCTAssertEqual(wireA.client.suffix(2).map { $0["error"]?["code"] }, [-32602, -32602])
+        let audited = wireA.audit.withLock { $0 }.filter { $0.taskID != nil || $0.tool.hasPrefix("tasks/") }
+        XCTAssertEqual(audited.map(\.decision), ["forwarded", "refused", "refused"])
+        XCTAssertEqual(audited.first?.jsonValue["task_id"], "h-1")
+    }
+
+    func testAHandleInTheAnswerToAClientWithoutTheExtensionIsNotRecorded() throws {
+        let handles = TaskHandles()
+        let wire = Wire()
+        let proxy = try core(grant: "g", handles: handles, wire: wire)
+        send(proxy, ["jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                     "params": ["name": "wait", "arguments": [:], "_meta": meta(tasks: false)]])
+        proxy.fromServer(Data(#"{"jsonrpc":"2.0","id":1,"result":{"resultType":"task","taskId":"h-2","status":"working"}}"#.utf8))
+        XCTAssertEqual(handles.count, 0)
+        send(proxy, ["jsonrpc": "2.0", "id": 2, "method": "tasks/get", "params": ["taskId": "h-2", "_meta": meta(tasks: true)]])
+        XCTAssertEqual(wire.client.last?["error"]?["code"], -32602)
+    }
+
+    func testTheOldestHandlesAreForgottenPastTheCapacity() {
+        let handles = TaskHandles(capacity: 3)
+        for n in 0..<10 { handles.record("h\(n)", grant: "g") }
+        XCTAssertEqual(handles.count, 3)
+        XCTAssertFalse(handles.isOwned("h6", by: "g"))
+        XCTAssertTrue(handles.isOwned("h9", by: "g"))
+        XCTAssertFalse(handles.isOwned("h9", by: "other"))
+    }
+}
