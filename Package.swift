@@ -128,7 +128,7 @@ let package = Package(
             dependencies: ["TaskRuntime", "Sandbox", "CCorral", "CorralJSON", .product(name: "GRDB", package: "GRDB.swift")]),
         .testTarget(name: "PolicyTests", dependencies: ["Policy", "CorralJSON"]),
         .testTarget(name: "CorralJSONTests", dependencies: ["CorralJSON"]),
-        .target(name: "FuzzEntryPoints", dependencies: ["MCPCore", "CorralJSON"]),
+        .target(name: "FuzzEntryPoints", dependencies: ["MCPCore", "CorralJSON", "WatchConditions"]),
         .testTarget(name: "MCPCoreTests", dependencies: ["MCPCore", "CorralJSON", "FuzzEntryPoints"], exclude: []),
         .testTarget(
             name: "GatewayTests",
@@ -148,7 +148,7 @@ let package = Package(
 // The libFuzzer targets exist only for scripts/fuzz (CORRAL_FUZZ=1, built with -sanitize=fuzzer, whose runtime
 // provides main): a normal build has no fuzzer runtime to link them with.
 if ProcessInfo.processInfo.environment["CORRAL_FUZZ"] != nil {
-    for name in ["fuzz-http-post", "fuzz-stdio"] {
+    for name in ["fuzz-http-post", "fuzz-stdio", "fuzz-watch"] {
         package.targets.append(.executableTarget(name: name, dependencies: ["FuzzEntryPoints"], path: "Fuzz/\(name)"))
         package.products.append(.executable(name: name, targets: [name]))
     }

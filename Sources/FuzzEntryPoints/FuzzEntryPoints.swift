@@ -2,6 +2,7 @@ import CorralJSON
 import Foundation
 import MCPCore
 import Synchronization
+import WatchConditions
 
 /// What the fuzz targets feed outside input to, with the invariants each must keep; the corpus replay tests call
 /// the same functions, so that whatever the fuzzer found stays fixed.
@@ -9,6 +10,40 @@ public enum FuzzEntryPoints {
     /// An invariant broken by an input: the fuzz target traps on it, a test fails on it.
     public struct Violation: Error, CustomStringConvertible {
         public let description: String
+    }
+
+    /// What a condition watcher reads from outside: the first byte picks an HTTP response from any server (as
+    /// bytes so far and as a closed connection), an `http://` URL a client gave, or a client's condition object for
+    /// each condition type. Parsed results must be sane and stable: a URL prints as one that parses to itself, a
+    /// condition's normalised form parses to the same condition.
+    public static func watch(_ bytes: [UInt8]) throws(Violation) {
+        guard let mode = bytes.first else { return }
+        let rest = Array(bytes.dropFirst())
+        switch mode % 3 {
+        case 0:
+            for (head, closed) in [(false, false), (false, true), (true, true)] {
+                guard let response = HTTPResponseReading.read(rest, headRequest: head, peerClosed: closed) else { continue }
+                guard (100...599).contains(response.status) else { throw Violation(description: "status \(response.status)") }
+                guard response.body.count <= rest.count else { throw Violation(description: "a body longer than the input") }
+            }
+        case 1:
+            let text = String(decoding: rest, as: UTF8.self)
+            guard let target = try? HTTPTarget(text) else { return }
+            guard let again = try? HTTPTarget(target.description), again == target else {
+                throw Violation(description: "\(text) prints as \(target.description), which does not parse back to it")
+            }
+            guard (1...65535).contains(target.port), target.path.hasPrefix("/") else {
+                throw Violation(description: "\(text) parsed to port \(target.port), path \(target.path)")
+            }
+        default:
+            guard let fields = (try? JSONValue.parse(Data(rest)))?.objectValue else { return }
+            for kind in WatchCondition.taskTypes {
+                guard let condition = try? WatchCondition(kind: kind, fields: fields, context: "fuzz") else { continue }
+                guard let normal = condition.jsonValue.objectValue,
+                    let again = try? WatchCondition(kind: kind, fields: normal, context: "fuzz"), again == condition
+                else { throw Violation(description: "\(kind): the normalised condition does not parse back to itself") }
+            }
+        }
     }
 
     /// An HTTP POST as text: `Name: value` header lines, an empty line, then the body.

@@ -189,11 +189,13 @@ struct MockBench: AsyncParsableCommand {
 
 /// The 2026-07-28 `_meta` a raw client puts on every request.
 enum ModernMeta {
-    static func stamp(_ params: [String: Any]) -> [String: Any] {
+    /// `tasks`: the client declares the Tasks extension.
+    static func stamp(_ params: [String: Any], tasks: Bool = false) -> [String: Any] {
         var params = params
         params["_meta"] = [
             "io.modelcontextprotocol/protocolVersion": "2026-07-28",
-            "io.modelcontextprotocol/clientCapabilities": [String: Any](),
+            "io.modelcontextprotocol/clientCapabilities":
+                tasks ? ["extensions": ["io.modelcontextprotocol/tasks": [String: Any]()]] : [String: Any](),
             "io.modelcontextprotocol/clientInfo": ["name": "bench", "version": "1"],
         ]
         return params
@@ -282,10 +284,13 @@ final class RawClient {
     private var buffer = Data()
     private var nextID = 1
     let modern: Bool
+    let tasks: Bool
 
-    /// `modern`: every request carries the 2026-07-28 `_meta` (and no initialize is needed).
-    init(binary: URL, arguments: [String], modern: Bool = false) throws {
-        self.modern = modern
+    /// `modern`: every request carries the 2026-07-28 `_meta` (and no initialize is needed); `tasks`: it declares
+    /// the Tasks extension too.
+    init(binary: URL, arguments: [String], modern: Bool = false, tasks: Bool = false) throws {
+        self.modern = modern || tasks
+        self.tasks = tasks
         process.executableURL = binary
         process.arguments = arguments
         process.standardInput = input
@@ -301,7 +306,7 @@ final class RawClient {
     func request(_ method: String, _ params: [String: Any]) throws -> [String: Any] {
         let id = nextID
         nextID += 1
-        send(["jsonrpc": "2.0", "id": id, "method": method, "params": modern ? ModernMeta.stamp(params) : params])
+        send(["jsonrpc": "2.0", "id": id, "method": method, "params": modern ? ModernMeta.stamp(params, tasks: tasks) : params])
         while true {
             let message = try readMessage()
             if message["id"] as? Int == id {
@@ -328,6 +333,8 @@ final class RawClient {
             return
         }
     }
+
+    var pid: Int32 { process.processIdentifier }
 
     func close() {
         try? input.fileHandleForWriting.close()

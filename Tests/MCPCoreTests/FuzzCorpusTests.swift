@@ -25,6 +25,14 @@ final class FuzzCorpusTests: XCTestCase {
         }
     }
 
+    func testWatchInputs() throws {
+        let files = try inputs("watch")
+        XCTAssertGreaterThan(files.count, 3)
+        for file in files {
+            XCTAssertNoThrow(try FuzzEntryPoints.watch(Array(try Data(contentsOf: file))), file.lastPathComponent)
+        }
+    }
+
     func testStdioInputs() throws {
         let files = try inputs("stdio")
         XCTAssertGreaterThan(files.count, 1)

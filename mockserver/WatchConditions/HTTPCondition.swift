@@ -115,9 +115,9 @@ public struct HTTPTarget: Sendable, Equatable, CustomStringConvertible {
     /// Path and query, starting with "/".
     public var path: String
 
-    struct Invalid: Error { var message: String }
+    public struct Invalid: Error, Sendable { public var message: String }
 
-    init(_ url: String) throws(Invalid) {
+    public init(_ url: String) throws(Invalid) {
         let lower = url.lowercased()
         if lower.hasPrefix("https://") {
             throw Invalid(message: "url must be an http:// URL: the mock's watcher speaks plain HTTP/1.1 and no TLS, got \(url)")
@@ -152,6 +152,13 @@ public struct HTTPTarget: Sendable, Equatable, CustomStringConvertible {
             port = number
         }
         guard !hostPart.isEmpty else { throw Invalid(message: "url must name a host, got \(url)") }
+        // A name or IPv4 address, or (only in brackets) an IPv6 address: nothing that would print differently.
+        let nameCharacters = Set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-_~")
+        let addressCharacters = Set("0123456789abcdefABCDEF:.")
+        let valid = authority.hasPrefix("[")
+            ? hostPart.contains(":") && hostPart.allSatisfy(addressCharacters.contains)
+            : hostPart.allSatisfy(nameCharacters.contains)
+        guard valid else { throw Invalid(message: "url has a bad host \(hostPart): \(url)") }
         guard pathPart.allSatisfy({ $0.isASCII && !$0.isWhitespace }) else {
             throw Invalid(message: "url must be percent-encoded (no spaces or non-ASCII characters), got \(url)")
         }

@@ -1,6 +1,14 @@
 import Foundation
 import Glibc
 
+/// What an HTTP server sent, read as the watcher reads it (for the fuzz target, which feeds it any bytes).
+public enum HTTPResponseReading {
+    /// The status and body of a complete response in `bytes`, or nil while it is incomplete or malformed.
+    public static func read(_ bytes: [UInt8], headRequest: Bool, peerClosed: Bool) -> (status: Int, reason: String, body: [UInt8])? {
+        HTTPExchange.parse(bytes, method: headRequest ? "HEAD" : "GET", atEnd: peerClosed).map { ($0.status, $0.reason, $0.body) }
+    }
+}
+
 /// A response: status line, headers (names lowercased) and the body (de-chunked).
 struct HTTPResponse {
     var status: Int
@@ -109,7 +117,9 @@ enum HTTPExchange {
             response.body = body
             return response
         }
-        if let length = response.header("content-length").flatMap(Int.init) {
+        if let lengthText = response.header("content-length") {
+            // A length that is not a plain non-negative number makes the response unreadable, not a short body.
+            guard let length = Int(lengthText), length >= 0, lengthText.allSatisfy(\.isASCII) else { return nil }
             guard rest.count >= length else { return nil }
             response.body = Array(rest[0..<length])
             return response

@@ -12,7 +12,7 @@ def test_tools_over_http_and_tasks_outlive_a_client(state_dir):
     with http_server(state_dir) as url:
         async def first_client():
             async with http_session(url) as session:
-                assert len((await session.list_tools()).tools) == 18
+                assert len((await session.list_tools()).tools) == 26
                 task = await call(session, "create_background_task", {
                     "title": "long", "goal": "outlive the client", "task_type": "command",
                     "condition": {"argv": ["/bin/sleep", "30"]},

@@ -44,7 +44,7 @@ async def lifecycle(connected, expected_version, pinned=False):
     if not pinned:  # a pinned client skips server/discover, so it has no server info
         assert connected.server_info.name == "allcanuse-mock"
     tools = await connected.list_tools()
-    assert len(tools.tools) == 18
+    assert len(tools.tools) == 26
     assert all(t.output_schema and t.output_schema.get("type") == "object" for t in tools.tools)
     task = await tool(connected, "create_background_task", {
         "title": "ticker", "goal": "tick", "task_type": "command",
@@ -267,7 +267,7 @@ def test_legacy_sessions_keep_their_rules_beside_modern_requests(state_dir):
         assert status == 200 and answer["result"] == {}
         # A legacy result carries no 2026-07-28 fields; a modern request inside the session is refused.
         _, _, answer = post(url, {"jsonrpc": "2.0", "id": 3, "method": "tools/list"}, legacy)
-        assert "resultType" not in answer["result"] and len(answer["result"]["tools"]) == 18
+        assert "resultType" not in answer["result"] and len(answer["result"]["tools"]) == 26
         _, _, answer = post(url, {"jsonrpc": "2.0", "id": 4, "method": "tools/list", "params": {"_meta": META}}, legacy)
         assert answer["error"]["code"] == -32600
         # No session and not initialize; an unknown session.
@@ -368,7 +368,7 @@ def test_closing_the_stream_cancels_the_request(state_dir, tmp_path):
         assert "cancelled tools/call \"w\": the client closed its stream" in log.read_text()
         status, _, answer = post(url, *modern("tools/call", {"name": "get_background_task", "arguments": {"task_id": task_id}},
                                                name="get_background_task"))
-        assert status == 200 and answer["result"]["structuredContent"]["status"] == "running"
+        assert status == 200 and answer["result"]["structuredContent"]["runtime_status"] == "running"
     finally:
         process.terminate()
         assert process.wait(timeout=15) == 0

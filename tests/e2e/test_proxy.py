@@ -51,7 +51,7 @@ def test_hide_default_deny_and_exact_rate_limit(state_dir, tmp_path):
                 assert denied.is_error and "hidden by policy" in denied.content[0].text
                 # The server never saw the cancel: the task still runs, and it ran exactly three creates.
                 task = await call(session, "get_background_task", {"task_id": task_id})
-                assert task["status"] == "running"
+                assert task["status"] == "waiting" and task["runtime_status"] == "running"
                 listing = await call(session, "list_background_tasks", {})
                 assert listing["total_count"] == 3
                 other = await session.call_tool("get_scheduler_time", {})
@@ -299,7 +299,7 @@ def test_proxy_over_streamable_http(state_dir, tmp_path):
                 event = await call(session, "append_task_event", {"task_id": task["task_id"], "message": "over http"})
                 assert event["message"] == "over http"
                 status = await call(session, "get_background_task", {"task_id": task["task_id"]})
-                assert status["status"] == "running"
+                assert status["runtime_status"] == "running"
 
     with proxy_over_http("--policy", str(policy), "--audit", str(audit), "--",
                          str(MOCK), "--state-dir", state_dir, "--call-log", str(calls)) as url:

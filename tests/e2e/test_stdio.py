@@ -11,7 +11,7 @@ def test_lifecycle_of_a_real_process(state_dir):
     async def scenario():
         async with mock_session(state_dir) as session:
             tools = await session.list_tools()
-            assert len(tools.tools) == 18
+            assert len(tools.tools) == 26
             task = await call(session, "create_background_task", {
                 "title": "ticker", "goal": "tick", "task_type": "command",
                 "condition": {"command": "for i in $(seq 1 400); do echo tick $i; sleep 0.05; done"},
@@ -118,7 +118,7 @@ def test_wait_sends_progress_when_asked(state_dir):
             assert result.structured_content["condition_met"] is True
             assert len(updates) >= 3, updates
             assert all(total == 10000 for _, total, _ in updates)
-            assert updates[0][2] == "waiting; task is running"
+            assert updates[0][2] == "waiting; task is waiting"
             assert [p for p, _, _ in updates] == sorted(p for p, _, _ in updates)
 
     run(scenario())
