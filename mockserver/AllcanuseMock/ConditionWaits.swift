@@ -1,5 +1,6 @@
 import CCorral
 import CorralJSON
+import Dispatch
 import Foundation
 import Glibc
 import Sandbox
@@ -17,6 +18,8 @@ extension AllcanuseService {
         var checkedAt: String?
         var lastResult: JSONValue
         var fatal: Bool
+        /// What wakes the watcher: inotify, pidfd, or poll (its interval only).
+        var wakeup: String?
 
         init?(line: Substring) {
             guard let value = try? JSONValue.parse(String(line)), let count = value["check_count"]?.intValue else {
@@ -26,6 +29,7 @@ extension AllcanuseService {
             checkedAt = value["checked_at"]?.stringValue
             lastResult = value["last_result"] ?? ["condition_met": false]
             fatal = value["fatal_error"]?.boolValue ?? false
+            wakeup = value["wakeup"]?.stringValue
         }
     }
 
@@ -69,11 +73,14 @@ extension AllcanuseService {
         return URL(fileURLWithPath: expanded).standardizedFileURL.path
     }
 
-    /// The task that runs a watcher for `condition`; `once`: a single check.
+    /// The task that runs a watcher for `condition`; `once`: a single check. `descriptor` is what the watcher gets
+    /// on its standard input (a pidfd, an inotify instance), which the caller closes with `release` once the task
+    /// has started (a pidfd) or ended (an inotify instance: its last close waits for an SRCU grace period, 10 ms
+    /// here, which the server pays off the request path instead of the watcher on its way to completion).
     func watcherSpec(
         _ condition: WatchCondition, title: String, pollInterval: Int, timeout: Int?, once: Bool, isInternal: Bool,
         metadata: JSONValue
-    ) throws(ToolError) -> (spec: TaskSpec, pidfd: Int32?) {
+    ) throws(ToolError) -> (spec: TaskSpec, descriptor: WatcherDescriptor?) {
         guard let executable = watcherExecutable else {
             throw ToolError(
                 "the condition watcher allcanuse-watch was not found beside this server's executable; build it "
@@ -81,24 +88,57 @@ extension AllcanuseService {
         }
         var arguments = [executable, condition.kind, condition.jsonValue.jsonString(), "--poll-ms", String(max(1, pollInterval))]
         if once { arguments.append("--once") }
-        var pidfd: Int32?
+        var descriptor: WatcherDescriptor?
         if case .process(let process) = condition, let pid = process.pid, process.state == .exited {
             // Opened here, where the pid means what the client meant: the watcher lives in the tasks' PID namespace.
-            let descriptor = corral_pidfd_open(pid)
-            if descriptor >= 0 {
-                pidfd = descriptor
+            let pidfd = corral_pidfd_open(pid)
+            if pidfd >= 0 {
+                descriptor = .pidfd(pidfd)
                 arguments.append("--pidfd-stdin")
+            }
+        }
+        if case .file = condition {
+            let instance = inotify_init1(Int32(IN_CLOEXEC | IN_NONBLOCK))
+            if instance >= 0 {
+                descriptor = .inotify(instance)
+                arguments.append("--inotify-stdin")
             }
         }
         var spec = TaskSpec(
             title: title, kind: condition.kind, command: .argv(arguments), timeoutMilliseconds: timeout,
             outputLimitBytes: Self.watcherOutputLimit, sandbox: sandboxFloor)
-        spec.standardInputDescriptor = pidfd
+        spec.standardInputDescriptor = descriptor?.fd
         var fields = metadata.objectValue ?? [:]
         fields["watcher"] = true
         if isInternal { fields["internal"] = true } else { fields["idle_status"] = "waiting_for_condition" }
         spec.metadata = .object(fields)
-        return (spec, pidfd)
+        return (spec, descriptor)
+    }
+
+    /// A descriptor handed to a watcher, and when the server's copy may go.
+    enum WatcherDescriptor {
+        case pidfd(Int32)
+        case inotify(Int32)
+
+        var fd: Int32 {
+            switch self {
+            case .pidfd(let fd), .inotify(let fd): return fd
+            }
+        }
+
+        /// Closes the server's copy: a pidfd at once; an inotify instance once `ended` returns, on a thread of its
+        /// own (the close blocks for a grace period).
+        func release(after ended: (@Sendable () async -> Void)? = nil) {
+            switch self {
+            case .pidfd(let fd):
+                close(fd)
+            case .inotify(let fd):
+                Task.detached {
+                    await ended?()
+                    DispatchQueue.global(qos: .utility).async { close(fd) }
+                }
+            }
+        }
     }
 
     // MARK: - the standalone wait tools
@@ -155,12 +195,12 @@ extension AllcanuseService {
         do {
             created = try await supervisor.create(prepared.spec)
         } catch {
-            if let pidfd = prepared.pidfd { close(pidfd) }
+            prepared.descriptor?.release()
             throw error
         }
-        if let pidfd = prepared.pidfd { close(pidfd) }
         let taskID = created.taskID
         let supervisor = self.supervisor
+        defer { prepared.descriptor?.release() }  // the wait below has ended by then
         var final = created
         if !created.status.isFinal {
             let outcome = try? await withTaskCancellationHandler {
@@ -290,8 +330,17 @@ extension AllcanuseService {
         let prepared = try watcherSpec(
             condition, title: title, pollInterval: pollInterval, timeout: timeout, once: false, isInternal: false,
             metadata: metadata.merging(["condition": condition.jsonValue]))
-        defer { if let pidfd = prepared.pidfd { close(pidfd) } }
-        return try await supervisor.create(prepared.spec)
+        let record: TaskRecord
+        do {
+            record = try await supervisor.create(prepared.spec)
+        } catch {
+            prepared.descriptor?.release()
+            throw error
+        }
+        let supervisor = self.supervisor
+        let taskID = record.taskID
+        prepared.descriptor?.release(after: { _ = try? await supervisor.wait(for: taskID) })
+        return record
     }
 
     /// The Allcanuse check fields of a watcher task, from its newest report.
@@ -302,6 +351,8 @@ extension AllcanuseService {
             "check_count": .int(report?.checkCount ?? 0),
             "last_result": report?.lastResult ?? [:],
             "last_checked_at": report?.checkedAt.map(JSONValue.string) ?? .null,
+            // The mock's own: what wakes the watcher (inotify, pidfd, or poll when no event source was available).
+            "watcher_wakeup": report?.wakeup.map(JSONValue.string) ?? .null,
         ]
         let poll = record.metadata["poll_interval_ms"]?.intValue ?? 5000
         if !record.status.isFinal {

@@ -200,6 +200,10 @@ def test_a_paused_watcher_does_not_fire_and_a_resumed_one_does(state_dir, watche
                 "poll_interval_ms": 60000})
             task_id = task["task_id"]
             assert task["status"] == "waiting_for_condition" and task["pid"] > 0
+            deadline = time.monotonic() + 5
+            while (await call(session, "get_background_task", {"task_id": task_id}))["watcher_wakeup"] is None:
+                assert time.monotonic() < deadline
+            assert (await call(session, "get_background_task", {"task_id": task_id}))["watcher_wakeup"] == "inotify"
             paused = await call(session, "pause_background_task", {"task_id": task_id})
             assert paused["status"] == "paused"
             path.write_text("here")
@@ -259,9 +263,10 @@ def test_port_and_http_and_process_watchers_complete(state_dir, site):
             with socket.socket() as listener:
                 listener.bind(("127.0.0.1", port))
                 listener.listen()
-                for task in (opened, http_task, exited):
+                for task, wakeup in ((opened, "poll"), (http_task, "poll"), (exited, "pidfd")):
                     done = await call(session, "wait_for_background_task", {"task_id": task["task_id"], "timeout_ms": 10000})
                     assert done["last_result"]["status"] == "completed", done
+                    assert done["last_result"]["task"]["watcher_wakeup"] == wakeup
             sleeper.wait()
     run(scenario())
 
