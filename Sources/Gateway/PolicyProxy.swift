@@ -70,10 +70,13 @@ public final class PolicyProxy: Sendable {
         let server = try ServerProcess(command: serverCommand)
         stdioServer.withLock { $0 = server }
         let clientOutput = Mutex(())
+        // A 2026-07-28 client in front of a 2025-11-25-only server: the bridge does the handshake and translates.
+        let bridge = EraBridge(toServer: server.write)
         let core = makeCore(
             session: UUID().uuidString.lowercased(),
             toClient: { line in clientOutput.withLock { _ in _ = writeLine(line, to: STDOUT_FILENO) } },
-            toServer: server.write)
+            toServer: bridge.send)
+        bridge.attach(core.fromServer)
         defer { forget(core) }
         let clientThread = Thread {
             LineReader.readLines(from: FileHandle.standardInput) { core.fromClient($0) }
@@ -81,7 +84,7 @@ public final class PolicyProxy: Sendable {
             server.closeInput()
         }
         clientThread.start()
-        LineReader.readLines(from: server.output) { core.fromServer($0) }
+        LineReader.readLines(from: server.output) { bridge.received($0) }
         return server.waitForExit()
     }
 

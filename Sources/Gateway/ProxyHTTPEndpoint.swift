@@ -11,7 +11,8 @@ import Synchronization
 /// (started at the first modern request, and again after it exits), one `ProxyCore` deciding their calls, and ids
 /// of the proxy's own on the pipe: each exchange's id and progress token are replaced on the way in and restored
 /// on the way out, so that clients which reuse ids never meet. `subscriptions/listen` is answered here (a reload
-/// announces `tools/list_changed` on it).
+/// announces `tools/list_changed` on it). A server that speaks only 2025-11-25 gets the handshake from an
+/// `EraBridge`, which translates the modern clients' requests.
 final class ProxyHTTPEndpoint: MCPHTTPEndpoint {
     private struct Exchange {
         let clientID: JSONValue
@@ -122,14 +123,17 @@ final class ProxyHTTPEndpoint: MCPHTTPEndpoint {
         try modern.withLock { state throws -> ProxyCore in
             if let core = state.core { return core }
             let server = try ServerProcess(command: serverCommand)
+            // The server may speak only 2025-11-25: the bridge then does the handshake and translates.
+            let bridge = EraBridge(toServer: server.write)
             let core = proxy.makeCore(
                 session: nil,
                 toClient: { [weak self] data in self?.fromUpstream(data) },
-                toServer: server.write)
+                toServer: bridge.send)
+            bridge.attach(core.fromServer)
             state.server = server
             state.core = core
             let reader = Thread { [weak self] in
-                LineReader.readLines(from: server.output) { core.fromServer($0) }
+                LineReader.readLines(from: server.output) { bridge.received($0) }
                 core.serverEnded(server.exitDescription())
                 self?.upstreamEnded(core)
             }

@@ -47,7 +47,7 @@ public final class AllcanuseService: Sendable {
         watcherExecutable: String? = AllcanuseService.defaultWatcherExecutable()
     ) {
         self.supervisor = supervisor
-        self.watcherExecutable = watcherExecutable
+        self.watcherExecutable = watcherExecutable.map { Self.runnableByTasks($0, supervisor: supervisor) }
         self.sandboxFloor = sandboxFloor
         self.workspace = workspace.map { resolvedPath($0) ?? $0 }
     }
@@ -62,6 +62,27 @@ public final class AllcanuseService: Sendable {
         }
         let candidate = URL(fileURLWithPath: executable).deletingLastPathComponent().appendingPathComponent("allcanuse-watch").path
         return access(candidate, X_OK) == 0 ? candidate : nil
+    }
+
+    /// The watcher where the task user can run it: where it was built if the task user can reach and execute it,
+    /// else a copy this server owns (0755, in a 0711 directory of the task root, which the task user can reach
+    /// but not write), as for a checkout in /root or under a 0700 temporary directory.
+    static func runnableByTasks(_ path: String, supervisor: TaskSupervisor) -> String {
+        let identity = supervisor.identity
+        var info = stat()
+        let directory = URL(fileURLWithPath: path).deletingLastPathComponent().path
+        guard identity.changesUser, stat(path, &info) == 0,
+            identity.searchRefusal(directory) != nil || info.st_mode & 0o001 == 0
+        else { return path }
+        let home = supervisor.taskRoot + "/.watcher"
+        let copy = home + "/allcanuse-watch"
+        let partial = copy + ".partial"
+        guard mkdir(home, 0o711) == 0 || errno == EEXIST, chmod(home, 0o711) == 0 else { return path }
+        unlink(partial)
+        guard (try? FileManager.default.copyItem(atPath: path, toPath: partial)) != nil, chmod(partial, 0o755) == 0,
+            rename(partial, copy) == 0
+        else { return path }
+        return copy
     }
 
     /// A client-chosen working directory, checked after resolving symlinks: it must exist and lie in the workspace.

@@ -2,6 +2,7 @@
 clients, and approval as an input_required round trip whose requestState is sealed, bound and single-use."""
 
 import json
+import pathlib
 import subprocess
 
 import pytest
@@ -231,3 +232,62 @@ def test_http_proxy_serves_both_eras_with_shared_decisions(state_dir, tmp_path):
     calls = executed(tmp_path)
     assert calls.count("create_background_task") == 3 and calls.count("append_task_event") == 1
     assert {line["era"] for line in audit(tmp_path)} == {"modern"}
+
+
+def test_a_modern_client_in_front_of_a_legacy_only_server(state_dir, tmp_path):
+    """The proxy does the 2025-11-25 handshake with the server itself and serves the 2026-07-28 client statelessly,
+    over stdio and over HTTP; a legacy client still passes straight through."""
+    import sys
+
+    from conftest import listening
+
+    server = pathlib.Path(__file__).with_name("legacy_only_server.py")
+    received = tmp_path / "received.jsonl"
+    policy = tmp_path / "policy.json"
+    policy.write_text(json.dumps({"version": "1", "default": "allow", "hide": ["secret"]}))
+    server_command = [sys.executable, str(server), str(received)]
+
+    async def session(client, expected_version):
+        assert client.protocol_version == expected_version
+        listed = await client.list_tools()
+        assert [tool.name for tool in listed.tools] == ["echo"]
+        result = await client.call_tool("echo", {"said": "hi"})
+        assert not result.is_error and result.structured_content == {"said": "hi"}
+        hidden = await client.call_tool("secret", {})
+        assert hidden.is_error and "[POLICY DENIED]" in hidden.content[0].text
+
+    async def over_stdio(mode, expected):
+        params = StdioServerParameters(command=str(CORRAL), args=["proxy", "--policy", str(policy), "--", *server_command])
+        async with Client(params, mode=mode) as client:
+            await session(client, expected)
+
+    run(over_stdio(MODERN, MODERN))
+    lines = [json.loads(line) for line in received.read_text().splitlines()]
+    methods = [line.get("method") for line in lines]
+    assert methods[:3] == ["server/discover", "initialize", "notifications/initialized"]
+    # After the handshake nothing with the modern _meta keys reached the server, and the hidden tool never did.
+    after = lines[3:]
+    assert all(not any(key.startswith("io.modelcontextprotocol/") for key in ((line.get("params") or {}).get("_meta") or {}))
+               for line in after)
+    assert "secret" not in [(line.get("params") or {}).get("name") for line in after]
+    # The server's roots/list was refused for the client, which never heard of it.
+    assert any(line.get("id") == "ask-1" and line.get("error", {}).get("code") == -32601 for line in lines)
+
+    received.write_text("")
+    run(over_stdio("legacy", "2025-11-25"))
+    methods = [json.loads(line).get("method") for line in received.read_text().splitlines()]
+    assert methods[0] == "initialize" and "server/discover" not in methods
+
+    received.write_text("")
+    import socket
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with listening([str(CORRAL), "proxy", "--http", f"127.0.0.1:{port}", "--policy", str(policy), "--", *server_command],
+                   "corral proxy") as url:
+        async def over_http():
+            async with Client(url, mode=MODERN) as client:
+                await session(client, MODERN)
+        run(over_http())
+    methods = [json.loads(line).get("method") for line in received.read_text().splitlines()]
+    assert methods[:3] == ["server/discover", "initialize", "notifications/initialized"]

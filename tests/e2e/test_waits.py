@@ -336,3 +336,54 @@ def _parent_chain_has(pid, ancestor):
             return False
         pid = parent
     return False
+
+
+def test_closing_the_http_stream_kills_a_standalone_waits_watcher(state_dir, watched):
+    import http.client
+    import json
+    import urllib.parse
+
+    from conftest import http_server
+    from raw_client import MODERN, meta
+
+    def watchers():
+        return {pid for pid in os.listdir("/proc") if pid.isdigit() and _comm(pid) == "allcanuse-watch"}
+
+    with http_server(state_dir) as url:
+        before = watchers()
+        message = {"jsonrpc": "2.0", "id": "w", "method": "tools/call", "params": {
+            "name": "wait_for_file", "arguments": {"path": str(watched / "never"), "timeout_ms": -1}, "_meta": meta()}}
+        parts = urllib.parse.urlsplit(url)
+        connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
+        connection.request("POST", parts.path, body=json.dumps(message), headers={
+            "Content-Type": "application/json", "Accept": "application/json, text/event-stream",
+            "MCP-Protocol-Version": MODERN, "Mcp-Method": "tools/call", "Mcp-Name": "wait_for_file"})
+        response = connection.getresponse()
+        assert response.status == 200 and response.getheader("Content-Type").startswith("text/event-stream")
+        assert response.readline()  # the stream is open (a keep-alive comment)
+        started = watchers() - before
+        assert len(started) == 1
+        (watcher,) = started
+        connection.sock.close()
+        connection.close()
+        deadline = time.monotonic() + 10
+        while os.path.exists(f"/proc/{watcher}") and _comm(watcher) == "allcanuse-watch":
+            assert time.monotonic() < deadline, "the watcher outlived its cancelled request"
+            time.sleep(0.05)
+
+
+def test_a_server_built_where_the_task_user_cannot_reach_copies_its_watcher(state_dir, tmp_path):
+    """A checkout under /root or a 0700 temporary directory: the task user could not run allcanuse-watch where it
+    was built, so the server runs a copy of its own (root's, 0755, in the task root)."""
+    import shutil
+
+    from conftest import BIN_DIR
+
+    private = tmp_path / "private" / "bin"
+    private.mkdir(parents=True)
+    os.chmod(tmp_path / "private", 0o700)
+    for name in ("allcanuse-mock", "allcanuse-watch"):
+        shutil.copy2(BIN_DIR / name, private / name)
+    with RawStdio(state_dir, command=[str(private / "allcanuse-mock"), "--state-dir", state_dir]) as client:
+        result = client.call("wait_for_file", {"path": "/etc/hostname"})
+        assert not result["isError"] and result["structuredContent"]["ok"] is True, result

@@ -1,0 +1,285 @@
+import CorralJSON
+import Foundation
+import MCPCore
+import Synchronization
+
+/// Lets 2026-07-28 clients use a stdio server that speaks only 2025-11-25, between a `ProxyCore` (whose decisions
+/// are made already) and the server process.
+///
+/// At a modern client's first request the server is asked `server/discover`. A server that answers it is modern
+/// and everything passes untouched from then on. A server that does not (-32601, or any other non-discover
+/// answer, as the Python SDK's probe rules say) gets an `initialize` and `notifications/initialized` from the
+/// bridge itself, and from then on each modern request is sent as 2025-11-25: `_meta`'s protocol keys come off,
+/// and the answer comes back stamped as a 2026-07-28 result (`resultType`, `serverInfo`, cache hints on
+/// `tools/list`). `server/discover` is answered from the handshake. The server's own requests (which a modern
+/// client cannot be sent) are refused with -32601, `subscriptions/listen` is held here and hears the server's
+/// `tools/list_changed`. A legacy client's `initialize` makes the bridge step aside for good.
+final class EraBridge: Sendable {
+    private enum Mode {
+        case undecided
+        /// Waiting for the server's answer to our discover (then our initialize); client messages wait.
+        case probing(queue: [Data], meta: JSONValue)
+        case transparent
+        case translating(handshake: Handshake)
+    }
+
+    private struct Handshake {
+        var serverInfo: JSONValue
+        var capabilities: JSONValue
+        var instructions: JSONValue?
+    }
+
+    private struct State {
+        var mode = Mode.undecided
+        /// Requests sent as 2025-11-25, by id: their method (a tools/list answer gets cache hints).
+        var translated: [String: String] = [:]
+        /// Held `subscriptions/listen` requests (their ids), for the server's tools/list_changed.
+        var listens: [JSONValue] = []
+        var initializeSent = false
+    }
+
+    /// How long a server may leave our `server/discover` unanswered before it gets an `initialize` anyway (a
+    /// strict 2025-11-25 server may ignore requests before its handshake).
+    static let discoverPatience: Duration = .seconds(3)
+
+    static let discoverID: JSONValue = "corral-era-discover"
+    static let initializeID: JSONValue = "corral-era-initialize"
+
+    private let toServer: @Sendable (Data) -> Void
+    private let toCore = Mutex<(@Sendable (Data) -> Void)?>(nil)
+    private let state = Mutex(State())
+
+    init(toServer: @escaping @Sendable (Data) -> Void) {
+        self.toServer = toServer
+    }
+
+    /// Where what the server (or the bridge in its place) answers goes: the core's `fromServer`.
+    func attach(_ sink: @escaping @Sendable (Data) -> Void) {
+        toCore.withLock { $0 = sink }
+    }
+
+    // MARK: - core → server
+
+    /// A message the core lets through to the server.
+    func send(_ data: Data) {
+        enum Next {
+            case forward(Data)
+            case translate(Data, Handshake)
+            case probe(JSONValue)
+            case held
+        }
+        let next = state.withLock { state -> Next in
+            switch state.mode {
+            case .transparent:
+                return .forward(data)
+            case .translating(let handshake):
+                return .translate(data, handshake)
+            case .probing(let queue, let meta):
+                state.mode = .probing(queue: queue + [data], meta: meta)
+                return .held
+            case .undecided:
+                guard let message = try? JSONValue.parse(data), message.objectValue != nil,
+                    message["method"] != nil, message["params"]?.hasModernEnvelope == true,
+                    let meta = message["params"]?["_meta"]
+                else {
+                    state.mode = .transparent  // a 2025-11-25 client (or nothing we could read): not ours
+                    return .forward(data)
+                }
+                state.mode = .probing(queue: [data], meta: meta)
+                return .probe(meta)
+            }
+        }
+        switch next {
+        case .forward(let data): toServer(data)
+        case .translate(let data, let handshake): translate(data, handshake)
+        case .probe(let meta):
+            send(JSONRPC.request(id: Self.discoverID, "server/discover", ["_meta": meta]), to: toServer)
+            Task { [weak self] in
+                try? await Task.sleep(for: Self.discoverPatience)
+                self?.initializeIfStillProbing(meta)
+            }
+        case .held: break
+        }
+    }
+
+    private func translate(_ data: Data, _ handshake: Handshake) {
+        guard let message = try? JSONValue.parse(data), let method = message["method"]?.stringValue else {
+            toServer(data)  // an answer to a server request, or what the server will refuse
+            return
+        }
+        let id = message["id"]
+        if let id {
+            switch method {
+            case "server/discover":
+                reply(JSONRPC.response(id: id, result: discoverResult(handshake)))
+                return
+            case "ping", "logging/setLevel", "initialize":
+                reply(JSONRPC.error(id: id, .methodNotFound(method, "removed in 2026-07-28")))
+                return
+            case "subscriptions/listen":
+                listen(id: id, params: message["params"] ?? [:])
+                return
+            default:
+                state.withLock { $0.translated[JSONRPC.key(id)] = method }
+            }
+        }
+        send(message.merging(["params": Self.legacyParams(message["params"])]), to: toServer)
+    }
+
+    /// Params without the 2026-07-28 `_meta` keys (a progress token and anything else stays).
+    static func legacyParams(_ params: JSONValue?) -> JSONValue {
+        guard var object = params?.objectValue else { return params ?? [:] }
+        if var meta = object["_meta"]?.objectValue {
+            for key in meta.keys where key.hasPrefix("io.modelcontextprotocol/") { meta[key] = nil }
+            object["_meta"] = meta.isEmpty ? nil : .object(meta)
+        }
+        return .object(object)
+    }
+
+    private func discoverResult(_ handshake: Handshake) -> JSONValue {
+        var capabilities = handshake.capabilities.objectValue ?? [:]
+        capabilities["extensions"] = capabilities["extensions"] ?? [:]
+        var result: [String: JSONValue] = [
+            "resultType": "complete", "supportedVersions": .array(ProtocolVersions.modern.map(JSONValue.string)),
+            "capabilities": .object(capabilities), "serverInfo": handshake.serverInfo,
+            "ttlMs": 3_600_000, "cacheScope": "public", "_meta": [MetaKey.serverInfo: handshake.serverInfo],
+        ]
+        if let instructions = handshake.instructions { result["instructions"] = instructions }
+        return .object(result)
+    }
+
+    private func listen(id: JSONValue, params: JSONValue) {
+        let tools = params["notifications"]?["toolsListChanged"]?.boolValue ?? false
+        let meta: JSONValue = [MetaKey.subscriptionID: id]
+        reply(JSONRPC.notification(
+            "notifications/subscriptions/acknowledged",
+            ["notifications": tools ? ["toolsListChanged": true] : [:], "_meta": meta]))
+        if tools { state.withLock { $0.listens.append(id) } }
+    }
+
+    // MARK: - server → core
+
+    /// A line the server wrote.
+    func received(_ line: Data) {
+        enum Next {
+            case pass
+            case probeAnswered(JSONValue, queue: [Data], meta: JSONValue)
+            case translateAnswer(String?, Handshake)
+        }
+        let next = state.withLock { state -> Next in
+            switch state.mode {
+            case .undecided, .transparent: return .pass
+            case .probing(let queue, let meta):
+                guard let message = try? JSONValue.parse(line), message["method"] == nil,
+                    let id = message["id"], id == Self.discoverID || id == Self.initializeID
+                else { return .pass }
+                return .probeAnswered(message, queue: queue, meta: meta)
+            case .translating(let handshake):
+                guard let message = try? JSONValue.parse(line) else { return .pass }
+                guard message["method"] == nil, let id = message["id"] else { return .translateAnswer(nil, handshake) }
+                return .translateAnswer(state.translated.removeValue(forKey: JSONRPC.key(id)), handshake)
+            }
+        }
+        switch next {
+        case .pass:
+            deliver(line)
+        case .probeAnswered(let message, let queue, let meta):
+            probeAnswered(message, queue: queue, meta: meta)
+        case .translateAnswer(let method, let handshake):
+            translateAnswer(line, method: method, handshake)
+        }
+    }
+
+    private func probeAnswered(_ message: JSONValue, queue: [Data], meta: JSONValue) {
+        if message["id"] == Self.discoverID {
+            if message["result"]?["supportedVersions"]?.arrayValue?.contains(where: { ProtocolVersions.modern.contains($0.stringValue ?? "") }) == true {
+                state.withLock { $0.mode = .transparent }
+                for data in queue { toServer(data) }
+                return
+            }
+            sendInitialize(meta)
+            return
+        }
+        guard let result = message["result"] else {
+            // Neither era: every waiting request is answered, and the next one tries again.
+            state.withLock { state in
+                state.mode = .undecided
+                state.initializeSent = false
+            }
+            let reason = message["error"]?["message"]?.stringValue ?? "no answer"
+            for data in queue {
+                guard let request = try? JSONValue.parse(data), let id = request["id"] else { continue }
+                reply(JSONRPC.error(id: id, .internalError("the server behind corral proxy speaks neither 2026-07-28 nor 2025-11-25 (initialize: \(reason))")))
+            }
+            return
+        }
+        let handshake = Handshake(
+            serverInfo: result["serverInfo"] ?? ["name": "unknown", "version": "0"],
+            capabilities: result["capabilities"] ?? [:], instructions: result["instructions"])
+        send(JSONRPC.notification("notifications/initialized"), to: toServer)
+        state.withLock { $0.mode = .translating(handshake: handshake) }
+        for data in queue { translate(data, handshake) }
+    }
+
+    private func translateAnswer(_ line: Data, method: String?, _ handshake: Handshake) {
+        guard let message = try? JSONValue.parse(line) else { return deliver(line) }
+        if let request = message["method"]?.stringValue {
+            if let id = message["id"] {
+                // A 2026-07-28 client takes no requests from its server: the server hears so at once.
+                send(JSONRPC.error(id: id, .methodNotFound(request, "the client behind corral proxy speaks 2026-07-28, which has no server requests")), to: toServer)
+                return
+            }
+            if request == "notifications/tools/list_changed" {
+                for id in state.withLock({ $0.listens }) {
+                    reply(JSONRPC.notification("notifications/tools/list_changed", ["_meta": [MetaKey.subscriptionID: id]]))
+                }
+                return
+            }
+            return deliver(line)  // progress and other notifications
+        }
+        guard method != nil, var result = message["result"]?.objectValue else { return deliver(line) }
+        result["resultType"] = result["resultType"] ?? "complete"
+        if method == "tools/list" {
+            result["ttlMs"] = result["ttlMs"] ?? 300_000
+            result["cacheScope"] = result["cacheScope"] ?? "public"
+        }
+        var meta = result["_meta"]?.objectValue ?? [:]
+        meta[MetaKey.serverInfo] = meta[MetaKey.serverInfo] ?? handshake.serverInfo
+        result["_meta"] = .object(meta)
+        reply(message.merging(["result": .object(result)]))
+    }
+
+    private func initializeIfStillProbing(_ meta: JSONValue) {
+        let waiting = state.withLock { state -> Bool in
+            guard case .probing = state.mode, !state.initializeSent else { return false }
+            return true
+        }
+        if waiting { sendInitialize(meta) }
+    }
+
+    private func sendInitialize(_ meta: JSONValue) {
+        let first = state.withLock { state -> Bool in
+            defer { state.initializeSent = true }
+            return !state.initializeSent
+        }
+        guard first else { return }
+        let clientInfo = meta[MetaKey.clientInfo] ?? ["name": "corral-proxy", "version": "1"]
+        send(JSONRPC.request(id: Self.initializeID, "initialize", [
+            "protocolVersion": .string(ProtocolVersions.latestLegacy), "capabilities": [:], "clientInfo": clientInfo,
+        ]), to: toServer)
+    }
+
+    // MARK: - helpers
+
+    private func reply(_ message: JSONValue) {
+        deliver(Data(message.jsonString().utf8))
+    }
+
+    private func deliver(_ line: Data) {
+        toCore.withLock { $0 }?(line)
+    }
+
+    private func send(_ message: JSONValue, to sink: @Sendable (Data) -> Void) {
+        sink(Data(message.jsonString().utf8))
+    }
+}
