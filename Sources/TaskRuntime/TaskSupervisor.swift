@@ -110,6 +110,9 @@ public actor TaskSupervisor {
     private var recentlyFinished: [String: TaskRecord] = [:]
     private var recentlyFinishedOrder: [String] = []
     private static let recentlyFinishedCapacity = 512
+    /// The newest event of each task recently written or read.
+    private var lastEvents: [String: TaskEvent] = [:]
+    private static let lastEventCapacity = 4096
     private var waiters: [String: [UInt64: Waiter]] = [:]
     private var nextWaiterID: UInt64 = 1
     private var busyTasks: Set<String> = []
@@ -419,7 +422,7 @@ public actor TaskSupervisor {
             Task { await self.processExited(taskID) }
         }
         do {
-            try store.save(record, events: [created, .init(type: "info", message: "task started", data: data)])
+            try persist(record, events: [created, .init(type: "info", message: "task started", data: data)])
         } catch {
             // A task the store does not know must not run: end it (its end is recorded if the store recovers).
             logger.error("cannot store task \(taskID), ending it: \(error)")
@@ -500,7 +503,7 @@ public actor TaskSupervisor {
         record.lastError = "failed to start: \(reason)"
         record.updatedAt = Date()
         record.completedAt = record.updatedAt
-        try store.save(
+        try persist(
             record,
             events: [
                 created,
@@ -611,7 +614,7 @@ public actor TaskSupervisor {
         record.completedAt = record.updatedAt
         task.record = record
         do {
-            try store.save(
+            try persist(
                 record,
                 events: [
                     .init(
@@ -760,7 +763,7 @@ public actor TaskSupervisor {
         task.record.runningMilliseconds = task.runningTime.milliseconds
         var data: JSONValue = ["previous_status": .string(previous.rawValue), "status": .string(status.rawValue)]
         if let reason { data = data.merging(["reason": .string(reason)]) }
-        try store.save(
+        try persist(
             task.record,
             events: [.init(type: "info", message: message + (reason.map { ": \($0)" } ?? ""), data: data)])
         notifyWaiters(task.record.taskID, status: status)
@@ -938,6 +941,31 @@ public actor TaskSupervisor {
         return try store.events(taskID: taskID, after: after, limit: limit)
     }
 
+    /// The newest event of a task, from memory when this supervisor wrote it (rendering a task needs it on every
+    /// read, and a query per read was most of a `get`'s cost).
+    public func lastEvent(of taskID: String) throws(RuntimeError) -> TaskEvent? {
+        if let event = lastEvents[taskID] { return event }
+        _ = try storedOrLive(taskID)
+        let event = try store.recentEvents(taskID: taskID, limit: 1).last
+        if let event { rememberLastEvent(event) }
+        return event
+    }
+
+    /// Saves the record and its events in one transaction, keeping the newest event at hand.
+    @discardableResult
+    private func persist(_ record: TaskRecord, events: [TaskStore.NewEvent] = []) throws(RuntimeError) -> [TaskEvent] {
+        let saved = try store.save(record, events: events)
+        if let last = saved.last { rememberLastEvent(last) }
+        return saved
+    }
+
+    private func rememberLastEvent(_ event: TaskEvent) {
+        if lastEvents[event.taskID] == nil, lastEvents.count >= Self.lastEventCapacity {
+            lastEvents.removeAll(keepingCapacity: true)  // bounded: the next reads fill it again from SQLite
+        }
+        lastEvents[event.taskID] = event
+    }
+
     /// The newest `limit` events, oldest first.
     public func recentEvents(of taskID: String, limit: Int) throws(RuntimeError) -> [TaskEvent] {
         _ = try storedOrLive(taskID)
@@ -949,7 +977,9 @@ public actor TaskSupervisor {
         to taskID: String, message: String, type: String = "info", data: JSONValue = .null
     ) throws(RuntimeError) -> TaskEvent {
         _ = try storedOrLive(taskID)
-        return try store.appendEvent(.init(type: type, message: message, data: data), taskID: taskID, at: Date())
+        let event = try store.appendEvent(.init(type: type, message: message, data: data), taskID: taskID, at: Date())
+        rememberLastEvent(event)
+        return event
     }
 
     /// Replaces the opaque metadata of a task (the mock server's Allcanuse fields) and records an optional event.
@@ -969,7 +999,7 @@ public actor TaskSupervisor {
             record = stored
             if recentlyFinished[taskID] != nil { recentlyFinished[taskID] = stored }
         }
-        try store.save(record, events: event.map { [.init(type: $0.type, message: $0.message, data: $0.data)] } ?? [])
+        try persist(record, events: event.map { [.init(type: $0.type, message: $0.message, data: $0.data)] } ?? [])
         return record
     }
 
@@ -1007,6 +1037,7 @@ public actor TaskSupervisor {
 
     private func discardFiles(of taskID: String) throws(RuntimeError) {
         try store.delete(taskID)
+        lastEvents[taskID] = nil
         let directory = configuration.stateDirectory + "/tasks/" + taskID
         try? FileManager.default.removeItem(atPath: directory)
         if taskRoot != configuration.stateDirectory + "/tasks" {
@@ -1109,7 +1140,7 @@ public actor TaskSupervisor {
             record.lastError = "supervisor stopped while the task was \(previous.rawValue)"
             record.updatedAt = Date()
             record.completedAt = record.updatedAt
-            try store.save(
+            try persist(
                 record,
                 events: [
                     .init(

@@ -607,7 +607,7 @@ public final class AllcanuseService: Sendable {
 
     /// The Allcanuse task object, plus the process fields of a real task.
     func render(_ record: TaskRecord) async throws -> JSONValue {
-        let last = try await supervisor.recentEvents(of: record.taskID, limit: 1).last
+        let last = try await supervisor.lastEvent(of: record.taskID)
         let meta = record.metadata
         let rendered: JSONValue = [
             "task_id": .string(record.taskID), "title": .string(record.title), "goal": meta["goal"] ?? .null,
