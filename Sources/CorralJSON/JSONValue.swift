@@ -138,74 +138,98 @@ extension JSONValue {
 extension JSONValue {
     /// Compact JSON text with sorted keys (stable, so it can be hashed and compared).
     public func jsonString(pretty: Bool = false) -> String {
-        var out = ""
+        var out: [UInt8] = []
+        out.reserveCapacity(256)
         write(to: &out, pretty: pretty, indent: 0)
-        return out
+        return String(decoding: out, as: UTF8.self)
     }
 
-    private func write(to out: inout String, pretty: Bool, indent: Int) {
+    /// Written as UTF-8 bytes, not appended to a String one Unicode scalar at a time: that was most of the cost of
+    /// answering a `get_background_task` (a profile of the server showed String's scalar appends on top).
+    private func write(to out: inout [UInt8], pretty: Bool, indent: Int) {
         switch self {
-        case .null: out += "null"
-        case .bool(let value): out += value ? "true" : "false"
-        case .int(let value): out += String(value)
+        case .null: out += Self.nullBytes
+        case .bool(let value): out += value ? Self.trueBytes : Self.falseBytes
+        case .int(let value): Self.writeInteger(value, to: &out)
         case .double(let value):
             if value.isFinite {
                 if value.rounded() == value && abs(value) < 1e15 {
-                    out += String(Int(value))
+                    Self.writeInteger(Int(value), to: &out)
                 } else {
-                    out += "\(value)"
+                    out += "\(value)".utf8
                 }
             } else {
-                out += "null"  // JSON has no NaN or infinity
+                out += Self.nullBytes  // JSON has no NaN or infinity
             }
         case .string(let value): JSONValue.writeEscaped(value, to: &out)
         case .array(let values):
             if values.isEmpty {
-                out += "[]"
+                out += [UInt8(ascii: "["), UInt8(ascii: "]")]
                 return
             }
-            out += "["
+            out.append(UInt8(ascii: "["))
             for (index, value) in values.enumerated() {
-                if index > 0 { out += "," }
-                if pretty { out += "\n" + String(repeating: "  ", count: indent + 1) }
+                if index > 0 { out.append(UInt8(ascii: ",")) }
+                if pretty { Self.writeNewline(indent + 1, to: &out) }
                 value.write(to: &out, pretty: pretty, indent: indent + 1)
             }
-            if pretty { out += "\n" + String(repeating: "  ", count: indent) }
-            out += "]"
+            if pretty { Self.writeNewline(indent, to: &out) }
+            out.append(UInt8(ascii: "]"))
         case .object(let object):
             if object.isEmpty {
-                out += "{}"
+                out += [UInt8(ascii: "{"), UInt8(ascii: "}")]
                 return
             }
-            out += "{"
-            for (index, key) in object.keys.sorted().enumerated() {
-                if index > 0 { out += "," }
-                if pretty { out += "\n" + String(repeating: "  ", count: indent + 1) }
-                JSONValue.writeEscaped(key, to: &out)
-                out += pretty ? ": " : ":"
-                object[key]?.write(to: &out, pretty: pretty, indent: indent + 1)
+            out.append(UInt8(ascii: "{"))
+            for (index, entry) in object.sorted(by: { $0.key < $1.key }).enumerated() {
+                if index > 0 { out.append(UInt8(ascii: ",")) }
+                if pretty { Self.writeNewline(indent + 1, to: &out) }
+                JSONValue.writeEscaped(entry.key, to: &out)
+                out.append(UInt8(ascii: ":"))
+                if pretty { out.append(UInt8(ascii: " ")) }
+                entry.value.write(to: &out, pretty: pretty, indent: indent + 1)
             }
-            if pretty { out += "\n" + String(repeating: "  ", count: indent) }
-            out += "}"
+            if pretty { Self.writeNewline(indent, to: &out) }
+            out.append(UInt8(ascii: "}"))
         }
     }
 
-    private static func writeEscaped(_ string: String, to out: inout String) {
-        out += "\""
-        for scalar in string.unicodeScalars {
-            switch scalar {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            case "\r": out += "\\r"
-            case "\t": out += "\\t"
-            case _ where scalar.value < 0x20:
-                let hex = String(scalar.value, radix: 16)
-                out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
-            default: out.unicodeScalars.append(scalar)
+    private static let nullBytes = Array("null".utf8)
+    private static let trueBytes = Array("true".utf8)
+    private static let falseBytes = Array("false".utf8)
+    private static let hexDigits = Array("0123456789abcdef".utf8)
+
+    private static func writeNewline(_ indent: Int, to out: inout [UInt8]) {
+        out.append(UInt8(ascii: "\n"))
+        out += repeatElement(UInt8(ascii: " "), count: indent * 2)
+    }
+
+    private static func writeInteger(_ value: Int, to out: inout [UInt8]) {
+        if value >= 0 && value < 10 {
+            out.append(UInt8(ascii: "0") + UInt8(value))
+            return
+        }
+        out += String(value).utf8
+    }
+
+    /// The string's UTF-8 as is, with quotes, backslashes and control characters escaped (the same text as before,
+    /// byte for byte: hashes of it are kept, in audit lines and approval states).
+    private static func writeEscaped(_ string: String, to out: inout [UInt8]) {
+        out.append(UInt8(ascii: "\""))
+        for byte in string.utf8 {
+            switch byte {
+            case UInt8(ascii: "\""): out += [UInt8(ascii: "\\"), UInt8(ascii: "\"")]
+            case UInt8(ascii: "\\"): out += [UInt8(ascii: "\\"), UInt8(ascii: "\\")]
+            case UInt8(ascii: "\n"): out += [UInt8(ascii: "\\"), UInt8(ascii: "n")]
+            case UInt8(ascii: "\r"): out += [UInt8(ascii: "\\"), UInt8(ascii: "r")]
+            case UInt8(ascii: "\t"): out += [UInt8(ascii: "\\"), UInt8(ascii: "t")]
+            case 0..<0x20:
+                out += [UInt8(ascii: "\\"), UInt8(ascii: "u"), UInt8(ascii: "0"), UInt8(ascii: "0"),
+                        hexDigits[Int(byte >> 4)], hexDigits[Int(byte & 0xF)]]
+            default: out.append(byte)
             }
         }
-        out += "\""
+        out.append(UInt8(ascii: "\""))
     }
 }
 

@@ -1,0 +1,28 @@
+import Foundation
+import Testing
+
+@testable import CorralJSON
+
+/// The writer's text is hashed (audit lines, approval states bind a SHA-256 of the arguments), so it must stay the
+/// same byte for byte: these are the texts it has always written.
+@Suite struct JSONWriterTests {
+    @Test func escapesAsBefore() {
+        let value = JSONValue.string("a\"b\\c\n\r\t\u{01}\u{1F}\u{7F} é 😀 /")
+        #expect(value.jsonString() == "\"a\\\"b\\\\c\\n\\r\\t\\u0001\\u001f\u{7F} é 😀 /\"")
+    }
+
+    @Test func objectsAreSortedAndNumbersPlain() {
+        let value: JSONValue = ["b": [1, 2.5, -3, 1e20, .null, true, false], "a": [:], "é": [], "A": "x", "10": 10]
+        #expect(value.jsonString() == #"{"10":10,"A":"x","a":{},"b":[1,2.5,-3,1e+20,null,true,false],"é":[]}"#)
+    }
+
+    @Test func prettyIndentsByTwo() {
+        let value: JSONValue = ["k": [1, ["x": "y"]]]
+        #expect(value.jsonString(pretty: true) == "{\n  \"k\": [\n    1,\n    {\n      \"x\": \"y\"\n    }\n  ]\n}")
+    }
+
+    @Test(arguments: [0, 7, 9, 10, -1, Int.max, Int.min])
+    func integers(_ number: Int) {
+        #expect(JSONValue.int(number).jsonString() == String(number))
+    }
+}
