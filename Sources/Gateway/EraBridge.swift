@@ -27,6 +27,13 @@ final class EraBridge: Sendable {
         var serverInfo: JSONValue
         var capabilities: JSONValue
         var instructions: JSONValue?
+
+        /// The server as a 2026-07-28 result names it.
+        var description: ServerDescription {
+            ServerDescription(
+                name: serverInfo["name"]?.stringValue ?? "unknown", version: serverInfo["version"]?.stringValue ?? "0",
+                instructions: instructions?.stringValue)
+        }
     }
 
     private struct State {
@@ -237,16 +244,8 @@ final class EraBridge: Sendable {
             }
             return deliver(line)  // progress and other notifications
         }
-        guard method != nil, var result = message["result"]?.objectValue else { return deliver(line) }
-        result["resultType"] = result["resultType"] ?? "complete"
-        if method == "tools/list" {
-            result["ttlMs"] = result["ttlMs"] ?? 300_000
-            result["cacheScope"] = result["cacheScope"] ?? "public"
-        }
-        var meta = result["_meta"]?.objectValue ?? [:]
-        meta[MetaKey.serverInfo] = meta[MetaKey.serverInfo] ?? handshake.serverInfo
-        result["_meta"] = .object(meta)
-        reply(message.merging(["result": .object(result)]))
+        guard let method, let result = message["result"] else { return deliver(line) }
+        reply(message.merging(["result": handshake.description.stamp(result, method: method)]))
     }
 
     private func initializeIfStillProbing(_ meta: JSONValue) {

@@ -31,7 +31,22 @@ public struct ServerDescription: Sendable {
         self.toolsListCacheScope = toolsListCacheScope
     }
 
-    var serverInfo: JSONValue { ["name": .string(name), "version": .string(version)] }
+    public var serverInfo: JSONValue { ["name": .string(name), "version": .string(version)] }
+
+    /// A result as 2026-07-28 sends it: `resultType` (complete unless it has one), this server's identity in `_meta`,
+    /// and the cache hints on `tools/list`. Fields already there are kept.
+    public func stamp(_ result: JSONValue, method: String) -> JSONValue {
+        guard var object = result.objectValue else { return result }
+        if object["resultType"] == nil { object["resultType"] = "complete" }
+        if method == "tools/list", object["resultType"]?.stringValue == "complete" {
+            if object["ttlMs"] == nil { object["ttlMs"] = .int(toolsListTTLMilliseconds) }
+            if object["cacheScope"] == nil { object["cacheScope"] = .string(toolsListCacheScope) }
+        }
+        var meta = object["_meta"]?.objectValue ?? [:]
+        if meta[MetaKey.serverInfo] == nil { meta[MetaKey.serverInfo] = serverInfo }
+        object["_meta"] = .object(meta)
+        return .object(object)
+    }
 }
 
 /// Serves what a server application provides (`tools/list`, `tools/call`, anything else) in both eras, and the
@@ -120,18 +135,8 @@ public final class MCPServerCore: Sendable {
         }
     }
 
-    /// 2026-07-28: every result has `resultType` and the server's identity; cacheable ones have their hints.
     private func stamp(_ result: JSONValue, method: String) -> JSONValue {
-        guard var object = result.objectValue else { return result }
-        if object["resultType"] == nil { object["resultType"] = "complete" }
-        if method == "tools/list", object["resultType"]?.stringValue == "complete" {
-            if object["ttlMs"] == nil { object["ttlMs"] = .int(description.toolsListTTLMilliseconds) }
-            if object["cacheScope"] == nil { object["cacheScope"] = .string(description.toolsListCacheScope) }
-        }
-        var meta = object["_meta"]?.objectValue ?? [:]
-        if meta[MetaKey.serverInfo] == nil { meta[MetaKey.serverInfo] = description.serverInfo }
-        object["_meta"] = .object(meta)
-        return .object(object)
+        description.stamp(result, method: method)
     }
 
     public func discoverResult() -> JSONValue {
