@@ -191,16 +191,9 @@ extension AllcanuseService {
         let prepared = try watcherSpec(
             condition, title: tool, pollInterval: pollInterval, timeout: timeout > 0 ? timeout : nil,
             once: timeout == 0, isInternal: true, metadata: ["tool": .string(tool)])
-        let created: TaskRecord
-        do {
-            created = try await supervisor.create(prepared.spec)
-        } catch {
-            prepared.descriptor?.release()
-            throw error
-        }
+        let created = try await startWatcher(prepared)
         let taskID = created.taskID
         let supervisor = self.supervisor
-        defer { prepared.descriptor?.release() }  // the wait below has ended by then
         var final = created
         if !created.status.isFinal {
             let outcome = try? await withTaskCancellationHandler {
@@ -330,6 +323,12 @@ extension AllcanuseService {
         let prepared = try watcherSpec(
             condition, title: title, pollInterval: pollInterval, timeout: timeout, once: false, isInternal: false,
             metadata: metadata.merging(["condition": condition.jsonValue]))
+        return try await startWatcher(prepared)
+    }
+
+    /// Starts the watcher's task; the server's copy of what it handed the watcher goes once the task has ended
+    /// (at once when it could not start).
+    private func startWatcher(_ prepared: (spec: TaskSpec, descriptor: WatcherDescriptor?)) async throws -> TaskRecord {
         let record: TaskRecord
         do {
             record = try await supervisor.create(prepared.spec)
