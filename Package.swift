@@ -148,8 +148,10 @@ let package = Package(
 // The libFuzzer targets exist only for scripts/fuzz (CORRAL_FUZZ=1, built with -sanitize=fuzzer, whose runtime
 // provides main): a normal build has no fuzzer runtime to link them with.
 if ProcessInfo.processInfo.environment["CORRAL_FUZZ"] != nil {
+    package.targets.append(.target(name: "FuzzDriver", path: "Fuzz/FuzzDriver"))
     for name in ["fuzz-http-post", "fuzz-stdio", "fuzz-watch"] {
-        package.targets.append(.executableTarget(name: name, dependencies: ["FuzzEntryPoints"], path: "Fuzz/\(name)"))
+        package.targets.append(
+            .executableTarget(name: name, dependencies: ["FuzzEntryPoints", "FuzzDriver"], path: "Fuzz/\(name)"))
         package.products.append(.executable(name: name, targets: [name]))
     }
 }

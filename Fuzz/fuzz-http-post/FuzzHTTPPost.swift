@@ -1,28 +1,13 @@
+import FuzzDriver
 import FuzzEntryPoints
 
 /// libFuzzer entry: an HTTP POST (headers, blank line, body) through the 2026-07-28/2025-11-25 routing rules.
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzzHTTPPost(_ data: UnsafePointer<UInt8>, _ count: Int) -> CInt {
-    do {
-        try FuzzEntryPoints.httpPost(Array(UnsafeBufferPointer(start: data, count: count)))
-    } catch {
-        fatalError("invariant broken: \(error)")
-    }
-    return 0
+    FuzzDriver.check(data, count, FuzzEntryPoints.httpPost)
 }
-
-// SwiftPM links an executable's entry point as `<module>_main` (and points `main` at it), so libFuzzer's own
-// main is not used: this one hands over to libFuzzer's driver.
-@_silgen_name("LLVMFuzzerRunDriver")
-func LLVMFuzzerRunDriver(
-    _ argc: UnsafeMutablePointer<CInt>,
-    _ argv: UnsafeMutablePointer<UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?>,
-    _ callback: @convention(c) (UnsafePointer<UInt8>, Int) -> CInt
-) -> CInt
 
 @_cdecl("fuzz_http_post_main")
 func fuzzMain(_ argc: CInt, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?) -> CInt {
-    var count = argc
-    var arguments = argv
-    return LLVMFuzzerRunDriver(&count, &arguments, fuzzHTTPPost)
+    FuzzDriver.run(argc, argv, fuzzHTTPPost)
 }
