@@ -25,6 +25,10 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-http-types", from: "1.8.0"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
         .package(url: "https://github.com/apple/swift-crypto", from: "4.5.2"),
+        .package(url: "https://github.com/vapor/postgres-nio", from: "1.33.2"),
+        .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.37.6"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
     ],
     targets: [
         // Spawn shim and thin wrappers for what Swift cannot import (raw syscalls, packed epoll_event).
@@ -48,6 +52,8 @@ let package = Package(
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                // Open streams, for whoever bootstraps a backend (corral proxy --metrics).
+                .product(name: "Metrics", package: "swift-metrics"),
             ]
         ),
         .target(
@@ -76,6 +82,20 @@ let package = Package(
                 "Policy", "CorralJSON", "CCorral", "MCPCore", "MCPHTTP",
                 // HMAC-SHA256 for approval states (constant-time checks).
                 .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
+                // Decision, store and upstream figures; the backend (Prometheus) is the executable's choice.
+                .product(name: "Metrics", package: "swift-metrics"),
+            ]
+        ),
+        // The policy store in PostgreSQL, shared by several gateway instances (counters, single-use approvals, task
+        // owners). Its own target so that in-process users of Policy and Gateway do not link NIO's PostgreSQL client.
+        .target(
+            name: "PolicyPostgres",
+            dependencies: [
+                "Policy",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                // TLS for sslmode=prefer|require (the configuration type PostgresNIO takes).
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
@@ -113,7 +133,11 @@ let package = Package(
         .executableTarget(
             name: "corral",
             dependencies: [
-                "TaskRuntime", "Sandbox", "Policy", "Gateway", "CorralJSON", "MCPCore", "MCPHTTP",
+                "TaskRuntime", "Sandbox", "Policy", "Gateway", "CorralJSON", "MCPCore", "MCPHTTP", "PolicyPostgres",
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                // The /metrics endpoint of `corral proxy --metrics`.
+                .product(name: "Hummingbird", package: "hummingbird"),
                 // For `corral bench agent`, which runs the mock in-process.
                 "AllcanuseMock", "AllcanuseMockServer",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -126,7 +150,13 @@ let package = Package(
         .testTarget(
             name: "TaskRuntimeTests",
             dependencies: ["TaskRuntime", "Sandbox", "CCorral", "CorralJSON", .product(name: "GRDB", package: "GRDB.swift")]),
-        .testTarget(name: "PolicyTests", dependencies: ["Policy", "CorralJSON"]),
+        .testTarget(
+            name: "PolicyTests",
+            dependencies: [
+                "Policy", "CorralJSON", "PolicyPostgres",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ]),
         .testTarget(name: "CorralJSONTests", dependencies: ["CorralJSON"]),
         .target(name: "FuzzEntryPoints", dependencies: ["MCPCore", "CorralJSON", "WatchConditions"]),
         .testTarget(name: "MCPCoreTests", dependencies: ["MCPCore", "CorralJSON", "FuzzEntryPoints"], exclude: []),

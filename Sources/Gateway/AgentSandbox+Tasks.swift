@@ -1,5 +1,6 @@
 import CorralJSON
 import MCPCore
+import Policy
 
 /// MCP tasks (the Tasks extension) through the sandbox: connect with `useTasks: true`, and a call the server
 /// turns into a task comes back with a `taskID`. Only handles created through this sandbox can be named here (any
@@ -34,12 +35,23 @@ extension AgentSandbox {
 
     private func taskRequest(_ method: String, _ taskID: String, _ extra: [String: JSONValue]) async throws -> JSONValue {
         let start = ContinuousClock.now
-        let known = taskHandles.isOwned(taskID, by: identity.grant)
+        var known = false
+        var storeProblem: String?
+        do {
+            known = try await taskHandles.isOwned(taskID, by: identity.grant)
+        } catch {
+            storeProblem = error.message
+        }
         audit?.record(
             AuditEntry(
                 taskMethod: method, handle: taskID, forwarded: known, identity: identity,
                 policyRevision: evaluator.policy.revision.hex,
-                latencyMicroseconds: (ContinuousClock.now - start).microseconds, era: era?.isModern == true ? "modern" : "legacy"))
+                latencyMicroseconds: (ContinuousClock.now - start).microseconds, era: era?.isModern == true ? "modern" : "legacy",
+                storeProblem: storeProblem))
+        if let storeProblem {
+            throw AgentSandboxError.server(
+                code: JSONRPCError.internalErrorCode, message: "\(PolicyDenial.prefix) policy store unavailable: \(storeProblem)")
+        }
         guard known else {
             let refusal = TaskHandles.refusal(method, taskID)
             throw AgentSandboxError.server(code: refusal.code, message: refusal.message)

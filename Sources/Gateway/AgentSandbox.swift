@@ -60,8 +60,8 @@ public final class AgentSandbox: Sendable {
     private let client: MCPClient
     private let approval: ApprovalHandler?
     let audit: (any AuditSink)?
-    /// Task handles this sandbox saw created: the only ones its `tasks/*` calls may name.
-    let taskHandles = TaskHandles()
+    /// Task handles this sandbox (or one sharing its store) saw created: the only ones its `tasks/*` calls may name.
+    let taskHandles: TaskHandles
     /// What the server said about itself (`name`, `version`) and the `protocolVersion` in use.
     public let serverInfo: JSONValue
 
@@ -70,6 +70,7 @@ public final class AgentSandbox: Sendable {
         audit: (any AuditSink)?, serverInfo: JSONValue
     ) {
         self.evaluator = evaluator
+        self.taskHandles = TaskHandles(store: evaluator.store)
         self.identity = identity
         self.client = client
         self.approval = approval
@@ -160,7 +161,7 @@ public final class AgentSandbox: Sendable {
     /// `AgentSandboxError.server` when the server answers with a JSON-RPC error (the call's counters are rolled
     /// back first) and `.connectionLost` when the server went away.
     public func callTool(_ name: String, arguments: JSONValue = [:]) async throws -> ToolCallResult {
-        var decision = decide(name, arguments)
+        var decision = await decide(name, arguments)
         if decision.outcome == .approvalRequired, let pending = decision.pendingApproval {
             guard let approval else {
                 let message = "\(pending.message); approval was required but this agent has no approval handler"
@@ -170,7 +171,7 @@ public final class AgentSandbox: Sendable {
             let approved = await approval(
                 ApprovalRequest(tool: pending.tool, arguments: pending.arguments, rule: pending.rule, message: pending.message))
             let start = ContinuousClock.now
-            decision = evaluator.resolveApproval(pending, approved: approved)
+            decision = await evaluator.resolveApproval(pending, approved: approved)
             record(decision, arguments, since: start)
         }
         if let denial = decision.deniedToolResult {
@@ -180,12 +181,15 @@ public final class AgentSandbox: Sendable {
         if arguments.objectValue?.isEmpty == false { params["arguments"] = arguments }
         do {
             let result = try await callAnsweringInput(name, params: params)
-            if let handle = TaskHandles.createdHandle(in: result) { taskHandles.record(handle, grant: identity.grant) }
+            if let handle = TaskHandles.createdHandle(in: result) {
+                // Unrecorded, the handle is refused by `task(_:)` later (fail closed); the call itself ran.
+                try? await taskHandles.record(handle, grant: identity.grant)
+            }
             return ToolCallResult(decision: decision, result: result)
         } catch let error as AgentSandboxError {
             // The server refused the call as a request: it did not run, so it does not count. (A lost connection
             // is not that: the call may have run.)
-            if case .server = error { _ = try? decision.reservation?.rollback() }
+            if case .server = error { _ = try? await decision.reservation?.rollback() }
             throw error
         }
     }
@@ -227,9 +231,9 @@ public final class AgentSandbox: Sendable {
 
     // MARK: - internals
 
-    private func decide(_ name: String, _ arguments: JSONValue) -> Decision {
+    private func decide(_ name: String, _ arguments: JSONValue) async -> Decision {
         let start = ContinuousClock.now
-        let decision = evaluator.decide(tool: name, arguments: arguments, identity: identity)
+        let decision = await evaluator.decide(tool: name, arguments: arguments, identity: identity)
         record(decision, arguments, since: start)
         return decision
     }

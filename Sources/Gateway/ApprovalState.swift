@@ -1,7 +1,7 @@
 import CorralJSON
 import Crypto
 import Foundation
-import Synchronization
+import Policy
 
 /// The `requestState` of a 2026-07-28 approval round trip: what the proxy asked about, sealed so that the client
 /// cannot change it, and honoured once.
@@ -10,7 +10,8 @@ import Synchronization
 /// a SHA-256 of the arguments (so it cannot approve another call), expires with the approval timeout, carries a
 /// random nonce that is redeemed once (a replay is refused), and is authenticated with HMAC-SHA256 under a key of
 /// this process (or one given to it), so that a forged or altered state is refused. It is not a credential: the
-/// call is still decided by the policy when it comes back.
+/// call is still decided by the policy when it comes back. Redeemed nonces are claimed in the policy store, so
+/// proxies sharing a store (and the key) honour a state once between them.
 public final class ApprovalStates: Sendable {
     public enum Refusal: Error, Sendable, Equatable, CustomStringConvertible {
         case malformed
@@ -18,6 +19,7 @@ public final class ApprovalStates: Sendable {
         case expired
         case replayed
         case boundElsewhere(String)
+        case storeUnavailable(String)
 
         public var description: String {
             switch self {
@@ -26,19 +28,21 @@ public final class ApprovalStates: Sendable {
             case .expired: "the approval was not given in time"
             case .replayed: "the approval was already used"
             case .boundElsewhere(let what): "the requestState was issued for another \(what)"
+            case .storeUnavailable(let why): "policy store unavailable: \(why)"
             }
         }
     }
 
     private let key: SymmetricKey
     private let lifetime: Duration
-    /// Redeemed nonces until their states expire.
-    private let redeemed = Mutex<[String: Date]>([:])
+    /// Where redeemed nonces are claimed, until their states expire.
+    private let store: any PolicyStore
 
     /// `secret`: a key shared by several proxies (32 bytes or more); nil draws one for this process.
-    public init(secret: [UInt8]? = nil, lifetime: Duration) {
+    public init(secret: [UInt8]? = nil, lifetime: Duration, store: any PolicyStore = MemoryPolicyStore()) {
         key = secret.map { SymmetricKey(data: $0) } ?? SymmetricKey(size: .bits256)
         self.lifetime = lifetime
+        self.store = store
     }
 
     /// A state for one call of `tool` with `arguments` by `grant`.
@@ -53,18 +57,20 @@ public final class ApprovalStates: Sendable {
             "n": .string(Data(nonce).base64URL),
         ]
         let body = Data(payload.jsonString().utf8)
-        let mac = HMAC<SHA256>.authenticationCode(for: body, using: key)
+        let mac = HMAC<Crypto.SHA256>.authenticationCode(for: body, using: key)
         return body.base64URL + "." + Data(mac).base64URL
     }
 
     /// Checks a state sent back for this call and redeems it; any failure says why.
-    public func redeem(_ state: String, grant: String?, tool: String, arguments: JSONValue?, now: Date = Date()) -> Result<Void, Refusal> {
+    public func redeem(
+        _ state: String, grant: String?, tool: String, arguments: JSONValue?, now: Date = Date()
+    ) async -> Result<Void, Refusal> {
         let parts = state.split(separator: ".", omittingEmptySubsequences: false)
         guard parts.count == 2, let body = Data(base64URL: String(parts[0])), let mac = Data(base64URL: String(parts[1])) else {
             return .failure(.malformed)
         }
         // Constant time: the comparison must not tell how much of a forged code was right.
-        guard HMAC<SHA256>.isValidAuthenticationCode(mac, authenticating: body, using: key) else { return .failure(.forged) }
+        guard HMAC<Crypto.SHA256>.isValidAuthenticationCode(mac, authenticating: body, using: key) else { return .failure(.forged) }
         guard let payload = try? JSONValue.parse(body), payload["v"] == 1, let nonce = payload["n"]?.stringValue,
             let expiry = payload["e"]?.intValue
         else { return .failure(.malformed) }
@@ -72,17 +78,17 @@ public final class ApprovalStates: Sendable {
         guard payload["g"] == (grant.map(JSONValue.string) ?? .null) else { return .failure(.boundElsewhere("grant")) }
         guard payload["t"]?.stringValue == tool else { return .failure(.boundElsewhere("tool")) }
         guard payload["a"]?.stringValue == Self.hash(arguments) else { return .failure(.boundElsewhere("set of arguments")) }
-        let fresh = redeemed.withLock { redeemed -> Bool in
-            redeemed = redeemed.filter { $0.value >= now }
-            guard redeemed[nonce] == nil else { return false }
-            redeemed[nonce] = Date(timeIntervalSince1970: Double(expiry) / 1000)
-            return true
+        do {
+            let fresh = try await store.claimOnce(
+                "approval:" + nonce, expiresAtMs: Int64(expiry) + 1, nowMs: Int64(now.timeIntervalSince1970 * 1000))
+            return fresh ? .success(()) : .failure(.replayed)
+        } catch {
+            return .failure(.storeUnavailable(error.message))
         }
-        return fresh ? .success(()) : .failure(.replayed)
     }
 
     static func hash(_ arguments: JSONValue?) -> String {
-        let digest = SHA256.hash(data: Data((arguments ?? .null).jsonString().utf8))
+        let digest = Crypto.SHA256.hash(data: Data((arguments ?? .null).jsonString().utf8))
         return digest.map { String(format: "%02x", $0) }.joined()
     }
 }

@@ -45,10 +45,11 @@ public struct AuditEntry: Sendable, Hashable {
         self.taskID = nil
     }
 
-    /// A `tasks/*` request (Tasks extension): passed on for a handle the grant owns, refused otherwise.
+    /// A `tasks/*` request (Tasks extension): passed on for a handle the grant owns, refused otherwise (also when
+    /// the policy store could not say who owns it: `storeProblem`).
     public init(
         taskMethod method: String, handle: String?, forwarded: Bool, identity: CallIdentity, policyRevision: String,
-        latencyMicroseconds: Int, era: String? = "modern", time: Date = Date()
+        latencyMicroseconds: Int, era: String? = "modern", storeProblem: String? = nil, time: Date = Date()
     ) {
         self.era = era
         self.time = time
@@ -56,10 +57,14 @@ public struct AuditEntry: Sendable, Hashable {
         self.session = identity.session
         self.tool = method
         self.decision = forwarded ? "forwarded" : "refused"
-        self.rule = "task_handle"
-        self.message = forwarded
-            ? "task \(handle ?? "") was created through this gateway for this grant"
-            : "task \(handle ?? "(no taskId)") is not one this gateway saw created for this grant"
+        self.rule = storeProblem == nil ? "task_handle" : "policy_store"
+        if let storeProblem {
+            self.message = "policy store unavailable, task \(handle ?? "(no taskId)") cannot be checked: \(storeProblem)"
+        } else if forwarded {
+            self.message = "task \(handle ?? "") was created through this gateway for this grant"
+        } else {
+            self.message = "task \(handle ?? "(no taskId)") is not one this gateway saw created for this grant"
+        }
         self.argumentKeys = ["taskId"]
         self.argumentsSHA256 = SHA256.hex(Array((handle ?? "").utf8))
         self.policyRevision = policyRevision
@@ -94,13 +99,20 @@ public protocol AuditSink: Sendable {
 /// An audit sink that appends one JSON line per entry to a file (created if missing; several processes may share it).
 public final class AuditLog: AuditSink {
     private let file: JSONLinesFile
+    private let instance: String?
 
-    public init(path: String) throws(JSONLinesFileError) {
+    /// `instance`: written into every line (`"instance"`), so that the streams of several gateways can be told apart.
+    public init(path: String, instance: String? = nil) throws(JSONLinesFileError) {
         file = try JSONLinesFile(appendingTo: path)
+        self.instance = instance
     }
 
     public func record(_ entry: AuditEntry) {
-        file.append(entry.jsonValue)
+        if let instance {
+            file.append(entry.jsonValue.merging(["instance": .string(instance)]))
+        } else {
+            file.append(entry.jsonValue)
+        }
     }
 }
 

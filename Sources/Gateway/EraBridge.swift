@@ -53,7 +53,7 @@ final class EraBridge: Sendable {
     static let initializeID: JSONValue = "corral-era-initialize"
 
     private let toServer: @Sendable (Data) -> Void
-    private let toCore = Mutex<(@Sendable (Data) -> Void)?>(nil)
+    private let toCore = Mutex<(@Sendable (Data) async -> Void)?>(nil)
     private let state = Mutex(State())
 
     init(toServer: @escaping @Sendable (Data) -> Void) {
@@ -61,14 +61,14 @@ final class EraBridge: Sendable {
     }
 
     /// Where what the server (or the bridge in its place) answers goes: the core's `fromServer`.
-    func attach(_ sink: @escaping @Sendable (Data) -> Void) {
+    func attach(_ sink: @escaping @Sendable (Data) async -> Void) {
         toCore.withLock { $0 = sink }
     }
 
     // MARK: - core → server
 
     /// A message the core lets through to the server.
-    func send(_ data: Data) {
+    func send(_ data: Data) async {
         enum Next {
             case forward(Data)
             case translate(Data, Handshake)
@@ -98,7 +98,7 @@ final class EraBridge: Sendable {
         }
         switch next {
         case .forward(let data): toServer(data)
-        case .translate(let data, let handshake): translate(data, handshake)
+        case .translate(let data, let handshake): await translate(data, handshake)
         case .probe(let meta):
             send(JSONRPC.request(id: Self.discoverID, "server/discover", ["_meta": meta]), to: toServer)
             Task { [weak self] in
@@ -109,7 +109,7 @@ final class EraBridge: Sendable {
         }
     }
 
-    private func translate(_ data: Data, _ handshake: Handshake) {
+    private func translate(_ data: Data, _ handshake: Handshake) async {
         guard let message = try? JSONValue.parse(data), let method = message["method"]?.stringValue else {
             toServer(data)  // an answer to a server request, or what the server will refuse
             return
@@ -118,13 +118,13 @@ final class EraBridge: Sendable {
         if let id {
             switch method {
             case "server/discover":
-                reply(JSONRPC.response(id: id, result: discoverResult(handshake)))
+                await reply(JSONRPC.response(id: id, result: discoverResult(handshake)))
                 return
             case "ping", "logging/setLevel", "initialize":
-                reply(JSONRPC.error(id: id, .methodNotFound(method, "removed in 2026-07-28")))
+                await reply(JSONRPC.error(id: id, .methodNotFound(method, "removed in 2026-07-28")))
                 return
             case "subscriptions/listen":
-                listen(id: id, params: message["params"] ?? [:])
+                await listen(id: id, params: message["params"] ?? [:])
                 return
             default:
                 state.withLock { $0.translated[JSONRPC.key(id)] = method }
@@ -155,10 +155,10 @@ final class EraBridge: Sendable {
         return .object(result)
     }
 
-    private func listen(id: JSONValue, params: JSONValue) {
+    private func listen(id: JSONValue, params: JSONValue) async {
         let tools = params["notifications"]?["toolsListChanged"]?.boolValue ?? false
         let meta: JSONValue = [MetaKey.subscriptionID: id]
-        reply(JSONRPC.notification(
+        await reply(JSONRPC.notification(
             "notifications/subscriptions/acknowledged",
             ["notifications": tools ? ["toolsListChanged": true] : [:], "_meta": meta]))
         if tools { state.withLock { $0.listens.append(id) } }
@@ -167,7 +167,7 @@ final class EraBridge: Sendable {
     // MARK: - server → core
 
     /// A line the server wrote.
-    func received(_ line: Data) {
+    func received(_ line: Data) async {
         enum Next {
             case pass
             case probeAnswered(JSONValue, queue: [Data], meta: JSONValue)
@@ -189,15 +189,15 @@ final class EraBridge: Sendable {
         }
         switch next {
         case .pass:
-            deliver(line)
+            await deliver(line)
         case .probeAnswered(let message, let queue, let meta):
-            probeAnswered(message, queue: queue, meta: meta)
+            await probeAnswered(message, queue: queue, meta: meta)
         case .translateAnswer(let method, let handshake):
-            translateAnswer(line, method: method, handshake)
+            await translateAnswer(line, method: method, handshake)
         }
     }
 
-    private func probeAnswered(_ message: JSONValue, queue: [Data], meta: JSONValue) {
+    private func probeAnswered(_ message: JSONValue, queue: [Data], meta: JSONValue) async {
         if message["id"] == Self.discoverID {
             if message["result"]?["supportedVersions"]?.arrayValue?.contains(where: { ProtocolVersions.modern.contains($0.stringValue ?? "") }) == true {
                 state.withLock { $0.mode = .transparent }
@@ -216,7 +216,7 @@ final class EraBridge: Sendable {
             let reason = message["error"]?["message"]?.stringValue ?? "no answer"
             for data in queue {
                 guard let request = try? JSONValue.parse(data), let id = request["id"] else { continue }
-                reply(JSONRPC.error(id: id, .internalError("the server behind corral proxy speaks neither 2026-07-28 nor 2025-11-25 (initialize: \(reason))")))
+                await reply(JSONRPC.error(id: id, .internalError("the server behind corral proxy speaks neither 2026-07-28 nor 2025-11-25 (initialize: \(reason))")))
             }
             return
         }
@@ -225,11 +225,11 @@ final class EraBridge: Sendable {
             capabilities: result["capabilities"] ?? [:], instructions: result["instructions"])
         send(JSONRPC.notification("notifications/initialized"), to: toServer)
         state.withLock { $0.mode = .translating(handshake: handshake) }
-        for data in queue { translate(data, handshake) }
+        for data in queue { await translate(data, handshake) }
     }
 
-    private func translateAnswer(_ line: Data, method: String?, _ handshake: Handshake) {
-        guard let message = try? JSONValue.parse(line) else { return deliver(line) }
+    private func translateAnswer(_ line: Data, method: String?, _ handshake: Handshake) async {
+        guard let message = try? JSONValue.parse(line) else { return await deliver(line) }
         if let request = message["method"]?.stringValue {
             if let id = message["id"] {
                 // A 2026-07-28 client takes no requests from its server: the server hears so at once.
@@ -238,14 +238,14 @@ final class EraBridge: Sendable {
             }
             if request == "notifications/tools/list_changed" {
                 for id in state.withLock({ $0.listens }) {
-                    reply(JSONRPC.notification("notifications/tools/list_changed", ["_meta": [MetaKey.subscriptionID: id]]))
+                    await reply(JSONRPC.notification("notifications/tools/list_changed", ["_meta": [MetaKey.subscriptionID: id]]))
                 }
                 return
             }
-            return deliver(line)  // progress and other notifications
+            return await deliver(line)  // progress and other notifications
         }
-        guard let method, let result = message["result"] else { return deliver(line) }
-        reply(message.merging(["result": handshake.description.stamp(result, method: method)]))
+        guard let method, let result = message["result"] else { return await deliver(line) }
+        await reply(message.merging(["result": handshake.description.stamp(result, method: method)]))
     }
 
     private func initializeIfStillProbing(_ meta: JSONValue) {
@@ -270,12 +270,12 @@ final class EraBridge: Sendable {
 
     // MARK: - helpers
 
-    private func reply(_ message: JSONValue) {
-        deliver(Data(message.jsonString().utf8))
+    private func reply(_ message: JSONValue) async {
+        await deliver(Data(message.jsonString().utf8))
     }
 
-    private func deliver(_ line: Data) {
-        toCore.withLock { $0 }?(line)
+    private func deliver(_ line: Data) async {
+        await toCore.withLock { $0 }?(line)
     }
 
     private func send(_ message: JSONValue, to sink: @Sendable (Data) -> Void) {

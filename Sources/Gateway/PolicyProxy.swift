@@ -19,17 +19,19 @@ public final class PolicyProxy: Sendable {
     private let dryRun: Bool
     private let approvalTimeout: Duration
     private let approvalStates: ApprovalStates
-    /// Task handles created through this proxy, shared by every client and upstream process it serves.
-    let taskHandles = TaskHandles()
+    /// Task handles created through this proxy (or any sharing its store), for every client and upstream process.
+    let taskHandles: TaskHandles
 
     /// `dryRun`: decisions are made and audited as usual, but every call is forwarded (for rolling out a policy).
     /// `approvalSecret`: the key that seals 2026-07-28 approval states (shared by proxies that must honour each
-    /// other's); without one, a key is drawn for this process.
+    /// other's); without one, a key is drawn for this process. Redeemed states and task owners are kept in the
+    /// evaluator's store, so proxies sharing it (and the secret) act as one.
     public init(
         policy: PolicyEvaluator, grant: String?, audit: (any AuditSink)?, dryRun: Bool = false,
         approvalTimeout: Duration = .seconds(60), approvalSecret: [UInt8]? = nil
     ) {
-        self.approvalStates = ApprovalStates(secret: approvalSecret, lifetime: approvalTimeout)
+        self.approvalStates = ApprovalStates(secret: approvalSecret, lifetime: approvalTimeout, store: policy.store)
+        self.taskHandles = TaskHandles(store: policy.store)
         self.evaluator = policy
         self.grant = grant
         self.audit = audit
@@ -49,9 +51,13 @@ public final class PolicyProxy: Sendable {
         }
     }
 
-    func makeCore(session: String?, toClient: @escaping ProxyCore.Sink, toServer: @escaping ProxyCore.Sink) -> ProxyCore {
+    /// A core for one client connection (or all modern clients of one grant); `grant` nil means the proxy's own.
+    func makeCore(
+        session: String?, grant: String? = nil, toClient: @escaping ProxyCore.Sink, toServer: @escaping ProxyCore.ServerSink
+    ) -> ProxyCore {
         let core = ProxyCore(
-            evaluator: evaluator, identity: CallIdentity(grant: grant, session: session), audit: audit, dryRun: dryRun,
+            evaluator: evaluator, identity: CallIdentity(grant: grant ?? self.grant, session: session), audit: audit,
+            dryRun: dryRun,
             approvalTimeout: approvalTimeout, approvalStates: approvalStates, taskHandles: taskHandles,
             toClient: toClient, toServer: toServer)
         cores.withLock { $0[ObjectIdentifier(core)] = core }
@@ -66,7 +72,7 @@ public final class PolicyProxy: Sendable {
 
     /// Runs the server command and proxies this process's stdio until the client's input ends or the server exits;
     /// returns the server's exit status (128+N for a signal).
-    public func runStdio(serverCommand: [String]) throws -> Int32 {
+    public func runStdio(serverCommand: [String]) async throws -> Int32 {
         let server = try ServerProcess(command: serverCommand)
         stdioServer.withLock { $0 = server }
         let clientOutput = Mutex(())
@@ -78,14 +84,17 @@ public final class PolicyProxy: Sendable {
             toServer: bridge.send)
         bridge.attach(core.fromServer)
         defer { forget(core) }
-        let clientThread = Thread {
-            LineReader.readLines(from: FileHandle.standardInput) { core.fromClient($0) }
+        // Each direction one line at a time, in order: a decision may wait for the store.
+        let client = Task {
+            for await line in LineReader.lines(from: STDIN_FILENO) { await core.fromClient(line) }
             // The client is gone: the server's input ends too, and it shuts down as it would without us.
             server.closeInput()
         }
-        clientThread.start()
-        LineReader.readLines(from: server.output) { bridge.received($0) }
-        return server.waitForExit()
+        for await line in LineReader.lines(from: server.output.fileDescriptor) { await bridge.received(line) }
+        client.cancel()
+        return await withCheckedContinuation { exited in
+            Thread { exited.resume(returning: server.waitForExit()) }.start()
+        }
     }
 
     /// Passes a signal on to the stdio server (the proxy then exits with the server's status, as usual).

@@ -11,7 +11,10 @@ import Synchronization
 /// back when the server answers it with a JSON-RPC error; a call that needs approval is put to the user through
 /// MCP elicitation when the client supports it, and denied otherwise.
 public final class ProxyCore: Sendable {
+    /// Where messages for the client go (a stdout line, an HTTP stream): quick, never waits.
     public typealias Sink = @Sendable (Data) -> Void
+    /// Where messages for the server go; may wait (an era bridge answers some itself, through `fromServer`).
+    public typealias ServerSink = @Sendable (Data) async -> Void
 
     private struct AwaitingApproval {
         let call: JSONValue
@@ -32,6 +35,8 @@ public final class ProxyCore: Sendable {
         /// Ids of forwarded calls from clients that declared the Tasks extension: their answers may hand out a
         /// task handle, which is then recorded for this grant.
         var taskCapableCalls: Set<String> = []
+        /// When each forwarded `tools/call` left for the server (for the upstream latency).
+        var callsSent: [String: ContinuousClock.Instant] = [:]
     }
 
     public let evaluator: PolicyEvaluator
@@ -41,19 +46,20 @@ public final class ProxyCore: Sendable {
     private let approvalTimeout: Duration
     private let approvalStates: ApprovalStates
     private let toClient: Sink
-    private let toServer: Sink
+    private let toServer: ServerSink
     private let taskHandles: TaskHandles
     private let state = Mutex(State())
 
     /// `toClient` and `toServer` receive one JSON-RPC message (or batch) each, without a line terminator; they may be
-    /// called from any thread and must keep the order of their calls.
+    /// called from any thread and must keep the order of their calls. Approval states and task handles default to
+    /// the evaluator's store.
     public init(
         evaluator: PolicyEvaluator, identity: CallIdentity, audit: (any AuditSink)?, dryRun: Bool = false,
         approvalTimeout: Duration = .seconds(60), approvalStates: ApprovalStates? = nil,
-        taskHandles: TaskHandles = TaskHandles(), toClient: @escaping Sink, toServer: @escaping Sink
+        taskHandles: TaskHandles? = nil, toClient: @escaping Sink, toServer: @escaping ServerSink
     ) {
-        self.taskHandles = taskHandles
-        self.approvalStates = approvalStates ?? ApprovalStates(lifetime: approvalTimeout)
+        self.taskHandles = taskHandles ?? TaskHandles(store: evaluator.store)
+        self.approvalStates = approvalStates ?? ApprovalStates(lifetime: approvalTimeout, store: evaluator.store)
         self.evaluator = evaluator
         self.identity = identity
         self.audit = audit
@@ -70,7 +76,9 @@ public final class ProxyCore: Sendable {
 
     // MARK: - client → server
 
-    public func fromClient(_ text: Data) {
+    /// One message (or batch) from the client. A connection's messages are handed in one at a time, in order;
+    /// requests of stateless clients may come concurrently.
+    public func fromClient(_ text: Data) async {
         // Raw CR and LF can only be whitespace in JSON (inside strings they must be escaped), but to a stdio server
         // they end a line: a message hidden after one (in an HTTP body, or after a bare CR that Python's universal
         // newlines split on) would reach it unjudged. As spaces they mean the same and split nothing.
@@ -87,7 +95,7 @@ public final class ProxyCore: Sendable {
                     return
                 }
             }
-            toServer(line)
+            await toServer(line)
             return
         }
         let message: JSONValue
@@ -105,18 +113,18 @@ public final class ProxyCore: Sendable {
             // Each call in a batch is decided alone; allowed messages go on as one batch, denials are answered here.
             var forwarded: [JSONValue] = []
             for element in batch {
-                switch route(element) {
+                switch await route(element) {
                 case .forward: forwarded.append(element)
                 case .forwardMessage(let rewritten): forwarded.append(rewritten)
                 case .answer(let answer): send(answer, to: toClient)
                 case .consumed: break
                 }
             }
-            if !forwarded.isEmpty { send(.array(forwarded), to: toServer) }
+            if !forwarded.isEmpty { await send(.array(forwarded), to: toServer) }
         default:
-            switch route(message) {
-            case .forward: toServer(line)
-            case .forwardMessage(let rewritten): send(rewritten, to: toServer)
+            switch await route(message) {
+            case .forward: await toServer(line)
+            case .forwardMessage(let rewritten): await send(rewritten, to: toServer)
             case .answer(let answer): send(answer, to: toClient)
             case .consumed: break
             }
@@ -158,10 +166,10 @@ public final class ProxyCore: Sendable {
         case consumed
     }
 
-    private func route(_ message: JSONValue) -> Route {
+    private func route(_ message: JSONValue) async -> Route {
         guard let method = message["method"]?.stringValue else {
             if let id = message["id"]?.stringValue, id.hasPrefix(Self.approvalPrefix) {
-                approvalAnswered(id: id, response: message)
+                await approvalAnswered(id: id, response: message)
                 return .consumed
             }
             return .forward  // an answer to a server's request, or something the server will refuse
@@ -194,12 +202,12 @@ public final class ProxyCore: Sendable {
             }
             route = .forward
         case "tools/call":
-            route = decideCall(message, id: id)
+            route = await decideCall(message, id: id)
         case "notifications/cancelled":
             if let cancelled = message["params"]?["requestId"] { clientCancelled(cancelled) }
             route = .forward
         case _ where method.hasPrefix("tasks/"):
-            route = decideTaskRequest(message, method: method, id: id)
+            route = await decideTaskRequest(message, method: method, id: id)
         default:
             route = .forward
         }
@@ -210,7 +218,7 @@ public final class ProxyCore: Sendable {
         return route
     }
 
-    private func decideCall(_ message: JSONValue, id: JSONValue?) -> Route {
+    private func decideCall(_ message: JSONValue, id: JSONValue?) async -> Route {
         // Whatever the params look like, the policy judges them (fail closed): a missing name or arguments that are
         // not an object are denied and never reach the server.
         let params = message["params"]
@@ -218,48 +226,74 @@ public final class ProxyCore: Sendable {
         let arguments = params?.objectValue == nil ? JSONValue.string("(params not an object)") : params?["arguments"]
         let modern = params?.hasModernEnvelope ?? false
         let start = ContinuousClock.now
-        let decision = evaluator.decide(tool: name, arguments: arguments, identity: identity)
+        let decision = await evaluator.decide(tool: name, arguments: arguments, identity: identity)
         record(decision, arguments, since: start, modern: modern)
         if dryRun { return .forward }
         guard let id else { return decision.isAllowed ? .forward : .consumed }  // an unanswerable denial is dropped
         let route: Route
         if decision.outcome == .approvalRequired, let pending = decision.pendingApproval {
-            if modern { route = approveStatelessly(message, callID: id, arguments: arguments, pending: pending) }
+            if modern { route = await approveStatelessly(message, callID: id, arguments: arguments, pending: pending) }
             else { return askForApproval(call: message, callID: id, arguments: arguments, pending: pending) }
         } else {
             route = admit(decision, callID: id, modern: modern)
         }
-        if modern, params?["_meta"]?[MetaKey.clientCapabilities]?["extensions"]?[TasksExtension.id] != nil {
-            switch route {
-            case .forward, .forwardMessage: state.withLock { _ = $0.taskCapableCalls.insert(id.jsonString()) }
-            default: break
+        switch route {
+        case .forward, .forwardMessage:
+            let taskCapable = modern && params?["_meta"]?[MetaKey.clientCapabilities]?["extensions"]?[TasksExtension.id] != nil
+            let now = ContinuousClock.now
+            state.withLock { state in
+                let key = id.jsonString()
+                if taskCapable { state.taskCapableCalls.insert(key) }
+                state.callsSent[key] = now
             }
+        default: break
         }
         return route
     }
 
     // MARK: - tasks/* (Tasks extension)
 
-    /// Only handles this gateway saw created for this grant pass; the call that created one was decided (and
-    /// counted) once already, so its `tasks/*` are not decided again, only audited.
-    private func decideTaskRequest(_ message: JSONValue, method: String, id: JSONValue?) -> Route {
+    /// Only handles this gateway (or one sharing its store) saw created for this grant pass; the call that created
+    /// one was decided (and counted) once already, so its `tasks/*` are not decided again, only audited. When the
+    /// store cannot tell, the request is refused (fail closed).
+    private func decideTaskRequest(_ message: JSONValue, method: String, id: JSONValue?) async -> Route {
         let start = ContinuousClock.now
         let handle = message["params"]?["taskId"]?.stringValue
-        let known = handle.map { taskHandles.isOwned($0, by: identity.grant) } ?? false
+        var storeProblem: String?
+        var known = false
+        if let handle {
+            do {
+                known = try await taskHandles.isOwned(handle, by: identity.grant)
+            } catch {
+                storeProblem = error.message
+            }
+        }
         audit?.record(
             AuditEntry(
                 taskMethod: method, handle: handle, forwarded: known, identity: identity,
-                policyRevision: evaluator.policy.revision.hex, latencyMicroseconds: (ContinuousClock.now - start).microseconds))
+                policyRevision: evaluator.policy.revision.hex, latencyMicroseconds: (ContinuousClock.now - start).microseconds,
+                storeProblem: storeProblem))
+        GatewayMetrics.taskRequest(method: method, forwarded: known || dryRun)
         if known || dryRun { return .forward }
         guard let id else { return .consumed }
+        if let storeProblem {
+            return .answer(JSONRPC.error(id: id, .internalError("\(PolicyDenial.prefix) policy store unavailable: \(storeProblem) (\(method) refused by corral)")))
+        }
         return .answer(JSONRPC.error(id: id, TaskHandles.refusal(method, handle)))
     }
 
     /// Records the handle a call's answer hands out, before the client can hear of it.
-    private func noteTaskHandle(_ id: JSONValue, answer: @autoclosure () -> JSONValue?) {
+    private func noteTaskHandle(_ id: JSONValue, answer: @autoclosure () -> JSONValue?) async {
         guard state.withLock({ $0.taskCapableCalls.remove(id.jsonString()) != nil }) else { return }
-        if let handle = TaskHandles.createdHandle(in: answer()?["result"]) {
-            taskHandles.record(handle, grant: identity.grant)
+        guard let handle = TaskHandles.createdHandle(in: answer()?["result"]) else { return }
+        do {
+            try await taskHandles.record(handle, grant: identity.grant)
+        } catch {
+            // The client gets its handle, but no gateway will let it through: say so in the audit trail.
+            audit?.record(
+                AuditEntry(
+                    taskMethod: "tools/call", handle: handle, forwarded: false, identity: identity,
+                    policyRevision: evaluator.policy.revision.hex, latencyMicroseconds: 0, storeProblem: error.message))
         }
     }
 
@@ -270,21 +304,26 @@ public final class ProxyCore: Sendable {
     /// 2026-07-28 has no server→client requests: the call is answered `input_required` with an elicitation and a
     /// sealed `requestState`; the client's retry carries the answer and the state, and runs the call once if both
     /// hold. Nothing is kept here between the two but the redeemed nonces.
-    private func approveStatelessly(_ message: JSONValue, callID: JSONValue, arguments: JSONValue?, pending: PendingApproval) -> Route {
+    private func approveStatelessly(
+        _ message: JSONValue, callID: JSONValue, arguments: JSONValue?, pending: PendingApproval
+    ) async -> Route {
         let params = message["params"]
         if let sealed = params?["requestState"] {
             let start = ContinuousClock.now
-            let verified = sealed.stringValue.map {
-                approvalStates.redeem($0, grant: identity.grant, tool: pending.tool, arguments: arguments)
-            } ?? .failure(.malformed)
+            let verified: Result<Void, ApprovalStates.Refusal>
+            if let text = sealed.stringValue {
+                verified = await approvalStates.redeem(text, grant: identity.grant, tool: pending.tool, arguments: arguments)
+            } else {
+                verified = .failure(.malformed)
+            }
             if case .failure(let refusal) = verified {
-                let decision = evaluator.resolveApproval(pending, approved: false)
+                let decision = await evaluator.resolveApproval(pending, approved: false)
                 record(decision, arguments, since: start, modern: true)
                 let text = "\(pending.message); approval refused: \(refusal)"
                 return .answer(["jsonrpc": "2.0", "id": callID, "result": Self.modernResult(PolicyDenial.toolResult(rule: pending.rule, message: text))])
             }
             let action = params?["inputResponses"]?[Self.inputKey]?["action"]?.stringValue
-            let decision = evaluator.resolveApproval(pending, approved: action == "accept")
+            let decision = await evaluator.resolveApproval(pending, approved: action == "accept")
             record(decision, arguments, since: start, modern: true)
             guard decision.isAllowed else {
                 let text = "\(pending.message); the user answered \(action ?? "nothing")"
@@ -363,19 +402,19 @@ public final class ProxyCore: Sendable {
         let timeout = approvalTimeout
         Task { [weak self] in
             try? await Task.sleep(for: timeout)
-            self?.approvalTimedOut(id: approvalID)
+            await self?.approvalTimedOut(id: approvalID)
         }
         return .consumed
     }
 
-    private func approvalAnswered(id: String, response: JSONValue) {
+    private func approvalAnswered(id: String, response: JSONValue) async {
         guard let waiting = state.withLock({ $0.approvals.removeValue(forKey: id) }) else { return }  // timed out
         let action = response["result"]?["action"]?.stringValue
         let start = ContinuousClock.now
-        let decision = evaluator.resolveApproval(waiting.pending, approved: action == "accept")
+        let decision = await evaluator.resolveApproval(waiting.pending, approved: action == "accept")
         record(decision, waiting.arguments, since: start)
         switch admit(decision, callID: waiting.callID) {
-        case .forward, .forwardMessage: send(waiting.call, to: toServer)  // its id stays in flight until the server answers
+        case .forward, .forwardMessage: await send(waiting.call, to: toServer)  // its id stays in flight until the server answers
         case .answer(let answer):
             release(waiting.callID)
             send(answer, to: toClient)
@@ -383,10 +422,10 @@ public final class ProxyCore: Sendable {
         }
     }
 
-    private func approvalTimedOut(id: String) {
+    private func approvalTimedOut(id: String) async {
         guard let waiting = state.withLock({ $0.approvals.removeValue(forKey: id) }) else { return }  // answered
         let start = ContinuousClock.now
-        record(evaluator.resolveApproval(waiting.pending, approved: false), waiting.arguments, since: start)
+        record(await evaluator.resolveApproval(waiting.pending, approved: false), waiting.arguments, since: start)
         send([
             "jsonrpc": "2.0", "method": "notifications/cancelled",
             "params": ["requestId": .string(id), "reason": "approval timed out"],
@@ -402,16 +441,17 @@ public final class ProxyCore: Sendable {
 
     // MARK: - server → client
 
-    public func fromServer(_ line: Data) {
+    /// One message (or batch) from the server, in the order the server wrote them.
+    public func fromServer(_ line: Data) async {
         if let summary = JSONValue.summarizeMessage(line) {
             // One message: its id and whether it is an error are enough, unless it answers a tools/list.
             guard summary.method == nil, let id = summary.id else {
                 toClient(line)  // a server notification or request: not ours to judge
                 return
             }
-            let (isToolList, reservation) = answered(id)
-            if summary.hasError { _ = try? reservation?.rollback() }
-            noteTaskHandle(id, answer: try? JSONValue.parse(line))
+            let (isToolList, reservation) = answered(id, error: summary.hasError)
+            if summary.hasError { await rollBack(reservation) }
+            await noteTaskHandle(id, answer: try? JSONValue.parse(line))
             if isToolList {
                 send(filteredToolList(try? JSONValue.parse(line), id: id), to: toClient)
             } else {
@@ -423,7 +463,7 @@ public final class ProxyCore: Sendable {
             // Not one message we can read (a repeated key, text after it): if it answers something of ours, the
             // id is cleared, and an answer to a tools/list is not passed on unfiltered.
             if let loose = JSONValue.summarizeMessage(line, lenient: true), loose.method == nil, let id = loose.id {
-                let (isToolList, _) = answered(id)  // counters stay spent: we cannot tell an error from a result
+                let (isToolList, _) = answered(id, error: true)  // counters stay spent: we cannot tell an error from a result
                 if isToolList {
                     send(filteredToolList(nil, id: id), to: toClient)
                     return
@@ -439,9 +479,9 @@ public final class ProxyCore: Sendable {
                 out.append(element)
                 continue
             }
-            let (isToolList, reservation) = answered(id)
-            if element["error"] != nil { _ = try? reservation?.rollback() }
-            noteTaskHandle(id, answer: element)
+            let (isToolList, reservation) = answered(id, error: element["error"] != nil)
+            if element["error"] != nil { await rollBack(reservation) }
+            await noteTaskHandle(id, answer: element)
             if isToolList {
                 out.append(filteredToolList(element, id: id))
                 rewritten = true
@@ -495,6 +535,7 @@ public final class ProxyCore: Sendable {
             guard !state.toolLists.contains(key) else { return }
             state.inFlight[key] = nil
             state.reservations[key] = nil
+            state.callsSent[key] = nil
             state.approvals = state.approvals.filter { $0.value.callID != id }
         }
     }
@@ -515,28 +556,41 @@ public final class ProxyCore: Sendable {
 
     /// The server answered `id`: whether it was a tools/list we filter, and the reservation of the call, if any.
     /// Found by id even after the client cancelled (the server may answer anyway).
-    private func answered(_ id: JSONValue) -> (Bool, Reservation?) {
-        state.withLock { state in
+    private func answered(_ id: JSONValue, error: Bool) -> (Bool, Reservation?) {
+        let (isToolList, reservation, sent) = state.withLock { state in
             let key = id.jsonString()
             state.inFlight[key] = nil
-            return (state.toolLists.remove(key) != nil, state.reservations.removeValue(forKey: key))
+            return (state.toolLists.remove(key) != nil, state.reservations.removeValue(forKey: key), state.callsSent.removeValue(forKey: key))
         }
+        if let sent { GatewayMetrics.upstreamAnswered(after: ContinuousClock.now - sent, error: error) }
+        return (isToolList, reservation)
     }
 
     // MARK: - helpers
+
+    /// A call the server refused with a JSON-RPC error did not run: its counters are given back. If the store
+    /// cannot take them back now, they stay spent (stricter, never looser).
+    private func rollBack(_ reservation: Reservation?) async {
+        _ = try? await reservation?.rollback()
+    }
 
     private func send(_ message: JSONValue, to sink: Sink) {
         sink(Data(message.jsonString().utf8))
     }
 
+    private func send(_ message: JSONValue, to sink: ServerSink) async {
+        await sink(Data(message.jsonString().utf8))
+    }
+
     private func record(
         _ decision: Decision, _ arguments: JSONValue?, since start: ContinuousClock.Instant, modern: Bool = false
     ) {
+        let latency = (ContinuousClock.now - start).microseconds
+        GatewayMetrics.decided(decision, policy: evaluator.policy, microseconds: latency)
         guard let audit else { return }
         audit.record(
             AuditEntry(
-                decision: decision, arguments: arguments, identity: identity,
-                latencyMicroseconds: (ContinuousClock.now - start).microseconds, dryRun: dryRun,
+                decision: decision, arguments: arguments, identity: identity, latencyMicroseconds: latency, dryRun: dryRun,
                 era: modern ? "modern" : "legacy"))
     }
 }

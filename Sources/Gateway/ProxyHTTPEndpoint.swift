@@ -7,10 +7,11 @@ import Synchronization
 /// `corral proxy --http`: the policy between Streamable HTTP clients of both eras and a stdio MCP server.
 ///
 /// A 2025-11-25 client gets a server process per session, as before: its session is one `ProxyCore` between the
-/// session's streams and that process. 2026-07-28 clients have no session, so all of them share one server process
-/// (started at the first modern request, and again after it exits), one `ProxyCore` deciding their calls, and ids
-/// of the proxy's own on the pipe: each exchange's id and progress token are replaced on the way in and restored
-/// on the way out, so that clients which reuse ids never meet. `subscriptions/listen` is answered here (a reload
+/// session's streams and that process. 2026-07-28 clients have no session, so all of one grant share one server
+/// process (started at the grant's first modern request, and again after it exits), one `ProxyCore` deciding their
+/// calls, and ids of the proxy's own on the pipe: each exchange's id and progress token are replaced on the way in
+/// and restored on the way out, so that clients which reuse ids never meet. The grant is the one the request's
+/// bearer token maps to (`--grants`), or the proxy's own. `subscriptions/listen` is answered here (a reload
 /// announces `tools/list_changed` on it). A server that speaks only 2025-11-25 gets the handshake from an
 /// `EraBridge`, which translates the modern clients' requests.
 final class ProxyHTTPEndpoint: MCPHTTPEndpoint {
@@ -18,12 +19,17 @@ final class ProxyHTTPEndpoint: MCPHTTPEndpoint {
         let clientID: JSONValue
         let progressToken: JSONValue?
         let notify: @Sendable (JSONValue) async -> Void
-        let answer: CheckedContinuation<JSONValue, Never>
+        let answer: AnswerSlot
+    }
+
+    private struct Upstream {
+        let server: ServerProcess
+        let core: ProxyCore
     }
 
     private struct Modern {
-        var server: ServerProcess?
-        var core: ProxyCore?
+        /// By grant ("" for the proxy's own).
+        var upstreams: [String: Upstream] = [:]
         var exchanges: [String: Exchange] = [:]
         var next = 0
     }
@@ -40,7 +46,7 @@ final class ProxyHTTPEndpoint: MCPHTTPEndpoint {
 
     // MARK: - 2025-11-25 sessions
 
-    func openLegacySession(id: String, outlet: LegacyOutlet) async throws(JSONRPCError) -> any LegacySession {
+    func openLegacySession(id: String, principal: String?, outlet: LegacyOutlet) async throws(JSONRPCError) -> any LegacySession {
         let server: ServerProcess
         do {
             server = try ServerProcess(command: serverCommand)
@@ -48,21 +54,20 @@ final class ProxyHTTPEndpoint: MCPHTTPEndpoint {
             throw .internalError("cannot start the server: \(error)")
         }
         let core = proxy.makeCore(
-            session: id,
+            session: id, grant: principal,
             toClient: { data in
                 guard let message = try? JSONValue.parse(data) else { return }
                 outlet.send(message)
             },
             toServer: server.write)
         let proxy = self.proxy
-        let reader = Thread {
-            LineReader.readLines(from: server.output) { core.fromServer($0) }
+        Task {
+            for await line in LineReader.lines(from: server.output.fileDescriptor) { await core.fromServer(line) }
             // What the server still owed is answered with an error, and the session ends with it.
             core.serverEnded(server.exitDescription())
             proxy.forget(core)
             outlet.endSession()
         }
-        reader.start()
         return ProxyLegacySession(core: core, server: server, proxy: proxy)
     }
 
@@ -89,7 +94,7 @@ final class ProxyHTTPEndpoint: MCPHTTPEndpoint {
         }
         let core: ProxyCore
         do {
-            core = try upstream()
+            core = try upstream(grant: request.principal)
         } catch {
             return JSONRPC.error(id: request.id, .internalError("cannot start the server behind corral proxy: \(error)"))
         }
@@ -104,51 +109,50 @@ final class ProxyHTTPEndpoint: MCPHTTPEndpoint {
             params["_meta"] = .object(meta)
         }
         let forwarded = JSONRPC.request(id: .string(key), request.method, .object(params))
+        let slot = AnswerSlot()
+        modern.withLock {
+            $0.exchanges[key] = Exchange(clientID: request.id, progressToken: token, notify: notify, answer: slot)
+        }
         return await withTaskCancellationHandler {
-            await withCheckedContinuation { (answer: CheckedContinuation<JSONValue, Never>) in
-                modern.withLock {
-                    $0.exchanges[key] = Exchange(clientID: request.id, progressToken: token, notify: notify, answer: answer)
-                }
-                core.fromClient(Data(forwarded.jsonString().utf8))
-            }
+            // Requests of stateless clients are decided concurrently; the slot holds an answer that comes first.
+            await core.fromClient(Data(forwarded.jsonString().utf8))
+            return await slot.value()
         } onCancel: {
             // The client closed the stream: the server is told, and the exchange ends without an answer.
-            core.fromClient(Data(JSONRPC.notification("notifications/cancelled", ["requestId": .string(key)]).jsonString().utf8))
             self.finish(key, with: JSONRPC.error(id: request.id, .internalError("cancelled: the client closed the stream")))
+            Task {
+                await core.fromClient(
+                    Data(JSONRPC.notification("notifications/cancelled", ["requestId": .string(key)]).jsonString().utf8))
+            }
         }
     }
 
-    /// The shared server process for modern clients, started when there is none (or it exited).
-    private func upstream() throws -> ProxyCore {
+    /// The shared server process for a grant's modern clients, started when there is none (or it exited).
+    private func upstream(grant: String?) throws -> ProxyCore {
         try modern.withLock { state throws -> ProxyCore in
-            if let core = state.core { return core }
+            if let upstream = state.upstreams[grant ?? ""] { return upstream.core }
             let server = try ServerProcess(command: serverCommand)
             // The server may speak only 2025-11-25: the bridge then does the handshake and translates.
             let bridge = EraBridge(toServer: server.write)
             let core = proxy.makeCore(
-                session: nil,
+                session: nil, grant: grant,
                 toClient: { [weak self] data in self?.fromUpstream(data) },
                 toServer: bridge.send)
             bridge.attach(core.fromServer)
-            state.server = server
-            state.core = core
-            let reader = Thread { [weak self] in
-                LineReader.readLines(from: server.output) { bridge.received($0) }
+            state.upstreams[grant ?? ""] = Upstream(server: server, core: core)
+            Task { [weak self] in
+                for await line in LineReader.lines(from: server.output.fileDescriptor) { await bridge.received(line) }
                 core.serverEnded(server.exitDescription())
-                self?.upstreamEnded(core)
+                self?.upstreamEnded(core, grant: grant ?? "")
             }
-            reader.start()
             return core
         }
     }
 
-    private func upstreamEnded(_ core: ProxyCore) {
+    private func upstreamEnded(_ core: ProxyCore, grant: String) {
         proxy.forget(core)
         modern.withLock { state in
-            if state.core === core {
-                state.core = nil
-                state.server = nil
-            }
+            if state.upstreams[grant]?.core === core { state.upstreams[grant] = nil }
         }
     }
 
@@ -172,40 +176,88 @@ final class ProxyHTTPEndpoint: MCPHTTPEndpoint {
     }
 
     private func finish(_ key: String, with answer: JSONValue) {
-        modern.withLock { $0.exchanges.removeValue(forKey: key) }?.answer.resume(returning: answer)
+        modern.withLock { $0.exchanges.removeValue(forKey: key) }?.answer.fill(answer)
     }
 
-    /// Stops the shared server (at shutdown) and ends listen streams.
+    /// Stops the shared servers (at shutdown) and ends listen streams.
     func stop() async {
         listeners.closeAll()
-        let server = modern.withLock { state -> ServerProcess? in
-            defer {
-                state.server = nil
-                state.core = nil
-            }
-            return state.server
+        let upstreams = modern.withLock { state -> [Upstream] in
+            defer { state.upstreams.removeAll() }
+            return Array(state.upstreams.values)
         }
-        await server?.stop(grace: .seconds(2))
+        for upstream in upstreams { await upstream.server.stop(grace: .seconds(2)) }
     }
 }
 
-/// One 2025-11-25 HTTP session of the proxy: its messages go through its `ProxyCore` to its own server process.
+/// One exchange's answer: filled once, by whichever comes first (the server's answer or a cancellation), and
+/// awaited once; filled before it is awaited, it is kept.
+final class AnswerSlot: Sendable {
+    private enum State {
+        case empty
+        case waiting(CheckedContinuation<JSONValue, Never>)
+        case filled(JSONValue)
+        case taken
+    }
+
+    private let state = Mutex(State.empty)
+
+    func fill(_ answer: JSONValue) {
+        let waiter = state.withLock { state -> CheckedContinuation<JSONValue, Never>? in
+            switch state {
+            case .empty:
+                state = .filled(answer)
+                return nil
+            case .waiting(let continuation):
+                state = .taken
+                return continuation
+            case .filled, .taken:
+                return nil
+            }
+        }
+        waiter?.resume(returning: answer)
+    }
+
+    func value() async -> JSONValue {
+        await withCheckedContinuation { continuation in
+            let ready = state.withLock { state -> JSONValue? in
+                if case .filled(let answer) = state {
+                    state = .taken
+                    return answer
+                }
+                state = .waiting(continuation)
+                return nil
+            }
+            if let ready { continuation.resume(returning: ready) }
+        }
+    }
+}
+
+/// One 2025-11-25 HTTP session of the proxy: its messages go through its `ProxyCore` to its own server process,
+/// one at a time and in the order they came (a session is one ordered stream, as on stdio).
 final class ProxyLegacySession: LegacySession {
     private let core: ProxyCore
     private let server: ServerProcess
     private let proxy: PolicyProxy
+    private let inbox: AsyncStream<JSONValue>.Continuation
 
     init(core: ProxyCore, server: ServerProcess, proxy: PolicyProxy) {
         self.core = core
         self.server = server
         self.proxy = proxy
+        let (messages, inbox) = AsyncStream.makeStream(of: JSONValue.self)
+        self.inbox = inbox
+        Task {
+            for await message in messages { await core.fromClient(Data(message.jsonString().utf8)) }
+        }
     }
 
     func receive(_ message: JSONValue) {
-        core.fromClient(Data(message.jsonString().utf8))
+        inbox.yield(message)
     }
 
     func close() async {
+        inbox.finish()
         await server.stop(grace: .seconds(2))
         proxy.forget(core)
     }

@@ -1,46 +1,33 @@
 import CorralJSON
 import MCPCore
-import Synchronization
+import Policy
 
-/// The MCP task handles (Tasks extension) a gateway saw its server create, and for which grant. Only those may pass
+/// The MCP task handles (Tasks extension) a gateway saw its server create, and for which grant, kept in the policy
+/// store (so that gateways sharing a store let a grant use its handle through any of them). Only those may pass
 /// through `tasks/*`: any other `taskId` (a background task's own id, another grant's handle, a guess) is answered
 /// -32602 by the gateway and never reaches the server, so a `tasks/cancel` cannot stand in for a tool call the
 /// policy denies or hides.
-public final class TaskHandles: Sendable {
-    private struct State {
-        var owners: [String: String] = [:]
-        var order: [String] = []
-        var start = 0
+public struct TaskHandles: Sendable {
+    public let store: any PolicyStore
+    /// How long an owner is kept; a server's own handles expire sooner (the mock's after an hour by default).
+    public let lifetime: Duration
+    private let clock: any PolicyClock
+
+    public init(store: any PolicyStore = MemoryPolicyStore(), lifetime: Duration = .seconds(86_400), clock: any PolicyClock = SystemClock()) {
+        self.store = store
+        self.lifetime = lifetime
+        self.clock = clock
     }
 
-    /// Handles kept at most (the oldest are forgotten first); a server's own handles expire much sooner.
-    public let capacity: Int
-    private let state = Mutex(State())
-
-    public init(capacity: Int = 100_000) {
-        self.capacity = max(1, capacity)
+    public func record(_ handle: String, grant: String?) async throws(PolicyStoreError) {
+        let now = clock.nowMilliseconds()
+        let lifetimeMs = lifetime.components.seconds * 1000 + lifetime.components.attoseconds / 1_000_000_000_000_000
+        try await store.recordOwner(of: handle, grant: grant ?? "", expiresAtMs: now + lifetimeMs, nowMs: now)
     }
 
-    public func record(_ handle: String, grant: String?) {
-        state.withLock { state in
-            guard state.owners.updateValue(grant ?? "", forKey: handle) == nil else { return }
-            state.order.append(handle)
-            if state.order.count - state.start > capacity {
-                state.owners[state.order[state.start]] = nil
-                state.start += 1
-                if state.start > capacity {  // compact now and then, not on every eviction
-                    state.order.removeFirst(state.start)
-                    state.start = 0
-                }
-            }
-        }
+    public func isOwned(_ handle: String, by grant: String?) async throws(PolicyStoreError) -> Bool {
+        try await store.owner(of: handle, nowMs: clock.nowMilliseconds()) == (grant ?? "")
     }
-
-    public func isOwned(_ handle: String, by grant: String?) -> Bool {
-        state.withLock { $0.owners[handle] == (grant ?? "") }
-    }
-
-    public var count: Int { state.withLock { $0.owners.count } }
 
     /// The handle a `tools/call` result hands out, if it is a task (`resultType: "task"`).
     public static func createdHandle(in result: JSONValue?) -> String? {

@@ -1,5 +1,6 @@
 import CCorral
 import Foundation
+import Synchronization
 
 /// Writes one message and a newline with a single write, so concurrent writers never interleave inside a line.
 /// Returns false when the reader is gone (EPIPE) or the write failed; SIGPIPE is never raised (see
@@ -45,5 +46,61 @@ public enum LineReader {
             if start < count { pending.append(base.assumingMemoryBound(to: UInt8.self) + start, count: count - start) }
         }
         if !pending.isEmpty { body(pending) }
+    }
+}
+
+extension LineReader {
+    /// The lines of `fd` as an async sequence, read by a thread of their own: for consumers that must await
+    /// between lines (a decision that asks a shared store) and still take them one at a time, in order. At most
+    /// `backlog` lines wait unconsumed; then the reading thread stops reading, so a client that floods a slow
+    /// gateway fills its own pipe, not the gateway's memory.
+    public static func lines(from fd: Int32, backlog: Int = 256) -> BoundedLines {
+        BoundedLines(fd: fd, backlog: max(1, backlog))
+    }
+}
+
+public struct BoundedLines: AsyncSequence, Sendable {
+    public typealias Element = Data
+
+    fileprivate final class Gate: Sendable {
+        let waiting = Atomic<Int>(0)
+        let room = DispatchSemaphore(value: 0)
+    }
+
+    private let stream: AsyncStream<Data>
+    private let gate: Gate
+    private let backlog: Int
+
+    init(fd: Int32, backlog: Int) {
+        let gate = Gate()
+        let (stream, continuation) = AsyncStream.makeStream(of: Data.self)
+        self.stream = stream
+        self.gate = gate
+        self.backlog = backlog
+        let reader = Thread {
+            LineReader.readLines(from: fd) { line in
+                continuation.yield(line)
+                if gate.waiting.add(1, ordering: .acquiringAndReleasing).newValue > backlog { gate.room.wait() }
+            }
+            continuation.finish()
+        }
+        reader.start()
+    }
+
+    public struct AsyncIterator: AsyncIteratorProtocol {
+        var base: AsyncStream<Data>.Iterator
+        fileprivate let gate: Gate
+        let backlog: Int
+
+        public mutating func next() async -> Data? {
+            guard let line = await base.next() else { return nil }
+            // The reader waits only after taking a line past the backlog; each of those is let go once.
+            if gate.waiting.subtract(1, ordering: .acquiringAndReleasing).oldValue > backlog { gate.room.signal() }
+            return line
+        }
+    }
+
+    public func makeAsyncIterator() -> AsyncIterator {
+        AsyncIterator(base: stream.makeAsyncIterator(), gate: gate, backlog: backlog)
     }
 }

@@ -12,8 +12,9 @@ public protocol MCPHTTPEndpoint: Sendable {
     func exchange(_ request: ModernHTTPRequest, notify: @escaping @Sendable (JSONValue) async -> Void) async
         -> (text: String, status: Int)
 
-    /// A legacy session, opened by an `initialize` POST (which `receive` then gets as its first message).
-    func openLegacySession(id: String, outlet: LegacyOutlet) async throws(JSONRPCError) -> any LegacySession
+    /// A legacy session, opened by an `initialize` POST (which `receive` then gets as its first message);
+    /// `principal` is who opened it, when the server authenticates.
+    func openLegacySession(id: String, principal: String?, outlet: LegacyOutlet) async throws(JSONRPCError) -> any LegacySession
 }
 
 /// A modern request over HTTP.
@@ -25,6 +26,8 @@ public struct ModernHTTPRequest: Sendable {
     public let headers: HTTPHeaderView
     /// The request body as it arrived (what a gateway forwards).
     public let body: [UInt8]
+    /// Who sent it: what its bearer token maps to, when the server authenticates (`MCPHTTPServer.Configuration`).
+    public let principal: String?
 }
 
 /// One legacy (2025-11-25) HTTP session as the application sees it: it gets every message the client POSTs and
@@ -76,7 +79,7 @@ public struct CoreHTTPEndpoint: MCPHTTPEndpoint {
         return await core.respondText(id: request.id, method: request.method, params: request.params, context: context)
     }
 
-    public func openLegacySession(id: String, outlet: LegacyOutlet) async throws(JSONRPCError) -> any LegacySession {
+    public func openLegacySession(id: String, principal: String?, outlet: LegacyOutlet) async throws(JSONRPCError) -> any LegacySession {
         CoreLegacySession(core: core, id: id, outlet: outlet)
     }
 }

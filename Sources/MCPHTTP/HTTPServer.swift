@@ -4,7 +4,9 @@ import Foundation
 import HTTPTypes
 import Hummingbird
 import Logging
+import Metrics
 import ServiceLifecycle
+import Synchronization
 
 /// Streamable HTTP at `/mcp` for an `MCPHTTPEndpoint`, both eras on one endpoint at once, on Hummingbird.
 ///
@@ -29,12 +31,17 @@ public final class MCPHTTPServer: Sendable {
         public var jsonWindow: Duration
         /// Keep-alive comments on a silent SSE stream (how a closed one is noticed).
         public var keepAliveInterval: Duration
+        /// When set, every request needs a bearer token that stands for a principal (401 otherwise, before its
+        /// body is read); a legacy session is then used by the principal that opened it only (403 otherwise).
+        public var authenticator: (any BearerAuthenticator)?
 
         public init(
             host: String, port: Int, serverName: String, allowedOrigins: Set<String> = [],
             maximumBodyBytes: Int = 4 << 20, sessionIdleTimeout: Duration = .seconds(3600),
-            jsonWindow: Duration = .milliseconds(100), keepAliveInterval: Duration = .seconds(1)
+            jsonWindow: Duration = .milliseconds(100), keepAliveInterval: Duration = .seconds(1),
+            authenticator: (any BearerAuthenticator)? = nil
         ) {
+            self.authenticator = authenticator
             self.host = host
             self.port = port
             self.serverName = serverName
@@ -102,6 +109,11 @@ public final class MCPHTTPServer: Sendable {
         if let refusal = HTTPRules.originRefusal(headers, allowedOrigins: configuration.allowedOrigins) {
             return response(for: refusal)
         }
+        let principal: String?
+        switch authenticate(headers) {
+        case .admitted(let who): principal = who
+        case .refused(let response): return response
+        }
         guard HTTPRules.accepts(headers, sse: false) else { return Response(status: .notAcceptable) }
         var request = request
         let buffer: ByteBuffer
@@ -121,11 +133,12 @@ public final class MCPHTTPServer: Sendable {
             guard let entry = sessions.lookup(id) else {
                 return Self.json(status: 404, JSONRPC.error(id: nil, .invalidRequest("unknown or expired session \(id)")))
             }
+            if let refusal = Self.foreignSession(entry, principal) { return refusal }
             return await legacyPost(message, entry: entry)
         case .openSession(let message):
             let entry: LegacySessionTable.Entry
             do {
-                entry = try await sessions.open(endpoint)
+                entry = try await sessions.open(endpoint, principal: principal)
             } catch {
                 return Self.json(status: 500, JSONRPC.error(id: message["id"], error))
             }
@@ -134,7 +147,8 @@ public final class MCPHTTPServer: Sendable {
             if let name = HTTPField.Name("Mcp-Session-Id") { response.headers[name] = entry.id }
             return response
         case .modern(let id, let method, let params, let envelope):
-            let exchange = ModernHTTPRequest(id: id, method: method, params: params, envelope: envelope, headers: headers, body: body)
+            let exchange = ModernHTTPRequest(
+                id: id, method: method, params: params, envelope: envelope, headers: headers, body: body, principal: principal)
             let queue = MessageQueue()
             let endpoint = self.endpoint
             let task = Task {
@@ -150,6 +164,29 @@ public final class MCPHTTPServer: Sendable {
                     task.cancel()
                 })
         }
+    }
+
+    private enum Admission {
+        case admitted(String?)
+        case refused(Response)
+    }
+
+    private func authenticate(_ headers: HTTPHeaderView) -> Admission {
+        switch BearerCheck.check(headers, with: configuration.authenticator, realm: configuration.serverName) {
+        case .admitted(let principal):
+            return .admitted(principal)
+        case .refused(let challenge, let message):
+            logger.info("refused a request: \(message)")
+            var response = Self.json(status: 401, JSONRPC.error(id: nil, JSONRPCError(code: -32001, message: message)))
+            response.headers[.wwwAuthenticate] = challenge
+            return .refused(response)
+        }
+    }
+
+    /// A session belongs to the principal that opened it.
+    private static func foreignSession(_ entry: LegacySessionTable.Entry, _ principal: String?) -> Response? {
+        guard entry.principal != principal else { return nil }
+        return json(status: 403, JSONRPC.error(id: nil, .invalidRequest("session \(entry.id) belongs to another principal")))
     }
 
     private func response(for route: HTTPPostRoute) -> Response {
@@ -202,12 +239,18 @@ public final class MCPHTTPServer: Sendable {
         if let refusal = HTTPRules.originRefusal(headers, allowedOrigins: configuration.allowedOrigins) {
             return response(for: refusal)
         }
+        let principal: String?
+        switch authenticate(headers) {
+        case .admitted(let who): principal = who
+        case .refused(let response): return response
+        }
         guard let sessionID = headers[MCPHeader.sessionID] else {
             return Response(status: .methodNotAllowed, headers: [.allow: "POST"])
         }
         guard let entry = sessions.lookup(sessionID) else {
             return Self.json(status: 404, JSONRPC.error(id: nil, .invalidRequest("unknown or expired session \(sessionID)")))
         }
+        if let refusal = Self.foreignSession(entry, principal) { return refusal }
         guard HTTPRules.accepts(headers, sse: true) else { return Response(status: .notAcceptable) }
         let queue = entry.router.openGetStream()
         let router = entry.router
@@ -219,12 +262,18 @@ public final class MCPHTTPServer: Sendable {
         if let refusal = HTTPRules.originRefusal(headers, allowedOrigins: configuration.allowedOrigins) {
             return response(for: refusal)
         }
+        let principal: String?
+        switch authenticate(headers) {
+        case .admitted(let who): principal = who
+        case .refused(let response): return response
+        }
         guard let sessionID = headers[MCPHeader.sessionID] else {
             return Response(status: .methodNotAllowed, headers: [.allow: "POST"])
         }
-        guard sessions.lookup(sessionID) != nil else {
+        guard let entry = sessions.lookup(sessionID) else {
             return Self.json(status: 404, JSONRPC.error(id: nil, .invalidRequest("unknown or expired session \(sessionID)")))
         }
+        if let refusal = Self.foreignSession(entry, principal) { return refusal }
         await sessions.close(sessionID)
         logger.info("session \(sessionID) closed by the client")
         return Response(status: .ok)
@@ -252,6 +301,10 @@ public final class MCPHTTPServer: Sendable {
     private func sse(first: MessageQueue.Outgoing?, queue: MessageQueue, onClose: @escaping @Sendable () -> Void) -> Response {
         let interval = configuration.keepAliveInterval
         let body = ResponseBody { writer in
+            let open = Gauge(label: "corral_http_open_streams")
+            let count = Self.openStreams.add(1, ordering: .relaxed).newValue
+            open.record(count)
+            defer { open.record(Self.openStreams.subtract(1, ordering: .relaxed).newValue) }
             do {
                 if let first { try await writer.write(Self.event(first)) }
                 loop: while true {
@@ -272,6 +325,9 @@ public final class MCPHTTPServer: Sendable {
             headers: [.contentType: "text/event-stream", .cacheControl: "no-cache, no-transform"],
             body: body)
     }
+
+    /// SSE streams open in this process (`corral_http_open_streams`).
+    private static let openStreams = Atomic<Int>(0)
 
     private static func event(_ message: MessageQueue.Outgoing) -> ByteBuffer {
         ByteBuffer(string: "event: message\ndata: \(message.text)\n\n")

@@ -7,11 +7,16 @@ import Synchronization
 final class LegacySessionTable: Sendable {
     final class Entry: Sendable {
         let id: String
+        /// Who opened it (the grant of its bearer token, when the server authenticates): only they may use it.
+        let principal: String?
         let router = LegacyRouter()
         let session = Mutex<(any LegacySession)?>(nil)
         let lastUsed = Mutex(ContinuousClock.now)
 
-        init(id: String) { self.id = id }
+        init(id: String, principal: String?) {
+            self.id = id
+            self.principal = principal
+        }
 
         var current: (any LegacySession)? { session.withLock { $0 } }
     }
@@ -24,14 +29,14 @@ final class LegacySessionTable: Sendable {
     var count: Int { entries.withLock { $0.count } }
 
     /// A new session: the endpoint opens it with an outlet routed to this entry.
-    func open(_ endpoint: any MCPHTTPEndpoint) async throws(JSONRPCError) -> Entry {
+    func open(_ endpoint: any MCPHTTPEndpoint, principal: String?) async throws(JSONRPCError) -> Entry {
         let id = UUID().uuidString.lowercased()
-        let entry = Entry(id: id)
+        let entry = Entry(id: id, principal: principal)
         let router = entry.router
         let outlet = LegacyOutlet(
             route: { router.route($0) },
             end: { [weak self] in Task { await self?.close(id) } })
-        let session = try await endpoint.openLegacySession(id: id, outlet: outlet)
+        let session = try await endpoint.openLegacySession(id: id, principal: principal, outlet: outlet)
         entry.session.withLock { $0 = session }
         entries.withLock { $0[id] = entry }
         return entry

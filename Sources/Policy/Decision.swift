@@ -34,7 +34,7 @@ public struct Decision: Sendable {
     }
 
     public let outcome: Outcome
-    /// Which rule decided: `hide`, `lookalike`, `invalid_call`, `default_deny`, `default_allow`, `counter_store`,
+    /// Which rule decided: `hide`, `lookalike`, `invalid_call`, `default_deny`, `default_allow`, `policy_store`, `policy_store_fail_open`,
     /// `tools.NAME`, `tools.NAME.action`, `tools.NAME.deny_if[i]`, `tools.NAME.require[i]`,
     /// `tools.NAME.limits[i]`, `all_tools.limits[i]`.
     public let rule: String
@@ -97,22 +97,22 @@ public enum PolicyDenial {
 /// Counters reserved for one allowed call. Roll back at most once (later calls do nothing).
 public final class Reservation: Sendable {
     public let requests: [CounterRequest]
-    private let store: any CounterStore
+    private let store: any PolicyStore
     private let released = Atomic<Bool>(false)
 
-    init(requests: [CounterRequest], store: any CounterStore) {
+    init(requests: [CounterRequest], store: any PolicyStore) {
         self.requests = requests
         self.store = store
     }
 
     /// Takes the reserved amounts back. Returns false when already rolled back.
     @discardableResult
-    public func rollback() throws(CounterStoreError) -> Bool {
+    public func rollback() async throws(PolicyStoreError) -> Bool {
         guard released.compareExchange(expected: false, desired: true, ordering: .acquiringAndReleasing).exchanged else {
             return false
         }
         do {
-            try store.release(requests)
+            try await store.release(requests)
         } catch {
             released.store(false, ordering: .releasing)  // allow a retry
             throw error

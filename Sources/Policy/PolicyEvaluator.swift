@@ -4,14 +4,28 @@ import Synchronization
 /// Decides tool calls against the current policy. Thread-safe; the policy can be swapped at any time (hot reload),
 /// calls in flight finish against the policy they started with.
 public final class PolicyEvaluator: Sendable {
-    private let current: Mutex<Policy>
-    public let store: any CounterStore
-    public let clock: any PolicyClock
+    /// What a call that needs a counter gets while the store cannot be reached.
+    public enum StoreFailure: Sendable {
+        /// Denied, with `[POLICY DENIED] policy store unavailable: …` (the default: fail closed).
+        case deny
+        /// Allowed without counting (`--store-fail-open`: an explicit choice, and every such call is audited
+        /// under rule `policy_store_fail_open`).
+        case allowUncounted
+    }
 
-    public init(policy: Policy, store: any CounterStore = MemoryCounterStore(), clock: any PolicyClock = SystemClock()) {
+    private let current: Mutex<Policy>
+    public let store: any PolicyStore
+    public let clock: any PolicyClock
+    public let storeFailure: StoreFailure
+
+    public init(
+        policy: Policy, store: any PolicyStore = MemoryPolicyStore(), clock: any PolicyClock = SystemClock(),
+        storeFailure: StoreFailure = .deny
+    ) {
         current = Mutex(policy)
         self.store = store
         self.clock = clock
+        self.storeFailure = storeFailure
     }
 
     /// The policy in force.
@@ -29,7 +43,7 @@ public final class PolicyEvaluator: Sendable {
 
     /// Decides one `tools/call`. `arguments == nil` means none were sent (an empty object); anything else that is
     /// not an object is denied.
-    public func decide(tool name: String?, arguments: JSONValue?, identity: CallIdentity = CallIdentity()) -> Decision {
+    public func decide(tool name: String?, arguments: JSONValue?, identity: CallIdentity = CallIdentity()) async -> Decision {
         let policy = self.policy
         let tool = name ?? ""
         guard let name, !name.isEmpty else {
@@ -44,29 +58,29 @@ public final class PolicyEvaluator: Sendable {
                 .deny, rule: "invalid_call", message: "Tool call arguments must be a JSON object, got \(other.typeName)",
                 tool: name, revision: policy.revision)
         }
-        return evaluate(policy, name: name, args: args, identity: identity, approved: false)
+        return await evaluate(policy, name: name, args: args, identity: identity, approved: false)
     }
 
     /// Finishes a call that needed approval. Refused: denied. Approved: evaluated again against the policy in force
     /// now (it may have changed), skipping only the approval step, so limits are still counted.
-    public func resolveApproval(_ pending: PendingApproval, approved: Bool) -> Decision {
+    public func resolveApproval(_ pending: PendingApproval, approved: Bool) async -> Decision {
         let policy = self.policy
         guard approved else {
             return Decision(
                 .deny, rule: pending.rule, message: "Approval for tool \(quoted(pending.tool)) was refused",
                 tool: pending.tool, revision: policy.revision)
         }
-        return evaluate(policy, name: pending.tool, args: pending.arguments, identity: pending.identity, approved: true)
+        return await evaluate(policy, name: pending.tool, args: pending.arguments, identity: pending.identity, approved: true)
     }
 
     /// The current counters of every limit that applies to `tool` for `identity` (for `explain` and dashboards).
     /// Spend counters whose amount cannot be read still report their value.
-    public func counters(tool: String, identity: CallIdentity = CallIdentity()) throws(CounterStoreError) -> [CounterReading] {
+    public func counters(tool: String, identity: CallIdentity = CallIdentity()) async throws(PolicyStoreError) -> [CounterReading] {
         let policy = self.policy
         let limits = (policy.tools[tool]?.limits ?? []) + policy.allToolsLimits
         let now = clock.nowMilliseconds()
         let keys = limits.map { key(for: $0, identity: identity, now: now) }
-        let values = try store.values(keys)
+        let values = try await store.values(keys)
         return zip(limits, zip(keys, values)).map { limit, pair in
             CounterReading(
                 key: pair.0, rule: limit.rule, value: pair.1, max: limit.max, window: limit.window,
@@ -82,7 +96,7 @@ public final class PolicyEvaluator: Sendable {
     /// hide → explicit deny → default deny → deny_if → require → approval → limits → allow.
     private func evaluate(
         _ policy: Policy, name: String, args: [String: JSONValue], identity: CallIdentity, approved: Bool
-    ) -> Decision {
+    ) async -> Decision {
         let revision = policy.revision
         func deny(_ rule: String, _ message: String) -> Decision {
             Decision(.deny, rule: rule, message: message, tool: name, revision: revision)
@@ -108,7 +122,7 @@ public final class PolicyEvaluator: Sendable {
             if policy.defaultEffect == .deny {
                 return deny("default_deny", "Tool \(quoted(name)) is not permitted by policy")
             }
-            return limitsThenAllow(policy, name: name, rule: nil, args: args, identity: identity)
+            return await limitsThenAllow(policy, name: name, rule: nil, args: args, identity: identity)
         }
 
         for denyRule in rule.denyIf {
@@ -145,12 +159,12 @@ public final class PolicyEvaluator: Sendable {
             return Decision(
                 .approvalRequired, rule: ruleID, message: message, tool: name, revision: revision, pendingApproval: pending)
         }
-        return limitsThenAllow(policy, name: name, rule: rule, args: args, identity: identity)
+        return await limitsThenAllow(policy, name: name, rule: rule, args: args, identity: identity)
     }
 
     private func limitsThenAllow(
         _ policy: Policy, name: String, rule: ToolRule?, args: [String: JSONValue], identity: CallIdentity
-    ) -> Decision {
+    ) async -> Decision {
         let revision = policy.revision
         let allowRule = rule?.allowRule ?? "default_allow"
         let toolLimits = rule?.limits ?? []
@@ -185,11 +199,19 @@ public final class PolicyEvaluator: Sendable {
 
         let outcome: ReserveOutcome
         do {
-            outcome = try store.reserve(requests, nowMs: now)
+            outcome = try await store.reserve(requests, nowMs: now)
         } catch {
-            return Decision(
-                .deny, rule: "counter_store", message: "Policy counter store unavailable, call denied: \(error.message)",
-                tool: name, revision: revision)
+            switch storeFailure {
+            case .deny:
+                return Decision(
+                    .deny, rule: "policy_store", message: "policy store unavailable, call denied: \(error.message)",
+                    tool: name, revision: revision)
+            case .allowUncounted:
+                return Decision(
+                    .allow, rule: "policy_store_fail_open",
+                    message: "Allowed without counting: policy store unavailable (\(error.message)); --store-fail-open",
+                    tool: name, revision: revision)
+            }
         }
         switch outcome {
         case .reserved(let after):

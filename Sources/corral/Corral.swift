@@ -9,6 +9,6 @@ struct Corral: AsyncParsableCommand {
             Every task runs as a real child process in its own session (and cgroup, where the machine has a writable
             cgroup v2 hierarchy), watched through a pidfd.
             """,
-        subcommands: [DemoCommand.self, SuperviseCommand.self, ProxyCommand.self, ConformanceCommand.self, BenchCommand.self, PolicyCommand.self, ExecCommand.self]
+        subcommands: [DemoCommand.self, SuperviseCommand.self, ProxyCommand.self, GrantsCommand.self, ConformanceCommand.self, BenchCommand.self, PolicyCommand.self, ExecCommand.self]
     )
 }

@@ -69,7 +69,8 @@ extension PolicyCommand {
             abstract: "Decide a tool call (optionally N times) and print each decision and the counters after it.",
             discussion: """
                 The last line is a summary: allowed=N denied=M approval_required=K revision=SHA256.
-                With --store sqlite:PATH, counters are shared with every other process using the same file.
+                With --store sqlite:PATH or postgres://…, counters are shared with every other process (a proxy
+                among them) using the same file or database: explain then shows, and spends, the real counters.
                 """)
 
         @Argument(help: "Path to the policy.json file.") var file: String
@@ -78,7 +79,7 @@ extension PolicyCommand {
         @Option(help: "Grant id (credential or agent id) for grant-scoped counters.") var grant: String?
         @Option(help: "Session id for session-scoped counters.") var session: String?
         @Option(name: .customLong("repeat"), help: "How many times to make the call.") var count: Int = 1
-        @Option(help: "Counter store: memory, or sqlite:PATH.") var store: String = "memory"
+        @Option(help: ArgumentHelp(StoreOption.help)) var store: String = "memory"
         @Flag(help: "Resolve approval-required decisions as approved (the limits still count).") var approve = false
         @Flag(help: "Print only the summary line.") var quiet = false
 
@@ -97,28 +98,22 @@ extension PolicyCommand {
                     throw ExitCode(1)
                 }
             }
-            let counterStore: any CounterStore
-            if store == "memory" {
-                counterStore = MemoryCounterStore()
-            } else if store.hasPrefix("sqlite:"), store.count > "sqlite:".count {
-                do {
-                    counterStore = try SQLiteCounterStore(path: String(store.dropFirst("sqlite:".count)))
-                } catch {
-                    PolicyCommand.printError("\(error)")
-                    throw ExitCode(1)
-                }
-            } else {
-                throw ValidationError("--store must be memory or sqlite:PATH")
+            let counterStore: any PolicyStore
+            do {
+                counterStore = try await StoreOption(parsing: store).open()
+            } catch {
+                PolicyCommand.printError("\(error)")
+                throw ExitCode(1)
             }
 
             let evaluator = PolicyEvaluator(policy: policy, store: counterStore)
             let identity = CallIdentity(grant: grant, session: session)
             var tally: [Decision.Outcome: Int] = [:]
             for index in 1...count {
-                var decision = evaluator.decide(tool: tool, arguments: parsedArguments, identity: identity)
+                var decision = await evaluator.decide(tool: tool, arguments: parsedArguments, identity: identity)
                 if !quiet { print("[\(index)] " + describe(decision)) }
                 if approve, let pending = decision.pendingApproval {
-                    decision = evaluator.resolveApproval(pending, approved: true)
+                    decision = await evaluator.resolveApproval(pending, approved: true)
                     if !quiet { print("[\(index)] approved -> " + describe(decision)) }
                 }
                 tally[decision.outcome, default: 0] += 1
@@ -154,8 +149,10 @@ extension PolicyCommand {
             abstract: "Measure decisions per second and p50/p99 latency (build with -c release).")
 
         @Option(help: "Decisions per in-memory scenario.") var iterations: Int = 200_000
-        @Option(help: "Decisions for the SQLite scenario.") var sqliteIterations: Int = 20_000
-        @Option(help: "Run only one scenario: allow, conditions, memory or sqlite.") var only: String?
+        @Option(help: "Decisions for the SQLite and PostgreSQL scenarios.") var sqliteIterations: Int = 20_000
+        @Option(help: "Also measure a PostgreSQL-counted decision against this database (postgres://USER@HOST[:PORT]/DB); its counters table gets a bench row.")
+        var postgres: String?
+        @Option(help: "Run only one scenario: allow, conditions, memory, sqlite or postgres.") var only: String?
 
         func validate() throws {
             guard iterations >= 100, sqliteIterations >= 100 else { throw ValidationError("need at least 100 iterations") }
@@ -168,31 +165,40 @@ extension PolicyCommand {
                 "argv": ["cargo", "build", "--release"], "env": ["RUST_LOG": "info"], "label": "build-42",
             ]
             print("scenario              decisions/s      p50 ns      p99 ns")
-            let memory = PolicyEvaluator(policy: policy, store: MemoryCounterStore())
+            let memory = PolicyEvaluator(policy: policy, store: MemoryPolicyStore())
             let identity = CallIdentity(grant: "bench-grant", session: "bench-session")
             let pauseArguments: JSONValue = ["task_id": "t1"]
             func wanted(_ name: String) -> Bool { only == nil || only == name }
             if wanted("allow") {
-                report("allow", measure(iterations) { memory.decide(tool: "list_background_tasks", arguments: [:], identity: identity) })
+                report("allow", await measure(iterations) { await memory.decide(tool: "list_background_tasks", arguments: [:], identity: identity) })
             }
             if wanted("conditions") {
-                report("conditions (10, regex)", measure(iterations) {
-                    memory.decide(tool: "create_background_task", arguments: heavyArguments, identity: identity)
+                report("conditions (10, regex)", await measure(iterations) {
+                    await memory.decide(tool: "create_background_task", arguments: heavyArguments, identity: identity)
                 })
             }
             if wanted("memory") {
-                report("memory counter", measure(iterations) {
-                    memory.decide(tool: "pause_background_task", arguments: pauseArguments, identity: identity)
+                report("memory counter", await measure(iterations) {
+                    await memory.decide(tool: "pause_background_task", arguments: pauseArguments, identity: identity)
                 })
             }
-            guard wanted("sqlite") else { return }
-
-            let path = "/tmp/corral-policy-bench-\(getpid()).sqlite"
-            defer { for suffix in ["", "-wal", "-shm"] { unlink(path + suffix) } }
-            let sqlite = PolicyEvaluator(policy: policy, store: try SQLiteCounterStore(path: path))
-            report("sqlite counter", measure(sqliteIterations) {
-                sqlite.decide(tool: "pause_background_task", arguments: pauseArguments, identity: identity)
-            })
+            if wanted("sqlite") {
+                let path = "/tmp/corral-policy-bench-\(getpid()).sqlite"
+                defer { for suffix in ["", "-wal", "-shm"] { unlink(path + suffix) } }
+                let sqlite = PolicyEvaluator(policy: policy, store: try SQLitePolicyStore(path: path))
+                report("sqlite counter", await measure(sqliteIterations) {
+                    await sqlite.decide(tool: "pause_background_task", arguments: pauseArguments, identity: identity)
+                })
+            }
+            if let postgres, wanted("postgres") {
+                let store = try await StoreOption(parsing: postgres).open()
+                let counted = PolicyEvaluator(policy: policy, store: store)
+                // A grant of this run's own, so that earlier runs' rows do not count.
+                let own = CallIdentity(grant: "bench-\(getpid())-\(Int.random(in: 0..<1_000_000))", session: "bench-session")
+                report("postgres counter", await measure(sqliteIterations) {
+                    await counted.decide(tool: "pause_background_task", arguments: pauseArguments, identity: own)
+                })
+            }
         }
 
         private struct Result {
@@ -201,14 +207,14 @@ extension PolicyCommand {
             let p99: UInt64
         }
 
-        private func measure(_ count: Int, _ body: () -> Decision) -> Result {
+        private func measure(_ count: Int, _ body: () async -> Decision) async -> Result {
             var denied = 0
-            for _ in 0..<Swift.min(1000, count / 10) where !body().isAllowed { denied += 1 }  // warm-up
+            for _ in 0..<Swift.min(1000, count / 10) where !(await body().isAllowed) { denied += 1 }  // warm-up
             var samples = [UInt64](repeating: 0, count: count)
             let start = Self.nanoseconds()
             for index in 0..<count {
                 let before = Self.nanoseconds()
-                if !body().isAllowed { denied += 1 }
+                if !(await body().isAllowed) { denied += 1 }
                 samples[index] = Self.nanoseconds() - before
             }
             let total = Self.nanoseconds() - start

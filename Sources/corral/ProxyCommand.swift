@@ -26,12 +26,31 @@ struct ProxyCommand: AsyncParsableCommand {
             and clients get notifications/tools/list_changed; an invalid one is refused and logged.
             On stdio, exits with the server's status; when the client's input ends, the server's input is closed.
 
+            Several instances: give each the same --store postgres://… and --approval-secret-file, and put them
+            behind any load balancer: counters stay exact, an approval is honoured once across all of them, and a
+            task handle created through one is usable through any (by the same grant). When the store cannot be
+            reached, calls that need it are denied ("[POLICY DENIED] policy store unavailable"), and the proxy
+            recovers by itself when it is back. Over HTTP, --grants maps bearer tokens to grants: a request without
+            a valid token gets 401 and reaches neither the policy nor the server.
+
             Example: corral proxy --policy policy.json --audit audit.jsonl -- allcanuse-mock
+            Example: corral proxy --http 127.0.0.1:8766 --policy policy.json --grants grants.json \
+                       --store postgres://corral@db:5432/corral --approval-secret-file secret --metrics 127.0.0.1:9464 \
+                       -- allcanuse-mock
             """
     )
 
     @Option(help: "The PolicyLayer-format policy.json.") var policy: String
-    @Option(help: "Grant id for grant-scoped counters.") var grant = "local"
+    @Option(help: "Grant id for grant-scoped counters (without --grants: every client's).") var grant = "local"
+    @Option(help: "With --http: a JSON file mapping bearer tokens, as SHA-256, to grant ids ({\"grants\": [{\"id\": \"team-a\", \"token_sha256\": \"…\"}]}; `corral grants hash` prints a token's). Requests without a valid Authorization: Bearer token get 401. Reloaded when it changes.")
+    var grants: String?
+    @Option(help: ArgumentHelp(StoreOption.help)) var store = "memory"
+    @Flag(help: "When the store cannot be reached, allow calls without counting them (logged and audited as policy_store_fail_open) instead of denying them.")
+    var storeFailOpen = false
+    @Option(help: "Serve Prometheus metrics at http://HOST:PORT/metrics (decisions, store and upstream latency, open streams); port 0 picks one.")
+    var metrics: String?
+    @Option(help: "This instance's name in audit lines (\"instance\"); default: HOSTNAME-PID.")
+    var instanceId: String?
     @Option(help: "Append one JSON line per decision to this file (argument keys and a hash, never values).")
     var audit: String?
     @Flag(help: "Record the real decisions (audit) but forward every call: for rolling out a new policy.")
@@ -59,6 +78,23 @@ struct ProxyCommand: AsyncParsableCommand {
             }
             return address
         }
+        let metricsAddress = try metrics.map { text in
+            guard let address = HTTPAddress(parsing: text) else {
+                throw ValidationError("--metrics wants HOST:PORT, e.g. 127.0.0.1:9464; got \(text)")
+            }
+            return address
+        }
+        guard grants == nil || address != nil else {
+            throw ValidationError("--grants needs --http (bearer tokens come in HTTP headers; on stdio, --grant names the one grant)")
+        }
+        let storeOption = try StoreOption(parsing: store)
+        let grantTable = try grants.map { path in
+            do {
+                return try GrantTable(contentsOfFile: path)
+            } catch {
+                throw ValidationError("--grants \(error)")
+            }
+        }
         let loaded: Policy
         do {
             loaded = try Policy.load(contentsOfFile: policy)
@@ -69,11 +105,25 @@ struct ProxyCommand: AsyncParsableCommand {
         // No SIGPIPE to ignore on stdio (our pipe writes block it per write), so the server does not inherit an
         // ignored SIGPIPE; the HTTP server's sockets need it ignored.
         if address != nil { signal(SIGPIPE, SIG_IGN) }
+        let instance = instanceId ?? "\(ProcessInfo.processInfo.hostName)-\(getpid())"
         let auditLog: AuditLog?
         do {
-            auditLog = try audit.map { path throws(JSONLinesFileError) in try AuditLog(path: path) }
+            auditLog = try audit.map { path throws(JSONLinesFileError) in try AuditLog(path: path, instance: instance) }
         } catch {
             throw ValidationError("--audit: \(error)")
+        }
+        let registry = metricsAddress.map { _ in MetricsEndpoint.bootstrap() }
+        var policyStore: any PolicyStore
+        do {
+            policyStore = try await storeOption.open()
+        } catch {
+            FileHandle.standardError.write(Data("corral proxy: --store \(storeOption): \(error)\n".utf8))
+            throw ExitCode(2)
+        }
+        if registry != nil { policyStore = MeteredPolicyStore(policyStore) }
+        if storeFailOpen {
+            FileHandle.standardError.write(
+                Data("corral proxy: --store-fail-open: calls will be allowed uncounted while the store is unreachable\n".utf8))
         }
         let secret = try approvalSecretFile.map { path -> [UInt8] in
             guard let bytes = FileManager.default.contents(atPath: path) else {
@@ -85,9 +135,25 @@ struct ProxyCommand: AsyncParsableCommand {
             return Array(bytes)
         }
         let proxy = PolicyProxy(
-            policy: PolicyEvaluator(policy: loaded), grant: grant, audit: auditLog, dryRun: dryRun,
-            approvalTimeout: .seconds(approvalTimeout), approvalSecret: secret)
-        if reloadIntervalMs > 0 { watchPolicy(proxy) }
+            policy: PolicyEvaluator(policy: loaded, store: policyStore, storeFailure: storeFailOpen ? .allowUncounted : .deny),
+            grant: grant, audit: auditLog, dryRun: dryRun, approvalTimeout: .seconds(approvalTimeout), approvalSecret: secret)
+        if reloadIntervalMs > 0 { watchFiles(proxy, grants: grantTable) }
+        var logger = Logger(label: "corral-proxy")
+        logger.logLevel = .warning
+        var metricsTask: Task<Void, Never>?
+        if let registry, let address = metricsAddress {
+            metricsTask = Task {
+                do {
+                    try await MetricsEndpoint.serve(registry, at: address, logger: logger) { bound in
+                        FileHandle.standardError.write(
+                            Data("corral proxy: metrics on http://\(address.host):\(bound)/metrics\n".utf8))
+                    }
+                } catch {
+                    FileHandle.standardError.write(Data("corral proxy: --metrics \(address.host):\(address.port): \(error)\n".utf8))
+                }
+            }
+        }
+        defer { metricsTask?.cancel() }
         guard let address else {
             // SIGTERM, SIGINT and SIGHUP go on to the server; the proxy exits with its status, so the server never
             // outlives the proxy because of a signal sent to the proxy alone.
@@ -100,17 +166,12 @@ struct ProxyCommand: AsyncParsableCommand {
                 sources.append(source)
             }
             defer { sources.forEach { $0.cancel() } }
-            // Blocking reads belong on their own thread, not on the concurrency pool the approval timers use.
-            let outcome = await withCheckedContinuation { (done: CheckedContinuation<Result<Int32, Error>, Never>) in
-                Thread { done.resume(returning: Result { try proxy.runStdio(serverCommand: command) }) }.start()
-            }
-            throw ExitCode(try outcome.get())
+            throw ExitCode(try await proxy.runStdio(serverCommand: command))
         }
-        var logger = Logger(label: "corral-proxy")
-        logger.logLevel = .warning
         let server = MCPHTTPServer(
             configuration: .init(
-                host: address.host, port: address.port, serverName: "corral-proxy", allowedOrigins: Set(allowOrigin)),
+                host: address.host, port: address.port, serverName: "corral-proxy", allowedOrigins: Set(allowOrigin),
+                authenticator: grantTable),
             endpoint: proxy.httpEndpoint(serverCommand: command), logger: logger)
         try await server.run(
             beforeShutdown: { await proxy.stopHTTP() }  // servers stop; what they owed is answered with an error
@@ -120,23 +181,38 @@ struct ProxyCommand: AsyncParsableCommand {
         await proxy.stopHTTP()
     }
 
-    /// Hot reload: a valid new file applies to the next call; an invalid one is refused and the old stays.
-    private func watchPolicy(_ proxy: PolicyProxy) {
+    /// Hot reload of the policy and the grants: a valid new file applies to the next request; an invalid one is
+    /// refused (and logged) and the old one stays.
+    private func watchFiles(_ proxy: PolicyProxy, grants table: GrantTable?) {
         let path = policy
+        let grantsPath = grants
         let interval = reloadIntervalMs
         let watcher = Thread {
             var lastModified = Self.modificationDate(path)
+            var grantsModified = grantsPath.flatMap(Self.modificationDate)
             while true {
                 Thread.sleep(forTimeInterval: Double(interval) / 1000)
                 let modified = Self.modificationDate(path)
-                guard modified != lastModified else { continue }
-                lastModified = modified
-                switch proxy.reload(from: path) {
-                case .success(true): FileHandle.standardError.write(Data("corral proxy: policy reloaded\n".utf8))
-                case .success(false): break
-                case .failure(let error):
-                    FileHandle.standardError.write(
-                        Data("corral proxy: new policy refused, keeping the old one: \(error)\n".utf8))
+                if modified != lastModified {
+                    lastModified = modified
+                    switch proxy.reload(from: path) {
+                    case .success(true): FileHandle.standardError.write(Data("corral proxy: policy reloaded\n".utf8))
+                    case .success(false): break
+                    case .failure(let error):
+                        FileHandle.standardError.write(
+                            Data("corral proxy: new policy refused, keeping the old one: \(error)\n".utf8))
+                    }
+                }
+                if let table, let grantsPath {
+                    let modified = Self.modificationDate(grantsPath)
+                    guard modified != grantsModified else { continue }
+                    grantsModified = modified
+                    switch table.reload(from: grantsPath) {
+                    case .success: FileHandle.standardError.write(Data("corral proxy: grants reloaded\n".utf8))
+                    case .failure(let error):
+                        FileHandle.standardError.write(
+                            Data("corral proxy: new grants refused, keeping the old ones: \(error)\n".utf8))
+                    }
                 }
             }
         }

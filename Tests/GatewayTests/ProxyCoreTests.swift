@@ -29,106 +29,106 @@ final class ProxyCoreTests: XCTestCase {
 
     private func line(_ text: String) -> Data { Data(text.utf8) }
 
-    func testLineBreaksCannotSmuggleASecondMessage() throws {
+    func testLineBreaksCannotSmuggleASecondMessage() async throws {
         let wire = Wire()
         let proxy = try core(Self.policy, wire: wire)
         let smuggled = #"{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{"name":"cancel_background_task","arguments":{}}}"#
         // After a bare CR (Python servers split lines there): two values on one line, refused.
-        proxy.fromClient(line(#"{"jsonrpc":"2.0","method":"notifications/x"}"# + "\r" + smuggled))
+        await proxy.fromClient(line(#"{"jsonrpc":"2.0","method":"notifications/x"}"# + "\r" + smuggled))
         XCTAssertEqual(wire.server, [])
         XCTAssertEqual(wire.client.last?["error"]?["code"], -32700)
         // Inside an unjudged message, as an HTTP body may carry: forwarded, but as one line.
-        proxy.fromClient(line(#"{"jsonrpc":"2.0","id":1,"method":"ping","pad":"# + "\n" + smuggled + "\r\n}"))
+        await proxy.fromClient(line(#"{"jsonrpc":"2.0","id":1,"method":"ping","pad":"# + "\n" + smuggled + "\r\n}"))
         XCTAssertEqual(wire.server.count, 1)
         XCTAssertFalse(wire.server[0].contains("\n") || wire.server[0].contains("\r"), "no line break reaches the server")
         // A CRLF line ending is fine.
-        proxy.fromClient(line(#"{"jsonrpc":"2.0","id":2,"method":"ping"}"# + "\r"))
+        await proxy.fromClient(line(#"{"jsonrpc":"2.0","id":2,"method":"ping"}"# + "\r"))
         XCTAssertEqual(wire.server.count, 2)
     }
 
-    func testIdsMustBeStringsOrIntegers() throws {
+    func testIdsMustBeStringsOrIntegers() async throws {
         let wire = Wire()
         let proxy = try core(Self.policy, wire: wire)
         for id in ["null", "true", "1.5", "[1]", #"{"a":1}"#] {
-            proxy.fromClient(line(#"{"jsonrpc":"2.0","id":\#(id),"method":"ping"}"#))
-            proxy.fromClient(line(#"{"jsonrpc":"2.0","id":\#(id),"method":"tools/list"}"#))
+            await proxy.fromClient(line(#"{"jsonrpc":"2.0","id":\#(id),"method":"ping"}"#))
+            await proxy.fromClient(line(#"{"jsonrpc":"2.0","id":\#(id),"method":"tools/list"}"#))
         }
         XCTAssertEqual(wire.server, [])
         XCTAssertEqual(wire.client.count, 10)
         XCTAssertTrue(wire.client.allSatisfy { $0["error"]?["code"] == -32600 })
     }
 
-    func testACancelledToolListIsStillFilteredWhenItsAnswerComes() throws {
+    func testACancelledToolListIsStillFilteredWhenItsAnswerComes() async throws {
         let wire = Wire()
         let proxy = try core(Self.policy, wire: wire)
-        proxy.fromClient(line(#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#))
-        proxy.fromClient(line(#"{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":2}}"#))
-        proxy.fromClient(line(#"{"jsonrpc":"2.0","id":2,"method":"ping"}"#))  // the id is still taken
-        proxy.fromServer(line(#"{"jsonrpc":"2.0","id":2,"result":{"tools":[{"name":"cancel_background_task"},{"name":"a"}]}}"#))
+        await proxy.fromClient(line(#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#))
+        await proxy.fromClient(line(#"{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":2}}"#))
+        await proxy.fromClient(line(#"{"jsonrpc":"2.0","id":2,"method":"ping"}"#))  // the id is still taken
+        await proxy.fromServer(line(#"{"jsonrpc":"2.0","id":2,"result":{"tools":[{"name":"cancel_background_task"},{"name":"a"}]}}"#))
         XCTAssertEqual(wire.client.first?["error"]?["code"], -32600)
         let names = wire.client.last?["result"]?["tools"]?.arrayValue?.compactMap { $0["name"]?.stringValue }
         XCTAssertEqual(names, ["a"])
         // An answer we cannot read (a repeated key) is not passed on either.
-        proxy.fromClient(line(#"{"jsonrpc":"2.0","id":3,"method":"tools/list"}"#))
-        proxy.fromServer(line(#"{"jsonrpc":"2.0","id":3,"result":{"tools":[{"name":"cancel_background_task"}]},"jsonrpc":"2.0"}"#))
+        await proxy.fromClient(line(#"{"jsonrpc":"2.0","id":3,"method":"tools/list"}"#))
+        await proxy.fromServer(line(#"{"jsonrpc":"2.0","id":3,"result":{"tools":[{"name":"cancel_background_task"}]},"jsonrpc":"2.0"}"#))
         XCTAssertEqual(wire.client.last?["error"]?["code"], -32603)
         XCTAssertFalse(wire.toClient.withLock { $0 }.joined().contains("cancel_background_task"))
     }
 
-    func testAnIdInFlightCannotBeReused() throws {
+    func testAnIdInFlightCannotBeReused() async throws {
         let wire = Wire()
         let proxy = try core(Self.policy, wire: wire)
-        proxy.fromClient(line(#"{"jsonrpc":"2.0","id":7,"method":"tools/list"}"#))
+        await proxy.fromClient(line(#"{"jsonrpc":"2.0","id":7,"method":"tools/list"}"#))
         // The same-id trick: a ping answered first would take the tools/list's place and let the list through unfiltered.
-        proxy.fromClient(line(#"{"jsonrpc":"2.0","id":7,"method":"ping"}"#))
+        await proxy.fromClient(line(#"{"jsonrpc":"2.0","id":7,"method":"ping"}"#))
         XCTAssertEqual(wire.server.count, 1)
         XCTAssertEqual(wire.client.first?["id"], 7)
         XCTAssertEqual(wire.client.first?["error"]?["code"], -32600)
-        proxy.fromServer(line(#"{"jsonrpc":"2.0","id":7,"result":{"tools":[{"name":"cancel_background_task"},{"name":"get_background_task"}]}}"#))
+        await proxy.fromServer(line(#"{"jsonrpc":"2.0","id":7,"result":{"tools":[{"name":"cancel_background_task"},{"name":"get_background_task"}]}}"#))
         let names = wire.client.last?["result"]?["tools"]?.arrayValue?.compactMap { $0["name"]?.stringValue }
         XCTAssertEqual(names, ["get_background_task"])
         // Once answered, the id is free again.
-        proxy.fromClient(line(#"{"jsonrpc":"2.0","id":7,"method":"ping"}"#))
+        await proxy.fromClient(line(#"{"jsonrpc":"2.0","id":7,"method":"ping"}"#))
         XCTAssertEqual(wire.server.count, 2)
     }
 
-    func testAReusedIdCannotRollBackACounter() throws {
+    func testAReusedIdCannotRollBackACounter() async throws {
         let wire = Wire()
         let proxy = try core(Self.policy, wire: wire)
         let call = #"{"jsonrpc":"2.0","id":ID,"method":"tools/call","params":{"name":"list_background_tasks","arguments":{}}}"#
-        proxy.fromClient(line(call.replacingOccurrences(of: "ID", with: "1")))
-        proxy.fromClient(line(#"{"jsonrpc":"2.0","id":1,"method":"no/such_method"}"#))  // refused: id 1 is in flight
-        proxy.fromServer(line(#"{"jsonrpc":"2.0","id":1,"result":{"content":[],"isError":false}}"#))
-        proxy.fromClient(line(call.replacingOccurrences(of: "ID", with: "2")))
+        await proxy.fromClient(line(call.replacingOccurrences(of: "ID", with: "1")))
+        await proxy.fromClient(line(#"{"jsonrpc":"2.0","id":1,"method":"no/such_method"}"#))  // refused: id 1 is in flight
+        await proxy.fromServer(line(#"{"jsonrpc":"2.0","id":1,"result":{"content":[],"isError":false}}"#))
+        await proxy.fromClient(line(call.replacingOccurrences(of: "ID", with: "2")))
         XCTAssertEqual(wire.server.count, 1, "the second call is over the limit of one and never forwarded")
         XCTAssertEqual(wire.client.last?["result"]?["isError"], true)
 
         // A real JSON-RPC error answer does roll the counter back.
         let wire2 = Wire()
         let proxy2 = try core(Self.policy, wire: wire2)
-        proxy2.fromClient(line(call.replacingOccurrences(of: "ID", with: "1")))
-        proxy2.fromServer(line(#"{"jsonrpc":"2.0","id":1,"error":{"code":-32602,"message":"bad"}}"#))
-        proxy2.fromClient(line(call.replacingOccurrences(of: "ID", with: "2")))
+        await proxy2.fromClient(line(call.replacingOccurrences(of: "ID", with: "1")))
+        await proxy2.fromServer(line(#"{"jsonrpc":"2.0","id":1,"error":{"code":-32602,"message":"bad"}}"#))
+        await proxy2.fromClient(line(call.replacingOccurrences(of: "ID", with: "2")))
         XCTAssertEqual(wire2.server.count, 2)
     }
 
-    func testUnreadableToolListAnswersAreNotPassedOn() throws {
+    func testUnreadableToolListAnswersAreNotPassedOn() async throws {
         let wire = Wire()
         let proxy = try core(Self.policy, wire: wire)
-        proxy.fromClient(line(#"{"jsonrpc":"2.0","id":"a","method":"tools/list"}"#))
-        proxy.fromServer(line(#"{"jsonrpc":"2.0","id":"a","result":{"tools":[{"name":"cancel_background_task","description":"\ud83d"}]}}"#))
+        await proxy.fromClient(line(#"{"jsonrpc":"2.0","id":"a","method":"tools/list"}"#))
+        await proxy.fromServer(line(#"{"jsonrpc":"2.0","id":"a","result":{"tools":[{"name":"cancel_background_task","description":"\ud83d"}]}}"#))
         XCTAssertEqual(wire.client.count, 1)
         XCTAssertEqual(wire.client.first?["error"]?["code"], -32603)
         XCTAssertFalse(wire.toClient.withLock { $0 }.joined().contains("cancel_background_task"))
     }
 
-    func testCancelledRequestsFreeTheirIdAndOwedAnswersComeWhenTheServerEnds() throws {
+    func testCancelledRequestsFreeTheirIdAndOwedAnswersComeWhenTheServerEnds() async throws {
         let wire = Wire()
         let proxy = try core(Self.policy, wire: wire)
-        proxy.fromClient(line(#"{"jsonrpc":"2.0","id":3,"method":"ping"}"#))
-        proxy.fromClient(line(#"{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":3}}"#))
-        proxy.fromClient(line(#"{"jsonrpc":"2.0","id":3,"method":"ping"}"#))
-        proxy.fromClient(line(#"{"jsonrpc":"2.0","id":4,"method":"ping"}"#))
+        await proxy.fromClient(line(#"{"jsonrpc":"2.0","id":3,"method":"ping"}"#))
+        await proxy.fromClient(line(#"{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":3}}"#))
+        await proxy.fromClient(line(#"{"jsonrpc":"2.0","id":3,"method":"ping"}"#))
+        await proxy.fromClient(line(#"{"jsonrpc":"2.0","id":4,"method":"ping"}"#))
         XCTAssertEqual(wire.server.count, 4)
         proxy.serverEnded("exited with status 1")
         let owed = wire.client.compactMap { $0["id"]?.intValue }.sorted()
@@ -136,10 +136,10 @@ final class ProxyCoreTests: XCTestCase {
         XCTAssertTrue(wire.client.allSatisfy { $0["error"]?["message"]?.stringValue?.contains("exited with status 1") == true })
     }
 
-    func testBatchesAreDecidedPerCallAndIdsInsideThemAreChecked() throws {
+    func testBatchesAreDecidedPerCallAndIdsInsideThemAreChecked() async throws {
         let wire = Wire()
         let proxy = try core(Self.policy, wire: wire)
-        proxy.fromClient(line(#"""
+        await proxy.fromClient(line(#"""
             [{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"cancel_background_task"}},
              {"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"get_background_task","arguments":{}}},
              {"jsonrpc":"2.0","id":2,"method":"ping"}]

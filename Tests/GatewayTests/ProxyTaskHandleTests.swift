@@ -32,33 +32,36 @@ final class ProxyTaskHandleTests: XCTestCase {
         ]
     }
 
-    private func send(_ proxy: ProxyCore, _ message: JSONValue) {
-        proxy.fromClient(Data(message.jsonString().utf8))
+    private func send(_ proxy: ProxyCore, _ message: JSONValue) async {
+        await proxy.fromClient(Data(message.jsonString().utf8))
     }
 
-    func testOnlyHandlesCreatedForTheSameGrantPass() throws {
+    func testOnlyHandlesCreatedForTheSameGrantPass() async throws {
         let handles = TaskHandles()
         let wireA = Wire()
         let wireB = Wire()
         let proxyA = try core(grant: "team-a", handles: handles, wire: wireA)
         let proxyB = try core(grant: "team-b", handles: handles, wire: wireB)
         // A call from a client with the extension; the server answers with a task.
-        send(proxyA, ["jsonrpc": "2.0", "id": 1, "method": "tools/call",
+        await send(proxyA, ["jsonrpc": "2.0", "id": 1, "method": "tools/call",
                       "params": ["name": "wait", "arguments": ["duration_ms": 1], "_meta": meta(tasks: true)]])
         XCTAssertEqual(wireA.server.count, 1)
-        proxyA.fromServer(Data(#"{"jsonrpc":"2.0","id":1,"result":{"resultType":"task","taskId":"h-1","status":"working"}}"#.utf8))
+        await proxyA.fromServer(Data(#"{"jsonrpc":"2.0","id":1,"result":{"resultType":"task","taskId":"h-1","status":"working"}}"#.utf8))
         XCTAssertEqual(wireA.client.last?["result"]?["taskId"], "h-1")
-        XCTAssertEqual(handles.count, 1)
+        let ownedByA = try await handles.isOwned("h-1", by: "team-a")
+        let ownedByB = try await handles.isOwned("h-1", by: "team-b")
+        XCTAssertTrue(ownedByA)
+        XCTAssertFalse(ownedByB)
 
         let get: (Int, String) -> JSONValue = { id, handle in
             ["jsonrpc": "2.0", "id": .int(id), "method": "tasks/cancel", "params": ["taskId": .string(handle), "_meta": self.meta(tasks: true)]]
         }
-        send(proxyA, get(2, "h-1"))
+        await send(proxyA, get(2, "h-1"))
         XCTAssertEqual(wireA.server.count, 2, "the owner's tasks/cancel is forwarded")
         // Another grant, a guess, a background task's id, no id at all: answered here, never forwarded.
-        send(proxyB, get(3, "h-1"))
-        send(proxyA, get(4, "0123456789abcdef0123456789abcdef"))
-        send(proxyA, ["jsonrpc": "2.0", "id": 5, "method": "tasks/get", "params": ["_meta": meta(tasks: true)]])
+        await send(proxyB, get(3, "h-1"))
+        await send(proxyA, get(4, "0123456789abcdef0123456789abcdef"))
+        await send(proxyA, ["jsonrpc": "2.0", "id": 5, "method": "tasks/get", "params": ["_meta": meta(tasks: true)]])
         XCTAssertEqual(wireB.server.count, 0)
         XCTAssertEqual(wireA.server.count, 2)
         XCTAssertEqual(wireB.client.last?["error"]?["code"], -32602)
@@ -68,24 +71,30 @@ final class ProxyTaskHandleTests: XCTestCase {
         XCTAssertEqual(audited.first?.jsonValue["task_id"], "h-1")
     }
 
-    func testAHandleInTheAnswerToAClientWithoutTheExtensionIsNotRecorded() throws {
+    func testAHandleInTheAnswerToAClientWithoutTheExtensionIsNotRecorded() async throws {
         let handles = TaskHandles()
         let wire = Wire()
         let proxy = try core(grant: "g", handles: handles, wire: wire)
-        send(proxy, ["jsonrpc": "2.0", "id": 1, "method": "tools/call",
+        await send(proxy, ["jsonrpc": "2.0", "id": 1, "method": "tools/call",
                      "params": ["name": "wait", "arguments": [:], "_meta": meta(tasks: false)]])
-        proxy.fromServer(Data(#"{"jsonrpc":"2.0","id":1,"result":{"resultType":"task","taskId":"h-2","status":"working"}}"#.utf8))
-        XCTAssertEqual(handles.count, 0)
-        send(proxy, ["jsonrpc": "2.0", "id": 2, "method": "tasks/get", "params": ["taskId": "h-2", "_meta": meta(tasks: true)]])
+        await proxy.fromServer(Data(#"{"jsonrpc":"2.0","id":1,"result":{"resultType":"task","taskId":"h-2","status":"working"}}"#.utf8))
+        let recorded = try await handles.isOwned("h-2", by: "g")
+        XCTAssertFalse(recorded)
+        await send(proxy, ["jsonrpc": "2.0", "id": 2, "method": "tasks/get", "params": ["taskId": "h-2", "_meta": meta(tasks: true)]])
         XCTAssertEqual(wire.client.last?["error"]?["code"], -32602)
     }
 
-    func testTheOldestHandlesAreForgottenPastTheCapacity() {
-        let handles = TaskHandles(capacity: 3)
-        for n in 0..<10 { handles.record("h\(n)", grant: "g") }
-        XCTAssertEqual(handles.count, 3)
-        XCTAssertFalse(handles.isOwned("h6", by: "g"))
-        XCTAssertTrue(handles.isOwned("h9", by: "g"))
-        XCTAssertFalse(handles.isOwned("h9", by: "other"))
+    func testOwnersExpireAndTheFirstOwnerStays() async throws {
+        let clock = ManualClock(milliseconds: 1_800_000_000_000)
+        let handles = TaskHandles(store: MemoryPolicyStore(), lifetime: .seconds(10), clock: clock)
+        try await handles.record("h", grant: "g")
+        try await handles.record("h", grant: "intruder")  // a second claim on a handle changes nothing
+        var owned = try await handles.isOwned("h", by: "g")
+        XCTAssertTrue(owned)
+        owned = try await handles.isOwned("h", by: "intruder")
+        XCTAssertFalse(owned)
+        clock.advance(milliseconds: 10_001)
+        owned = try await handles.isOwned("h", by: "g")
+        XCTAssertFalse(owned, "an expired owner no longer lets anyone through")
     }
 }

@@ -20,14 +20,14 @@ final class Tally: Sendable {
         "pause_background_task", #"{"limits": [{"counter": "pause_rate", "window": "minute", "max": 10, "scope": "grant"}]}"#)
 
     /// 16 threads hammer one `max: 10` counter in one engine: exactly 10 pass per window, in two windows.
-    @Test func sixteenCallersInMemory() throws {
+    @Test func sixteenCallersInMemory() async throws {
         let clock = ManualClock(milliseconds: epoch2026)
-        let engine = try evaluator(Self.policyText, store: MemoryCounterStore(), clock: clock)
+        let engine = try evaluator(Self.policyText, store: MemoryPolicyStore(), clock: clock)
         for window in 0..<2 {
             let tally = Tally()
-            DispatchQueue.concurrentPerform(iterations: 16) { _ in
+            await concurrently(16) { _ in
                 for _ in 0..<20 {
-                    tally.add(engine.decide(tool: "pause_background_task", arguments: [:], identity: CallIdentity(grant: "g")))
+                    await tally.add(engine.decide(tool: "pause_background_task", arguments: [:], identity: CallIdentity(grant: "g")))
                 }
             }
             #expect(tally.allowed == 10, "window \(window)")
@@ -37,17 +37,17 @@ final class Tally: Sendable {
     }
 
     /// 16 threads, each with its own SQLite connection to one file: the IMMEDIATE transactions keep it exact.
-    @Test func sixteenCallersInSQLite() throws {
+    @Test func sixteenCallersInSQLite() async throws {
         let path = temporarySQLitePath()
         defer { removeSQLite(path) }
         let clock = ManualClock(milliseconds: epoch2026)
         let policy = try load(Self.policyText)
-        let engines = try (0..<16).map { _ in PolicyEvaluator(policy: policy, store: try SQLiteCounterStore(path: path), clock: clock) }
+        let engines = try (0..<16).map { _ in PolicyEvaluator(policy: policy, store: try SQLitePolicyStore(path: path), clock: clock) }
         for window in 0..<2 {
             let tally = Tally()
-            DispatchQueue.concurrentPerform(iterations: 16) { index in
+            await concurrently(16) { index in
                 for _ in 0..<8 {
-                    tally.add(engines[index].decide(tool: "pause_background_task", arguments: [:], identity: CallIdentity(grant: "g")))
+                    await tally.add(engines[index].decide(tool: "pause_background_task", arguments: [:], identity: CallIdentity(grant: "g")))
                 }
             }
             #expect(tally.allowed == 10, "window \(window)")
@@ -55,16 +55,16 @@ final class Tally: Sendable {
             clock.advance(milliseconds: 60_000)
         }
         // And one shared connection used from 16 threads.
-        let shared = PolicyEvaluator(policy: policy, store: try SQLiteCounterStore(path: path), clock: clock)
+        let shared = PolicyEvaluator(policy: policy, store: try SQLitePolicyStore(path: path), clock: clock)
         let tally = Tally()
-        DispatchQueue.concurrentPerform(iterations: 16) { _ in
-            for _ in 0..<4 { tally.add(shared.decide(tool: "pause_background_task", arguments: [:], identity: CallIdentity(grant: "g"))) }
+        await concurrently(16) { _ in
+            for _ in 0..<4 { await tally.add(shared.decide(tool: "pause_background_task", arguments: [:], identity: CallIdentity(grant: "g"))) }
         }
         #expect(tally.allowed == 10)
     }
 
     /// Several `corral policy explain --store sqlite:PATH` processes on one file: exactly 10 allowed in total.
-    @Test func severalProcessesOnOneSQLiteFile() throws {
+    @Test func severalProcessesOnOneSQLiteFile() async throws {
         let binary = try #require(Self.corralBinary(), "the corral executable was not found next to the test bundle")
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("corral-policy-mp-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
@@ -121,5 +121,12 @@ final class Tally: Sendable {
         }
         candidates.append(packageRoot.appendingPathComponent(".build/debug/corral"))
         return candidates.first { FileManager.default.isExecutableFile(atPath: $0.path) }
+    }
+}
+
+/// Runs `body` for 0..<count as that many concurrent tasks, and waits for all.
+func concurrently(_ count: Int, _ body: @escaping @Sendable (Int) async -> Void) async {
+    await withTaskGroup(of: Void.self) { group in
+        for index in 0..<count { group.addTask { await body(index) } }
     }
 }

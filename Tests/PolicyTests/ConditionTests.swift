@@ -80,11 +80,11 @@ import Testing
 
     /// Every op through `require`: the call is allowed exactly when the condition holds.
     @Test(arguments: opCases)
-    func opInRequire(_ c: OpCase) throws {
+    func opInRequire(_ c: OpCase) async throws {
         let engine = try evaluator(
             toolPolicy("t", #"{"require": [{"path": "args.x", "op": "\#(c.op)", "value": \#(c.value)}]}"#))
         let args: JSONValue = c.argument.map { .object(["x": $0]) } ?? .object([:])
-        let decision = engine.decide(tool: "t", arguments: args)
+        let decision = await engine.decide(tool: "t", arguments: args)
         #expect(decision.isAllowed == c.holds, "\(decision.message)")
         if !c.holds { #expect(decision.rule == "tools.t.require[0]") }
     }
@@ -92,11 +92,11 @@ import Testing
     /// The same op through `deny_if`: a condition that holds denies; one that fails allows; one that cannot be
     /// checked (missing path, wrong type) denies too (fail closed).
     @Test(arguments: opCases)
-    func opInDenyIf(_ c: OpCase) throws {
+    func opInDenyIf(_ c: OpCase) async throws {
         let engine = try evaluator(
             toolPolicy("t", #"{"deny_if": [{"conditions": [{"path": "args.x", "op": "\#(c.op)", "value": \#(c.value)}], "on_deny": "no"}]}"#))
         let args: JSONValue = c.argument.map { .object(["x": $0]) } ?? .object([:])
-        let decision = engine.decide(tool: "t", arguments: args)
+        let decision = await engine.decide(tool: "t", arguments: args)
         let condition = try #require(engine.policy.tools["t"]?.denyIf.first?.conditions.first)
         let outcome = condition.evaluate(args.objectValue ?? [:])
         let expectDeny: Bool
@@ -144,22 +144,22 @@ import Testing
     ]
 
     @Test(arguments: pathCases)
-    func pathForms(_ c: PathCase) throws {
+    func pathForms(_ c: PathCase) async throws {
         let path = try ArgumentPath.parse(c.path).get()
         #expect(path.resolve(in: Self.arguments) == c.expected)
     }
 
-    @Test func pathFormsDriveDecisions() throws {
+    @Test func pathFormsDriveDecisions() async throws {
         let engine = try evaluator(
             toolPolicy("exec", #"{"require": [{"path": "args.argv.0", "op": "in", "value": ["ls", "cat"]}, {"path": "args.argv[1]", "op": "regex", "value": "^-"}]}"#))
-        #expect(engine.decide(tool: "exec", arguments: ["argv": ["ls", "-l"]]).isAllowed)
-        #expect(engine.decide(tool: "exec", arguments: ["argv": ["rm", "-rf"]]).rule == "tools.exec.require[0]")
-        #expect(engine.decide(tool: "exec", arguments: ["argv": ["ls", "/"]]).rule == "tools.exec.require[1]")
-        #expect(engine.decide(tool: "exec", arguments: ["argv": ["ls"]]).rule == "tools.exec.require[1]")
+        #expect(await engine.decide(tool: "exec", arguments: ["argv": ["ls", "-l"]]).isAllowed)
+        #expect(await engine.decide(tool: "exec", arguments: ["argv": ["rm", "-rf"]]).rule == "tools.exec.require[0]")
+        #expect(await engine.decide(tool: "exec", arguments: ["argv": ["ls", "/"]]).rule == "tools.exec.require[1]")
+        #expect(await engine.decide(tool: "exec", arguments: ["argv": ["ls"]]).rule == "tools.exec.require[1]")
     }
 
     /// Conditions inside one deny_if item are ANDed; items are tried in order.
-    @Test func denyIfConjunctionAndOrder() throws {
+    @Test func denyIfConjunctionAndOrder() async throws {
         let engine = try evaluator(
             toolPolicy(
                 "refund",
@@ -180,17 +180,17 @@ import Testing
             (["amount": "5000", "currency": "EUR", "reason": "r"], "tools.refund.deny_if[1]", false),  // wrong type: fail closed
         ]
         for (args, rule, allowed) in cases {
-            let decision = engine.decide(tool: "refund", arguments: args)
+            let decision = await engine.decide(tool: "refund", arguments: args)
             #expect(decision.rule == rule, "\(args.jsonString())")
             #expect(decision.isAllowed == allowed, "\(args.jsonString())")
         }
-        #expect(engine.decide(tool: "refund", arguments: ["amount": 150, "currency": "USD", "reason": "r"]).message == "too much")
-        #expect(engine.decide(tool: "refund", arguments: ["amount": 50, "currency": "USD"]).message.contains("args.reason exists"))
+        #expect(await engine.decide(tool: "refund", arguments: ["amount": 150, "currency": "USD", "reason": "r"]).message == "too much")
+        #expect(await engine.decide(tool: "refund", arguments: ["amount": 50, "currency": "USD"]).message.contains("args.reason exists"))
     }
 
-    @Test func emptyConditionsAlwaysDeny() throws {
+    @Test func emptyConditionsAlwaysDeny() async throws {
         let engine = try evaluator(toolPolicy("t", #"{"deny_if": [{"conditions": [], "on_deny": "Requires human approval."}]}"#))
-        let decision = engine.decide(tool: "t", arguments: [:])
+        let decision = await engine.decide(tool: "t", arguments: [:])
         #expect(decision.outcome == .deny)
         #expect(decision.rule == "tools.t.deny_if[0]")
         #expect(decision.message == "Requires human approval.")

@@ -33,9 +33,9 @@ import Testing
         ("open", "allow", "tools.open", "Allowed by policy"),
         ("open2", "allow", "tools.open2", "Allowed by policy"),
     ])
-    func stageThatDecides(tool: String, outcome: String, rule: String, message: String) throws {
+    func stageThatDecides(tool: String, outcome: String, rule: String, message: String) async throws {
         let engine = try evaluator(Self.policyText)
-        let decision = engine.decide(tool: tool, arguments: [:])
+        let decision = await engine.decide(tool: tool, arguments: [:])
         #expect(decision.outcome.rawValue == outcome)
         #expect(decision.rule == rule)
         #expect(decision.message == message)
@@ -43,56 +43,56 @@ import Testing
     }
 
     /// Approval comes before limits: an unresolved approval reserves nothing; approving then counts.
-    @Test func approvalThenLimits() throws {
+    @Test func approvalThenLimits() async throws {
         let engine = try evaluator(Self.policyText)
-        let first = engine.decide(tool: "approve", arguments: ["k": 1], identity: CallIdentity(grant: "g"))
+        let first = await engine.decide(tool: "approve", arguments: ["k": 1], identity: CallIdentity(grant: "g"))
         let pending = try #require(first.pendingApproval)
         #expect(first.counters.isEmpty)
         #expect(pending.arguments == ["k": 1])
-        let approved = engine.resolveApproval(pending, approved: true)
+        let approved = await engine.resolveApproval(pending, approved: true)
         #expect(approved.outcome == .allow)
         #expect(approved.counters.first(where: { $0.key.counter == "approve_rate" })?.value == 1)
         // The limit still applies after approval.
-        let again = try #require(engine.decide(tool: "approve", arguments: [:], identity: CallIdentity(grant: "g")).pendingApproval)
-        let limited = engine.resolveApproval(again, approved: true)
+        let again = try #require(await engine.decide(tool: "approve", arguments: [:], identity: CallIdentity(grant: "g")).pendingApproval)
+        let limited = await engine.resolveApproval(again, approved: true)
         #expect(limited.outcome == .deny)
         #expect(limited.rule == "tools.approve.limits[0]")
-        let refused = engine.resolveApproval(again, approved: false)
+        let refused = await engine.resolveApproval(again, approved: false)
         #expect(refused.outcome == .deny)
         #expect(refused.rule == "tools.approve.action")
         #expect(refused.message.contains("was refused"))
     }
 
     /// An approval resolved after a reload is judged by the new policy.
-    @Test func approvalAfterReload() throws {
+    @Test func approvalAfterReload() async throws {
         let engine = try evaluator(toolPolicy("t", #"{"action": "require_approval"}"#))
-        let pending = try #require(engine.decide(tool: "t", arguments: [:]).pendingApproval)
+        let pending = try #require(await engine.decide(tool: "t", arguments: [:]).pendingApproval)
         #expect(pending.message == #"Tool "t" requires approval"#)
         engine.replacePolicy(try load(toolPolicy("t", #"{"action": "deny"}"#)))
-        #expect(engine.resolveApproval(pending, approved: true).rule == "tools.t.action")
+        #expect(await engine.resolveApproval(pending, approved: true).rule == "tools.t.action")
     }
 
-    @Test func defaultAllow() throws {
+    @Test func defaultAllow() async throws {
         let engine = try evaluator(#"{"version": "1", "default": "allow", "hide": ["h"], "tools": {"d": {"action": "deny"}}}"#)
-        #expect(engine.decide(tool: "anything", arguments: [:]).rule == "default_allow")
-        #expect(engine.decide(tool: "anything", arguments: [:]).isAllowed)
-        #expect(engine.decide(tool: "h", arguments: [:]).rule == "hide")
-        #expect(engine.decide(tool: "d", arguments: [:]).message == #"Tool "d" is denied by policy"#)
+        #expect(await engine.decide(tool: "anything", arguments: [:]).rule == "default_allow")
+        #expect(await engine.decide(tool: "anything", arguments: [:]).isAllowed)
+        #expect(await engine.decide(tool: "h", arguments: [:]).rule == "hide")
+        #expect(await engine.decide(tool: "d", arguments: [:]).message == #"Tool "d" is denied by policy"#)
     }
 
-    @Test func hideEverything() throws {
+    @Test func hideEverything() async throws {
         let engine = try evaluator(#"{"version": "1", "default": "allow", "hide": ["*"], "tools": {"t": {}}}"#)
-        #expect(engine.decide(tool: "t", arguments: [:]).rule == "hide")
-        #expect(engine.decide(tool: "x", arguments: [:]).rule == "hide")
+        #expect(await engine.decide(tool: "t", arguments: [:]).rule == "hide")
+        #expect(await engine.decide(tool: "x", arguments: [:]).rule == "hide")
         #expect(engine.filterToolList([["name": "t"], ["name": "x"]]).isEmpty)
     }
 
-    @Test func swapPolicy() throws {
+    @Test func swapPolicy() async throws {
         let engine = try evaluator(toolPolicy("t", "{}"))
-        #expect(engine.decide(tool: "t", arguments: [:]).isAllowed)
+        #expect(await engine.decide(tool: "t", arguments: [:]).isAllowed)
         let old = engine.replacePolicy(try load(#"{"version": "1", "default": "deny", "hide": ["t"]}"#))
         #expect(old.tools["t"] != nil)
-        #expect(engine.decide(tool: "t", arguments: [:]).rule == "hide")
+        #expect(await engine.decide(tool: "t", arguments: [:]).rule == "hide")
     }
 }
 
@@ -100,23 +100,23 @@ import Testing
     @Test(arguments: [
         (JSONValue.array([1]), "array"), (.string("x"), "string"), (.int(1), "number"), (.null, "null"), (.bool(true), "boolean"),
     ])
-    func argumentsMustBeAnObject(arguments: JSONValue, type: String) throws {
+    func argumentsMustBeAnObject(arguments: JSONValue, type: String) async throws {
         let engine = try evaluator(#"{"version": "1", "default": "allow"}"#)
-        let decision = engine.decide(tool: "t", arguments: arguments)
+        let decision = await engine.decide(tool: "t", arguments: arguments)
         #expect(decision.outcome == .deny)
         #expect(decision.rule == "invalid_call")
         #expect(decision.message == "Tool call arguments must be a JSON object, got \(type)")
     }
 
-    @Test func missingArgumentsAreAnEmptyObject() throws {
+    @Test func missingArgumentsAreAnEmptyObject() async throws {
         let engine = try evaluator(#"{"version": "1", "default": "allow"}"#)
-        #expect(engine.decide(tool: "t", arguments: nil).isAllowed)
+        #expect(await engine.decide(tool: "t", arguments: nil).isAllowed)
     }
 
     @Test(arguments: [nil, "", "\u{200B}", "\u{FEFF}\u{200D}"] as [String?])
-    func missingOrEmptyName(name: String?) throws {
+    func missingOrEmptyName(name: String?) async throws {
         let engine = try evaluator(#"{"version": "1", "default": "allow"}"#)
-        let decision = engine.decide(tool: name, arguments: [:])
+        let decision = await engine.decide(tool: name, arguments: [:])
         #expect(decision.outcome == .deny)
         #expect(decision.rule == "invalid_call")
     }
@@ -136,35 +136,35 @@ import Testing
         "cancel＿background＿task",  // fullwidth low line (NFKC)
         "DELETE_EVERYTHING", "d\u{0435}lete_everything", "Pause_Task",
     ])
-    func lookalikes(name: String) throws {
+    func lookalikes(name: String) async throws {
         let engine = try evaluator(
             """
             {"version": "1", "default": "allow", "hide": ["cancel_background_task"],
              "tools": {"delete_everything": {"action": "deny"},
                        "pause_task": {"limits": [{"counter": "p", "window": "minute", "max": 1}]}}}
             """)
-        let decision = engine.decide(tool: name, arguments: [:])
+        let decision = await engine.decide(tool: name, arguments: [:])
         #expect(decision.outcome == .deny)
         #expect(decision.rule == "lookalike")
     }
 
-    @Test func lookalikesOfHiddenToolsAreFilteredFromLists() throws {
+    @Test func lookalikesOfHiddenToolsAreFilteredFromLists() async throws {
         let policy = try load(#"{"version": "1", "default": "allow", "hide": ["cancel_background_task"]}"#)
         #expect(policy.isHidden("Cancel_Background_Task"))
         #expect(policy.isHidden("c\u{0430}ncel_background_task"))
         #expect(!policy.isHidden("cancel_background_tasks"))
     }
 
-    @Test func distinctNamesAreNotLookalikes() throws {
+    @Test func distinctNamesAreNotLookalikes() async throws {
         let engine = try evaluator(#"{"version": "1", "default": "allow", "hide": ["cancel_background_task"]}"#)
-        #expect(engine.decide(tool: "cancel_background_tasks", arguments: [:]).isAllowed)
-        #expect(engine.decide(tool: "get_background_task", arguments: [:]).isAllowed)
-        #expect(engine.decide(tool: "отмена", arguments: [:]).isAllowed)
+        #expect(await engine.decide(tool: "cancel_background_tasks", arguments: [:]).isAllowed)
+        #expect(await engine.decide(tool: "get_background_task", arguments: [:]).isAllowed)
+        #expect(await engine.decide(tool: "отмена", arguments: [:]).isAllowed)
     }
 }
 
 @Suite struct ToolListAndRenderingTests {
-    @Test func filteringKeepsEveryOtherFieldUntouched() throws {
+    @Test func filteringKeepsEveryOtherFieldUntouched() async throws {
         let policy = try load(try String(contentsOf: packageRoot.appendingPathComponent("policies/hide-cancel.json"), encoding: .utf8))
         let pause: JSONValue = [
             "name": "pause_background_task", "description": "Pause", "inputSchema": ["type": "object", "properties": [:]],
@@ -182,16 +182,16 @@ import Testing
         #expect(policy.filterToolsListResult(["other": 1]) == ["other": 1])
     }
 
-    @Test func filteringDoesNotRemoveDeniedOrUnlistedTools() throws {
+    @Test func filteringDoesNotRemoveDeniedOrUnlistedTools() async throws {
         // Listing and calling are separate: only `hide` removes a tool from the list.
         let policy = try load(#"{"version": "1", "default": "deny", "tools": {"d": {"action": "deny"}}}"#)
         #expect(policy.filterToolList([["name": "d"], ["name": "other"]]) == [["name": "d"], ["name": "other"]])
     }
 
-    @Test func denialRendering() throws {
+    @Test func denialRendering() async throws {
         let engine = try evaluator(toolPolicy("t", #"{"limits": [{"counter": "c", "window": "minute", "max": 1}]}"#))
-        #expect(engine.decide(tool: "t", arguments: [:]).deniedToolResult == Optional<JSONValue>.none)
-        let denied = engine.decide(tool: "t", arguments: [:])
+        #expect(await engine.decide(tool: "t", arguments: [:]).deniedToolResult == Optional<JSONValue>.none)
+        let denied = await engine.decide(tool: "t", arguments: [:])
         let result = try #require(denied.deniedToolResult)
         #expect(
             result == [
@@ -202,7 +202,7 @@ import Testing
                     "retry_after_ms": 60000,
                 ],
             ])
-        let hidden = try #require(engine.decide(tool: "x", arguments: [:]).deniedToolResult)
+        let hidden = try #require(await engine.decide(tool: "x", arguments: [:]).deniedToolResult)
         #expect(hidden["structuredContent"]?["retry_after_ms"] == Optional<JSONValue>.none)
         #expect(hidden["structuredContent"]?["rule"] == "default_deny")
         #expect(hidden["content"]?.arrayValue?.first?["text"] == #"[POLICY DENIED] Tool "x" is not permitted by policy"#)

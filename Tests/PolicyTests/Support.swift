@@ -26,7 +26,7 @@ func issues(_ text: String) -> [PolicyIssue] {
 
 /// An evaluator over `text` with a manual clock at a fixed, window-aligned instant (2026-01-01T00:00:00Z).
 func evaluator(
-    _ text: String, store: any CounterStore = MemoryCounterStore(), clock: ManualClock = ManualClock(milliseconds: epoch2026)
+    _ text: String, store: any PolicyStore = MemoryPolicyStore(), clock: ManualClock = ManualClock(milliseconds: epoch2026)
 ) throws -> PolicyEvaluator {
     PolicyEvaluator(policy: try load(text), store: store, clock: clock)
 }

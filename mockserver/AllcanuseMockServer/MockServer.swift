@@ -55,7 +55,7 @@ public enum MockServer {
                 let name = params["name"]?.stringValue
                 if let tasks, let name, MCPTaskBridge.taskTools.contains(name), TasksExtension.isDeclared(by: context) {
                     // Decided and counted once, when the task is made.
-                    if let denial = admit(
+                    if let denial = await admit(
                         json: params, policy: policy, identity: identity(context), logger: logger, callRecord: callRecord)
                     {
                         return denial
@@ -83,11 +83,11 @@ public enum MockServer {
     /// The policy's decision on a `tools/call`: the denial result, or nil when the call may go on.
     static func admit(
         json request: JSONValue, policy: PolicyEvaluator, identity: CallIdentity, logger: Logger, callRecord: CallRecord?
-    ) -> JSONValue? {
+    ) async -> JSONValue? {
         let name = request["name"]?.stringValue
         let arguments = request["arguments"]
         // The policy sees exactly what arrived: a missing name or arguments that are not an object are denied there.
-        let decision = policy.decide(tool: name, arguments: arguments, identity: identity)
+        let decision = await policy.decide(tool: name, arguments: arguments, identity: identity)
         callRecord?.record(tool: name ?? "", arguments: arguments, refusedBy: decision.isAllowed ? nil : decision.rule)
         if let denial = decision.deniedToolResult {
             logger.info("denied \(name ?? "(no name)"): \(decision.rule): \(decision.message)")
@@ -101,7 +101,7 @@ public enum MockServer {
         json request: JSONValue, service: AllcanuseService, policy: PolicyEvaluator, identity: CallIdentity,
         logger: Logger, progress: AllcanuseService.ProgressReporter? = nil, callRecord: CallRecord? = nil
     ) async -> JSONValue {
-        if let denial = admit(json: request, policy: policy, identity: identity, logger: logger, callRecord: callRecord) {
+        if let denial = await admit(json: request, policy: policy, identity: identity, logger: logger, callRecord: callRecord) {
             return denial
         }
         let arguments = request["arguments"]

@@ -48,24 +48,35 @@ public enum ReserveOutcome: Sendable, Hashable {
 }
 
 /// The store could not be read or written; the evaluator denies the call (fail closed).
-public struct CounterStoreError: Error, Sendable, CustomStringConvertible {
+public struct PolicyStoreError: Error, Sendable, CustomStringConvertible {
     public let message: String
     public init(_ message: String) { self.message = message }
     public var description: String { message }
 }
 
-/// Where counters live. Implementations must make `reserve` atomic: all requests applied or none, with no other
-/// reservation interleaved (also across processes, for a shared store).
-public protocol CounterStore: Sendable {
-    func reserve(_ requests: [CounterRequest], nowMs: Int64) throws(CounterStoreError) -> ReserveOutcome
+/// What a gateway keeps between calls: rate-limit counters, single-use records (a redeemed approval), and which
+/// grant owns each task handle. One store may serve several processes (SQLite on one machine, PostgreSQL across
+/// machines): then every instance sees the same counters and records, so any of them can answer any request.
+///
+/// Implementations must make `reserve` atomic: all requests applied or none, with no other reservation
+/// interleaved (also across processes, for a shared store); and `claimOnce` must succeed once per token.
+public protocol PolicyStore: Sendable {
+    func reserve(_ requests: [CounterRequest], nowMs: Int64) async throws(PolicyStoreError) -> ReserveOutcome
     /// Takes back what a reservation added (never below zero).
-    func release(_ requests: [CounterRequest]) throws(CounterStoreError)
+    func release(_ requests: [CounterRequest]) async throws(PolicyStoreError)
     /// Current values (0 for counters never touched), in key order.
-    func values(_ keys: [CounterKey]) throws(CounterStoreError) -> [Int]
+    func values(_ keys: [CounterKey]) async throws(PolicyStoreError) -> [Int]
+    /// True the first time `token` is claimed; false ever after, until `expiresAtMs` has passed (then it may be
+    /// forgotten: what it guards must have expired with it).
+    func claimOnce(_ token: String, expiresAtMs: Int64, nowMs: Int64) async throws(PolicyStoreError) -> Bool
+    /// Records that `grant` owns task `handle` (the first owner stays).
+    func recordOwner(of handle: String, grant: String, expiresAtMs: Int64, nowMs: Int64) async throws(PolicyStoreError)
+    /// The grant that owns `handle`, if it is known and not expired.
+    func owner(of handle: String, nowMs: Int64) async throws(PolicyStoreError) -> String?
 }
 
-/// Counters in process memory, behind one mutex. The default for in-process use.
-public final class MemoryCounterStore: CounterStore {
+/// Counters and records in process memory, behind one mutex. The default for in-process use and a single proxy.
+public final class MemoryPolicyStore: PolicyStore {
     private struct Entry {
         var value: Int
         let expiresAtMs: Int64
@@ -73,24 +84,31 @@ public final class MemoryCounterStore: CounterStore {
 
     private struct State {
         var counters: [CounterKey: Entry] = [:]
-        var reservationsSincePurge = 0
+        var claimed: [String: Int64] = [:]
+        var owners: [String: (grant: String, expiresAtMs: Int64)] = [:]
+        var writesSincePurge = 0
+
+        /// Expired windows, records and owners are dropped every `interval` writes, so memory stays bounded.
+        mutating func purgeIfDue(interval: Int, nowMs: Int64) {
+            writesSincePurge += 1
+            guard writesSincePurge >= interval else { return }
+            writesSincePurge = 0
+            counters = counters.filter { $0.value.expiresAtMs > nowMs }
+            claimed = claimed.filter { $0.value > nowMs }
+            owners = owners.filter { $0.value.expiresAtMs > nowMs }
+        }
     }
 
     private let state = Mutex(State())
-    /// Expired windows are dropped every this many reservations, so memory stays bounded.
     private let purgeInterval: Int
 
     public init(purgeInterval: Int = 4096) {
         self.purgeInterval = purgeInterval
     }
 
-    public func reserve(_ requests: [CounterRequest], nowMs: Int64) throws(CounterStoreError) -> ReserveOutcome {
+    public func reserve(_ requests: [CounterRequest], nowMs: Int64) throws(PolicyStoreError) -> ReserveOutcome {
         state.withLock { state in
-            state.reservationsSincePurge += 1
-            if state.reservationsSincePurge >= purgeInterval {
-                state.reservationsSincePurge = 0
-                state.counters = state.counters.filter { $0.value.expiresAtMs > nowMs }
-            }
+            state.purgeIfDue(interval: purgeInterval, nowMs: nowMs)
             // Check everything first: all or nothing. (Keys within one reservation are distinct: counter names are
             // unique per policy.)
             var current: [Int] = []
@@ -112,7 +130,7 @@ public final class MemoryCounterStore: CounterStore {
         }
     }
 
-    public func release(_ requests: [CounterRequest]) throws(CounterStoreError) {
+    public func release(_ requests: [CounterRequest]) throws(PolicyStoreError) {
         state.withLock { state in
             for request in requests {
                 guard let entry = state.counters[request.key] else { continue }
@@ -122,8 +140,31 @@ public final class MemoryCounterStore: CounterStore {
         }
     }
 
-    public func values(_ keys: [CounterKey]) throws(CounterStoreError) -> [Int] {
+    public func values(_ keys: [CounterKey]) throws(PolicyStoreError) -> [Int] {
         state.withLock { state in keys.map { state.counters[$0]?.value ?? 0 } }
+    }
+
+    public func claimOnce(_ token: String, expiresAtMs: Int64, nowMs: Int64) throws(PolicyStoreError) -> Bool {
+        state.withLock { state in
+            state.purgeIfDue(interval: purgeInterval, nowMs: nowMs)
+            if let expiry = state.claimed[token], expiry > nowMs { return false }
+            state.claimed[token] = expiresAtMs
+            return true
+        }
+    }
+
+    public func recordOwner(of handle: String, grant: String, expiresAtMs: Int64, nowMs: Int64) throws(PolicyStoreError) {
+        state.withLock { state in
+            state.purgeIfDue(interval: purgeInterval, nowMs: nowMs)
+            if state.owners[handle] == nil { state.owners[handle] = (grant, expiresAtMs) }
+        }
+    }
+
+    public func owner(of handle: String, nowMs: Int64) throws(PolicyStoreError) -> String? {
+        state.withLock { state in
+            guard let owner = state.owners[handle], owner.expiresAtMs > nowMs else { return nil }
+            return owner.grant
+        }
     }
 
     /// How many counters are held (for tests of the purge).

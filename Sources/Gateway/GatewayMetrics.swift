@@ -1,0 +1,85 @@
+import Metrics
+import Policy
+
+/// What a gateway reports through swift-metrics (a no-op until the executable bootstraps a backend, Prometheus for
+/// `corral proxy --metrics`). Names follow Prometheus conventions: `_total` counters, `_seconds` timers.
+enum GatewayMetrics {
+    /// One decision: `tool` is the policy's name for it, or `(unlisted)` for a name the policy does not mention, so
+    /// that a client inventing tool names cannot grow the metrics without bound.
+    static func decided(_ decision: Decision, policy: Policy, microseconds: Int) {
+        let tool = policy.tools[decision.tool] != nil || policy.hidden.contains(decision.tool) ? decision.tool : "(unlisted)"
+        Counter(
+            label: "corral_decisions_total",
+            dimensions: [("tool", tool), ("decision", decision.outcome.rawValue), ("rule", decision.rule)]
+        ).increment()
+        Timer(label: "corral_decision_seconds").recordMicroseconds(microseconds)
+    }
+
+    /// A `tasks/*` request passed on or refused.
+    static func taskRequest(method: String, forwarded: Bool) {
+        Counter(
+            label: "corral_task_requests_total", dimensions: [("method", method), ("decision", forwarded ? "forwarded" : "refused")]
+        ).increment()
+    }
+
+    /// From forwarding a `tools/call` to the server's answer.
+    static func upstreamAnswered(after duration: Duration, error: Bool) {
+        Timer(label: "corral_upstream_seconds", dimensions: [("outcome", error ? "error" : "result")])
+            .recordNanoseconds(duration.components.seconds * 1_000_000_000 + duration.components.attoseconds / 1_000_000_000)
+    }
+}
+
+/// A policy store that reports each operation's latency (`corral_store_seconds`) and failures
+/// (`corral_store_errors_total`), by operation.
+public struct MeteredPolicyStore: PolicyStore {
+    public let base: any PolicyStore
+
+    public init(_ base: any PolicyStore) { self.base = base }
+
+    private func measured<T>(_ operation: String, _ body: () async throws(PolicyStoreError) -> T) async throws(PolicyStoreError) -> T {
+        let start = ContinuousClock.now
+        do {
+            let value = try await body()
+            Self.record(operation, since: start)
+            return value
+        } catch {
+            Self.record(operation, since: start)
+            Counter(label: "corral_store_errors_total", dimensions: [("operation", operation)]).increment()
+            throw error
+        }
+    }
+
+    private static func record(_ operation: String, since start: ContinuousClock.Instant) {
+        let elapsed = ContinuousClock.now - start
+        Timer(label: "corral_store_seconds", dimensions: [("operation", operation)])
+            .recordNanoseconds(elapsed.components.seconds * 1_000_000_000 + elapsed.components.attoseconds / 1_000_000_000)
+    }
+
+    public func reserve(_ requests: [CounterRequest], nowMs: Int64) async throws(PolicyStoreError) -> ReserveOutcome {
+        try await measured("reserve") { () async throws(PolicyStoreError) in try await base.reserve(requests, nowMs: nowMs) }
+    }
+
+    public func release(_ requests: [CounterRequest]) async throws(PolicyStoreError) {
+        try await measured("release") { () async throws(PolicyStoreError) in try await base.release(requests) }
+    }
+
+    public func values(_ keys: [CounterKey]) async throws(PolicyStoreError) -> [Int] {
+        try await measured("values") { () async throws(PolicyStoreError) in try await base.values(keys) }
+    }
+
+    public func claimOnce(_ token: String, expiresAtMs: Int64, nowMs: Int64) async throws(PolicyStoreError) -> Bool {
+        try await measured("claim") { () async throws(PolicyStoreError) in
+            try await base.claimOnce(token, expiresAtMs: expiresAtMs, nowMs: nowMs)
+        }
+    }
+
+    public func recordOwner(of handle: String, grant: String, expiresAtMs: Int64, nowMs: Int64) async throws(PolicyStoreError) {
+        try await measured("record_owner") { () async throws(PolicyStoreError) in
+            try await base.recordOwner(of: handle, grant: grant, expiresAtMs: expiresAtMs, nowMs: nowMs)
+        }
+    }
+
+    public func owner(of handle: String, nowMs: Int64) async throws(PolicyStoreError) -> String? {
+        try await measured("owner") { () async throws(PolicyStoreError) in try await base.owner(of: handle, nowMs: nowMs) }
+    }
+}
