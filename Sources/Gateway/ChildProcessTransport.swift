@@ -49,7 +49,7 @@ public actor ChildProcessTransport: MessageTransport {
 
     public func send(_ data: Data) async throws(TransportError) {
         guard let server else { throw TransportError("not connected") }
-        guard !server.send(data) else { return }
+        guard !server.writeLine(data) else { return }
         // The server closed its input, most likely by exiting: say how it ended if it does so soon.
         let deadline = ContinuousClock.now + .seconds(1)
         while server.isRunning && ContinuousClock.now < deadline { try? await Task.sleep(for: .milliseconds(5)) }

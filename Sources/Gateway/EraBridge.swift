@@ -52,11 +52,11 @@ final class EraBridge: Sendable {
     static let discoverID: JSONValue = "corral-era-discover"
     static let initializeID: JSONValue = "corral-era-initialize"
 
-    private let toServer: @Sendable (Data) -> Void
+    private let toServer: @Sendable (Data) async -> Void
     private let toCore = Mutex<(@Sendable (Data) async -> Void)?>(nil)
     private let state = Mutex(State())
 
-    init(toServer: @escaping @Sendable (Data) -> Void) {
+    init(toServer: @escaping @Sendable (Data) async -> Void) {
         self.toServer = toServer
     }
 
@@ -97,13 +97,13 @@ final class EraBridge: Sendable {
             }
         }
         switch next {
-        case .forward(let data): toServer(data)
+        case .forward(let data): await toServer(data)
         case .translate(let data, let handshake): await translate(data, handshake)
         case .probe(let meta):
-            send(JSONRPC.request(id: Self.discoverID, "server/discover", ["_meta": meta]), to: toServer)
+            await send(JSONRPC.request(id: Self.discoverID, "server/discover", ["_meta": meta]), to: toServer)
             Task { [weak self] in
                 try? await Task.sleep(for: Self.discoverPatience)
-                self?.initializeIfStillProbing(meta)
+                await self?.initializeIfStillProbing(meta)
             }
         case .held: break
         }
@@ -111,7 +111,7 @@ final class EraBridge: Sendable {
 
     private func translate(_ data: Data, _ handshake: Handshake) async {
         guard let message = try? JSONValue.parse(data), let method = message["method"]?.stringValue else {
-            toServer(data)  // an answer to a server request, or what the server will refuse
+            await toServer(data)  // an answer to a server request, or what the server will refuse
             return
         }
         let id = message["id"]
@@ -130,7 +130,7 @@ final class EraBridge: Sendable {
                 state.withLock { $0.translated[JSONRPC.key(id)] = method }
             }
         }
-        send(message.merging(["params": Self.legacyParams(message["params"])]), to: toServer)
+        await send(message.merging(["params": Self.legacyParams(message["params"])]), to: toServer)
     }
 
     /// Params without the 2026-07-28 `_meta` keys (a progress token and anything else stays).
@@ -201,10 +201,10 @@ final class EraBridge: Sendable {
         if message["id"] == Self.discoverID {
             if message["result"]?["supportedVersions"]?.arrayValue?.contains(where: { ProtocolVersions.modern.contains($0.stringValue ?? "") }) == true {
                 state.withLock { $0.mode = .transparent }
-                for data in queue { toServer(data) }
+                for data in queue { await toServer(data) }
                 return
             }
-            sendInitialize(meta)
+            await sendInitialize(meta)
             return
         }
         guard let result = message["result"] else {
@@ -223,7 +223,7 @@ final class EraBridge: Sendable {
         let handshake = Handshake(
             serverInfo: result["serverInfo"] ?? ["name": "unknown", "version": "0"],
             capabilities: result["capabilities"] ?? [:], instructions: result["instructions"])
-        send(JSONRPC.notification("notifications/initialized"), to: toServer)
+        await send(JSONRPC.notification("notifications/initialized"), to: toServer)
         state.withLock { $0.mode = .translating(handshake: handshake) }
         for data in queue { await translate(data, handshake) }
     }
@@ -233,7 +233,7 @@ final class EraBridge: Sendable {
         if let request = message["method"]?.stringValue {
             if let id = message["id"] {
                 // A 2026-07-28 client takes no requests from its server: the server hears so at once.
-                send(JSONRPC.error(id: id, .methodNotFound(request, "the client behind corral proxy speaks 2026-07-28, which has no server requests")), to: toServer)
+                await send(JSONRPC.error(id: id, .methodNotFound(request, "the client behind corral proxy speaks 2026-07-28, which has no server requests")), to: toServer)
                 return
             }
             if request == "notifications/tools/list_changed" {
@@ -248,22 +248,22 @@ final class EraBridge: Sendable {
         await reply(message.merging(["result": handshake.description.stamp(result, method: method)]))
     }
 
-    private func initializeIfStillProbing(_ meta: JSONValue) {
+    private func initializeIfStillProbing(_ meta: JSONValue) async {
         let waiting = state.withLock { state -> Bool in
             guard case .probing = state.mode, !state.initializeSent else { return false }
             return true
         }
-        if waiting { sendInitialize(meta) }
+        if waiting { await sendInitialize(meta) }
     }
 
-    private func sendInitialize(_ meta: JSONValue) {
+    private func sendInitialize(_ meta: JSONValue) async {
         let first = state.withLock { state -> Bool in
             defer { state.initializeSent = true }
             return !state.initializeSent
         }
         guard first else { return }
         let clientInfo = meta[MetaKey.clientInfo] ?? ["name": "corral-proxy", "version": "1"]
-        send(JSONRPC.request(id: Self.initializeID, "initialize", [
+        await send(JSONRPC.request(id: Self.initializeID, "initialize", [
             "protocolVersion": .string(ProtocolVersions.latestLegacy), "capabilities": [:], "clientInfo": clientInfo,
         ]), to: toServer)
     }
@@ -278,7 +278,7 @@ final class EraBridge: Sendable {
         await toCore.withLock { $0 }?(line)
     }
 
-    private func send(_ message: JSONValue, to sink: @Sendable (Data) -> Void) {
-        sink(Data(message.jsonString().utf8))
+    private func send(_ message: JSONValue, to sink: @Sendable (Data) async -> Void) async {
+        await sink(Data(message.jsonString().utf8))
     }
 }

@@ -6,9 +6,10 @@ import MCPHTTP
 import Policy
 import Synchronization
 
-/// `corral proxy`: a `ProxyCore` between MCP clients and a stdio MCP server — one client on this process's stdio
-/// (`runStdio`), or Streamable HTTP clients of both eras (`httpEndpoint`). Every connection shares the
-/// policy, its counters and the audit sink; a reload is announced to all of them.
+/// `corral proxy`: a `ProxyCore` between MCP clients and an MCP server (a stdio command, or a Streamable HTTP
+/// endpoint) — one client on this process's stdio (`runStdio`), or Streamable HTTP clients of both eras
+/// (`httpEndpoint`). Every connection shares the policy, its store and the audit sink; a reload is announced to
+/// all of them.
 public final class PolicyProxy: Sendable {
     private let cores = Mutex<[ObjectIdentifier: ProxyCore]>([:])
     private let stdioServer = Mutex<ServerProcess?>(nil)
@@ -70,14 +71,14 @@ public final class PolicyProxy: Sendable {
 
     // MARK: - stdio
 
-    /// Runs the server command and proxies this process's stdio until the client's input ends or the server exits;
-    /// returns the server's exit status (128+N for a signal).
-    public func runStdio(serverCommand: [String]) async throws -> Int32 {
-        let server = try ServerProcess(command: serverCommand)
-        stdioServer.withLock { $0 = server }
+    /// Connects to the server (runs its command) and proxies this process's stdio until the client's input ends or
+    /// the server is gone; returns a command's exit status (128+N for a signal), 0 for an HTTP server.
+    public func runStdio(upstream: UpstreamServer) async throws -> Int32 {
+        let server = try upstream.connect()
+        stdioServer.withLock { $0 = server as? ServerProcess }
         let clientOutput = Mutex(())
         // A 2026-07-28 client in front of a 2025-11-25-only server: the bridge does the handshake and translates.
-        let bridge = EraBridge(toServer: server.write)
+        let bridge = EraBridge(toServer: server.send)
         let core = makeCore(
             session: UUID().uuidString.lowercased(),
             toClient: { line in clientOutput.withLock { _ in _ = writeLine(line, to: STDOUT_FILENO) } },
@@ -90,10 +91,11 @@ public final class PolicyProxy: Sendable {
             // The client is gone: the server's input ends too, and it shuts down as it would without us.
             server.closeInput()
         }
-        for await line in LineReader.lines(from: server.output.fileDescriptor) { await bridge.received(line) }
+        for await line in server.messages() { await bridge.received(line) }
         client.cancel()
+        guard let process = server as? ServerProcess else { return 0 }
         return await withCheckedContinuation { exited in
-            Thread { exited.resume(returning: server.waitForExit()) }.start()
+            Thread { exited.resume(returning: process.waitForExit()) }.start()
         }
     }
 
@@ -104,10 +106,10 @@ public final class PolicyProxy: Sendable {
 
     // MARK: - Streamable HTTP
 
-    /// Serves HTTP clients of both eras in front of `serverCommand` (see `ProxyHTTPEndpoint`); give it to an
+    /// Serves HTTP clients of both eras in front of `upstream` (see `ProxyHTTPEndpoint`); give it to an
     /// `MCPHTTPServer`, and call `stopHTTP` when the server has stopped.
-    public func httpEndpoint(serverCommand: [String]) -> any MCPHTTPEndpoint {
-        let endpoint = ProxyHTTPEndpoint(proxy: self, serverCommand: serverCommand)
+    public func httpEndpoint(upstream: UpstreamServer) -> any MCPHTTPEndpoint {
+        let endpoint = ProxyHTTPEndpoint(proxy: self, upstream: upstream)
         httpEndpoints.withLock { $0.append(endpoint) }
         return endpoint
     }

@@ -4,7 +4,8 @@ import MCPCore
 import MCPHTTP
 import Synchronization
 
-/// `corral proxy --http`: the policy between Streamable HTTP clients of both eras and a stdio MCP server.
+/// `corral proxy --http`: the policy between Streamable HTTP clients of both eras and an MCP server (a stdio
+/// command, or a Streamable HTTP endpoint: `UpstreamServer`).
 ///
 /// A 2025-11-25 client gets a server process per session, as before: its session is one `ProxyCore` between the
 /// session's streams and that process. 2026-07-28 clients have no session, so all of one grant share one server
@@ -23,7 +24,7 @@ final class ProxyHTTPEndpoint: MCPHTTPEndpoint {
     }
 
     private struct Upstream {
-        let server: ServerProcess
+        let server: any UpstreamConnection
         let core: ProxyCore
     }
 
@@ -35,21 +36,21 @@ final class ProxyHTTPEndpoint: MCPHTTPEndpoint {
     }
 
     private let proxy: PolicyProxy
-    private let serverCommand: [String]
+    private let upstreamServer: UpstreamServer
     private let modern = Mutex(Modern())
     let listeners = ListenRegistry()
 
-    init(proxy: PolicyProxy, serverCommand: [String]) {
+    init(proxy: PolicyProxy, upstream: UpstreamServer) {
         self.proxy = proxy
-        self.serverCommand = serverCommand
+        self.upstreamServer = upstream
     }
 
     // MARK: - 2025-11-25 sessions
 
     func openLegacySession(id: String, principal: String?, outlet: LegacyOutlet) async throws(JSONRPCError) -> any LegacySession {
-        let server: ServerProcess
+        let server: any UpstreamConnection
         do {
-            server = try ServerProcess(command: serverCommand)
+            server = try upstreamServer.connect()
         } catch {
             throw .internalError("cannot start the server: \(error)")
         }
@@ -59,10 +60,10 @@ final class ProxyHTTPEndpoint: MCPHTTPEndpoint {
                 guard let message = try? JSONValue.parse(data) else { return }
                 outlet.send(message)
             },
-            toServer: server.write)
+            toServer: server.send)
         let proxy = self.proxy
         Task {
-            for await line in LineReader.lines(from: server.output.fileDescriptor) { await core.fromServer(line) }
+            for await line in server.messages() { await core.fromServer(line) }
             // What the server still owed is answered with an error, and the session ends with it.
             core.serverEnded(server.exitDescription())
             proxy.forget(core)
@@ -131,9 +132,9 @@ final class ProxyHTTPEndpoint: MCPHTTPEndpoint {
     private func upstream(grant: String?) throws -> ProxyCore {
         try modern.withLock { state throws -> ProxyCore in
             if let upstream = state.upstreams[grant ?? ""] { return upstream.core }
-            let server = try ServerProcess(command: serverCommand)
+            let server = try upstreamServer.connect()
             // The server may speak only 2025-11-25: the bridge then does the handshake and translates.
-            let bridge = EraBridge(toServer: server.write)
+            let bridge = EraBridge(toServer: server.send)
             let core = proxy.makeCore(
                 session: nil, grant: grant,
                 toClient: { [weak self] data in self?.fromUpstream(data) },
@@ -141,7 +142,7 @@ final class ProxyHTTPEndpoint: MCPHTTPEndpoint {
             bridge.attach(core.fromServer)
             state.upstreams[grant ?? ""] = Upstream(server: server, core: core)
             Task { [weak self] in
-                for await line in LineReader.lines(from: server.output.fileDescriptor) { await bridge.received(line) }
+                for await line in server.messages() { await bridge.received(line) }
                 core.serverEnded(server.exitDescription())
                 self?.upstreamEnded(core, grant: grant ?? "")
             }
@@ -237,11 +238,11 @@ final class AnswerSlot: Sendable {
 /// one at a time and in the order they came (a session is one ordered stream, as on stdio).
 final class ProxyLegacySession: LegacySession {
     private let core: ProxyCore
-    private let server: ServerProcess
+    private let server: any UpstreamConnection
     private let proxy: PolicyProxy
     private let inbox: AsyncStream<JSONValue>.Continuation
 
-    init(core: ProxyCore, server: ServerProcess, proxy: PolicyProxy) {
+    init(core: ProxyCore, server: any UpstreamConnection, proxy: PolicyProxy) {
         self.core = core
         self.server = server
         self.proxy = proxy

@@ -29,14 +29,12 @@ final class ServerProcess: Sendable {
 
     /// Writes one message as a line; false once the input is closed or the server stopped reading.
     @discardableResult
-    func send(_ message: Data) -> Bool {
+    func writeLine(_ message: Data) -> Bool {
         input.withLock { handle in
             guard let handle else { return false }
-            return writeLine(message, to: handle.fileDescriptor)
+            return MCPCore.writeLine(message, to: handle.fileDescriptor)
         }
     }
-
-    var write: ProxyCore.Sink { { _ = self.send($0) } }
 
     var isRunning: Bool { process.isRunning }
     var pid: Int32 { process.processIdentifier }

@@ -11,7 +11,7 @@ import Policy
 struct ProxyCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "proxy",
-        abstract: "Sit between an MCP client and a stdio MCP server, enforcing a policy.",
+        abstract: "Sit between MCP clients and an MCP server (a stdio command or an HTTP endpoint), enforcing a policy.",
         discussion: """
             The client talks to this process's stdio, or, with --http, over Streamable HTTP; both MCP eras are served
             (2026-07-28 stateless requests and 2025-11-25 sessions, with the same decisions; audit lines say the era). Every message is forwarded as it is, except: tools/list results lose the tools the policy
@@ -65,13 +65,27 @@ struct ProxyCommand: AsyncParsableCommand {
     var http: String?
     @Option(help: "An Origin (scheme://host[:port]) admitted over HTTP besides loopback ones; repeatable.")
     var allowOrigin: [String] = []
-    @Argument(parsing: .captureForPassthrough, help: "The server command and its arguments, after --.")
+    @Option(help: "The MCP server is this Streamable HTTP endpoint (e.g. http://127.0.0.1:8765/mcp) instead of a command: several proxy instances can then share one server.")
+    var upstreamUrl: String?
+    @Argument(parsing: .captureForPassthrough, help: "The server command and its arguments, after -- (or --upstream-url).")
     var server: [String] = []
 
     func run() async throws {
         let command = server.first == "--" ? Array(server.dropFirst()) : server
         guard approvalTimeout > 0 else { throw ValidationError("--approval-timeout must be at least 1 second") }
-        guard !command.isEmpty else { throw ValidationError("no server command; usage: corral proxy --policy FILE -- CMD ARGS…") }
+        let upstream: UpstreamServer
+        switch (command.isEmpty, upstreamUrl) {
+        case (true, nil):
+            throw ValidationError("no server; usage: corral proxy --policy FILE -- CMD ARGS…, or --upstream-url URL")
+        case (false, _?):
+            throw ValidationError("give a server command or --upstream-url, not both")
+        case (false, nil):
+            upstream = .command(command)
+        case (true, let text?):
+            guard let url = URL(string: text), ["http", "https"].contains(url.scheme?.lowercased() ?? ""), url.host != nil
+            else { throw ValidationError("--upstream-url wants an http:// or https:// URL, e.g. http://127.0.0.1:8765/mcp; got \(text)") }
+            upstream = .url(url)
+        }
         let address = try http.map { text in
             guard let address = HTTPAddress(parsing: text) else {
                 throw ValidationError("--http wants HOST:PORT, e.g. 127.0.0.1:8766; got \(text)")
@@ -166,13 +180,13 @@ struct ProxyCommand: AsyncParsableCommand {
                 sources.append(source)
             }
             defer { sources.forEach { $0.cancel() } }
-            throw ExitCode(try await proxy.runStdio(serverCommand: command))
+            throw ExitCode(try await proxy.runStdio(upstream: upstream))
         }
         let server = MCPHTTPServer(
             configuration: .init(
                 host: address.host, port: address.port, serverName: "corral-proxy", allowedOrigins: Set(allowOrigin),
                 authenticator: grantTable),
-            endpoint: proxy.httpEndpoint(serverCommand: command), logger: logger)
+            endpoint: proxy.httpEndpoint(upstream: upstream), logger: logger)
         try await server.run(
             beforeShutdown: { await proxy.stopHTTP() }  // servers stop; what they owed is answered with an error
         ) { bound in

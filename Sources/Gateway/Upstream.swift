@@ -1,0 +1,122 @@
+import CorralJSON
+import Foundation
+import MCPCore
+import Synchronization
+
+/// The MCP server behind a proxy: a stdio command it starts (one process per legacy session, one per grant for
+/// modern clients), or a Streamable HTTP endpoint it connects to (shared by every proxy instance in front of it,
+/// which is what lets several instances serve the same tasks).
+public enum UpstreamServer: Sendable, CustomStringConvertible {
+    case command([String])
+    case url(URL)
+
+    func connect() throws -> any UpstreamConnection {
+        switch self {
+        case .command(let command): return try ServerProcess(command: command)
+        case .url(let url): return HTTPUpstream(url)
+        }
+    }
+
+    public var description: String {
+        switch self {
+        case .command(let command): command.joined(separator: " ")
+        case .url(let url): url.absoluteString
+        }
+    }
+}
+
+/// One connection to the server: messages in, messages out, in order.
+protocol UpstreamConnection: Sendable {
+    /// One message for the server.
+    func send(_ message: Data) async
+    /// What the server sends, one message at a time, until it is gone.
+    func messages() -> AsyncStream<Data>
+    /// No more messages for the server (a stdio server's input ends, and it shuts down as it would without us).
+    func closeInput()
+    /// Ends the connection (a process gets SIGTERM, then SIGKILL after `grace`).
+    func stop(grace: Duration) async
+    /// Why it ended, for the errors of requests it still owed.
+    func exitDescription() -> String
+}
+
+extension ServerProcess: UpstreamConnection {
+    func send(_ message: Data) async {
+        writeLine(message)
+    }
+
+    func messages() -> AsyncStream<Data> {
+        let lines = LineReader.lines(from: output.fileDescriptor)
+        return AsyncStream { continuation in
+            let reader = Task {
+                for await line in lines { continuation.yield(line) }
+                continuation.finish()
+            }
+            continuation.onTermination = { _ in reader.cancel() }
+        }
+    }
+}
+
+/// A Streamable HTTP server as the upstream: each message is POSTed (2026-07-28 ones statelessly, others in the
+/// session their `initialize` opened). A request the server cannot be reached for gets a JSON-RPC error, so the
+/// client is never left waiting.
+final class HTTPUpstream: UpstreamConnection {
+    private let transport: StreamableHTTPClientTransport
+    private let url: URL
+    private let failures: AsyncStream<Data>.Continuation
+    private let failureStream: AsyncStream<Data>
+    private let ended = Mutex<String?>(nil)
+
+    init(_ url: URL) {
+        self.url = url
+        transport = StreamableHTTPClientTransport(endpoint: url)
+        (failureStream, failures) = AsyncStream.makeStream(of: Data.self)
+    }
+
+    func send(_ message: Data) async {
+        do {
+            try await transport.send(message)
+        } catch {
+            guard let summary = JSONValue.summarizeMessage(message), summary.method != nil, let id = summary.id else { return }
+            let answer = JSONRPC.error(id: id, JSONRPCError(code: -32000, message: "The MCP server at \(url.absoluteString) behind corral proxy cannot be reached: \(error)"))
+            failures.yield(Data(answer.jsonString().utf8))
+        }
+    }
+
+    func messages() -> AsyncStream<Data> {
+        AsyncStream { continuation in
+            let answers = Task {
+                do {
+                    for try await message in self.transport.receive() { continuation.yield(message) }
+                    self.end("closed the connection")
+                } catch {
+                    self.end("failed: \(error)")
+                }
+                continuation.finish()
+            }
+            let failed = Task {
+                for await message in self.failureStream { continuation.yield(message) }
+            }
+            continuation.onTermination = { _ in
+                answers.cancel()
+                failed.cancel()
+            }
+        }
+    }
+
+    private func end(_ reason: String) {
+        ended.withLock { $0 = $0 ?? reason }
+    }
+
+    func closeInput() {
+        let transport = self.transport
+        Task { await transport.disconnect() }
+    }
+
+    func stop(grace: Duration) async {
+        end("was disconnected")
+        failures.finish()
+        await transport.disconnect()
+    }
+
+    func exitDescription() -> String { ended.withLock { $0 } ?? "was disconnected" }
+}
