@@ -8,11 +8,12 @@ import Synchronization
 /// command, or a Streamable HTTP endpoint: `UpstreamServer`).
 ///
 /// A 2025-11-25 client gets a server process per session, as before: its session is one `ProxyCore` between the
-/// session's streams and that process. 2026-07-28 clients have no session, so all of one grant share one server
-/// process (started at the grant's first modern request, and again after it exits), one `ProxyCore` deciding their
-/// calls, and ids of the proxy's own on the pipe: each exchange's id and progress token are replaced on the way in
-/// and restored on the way out, so that clients which reuse ids never meet. The grant is the one the request's
-/// bearer token maps to (`--grants`), or the proxy's own. `subscriptions/listen` is answered here (a reload
+/// session's streams and that process. 2026-07-28 clients have no session, so all of them share one server
+/// connection (started at the first modern request, and again after it ends), with one `ProxyCore` per grant
+/// deciding their calls (the grant is the one the request's bearer token maps to, `--grants`, or the proxy's own),
+/// and ids of the proxy's own on the pipe: each exchange's id and progress token are replaced on the way in and
+/// restored on the way out, so that clients which reuse ids never meet, and each answer goes back through the
+/// core that sent its request. `subscriptions/listen` is answered here (a reload
 /// announces `tools/list_changed` on it). A server that speaks only 2025-11-25 gets the handshake from an
 /// `EraBridge`, which translates the modern clients' requests.
 final class ProxyHTTPEndpoint: MCPHTTPEndpoint {
@@ -21,16 +22,19 @@ final class ProxyHTTPEndpoint: MCPHTTPEndpoint {
         let progressToken: JSONValue?
         let notify: @Sendable (JSONValue) async -> Void
         let answer: AnswerSlot
+        /// The core that sent the request: the answer goes back through it (its counters, its task handles).
+        let core: ProxyCore
     }
 
     private struct Upstream {
         let server: any UpstreamConnection
-        let core: ProxyCore
+        let bridge: EraBridge
+        /// By grant ("" for the proxy's own).
+        var cores: [String: ProxyCore] = [:]
     }
 
     private struct Modern {
-        /// By grant ("" for the proxy's own).
-        var upstreams: [String: Upstream] = [:]
+        var upstream: Upstream?
         var exchanges: [String: Exchange] = [:]
         var next = 0
     }
@@ -112,7 +116,7 @@ final class ProxyHTTPEndpoint: MCPHTTPEndpoint {
         let forwarded = JSONRPC.request(id: .string(key), request.method, .object(params))
         let slot = AnswerSlot()
         modern.withLock {
-            $0.exchanges[key] = Exchange(clientID: request.id, progressToken: token, notify: notify, answer: slot)
+            $0.exchanges[key] = Exchange(clientID: request.id, progressToken: token, notify: notify, answer: slot, core: core)
         }
         return await withTaskCancellationHandler {
             // Requests of stateless clients are decided concurrently; the slot holds an answer that comes first.
@@ -128,32 +132,62 @@ final class ProxyHTTPEndpoint: MCPHTTPEndpoint {
         }
     }
 
-    /// The shared server process for a grant's modern clients, started when there is none (or it exited).
+    /// The grant's core on the shared server connection of modern clients; the connection is made when there is
+    /// none (or it ended).
     private func upstream(grant: String?) throws -> ProxyCore {
         try modern.withLock { state throws -> ProxyCore in
-            if let upstream = state.upstreams[grant ?? ""] { return upstream.core }
-            let server = try upstreamServer.connect()
-            // The server may speak only 2025-11-25: the bridge then does the handshake and translates.
-            let bridge = EraBridge(toServer: server.send)
+            var upstream: Upstream
+            if let existing = state.upstream {
+                upstream = existing
+            } else {
+                let server = try upstreamServer.connect()
+                // The server may speak only 2025-11-25: the bridge then does the handshake and translates.
+                let bridge = EraBridge(toServer: server.send)
+                bridge.attach { [weak self] line in await self?.fromServer(line) }
+                upstream = Upstream(server: server, bridge: bridge)
+                Task { [weak self] in
+                    for await line in server.messages() { await bridge.received(line) }
+                    self?.upstreamEnded(bridge, server.exitDescription())
+                }
+            }
+            if let core = upstream.cores[grant ?? ""] { return core }
             let core = proxy.makeCore(
                 session: nil, grant: grant,
                 toClient: { [weak self] data in self?.fromUpstream(data) },
-                toServer: bridge.send)
-            bridge.attach(core.fromServer)
-            state.upstreams[grant ?? ""] = Upstream(server: server, core: core)
-            Task { [weak self] in
-                for await line in server.messages() { await bridge.received(line) }
-                core.serverEnded(server.exitDescription())
-                self?.upstreamEnded(core, grant: grant ?? "")
-            }
+                toServer: upstream.bridge.send)
+            upstream.cores[grant ?? ""] = core
+            state.upstream = upstream
             return core
         }
     }
 
-    private func upstreamEnded(_ core: ProxyCore, grant: String) {
-        proxy.forget(core)
-        modern.withLock { state in
-            if state.upstreams[grant]?.core === core { state.upstreams[grant] = nil }
+    /// What the server sent: an answer or an exchange's progress goes to the core of that exchange; anything else
+    /// (it has no stream to go to) through any core, which passes it on or drops it as usual.
+    private func fromServer(_ line: Data) async {
+        let summary = JSONValue.summarizeMessage(line, lenient: true)
+        let key = summary?.method == nil ? summary?.id?.stringValue : nil
+        let core = modern.withLock { state -> ProxyCore? in
+            if let key, let exchange = state.exchanges[key] { return exchange.core }
+            if key == nil, summary?.method == "notifications/progress",
+                let token = (try? JSONValue.parse(line))?["params"]?["progressToken"]?.stringValue,
+                let exchange = state.exchanges[token]
+            {
+                return exchange.core
+            }
+            return state.upstream?.cores.values.first
+        }
+        await core?.fromServer(line)
+    }
+
+    private func upstreamEnded(_ bridge: EraBridge, _ reason: String) {
+        let cores = modern.withLock { state -> [ProxyCore] in
+            guard let upstream = state.upstream, upstream.bridge === bridge else { return [] }
+            state.upstream = nil
+            return Array(upstream.cores.values)
+        }
+        for core in cores {
+            core.serverEnded(reason)
+            proxy.forget(core)
         }
     }
 
@@ -183,11 +217,11 @@ final class ProxyHTTPEndpoint: MCPHTTPEndpoint {
     /// Stops the shared servers (at shutdown) and ends listen streams.
     func stop() async {
         listeners.closeAll()
-        let upstreams = modern.withLock { state -> [Upstream] in
-            defer { state.upstreams.removeAll() }
-            return Array(state.upstreams.values)
+        let upstream = modern.withLock { state -> Upstream? in
+            defer { state.upstream = nil }
+            return state.upstream
         }
-        for upstream in upstreams { await upstream.server.stop(grace: .seconds(2)) }
+        await upstream?.server.stop(grace: .seconds(2))
     }
 }
 

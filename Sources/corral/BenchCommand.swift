@@ -9,7 +9,7 @@ struct BenchCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench",
         abstract: "Measure Corral against its peers and print the figures.",
-        subcommands: [RuntimeBench.self, SandboxBench.self, MockBench.self, WatchBench.self, ProxyBench.self, AgentBench.self, EchoServer.self]
+        subcommands: [RuntimeBench.self, SandboxBench.self, MockBench.self, WatchBench.self, ProxyBench.self, GatewayBench.self, AgentBench.self, EchoServer.self]
     )
 }
 

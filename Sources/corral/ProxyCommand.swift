@@ -76,7 +76,7 @@ struct ProxyCommand: AsyncParsableCommand {
         let upstream: UpstreamServer
         switch (command.isEmpty, upstreamUrl) {
         case (true, nil):
-            throw ValidationError("no server; usage: corral proxy --policy FILE -- CMD ARGS…, or --upstream-url URL")
+            throw ValidationError("no server command; usage: corral proxy --policy FILE -- CMD ARGS…, or --upstream-url URL")
         case (false, _?):
             throw ValidationError("give a server command or --upstream-url, not both")
         case (false, nil):

@@ -442,6 +442,10 @@ def test_bad_invocations_are_explained(tmp_path):
         (["proxy", "--policy", str(policy), "--audit", "/nonexistent-dir/a.jsonl", "--", "cat"], "--audit: cannot open"),
         (["proxy", "--policy", str(policy), "--approval-timeout", "0", "--", "cat"], "--approval-timeout must be"),
         (["proxy", "--policy", str(policy)], "no server command"),
+        (["proxy", "--policy", str(policy), "--upstream-url", "http://127.0.0.1:1/mcp", "--", "cat"], "not both"),
+        (["proxy", "--policy", str(policy), "--upstream-url", "ftp://x/mcp"], "--upstream-url wants an http:// or https:// URL"),
+        (["proxy", "--policy", str(policy), "--grants", str(policy), "--", "cat"], "--grants needs --http"),
+        (["proxy", "--policy", str(policy), "--metrics", "nowhere", "--", "cat"], "--metrics wants HOST:PORT"),
         (["proxy", "--policy", str(tmp_path / "missing.json"), "--", "cat"], "missing.json"),
     ]
     for args, message in cases:
