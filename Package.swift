@@ -155,6 +155,7 @@ let package = Package(
             dependencies: [
                 "Policy", "CorralJSON", "PolicyPostgres",
                 .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Logging", package: "swift-log"),
             ]),
         .testTarget(name: "CorralJSONTests", dependencies: ["CorralJSON"]),

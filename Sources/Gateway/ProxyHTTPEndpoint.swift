@@ -21,7 +21,8 @@ final class ProxyHTTPEndpoint: MCPHTTPEndpoint {
         let clientID: JSONValue
         let progressToken: JSONValue?
         let notify: @Sendable (JSONValue) async -> Void
-        let answer: AnswerSlot
+        /// Takes the first answer only (the server's, or the cancellation's).
+        let answer: AsyncStream<JSONValue>.Continuation
         /// The core that sent the request: the answer goes back through it (its counters, its task handles).
         let core: ProxyCore
     }
@@ -114,14 +115,15 @@ final class ProxyHTTPEndpoint: MCPHTTPEndpoint {
             params["_meta"] = .object(meta)
         }
         let forwarded = JSONRPC.request(id: .string(key), request.method, .object(params))
-        let slot = AnswerSlot()
+        let (answers, answer) = AsyncStream.makeStream(of: JSONValue.self, bufferingPolicy: .bufferingOldest(1))
         modern.withLock {
-            $0.exchanges[key] = Exchange(clientID: request.id, progressToken: token, notify: notify, answer: slot, core: core)
+            $0.exchanges[key] = Exchange(clientID: request.id, progressToken: token, notify: notify, answer: answer, core: core)
         }
         return await withTaskCancellationHandler {
-            // Requests of stateless clients are decided concurrently; the slot holds an answer that comes first.
+            // Requests of stateless clients are decided concurrently; an answer that comes first is kept.
             await core.fromClient(Data(forwarded.jsonString().utf8))
-            return await slot.value()
+            for await first in answers { return first }
+            return JSONRPC.error(id: request.id, .internalError("cancelled: the client closed the stream"))
         } onCancel: {
             // The client closed the stream: the server is told, and the exchange ends without an answer.
             self.finish(key, with: JSONRPC.error(id: request.id, .internalError("cancelled: the client closed the stream")))
@@ -211,7 +213,9 @@ final class ProxyHTTPEndpoint: MCPHTTPEndpoint {
     }
 
     private func finish(_ key: String, with answer: JSONValue) {
-        modern.withLock { $0.exchanges.removeValue(forKey: key) }?.answer.fill(answer)
+        guard let exchange = modern.withLock({ $0.exchanges.removeValue(forKey: key) }) else { return }
+        exchange.answer.yield(answer)
+        exchange.answer.finish()
     }
 
     /// Stops the shared servers (at shutdown) and ends listen streams.
@@ -222,49 +226,6 @@ final class ProxyHTTPEndpoint: MCPHTTPEndpoint {
             return state.upstream
         }
         await upstream?.server.stop(grace: .seconds(2))
-    }
-}
-
-/// One exchange's answer: filled once, by whichever comes first (the server's answer or a cancellation), and
-/// awaited once; filled before it is awaited, it is kept.
-final class AnswerSlot: Sendable {
-    private enum State {
-        case empty
-        case waiting(CheckedContinuation<JSONValue, Never>)
-        case filled(JSONValue)
-        case taken
-    }
-
-    private let state = Mutex(State.empty)
-
-    func fill(_ answer: JSONValue) {
-        let waiter = state.withLock { state -> CheckedContinuation<JSONValue, Never>? in
-            switch state {
-            case .empty:
-                state = .filled(answer)
-                return nil
-            case .waiting(let continuation):
-                state = .taken
-                return continuation
-            case .filled, .taken:
-                return nil
-            }
-        }
-        waiter?.resume(returning: answer)
-    }
-
-    func value() async -> JSONValue {
-        await withCheckedContinuation { continuation in
-            let ready = state.withLock { state -> JSONValue? in
-                if case .filled(let answer) = state {
-                    state = .taken
-                    return answer
-                }
-                state = .waiting(continuation)
-                return nil
-            }
-            if let ready { continuation.resume(returning: ready) }
-        }
     }
 }
 

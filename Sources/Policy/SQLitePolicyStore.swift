@@ -7,7 +7,7 @@ import Synchronization
 /// Each reservation is one `BEGIN IMMEDIATE` transaction: the write lock is taken before the counters are read, so
 /// concurrent processes queue on the busy timeout instead of reading a stale value (which a deferred transaction
 /// would allow) — that is what keeps a `max: 10` counter exact across processes. Any SQLite error surfaces as a
-/// `PolicyStoreError`, and the evaluator denies the call. The schema is versioned (GRDB's migrator).
+/// `PolicyStoreError`, and the evaluator denies the call. The schema is versioned (`PRAGMA user_version`).
 public final class SQLitePolicyStore: PolicyStore {
     private let queue: DatabaseQueue
     private let purgeInterval: Int
@@ -23,42 +23,54 @@ public final class SQLitePolicyStore: PolicyStore {
         self.purgeInterval = purgeInterval
         do {
             queue = try DatabaseQueue(path: path, configuration: configuration)
-            // NORMAL is durable against process crashes in WAL mode; only power loss can drop the last commits.
-            try queue.writeWithoutTransaction { db in try db.execute(sql: "PRAGMA synchronous = NORMAL") }
-            try Self.migrator.migrate(queue)
+            try queue.writeWithoutTransaction { db in
+                // NORMAL is durable against process crashes in WAL mode; only power loss can drop the last commits.
+                try db.execute(sql: "PRAGMA synchronous = NORMAL")
+                try Self.migrate(db)
+            }
+        } catch let error as PolicyStoreError {
+            throw PolicyStoreError("policy store \(path): \(error.message)")
         } catch {
             throw PolicyStoreError("policy store \(path) cannot be opened: \(error)")
         }
     }
 
-    private static var migrator: DatabaseMigrator {
-        var migrator = DatabaseMigrator()
-        // IF NOT EXISTS: files written before the migrator existed hold this table already.
-        migrator.registerMigration("v1 counters") { db in
-            try db.execute(
-                sql: """
-                    CREATE TABLE IF NOT EXISTS policy_counters (
-                        scope TEXT NOT NULL,
-                        scope_id TEXT NOT NULL,
-                        tool TEXT NOT NULL,
-                        counter TEXT NOT NULL,
-                        window_start_ms INTEGER NOT NULL,
-                        value INTEGER NOT NULL,
-                        expires_at_ms INTEGER NOT NULL,
-                        PRIMARY KEY (scope, scope_id, tool, counter, window_start_ms)
-                    ) WITHOUT ROWID
-                    """)
+    /// The schema, by version (`PRAGMA user_version`); a new version is a new entry, never an edit of an old one.
+    /// Version 1 says IF NOT EXISTS: files written before the versioning hold its table already.
+    private static let migrations = [
+        """
+        CREATE TABLE IF NOT EXISTS policy_counters (
+            scope TEXT NOT NULL,
+            scope_id TEXT NOT NULL,
+            tool TEXT NOT NULL,
+            counter TEXT NOT NULL,
+            window_start_ms INTEGER NOT NULL,
+            value INTEGER NOT NULL,
+            expires_at_ms INTEGER NOT NULL,
+            PRIMARY KEY (scope, scope_id, tool, counter, window_start_ms)
+        ) WITHOUT ROWID
+        """,
+        """
+        CREATE TABLE policy_claims (token TEXT PRIMARY KEY, expires_at_ms INTEGER NOT NULL) WITHOUT ROWID;
+        CREATE TABLE policy_task_owners (
+            handle TEXT PRIMARY KEY, grant_id TEXT NOT NULL, expires_at_ms INTEGER NOT NULL
+        ) WITHOUT ROWID;
+        """,
+    ]
+
+    /// Reads the version and applies what is missing in one IMMEDIATE transaction: processes opening a new file
+    /// together queue on the write lock, and each finds the work done or does it whole.
+    private static func migrate(_ db: Database) throws {
+        try db.inTransaction(.immediate) {
+            let version = try Int.fetchOne(db, sql: "PRAGMA user_version") ?? 0
+            guard version <= migrations.count else {
+                throw PolicyStoreError(
+                    "its schema is version \(version), newer than this corral knows (\(migrations.count)); upgrade corral")
+            }
+            for statements in migrations[version...] { try db.execute(sql: statements) }
+            try db.execute(sql: "PRAGMA user_version = \(migrations.count)")
+            return .commit
         }
-        migrator.registerMigration("v2 claims and task owners") { db in
-            try db.execute(
-                sql: """
-                    CREATE TABLE policy_claims (token TEXT PRIMARY KEY, expires_at_ms INTEGER NOT NULL) WITHOUT ROWID;
-                    CREATE TABLE policy_task_owners (
-                        handle TEXT PRIMARY KEY, grant_id TEXT NOT NULL, expires_at_ms INTEGER NOT NULL
-                    ) WITHOUT ROWID;
-                    """)
-        }
-        return migrator
     }
 
     private static let selectSQL = """

@@ -225,22 +225,29 @@ public final class PostgresPolicyStore: PolicyStore {
         _ what: String, limit: Duration? = nil,
         _ body: @escaping @Sendable (PostgresClient, Logger) async throws -> T
     ) async throws(PolicyStoreError) -> T {
-        let slot = OutcomeSlot<T>()
+        // Whichever comes first, the work or the deadline, is the outcome (the stream keeps only the first).
+        let (outcomes, first) = AsyncStream.makeStream(
+            of: Result<T, PolicyStoreError>.self, bufferingPolicy: .bufferingOldest(1))
         let client = self.client
         let logger = self.logger
         let work = Task {
             do {
-                slot.fill(.success(try await body(client, logger)))
+                first.yield(.success(try await body(client, logger)))
             } catch {
-                slot.fill(.failure(PolicyStoreError("\(what) failed: \(Self.describe(error))")))
+                first.yield(.failure(PolicyStoreError("\(what) failed: \(Self.describe(error))")))
             }
         }
         let limit = limit ?? deadline
         let timer = Task {
             try? await Task.sleep(for: limit)
-            slot.fill(.failure(PolicyStoreError("\(what): PostgreSQL did not answer within \(limit)")))
+            first.yield(.failure(PolicyStoreError("\(what): PostgreSQL did not answer within \(limit)")))
         }
-        let outcome = await slot.value()
+        var outcome = Result<T, PolicyStoreError>.failure(PolicyStoreError("\(what): cancelled"))
+        for await result in outcomes {
+            outcome = result
+            break
+        }
+        first.finish()
         timer.cancel()
         switch outcome {
         case .success:
@@ -352,47 +359,5 @@ private struct KeyColumns: Sendable {
         tools = keys.map(\.tool)
         counters = keys.map(\.counter)
         windows = keys.map(\.windowStartMs)
-    }
-}
-
-/// One outcome, filled once by whichever comes first (the work or its deadline) and awaited once.
-final class OutcomeSlot<Value: Sendable>: Sendable {
-    private enum State {
-        case empty
-        case waiting(CheckedContinuation<Result<Value, PolicyStoreError>, Never>)
-        case filled(Result<Value, PolicyStoreError>)
-        case done
-    }
-
-    private let state = Mutex(State.empty)
-
-    func fill(_ outcome: Result<Value, PolicyStoreError>) {
-        let waiter = state.withLock { state -> CheckedContinuation<Result<Value, PolicyStoreError>, Never>? in
-            switch state {
-            case .empty:
-                state = .filled(outcome)
-                return nil
-            case .waiting(let continuation):
-                state = .done
-                return continuation
-            case .filled, .done:
-                return nil
-            }
-        }
-        waiter?.resume(returning: outcome)
-    }
-
-    func value() async -> Result<Value, PolicyStoreError> {
-        await withCheckedContinuation { continuation in
-            let ready = state.withLock { state -> Result<Value, PolicyStoreError>? in
-                if case .filled(let outcome) = state {
-                    state = .done
-                    return outcome
-                }
-                state = .waiting(continuation)
-                return nil
-            }
-            if let ready { continuation.resume(returning: ready) }
-        }
     }
 }

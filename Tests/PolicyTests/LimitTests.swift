@@ -1,5 +1,6 @@
 import CorralJSON
 import Foundation
+import GRDB
 import Synchronization
 import Testing
 
@@ -231,6 +232,16 @@ struct BrokenStore: PolicyStore {
 
     @Test func unopenableSQLiteStoreThrows() async {
         #expect(throws: PolicyStoreError.self) { try SQLitePolicyStore(path: "/nonexistent-dir/counters.sqlite") }
+    }
+
+    @Test func aSQLiteFileOfANewerSchemaIsRefused() async throws {
+        let path = temporarySQLitePath()
+        defer { removeSQLite(path) }
+        _ = try SQLitePolicyStore(path: path)
+        _ = try SQLitePolicyStore(path: path)  // a second open finds the schema in place
+        try await DatabaseQueue(path: path).write { db in try db.execute(sql: "PRAGMA user_version = 99") }
+        let error = #expect(throws: PolicyStoreError.self) { try SQLitePolicyStore(path: path) }
+        #expect(error?.message.contains("schema is version 99, newer than this corral knows") == true, "\(error?.message ?? "")")
     }
 
     @Test func sqliteCountersSurviveReopen() async throws {

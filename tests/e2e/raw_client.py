@@ -5,6 +5,8 @@ import queue
 import subprocess
 import threading
 import time
+import urllib.error
+import urllib.request
 
 from conftest import MOCK
 
@@ -99,3 +101,23 @@ class RawStdio:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def post(url, message, headers=None, raw=None, timeout=20):
+    """POSTs one message over HTTP (`raw`: a body as given); returns (status, headers, parsed answer or None): the
+    JSON body, or the last event of an SSE stream."""
+    body = raw if raw is not None else json.dumps(message).encode()
+    request = urllib.request.Request(url, data=body, method="POST", headers={
+        "Content-Type": "application/json", "Accept": "application/json, text/event-stream", **(headers or {}),
+    })
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            status, answer_headers, text = response.status, dict(response.headers), response.read().decode()
+    except urllib.error.HTTPError as error:
+        status, answer_headers, text = error.code, dict(error.headers), error.read().decode()
+    if not text:
+        return status, answer_headers, None
+    if answer_headers.get("Content-Type", "").startswith("text/event-stream"):
+        events = [json.loads(line[5:]) for line in text.splitlines() if line.startswith("data:")]
+        return status, answer_headers, events[-1]
+    return status, answer_headers, json.loads(text)

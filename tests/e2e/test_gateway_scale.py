@@ -14,7 +14,6 @@ import signal
 import subprocess
 import tempfile
 import time
-import urllib.error
 import urllib.request
 import uuid
 
@@ -22,7 +21,7 @@ import pytest
 
 from conftest import BIN_DIR, MOCK, listening
 from pg_cluster import Cluster
-from raw_client import MODERN, meta
+from raw_client import MODERN, meta, post
 
 CORRAL = BIN_DIR / "corral"
 TOKENS = {"team-a": "token-of-team-a-" + "a" * 16, "team-b": "token-of-team-b-" + "b" * 16}
@@ -81,23 +80,8 @@ def proxy_argv(setup, upstream, store, instance, *extra):
             "--upstream-url", upstream]
 
 
-def post(url, message, token=None, headers=None, timeout=30):
-    """POSTs one message; returns (status, headers, the answer or None)."""
-    all_headers = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream", **(headers or {})}
-    if token is not None:
-        all_headers["Authorization"] = f"Bearer {token}"
-    request = urllib.request.Request(url, data=json.dumps(message).encode(), method="POST", headers=all_headers)
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            status, answer_headers, text = response.status, dict(response.headers), response.read().decode()
-    except urllib.error.HTTPError as error:
-        status, answer_headers, text = error.code, dict(error.headers), error.read().decode()
-    if not text:
-        return status, answer_headers, None
-    if answer_headers.get("Content-Type", "").startswith("text/event-stream"):
-        events = [json.loads(line[5:]) for line in text.splitlines() if line.startswith("data:")]
-        return status, answer_headers, events[-1]
-    return status, answer_headers, json.loads(text)
+def authorized(token, headers=None):
+    return {**(headers or {}), "Authorization": f"Bearer {token}"}
 
 
 _ids = itertools.count(1)
@@ -109,7 +93,7 @@ def modern(url, token, method, params, tasks=False, name=None):
     headers = {"MCP-Protocol-Version": MODERN, "Mcp-Method": method}
     if name is not None:
         headers["Mcp-Name"] = name
-    status, _, answer = post(url, message, token=token, headers=headers)
+    status, _, answer = post(url, message, headers=authorized(token, headers), timeout=30)
     return status, answer
 
 
@@ -253,8 +237,8 @@ def test_an_approval_accepted_on_one_instance_cannot_be_replayed_on_another(setu
                 params["requestState"] = state
                 params["inputResponses"] = {"corral-approval": {"action": "accept", "content": {}}}
             message = {"jsonrpc": "2.0", "id": next(_ids), "method": "tools/call", "params": params}
-            status, _, answer = post(url, message, token=token, headers={
-                "MCP-Protocol-Version": MODERN, "Mcp-Method": "tools/call", "Mcp-Name": "append_task_event"})
+            status, _, answer = post(url, message, headers=authorized(token, {
+                "MCP-Protocol-Version": MODERN, "Mcp-Method": "tools/call", "Mcp-Name": "append_task_event"}))
             assert status == 200, answer
             return answer["result"]
 

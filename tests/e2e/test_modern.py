@@ -13,6 +13,7 @@ import pytest
 from mcp import Client, StdioServerParameters
 
 from conftest import MOCK, http_server, process_state, run, tree_members
+from raw_client import post
 
 MODERN = "2026-07-28"
 META = {
@@ -142,25 +143,6 @@ def test_listen_is_acknowledged_and_closed_gracefully_at_shutdown(state_dir):
 
 
 # --- raw HTTP: every header and status rule -------------------------------------------------------------------
-
-
-def post(url, message, headers=None, raw=None):
-    """POSTs one message; returns (status, headers, parsed body or None)."""
-    body = raw if raw is not None else json.dumps(message).encode()
-    request = urllib.request.Request(url, data=body, method="POST", headers={
-        "Content-Type": "application/json", "Accept": "application/json, text/event-stream", **(headers or {}),
-    })
-    try:
-        with urllib.request.urlopen(request, timeout=20) as response:
-            status, answer_headers, text = response.status, dict(response.headers), response.read().decode()
-    except urllib.error.HTTPError as error:
-        status, answer_headers, text = error.code, dict(error.headers), error.read().decode()
-    if not text:
-        return status, answer_headers, None
-    if answer_headers.get("Content-Type", "").startswith("text/event-stream"):
-        events = [json.loads(line[5:]) for line in text.splitlines() if line.startswith("data:")]
-        return status, answer_headers, events[-1]
-    return status, answer_headers, json.loads(text)
 
 
 def modern(method, params=None, request_id=1, name=None, version=MODERN, method_header=None):
