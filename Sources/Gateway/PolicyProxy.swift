@@ -58,8 +58,7 @@ public final class PolicyProxy: Sendable {
     ) -> ProxyCore {
         let core = ProxyCore(
             evaluator: evaluator, identity: CallIdentity(grant: grant ?? self.grant, session: session), audit: audit,
-            dryRun: dryRun,
-            approvalTimeout: approvalTimeout, approvalStates: approvalStates, taskHandles: taskHandles,
+            dryRun: dryRun, approvalTimeout: approvalTimeout, approvalStates: approvalStates, taskHandles: taskHandles,
             toClient: toClient, toServer: toServer)
         cores.withLock { $0[ObjectIdentifier(core)] = core }
         return core

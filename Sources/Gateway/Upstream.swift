@@ -30,7 +30,7 @@ protocol UpstreamConnection: Sendable {
     /// One message for the server.
     func send(_ message: Data) async
     /// What the server sends, one message at a time, until it is gone.
-    func messages() -> AsyncStream<Data>
+    func messages() -> any AsyncSequence<Data, Never>
     /// No more messages for the server (a stdio server's input ends, and it shuts down as it would without us).
     func closeInput()
     /// Ends the connection (a process gets SIGTERM, then SIGKILL after `grace`).
@@ -44,15 +44,9 @@ extension ServerProcess: UpstreamConnection {
         writeLine(message)
     }
 
-    func messages() -> AsyncStream<Data> {
-        let lines = LineReader.lines(from: output.fileDescriptor)
-        return AsyncStream { continuation in
-            let reader = Task {
-                for await line in lines { continuation.yield(line) }
-                continuation.finish()
-            }
-            continuation.onTermination = { _ in reader.cancel() }
-        }
+    /// The lines themselves: a second stream in between would cost every answer another thread hop.
+    func messages() -> any AsyncSequence<Data, Never> {
+        LineReader.lines(from: output.fileDescriptor)
     }
 }
 
@@ -82,7 +76,7 @@ final class HTTPUpstream: UpstreamConnection {
         }
     }
 
-    func messages() -> AsyncStream<Data> {
+    func messages() -> any AsyncSequence<Data, Never> {
         AsyncStream { continuation in
             let answers = Task {
                 do {

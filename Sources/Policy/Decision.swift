@@ -34,8 +34,8 @@ public struct Decision: Sendable {
     }
 
     public let outcome: Outcome
-    /// Which rule decided: `hide`, `lookalike`, `invalid_call`, `default_deny`, `default_allow`, `policy_store`, `policy_store_fail_open`,
-    /// `tools.NAME`, `tools.NAME.action`, `tools.NAME.deny_if[i]`, `tools.NAME.require[i]`,
+    /// Which rule decided: `hide`, `lookalike`, `invalid_call`, `default_deny`, `default_allow`, `policy_store`,
+    /// `policy_store_fail_open`, `tools.NAME`, `tools.NAME.action`, `tools.NAME.deny_if[i]`, `tools.NAME.require[i]`,
     /// `tools.NAME.limits[i]`, `all_tools.limits[i]`.
     public let rule: String
     public let message: String
