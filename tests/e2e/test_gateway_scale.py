@@ -332,3 +332,37 @@ def test_grants_hash_prints_what_the_file_holds(setup):
     assert entry == {"id": "team-a", "token_sha256": hashlib.sha256(TOKENS["team-a"].encode()).hexdigest()}
     check = subprocess.run([str(CORRAL), "grants", "check", str(setup["grants"])], capture_output=True, text=True)
     assert check.returncode == 0 and "team-a, team-b" in check.stdout
+
+
+def test_a_stdio_proxy_keeps_stdout_for_mcp_when_the_store_goes_away(setup, database, cluster):
+    """The store's own messages (lost, back) go to stderr: on stdio, stdout is the client's MCP stream."""
+    process = subprocess.Popen(
+        [str(CORRAL), "proxy", "--policy", str(setup["policy"]), "--store", database, "--",
+         str(MOCK), "--state-dir", setup["state_dir"], "--grace-ms", "300"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1)
+
+    def ask(request_id):
+        process.stdin.write(json.dumps({"jsonrpc": "2.0", "id": request_id, "method": "tools/call", "params": {
+            "name": "list_background_tasks", "arguments": {}, "_meta": meta()}}) + "\n")
+        process.stdin.flush()
+        answer = json.loads(process.stdout.readline())  # a log line here would not parse
+        assert answer["id"] == request_id, answer
+        return answer["result"]
+
+    try:
+        assert not denied(ask(1))
+        cluster.stop()
+        try:
+            assert denied(ask(2)) and "policy store unavailable" in ask(3)["content"][0]["text"]
+        finally:
+            cluster.start()
+        deadline = time.monotonic() + 30
+        request_id = 4
+        while denied(ask(request_id)):
+            assert time.monotonic() < deadline, "no recovery"
+            request_id += 1
+            time.sleep(0.5)
+    finally:
+        rest, errors = process.communicate(timeout=20)  # closes the proxy's stdin: it and its server end
+    assert all(json.loads(line) for line in rest.splitlines() if line.strip())
+    assert "unavailable" in errors and "reachable again" in errors, errors
