@@ -289,7 +289,7 @@ def test_the_proxy_passes_only_handles_it_saw_created_for_the_grant(state_dir, t
     policy.write_text(json.dumps({
         "version": "1", "default": "allow", "hide": ["cancel_background_task"],
         "tools": {"wait_for_background_task": {"limits": [
-            {"counter": "waits", "window": "minute", "max": 5, "scope": "grant"}]}},
+            {"counter": "waits", "window": "hour", "max": 5, "scope": "grant"}]}},
     }))
     audit_path = tmp_path / "audit.jsonl"
     calls = tmp_path / "calls.jsonl"

@@ -16,7 +16,7 @@ def write_policy(path):
     path.write_text(json.dumps({
         "version": "1", "default": "deny", "hide": ["cancel_background_task"],
         "tools": {
-            "create_background_task": {"limits": [{"counter": "creates", "window": "minute", "max": 3, "scope": "grant"}]},
+            "create_background_task": {"limits": [{"counter": "creates", "window": "hour", "max": 3, "scope": "grant"}]},
             "list_background_tasks": {}, "get_background_task": {},
         },
     }))
@@ -45,7 +45,7 @@ def test_hide_default_deny_and_exact_rate_limit(state_dir, tmp_path):
                         allowed += 1
                         task_id = result.structured_content["task_id"]
                     else:
-                        assert result.content[0].text.startswith("[POLICY DENIED] Rate limit of 3 per minute")
+                        assert result.content[0].text.startswith("[POLICY DENIED] Rate limit of 3 per hour")
                 assert allowed == 3
                 denied = await session.call_tool("cancel_background_task", {"task_id": task_id})
                 assert denied.is_error and "hidden by policy" in denied.content[0].text
@@ -170,7 +170,7 @@ def test_counters_roll_back_when_the_server_errors_and_unknown_fields_survive(tm
 
     policy, calls = tmp_path / "policy.json", tmp_path / "calls.jsonl"
     policy.write_text(json.dumps({"version": "1", "default": "allow", "tools": {
-        "flaky": {"limits": [{"counter": "flaky", "window": "minute", "max": 1, "scope": "grant"}]}}}))
+        "flaky": {"limits": [{"counter": "flaky", "window": "hour", "max": 1, "scope": "grant"}]}}}))
     server = pathlib.Path(__file__).with_name("erroring_server.py")
     proxy = subprocess.Popen(
         [str(CORRAL), "proxy", "--policy", str(policy), "--", sys.executable, str(server), str(calls)],
@@ -183,7 +183,7 @@ def test_counters_roll_back_when_the_server_errors_and_unknown_fields_survive(tm
 
     tools = ask({"jsonrpc": "2.0", "id": 1, "method": "tools/list"})["result"]["tools"]
     assert tools[0]["x-unknown"] == {"kept": True} and tools[0]["_meta"] == {"m": 1}
-    # max 1 a minute, but each call fails at the server: its reservation is rolled back, so the next one is allowed
+    # max 1 an hour, but each call fails at the server: its reservation is rolled back, so the next one is allowed
     for request_id in (2, 3, 4):
         answer = ask({"jsonrpc": "2.0", "id": request_id, "method": "tools/call", "params": {"name": "flaky", "arguments": {}}})
         assert answer["error"]["message"] == "backend unavailable", answer
@@ -198,7 +198,7 @@ def approval_policy(path):
         "tools": {
             "create_background_task": {},
             "append_task_event": {"action": "require_approval", "reason": "Events are visible to the whole team",
-                                  "limits": [{"counter": "events", "window": "minute", "max": 5, "scope": "grant"}]},
+                                  "limits": [{"counter": "events", "window": "hour", "max": 5, "scope": "grant"}]},
         },
     }))
 

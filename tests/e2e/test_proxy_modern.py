@@ -19,7 +19,7 @@ def policy_file(tmp_path):
     path.write_text(json.dumps({
         "version": "1", "default": "deny", "hide": ["cancel_background_task"],
         "tools": {
-            "create_background_task": {"limits": [{"counter": "creates", "window": "minute", "max": 3, "scope": "grant"}]},
+            "create_background_task": {"limits": [{"counter": "creates", "window": "day", "max": 3, "scope": "grant"}]},
             "get_background_task": {}, "wait_for_background_task": {},
             "append_task_event": {"action": "require_approval", "reason": "Events are visible to the whole team"},
         },
@@ -200,7 +200,7 @@ def test_http_proxy_serves_both_eras_with_shared_decisions(state_dir, tmp_path):
                     outcomes.append(created.is_error)
                     if not created.is_error:
                         created_ids.append(created.structured_content["task_id"])
-                assert outcomes == [False, False, False, True], "3 a minute for the grant, whoever the client"
+                assert outcomes == [False, False, False, True], "3 a day for the grant, whoever the client"
                 # Both clients use the same JSON-RPC ids; each gets its own answer through the shared server.
                 one, two = await asyncio.gather(
                     first.call_tool("get_background_task", {"task_id": "0" * 32}),

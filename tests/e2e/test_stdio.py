@@ -77,7 +77,7 @@ def test_policy_denies_and_hides(state_dir, tmp_path):
     policy.write_text(json.dumps({
         "version": "1", "default": "deny", "hide": ["cancel_background_task"],
         "tools": {
-            "create_background_task": {"limits": [{"counter": "creates", "window": "minute", "max": 2, "scope": "grant"}]},
+            "create_background_task": {"limits": [{"counter": "creates", "window": "hour", "max": 2, "scope": "grant"}]},
             "get_background_task": {},
         },
     }))
@@ -94,7 +94,7 @@ def test_policy_denies_and_hides(state_dir, tmp_path):
             await call(session, "create_background_task", arguments)
             await call(session, "create_background_task", arguments)
             limited = await call(session, "create_background_task", arguments, expect_error=True)
-            assert limited.content[0].text.startswith("[POLICY DENIED] Rate limit of 2 per minute reached.")
+            assert limited.content[0].text.startswith("[POLICY DENIED] Rate limit of 2 per hour reached.")
             assert limited.structured_content["retry_after_ms"] > 0
 
     run(scenario())
