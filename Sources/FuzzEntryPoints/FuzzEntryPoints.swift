@@ -46,9 +46,23 @@ public enum FuzzEntryPoints {
         }
     }
 
-    /// An HTTP POST as text: `Name: value` header lines, an empty line, then the body.
+    /// An HTTP POST as text: `Name: value` header lines, an empty line, then the body. Its `Authorization` header
+    /// is checked as `corral proxy --grants` checks it: only one header, `Bearer fuzz-token` (any case of the
+    /// scheme), stands for the principal; every refusal carries a challenge.
     public static func httpPost(_ bytes: [UInt8]) throws(Violation) {
         let (headers, body) = split(bytes)
+        switch BearerCheck.check(headers, with: FixedToken(), realm: "fuzz") {
+        case .admitted(let principal):
+            let values = headers.values("Authorization")
+            let parts = values.first?.split(separator: " ", omittingEmptySubsequences: true) ?? []
+            guard principal == "fuzz-principal", values.count == 1, parts.count == 2,
+                parts[0].lowercased() == "bearer", parts[1] == "fuzz-token"
+            else { throw Violation(description: "admitted \(principal ?? "nobody") for \(values)") }
+        case .refused(let challenge, let message):
+            guard challenge.hasPrefix("Bearer realm=\"fuzz\""), !message.isEmpty else {
+                throw Violation(description: "a refusal with challenge \(challenge)")
+            }
+        }
         let route = HTTPRules.classifyPost(headers: headers, body: body, allowedOrigins: ["https://allowed.example"])
         switch route {
         case .reply(let status, let message):
@@ -125,6 +139,11 @@ public enum FuzzEntryPoints {
         case "tools/call": return ["content": [], "structuredContent": params["arguments"] ?? .null, "isError": false]
         default: throw .methodNotFound(method)
         }
+    }
+
+    /// One token, one principal.
+    private struct FixedToken: BearerAuthenticator {
+        func principal(forToken token: String) -> String? { token == "fuzz-token" ? "fuzz-principal" : nil }
     }
 
     private final class Written: Sendable {

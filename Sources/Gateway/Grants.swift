@@ -1,7 +1,7 @@
 import CorralJSON
 import Crypto
 import Foundation
-import MCPHTTP
+import MCPCore
 import Synchronization
 
 /// `--grants FILE`: which bearer token stands for which grant, `{"grants": [{"id": "team-a", "token_sha256":

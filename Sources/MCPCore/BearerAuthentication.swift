@@ -1,6 +1,4 @@
-import CorralJSON
 import Foundation
-import MCPCore
 
 /// Who may use an HTTP endpoint: bearer tokens (RFC 6750) that stand for principals. A request without a token
 /// that stands for one is answered 401 before its body is read: it never reaches the endpoint.
@@ -9,14 +7,15 @@ public protocol BearerAuthenticator: Sendable {
     func principal(forToken token: String) -> String?
 }
 
-/// The outcome of checking a request's `Authorization` header.
-enum BearerCheck: Equatable {
+/// The outcome of checking a request's `Authorization` header (here, beside the other HTTP rules, so that the fuzz
+/// target reaches it without an HTTP server).
+public enum BearerCheck: Equatable, Sendable {
     case admitted(principal: String?)
     /// 401, with the `WWW-Authenticate` challenge and a message that says what was wrong.
     case refused(challenge: String, message: String)
 
     /// RFC 6750: `Authorization: Bearer <token>` (the scheme is case-insensitive); one header only.
-    static func check(_ headers: HTTPHeaderView, with authenticator: (any BearerAuthenticator)?, realm: String) -> BearerCheck {
+    public static func check(_ headers: HTTPHeaderView, with authenticator: (any BearerAuthenticator)?, realm: String) -> BearerCheck {
         guard let authenticator else { return .admitted(principal: nil) }
         let challenge = "Bearer realm=\"\(realm)\""
         let values = headers.values("Authorization")
