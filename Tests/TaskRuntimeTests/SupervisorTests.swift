@@ -496,8 +496,10 @@ final class SupervisorTests: XCTestCase {
             fdsAfter = corral_count_open_fds()
             threadsAfter = corral_count_threads()
         }
-        XCTAssertEqual(fdsAfter, fdsBefore, "descriptors leaked")
-        XCTAssertLessThanOrEqual(threadsAfter, threadsBefore, "threads leaked")
+        XCTAssertLessThanOrEqual(fdsAfter, fdsBefore, "descriptors leaked")
+        // A thread per task would show as hundreds. Up to two more are the runtime's own pools growing late (CI once
+        // saw 13 after 12, with Dispatch starting a worker during the batch and keeping it).
+        XCTAssertLessThanOrEqual(threadsAfter, threadsBefore + 2, "threads leaked")
         // No zombie children: every child was reaped.
         let zombies = ProcessTable.allPIDs().compactMap(ProcessTable.status(of:))
             .filter { $0.parentPID == getpid() && $0.state == "Z" }
