@@ -75,6 +75,14 @@ final class TaskStore: Sendable {
                     END;
                     """)
         }
+        // Pruning by retention: finished tasks by the time of their last change.
+        migrator.registerMigration("v3-retention") { db in
+            try db.execute(
+                sql: """
+                    CREATE INDEX tasks_by_status_updated ON tasks(status, updated_at);
+                    DROP INDEX tasks_by_status;
+                    """)
+        }
         return migrator
     }
 
@@ -259,15 +267,50 @@ final class TaskStore: Sendable {
         }
     }
 
-    /// Removes a task and its events.
-    func delete(_ taskID: String) throws(RuntimeError) {
+    /// Finished tasks that `retention` no longer keeps, oldest first, at most `limit` of them. Their age is that of
+    /// their last change (`updated_at`: the finish, or a later note). Internal tasks are their caller's to discard.
+    func finishedBeyond(_ retention: TaskRetention, now: Date, limit: Int) throws(RuntimeError) -> [String] {
+        let final = TaskStatus.allCases.filter(\.isFinal).map { "'\($0.rawValue)'" }.joined(separator: ",")
+        let sql: String
+        let arguments: StatementArguments
+        switch retention {
+        case .all:
+            return []
+        case .newest(let count):
+            sql = """
+                SELECT task_id FROM tasks WHERE status IN (\(final)) AND display_status != ? AND task_id NOT IN (
+                    SELECT task_id FROM tasks WHERE status IN (\(final)) AND display_status != ?
+                    ORDER BY updated_at DESC LIMIT ?)
+                ORDER BY updated_at LIMIT ?
+                """
+            arguments = [TaskRecord.internalStatus, TaskRecord.internalStatus, count, limit]
+        case .days(let days):
+            let cutoff = now.addingTimeInterval(-Double(days) * 86_400)
+            sql = """
+                SELECT task_id FROM tasks WHERE status IN (\(final)) AND display_status != ? AND updated_at < ?
+                ORDER BY updated_at LIMIT ?
+                """
+            arguments = [TaskRecord.internalStatus, Timestamp.format(cutoff), limit]
+        }
+        do {
+            return try database.read { db in try String.fetchAll(db, sql: sql, arguments: arguments) }
+        } catch {
+            throw RuntimeError.storage("cannot find tasks to prune: \(error)")
+        }
+    }
+
+    /// Removes tasks and their events, in one transaction.
+    func delete(_ taskIDs: [String]) throws(RuntimeError) {
+        guard !taskIDs.isEmpty else { return }
         do {
             try database.write { db in
-                try db.execute(sql: "DELETE FROM events WHERE task_id = ?", arguments: [taskID])
-                try db.execute(sql: "DELETE FROM tasks WHERE task_id = ?", arguments: [taskID])
+                for taskID in taskIDs {
+                    try db.execute(sql: "DELETE FROM events WHERE task_id = ?", arguments: [taskID])
+                    try db.execute(sql: "DELETE FROM tasks WHERE task_id = ?", arguments: [taskID])
+                }
             }
         } catch {
-            throw RuntimeError.storage("cannot delete task \(taskID): \(error)")
+            throw RuntimeError.storage("cannot delete \(taskIDs.count) tasks: \(error)")
         }
     }
 

@@ -21,6 +21,9 @@ public actor TaskSupervisor {
         public var taskIdentity: TaskIdentity?
         /// Put tasks in a PID namespace held by a keeper process, so that none outlives the supervisor.
         public var usePIDNamespace: Bool
+        /// Which finished tasks are kept (with their events and output); the others are pruned at start and soon
+        /// after tasks finish.
+        public var retention: TaskRetention
         public var logger: Logger
 
         public init(
@@ -30,8 +33,10 @@ public actor TaskSupervisor {
             baseEnvironment: [String: String] = TaskSupervisor.minimalEnvironment(),
             taskIdentity: TaskIdentity? = nil,
             usePIDNamespace: Bool = true,
+            retention: TaskRetention = .all,
             logger: Logger = Logger(label: "corral.runtime")
         ) {
+            self.retention = retention
             self.stateDirectory = stateDirectory
             self.graceMilliseconds = graceMilliseconds
             self.useCgroups = useCgroups
@@ -116,6 +121,8 @@ public actor TaskSupervisor {
     private var waiters: [String: [UInt64: Waiter]] = [:]
     private var nextWaiterID: UInt64 = 1
     private var busyTasks: Set<String> = []
+    private var pruneScheduled = false
+    static let pruneDelay: Duration = .milliseconds(200)
     private var operationQueue: [String: [CheckedContinuation<Void, Never>]] = [:]
     private var isShutDown = false
 
@@ -631,6 +638,7 @@ public actor TaskSupervisor {
         live[taskID] = nil
         remember(record)
         notifyWaiters(taskID, status: record.status)
+        schedulePrune()
         task.cgroup?.remove()  // empty already; the directory goes after the waiters are on their way
     }
 
@@ -1030,19 +1038,60 @@ public actor TaskSupervisor {
         guard record.status.isFinal, live[taskID] == nil else {
             throw RuntimeError.invalidArgument("task \(taskID) has not finished")
         }
-        recentlyFinished[taskID] = nil
-        recentlyFinishedOrder.removeAll { $0 == taskID }
         try discardFiles(of: taskID)
     }
 
     private func discardFiles(of taskID: String) throws(RuntimeError) {
-        try store.delete(taskID)
-        lastEvents[taskID] = nil
-        let directory = configuration.stateDirectory + "/tasks/" + taskID
-        try? FileManager.default.removeItem(atPath: directory)
-        if taskRoot != configuration.stateDirectory + "/tasks" {
-            try? FileManager.default.removeItem(atPath: taskRoot + "/" + taskID)
+        try discardFiles(of: [taskID])
+    }
+
+    private func discardFiles(of taskIDs: [String]) throws(RuntimeError) {
+        try store.delete(taskIDs)
+        for taskID in taskIDs {
+            lastEvents[taskID] = nil
+            if recentlyFinished.removeValue(forKey: taskID) != nil {
+                recentlyFinishedOrder.removeAll { $0 == taskID }
+            }
+            try? FileManager.default.removeItem(atPath: configuration.stateDirectory + "/tasks/" + taskID)
+            if taskRoot != configuration.stateDirectory + "/tasks" {
+                try? FileManager.default.removeItem(atPath: taskRoot + "/" + taskID)
+            }
         }
+    }
+
+    // MARK: - Retention
+
+    /// Prunes soon rather than at every finish: a burst of finishes costs one pass.
+    private func schedulePrune() {
+        guard configuration.retention != .all, !pruneScheduled else { return }
+        pruneScheduled = true
+        Task {
+            try? await Task.sleep(for: Self.pruneDelay)
+            await self.pruneNow()
+        }
+    }
+
+    /// Removes the finished tasks the retention no longer keeps, a bounded batch per transaction.
+    @discardableResult
+    func pruneNow() -> Int {
+        pruneScheduled = false
+        var removed = 0
+        do {
+            while true {
+                let candidates = try store.finishedBeyond(configuration.retention, now: Date(), limit: 500)
+                    .filter { live[$0] == nil && !busyTasks.contains($0) }
+                guard !candidates.isEmpty else { break }
+                try discardFiles(of: candidates)
+                removed += candidates.count
+                if candidates.count < 500 { break }
+            }
+        } catch {
+            logger.error("cannot prune finished tasks: \(error)")
+        }
+        if removed > 0 {
+            logger.debug("pruned \(removed) finished tasks (retention \(configuration.retention))")
+        }
+        return removed
     }
 
     private func remember(_ record: TaskRecord) {
@@ -1150,9 +1199,8 @@ public actor TaskSupervisor {
             logger.info("task \(record.taskID) was \(previous.rawValue) when the supervisor stopped; marked failed")
         }
         // Internal tasks serve one call of a previous run, which is gone with it.
-        for taskID in try store.finishedInternalTasks() {
-            try discardFiles(of: taskID)
-        }
+        try discardFiles(of: try store.finishedInternalTasks())
+        pruneNow()
         // Cgroups of tasks that never reached the store (a crash during spawn).
         if let cgroups {
             for name in cgroups.leftoverCgroups() {

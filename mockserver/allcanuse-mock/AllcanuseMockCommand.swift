@@ -52,6 +52,8 @@ struct AllcanuseMockCommand: AsyncParsableCommand {
     var mcpTaskTtlMs = MCPTaskBridge.defaultTTLMilliseconds
     @Option(help: "Append one JSON line per tools/call that reached this server (tool, arguments, executed, and refused_by when its own --policy refused it) to this file: what gateway tests compare with what the client was told.")
     var callLog: String?
+    @Option(help: "Which finished tasks to keep, with their events and output files: all (the default), a count (1000: the newest thousand) or days (30d: those finished in the last 30 days). Pruned at start and shortly after tasks finish; running, paused and waiting tasks are never pruned.")
+    var retainFinished = "all"
 
     func run() async throws {
         signal(SIGPIPE, SIG_IGN)
@@ -89,6 +91,12 @@ struct AllcanuseMockCommand: AsyncParsableCommand {
             }
             return address
         }
+        let retention: TaskRetention
+        do {
+            retention = try TaskRetention(parsing: retainFinished)
+        } catch {
+            throw ValidationError("--retain-finished: \(error.description)")
+        }
         guard mcpTaskTtlMs >= 0 else { throw ValidationError("--mcp-task-ttl-ms must not be negative") }
         let callRecord: CallRecord?
         do {
@@ -107,7 +115,9 @@ struct AllcanuseMockCommand: AsyncParsableCommand {
         }
         let directory = stateDir ?? Self.defaultStateDirectory()
         let supervisor = try await TaskSupervisor.start(
-            .init(stateDirectory: directory, graceMilliseconds: graceMs, taskIdentity: taskIdentity, logger: logger))
+            .init(
+                stateDirectory: directory, graceMilliseconds: graceMs, taskIdentity: taskIdentity, retention: retention,
+                logger: logger))
         logger.info("tasks run as \(taskIdentity.description), without capabilities")
         let service = AllcanuseService(supervisor: supervisor, sandboxFloor: floor, workspace: workspace)
         let evaluator = PolicyEvaluator(policy: loaded)

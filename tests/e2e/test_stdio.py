@@ -132,8 +132,44 @@ def test_bad_flags_are_refused_before_the_state_directory_is_touched(tmp_path):
         (["--http", "1.2.3.4"], "--http wants HOST:PORT"),
         (["--call-log", "/nonexistent-dir/calls.jsonl"], "--call-log: cannot open"),
         (["--workspace", str(tmp_path / "missing")], "is not a directory"),
+        (["--retain-finished", "12h"], "--retain-finished: retention must be all, a count"),
+        (["--retain-finished=-3"], "--retain-finished: retention must be all, a count"),
     ]:
         done = subprocess.run([str(MOCK), "--state-dir", str(state), *args], capture_output=True, text=True,
                               stdin=subprocess.DEVNULL, timeout=20)
         assert done.returncode != 0 and message in done.stderr, (args, done.stderr)
         assert not state.exists()
+
+
+def test_retain_finished_keeps_the_newest_finished_tasks_and_their_output(state_dir):
+    """--retain-finished 2: of five finished tasks the two newest stay, with their output; the running one stays."""
+
+    async def scenario():
+        async with mock_session(state_dir, "--retain-finished", "2") as session:
+            finished = []
+            for index in range(5):
+                created = await call(session, "create_background_task", {
+                    "title": f"t{index}", "goal": "retention", "task_type": "command",
+                    "condition": {"argv": ["/bin/echo", f"out{index}"]}})
+                await call(session, "wait_for_background_task", {"task_id": created["task_id"], "timeout_ms": 10000})
+                finished.append(created["task_id"])
+            running = await call(session, "create_background_task", {
+                "title": "long", "goal": "retention", "task_type": "sleep", "condition": {"duration_ms": 60000}})
+            deadline = time.monotonic() + 10
+            while True:
+                listed = await call(session, "list_background_tasks", {"limit": 10})
+                if listed["total_count"] == 3 or time.monotonic() > deadline:
+                    break
+                time.sleep(0.1)
+            ids = {task["task_id"] for task in listed["tasks"]}
+            assert ids == {running["task_id"], *finished[-2:]}, listed
+            assert listed["total_count"] == 3
+            for kept, index in [(finished[-2], 3), (finished[-1], 4)]:
+                output = await call(session, "get_task_output", {"task_id": kept})
+                assert output["text"] == f"out{index}\n"
+            gone = await call(session, "get_background_task", {"task_id": finished[0]}, expect_error=True)
+            assert "unknown task" in gone.content[0].text, gone.content
+            assert not (pathlib.Path(state_dir) / "tasks" / finished[0]).exists()
+            assert (pathlib.Path(state_dir) / "tasks" / finished[-1]).exists()
+
+    run(scenario())
