@@ -80,24 +80,47 @@ public final class MCPServerCore: Sendable {
 
     /// The answer as JSON text, and the HTTP status its error code maps to (200 for a result).
     public func respondText(id: JSONValue, method: String, params: JSONValue, context: RequestContext) async -> (text: String, status: Int) {
-        if method == "tools/list", let version = toolsListVersion?(), params["cursor"] == nil {
-            let key = version + (context.era.isModern ? "|modern" : "|legacy")
-            let result: String
-            if let cached = toolsListText.withLock({ $0[key] }) {
-                result = cached
-            } else {
-                let answer = await respond(id: id, method: method, params: params, context: context)
-                guard let value = answer["result"] else { return (answer.jsonString(), Self.status(answer)) }
-                result = value.jsonString()
-                toolsListText.withLock { cache in
-                    if cache.count > 16 { cache.removeAll() }  // old versions go
-                    cache[key] = result
-                }
+        if let text = immediateText(id: id, method: method, params: params, context: context) { return (text, 200) }
+        if method == "tools/list", let key = toolsListKey(params: params, context: context) {
+            let answer = await respond(id: id, method: method, params: params, context: context)
+            guard let value = answer["result"] else { return (answer.jsonString(), Self.status(answer)) }
+            let result = value.jsonString()
+            toolsListText.withLock { cache in
+                if cache.count > 16 { cache.removeAll() }  // old versions go
+                cache[key] = result
             }
-            return (#"{"id":"# + id.jsonString() + #","jsonrpc":"2.0","result":"# + result + "}", 200)
+            return (Self.response(id: id, resultText: result), 200)
         }
         let answer = await respond(id: id, method: method, params: params, context: context)
         return (answer.jsonString(), Self.status(answer))
+    }
+
+    /// The answer when it needs no waiting: `ping`, `server/discover`, and a `tools/list` already serialized for
+    /// the current version. A transport sends it from the thread that read the request: for answers this small, the
+    /// hop to the task pool and back was most of the round trip.
+    public func immediateText(id: JSONValue, method: String, params: JSONValue, context: RequestContext) -> String? {
+        switch (method, context.era.isModern) {
+        case ("ping", false):
+            return Self.response(id: id, resultText: "{}")
+        case ("server/discover", true):
+            return JSONRPC.response(id: id, result: stamp(discoverResult(), method: method)).jsonString()
+        case ("tools/list", _):
+            guard let key = toolsListKey(params: params, context: context) else { return nil }
+            return toolsListText.withLock { $0[key] }.map { Self.response(id: id, resultText: $0) }
+        default:
+            return nil
+        }
+    }
+
+    /// The cache key of a first-page `tools/list`, when the application names its list versions.
+    private func toolsListKey(params: JSONValue, context: RequestContext) -> String? {
+        guard let version = toolsListVersion?(), params["cursor"] == nil else { return nil }
+        return version + (context.era.isModern ? "|modern" : "|legacy")
+    }
+
+    /// A response around a result already serialized, with the keys in the order `jsonString()` writes them.
+    private static func response(id: JSONValue, resultText: String) -> String {
+        #"{"id":"# + id.jsonString() + #","jsonrpc":"2.0","result":"# + resultText + "}"
     }
 
     static func status(_ answer: JSONValue) -> Int {

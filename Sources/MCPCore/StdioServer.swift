@@ -1,3 +1,4 @@
+import CCorral
 import CorralJSON
 import Foundation
 import Synchronization
@@ -44,6 +45,9 @@ public final class StdioServerConnection: Sendable {
         rejectsDuplicateKeys: Bool = true
     ) {
         let writeLock = Mutex(())
+        // A pipe of 1 MiB (the unprivileged maximum) instead of 64 KiB: a tools/list answer (95 KB) is then one
+        // write that never waits for the client to drain the pipe. Not a pipe, or refused: nothing changes.
+        _ = corral_set_pipe_size(output, 1 << 20)
         self.init(core: core, input: input, connectionID: connectionID, rejectsDuplicateKeys: rejectsDuplicateKeys) { data in
             writeLock.withLock { _ in _ = writeLine(data, to: output) }
         }
@@ -251,6 +255,10 @@ public final class StdioServerConnection: Sendable {
         let key = JSONRPC.key(id)
         if state.withLock({ $0.running[key] != nil }) {
             send(JSONRPC.error(id: id, .invalidRequest("id \(key) is already in use by a request in flight")))
+            return
+        }
+        if let text = core.immediateText(id: id, method: method, params: params, context: context) {
+            output(Data(text.utf8))
             return
         }
         track(key: key) { await core.respondText(id: id, method: method, params: params, context: context).text }
