@@ -11,6 +11,21 @@ import Testing
         #expect(value.jsonString() == "\"a\\\"b\\\\c\\n\\r\\t\\u0001\\u001f\u{7F} é 😀 /\"")
     }
 
+    /// Escapes at the start, the end, side by side and between runs of plain bytes: the text reads back as the
+    /// same string, and Foundation reads it the same way.
+    @Test func escapedRunsReadBackAsWritten() throws {
+        let pieces = ["\"", "\\", "\n", "\u{00}", "\u{1F}", "plain", "é", "😀", " ", "{\"k\": [1, 2]}", ""]
+        var generator = SystemRandomNumberGenerator()
+        for _ in 0..<2000 {
+            let text = (0..<Int.random(in: 0...12, using: &generator))
+                .map { _ in pieces.randomElement(using: &generator) ?? "" }.joined()
+            let written = JSONValue.string(text).jsonString()
+            #expect(try JSONValue.parse(written) == .string(text), "\(written)")
+            let foundation = try JSONSerialization.jsonObject(with: Data(written.utf8), options: .fragmentsAllowed)
+            #expect(foundation as? String == text)
+        }
+    }
+
     @Test func objectsAreSortedAndNumbersPlain() {
         let value: JSONValue = ["b": [1, 2.5, -3, 1e20, .null, true, false], "a": [:], "é": [], "A": "x", "10": 10]
         #expect(value.jsonString() == #"{"10":10,"A":"x","a":{},"b":[1,2.5,-3,1e+20,null,true,false],"é":[]}"#)
