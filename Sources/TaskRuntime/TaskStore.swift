@@ -11,8 +11,12 @@ final class TaskStore: Sendable {
     init(path: String) throws(RuntimeError) {
         var configuration = Configuration()
         configuration.busyMode = .timeout(5)
+        // Memory stays flat as the store grows: at most two readers beside the writer, 1 MiB of page cache each
+        // (SQLite's default is 2 MiB; every query here is an indexed lookup with a LIMIT).
+        configuration.maximumReaderCount = 2
         configuration.prepareDatabase { db in
             try db.execute(sql: "PRAGMA synchronous = NORMAL")
+            try db.execute(sql: "PRAGMA cache_size = -1024")
         }
         do {
             database = try DatabasePool(path: path, configuration: configuration)

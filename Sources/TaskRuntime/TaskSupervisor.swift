@@ -967,7 +967,9 @@ public actor TaskSupervisor {
         return saved
     }
 
+    /// Only for tasks at hand (live, or among the recently finished): a long run's finished tasks hold no memory.
     private func rememberLastEvent(_ event: TaskEvent) {
+        guard live[event.taskID] != nil || recentlyFinished[event.taskID] != nil else { return }
         if lastEvents[event.taskID] == nil, lastEvents.count >= Self.lastEventCapacity {
             lastEvents.removeAll(keepingCapacity: true)  // bounded: the next reads fill it again from SQLite
         }
@@ -1099,7 +1101,9 @@ public actor TaskSupervisor {
             recentlyFinishedOrder.append(record.taskID)
         }
         if recentlyFinishedOrder.count > Self.recentlyFinishedCapacity {
-            recentlyFinished[recentlyFinishedOrder.removeFirst()] = nil
+            let forgotten = recentlyFinishedOrder.removeFirst()
+            recentlyFinished[forgotten] = nil
+            lastEvents[forgotten] = nil
         }
     }
 
