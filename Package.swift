@@ -130,16 +130,29 @@ let package = Package(
             ],
             path: "mockserver/allcanuse-mock"
         ),
+        // `corral bench …`: the benchmark programs, next to the product rather than in its command target.
+        .target(
+            name: "CorralBenchmarks",
+            dependencies: [
+                "TaskRuntime", "Sandbox", "Policy", "PolicyPostgres", "Gateway", "CorralJSON", "MCPCore", "CCorral",
+                // `corral bench agent` runs the mock in-process.
+                "AllcanuseMock", "AllcanuseMockServer",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Benchmarks/CorralBenchmarks"
+        ),
         .executableTarget(
             name: "corral",
             dependencies: [
                 "TaskRuntime", "Sandbox", "Policy", "Gateway", "CorralJSON", "MCPCore", "MCPHTTP", "PolicyPostgres",
+                "CorralBenchmarks",
+                // `corral conformance` checks a gateway's tools/list against the mock's catalog.
+                "AllcanuseMock",
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 // The /metrics endpoint of `corral proxy --metrics`.
                 .product(name: "Hummingbird", package: "hummingbird"),
-                // For `corral bench agent`, which runs the mock in-process.
-                "AllcanuseMock", "AllcanuseMockServer",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]

@@ -1,4 +1,5 @@
 import ArgumentParser
+import CorralBenchmarks
 
 @main
 struct Corral: AsyncParsableCommand {

@@ -289,3 +289,68 @@ final class RawClient {
         }
     }
 }
+
+/// The allcanuse-mock built beside this binary: benchmarks run the build they are part of.
+enum MockBinary {
+    static func beside() throws -> URL {
+        let directory = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().deletingLastPathComponent()
+        let binary = directory.appendingPathComponent("allcanuse-mock")
+        guard FileManager.default.isExecutableFile(atPath: binary.path) else {
+            throw ValidationError("allcanuse-mock not found beside corral (\(binary.path)); build it first")
+        }
+        return binary
+    }
+
+    /// Starts `allcanuse-mock --http 127.0.0.1:0` and reads the endpoint it logs; the caller interrupts it.
+    static func startHTTP(_ binary: URL, state: String) throws -> (process: Process, endpoint: URL) {
+        let process = Process()
+        process.executableURL = binary
+        process.arguments = ["--http", "127.0.0.1:0", "--state-dir", state, "--log-level", "error"]
+        let errors = Pipe()
+        process.standardError = errors
+        try process.run()
+        var text = ""
+        while true {
+            let chunk = errors.fileHandleForReading.availableData
+            if chunk.isEmpty { throw ValidationError("allcanuse-mock --http did not start: \(text.suffix(300))") }
+            text += String(decoding: chunk, as: UTF8.self)
+            if let range = text.range(of: #"http://127\.0\.0\.1:\d+/mcp"#, options: .regularExpression),
+                let url = URL(string: String(text[range]))
+            {
+                // Keep draining its log so that it never blocks on a full pipe.
+                Thread.detachNewThread { while !errors.fileHandleForReading.availableData.isEmpty {} }
+                return (process, url)
+            }
+        }
+    }
+}
+
+/// What a server process holds, from /proc: the figures a soak run must end with where it started.
+struct ProcessFootprint: CustomStringConvertible {
+    var descriptors: Int
+    var threads: Int
+    var residentKiB: Int
+    /// Of the resident memory: the process's own heap and stacks, and pages of its binary and libraries (shared
+    /// with every process that maps them).
+    var anonymousKiB: Int
+    var fileKiB: Int
+
+    init(pid: Int32) throws {
+        guard let entries = try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd"),
+            let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)
+        else { throw ValidationError("process \(pid) is gone") }
+        func field(_ name: String) -> Int {
+            guard let line = status.split(separator: "\n").first(where: { $0.hasPrefix(name + ":") }) else { return 0 }
+            return Int(line.dropFirst(name.count + 1).trimmingCharacters(in: .whitespaces).split(separator: " ")[0]) ?? 0
+        }
+        descriptors = entries.count
+        threads = field("Threads")
+        residentKiB = field("VmRSS")
+        anonymousKiB = field("RssAnon")
+        fileKiB = field("RssFile")
+    }
+
+    var description: String {
+        "\(descriptors) fds, \(threads) threads, \(format(Double(residentKiB) / 1024)) MiB resident (\(format(Double(anonymousKiB) / 1024)) anonymous, \(format(Double(fileKiB) / 1024)) file)"
+    }
+}

@@ -1,7 +1,6 @@
 import ArgumentParser
 import CorralJSON
 import Foundation
-@_spi(Benchmarks) import TaskRuntime
 #if canImport(FoundationNetworking)
 import FoundationNetworking
 #endif
@@ -16,22 +15,16 @@ struct MockBench: AsyncParsableCommand {
             between) in 2025-11-25 (initialize, then requests) and in 2026-07-28 (stateless requests carrying their
             _meta; over HTTP with the MCP-Protocol-Version, Mcp-Method and Mcp-Name headers). Measures
             get_background_task round trips (p50/p99, calls per second, one request at a time), the
-            create_background_task round trip (spawn to running, through MCP), and listing with many tasks stored.
+            create_background_task round trip (spawn to running, through MCP). `corral bench latency` measures the same
+            calls after idle gaps, listing with many tasks stored, and start-up.
             """
     )
 
     @Option(help: "Calls per request kind (discover or ping, tools/list, get, append) and client.") var calls = 500
     @Option(help: "create_background_task calls per transport.") var creates = 50
-    @Option(help: "Stored task counts for the list_background_tasks figures (comma-separated).")
-    var storedTasks = "100,10000,100000"
-    @Option(help: "list_background_tasks calls per stored count.") var lists = 200
 
     func run() async throws {
-        let directory = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().deletingLastPathComponent()
-        let binary = directory.appendingPathComponent("allcanuse-mock")
-        guard FileManager.default.isExecutableFile(atPath: binary.path) else {
-            throw ValidationError("allcanuse-mock not found beside corral (\(binary.path)); build it first")
-        }
+        let binary = try MockBinary.beside()
         let widths = [44, 10, 10, 10, 12]
         print("allcanuse-mock over stdio, one request at a time (µs)")
         row(["variant", "p50", "p90", "p99", "calls/s"], widths: widths)
@@ -54,77 +47,17 @@ struct MockBench: AsyncParsableCommand {
             client.close()
         }
         try await measureHTTP(binary: binary, widths: widths)
-        try await measureListing(binary: binary, widths: widths)
-    }
-
-    /// list_background_tasks {limit: 10} (all, and filtered by a status) and start → first answer, with N tasks
-    /// stored (one real task, the rest finished copies of it written straight into the store).
-    private func measureListing(binary: URL, widths: [Int]) async throws {
-        let counts = storedTasks.split(separator: ",").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) }
-        print("\nallcanuse-mock over stdio with N tasks stored (µs; start in ms)")
-        row(["variant", "p50", "p90", "p99", "start ms"], widths: widths)
-        for count in counts where count > 0 {
-            let state = try makeTemporaryDirectory("corral-listbench")
-            defer { try? FileManager.default.removeItem(atPath: state) }
-            let supervisor = try await TaskSupervisor.start(.init(stateDirectory: state))
-            let seed = try await supervisor.create(TaskSpec(title: "seed", command: .argv(["/bin/true"])))
-            _ = try await supervisor.wait(for: seed.taskID, timeout: .seconds(10))
-            try await supervisor.storeFinishedCopies(of: seed.taskID, count: count - 1)
-            await supervisor.shutdown()
-            let launched = ContinuousClock.now
-            let client = try RawClient(binary: binary, arguments: ["--state-dir", state, "--log-level", "error"])
-            _ = try client.request("initialize", [
-                "protocolVersion": "2025-06-18", "capabilities": [String: Any](),
-                "clientInfo": ["name": "bench", "version": "1"],
-            ])
-            let startup = ContinuousClock.now - launched
-            client.notify("notifications/initialized")
-            for (label, arguments) in [
-                ("list(limit 10), \(count) stored", ["limit": 10] as [String: Any]),
-                ("list(limit 10, completed), \(count) stored", ["limit": 10, "statuses": ["completed"]]),
-            ] {
-                var samples = Samples()
-                for _ in 0..<lists {
-                    let begin = ContinuousClock.now
-                    let answer = try client.callTool("list_background_tasks", arguments)
-                    samples.add(ContinuousClock.now - begin)
-                    guard answer["total_count"] as? Int == count else {
-                        throw ValidationError("list counted \(answer["total_count"] ?? "nothing"), expected \(count)")
-                    }
-                }
-                let startMs = label.contains("completed") ? "" : format(Double(startup.components.attoseconds) / 1e15 + Double(startup.components.seconds) * 1000)
-                row([label, format(samples.median), format(samples.percentile(90)), format(samples.percentile(99)), startMs],
-                    widths: widths)
-            }
-            client.close()
-        }
     }
 
     /// The same calls over Streamable HTTP, in a 2025-11-25 session and as stateless 2026-07-28 requests.
     private func measureHTTP(binary: URL, widths: [Int]) async throws {
         let state = try makeTemporaryDirectory("corral-mockbench-http")
         defer { try? FileManager.default.removeItem(atPath: state) }
-        let process = Process()
-        process.executableURL = binary
-        process.arguments = ["--http", "127.0.0.1:0", "--state-dir", state, "--log-level", "error"]
-        let errors = Pipe()
-        process.standardError = errors
-        try process.run()
+        let (process, endpoint) = try MockBinary.startHTTP(binary, state: state)
         defer {
             process.interrupt()
             process.waitUntilExit()
         }
-        var url: URL?
-        var text = ""
-        while url == nil {
-            let chunk = errors.fileHandleForReading.availableData
-            if chunk.isEmpty { throw ValidationError("allcanuse-mock --http did not start") }
-            text += String(decoding: chunk, as: UTF8.self)
-            if let range = text.range(of: #"http://127\.0\.0\.1:\d+/mcp"#, options: .regularExpression) {
-                url = URL(string: String(text[range]))
-            }
-        }
-        guard let endpoint = url else { return }
         let legacy = HTTPClient(endpoint: endpoint)
         _ = try await legacy.request("initialize", [
             "protocolVersion": "2025-11-25", "capabilities": [String: Any](), "clientInfo": ["name": "bench", "version": "1"],

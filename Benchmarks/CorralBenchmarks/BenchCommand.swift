@@ -4,13 +4,19 @@ import Glibc
 import Sandbox
 import TaskRuntime
 
-/// `corral bench`: benchmarks that print figures, each against a peer measured in the same run.
-struct BenchCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(
+/// `corral bench`: benchmarks that print figures, each against a peer or a floor measured in the same run. They live
+/// in a target of their own so that the product's commands do not carry them; `corral` only links them in.
+public struct BenchCommand: AsyncParsableCommand {
+    public static let configuration = CommandConfiguration(
         commandName: "bench",
-        abstract: "Measure Corral against its peers and print the figures.",
-        subcommands: [RuntimeBench.self, SandboxBench.self, MockBench.self, WatchBench.self, ProxyBench.self, GatewayBench.self, AgentBench.self, EchoServer.self]
+        abstract: "Measure Corral against its peers and print the figures (build with -c release).",
+        subcommands: [
+            LatencyBench.self, SoakBench.self, RuntimeBench.self, SandboxBench.self, MockBench.self, WatchBench.self,
+            ProxyBench.self, GatewayBench.self, PolicyBench.self, AgentBench.self, EchoServer.self,
+        ]
     )
+
+    public init() {}
 }
 
 struct RuntimeBench: AsyncParsableCommand {

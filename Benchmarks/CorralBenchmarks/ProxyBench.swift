@@ -20,12 +20,8 @@ struct ProxyBench: AsyncParsableCommand {
     @Option(help: "The MCP era of the clients: legacy (2025-11-25), modern (2026-07-28) or both.") var era = "both"
 
     func run() async throws {
-        let directory = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().deletingLastPathComponent()
-        let mock = directory.appendingPathComponent("allcanuse-mock")
-        let corral = directory.appendingPathComponent("corral")
-        guard FileManager.default.isExecutableFile(atPath: mock.path) else {
-            throw ValidationError("allcanuse-mock not found beside corral (\(mock.path)); build it first")
-        }
+        let mock = try MockBinary.beside()
+        let corral = mock.deletingLastPathComponent().appendingPathComponent("corral")
         let scratch = try makeTemporaryDirectory("corral-proxybench")
         defer { try? FileManager.default.removeItem(atPath: scratch) }
         let policy = scratch + "/policy.json"
