@@ -103,13 +103,15 @@ final class TaskStore: Sendable {
         let recordJSON = try encode(record)
         do {
             return try database.write { db in
-                try db.execute(
+                // Prepared once per connection: compiling this upsert with its triggers was most of a save.
+                try db.cachedStatement(
                     sql: """
                         INSERT INTO tasks (task_id, status, created_at, updated_at, record, display_status)
                         VALUES (?, ?, ?, ?, ?, ?)
                         ON CONFLICT(task_id) DO UPDATE SET status = excluded.status, updated_at = excluded.updated_at,
                             record = excluded.record, display_status = excluded.display_status
-                        """,
+                        """
+                ).execute(
                     arguments: [
                         record.taskID, record.status.rawValue, Timestamp.format(record.createdAt),
                         Timestamp.format(record.updatedAt), recordJSON, record.displayStatus,
@@ -161,8 +163,9 @@ final class TaskStore: Sendable {
 
     private static func insert(_ event: NewEvent, taskID: String, at date: Date, db: Database) throws -> TaskEvent {
         let eventID = Identifiers.make()
-        try db.execute(
-            sql: "INSERT INTO events (event_id, task_id, timestamp, type, message, data) VALUES (?, ?, ?, ?, ?, ?)",
+        try db.cachedStatement(
+            sql: "INSERT INTO events (event_id, task_id, timestamp, type, message, data) VALUES (?, ?, ?, ?, ?, ?)"
+        ).execute(
             arguments: [eventID, taskID, Timestamp.format(date), event.type, event.message, event.data.jsonString()])
         return TaskEvent(
             sequence: db.lastInsertedRowID, eventID: eventID, taskID: taskID, timestamp: date, type: event.type,
@@ -173,7 +176,8 @@ final class TaskStore: Sendable {
         let json: String?
         do {
             json = try database.read { db in
-                try String.fetchOne(db, sql: "SELECT record FROM tasks WHERE task_id = ?", arguments: [taskID])
+                try String.fetchOne(
+                    db.cachedStatement(sql: "SELECT record FROM tasks WHERE task_id = ?"), arguments: [taskID])
             }
         } catch {
             throw RuntimeError.storage("cannot read task \(taskID): \(error)")
@@ -196,25 +200,26 @@ final class TaskStore: Sendable {
                 if let displayStatuses {
                     for status in displayStatuses.sorted() {
                         let page = try Row.fetchAll(
-                            db,
-                            sql: """
-                                SELECT created_at, rowid, record FROM tasks INDEXED BY tasks_by_display_status
-                                WHERE display_status = ? ORDER BY created_at DESC, rowid DESC LIMIT ?
-                                """, arguments: [status, limit])
+                            db.cachedStatement(
+                                sql: """
+                                    SELECT created_at, rowid, record FROM tasks INDEXED BY tasks_by_display_status
+                                    WHERE display_status = ? ORDER BY created_at DESC, rowid DESC LIMIT ?
+                                    """), arguments: [status, limit])
                         found += page.map { ($0["created_at"], $0["rowid"], $0["record"]) }
                         total += try Int.fetchOne(
-                            db, sql: "SELECT n FROM task_counts WHERE display_status = ?", arguments: [status]) ?? 0
+                            db.cachedStatement(sql: "SELECT n FROM task_counts WHERE display_status = ?"),
+                            arguments: [status]) ?? 0
                     }
                 } else {
                     let page = try Row.fetchAll(
-                        db,
-                        sql: """
-                            SELECT created_at, rowid, record FROM tasks INDEXED BY tasks_newest
-                            WHERE display_status != ? ORDER BY created_at DESC, rowid DESC LIMIT ?
-                            """, arguments: [TaskRecord.internalStatus, limit])
+                        db.cachedStatement(
+                            sql: """
+                                SELECT created_at, rowid, record FROM tasks INDEXED BY tasks_newest
+                                WHERE display_status != ? ORDER BY created_at DESC, rowid DESC LIMIT ?
+                                """), arguments: [TaskRecord.internalStatus, limit])
                     found = page.map { ($0["created_at"], $0["rowid"], $0["record"]) }
                     total = try Int.fetchOne(
-                        db, sql: "SELECT COALESCE(SUM(n), 0) FROM task_counts WHERE display_status != ?",
+                        db.cachedStatement(sql: "SELECT COALESCE(SUM(n), 0) FROM task_counts WHERE display_status != ?"),
                         arguments: [TaskRecord.internalStatus]) ?? 0
                 }
                 return (found, total)
@@ -335,10 +340,8 @@ final class TaskStore: Sendable {
         do {
             return try database.read { db in
                 let rows = try Row.fetchAll(
-                    db,
-                    sql: """
-                        SELECT * FROM events WHERE task_id = ? AND seq > ? ORDER BY seq LIMIT ?
-                        """, arguments: [taskID, after ?? 0, max(0, limit)])
+                    db.cachedStatement(sql: "SELECT * FROM events WHERE task_id = ? AND seq > ? ORDER BY seq LIMIT ?"),
+                    arguments: [taskID, after ?? 0, max(0, limit)])
                 return rows.map(TaskStore.event(from:))
             }
         } catch {
@@ -351,7 +354,7 @@ final class TaskStore: Sendable {
         do {
             return try database.read { db in
                 let rows = try Row.fetchAll(
-                    db, sql: "SELECT * FROM events WHERE task_id = ? ORDER BY seq DESC LIMIT ?",
+                    db.cachedStatement(sql: "SELECT * FROM events WHERE task_id = ? ORDER BY seq DESC LIMIT ?"),
                     arguments: [taskID, max(0, limit)])
                 return rows.reversed().map(TaskStore.event(from:))
             }
