@@ -84,14 +84,29 @@ public final class PolicyProxy: Sendable {
             toServer: bridge.send)
         bridge.attach(core.fromServer)
         defer { forget(core) }
-        // Each direction one line at a time, in order: a decision may wait for the store.
-        let client = Task {
-            for await line in LineReader.lines(from: STDIN_FILENO) { await core.fromClient(line) }
+        // Each direction one line at a time, in order (a decision may wait for the store), each on the thread that
+        // read the line: no hand-over to the task pool and back per message.
+        let client = Thread {
+            let lane = ThreadLane()
+            LineReader.readLines(from: STDIN_FILENO) { line in lane.run { await core.fromClient(line) } }
             // The client is gone: the server's input ends too, and it shuts down as it would without us.
             server.closeInput()
         }
-        for await line in server.messages() { await bridge.received(line) }
-        client.cancel()
+        client.name = "proxy-client"
+        client.start()
+        if let descriptor = server.lineDescriptor {
+            await withCheckedContinuation { (ended: CheckedContinuation<Void, Never>) in
+                let reader = Thread {
+                    let lane = ThreadLane()
+                    LineReader.readLines(from: descriptor) { line in lane.run { await bridge.received(line) } }
+                    ended.resume()
+                }
+                reader.name = "proxy-server"
+                reader.start()
+            }
+        } else {
+            for await line in server.messages() { await bridge.received(line) }
+        }
         guard let process = server as? ServerProcess else { return 0 }
         return await withCheckedContinuation { exited in
             Thread { exited.resume(returning: process.waitForExit()) }.start()

@@ -37,6 +37,9 @@ protocol UpstreamConnection: Sendable {
     func stop(grace: Duration) async
     /// Why it ended, for the errors of requests it still owed.
     func exitDescription() -> String
+    /// The descriptor its messages arrive on as lines (a stdio server's output), for a reader that handles each on
+    /// its own thread; nil when they come otherwise (HTTP).
+    var lineDescriptor: Int32? { get }
 }
 
 extension ServerProcess: UpstreamConnection {
@@ -48,6 +51,8 @@ extension ServerProcess: UpstreamConnection {
     func messages() -> any AsyncSequence<Data, Never> {
         LineReader.lines(from: output.fileDescriptor)
     }
+
+    var lineDescriptor: Int32? { output.fileDescriptor }
 }
 
 /// A Streamable HTTP server as the upstream: each message is POSTed (2026-07-28 ones statelessly, others in the
@@ -113,4 +118,6 @@ final class HTTPUpstream: UpstreamConnection {
     }
 
     func exitDescription() -> String { ended.withLock { $0 } ?? "was disconnected" }
+
+    var lineDescriptor: Int32? { nil }
 }
