@@ -122,7 +122,7 @@ public actor TaskSupervisor {
     private var nextWaiterID: UInt64 = 1
     private var busyTasks: Set<String> = []
     private var pruneScheduled = false
-    static let pruneDelay: Duration = .milliseconds(200)
+    private static let pruneDelay: Duration = .milliseconds(200)
     private var operationQueue: [String: [CheckedContinuation<Void, Never>]] = [:]
     private var isShutDown = false
 
@@ -1069,14 +1069,15 @@ public actor TaskSupervisor {
         pruneScheduled = true
         Task {
             try? await Task.sleep(for: Self.pruneDelay)
-            await self.pruneNow()
+            self.pruneNow()
         }
     }
 
-    /// Removes the finished tasks the retention no longer keeps, a bounded batch per transaction.
-    @discardableResult
-    func pruneNow() -> Int {
+    /// Removes the finished tasks the retention no longer keeps, a bounded batch per transaction. Not after a
+    /// shutdown: the state directory may be another supervisor's by then.
+    private func pruneNow() {
         pruneScheduled = false
+        guard !isShutDown else { return }
         var removed = 0
         do {
             while true {
@@ -1093,7 +1094,6 @@ public actor TaskSupervisor {
         if removed > 0 {
             logger.debug("pruned \(removed) finished tasks (retention \(configuration.retention))")
         }
-        return removed
     }
 
     private func remember(_ record: TaskRecord) {

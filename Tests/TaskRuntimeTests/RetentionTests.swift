@@ -60,7 +60,7 @@ final class RetentionTests: XCTestCase {
                 db, sql: "SELECT COUNT(*) FROM events WHERE task_id IN (?, ?, ?)", arguments: StatementArguments(pruned))
         }
         XCTAssertEqual(orphanEvents, 0, "the pruned tasks' events go with them")
-        try await database.close()
+        try database.close()
         for kept in finished.suffix(3) {
             let output = try await supervisor.output(of: kept, stream: .stdout).text
             XCTAssertEqual(output, "t\(finished.firstIndex(of: kept) ?? -1)\n")
@@ -82,7 +82,7 @@ final class RetentionTests: XCTestCase {
             try db.execute(
                 sql: "UPDATE tasks SET updated_at = '2020-01-01T00:00:00.000Z' WHERE task_id = ?", arguments: [old])
         }
-        try await database.close()
+        try database.close()
 
         supervisor = try await start(.days(2))
         let listed = try await supervisor.tasks(limit: 10)
