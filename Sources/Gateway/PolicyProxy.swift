@@ -86,23 +86,11 @@ public final class PolicyProxy: Sendable {
         defer { forget(core) }
         // Each direction one line at a time, in order (a decision may wait for the store), each on the thread that
         // read the line: no hand-over to the task pool and back per message.
-        let client = Thread {
-            let lane = ThreadLane()
-            LineReader.readLines(from: STDIN_FILENO) { line in lane.run { await core.fromClient(line) } }
-            // The client is gone: the server's input ends too, and it shuts down as it would without us.
-            server.closeInput()
-        }
-        client.name = "proxy-client"
-        client.start()
+        // The client is gone: the server's input ends too, and it shuts down as it would without us.
+        ThreadLane.readLines(from: STDIN_FILENO, threadName: "proxy-client", core.fromClient, ended: server.closeInput)
         if let descriptor = server.lineDescriptor {
             await withCheckedContinuation { (ended: CheckedContinuation<Void, Never>) in
-                let reader = Thread {
-                    let lane = ThreadLane()
-                    LineReader.readLines(from: descriptor) { line in lane.run { await bridge.received(line) } }
-                    ended.resume()
-                }
-                reader.name = "proxy-server"
-                reader.start()
+                ThreadLane.readLines(from: descriptor, threadName: "proxy-server", bridge.received) { ended.resume() }
             }
         } else {
             for await line in server.messages() { await bridge.received(line) }

@@ -1,4 +1,4 @@
-import Dispatch
+import Foundation
 import Synchronization
 
 /// Runs async work to completion on the calling thread: a reader thread handles each line it read itself, in order,
@@ -39,6 +39,21 @@ public final class ThreadLane: TaskExecutor, Sendable {
             // Extra wake-ups (one per job already drained) are harmless: the next wait returns, finds nothing.
             if finished.flag.load(ordering: .acquiring), jobs.withLock({ $0.isEmpty }) { return }
         }
+    }
+
+    /// Reads `fd` on a thread of its own named `name`, handling each line on it through a lane of its own, in
+    /// order; then calls `ended`.
+    public static func readLines(
+        from fd: Int32, threadName name: String, _ handle: @escaping @Sendable (Data) async -> Void,
+        ended: @escaping @Sendable () -> Void
+    ) {
+        let thread = Thread {
+            let lane = ThreadLane()
+            LineReader.readLines(from: fd) { line in lane.run { await handle(line) } }
+            ended()
+        }
+        thread.name = name
+        thread.start()
     }
 
     private final class Finished: Sendable {
