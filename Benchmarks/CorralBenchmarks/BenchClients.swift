@@ -336,9 +336,13 @@ struct ProcessFootprint: CustomStringConvertible {
     var fileKiB: Int
 
     init(pid: Int32) throws {
-        guard let entries = try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd"),
-            let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)
-        else { throw ValidationError("process \(pid) is gone") }
+        guard let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8) else {
+            throw ValidationError("process \(pid) is gone")
+        }
+        // The mock makes itself non-dumpable: only root (or CAP_SYS_PTRACE) may list its descriptors.
+        guard let entries = try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd") else {
+            throw ValidationError("cannot list /proc/\(pid)/fd (the server is not dumpable): run the soak as root")
+        }
         func field(_ name: String) -> Int {
             guard let line = status.split(separator: "\n").first(where: { $0.hasPrefix(name + ":") }) else { return 0 }
             return Int(line.dropFirst(name.count + 1).trimmingCharacters(in: .whitespaces).split(separator: " ")[0]) ?? 0
