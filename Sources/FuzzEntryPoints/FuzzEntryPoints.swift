@@ -86,10 +86,13 @@ public enum FuzzEntryPoints {
     /// core; every message written back must be a JSON-RPC message, and errors must carry a valid id or null.
     public static func stdio(_ bytes: [UInt8]) throws(Violation) {
         let written = Written()
+        // A core of its own, so that listen streams end with the input, as a server's end at EOF (closeAll).
+        let core = makeCore()
         let connection = StdioServerConnection(core: core, connectionID: "fuzz") { data in written.append(data) }
         for line in bytes.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: true) {
             connection.ingest(Data(line))
         }
+        core.listeners.closeAll()
         // Every answer is in before the check (and no task outlives the input).
         let drained = DispatchSemaphore(value: 0)
         Task {
@@ -132,12 +135,13 @@ public enum FuzzEntryPoints {
         return (HTTPHeaderView(pairs), Array(bytes[min(index, bytes.count)...]))
     }
 
-    private static let core = MCPServerCore(description: ServerDescription(name: "fuzz", version: "1")) {
-        method, params, _ throws(JSONRPCError) in
-        switch method {
-        case "tools/list": return ["tools": [["name": "echo", "inputSchema": ["type": "object"]]]]
-        case "tools/call": return ["content": [], "structuredContent": params["arguments"] ?? .null, "isError": false]
-        default: throw .methodNotFound(method)
+    private static func makeCore() -> MCPServerCore {
+        MCPServerCore(description: ServerDescription(name: "fuzz", version: "1")) { method, params, _ throws(JSONRPCError) in
+            switch method {
+            case "tools/list": return ["tools": [["name": "echo", "inputSchema": ["type": "object"]]]]
+            case "tools/call": return ["content": [], "structuredContent": params["arguments"] ?? .null, "isError": false]
+            default: throw .methodNotFound(method)
+            }
         }
     }
 
