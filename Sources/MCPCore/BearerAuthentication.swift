@@ -26,14 +26,39 @@ public enum BearerCheck: Equatable, Sendable {
         guard values.count == 1 else {
             return .refused(challenge: invalid, message: "more than one Authorization header")
         }
-        let parts = value.split(separator: " ", maxSplits: 1, omittingEmptySubsequences: true)
-        guard parts.count == 2, parts[0].lowercased() == "bearer" else {
+        // RFC 7235 credentials: the scheme, 1*SP, then a token68 (RFC 6750's b64token). Nothing looser: a gatekeeper
+        // that trimmed a tab or read past a second word would admit texts its peers read otherwise (the fuzzer
+        // found "bearer  \t\tfuzz-token" admitted).
+        guard let space = value.firstIndex(of: " "), value[..<space].lowercased() == "bearer" else {
             return .refused(challenge: invalid, message: "the Authorization header is not a bearer token")
         }
-        let token = parts[1].trimmingCharacters(in: .whitespaces)
-        guard !token.isEmpty, let principal = authenticator.principal(forToken: token) else {
+        let token = String(value[space...].drop(while: { $0 == " " }))
+        guard Self.isToken68(token) else {
+            return .refused(challenge: invalid, message: "the Authorization header is not a bearer token")
+        }
+        guard let principal = authenticator.principal(forToken: token) else {
             return .refused(challenge: invalid, message: "the bearer token is not valid here")
         }
         return .admitted(principal: principal)
+    }
+
+    /// token68 = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="
+    static func isToken68(_ text: String) -> Bool {
+        let bytes = Array(text.utf8)
+        var end = bytes.count
+        while end > 0, bytes[end - 1] == UInt8(ascii: "=") { end -= 1 }
+        guard end > 0 else { return false }
+        return bytes[..<end].allSatisfy { byte in
+            switch byte {
+            case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"),
+                UInt8(ascii: "0")...UInt8(ascii: "9"):
+                return true
+            case UInt8(ascii: "-"), UInt8(ascii: "."), UInt8(ascii: "_"), UInt8(ascii: "~"), UInt8(ascii: "+"),
+                UInt8(ascii: "/"):
+                return true
+            default:
+                return false
+            }
+        }
     }
 }
