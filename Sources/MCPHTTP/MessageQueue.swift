@@ -68,12 +68,8 @@ final class MessageQueue: Sendable {
             state.serial += 1
             return state.serial
         }
-        let timer = Task { [weak self] in
-            try? await Task.sleep(for: timeout)
-            guard !Task.isCancelled else { return }
-            self?.expire(serial)
-        }
-        defer { timer.cancel() }
+        let timer = TimeoutClock.shared.schedule(after: timeout) { [weak self] in self?.expire(serial) }
+        defer { TimeoutClock.shared.cancel(timer) }
         return await withCheckedContinuation { (continuation: CheckedContinuation<Event, Never>) in
             let ready = state.withLock { state -> Event? in
                 if !state.buffered.isEmpty { return .message(state.buffered.removeFirst()) }
