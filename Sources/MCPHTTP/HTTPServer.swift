@@ -5,6 +5,8 @@ import HTTPTypes
 import Hummingbird
 import Logging
 import Metrics
+import NIOCore
+import NIOPosix
 import ServiceLifecycle
 import Synchronization
 
@@ -57,12 +59,17 @@ public final class MCPHTTPServer: Sendable {
     private let endpoint: any MCPHTTPEndpoint
     private let sessions: LegacySessionTable
     private let logger: Logger
+    /// One event loop serves the sockets, and the handlers run on it (`EventLoopTaskExecutor`): a request is read,
+    /// answered and written on one thread, where it used to cross to the task pool and back.
+    private let eventLoops = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+    private let executor: EventLoopTaskExecutor
 
     public init(configuration: Configuration, endpoint: any MCPHTTPEndpoint, logger: Logger) {
         self.configuration = configuration
         self.endpoint = endpoint
         self.sessions = LegacySessionTable(idleTimeout: configuration.sessionIdleTimeout)
         self.logger = logger
+        self.executor = EventLoopTaskExecutor(eventLoops.next())
     }
 
     public var legacySessionCount: Int { sessions.count }
@@ -81,6 +88,7 @@ public final class MCPHTTPServer: Sendable {
             configuration: .init(
                 address: .hostname(configuration.host, port: configuration.port), serverName: configuration.serverName),
             onServerRunning: { channel in await onRunning(channel.localAddress?.port ?? self.configuration.port) },
+            eventLoopGroupProvider: .shared(eventLoops),
             logger: logger)
         let sessions = self.sessions
         // The group shuts services down last to first: the hook runs before the HTTP server drains.
@@ -93,11 +101,15 @@ public final class MCPHTTPServer: Sendable {
         group.maximumGracefulShutdownDuration = .seconds(10)
         group.maximumCancellationDuration = .seconds(5)
         do {
-            try await ServiceGroup(configuration: group).run()
+            // Every connection's task is a child of the server's, and inherits this preference.
+            try await withTaskExecutorPreference(executor) {
+                try await ServiceGroup(configuration: group).run()
+            }
         } catch let error as ServiceGroupError {
             logger.warning("shutdown did not finish in time: \(error)")
         }
         await sessions.closeAll()
+        try? await eventLoops.shutdownGracefully()
     }
 
     // MARK: - POST
@@ -151,7 +163,8 @@ public final class MCPHTTPServer: Sendable {
                 id: id, method: method, params: params, envelope: envelope, headers: headers, body: body, principal: principal)
             let queue = MessageQueue()
             let endpoint = self.endpoint
-            let task = Task {
+            // Unstructured (it may outlive this handler, as an SSE stream), so the preference is given again.
+            let task = Task(executorPreference: executor) {
                 let answer = await endpoint.exchange(exchange) { queue.push($0) }
                 queue.push(.answer(text: answer.text, status: answer.status))
                 queue.finish()
