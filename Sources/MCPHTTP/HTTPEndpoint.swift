@@ -15,6 +15,14 @@ public protocol MCPHTTPEndpoint: Sendable {
     /// A legacy session, opened by an `initialize` POST (which `receive` then gets as its first message);
     /// `principal` is who opened it, when the server authenticates.
     func openLegacySession(id: String, principal: String?, outlet: LegacyOutlet) async throws(JSONRPCError) -> any LegacySession
+
+    /// The answer to a modern request when it needs no waiting (see `MCPServerCore.immediateText`): the server
+    /// sends it from the request's own handler, without a task of its own. Nil for everything else.
+    func immediateAnswer(_ request: ModernHTTPRequest) -> (text: String, status: Int)?
+}
+
+extension MCPHTTPEndpoint {
+    public func immediateAnswer(_ request: ModernHTTPRequest) -> (text: String, status: Int)? { nil }
 }
 
 /// A modern request over HTTP.
@@ -73,10 +81,18 @@ public struct CoreHTTPEndpoint: MCPHTTPEndpoint {
     public func exchange(_ request: ModernHTTPRequest, notify: @escaping @Sendable (JSONValue) async -> Void) async
         -> (text: String, status: Int)
     {
-        let context = RequestContext(
+        await core.respondText(id: request.id, method: request.method, params: request.params, context: context(request, notify))
+    }
+
+    public func immediateAnswer(_ request: ModernHTTPRequest) -> (text: String, status: Int)? {
+        core.immediateText(id: request.id, method: request.method, params: request.params, context: context(request, { _ in }))
+            .map { ($0, 200) }
+    }
+
+    private func context(_ request: ModernHTTPRequest, _ notify: @escaping @Sendable (JSONValue) async -> Void) -> RequestContext {
+        RequestContext(
             id: request.id, era: .modern(version: request.envelope.protocolVersion), envelope: request.envelope,
             legacyCapabilities: nil, session: nil, notify: notify)
-        return await core.respondText(id: request.id, method: request.method, params: request.params, context: context)
     }
 
     public func openLegacySession(id: String, principal: String?, outlet: LegacyOutlet) async throws(JSONRPCError) -> any LegacySession {

@@ -161,6 +161,9 @@ public final class MCPHTTPServer: Sendable {
         case .modern(let id, let method, let params, let envelope):
             let exchange = ModernHTTPRequest(
                 id: id, method: method, params: params, envelope: envelope, headers: headers, body: body, principal: principal)
+            if let immediate = endpoint.immediateAnswer(exchange) {
+                return Self.json(status: immediate.status, text: immediate.text)
+            }
             let queue = MessageQueue()
             let endpoint = self.endpoint
             // Unstructured (it may outlive this handler, as an SSE stream), so the preference is given again.
