@@ -22,30 +22,48 @@ public enum LineReader {
     /// Raw `read(2)` into one buffer and `memchr` for line ends: `FileHandle.availableData` plus `Data` slicing
     /// spent most of the proxy's time per message in allocation and exclusivity checks.
     public static func readLines(from fd: Int32, _ body: (Data) -> Void) {
-        let capacity = 1 << 16
-        let chunk = UnsafeMutableRawBufferPointer.allocate(byteCount: capacity, alignment: 1)
-        defer { chunk.deallocate() }
-        guard let base = chunk.baseAddress else { return }
-        var pending = Data()  // the start of a line that continues in the next read
-        while true {
-            let count = read(fd, base, capacity)
-            if count < 0 && errno == EINTR { continue }
-            if count <= 0 { break }
-            var start = 0
-            while start < count, let newline = memchr(base + start, 0x0A, count - start) {
-                let end = base.distance(to: newline)
-                if pending.isEmpty {
-                    if end > start { body(Data(bytes: base + start, count: end - start)) }
-                } else {
-                    pending.append(base.assumingMemoryBound(to: UInt8.self) + start, count: end - start)
-                    body(pending)
-                    pending = Data()
-                }
-                start = end + 1
+        var splitter = LineSplitter()
+        while splitter.read(from: fd, body) {}
+        splitter.finish(body)
+    }
+}
+
+/// The lines of a byte stream read in chunks: what a read loop keeps between two reads.
+public struct LineSplitter: ~Copyable {
+    private static let capacity = 1 << 16
+    private let chunk = UnsafeMutableRawBufferPointer.allocate(byteCount: LineSplitter.capacity, alignment: 1)
+    private var pending = Data()  // the start of a line that continues in the next read
+
+    public init() {}
+
+    deinit { chunk.deallocate() }
+
+    /// One `read(2)` of `fd`, calling `body` with each line it completed. False at the end of input (or an error).
+    public mutating func read(from fd: Int32, _ body: (Data) -> Void) -> Bool {
+        guard let base = chunk.baseAddress else { return false }
+        var count = 0
+        repeat { count = Glibc.read(fd, base, Self.capacity) } while count < 0 && errno == EINTR
+        if count <= 0 { return false }
+        var start = 0
+        while start < count, let newline = memchr(base + start, 0x0A, count - start) {
+            let end = base.distance(to: newline)
+            if pending.isEmpty {
+                if end > start { body(Data(bytes: base + start, count: end - start)) }
+            } else {
+                pending.append(base.assumingMemoryBound(to: UInt8.self) + start, count: end - start)
+                body(pending)
+                pending = Data()
             }
-            if start < count { pending.append(base.assumingMemoryBound(to: UInt8.self) + start, count: count - start) }
+            start = end + 1
         }
+        if start < count { pending.append(base.assumingMemoryBound(to: UInt8.self) + start, count: count - start) }
+        return true
+    }
+
+    /// The last line, when the input ended without a newline.
+    public mutating func finish(_ body: (Data) -> Void) {
         if !pending.isEmpty { body(pending) }
+        pending = Data()
     }
 }
 
