@@ -10,8 +10,8 @@ import Synchronization
 /// `initialize` — opens a legacy one. The other era is then refused: `initialize` on a modern connection gets -32022
 /// naming what is served, a modern request on a legacy one -32600.
 ///
-/// A dedicated thread blocks in read(2) (no polling); each request runs as its own task, so a long wait never
-/// holds up the next request; `notifications/cancelled` cancels one, and no answer is sent for it. At the end of
+/// A dedicated thread reads the input and runs the requests' tasks between reads (`ReadLoop`); each request runs as
+/// its own task, so a long wait never holds up the next request; `notifications/cancelled` cancels one, and no answer is sent for it. At the end of
 /// input the owner decides when to stop (`waitForEndOfInput`, then `waitUntilDrained`), so no answer is lost.
 public final class StdioServerConnection: Sendable {
     private enum Era {
@@ -36,6 +36,8 @@ public final class StdioServerConnection: Sendable {
     private let connectionID: String
     private let rejectsDuplicateKeys: Bool
     private let state = Mutex(State())
+    /// Where requests read from a descriptor run; nil in process (fed with `ingest`) or without an eventfd.
+    private let loop: ReadLoop?
 
     /// Over two file descriptors; `start()` begins reading.
     /// `rejectsDuplicateKeys: false` reads a repeated key as lenient parsers do (the last copy wins): for a mock
@@ -67,6 +69,7 @@ public final class StdioServerConnection: Sendable {
         self.input = input
         self.output = output
         self.connectionID = connectionID
+        self.loop = input >= 0 ? ReadLoop() : nil
     }
 
     /// Starts reading the input descriptor on a thread of its own.
@@ -75,10 +78,15 @@ public final class StdioServerConnection: Sendable {
         let flags = fcntl(input, F_GETFL)
         if flags >= 0 { _ = fcntl(input, F_SETFL, flags & ~O_NONBLOCK) }
         let thread = Thread { [self] in
-            LineReader.readLines(from: input) { line in
-                if !line.allSatisfy({ $0 == 0x20 || $0 == 0x0D || $0 == 0x09 }) { ingest(line) }
+            let handle = { (line: Data) in
+                if !line.allSatisfy({ $0 == 0x20 || $0 == 0x0D || $0 == 0x09 }) { self.ingest(line) }
             }
-            endOfInput()
+            if let loop {
+                loop.run(reading: input, handle, endOfInput: endOfInput, isIdle: { state.withLock { $0.running.isEmpty } })
+            } else {
+                LineReader.readLines(from: input, handle)
+                endOfInput()
+            }
         }
         thread.name = "mcp-stdin"
         thread.start()
@@ -269,7 +277,7 @@ public final class StdioServerConnection: Sendable {
         state.withLock { state in
             state.serial += 1
             let serial = state.serial
-            let task = Task { [weak self] in
+            let task = Task(executorPreference: loop) { [weak self] in
                 let answer = await body()
                 guard let self else { return }
                 if !Task.isCancelled { self.output(Data(answer.utf8)) }

@@ -1,0 +1,121 @@
+import CCorral
+import Foundation
+import Synchronization
+
+/// One thread that reads a descriptor's lines and runs the tasks they start: a task executor drained between reads.
+///
+/// A stdio server that reads on one thread and answers on the task pool wakes a pool thread for every request, and
+/// on this project's VM that wake-up (a futex, then the scheduler) cost about as much as answering a
+/// `get_background_task`. Here a request read by the loop starts a task that prefers the loop, so its jobs are
+/// appended to the loop's queue without waking anyone and run as soon as the read is handled; jobs enqueued from
+/// other threads (a waiter resumed by the task supervisor, a store's answer) wake the loop's `poll` through an
+/// eventfd. Many requests are still in flight at once: each suspends, and the loop goes on reading.
+///
+/// Written by hand: the standard library has the protocol (`TaskExecutor`) but no executor that also waits on a
+/// descriptor, and NIO's event loops would bring NIO into every stdio server and own the descriptor.
+public final class ReadLoop: TaskExecutor, Sendable {
+    private struct State {
+        var jobs: [UnownedJob] = []
+        /// The loop thread is in `poll`, or about to be: an enqueue must wake it.
+        var polling = false
+        /// The loop has ended: jobs that still come run on the global executor.
+        var closed = false
+    }
+
+    private enum Handoff {
+        case queued, wake, elsewhere
+    }
+
+    private let state = Mutex(State())
+    private let wake: Int32
+
+    /// Nil when no eventfd can be made (the process is out of descriptors): the caller then uses the task pool.
+    public init?() {
+        wake = corral_eventfd()
+        if wake < 0 { return nil }
+    }
+
+    deinit { close(wake) }
+
+    public func enqueue(_ job: consuming ExecutorJob) {
+        let job = UnownedJob(job)
+        let handoff = state.withLock { state -> Handoff in
+            if state.closed { return .elsewhere }
+            state.jobs.append(job)
+            guard state.polling else { return .queued }
+            state.polling = false
+            return .wake
+        }
+        switch handoff {
+        case .queued: break
+        case .wake: _ = corral_eventfd_signal(wake)
+        case .elsewhere: globalConcurrentExecutor.enqueue(job)
+        }
+    }
+
+    /// Reads `fd` on the calling thread to its end, calling `line` with each line, and runs this executor's jobs in
+    /// between. At the end of input it calls `endOfInput`, then goes on running jobs until `isIdle` says nothing is
+    /// in flight, and returns.
+    public func run(reading fd: Int32, _ line: (Data) -> Void, endOfInput: () -> Void, isIdle: () -> Bool) {
+        var splitter = LineSplitter()
+        var reading = true
+        var descriptors = [
+            pollfd(fd: wake, events: Int16(POLLIN), revents: 0), pollfd(fd: fd, events: Int16(POLLIN), revents: 0),
+        ]
+        while true {
+            drain()
+            if !reading, isIdle(), closeIfEmpty() { return }
+            guard beginPolling() else { continue }
+            // After the input's end, a second's timeout re-asks `isIdle` should the last answer finish elsewhere.
+            let ready = poll(&descriptors, reading ? 2 : 1, reading ? -1 : 1000)
+            let failure = errno
+            state.withLock { $0.polling = false }
+            if ready < 0 {
+                if failure == EINTR || failure == ENOMEM || failure == EAGAIN { continue }
+                // Never spin on a descriptor poll cannot watch: treat it as the input's end.
+                if reading {
+                    reading = false
+                    splitter.finish(line)
+                    endOfInput()
+                }
+                continue
+            }
+            if descriptors[0].revents != 0 { _ = corral_eventfd_drain(wake) }
+            if reading, descriptors[1].revents != 0, !splitter.read(from: fd, line) {
+                reading = false
+                splitter.finish(line)
+                endOfInput()
+            }
+        }
+    }
+
+    private func drain() {
+        let executor = asUnownedTaskExecutor()
+        while true {
+            let ready = state.withLock { state -> [UnownedJob] in
+                var taken: [UnownedJob] = []
+                swap(&taken, &state.jobs)
+                return taken
+            }
+            if ready.isEmpty { return }
+            for job in ready { job.runSynchronously(on: executor) }
+        }
+    }
+
+    /// False when jobs came in since the last drain: the loop drains them before it sleeps.
+    private func beginPolling() -> Bool {
+        state.withLock { state in
+            guard state.jobs.isEmpty else { return false }
+            state.polling = true
+            return true
+        }
+    }
+
+    private func closeIfEmpty() -> Bool {
+        state.withLock { state in
+            guard state.jobs.isEmpty else { return false }
+            state.closed = true
+            return true
+        }
+    }
+}

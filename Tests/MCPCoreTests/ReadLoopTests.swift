@@ -1,0 +1,95 @@
+import Foundation
+import MCPCore
+import Synchronization
+import XCTest
+
+/// The loop reads lines and runs the tasks they start on its own thread — actors, waits resumed from other threads
+/// and many requests in flight at once — and ends only when the input has ended and nothing is in flight.
+final class ReadLoopTests: XCTestCase {
+    private actor Counter {
+        var value = 0
+        func increment() -> Int {
+            value += 1
+            return value
+        }
+    }
+
+    private final class Seen: Sendable {
+        let threads = Mutex<Set<UInt>>([])
+        let finished = Mutex<[Int]>([])
+        let inFlight = Atomic<Int>(0)
+        let mostInFlight = Atomic<Int>(0)
+        let endedWhileInFlight = Atomic<Int>(-1)
+    }
+
+    private static func threadID() -> UInt { UInt(pthread_self()) }
+
+    func testTasksRunOnTheLoopThreadConcurrentlyAndTheLoopOutlivesItsInput() throws {
+        var fds: [Int32] = [-1, -1]
+        XCTAssertEqual(pipe(&fds), 0)
+        let loop = try XCTUnwrap(ReadLoop())
+        let input = fds[0]
+        let seen = Seen()
+        let counter = Counter()
+        let loopThread = Mutex<UInt>(0)
+        let returned = expectation(description: "run returned")
+        let lines = 100
+        let thread = Thread {
+            loopThread.withLock { $0 = Self.threadID() }
+            loop.run(reading: input, { line in
+                let number = Int(String(decoding: line, as: UTF8.self)) ?? -1
+                let now = seen.inFlight.add(1, ordering: .relaxed).newValue
+                _ = seen.mostInFlight.max(now, ordering: .relaxed)
+                Task(executorPreference: loop) {
+                    seen.threads.withLock { _ = $0.insert(Self.threadID()) }
+                    _ = await counter.increment()  // a default actor follows the task's executor preference
+                    // A wait resumed from another thread: the continuation comes back to the loop through its eventfd.
+                    await withCheckedContinuation { (resumed: CheckedContinuation<Void, Never>) in
+                        DispatchQueue.global().asyncAfter(deadline: .now() + .milliseconds(20 + number % 7)) { resumed.resume() }
+                    }
+                    seen.threads.withLock { _ = $0.insert(Self.threadID()) }
+                    seen.finished.withLock { $0.append(number) }
+                    seen.inFlight.subtract(1, ordering: .relaxed)
+                }
+            }, endOfInput: {
+                seen.endedWhileInFlight.store(seen.inFlight.load(ordering: .relaxed), ordering: .relaxed)
+            }, isIdle: { seen.inFlight.load(ordering: .relaxed) == 0 })
+            returned.fulfill()
+        }
+        thread.start()
+        let text = (0..<lines).map(String.init).joined(separator: "\n") + "\n"
+        _ = text.withCString { write(fds[1], $0, strlen($0)) }
+        close(fds[1])
+        wait(for: [returned], timeout: 30)
+        close(fds[0])
+        XCTAssertEqual(seen.finished.withLock { $0 }.sorted(), Array(0..<lines), "every line's task finished before run returned")
+        XCTAssertEqual(seen.threads.withLock { $0 }, [loopThread.withLock { $0 }], "every step ran on the loop's own thread")
+        XCTAssertGreaterThan(seen.mostInFlight.load(ordering: .relaxed), 1, "tasks were in flight together: the loop kept reading")
+        XCTAssertGreaterThan(seen.endedWhileInFlight.load(ordering: .relaxed), 0, "the input ended with tasks still waiting")
+    }
+
+    func testAJobAfterTheLoopEndedRunsElsewhere() async throws {
+        var fds: [Int32] = [-1, -1]
+        XCTAssertEqual(pipe(&fds), 0)
+        let loop = try XCTUnwrap(ReadLoop())
+        close(fds[1])
+        let input = fds[0]
+        let thread = Thread { loop.run(reading: input, { _ in }, endOfInput: {}, isIdle: { true }) }
+        thread.start()
+        // The loop has nothing in flight and its input is at its end: it returns at once, and a task that prefers it
+        // later still runs (on the global executor), instead of waiting forever for a thread that is gone.
+        try await Task.sleep(for: .milliseconds(100))
+        let ran = await withTaskGroup(of: Bool.self) { group in
+            group.addTask { await Task(executorPreference: loop) { true }.value }
+            group.addTask {
+                try? await Task.sleep(for: .seconds(10))
+                return false
+            }
+            let first = await group.next() ?? false
+            group.cancelAll()
+            return first
+        }
+        close(fds[0])
+        XCTAssertTrue(ran)
+    }
+}
