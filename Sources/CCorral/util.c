@@ -17,7 +17,9 @@
 #include <sys/eventfd.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
+#include <sys/uio.h>
 #include <sys/wait.h>
+#include <limits.h>
 #include <unistd.h>
 
 #ifndef SYS_pidfd_open
@@ -174,6 +176,11 @@ int corral_poll_microseconds(struct pollfd *fds, nfds_t count, long microseconds
 }
 
 int corral_write_all_nosigpipe(int fd, const void *buffer, size_t length) {
+    struct iovec piece = {.iov_base = (void *)buffer, .iov_len = length};
+    return corral_writev_all_nosigpipe(fd, &piece, 1);
+}
+
+int corral_writev_all_nosigpipe(int fd, struct iovec *pieces, int count) {
     sigset_t pipe_only, previous;
     sigemptyset(&pipe_only);
     sigaddset(&pipe_only, SIGPIPE);
@@ -182,18 +189,30 @@ int corral_write_all_nosigpipe(int fd, const void *buffer, size_t length) {
     sigpending(&pending);
     int already_pending = sigismember(&pending, SIGPIPE);
     pthread_sigmask(SIG_BLOCK, &pipe_only, &previous);
-    const char *cursor = buffer;
     int result = 0, saved_errno = 0;
-    while (length > 0) {
-        ssize_t written = write(fd, cursor, length);
+    while (count > 0) {
+        if (pieces->iov_len == 0) {
+            pieces++;
+            count--;
+            continue;
+        }
+        ssize_t written = writev(fd, pieces, count > IOV_MAX ? IOV_MAX : count);
         if (written < 0) {
             if (errno == EINTR) continue;
             result = -1;
             saved_errno = errno;
             break;
         }
-        cursor += written;
-        length -= (size_t)written;
+        // Skip what was written: whole pieces, then part of the next one.
+        while (count > 0 && (size_t)written >= pieces->iov_len) {
+            written -= (ssize_t)pieces->iov_len;
+            pieces++;
+            count--;
+        }
+        if (count > 0) {
+            pieces->iov_base = (char *)pieces->iov_base + written;
+            pieces->iov_len -= (size_t)written;
+        }
     }
     if (result == -1 && saved_errno == EPIPE && !already_pending) {
         struct timespec zero = {0, 0};

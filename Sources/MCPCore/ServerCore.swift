@@ -49,6 +49,17 @@ public struct ServerDescription: Sendable {
     }
 }
 
+/// An answer's JSON text as the pieces it was assembled from: a transport that can write them as one (`writev`)
+/// never copies a cached body (the 95 KB `tools/list`) into a new string for every request.
+public struct AnswerText: Sendable {
+    public let pieces: [String]
+
+    public init(_ text: String) { pieces = [text] }
+    public init(pieces: [String]) { self.pieces = pieces }
+
+    public var text: String { pieces.count == 1 ? pieces[0] : pieces.joined() }
+}
+
 /// Serves what a server application provides (`tools/list`, `tools/call`, anything else) in both eras, and the
 /// protocol's own methods itself: `server/discover`, `initialize`, `ping`, `logging/setLevel`,
 /// `subscriptions/listen`. Results are shaped per era here (`resultType`, `serverInfo`, cache hints), so the
@@ -80,7 +91,7 @@ public final class MCPServerCore: Sendable {
 
     /// The answer as JSON text, and the HTTP status its error code maps to (200 for a result).
     public func respondText(id: JSONValue, method: String, params: JSONValue, context: RequestContext) async -> (text: String, status: Int) {
-        if let text = immediateText(id: id, method: method, params: params, context: context) { return (text, 200) }
+        if let answer = immediateAnswer(id: id, method: method, params: params, context: context) { return (answer.text, 200) }
         if method == "tools/list", let key = toolsListKey(params: params, context: context) {
             let answer = await respond(id: id, method: method, params: params, context: context)
             guard let value = answer["result"] else { return (answer.jsonString(), Self.status(answer)) }
@@ -89,7 +100,7 @@ public final class MCPServerCore: Sendable {
                 if cache.count > 16 { cache.removeAll() }  // old versions go
                 cache[key] = result
             }
-            return (Self.response(id: id, resultText: result), 200)
+            return (Self.response(id: id, resultText: result).text, 200)
         }
         let answer = await respond(id: id, method: method, params: params, context: context)
         return (answer.jsonString(), Self.status(answer))
@@ -98,12 +109,12 @@ public final class MCPServerCore: Sendable {
     /// The answer when it needs no waiting: `ping`, `server/discover`, and a `tools/list` already serialized for
     /// the current version. A transport sends it from the thread that read the request: for answers this small, the
     /// hop to the task pool and back was most of the round trip.
-    public func immediateText(id: JSONValue, method: String, params: JSONValue, context: RequestContext) -> String? {
+    public func immediateAnswer(id: JSONValue, method: String, params: JSONValue, context: RequestContext) -> AnswerText? {
         switch (method, context.era.isModern) {
         case ("ping", false):
             return Self.response(id: id, resultText: "{}")
         case ("server/discover", true):
-            return JSONRPC.response(id: id, result: stamp(discoverResult(), method: method)).jsonString()
+            return AnswerText(JSONRPC.response(id: id, result: stamp(discoverResult(), method: method)).jsonString())
         case ("tools/list", _):
             guard let key = toolsListKey(params: params, context: context) else { return nil }
             return toolsListText.withLock { $0[key] }.map { Self.response(id: id, resultText: $0) }
@@ -119,8 +130,8 @@ public final class MCPServerCore: Sendable {
     }
 
     /// A response around a result already serialized, with the keys in the order `jsonString()` writes them.
-    private static func response(id: JSONValue, resultText: String) -> String {
-        #"{"id":"# + id.jsonString() + #","jsonrpc":"2.0","result":"# + resultText + "}"
+    private static func response(id: JSONValue, resultText: String) -> AnswerText {
+        AnswerText(pieces: [#"{"id":"# + id.jsonString() + #","jsonrpc":"2.0","result":"#, resultText, "}"])
     }
 
     static func status(_ answer: JSONValue) -> Int {

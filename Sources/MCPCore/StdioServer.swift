@@ -32,7 +32,8 @@ public final class StdioServerConnection: Sendable {
 
     private let core: MCPServerCore
     private let input: Int32
-    private let output: @Sendable (Data) -> Void
+    /// Writes one message, given as pieces of its text.
+    private let output: @Sendable ([String]) -> Void
     private let connectionID: String
     private let rejectsDuplicateKeys: Bool
     private let state = Mutex(State())
@@ -42,34 +43,40 @@ public final class StdioServerConnection: Sendable {
     /// Over two file descriptors; `start()` begins reading.
     /// `rejectsDuplicateKeys: false` reads a repeated key as lenient parsers do (the last copy wins): for a mock
     /// that must behave like such a server.
+    /// `busyPoll`: how long the reading thread spins before it sleeps (see `ReadLoop.init(busyPoll:)`).
     public convenience init(
         core: MCPServerCore, input: Int32 = STDIN_FILENO, output: Int32 = STDOUT_FILENO, connectionID: String,
-        rejectsDuplicateKeys: Bool = true
+        rejectsDuplicateKeys: Bool = true, busyPoll: Duration = .zero
     ) {
         let writeLock = Mutex(())
         // A pipe of 1 MiB (the unprivileged maximum) instead of 64 KiB: a tools/list answer (95 KB) is then one
         // write that never waits for the client to drain the pipe. Not a pipe, or refused: nothing changes.
         _ = corral_set_pipe_size(output, 1 << 20)
-        self.init(core: core, input: input, connectionID: connectionID, rejectsDuplicateKeys: rejectsDuplicateKeys) { data in
-            writeLock.withLock { _ in _ = writeLine(data, to: output) }
+        self.init(
+            core: core, input: input, connectionID: connectionID, rejectsDuplicateKeys: rejectsDuplicateKeys,
+            busyPoll: busyPoll
+        ) { pieces in
+            writeLock.withLock { _ in _ = writeLine(pieces, to: output) }
         }
     }
 
     /// In process: messages go in through `ingest`, and out through `send` (one message per call, in order).
     public convenience init(core: MCPServerCore, connectionID: String, send: @escaping @Sendable (Data) -> Void) {
-        self.init(core: core, input: -1, connectionID: connectionID, rejectsDuplicateKeys: true, output: send)
+        self.init(core: core, input: -1, connectionID: connectionID, rejectsDuplicateKeys: true, busyPoll: .zero) { pieces in
+            send(Data(pieces.joined().utf8))
+        }
     }
 
     private init(
-        core: MCPServerCore, input: Int32, connectionID: String, rejectsDuplicateKeys: Bool,
-        output: @escaping @Sendable (Data) -> Void
+        core: MCPServerCore, input: Int32, connectionID: String, rejectsDuplicateKeys: Bool, busyPoll: Duration,
+        output: @escaping @Sendable ([String]) -> Void
     ) {
         self.rejectsDuplicateKeys = rejectsDuplicateKeys
         self.core = core
         self.input = input
         self.output = output
         self.connectionID = connectionID
-        self.loop = input >= 0 ? ReadLoop() : nil
+        self.loop = input >= 0 ? ReadLoop(busyPoll: busyPoll) : nil
     }
 
     /// Starts reading the input descriptor on a thread of its own.
@@ -265,8 +272,8 @@ public final class StdioServerConnection: Sendable {
             send(JSONRPC.error(id: id, .invalidRequest("id \(key) is already in use by a request in flight")))
             return
         }
-        if let text = core.immediateText(id: id, method: method, params: params, context: context) {
-            output(Data(text.utf8))
+        if let answer = core.immediateAnswer(id: id, method: method, params: params, context: context) {
+            output(answer.pieces)
             return
         }
         track(key: key) { await core.respondText(id: id, method: method, params: params, context: context).text }
@@ -280,7 +287,7 @@ public final class StdioServerConnection: Sendable {
             let task = Task(executorPreference: loop) { [weak self] in
                 let answer = await body()
                 guard let self else { return }
-                if !Task.isCancelled { self.output(Data(answer.utf8)) }
+                if !Task.isCancelled { self.output([answer]) }
                 self.finished(key, serial: serial)
             }
             state.running[key] = (serial, task)
@@ -330,6 +337,6 @@ public final class StdioServerConnection: Sendable {
     // MARK: - outbound
 
     func send(_ message: JSONValue) {
-        output(Data(message.jsonString().utf8))
+        output([message.jsonString()])
     }
 }

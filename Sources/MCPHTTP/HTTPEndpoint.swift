@@ -16,7 +16,7 @@ public protocol MCPHTTPEndpoint: Sendable {
     /// `principal` is who opened it, when the server authenticates.
     func openLegacySession(id: String, principal: String?, outlet: LegacyOutlet) async throws(JSONRPCError) -> any LegacySession
 
-    /// The answer to a modern request when it needs no waiting (see `MCPServerCore.immediateText`): the server
+    /// The answer to a modern request when it needs no waiting (see `MCPServerCore.immediateAnswer`): the server
     /// sends it from the request's own handler, without a task of its own. Nil for everything else.
     func immediateAnswer(_ request: ModernHTTPRequest) -> (text: String, status: Int)?
 }
@@ -85,8 +85,8 @@ public struct CoreHTTPEndpoint: MCPHTTPEndpoint {
     }
 
     public func immediateAnswer(_ request: ModernHTTPRequest) -> (text: String, status: Int)? {
-        core.immediateText(id: request.id, method: request.method, params: request.params, context: context(request, { _ in }))
-            .map { ($0, 200) }
+        core.immediateAnswer(id: request.id, method: request.method, params: request.params, context: context(request, { _ in }))
+            .map { ($0.text, 200) }
     }
 
     private func context(_ request: ModernHTTPRequest, _ notify: @escaping @Sendable (JSONValue) async -> Void) -> RequestContext {

@@ -92,4 +92,51 @@ final class ReadLoopTests: XCTestCase {
         close(fds[0])
         XCTAssertTrue(ran)
     }
+
+    /// The loop thread's voluntary context switches so far: each sleep in `poll` is one.
+    private static func voluntarySwitches() -> Int {
+        guard let status = try? String(contentsOfFile: "/proc/thread-self/status", encoding: .utf8) else { return -1 }
+        let line = status.split(separator: "\n").first { $0.hasPrefix("voluntary_ctxt_switches:") }
+        return line.flatMap { Int($0.split(separator: ":")[1].trimmingCharacters(in: .whitespaces)) } ?? -1
+    }
+
+    /// Two lines 20 ms apart: how many times the loop thread slept between handling them.
+    private func sleepsBetweenTwoLines(busyPoll: Duration) throws -> Int {
+        var fds: [Int32] = [-1, -1]
+        XCTAssertEqual(pipe(&fds), 0)
+        let loop = try XCTUnwrap(ReadLoop(busyPoll: busyPoll))
+        let input = fds[0]
+        let counts = Mutex<[Int]>([])
+        let returned = expectation(description: "run returned")
+        let thread = Thread {
+            loop.run(reading: input, { _ in counts.withLock { $0.append(Self.voluntarySwitches()) } },
+                     endOfInput: {}, isIdle: { true })
+            returned.fulfill()
+        }
+        thread.start()
+        _ = write(fds[1], "1\n", 2)
+        let deadline = Date().addingTimeInterval(10)
+        while counts.withLock({ $0.isEmpty }) && Date() < deadline { usleep(1000) }
+        usleep(20_000)
+        _ = write(fds[1], "2\n", 2)
+        close(fds[1])
+        wait(for: [returned], timeout: 30)
+        close(fds[0])
+        let seen = counts.withLock { $0 }
+        XCTAssertEqual(seen.count, 2)
+        XCTAssertFalse(seen.contains(-1), "/proc/thread-self/status was readable")
+        return seen.count == 2 ? seen[1] - seen[0] : -1
+    }
+
+    /// Within its busy-poll window the loop never sleeps: the second line, 20 ms after the first, finds it still
+    /// polling. Without one, it slept in `poll` in between.
+    func testABusyPollingLoopDoesNotSleepBetweenLinesInsideItsWindow() throws {
+        XCTAssertEqual(try sleepsBetweenTwoLines(busyPoll: .seconds(5)), 0, "no sleep inside a 5 s busy-poll window")
+        XCTAssertGreaterThan(try sleepsBetweenTwoLines(busyPoll: .zero), 0, "without busy-polling the loop slept")
+    }
+
+    /// After its window the loop sleeps: an idle server spins for at most the window, not for ever.
+    func testABusyPollingLoopSleepsAfterItsWindow() throws {
+        XCTAssertGreaterThan(try sleepsBetweenTwoLines(busyPoll: .milliseconds(2)), 0, "the loop slept after 2 ms")
+    }
 }

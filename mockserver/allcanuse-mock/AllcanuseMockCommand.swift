@@ -52,6 +52,8 @@ struct AllcanuseMockCommand: AsyncParsableCommand {
     var mcpTaskTtlMs = MCPTaskBridge.defaultTTLMilliseconds
     @Option(help: "Append one JSON line per tools/call that reached this server (tool, arguments, executed, and refused_by when its own --policy refused it) to this file: what gateway tests compare with what the client was told.")
     var callLog: String?
+    @Option(help: "Over stdio, how long the reading thread keeps polling for the next request before it sleeps, in microseconds (0: never). Back-to-back calls then skip a thread wake-up each (on a VM, 50-100 µs and a cold CPU), for at most this much CPU after each answer; an idle server spends nothing.")
+    var busyPollUs = 100
     @Option(help: "Which finished tasks to keep, with their events and output files: all (the default), a count (1000: the newest thousand) or days (30d: those finished in the last 30 days). Pruned at start and shortly after tasks finish; running, paused and waiting tasks are never pruned.")
     var retainFinished = "all"
 
@@ -98,6 +100,7 @@ struct AllcanuseMockCommand: AsyncParsableCommand {
             throw ValidationError("--retain-finished: \(error.description)")
         }
         guard mcpTaskTtlMs >= 0 else { throw ValidationError("--mcp-task-ttl-ms must not be negative") }
+        guard (0...100_000).contains(busyPollUs) else { throw ValidationError("--busy-poll-us wants 0 to 100000 microseconds") }
         let callRecord: CallRecord?
         do {
             callRecord = try callLog.map { try CallRecord(path: $0) }
@@ -142,7 +145,8 @@ struct AllcanuseMockCommand: AsyncParsableCommand {
             identity: { context in CallIdentity(grant: grant, session: context.session) }, logger: logger,
             callRecord: callRecord, tasks: tasks)
         let connection = StdioServerConnection(
-            core: core, connectionID: UUID().uuidString.lowercased(), rejectsDuplicateKeys: !acceptDuplicateKeys)
+            core: core, connectionID: UUID().uuidString.lowercased(), rejectsDuplicateKeys: !acceptDuplicateKeys,
+            busyPoll: .microseconds(busyPollUs))
         connection.start()
         logger.info("serving MCP on stdio; state in \(directory)")
 

@@ -4,6 +4,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 #include <sys/resource.h>
+#include <sys/uio.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -155,6 +156,11 @@ int corral_poll_microseconds(struct pollfd *fds, nfds_t count, long microseconds
 /// library cannot ignore SIGPIPE process-wide on its host's behalf, and pipes have no MSG_NOSIGNAL.
 /// Returns 0 when everything was written, -1 with errno on failure.
 int corral_write_all_nosigpipe(int fd, const void *buffer, size_t length);
+
+/// The same for several pieces written as one (writev): a message and its newline, or an answer assembled around a
+/// cached body, leave in one system call without being copied together first. `pieces` is advanced in place on a
+/// partial write.
+int corral_writev_all_nosigpipe(int fd, struct iovec *pieces, int count);
 
 // Landlock rulesets prepared in the parent (landlock.c); the child only calls landlock_restrict_self on the fd.
 
