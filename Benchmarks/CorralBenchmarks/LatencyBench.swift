@@ -15,7 +15,8 @@ struct LatencyBench: AsyncParsableCommand {
             are hot; after a gap they have gone to sleep, which is what an agent that thinks between calls sees.
             Figures are p50 and p99 in microseconds, in this run:
               calls        ping (2025-11-25), server/discover, tools/list, get_background_task, append_task_event and
-                           create_background_task (answered once the task runs), over stdio and over HTTP; peers: the
+                           create_background_task (answered once the task runs), over stdio and over HTTP, and
+                           discover and get from a server started with --busy-poll-us 100; peers: the
                            Python MCP SDK's own stdio server answering ping (with --python, or .venv/bin/python), and
                            posix_spawn of /bin/true in this process (the floor for a create).
               wake-up      a task prints CLOCK_REALTIME and exits; the time until wait_for_background_task's answer
@@ -71,6 +72,19 @@ struct LatencyBench: AsyncParsableCommand {
             try stdio.request(method, params)
         }
         try await report("posix_spawn /bin/true (floor for create)", widths) { try Self.posixSpawnTrue() }
+        // The same server with its reading thread spinning 100 µs before it sleeps: what that buys this client.
+        let spinning = try RawClient(
+            binary: binary,
+            arguments: ["--state-dir", state + "/stdio-spinning", "--log-level", "error", "--busy-poll-us", "100"],
+            modern: true)
+        try await measureCalls(
+            label: "stdio, busy-poll 100", widths: widths, only: ["server/discover", "get_background_task"]
+        ) { method, params in
+            try spinning.requestUnparsed(method, params)
+        } parsed: { method, params in
+            try spinning.request(method, params)
+        }
+        spinning.close()
 
         let (server, endpoint) = try MockBinary.startHTTP(binary, state: state + "/http")
         defer {
@@ -118,8 +132,9 @@ struct LatencyBench: AsyncParsableCommand {
     }
 
     /// The 2026-07-28 calls on one transport, on one long task (get, append) and fresh ones (create).
+    /// `only`: the kinds of call to measure (nil: all).
     private func measureCalls(
-        label: String, widths: [Int], _ call: (String, [String: Any]) async throws -> Void,
+        label: String, widths: [Int], only: Set<String>? = nil, _ call: (String, [String: Any]) async throws -> Void,
         parsed: (String, [String: Any]) async throws -> [String: Any]
     ) async throws {
         func tool(_ name: String, _ arguments: [String: Any]) -> [String: Any] { ["name": name, "arguments": arguments] }
@@ -144,7 +159,7 @@ struct LatencyBench: AsyncParsableCommand {
             ("get_background_task", "tools/call", tool("get_background_task", ["task_id": taskID])),
             ("append_task_event", "tools/call", tool("append_task_event", ["task_id": taskID, "message": "bench"])),
             ("create → running", "tools/call", create),
-        ] as [(String, String, [String: Any])] {
+        ] as [(String, String, [String: Any])] where only?.contains(name) ?? true {
             try await report("\(name), \(label)", widths) { try await call(method, params) }
         }
     }

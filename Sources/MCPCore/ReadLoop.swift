@@ -32,9 +32,10 @@ public final class ReadLoop: TaskExecutor, Sendable {
 
     /// `busyPoll`: how long the loop keeps asking its descriptors (`poll` without a timeout) before it sleeps in
     /// `poll`. On this project's VM a thread woken from sleep takes 50–100 µs to run again, and its first request
-    /// after a sleep costs about four times the CPU of one handled awake (cold caches, a descheduled vCPU): an
-    /// agent's back-to-back calls then pay that twice per round trip. Spinning costs at most the window of CPU
-    /// after each wake-up and nothing while idle; `.zero` never spins.
+    /// after a sleep costs several times the CPU of one handled awake (cold caches, a descheduled vCPU), so a client
+    /// that sends its next request within the window saves a wake-up per call. Spinning costs at most the window
+    /// of CPU after each wake-up and nothing while idle; a client slower than the window gains nothing from it.
+    /// `.zero` (the default) never spins.
     /// Nil when no eventfd can be made (the process is out of descriptors): the caller then uses the task pool.
     public init?(busyPoll: Duration = .zero) {
         wake = corral_eventfd()
@@ -105,6 +106,9 @@ public final class ReadLoop: TaskExecutor, Sendable {
         var ready: Int32 = 0
         repeat {
             ready = poll(&descriptors, nfds_t(count), 0)
+            // A pipe write wakes its reader on the writer's CPU (a sync wake-up: the kernel expects the writer to
+            // sleep next). Yielding lets that client run here at once instead of after the window.
+            if ready == 0 { sched_yield() }
         } while ready == 0 && clock.now < deadline
         return ready
     }

@@ -6,14 +6,6 @@ import XCTest
 /// The loop reads lines and runs the tasks they start on its own thread — actors, waits resumed from other threads
 /// and many requests in flight at once — and ends only when the input has ended and nothing is in flight.
 final class ReadLoopTests: XCTestCase {
-    private actor Counter {
-        var value = 0
-        func increment() -> Int {
-            value += 1
-            return value
-        }
-    }
-
     private final class Seen: Sendable {
         let threads = Mutex<Set<UInt>>([])
         let finished = Mutex<[Int]>([])
@@ -22,32 +14,30 @@ final class ReadLoopTests: XCTestCase {
         let endedWhileInFlight = Atomic<Int>(-1)
     }
 
-    private static func threadID() -> UInt { UInt(pthread_self()) }
-
     func testTasksRunOnTheLoopThreadConcurrentlyAndTheLoopOutlivesItsInput() throws {
         var fds: [Int32] = [-1, -1]
         XCTAssertEqual(pipe(&fds), 0)
         let loop = try XCTUnwrap(ReadLoop())
         let input = fds[0]
         let seen = Seen()
-        let counter = Counter()
+        let counter = ExecutorTestCounter()
         let loopThread = Mutex<UInt>(0)
         let returned = expectation(description: "run returned")
         let lines = 100
         let thread = Thread {
-            loopThread.withLock { $0 = Self.threadID() }
+            loopThread.withLock { $0 = currentThreadID() }
             loop.run(reading: input, { line in
                 let number = Int(String(decoding: line, as: UTF8.self)) ?? -1
                 let now = seen.inFlight.add(1, ordering: .relaxed).newValue
                 _ = seen.mostInFlight.max(now, ordering: .relaxed)
                 Task(executorPreference: loop) {
-                    seen.threads.withLock { _ = $0.insert(Self.threadID()) }
+                    seen.threads.withLock { _ = $0.insert(currentThreadID()) }
                     _ = await counter.increment()  // a default actor follows the task's executor preference
                     // A wait resumed from another thread: the continuation comes back to the loop through its eventfd.
                     await withCheckedContinuation { (resumed: CheckedContinuation<Void, Never>) in
                         DispatchQueue.global().asyncAfter(deadline: .now() + .milliseconds(20 + number % 7)) { resumed.resume() }
                     }
-                    seen.threads.withLock { _ = $0.insert(Self.threadID()) }
+                    seen.threads.withLock { _ = $0.insert(currentThreadID()) }
                     seen.finished.withLock { $0.append(number) }
                     seen.inFlight.subtract(1, ordering: .relaxed)
                 }

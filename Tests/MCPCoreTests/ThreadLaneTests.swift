@@ -6,39 +6,29 @@ import XCTest
 /// The lane runs async work on the thread that calls `run`, actors and waits included, and returns only when the
 /// work is done.
 final class ThreadLaneTests: XCTestCase {
-    private actor Counter {
-        var value = 0
-        func increment() -> Int {
-            value += 1
-            return value
-        }
-    }
-
     private final class Seen: Sendable {
         let threads = Mutex<Set<UInt>>([])
         let order = Mutex<[Int]>([])
     }
 
-    private static func threadID() -> UInt { UInt(pthread_self()) }
-
     func testWorkRunsOnTheCallingThreadThroughActorsAndWaits() {
         let seen = Seen()
-        let counter = Counter()
+        let counter = ExecutorTestCounter()
         let done = expectation(description: "the lane's thread ran every line")
         let caller = Mutex<UInt>(0)
         let thread = Thread {
-            caller.withLock { $0 = Self.threadID() }
+            caller.withLock { $0 = currentThreadID() }
             let lane = ThreadLane()
             for line in 0..<50 {
                 lane.run {
-                    seen.threads.withLock { _ = $0.insert(Self.threadID()) }
+                    seen.threads.withLock { _ = $0.insert(currentThreadID()) }
                     _ = await counter.increment()  // a default actor follows the task's executor preference
-                    seen.threads.withLock { _ = $0.insert(Self.threadID()) }
+                    seen.threads.withLock { _ = $0.insert(currentThreadID()) }
                     // A wait resumed from another thread: the continuation comes back to the lane.
                     await withCheckedContinuation { (resumed: CheckedContinuation<Void, Never>) in
                         DispatchQueue.global().asyncAfter(deadline: .now() + .milliseconds(1)) { resumed.resume() }
                     }
-                    seen.threads.withLock { _ = $0.insert(Self.threadID()) }
+                    seen.threads.withLock { _ = $0.insert(currentThreadID()) }
                     seen.order.withLock { $0.append(line) }
                 }
                 // `run` returned: the line is finished before the next one starts.

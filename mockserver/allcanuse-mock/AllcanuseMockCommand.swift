@@ -52,8 +52,8 @@ struct AllcanuseMockCommand: AsyncParsableCommand {
     var mcpTaskTtlMs = MCPTaskBridge.defaultTTLMilliseconds
     @Option(help: "Append one JSON line per tools/call that reached this server (tool, arguments, executed, and refused_by when its own --policy refused it) to this file: what gateway tests compare with what the client was told.")
     var callLog: String?
-    @Option(help: "Over stdio, how long the reading thread keeps polling for the next request before it sleeps, in microseconds (0: never). Back-to-back calls then skip a thread wake-up each (on a VM, 50-100 µs and a cold CPU), for at most this much CPU after each answer; an idle server spends nothing.")
-    var busyPollUs = 100
+    @Option(help: "Over stdio, how long the reading thread keeps polling for the next request before it sleeps, in microseconds (0, the default: never). For a fast client that sends its next request within the window (a raw client, a gateway in a test loop), each back-to-back call skips a thread wake-up (on a VM, 50-100 µs); it costs up to this much CPU after each answer, and a client slower than the window (an MCP SDK takes ~1 ms per call) gains nothing.")
+    var busyPollUs = 0
     @Option(help: "Which finished tasks to keep, with their events and output files: all (the default), a count (1000: the newest thousand) or days (30d: those finished in the last 30 days). Pruned at start and shortly after tasks finish; running, paused and waiting tasks are never pruned.")
     var retainFinished = "all"
 

@@ -134,6 +134,8 @@ def test_bad_flags_are_refused_before_the_state_directory_is_touched(tmp_path):
         (["--workspace", str(tmp_path / "missing")], "is not a directory"),
         (["--retain-finished", "12h"], "--retain-finished: retention must be all, a count"),
         (["--retain-finished=-3"], "--retain-finished: retention must be all, a count"),
+        (["--busy-poll-us=-1"], "--busy-poll-us wants 0 to 100000 microseconds"),
+        (["--busy-poll-us", "200000"], "--busy-poll-us wants 0 to 100000 microseconds"),
     ]:
         done = subprocess.run([str(MOCK), "--state-dir", str(state), *args], capture_output=True, text=True,
                               stdin=subprocess.DEVNULL, timeout=20)
@@ -173,3 +175,39 @@ def test_retain_finished_keeps_the_newest_finished_tasks_and_their_output(state_
             assert (pathlib.Path(state_dir) / "tasks" / finished[-1]).exists()
 
     run(scenario())
+
+
+def _cpu_ticks(pid):
+    fields = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])  # utime + stime, in clock ticks (10 ms here)
+
+
+def test_busy_poll_spins_after_an_answer_and_never_while_idle(state_dir):
+    """--busy-poll-us 80000: after an answer the reading thread spins (CPU is spent, ~80 ms of it), and then sleeps:
+    a second of idle costs nothing. Without the flag nothing is spent after the answer. Both servers answer alike."""
+    import subprocess
+    request = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "server/discover", "params": {"_meta": {
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28", "io.modelcontextprotocol/clientCapabilities": {}}}})
+    spent = {}
+    for flags in (["--busy-poll-us", "80000"], []):
+        server = subprocess.Popen([str(MOCK), "--state-dir", f"{state_dir}/{len(flags)}", "--log-level", "error", *flags],
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        try:
+            time.sleep(1.0)  # start-up work is done and the thread asleep
+            before = _cpu_ticks(server.pid)
+            server.stdin.write((request + "\n").encode())
+            server.stdin.flush()
+            answer = json.loads(server.stdout.readline())
+            assert answer["id"] == 1 and answer["result"]["serverInfo"]["name"] == "allcanuse-mock", answer
+            time.sleep(0.5)
+            after_answer = _cpu_ticks(server.pid)
+            time.sleep(1.0)
+            after_idle = _cpu_ticks(server.pid)
+            spent[len(flags)] = (after_answer - before, after_idle - after_answer)
+        finally:
+            server.stdin.close()
+            server.wait(timeout=20)
+    spinning, still = spent[2], spent[0]
+    assert spinning[0] >= 3, f"the spinning server spent {spinning[0]} ticks in the 80 ms window and its answer"
+    assert spinning[1] <= 1, f"the spinning server spent {spinning[1]} ticks in a second of idle"
+    assert still[0] <= 2 and still[1] <= 1, f"without --busy-poll-us the server spent {still} ticks"
