@@ -189,23 +189,27 @@ final class TaskStore: Sendable {
     /// Tasks, newest first, optionally only those with the given display statuses; and how many match in all.
     /// Each status is its own walk of `tasks_by_display_status` (newest first, at most `limit` rows), merged here;
     /// the total comes from `task_counts`. Nothing reads more than `limit` rows per status.
-    func tasks(displayStatuses: Set<String>?, limit: Int) throws(RuntimeError) -> (tasks: [TaskRecord], total: Int) {
+    /// `known`: a record the caller already holds for a task id (a live task's, say), used instead of decoding the
+    /// stored copy — decoding was most of a listing's cost when the listed tasks were live.
+    func tasks(
+        displayStatuses: Set<String>?, limit: Int, known: (String) -> TaskRecord? = { _ in nil }
+    ) throws(RuntimeError) -> (tasks: [TaskRecord], total: Int) {
         let limit = max(0, limit)
         // Ties in created_at (the same millisecond) go by insertion order: rowid, the last key of every index.
-        let rows: (records: [(createdAt: String, rowID: Int64, json: String)], total: Int)
+        let rows: (records: [(createdAt: String, rowID: Int64, taskID: String, json: String)], total: Int)
         do {
             rows = try database.read { db in
-                var found: [(createdAt: String, rowID: Int64, json: String)] = []
+                var found: [(createdAt: String, rowID: Int64, taskID: String, json: String)] = []
                 var total = 0
                 if let displayStatuses {
                     for status in displayStatuses.sorted() {
                         let page = try Row.fetchAll(
                             db.cachedStatement(
                                 sql: """
-                                    SELECT created_at, rowid, record FROM tasks INDEXED BY tasks_by_display_status
+                                    SELECT created_at, rowid, task_id, record FROM tasks INDEXED BY tasks_by_display_status
                                     WHERE display_status = ? ORDER BY created_at DESC, rowid DESC LIMIT ?
                                     """), arguments: [status, limit])
-                        found += page.map { ($0["created_at"], $0["rowid"], $0["record"]) }
+                        found += page.map { ($0["created_at"], $0["rowid"], $0["task_id"], $0["record"]) }
                         total += try Int.fetchOne(
                             db.cachedStatement(sql: "SELECT n FROM task_counts WHERE display_status = ?"),
                             arguments: [status]) ?? 0
@@ -214,10 +218,10 @@ final class TaskStore: Sendable {
                     let page = try Row.fetchAll(
                         db.cachedStatement(
                             sql: """
-                                SELECT created_at, rowid, record FROM tasks INDEXED BY tasks_newest
+                                SELECT created_at, rowid, task_id, record FROM tasks INDEXED BY tasks_newest
                                 WHERE display_status != ? ORDER BY created_at DESC, rowid DESC LIMIT ?
                                 """), arguments: [TaskRecord.internalStatus, limit])
-                    found = page.map { ($0["created_at"], $0["rowid"], $0["record"]) }
+                    found = page.map { ($0["created_at"], $0["rowid"], $0["task_id"], $0["record"]) }
                     total = try Int.fetchOne(
                         db.cachedStatement(sql: "SELECT COALESCE(SUM(n), 0) FROM task_counts WHERE display_status != ?"),
                         arguments: [TaskRecord.internalStatus]) ?? 0
@@ -230,7 +234,11 @@ final class TaskStore: Sendable {
         let newest = rows.records.sorted { ($0.createdAt, $0.rowID) > ($1.createdAt, $1.rowID) }.prefix(limit)
         var records: [TaskRecord] = []
         for row in newest {
-            records.append(try decode(row.json))
+            if let record = known(row.taskID) {
+                records.append(record)
+            } else {
+                records.append(try decode(row.json))
+            }
         }
         return (records, rows.total)
     }

@@ -926,8 +926,11 @@ public actor TaskSupervisor {
     public func tasks(displayStatuses: Set<String>?, limit: Int = 100) throws(RuntimeError) -> (
         tasks: [TaskRecord], total: Int
     ) {
-        let page = try store.tasks(displayStatuses: displayStatuses, limit: limit)
-        return (page.tasks.map { live[$0.taskID].map(current) ?? $0 }, page.total)
+        // Live and recently finished tasks come from memory (as current as the store, and fresher for a running
+        // task's counters); only the others are decoded.
+        try store.tasks(displayStatuses: displayStatuses, limit: limit) { taskID in
+            live[taskID].map(current) ?? recentlyFinished[taskID]
+        }
     }
 
     /// Fills the store with `count` finished copies of `template` (a task of this supervisor), for benchmarks of a
@@ -953,10 +956,14 @@ public actor TaskSupervisor {
     /// read, and a query per read was most of a `get`'s cost).
     public func lastEvent(of taskID: String) throws(RuntimeError) -> TaskEvent? {
         if let event = lastEvents[taskID] { return event }
+        if let event = try store.recentEvents(taskID: taskID, limit: 1).last {
+            rememberLastEvent(event)
+            return event
+        }
+        // No event at all: is there such a task? (Checked only now: decoding its record first, for every task of a
+        // listing that is not at hand, was a third of the listing's cost.)
         _ = try storedOrLive(taskID)
-        let event = try store.recentEvents(taskID: taskID, limit: 1).last
-        if let event { rememberLastEvent(event) }
-        return event
+        return nil
     }
 
     /// Saves the record and its events in one transaction, keeping the newest event at hand.
