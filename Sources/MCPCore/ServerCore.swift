@@ -102,6 +102,16 @@ public final class MCPServerCore: Sendable {
             }
             return (Self.response(id: id, resultText: result).text, 200)
         }
+        if method == "tools/call" {
+            do throws(JSONRPCError) {
+                let result = try await shapedResult(method: method, params: params, context: context)
+                if let text = ToolResultText.text(result) { return (Self.response(id: id, resultText: text).text, 200) }
+                return (JSONRPC.response(id: id, result: result).jsonString(), 200)
+            } catch {
+                let answer = JSONRPC.error(id: id, error)
+                return (answer.jsonString(), Self.status(answer))
+            }
+        }
         let answer = await respond(id: id, method: method, params: params, context: context)
         return (answer.jsonString(), Self.status(answer))
     }
@@ -141,11 +151,20 @@ public final class MCPServerCore: Sendable {
     /// The answer to one request whose era is settled (a message with `result` or `error`).
     public func respond(id: JSONValue, method: String, params: JSONValue, context: RequestContext) async -> JSONValue {
         do throws(JSONRPCError) {
-            let result = try await result(method: method, params: params, context: context)
-            return JSONRPC.response(id: id, result: context.era.isModern ? stamp(result, method: method) : result)
+            let result = try await shapedResult(method: method, params: params, context: context)
+            return JSONRPC.response(id: id, result: method == "tools/call" ? ToolResultText.completed(result) : result)
         } catch {
             return JSONRPC.error(id: id, error)
         }
+    }
+
+    /// The result as the request's era sends it (a `tools/call` result still without the text block that
+    /// `ToolResultText` adds).
+    private func shapedResult(method: String, params: JSONValue, context: RequestContext) async throws(JSONRPCError)
+        -> JSONValue
+    {
+        let result = try await result(method: method, params: params, context: context)
+        return context.era.isModern ? stamp(result, method: method) : result
     }
 
     private func result(method: String, params: JSONValue, context: RequestContext) async throws(JSONRPCError) -> JSONValue {

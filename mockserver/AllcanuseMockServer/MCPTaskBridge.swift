@@ -71,7 +71,8 @@ public actor MCPTaskBridge {
         let service = self.service
         runners[taskID] = Task.detached { [weak self] in
             let outcome = await service.call(tool, arguments: arguments)
-            await self?.finish(taskID, result: MockServer.result(outcome.value, isError: outcome.isError))
+            await self?.finish(
+                taskID, result: ToolResultText.completed(MockServer.result(outcome.value, isError: outcome.isError)))
         }
         let askedFor = arguments?["target_statuses"]?.arrayValue?.compactMap(\.stringValue) ?? []
         if let waitsOn, !askedFor.contains("waiting_for_user") {

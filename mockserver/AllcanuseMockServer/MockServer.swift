@@ -112,13 +112,14 @@ public enum MockServer {
         return result(outcome.value, isError: outcome.isError)
     }
 
-    /// The JSON object as `structuredContent` and as text.
+    /// The JSON object as `structuredContent`; an error also says its message as text. A success's text block (the
+    /// same JSON) is added by the protocol core, which writes the object once for both (`ToolResultText`).
     static func result(_ value: JSONValue, isError: Bool) -> JSONValue {
-        let text = isError ? (value["error"]?.stringValue ?? value.jsonString()) : value.jsonString(pretty: false)
+        guard isError else { return ["structuredContent": value, "isError": false] }
         return [
-            "content": [["type": "text", "text": .string(text)]],
+            "content": [["type": "text", "text": .string(value["error"]?.stringValue ?? value.jsonString())]],
             "structuredContent": value,
-            "isError": .bool(isError),
+            "isError": true,
         ]
     }
 }
