@@ -100,6 +100,8 @@ public actor TaskSupervisor {
     /// Why tasks are not in a PID namespace of their server's; nil when they are.
     public private(set) var pidNamespaceUnavailableReason: String?
     private var keeper: PIDNamespaceKeeper?
+    /// The first keeper's start, until a spawn or the shutdown has waited for it.
+    private var keeperStarting: Task<Void, Never>?
     /// Whether the spawning thread's bounding set is empty, so that tasks' is too.
     private var boundingSetEmptied = false
     /// Where tasks' working and temp directories are made (see `StateDirectoryAccess.taskRoot`).
@@ -192,7 +194,7 @@ public actor TaskSupervisor {
             configuration: configuration, store: store, reactor: reactor, lockFD: lockFD, cgroups: cgroups,
             cgroupUnavailableReason: reason, identity: identity, taskRoot: taskRoot)
         try await supervisor.recover()
-        await supervisor.startKeeper()
+        await supervisor.beginStartingKeeper()
         return supervisor
     }
 
@@ -209,6 +211,19 @@ public actor TaskSupervisor {
         self.cgroups = cgroups
         self.cgroupUnavailableReason = cgroupUnavailableReason
         self.logger = configuration.logger
+    }
+
+    /// Starts the keeper without waiting for it: spawning it (a vfork until its exec) and its own start-up were on
+    /// the server's path to its first answer. Every spawn waits for it (`keeperReady`).
+    private func beginStartingKeeper() {
+        keeperStarting = Task { await self.startKeeper() }
+    }
+
+    /// Returns once the first keeper has started (or failed to): no task is spawned outside its namespace.
+    private func keeperReady() async {
+        guard let starting = keeperStarting else { return }
+        await starting.value
+        keeperStarting = nil
     }
 
     /// Starts (or, after it died, restarts) the keeper of the tasks' PID namespace, on the reactor thread: the
@@ -338,6 +353,7 @@ public actor TaskSupervisor {
             environment["USER"] = identity.name
         }
         environment.merge(spec.environment) { _, new in new }
+        await keeperReady()
         if keeper?.isAlive == false {
             logger.error("the keeper of the tasks' PID namespace died; starting a new one")
             if let dead = keeper {
@@ -1166,6 +1182,7 @@ public actor TaskSupervisor {
                 }
             }
         }
+        await keeperReady()
         if let keeper {
             await reactor.perform { keeper.stop() }
         }

@@ -106,10 +106,12 @@ final class ConfinedTaskTests: XCTestCase {
     func testTheKeeperIsReplacedWhenItDies() async throws {
         try requireRoot()
         let supervisor = try await start()
-        let keepers = ownChildren(named: "corral-keeper")
-        XCTAssertEqual(keepers.count, 1)
+        // The keeper starts beside the server's start-up; the first spawn waits for it.
         let first = try await run(supervisor, TaskSpec(title: "a", command: .argv(["/bin/true"])))
         XCTAssertEqual(first.0.status, .completed)
+        XCTAssertTrue(first.0.protections.contains("pid_namespace"), "the first task waited for the keeper")
+        let keepers = ownChildren(named: "corral-keeper")
+        XCTAssertEqual(keepers.count, 1)
         for pid in keepers { kill(pid, SIGKILL) }
         usleep(50_000)
         let second = try await run(supervisor, TaskSpec(title: "b", command: .argv(["/bin/true"])))
