@@ -255,6 +255,8 @@ public actor TaskSupervisor {
 
     /// Starts a task. A spawn failure is not thrown: the task is returned `failed` with the reason in `lastError`.
     public func create(_ spec: TaskSpec) async throws(RuntimeError) -> TaskRecord {
+        // Before anything is made for the task, and checked again after: a shutdown may have run meanwhile.
+        await keeperReady()
         guard !isShutDown else { throw RuntimeError.shutDown }
         try validate(spec)
         let taskID = Identifiers.make()
@@ -353,7 +355,6 @@ public actor TaskSupervisor {
             environment["USER"] = identity.name
         }
         environment.merge(spec.environment) { _, new in new }
-        await keeperReady()
         if keeper?.isAlive == false {
             logger.error("the keeper of the tasks' PID namespace died; starting a new one")
             if let dead = keeper {

@@ -37,6 +37,9 @@ async def client(transport, state_dir, mode, url=None):
 async def tool(connected, name, arguments=None):
     result = await connected.call_tool(name, arguments or {})
     assert not result.is_error, f"{name}: {result.content}"
+    # The text block the protocol core adds is the structured content as JSON, in either era and transport.
+    assert [block.type for block in result.content] == ["text"], result.content
+    assert json.loads(result.content[0].text) == result.structured_content, result.content[0].text
     return result.structured_content
 
 
