@@ -238,16 +238,24 @@ int corral_set_non_dumpable(void) { return prctl(PR_SET_DUMPABLE, 0, 0, 0, 0); }
 
 int corral_get_dumpable(void) { return prctl(PR_GET_DUMPABLE, 0, 0, 0, 0); }
 
-int64_t corral_process_io_field(pid_t pid, const char *field) {
+static int64_t io_field(const char *text, const char *field) {
+    size_t length = strlen(field);
+    for (const char *line = text; line != NULL && *line != 0;) {
+        if (strncmp(line, field, length) == 0 && line[length] == ':') return strtoll(line + length + 1, NULL, 10);
+        const char *next = strchr(line, '\n');
+        line = next != NULL ? next + 1 : NULL;
+    }
+    return -1;
+}
+
+int corral_process_io_bytes(pid_t pid, int64_t *read_bytes, int64_t *write_bytes) {
+    *read_bytes = -1;
+    *write_bytes = -1;
     char path[64];
     snprintf(path, sizeof path, "/proc/%d/io", (int)pid);
     char buffer[1024];
     if (read_proc_file(path, buffer, sizeof buffer) < 0) return -1;
-    size_t length = strlen(field);
-    for (char *line = buffer; line != NULL && *line != 0;) {
-        if (strncmp(line, field, length) == 0 && line[length] == ':') return strtoll(line + length + 1, NULL, 10);
-        char *next = strchr(line, '\n');
-        line = next != NULL ? next + 1 : NULL;
-    }
-    return -1;
+    *read_bytes = io_field(buffer, "read_bytes");
+    *write_bytes = io_field(buffer, "write_bytes");
+    return 0;
 }

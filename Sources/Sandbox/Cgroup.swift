@@ -297,6 +297,11 @@ public final class TaskCgroup: @unchecked Sendable {
         events()["populated"] == "1"
     }
 
+    /// True only when cgroup.events says no process is left; false when it says otherwise or cannot be read.
+    public var isEmpty: Bool {
+        events()["populated"] == "0"
+    }
+
     public var isFrozen: Bool {
         events()["frozen"] == "1"
     }

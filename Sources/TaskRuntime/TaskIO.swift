@@ -46,6 +46,8 @@ final class TaskIO: Sendable {
     /// Waits until both pipes reached end-of-file, or closes them after `timeout` (a descendant that escaped the
     /// task's process group may hold them open forever).
     func waitUntilClosed(timeout: Duration) async {
+        // The reactor has usually seen both ends close before the exit is handled: then no timer is needed.
+        if isClosed { return }
         let timer = Task { [self] in
             try? await Task.sleep(for: timeout)
             if !Task.isCancelled {

@@ -546,8 +546,12 @@ public actor TaskSupervisor {
         task.timeoutTimer?.cancel()
         // The leader is a zombie until reaped, so neither its pid nor its group id can have been reused yet. Whatever
         // it left behind belongs to the task and ends with it.
+        // Most often the leader was the task's last process, and one read of cgroup.events says so: nothing to kill
+        // and nothing to wait for (no process is left to fork a new one into the cgroup). Any other answer, or none,
+        // takes the kill-and-wait path.
+        let cgroupWasEmpty = task.cgroup?.isEmpty ?? false
         if let cgroup = task.cgroup {
-            try? cgroup.killAll()  // SIGKILL reaches frozen processes too
+            if !cgroupWasEmpty { try? cgroup.killAll() }  // SIGKILL reaches frozen processes too
         } else {
             task.process.signalGroup(SIGCONT)
             task.process.signalGroup(SIGKILL)
@@ -564,8 +568,9 @@ public actor TaskSupervisor {
         }
         // The first process is a zombie until reaped: its I/O counters (its own and its waited-for children's) are
         // still there to read.
-        let ioRead = corral_process_io_field(task.process.pid, "read_bytes")
-        let ioWrite = corral_process_io_field(task.process.pid, "write_bytes")
+        var ioRead: Int64 = -1
+        var ioWrite: Int64 = -1
+        _ = corral_process_io_bytes(task.process.pid, &ioRead, &ioWrite)
         var exit = task.process.reap()
         var attempts = 0
         while exit == nil && attempts < 5000 {
@@ -579,7 +584,7 @@ public actor TaskSupervisor {
         var cpu: (user: Int64, system: Int64)?
         var accounting = CgroupAccounting()
         if let cgroup = task.cgroup {
-            cgroup.waitUntilEmpty(timeoutMilliseconds: 2000)
+            if !cgroupWasEmpty { cgroup.waitUntilEmpty(timeoutMilliseconds: 2000) }
             cpu = cgroup.cpuUsage()
             accounting = cgroup.accounting()
         }

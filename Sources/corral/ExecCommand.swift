@@ -201,8 +201,9 @@ struct ExecCommand: ParsableCommand {
         var info = siginfo_t()
         while waitid(P_PID, id_t(child.pid), &info, WEXITED | WNOWAIT) != 0 && errno == EINTR {}
         // Still a zombie: its I/O counters can be read before the reap.
-        let ioRead = corral_process_io_field(child.pid, "read_bytes")
-        let ioWrite = corral_process_io_field(child.pid, "write_bytes")
+        var ioRead: Int64 = -1
+        var ioWrite: Int64 = -1
+        _ = corral_process_io_bytes(child.pid, &ioRead, &ioWrite)
         guard let exit = child.reap() else { return 125 }
         if let cgroup { cgroup.cgroup.waitUntilEmpty(timeoutMilliseconds: 2000) }
         let accounting = cgroup?.cgroup.accounting() ?? CgroupAccounting()

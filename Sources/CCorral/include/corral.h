@@ -137,8 +137,9 @@ int corral_drop_thread_bounding_set(void);
 int corral_set_non_dumpable(void);
 /// PR_GET_DUMPABLE: 1 dumpable, 0 not (prctl is variadic and does not import into Swift).
 int corral_get_dumpable(void);
-/// Reads one field ("read_bytes", "write_bytes") of /proc/PID/io; -1 when unavailable (also works on a zombie).
-int64_t corral_process_io_field(pid_t pid, const char *field);
+/// Reads read_bytes and write_bytes of /proc/PID/io with one read (also works on a zombie). Returns 0, or -1 when the
+/// file is unavailable; a field that is missing is -1.
+int corral_process_io_bytes(pid_t pid, int64_t *read_bytes, int64_t *write_bytes);
 
 /// Landlock ABI version: > 0 when available, 0 when the kernel has none (or it is disabled).
 int corral_landlock_abi_version(void);
