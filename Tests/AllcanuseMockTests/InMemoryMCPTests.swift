@@ -12,6 +12,61 @@ import XCTest
 
 /// Every tool through the protocol core in one process, in both eras: a raw JSON-RPC client on a connection.
 final class InMemoryMCPTests: XCTestCase {
+    /// Services still starting: discover and tools/list are answered at once, a tool call waits for the start, and
+    /// a start that fails fails the waiting call with its reason (and every later one).
+    func testDiscoverIsAnsweredWhileServicesStartAndCallsWaitForThem() async throws {
+        struct StartFailed: Error, CustomStringConvertible {
+            var description: String { "state directory /x is in use by another supervisor (test)" }
+        }
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("corral-gate-\(UUID().uuidString)").path
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let policy = PolicyEvaluator(policy: try Policy.load(text: MockServer.embeddedDefaultPolicy))
+        for succeeds in [false, true] {
+            let release = AsyncStream<Void>.makeStream()
+            let listeners = ListenRegistry()
+            let services = MockServices.starting(servesTasks: true, listeners: listeners) {
+                for await _ in release.stream { break }
+                guard succeeds else { throw StartFailed() }
+                let supervisor = try await TaskSupervisor.start(.init(stateDirectory: directory, graceMilliseconds: 300))
+                let service = AllcanuseService(supervisor: supervisor)
+                let tasks = try MCPTaskBridge(stateDirectory: directory, service: service, listeners: listeners)
+                return MockServices.Ready(service: service, tasks: tasks)
+            }
+            let core = MockServer.core(
+                services: services, policy: policy, identity: { CallIdentity(grant: "test", session: $0.session) },
+                logger: Logger(label: "test"))
+            let client = InProcessRawClient(core: core, modern: true)
+            let discovered = try await client.result("server/discover", [:])
+            XCTAssertNotNil(discovered["capabilities"]?["extensions"]?["io.modelcontextprotocol/tasks"])
+            let listed = try await client.result("tools/list", [:])
+            XCTAssertEqual(listed["tools"]?.arrayValue?.count, 26)
+
+            let answered = Mutex(false)
+            let call = Task {
+                let answer = await client.request("tools/call", ["name": "list_background_tasks", "arguments": [:]])
+                answered.withLock { $0 = true }
+                return answer
+            }
+            try await Task.sleep(for: .milliseconds(150))
+            XCTAssertFalse(answered.withLock { $0 }, "a tool call was answered before the services had started")
+            release.continuation.yield()
+            let answer = await call.value
+            if succeeds {
+                XCTAssertEqual(answer["result"]?["structuredContent"]?["total_count"], 0, "\(answer)")
+                let ready = try await services.value()
+                await ready.supervisor.shutdown()
+            } else {
+                XCTAssertEqual(answer["error"]?["code"], -32603, "\(answer)")
+                XCTAssertEqual(
+                    answer["error"]?["message"]?.stringValue,
+                    "Internal error: the server could not start its task supervisor: state directory /x is in use by another supervisor (test)")
+                let later = await client.request("tools/call", ["name": "get_background_task", "arguments": ["task_id": "x"]])
+                XCTAssertEqual(later["error"]?["code"], -32603, "\(later)")
+            }
+            client.close()
+        }
+    }
+
     func testEveryToolInBothEras() async throws {
         for modern in [false, true] {
             try await everyTool(modern: modern)

@@ -26,10 +26,11 @@ public actor MCPTaskBridge {
     }
 
     /// Opens the handle store in `stateDirectory` (`mcp-tasks.sqlite`); handles left working by a previous run are
-    /// failed, saying the server stopped. `ttlMilliseconds` nil: handles never expire.
+    /// failed, saying the server stopped. `ttlMilliseconds` nil: handles never expire. `listeners`: where task status
+    /// is announced (the protocol core's listen streams).
     public init(
         stateDirectory: String, service: AllcanuseService, ttlMilliseconds: Int? = MCPTaskBridge.defaultTTLMilliseconds,
-        logger: Logger = Logger(label: "allcanuse-mock.tasks")
+        listeners: ListenRegistry = ListenRegistry(), logger: Logger = Logger(label: "allcanuse-mock.tasks")
     ) throws(OpenError) {
         do {
             store = try MCPTaskStore(path: stateDirectory + "/mcp-tasks.sqlite")
@@ -52,7 +53,7 @@ public actor MCPTaskBridge {
         self.service = service
         self.ttlMilliseconds = ttlMilliseconds
         self.logger = logger
-        listeners = ListenRegistry()
+        self.listeners = listeners
     }
 
     // MARK: - tools/call → a task

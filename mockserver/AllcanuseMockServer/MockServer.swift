@@ -42,9 +42,20 @@ public enum MockServer {
         service: AllcanuseService, policy: PolicyEvaluator, identity: @escaping IdentityOf, logger: Logger,
         callRecord: CallRecord? = nil, tasks: MCPTaskBridge? = nil
     ) -> MCPServerCore {
+        core(
+            services: .ready(service: service, tasks: tasks), policy: policy, identity: identity, logger: logger,
+            callRecord: callRecord)
+    }
+
+    /// The same core over services that may still be starting: discover, initialize and `tools/list` are answered
+    /// at once, tool calls and MCP task requests once the services are ready (see `MockServices`).
+    public static func core(
+        services: MockServices, policy: PolicyEvaluator, identity: @escaping IdentityOf, logger: Logger,
+        callRecord: CallRecord? = nil
+    ) -> MCPServerCore {
         return MCPServerCore(
-            description: tasks == nil ? description : descriptionWithTasks,
-            listeners: tasks?.listeners ?? ListenRegistry(), toolsListVersion: { policy.policy.revision.hex }
+            description: services.servesTasks ? descriptionWithTasks : description,
+            listeners: services.listeners, toolsListVersion: { policy.policy.revision.hex }
         ) {
             method, params, context throws(JSONRPCError) in
             switch method {
@@ -52,8 +63,11 @@ public enum MockServer {
                 return ["tools": .array(policy.filterToolList(ToolCatalog.tools))]
             case "tools/call":
                 guard params.objectValue != nil else { throw .invalidParams("tools/call params must be an object") }
+                let ready = try await services.forRequest()
                 let name = params["name"]?.stringValue
-                if let tasks, let name, MCPTaskBridge.taskTools.contains(name), TasksExtension.isDeclared(by: context) {
+                if let tasks = ready.tasks, let name, MCPTaskBridge.taskTools.contains(name),
+                    TasksExtension.isDeclared(by: context)
+                {
                     // Decided and counted once, when the task is made.
                     if let denial = await admit(
                         json: params, policy: policy, identity: identity(context), logger: logger, callRecord: callRecord)
@@ -63,12 +77,13 @@ public enum MockServer {
                     return try await tasks.start(tool: name, arguments: params["arguments"])
                 }
                 return await call(
-                    json: params, service: service, policy: policy, identity: identity(context), logger: logger,
+                    json: params, service: ready.service, policy: policy, identity: identity(context), logger: logger,
                     progress: context.progressReporter(params), callRecord: callRecord)
             case _ where TasksExtension.methods.contains(method):
                 callRecord?.record(taskMethod: method, taskID: params["taskId"]?.stringValue)
-                guard let tasks, context.era.isModern else { throw .methodNotFound(method) }
+                guard services.servesTasks, context.era.isModern else { throw .methodNotFound(method) }
                 guard TasksExtension.isDeclared(by: context) else { throw TasksExtension.notDeclared(method) }
+                guard let tasks = try await services.forRequest().tasks else { throw .methodNotFound(method) }
                 switch method {
                 case "tasks/get": return try await tasks.get(params)
                 case "tasks/cancel": return try await tasks.cancel(params)

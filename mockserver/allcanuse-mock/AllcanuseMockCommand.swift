@@ -117,46 +117,64 @@ struct AllcanuseMockCommand: AsyncParsableCommand {
             logger.warning("\(refusal): tasks cannot write in --workspace until it is theirs (chown \(taskIdentity.uid):\(taskIdentity.gid) \(workspace))")
         }
         let directory = stateDir ?? Self.defaultStateDirectory()
-        let supervisor = try await TaskSupervisor.start(
-            .init(
-                stateDirectory: directory, graceMilliseconds: graceMs, taskIdentity: taskIdentity, retention: retention,
-                logger: logger))
-        logger.info("tasks run as \(taskIdentity.description), without capabilities")
-        let service = AllcanuseService(supervisor: supervisor, sandboxFloor: floor, workspace: workspace)
-        let evaluator = PolicyEvaluator(policy: loaded)
-        let tasks: MCPTaskBridge
-        do {
-            tasks = try MCPTaskBridge(
-                stateDirectory: directory, service: service, ttlMilliseconds: mcpTaskTtlMs == 0 ? nil : mcpTaskTtlMs,
-                logger: logger)
-        } catch {
-            await supervisor.shutdown(cancelRunning: false)
-            throw ValidationError(error.description)
+        // The supervisor starts beside the first answers (see MockServices); every flag was checked above.
+        let listeners = ListenRegistry()
+        let configuration = TaskSupervisor.Configuration(
+            stateDirectory: directory, graceMilliseconds: graceMs, taskIdentity: taskIdentity, retention: retention,
+            logger: logger)
+        let floorProfile = floor
+        let workspace = self.workspace
+        let ttl = mcpTaskTtlMs == 0 ? nil : mcpTaskTtlMs
+        let services = MockServices.starting(servesTasks: true, listeners: listeners) {
+            let supervisor = try await TaskSupervisor.start(configuration)
+            logger.info("tasks run as \(taskIdentity.description), without capabilities")
+            let service = AllcanuseService(supervisor: supervisor, sandboxFloor: floorProfile, workspace: workspace)
+            do {
+                let tasks = try MCPTaskBridge(
+                    stateDirectory: directory, service: service, ttlMilliseconds: ttl, listeners: listeners,
+                    logger: logger)
+                return MockServices.Ready(service: service, tasks: tasks)
+            } catch {
+                await supervisor.shutdown(cancelRunning: false)
+                throw ValidationError(String(describing: error))
+            }
         }
+        let evaluator = PolicyEvaluator(policy: loaded)
         if let address {
+            // Over HTTP the server listens once the services are up: a failed start ends it before it has bound.
+            let ready = try await services.value()
             try await serveHTTP(
-                address, service: service, policy: evaluator, supervisor: supervisor, callRecord: callRecord,
-                tasks: tasks, logger: logger)
+                address, services: services, supervisor: ready.supervisor, policy: evaluator, callRecord: callRecord,
+                logger: logger)
             return
         }
         let grant = self.grant
         let core = MockServer.core(
-            service: service, policy: evaluator,
+            services: services, policy: evaluator,
             identity: { context in CallIdentity(grant: grant, session: context.session) }, logger: logger,
-            callRecord: callRecord, tasks: tasks)
+            callRecord: callRecord)
         let connection = StdioServerConnection(
             core: core, connectionID: UUID().uuidString.lowercased(), rejectsDuplicateKeys: !acceptDuplicateKeys,
             busyPoll: .microseconds(busyPollUs))
-        connection.start()
-        logger.info("serving MCP on stdio; state in \(directory)")
-
         // Whichever comes first, the end of stdin or SIGTERM. Not a task group: it would wait for the stdin watcher,
-        // which cannot be cancelled, so a SIGTERM with stdin still open never ended the server.
+        // which cannot be cancelled, so a SIGTERM with stdin still open never ended the server. Caught before the
+        // first answer: a SIGTERM while the supervisor starts ends the server cleanly once it has started.
         let stop = AsyncStream<Void>.makeStream()
         let source = DispatchSource.makeSignalSource(signal: SIGTERM)
         signal(SIGTERM, SIG_IGN)
         source.setEventHandler { stop.continuation.yield() }
         source.resume()
+        connection.start()
+        let supervisor: TaskSupervisor
+        do {
+            supervisor = try await services.value().supervisor
+        } catch {
+            // Requests waiting for the services have their error answer; let it out, then end with the reason.
+            await connection.waitUntilDrained(timeout: .seconds(2))
+            throw error
+        }
+        logger.info("serving MCP on stdio; state in \(directory)")
+
         Task {
             await connection.waitForEndOfInput()
             stop.continuation.yield()
@@ -171,14 +189,14 @@ struct AllcanuseMockCommand: AsyncParsableCommand {
     }
 
     private func serveHTTP(
-        _ address: HTTPAddress, service: AllcanuseService, policy: PolicyEvaluator, supervisor: TaskSupervisor,
-        callRecord: CallRecord?, tasks: MCPTaskBridge, logger: Logger
+        _ address: HTTPAddress, services: MockServices, supervisor: TaskSupervisor, policy: PolicyEvaluator,
+        callRecord: CallRecord?, logger: Logger
     ) async throws {
         let grant = self.grant
         let core = MockServer.core(
-            service: service, policy: policy,
+            services: services, policy: policy,
             identity: { context in CallIdentity(grant: grant, session: context.session) }, logger: logger,
-            callRecord: callRecord, tasks: tasks)
+            callRecord: callRecord)
         let server = MCPHTTPServer(
             configuration: .init(
                 host: address.host, port: address.port, serverName: "allcanuse-mock", allowedOrigins: Set(allowOrigin)),
