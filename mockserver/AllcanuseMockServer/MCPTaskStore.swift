@@ -62,7 +62,12 @@ final class MCPTaskStore: Sendable {
     init(path: String) throws(Failure) {
         var configuration = Configuration()
         configuration.busyMode = .timeout(5)
-        configuration.prepareDatabase { db in try db.execute(sql: "PRAGMA synchronous = NORMAL") }
+        // Bounded as the task store is (TaskStore): two readers, 256 KiB of page cache per connection.
+        configuration.maximumReaderCount = 2
+        configuration.prepareDatabase { db in
+            try db.execute(sql: "PRAGMA synchronous = NORMAL")
+            try db.execute(sql: "PRAGMA cache_size = -256")
+        }
         do {
             if !FileManager.default.fileExists(atPath: path) {
                 // Pre-created 0600, so that the WAL and SHM files get the same mode.
