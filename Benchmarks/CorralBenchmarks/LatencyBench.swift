@@ -22,7 +22,7 @@ struct LatencyBench: AsyncParsableCommand {
               wake-up      a task prints CLOCK_REALTIME and exits; the time until wait_for_background_task's answer
                            reaches the client. Floor: waitpid on the same command spawned by this process.
               stored       list_background_tasks {limit: 10} (all, and filtered by a status) with N tasks stored, and
-                           the server's start → first answer (ms).
+                           fresh servers' start → first answer and → first tool call answered (ms, --starts each).
             """
     )
 
@@ -32,6 +32,7 @@ struct LatencyBench: AsyncParsableCommand {
     @Option(help: "Stored task counts for the listing and start-up figures (comma-separated; empty: none).")
     var storedTasks = "100,10000,100000"
     @Option(help: "list_background_tasks calls per stored count.") var lists = 200
+    @Option(help: "Fresh server starts per stored count (start → first answer, → first tool call).") var starts = 15
     @Option(help: "A Python with the MCP SDK (mcp 2.x) for the SDK's stdio server as the ping peer. Default: .venv/bin/python if it exists.")
     var python: String?
 
@@ -269,7 +270,8 @@ struct LatencyBench: AsyncParsableCommand {
         let counts = storedTasks.split(separator: ",").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) }
         guard !counts.isEmpty else { return }
         let widths = [44, 9, 9, 9, 10]
-        print("\nallcanuse-mock over stdio with N tasks stored (µs; start → first answer in ms)")
+        var startupRows: [(Int, Samples, Samples)] = []
+        print("\nallcanuse-mock over stdio with N tasks stored (µs; start → first answer p50 in ms)")
         row(["variant", "p50", "p90", "p99", "start ms"], widths: widths)
         for count in counts where count > 0 {
             let state = try makeTemporaryDirectory("corral-listbench")
@@ -279,12 +281,12 @@ struct LatencyBench: AsyncParsableCommand {
             _ = try await supervisor.wait(for: seed.taskID, timeout: .seconds(10))
             try await supervisor.storeFinishedCopies(of: seed.taskID, count: count - 1)
             await supervisor.shutdown()
-            let launched = ContinuousClock.now
+            let (firstAnswer, firstCall) = try measureStarts(binary: binary, state: state, count: count)
             let client = try RawClient(binary: binary, arguments: ["--state-dir", state, "--log-level", "error"])
             _ = try client.request("initialize", Self.initialize)
-            let startup = ContinuousClock.now - launched
             client.notify("notifications/initialized")
-            var startColumn = format(Double(startup.components.seconds) * 1000 + Double(startup.components.attoseconds) / 1e15)
+            var startColumn = format(firstAnswer.median / 1000)
+            startupRows.append((count, firstAnswer, firstCall))
             for (label, arguments) in [
                 ("list(limit 10), \(count) stored", ["limit": 10] as [String: Any]),
                 ("list(limit 10, completed), \(count) stored", ["limit": 10, "statuses": ["completed"]]),
@@ -307,5 +309,36 @@ struct LatencyBench: AsyncParsableCommand {
             }
             client.close()
         }
+        print("\nstart with N tasks stored, \(starts) starts each (ms): the first answer (initialize), and the first tool call")
+        print("(list_background_tasks {limit: 1}); the supervisor starts beside the first answers, a tool call waits for it")
+        row(["variant", "p50", "p90", "p99"], widths: [44, 9, 9, 9])
+        for (count, firstAnswer, firstCall) in startupRows {
+            for (label, samples) in [("start → first answer, \(count) stored", firstAnswer),
+                                     ("start → first tool call answered, \(count) stored", firstCall)] {
+                row([label, format(samples.median / 1000), format(samples.percentile(90) / 1000),
+                     format(samples.percentile(99) / 1000)], widths: [44, 9, 9, 9])
+            }
+        }
+    }
+
+    /// `starts` fresh servers on the state directory: launch → initialize answered, and → a first tool call
+    /// answered (in microseconds, like every sample here).
+    private func measureStarts(binary: URL, state: String, count: Int) throws -> (Samples, Samples) {
+        var firstAnswer = Samples()
+        var firstCall = Samples()
+        for _ in 0..<starts {
+            let launched = ContinuousClock.now
+            let client = try RawClient(binary: binary, arguments: ["--state-dir", state, "--log-level", "error"])
+            _ = try client.request("initialize", Self.initialize)
+            firstAnswer.add(ContinuousClock.now - launched)
+            client.notify("notifications/initialized")
+            let listed = try client.callTool("list_background_tasks", ["limit": 1])
+            firstCall.add(ContinuousClock.now - launched)
+            guard listed["total_count"] as? Int == count else {
+                throw ValidationError("a fresh server counted \(listed["total_count"] ?? "nothing"), expected \(count)")
+            }
+            client.close()
+        }
+        return (firstAnswer, firstCall)
     }
 }
