@@ -311,12 +311,12 @@ struct LatencyBench: AsyncParsableCommand {
         }
         print("\nstart with N tasks stored, \(starts) starts each (ms): the first answer (initialize), and the first tool call")
         print("(list_background_tasks {limit: 1}); the supervisor starts beside the first answers, a tool call waits for it")
-        row(["variant", "p50", "p90", "p99"], widths: [44, 9, 9, 9])
+        row(["variant", "p50", "p90", "p99"], widths: [52, 9, 9, 9])
         for (count, firstAnswer, firstCall) in startupRows {
             for (label, samples) in [("start → first answer, \(count) stored", firstAnswer),
                                      ("start → first tool call answered, \(count) stored", firstCall)] {
                 row([label, format(samples.median / 1000), format(samples.percentile(90) / 1000),
-                     format(samples.percentile(99) / 1000)], widths: [44, 9, 9, 9])
+                     format(samples.percentile(99) / 1000)], widths: [52, 9, 9, 9])
             }
         }
     }
