@@ -20,6 +20,9 @@ struct AllcanuseMockCommand: AsyncParsableCommand {
             era: 2026-07-28 requests statelessly, an initialize opens a 2025-11-25 session). Logs go to stderr, never
             stdout. At the end of stdin or on SIGTERM it answers every request in flight, cancels running tasks
             (unless --keep-tasks), and exits 0.
+            Over stdio, discover, initialize and tools/list are answered while the task supervisor starts; a tool
+            call waits for it, and a start that fails (the state directory in use by another server) fails the
+            calls with its reason and exits 1.
             Without --policy an embedded policy allows every tool, capped at 6000 calls a minute per session.
             """
     )
