@@ -404,6 +404,23 @@ public actor TaskSupervisor {
         case .success(let child):
             process = child
         }
+        if isShutDown {
+            // The shutdown ran while the spawn was on the reactor thread: its snapshot of live tasks missed this one,
+            // so it ends here, before anyone is told it runs.
+            if let cgroup { try? cgroup.killAll() } else { _ = process.signalGroup(SIGKILL) }
+            var attempts = 0
+            while process.reap() == nil && attempts < 10_000 {
+                usleep(200)
+                attempts += 1
+            }
+            cgroup?.waitUntilEmpty(timeoutMilliseconds: 2000)
+            process.close()
+            close(pipes.stdoutRead)
+            close(pipes.stderrRead)
+            cgroup?.remove()
+            return try failToStart(
+                &record, reason: "the supervisor shut down while the task was starting", created: created)
+        }
 
         let io = TaskIO(
             reactor: reactor, directory: taskDirectory, limit: spec.outputLimitBytes, stdoutFD: pipes.stdoutRead,
