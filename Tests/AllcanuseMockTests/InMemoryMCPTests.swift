@@ -36,10 +36,14 @@ final class InMemoryMCPTests: XCTestCase {
                 services: services, policy: policy, identity: { CallIdentity(grant: "test", session: $0.session) },
                 logger: Logger(label: "test"))
             let client = InProcessRawClient(core: core, modern: true)
-            let discovered = try await client.result("server/discover", [:])
-            XCTAssertNotNil(discovered["capabilities"]?["extensions"]?["io.modelcontextprotocol/tasks"])
-            let listed = try await client.result("tools/list", [:])
-            XCTAssertEqual(listed["tools"]?.arrayValue?.count, 26)
+            // Answered while the start is held: a wait for the services here would fail the test, not hang it.
+            guard let discovered = await Self.answer(within: .seconds(5), { await client.request("server/discover", [:]) }),
+                let listed = await Self.answer(within: .seconds(5), { await client.request("tools/list", [:]) })
+            else {
+                return XCTFail("discover or tools/list waited for the services to start")
+            }
+            XCTAssertNotNil(discovered["result"]?["capabilities"]?["extensions"]?["io.modelcontextprotocol/tasks"])
+            XCTAssertEqual(listed["result"]?["tools"]?.arrayValue?.count, 26)
 
             let answered = Mutex(false)
             let call = Task {
@@ -59,12 +63,26 @@ final class InMemoryMCPTests: XCTestCase {
                 XCTAssertEqual(answer["error"]?["code"], -32603, "\(answer)")
                 XCTAssertEqual(
                     answer["error"]?["message"]?.stringValue,
-                    "Internal error: the server could not start its task supervisor: state directory /x is in use by another supervisor (test)")
+                    "Internal error: the server could not start its task services: state directory /x is in use by another supervisor (test)")
                 let later = await client.request("tools/call", ["name": "get_background_task", "arguments": ["task_id": "x"]])
                 XCTAssertEqual(later["error"]?["code"], -32603, "\(later)")
             }
             client.close()
         }
+    }
+
+    /// The answer if it comes within `limit`; nil (leaving the request waiting) if not.
+    private static func answer(
+        within limit: Duration, _ request: @escaping @Sendable () async -> JSONValue
+    ) async -> JSONValue? {
+        let answered = Mutex<JSONValue?>(nil)
+        Task { let value = await request(); answered.withLock { $0 = value } }
+        let deadline = ContinuousClock.now + limit
+        while ContinuousClock.now < deadline {
+            if let value = answered.withLock({ $0 }) { return value }
+            try? await Task.sleep(for: .milliseconds(5))
+        }
+        return nil
     }
 
     func testEveryToolInBothEras() async throws {

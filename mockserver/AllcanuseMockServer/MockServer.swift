@@ -64,6 +64,8 @@ public enum MockServer {
             case "tools/call":
                 guard params.objectValue != nil else { throw .invalidParams("tools/call params must be an object") }
                 let ready = try await services.forRequest()
+                // A call the client cancelled while it waited for the start must not start anything now.
+                if Task.isCancelled { throw .internalError("cancelled by the client") }
                 let name = params["name"]?.stringValue
                 if let tasks = ready.tasks, let name, MCPTaskBridge.taskTools.contains(name),
                     TasksExtension.isDeclared(by: context)

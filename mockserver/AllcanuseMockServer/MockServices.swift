@@ -58,7 +58,7 @@ public struct MockServices: Sendable {
         do {
             return try await starting.value
         } catch {
-            throw .internalError("the server could not start its task supervisor: \(error)")
+            throw .internalError("the server could not start its task services: \(error)")
         }
     }
 }

@@ -139,7 +139,7 @@ struct AllcanuseMockCommand: AsyncParsableCommand {
                 return MockServices.Ready(service: service, tasks: tasks)
             } catch {
                 await supervisor.shutdown(cancelRunning: false)
-                throw ValidationError(String(describing: error))
+                throw error
             }
         }
         let evaluator = PolicyEvaluator(policy: loaded)
@@ -172,7 +172,15 @@ struct AllcanuseMockCommand: AsyncParsableCommand {
         do {
             supervisor = try await services.value().supervisor
         } catch {
-            // Requests waiting for the services have their error answer; let it out, then end with the reason.
+            // A start fails within a millisecond, before the client's first calls may have been read: go on
+            // answering them (each with the reason) until stdin ends or a short while has passed, then end with it.
+            core.listeners.closeAll()
+            await withTaskGroup(of: Void.self) { group in
+                group.addTask { await connection.waitForEndOfInput() }
+                group.addTask { try? await Task.sleep(for: .seconds(2)) }
+                await group.next()
+                group.cancelAll()
+            }
             await connection.waitUntilDrained(timeout: .seconds(2))
             throw error
         }

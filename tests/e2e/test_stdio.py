@@ -213,58 +213,54 @@ def test_busy_poll_spins_after_an_answer_and_never_while_idle(state_dir):
     assert still[0] <= 2 and still[1] <= 1, f"without --busy-poll-us the server spent {still} ticks"
 
 
-def _raw_request(server, request_id, method, params):
-    params = dict(params)
-    params["_meta"] = {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
-                       "io.modelcontextprotocol/clientCapabilities": {}}
-    server.stdin.write((json.dumps({"jsonrpc": "2.0", "id": request_id, "method": method, "params": params}) + "\n").encode())
-    server.stdin.flush()
-    return json.loads(server.stdout.readline())
+def _modern_line(request_id, method, params):
+    params = dict(params, _meta={"io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                                 "io.modelcontextprotocol/clientCapabilities": {}})
+    return json.dumps({"jsonrpc": "2.0", "id": request_id, "method": method, "params": params}) + "\n"
 
 
-def test_first_answers_come_while_the_supervisor_starts_and_a_failed_start_fails_loudly(state_dir):
-    """discover is answered while the task supervisor is still starting, and a tool call sent at once waits for it (a
-    task really runs). A second server on the same state directory cannot start its supervisor: it exits non-zero
-    saying why, and a tool call it answered first got an error with the same reason."""
+def test_calls_sent_at_start_are_answered_and_a_failed_start_answers_them_with_its_reason(state_dir):
+    """Requests written before the server could have started anything all get their answers: discover, and a create
+    that waits for the task supervisor and really runs. A second server on the same state directory cannot start
+    its supervisor: it still answers discover, answers its tool call with an error naming the reason, and exits 1
+    with the reason on stderr."""
     import subprocess
     first = subprocess.Popen([str(MOCK), "--state-dir", state_dir, "--log-level", "error", "--grace-ms", "300"],
                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    second = None
+    task = None
     try:
-        # Written before the server could have started anything: every answer must still come, in order.
-        discovered = _raw_request(first, 1, "server/discover", {})
-        assert discovered["result"]["serverInfo"]["name"] == "allcanuse-mock", discovered
-        created = _raw_request(first, 2, "tools/call", {"name": "create_background_task", "arguments": {
-            "title": "early", "goal": "runs", "task_type": "command", "condition": {"argv": ["/bin/sleep", "30"]}}})
-        task = created["result"]["structuredContent"]
-        assert task["status"] == "running" and process_state(task["pid"]) is not None, created
+        first.stdin.write((_modern_line(1, "server/discover", {}) + _modern_line(2, "tools/call", {
+            "name": "create_background_task", "arguments": {
+                "title": "early", "goal": "runs", "task_type": "command",
+                "condition": {"argv": ["/bin/sleep", "30"]}}})).encode())
+        first.stdin.flush()
+        answers = {}
+        while len(answers) < 2:
+            answer = json.loads(first.stdout.readline())
+            answers[answer["id"]] = answer
+        assert answers[1]["result"]["serverInfo"]["name"] == "allcanuse-mock", answers[1]
+        task = answers[2]["result"]["structuredContent"]
+        assert task["status"] == "running" and process_state(task["pid"]) is not None, answers[2]
 
-        # The second server's start fails at once (the state directory is locked): it may answer what it read before
-        # that, and then it ends, non-zero, with the reason. Nothing it answers is a success of a tool call.
         second = subprocess.Popen([str(MOCK), "--state-dir", state_dir, "--log-level", "error"],
                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        for request_id, method, params in [(1, "server/discover", {}),
-                                           (2, "tools/call", {"name": "list_background_tasks", "arguments": {}})]:
-            params["_meta"] = {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
-                               "io.modelcontextprotocol/clientCapabilities": {}}
-            second.stdin.write((json.dumps({"jsonrpc": "2.0", "id": request_id, "method": method,
-                                            "params": params}) + "\n").encode())
-        second.stdin.flush()
-        answers = [json.loads(line) for line in second.stdout.read().splitlines()]
-        assert second.wait(timeout=20) != 0
-        assert "in use by another supervisor" in second.stderr.read().decode()
-        for answer in answers:
-            if answer["id"] == 2:
-                assert answer["error"]["code"] == -32603, answer
-                assert "in use by another supervisor" in answer["error"]["message"], answer
-            else:
-                assert answer["result"]["serverInfo"]["name"] == "allcanuse-mock", answer
+        out, err = second.communicate((_modern_line(1, "server/discover", {}) + _modern_line(2, "tools/call", {
+            "name": "list_background_tasks", "arguments": {}})).encode(), timeout=20)
+        assert second.returncode == 1, (second.returncode, err)
+        assert "in use by another supervisor" in err.decode(), err
+        answers = {answer["id"]: answer for answer in map(json.loads, out.splitlines())}
+        assert sorted(answers) == [1, 2], answers
+        assert answers[1]["result"]["serverInfo"]["name"] == "allcanuse-mock", answers[1]
+        assert answers[2]["error"]["code"] == -32603, answers[2]
+        assert "in use by another supervisor" in answers[2]["error"]["message"], answers[2]
+
         # The first server and its task are untouched.
-        listed = _raw_request(first, 3, "tools/call", {"name": "get_background_task", "arguments": {"task_id": task["task_id"]}})
-        assert listed["result"]["structuredContent"]["status"] == "running", listed
+        first.stdin.write(_modern_line(3, "tools/call", {
+            "name": "get_background_task", "arguments": {"task_id": task["task_id"]}}).encode())
+        first.stdin.flush()
+        got = json.loads(first.stdout.readline())
+        assert got["result"]["structuredContent"]["status"] == "running", got
     finally:
-        if second is not None and second.poll() is None:
-            second.kill()
         first.stdin.close()
         first.wait(timeout=20)
-    assert process_state(task["pid"]) is None
+    assert task is None or process_state(task["pid"]) is None
