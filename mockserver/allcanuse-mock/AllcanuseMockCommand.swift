@@ -174,13 +174,17 @@ struct AllcanuseMockCommand: AsyncParsableCommand {
         } catch {
             // A start fails within a millisecond, before the client's first calls may have been read: go on
             // answering them (each with the reason) until stdin ends or a short while has passed, then end with it.
+            // (Unstructured, as below: the stdin watcher cannot be cancelled.)
             core.listeners.closeAll()
-            await withTaskGroup(of: Void.self) { group in
-                group.addTask { await connection.waitForEndOfInput() }
-                group.addTask { try? await Task.sleep(for: .seconds(2)) }
-                await group.next()
-                group.cancelAll()
+            Task {
+                await connection.waitForEndOfInput()
+                stop.continuation.yield()
             }
+            Task {
+                try? await Task.sleep(for: .seconds(2))
+                stop.continuation.yield()
+            }
+            for await _ in stop.stream { break }
             await connection.waitUntilDrained(timeout: .seconds(2))
             throw error
         }

@@ -254,6 +254,19 @@ def test_calls_sent_at_start_are_answered_and_a_failed_start_answers_them_with_i
         assert answers[2]["error"]["code"] == -32603, answers[2]
         assert "in use by another supervisor" in answers[2]["error"]["message"], answers[2]
 
+        # A client that keeps stdin open and sends nothing does not keep a server that cannot start alive.
+        third = subprocess.Popen([str(MOCK), "--state-dir", state_dir, "--log-level", "error"],
+                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            started = time.monotonic()
+            assert third.wait(timeout=15) == 1
+            assert time.monotonic() - started < 10
+            assert "in use by another supervisor" in third.stderr.read().decode()
+        finally:
+            if third.poll() is None:
+                third.kill()
+            third.stdin.close()
+
         # The first server and its task are untouched.
         first.stdin.write(_modern_line(3, "tools/call", {
             "name": "get_background_task", "arguments": {"task_id": task["task_id"]}}).encode())
