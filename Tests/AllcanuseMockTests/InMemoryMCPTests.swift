@@ -12,62 +12,89 @@ import XCTest
 
 /// Every tool through the protocol core in one process, in both eras: a raw JSON-RPC client on a connection.
 final class InMemoryMCPTests: XCTestCase {
-    /// Services still starting: discover and tools/list are answered at once, a tool call waits for the start, and
-    /// a start that fails fails the waiting call with its reason (and every later one).
-    func testDiscoverIsAnsweredWhileServicesStartAndCallsWaitForThem() async throws {
+    /// Services still starting, in both eras: discover (or initialize) and tools/list are answered at once, a tool
+    /// call waits for the start, a start that fails fails the waiting call with its reason (and every later one),
+    /// and a call the client cancels while it waits starts nothing.
+    func testFirstAnswersComeWhileServicesStartAndCallsWaitForThem() async throws {
+        enum Outcome: CaseIterable { case fails, succeeds, cancelled }
         struct StartFailed: Error, CustomStringConvertible {
             var description: String { "state directory /x is in use by another supervisor (test)" }
         }
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("corral-gate-\(UUID().uuidString)").path
-        defer { try? FileManager.default.removeItem(atPath: directory) }
         let policy = PolicyEvaluator(policy: try Policy.load(text: MockServer.embeddedDefaultPolicy))
-        for succeeds in [false, true] {
-            let release = AsyncStream<Void>.makeStream()
-            let listeners = ListenRegistry()
-            let services = MockServices.starting(servesTasks: true, listeners: listeners) {
-                for await _ in release.stream { break }
-                guard succeeds else { throw StartFailed() }
-                let supervisor = try await TaskSupervisor.start(.init(stateDirectory: directory, graceMilliseconds: 300))
-                let service = AllcanuseService(supervisor: supervisor)
-                let tasks = try MCPTaskBridge(stateDirectory: directory, service: service, listeners: listeners)
-                return MockServices.Ready(service: service, tasks: tasks)
-            }
-            let core = MockServer.core(
-                services: services, policy: policy, identity: { CallIdentity(grant: "test", session: $0.session) },
-                logger: Logger(label: "test"))
-            let client = InProcessRawClient(core: core, modern: true)
-            // Answered while the start is held: a wait for the services here would fail the test, not hang it.
-            guard let discovered = await Self.answer(within: .seconds(5), { await client.request("server/discover", [:]) }),
-                let listed = await Self.answer(within: .seconds(5), { await client.request("tools/list", [:]) })
-            else {
-                return XCTFail("discover or tools/list waited for the services to start")
-            }
-            XCTAssertNotNil(discovered["result"]?["capabilities"]?["extensions"]?["io.modelcontextprotocol/tasks"])
-            XCTAssertEqual(listed["result"]?["tools"]?.arrayValue?.count, 26)
+        for modern in [false, true] {
+            for outcome in Outcome.allCases {
+                let directory = FileManager.default.temporaryDirectory
+                    .appendingPathComponent("corral-gate-\(UUID().uuidString)").path
+                defer { try? FileManager.default.removeItem(atPath: directory) }
+                let release = AsyncStream<Void>.makeStream()
+                let listeners = ListenRegistry()
+                let services = MockServices.starting(servesTasks: true, listeners: listeners) {
+                    for await _ in release.stream { break }
+                    guard outcome != .fails else { throw StartFailed() }
+                    let supervisor = try await TaskSupervisor.start(.init(stateDirectory: directory, graceMilliseconds: 300))
+                    let service = AllcanuseService(supervisor: supervisor)
+                    let tasks = try MCPTaskBridge(stateDirectory: directory, service: service, listeners: listeners)
+                    return MockServices.Ready(service: service, tasks: tasks)
+                }
+                let core = MockServer.core(
+                    services: services, policy: policy, identity: { CallIdentity(grant: "test", session: $0.session) },
+                    logger: Logger(label: "test"))
+                let client = InProcessRawClient(core: core, modern: modern)
+                // Answered while the start is held: a wait for the services here would fail the test, not hang it.
+                let opening: (String, JSONValue) = modern
+                    ? ("server/discover", [:])
+                    : ("initialize", ["protocolVersion": "2025-11-25", "capabilities": [:], "clientInfo": ["name": "t", "version": "1"]])
+                guard let opened = await Self.answer(within: .seconds(5), { await client.request(opening.0, opening.1) }),
+                    let listed = await Self.answer(within: .seconds(5), { await client.request("tools/list", [:]) })
+                else {
+                    return XCTFail("\(opening.0) or tools/list waited for the services to start")
+                }
+                XCTAssertEqual(opened["result"]?["serverInfo"]?["name"], "allcanuse-mock", "\(opened)")
+                XCTAssertEqual(listed["result"]?["tools"]?.arrayValue?.count, 26)
 
-            let answered = Mutex(false)
-            let call = Task {
-                let answer = await client.request("tools/call", ["name": "list_background_tasks", "arguments": [:]])
-                answered.withLock { $0 = true }
-                return answer
+                let tool = outcome == .cancelled ? "create_background_task" : "list_background_tasks"
+                let arguments: JSONValue = outcome == .cancelled
+                    ? ["title": "t", "goal": "g", "task_type": "command", "condition": ["argv": ["/bin/sleep", "30"]]]
+                    : [:]
+                let answered = Mutex(false)
+                let callID = client.lastRequestID + 1
+                let call = Task {
+                    let answer = await client.request("tools/call", ["name": .string(tool), "arguments": arguments])
+                    answered.withLock { $0 = true }
+                    return answer
+                }
+                try await Task.sleep(for: .milliseconds(150))
+                XCTAssertFalse(answered.withLock { $0 }, "a tool call was answered before the services had started")
+                if outcome == .cancelled { client.notify("notifications/cancelled", ["requestId": .int(callID)]) }
+                release.continuation.yield()
+                switch outcome {
+                case .succeeds:
+                    let answer = await call.value
+                    XCTAssertEqual(answer["result"]?["structuredContent"]?["total_count"], 0, "\(answer)")
+                case .cancelled:
+                    // The cancelled call is never answered, and no task is made for it: listed once the services are
+                    // up and a create would have had time to finish (one takes a few ms here).
+                    _ = try await services.value()
+                    try await Task.sleep(for: .milliseconds(500))
+                    let listing = try await client.result(
+                        "tools/call", ["name": "list_background_tasks", "arguments": [:]])
+                    XCTAssertEqual(listing["structuredContent"]?["total_count"], 0, "\(listing)")
+                    XCTAssertFalse(answered.withLock { $0 }, "the cancelled call was answered")
+                case .fails:
+                    let answer = await call.value
+                    XCTAssertEqual(answer["error"]?["code"], -32603, "\(answer)")
+                    XCTAssertEqual(
+                        answer["error"]?["message"]?.stringValue,
+                        "Internal error: the server could not start its task services: state directory /x is in use by another supervisor (test)")
+                    let later = await client.request("tools/call", ["name": "get_background_task", "arguments": ["task_id": "x"]])
+                    XCTAssertEqual(later["error"]?["code"], -32603, "\(later)")
+                }
+                if outcome != .fails {
+                    let ready = try await services.value()
+                    await ready.supervisor.shutdown()
+                }
+                client.close()
             }
-            try await Task.sleep(for: .milliseconds(150))
-            XCTAssertFalse(answered.withLock { $0 }, "a tool call was answered before the services had started")
-            release.continuation.yield()
-            let answer = await call.value
-            if succeeds {
-                XCTAssertEqual(answer["result"]?["structuredContent"]?["total_count"], 0, "\(answer)")
-                let ready = try await services.value()
-                await ready.supervisor.shutdown()
-            } else {
-                XCTAssertEqual(answer["error"]?["code"], -32603, "\(answer)")
-                XCTAssertEqual(
-                    answer["error"]?["message"]?.stringValue,
-                    "Internal error: the server could not start its task services: state directory /x is in use by another supervisor (test)")
-                let later = await client.request("tools/call", ["name": "get_background_task", "arguments": ["task_id": "x"]])
-                XCTAssertEqual(later["error"]?["code"], -32603, "\(later)")
-            }
-            client.close()
         }
     }
 
@@ -215,6 +242,14 @@ final class InProcessRawClient: Sendable {
         let answer = await request(method, params)
         guard let result = answer["result"] else { throw ClientError(answer: answer) }
         return result
+    }
+
+    /// The id of the last request sent (the next one gets this plus one).
+    var lastRequestID: Int { nextID.withLock { $0 } }
+
+    func notify(_ method: String, _ params: JSONValue) {
+        let message: JSONValue = ["jsonrpc": "2.0", "method": .string(method), "params": params]
+        connection.ingest(Data(message.jsonString().utf8))
     }
 
     func close() { connection.endOfInput() }

@@ -213,67 +213,41 @@ def test_busy_poll_spins_after_an_answer_and_never_while_idle(state_dir):
     assert still[0] <= 2 and still[1] <= 1, f"without --busy-poll-us the server spent {still} ticks"
 
 
-def _modern_line(request_id, method, params):
-    params = dict(params, _meta={"io.modelcontextprotocol/protocolVersion": "2026-07-28",
-                                 "io.modelcontextprotocol/clientCapabilities": {}})
-    return json.dumps({"jsonrpc": "2.0", "id": request_id, "method": method, "params": params}) + "\n"
-
-
 def test_calls_sent_at_start_are_answered_and_a_failed_start_answers_them_with_its_reason(state_dir):
     """Requests written before the server could have started anything all get their answers: discover, and a create
     that waits for the task supervisor and really runs. A second server on the same state directory cannot start
     its supervisor: it still answers discover, answers its tool call with an error naming the reason, and exits 1
-    with the reason on stderr."""
-    import subprocess
-    first = subprocess.Popen([str(MOCK), "--state-dir", state_dir, "--log-level", "error", "--grace-ms", "300"],
-                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    with the reason on stderr. A third, whose client keeps stdin open and sends nothing, still ends."""
+    from raw_client import RawStdio
     task = None
-    try:
-        first.stdin.write((_modern_line(1, "server/discover", {}) + _modern_line(2, "tools/call", {
-            "name": "create_background_task", "arguments": {
-                "title": "early", "goal": "runs", "task_type": "command",
-                "condition": {"argv": ["/bin/sleep", "30"]}}})).encode())
-        first.stdin.flush()
-        answers = {}
-        while len(answers) < 2:
-            answer = json.loads(first.stdout.readline())
-            answers[answer["id"]] = answer
-        assert answers[1]["result"]["serverInfo"]["name"] == "allcanuse-mock", answers[1]
-        task = answers[2]["result"]["structuredContent"]
-        assert task["status"] == "running" and process_state(task["pid"]) is not None, answers[2]
+    with RawStdio(state_dir) as first:
+        discover = first.start("server/discover")
+        create = first.start("tools/call", {"name": "create_background_task", "arguments": {
+            "title": "early", "goal": "runs", "task_type": "command", "condition": {"argv": ["/bin/sleep", "30"]}}})
+        assert first.answer(discover)["result"]["serverInfo"]["name"] == "allcanuse-mock"
+        task = first.answer(create)["result"]["structuredContent"]
+        assert task["status"] == "running" and process_state(task["pid"]) is not None, task
 
-        second = subprocess.Popen([str(MOCK), "--state-dir", state_dir, "--log-level", "error"],
-                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        out, err = second.communicate((_modern_line(1, "server/discover", {}) + _modern_line(2, "tools/call", {
-            "name": "list_background_tasks", "arguments": {}})).encode(), timeout=20)
-        assert second.returncode == 1, (second.returncode, err)
-        assert "in use by another supervisor" in err.decode(), err
-        answers = {answer["id"]: answer for answer in map(json.loads, out.splitlines())}
-        assert sorted(answers) == [1, 2], answers
-        assert answers[1]["result"]["serverInfo"]["name"] == "allcanuse-mock", answers[1]
-        assert answers[2]["error"]["code"] == -32603, answers[2]
-        assert "in use by another supervisor" in answers[2]["error"]["message"], answers[2]
+        second = RawStdio(state_dir)
+        discover, listing = second.start("server/discover"), second.start("tools/call", {
+            "name": "list_background_tasks", "arguments": {}})
+        assert second.close() == 1
+        second.reader.join(timeout=5)
+        assert "in use by another supervisor" in second.process.stderr.read()
+        assert second.answer(discover, timeout=1)["result"]["serverInfo"]["name"] == "allcanuse-mock"
+        refused = second.answer(listing, timeout=1)
+        assert refused["error"]["code"] == -32603, refused
+        assert "in use by another supervisor" in refused["error"]["message"], refused
 
-        # A client that keeps stdin open and sends nothing does not keep a server that cannot start alive.
-        third = subprocess.Popen([str(MOCK), "--state-dir", state_dir, "--log-level", "error"],
-                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        third = RawStdio(state_dir)
         try:
             started = time.monotonic()
-            assert third.wait(timeout=15) == 1
+            assert third.process.wait(timeout=15) == 1
             assert time.monotonic() - started < 10
-            assert "in use by another supervisor" in third.stderr.read().decode()
+            assert "in use by another supervisor" in third.process.stderr.read()
         finally:
-            if third.poll() is None:
-                third.kill()
-            third.stdin.close()
+            third.close()
 
         # The first server and its task are untouched.
-        first.stdin.write(_modern_line(3, "tools/call", {
-            "name": "get_background_task", "arguments": {"task_id": task["task_id"]}}).encode())
-        first.stdin.flush()
-        got = json.loads(first.stdout.readline())
-        assert got["result"]["structuredContent"]["status"] == "running", got
-    finally:
-        first.stdin.close()
-        first.wait(timeout=20)
+        assert first.call("get_background_task", {"task_id": task["task_id"]})["structuredContent"]["status"] == "running"
     assert task is None or process_state(task["pid"]) is None
