@@ -9,7 +9,6 @@ import Policy
 import Sandbox
 import TaskRuntime
 
-@main
 struct AllcanuseMockCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "allcanuse-mock",
