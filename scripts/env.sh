@@ -15,8 +15,9 @@ fi
 #
 # With lld, the code a server runs is also laid out together: every function in a section of its own
 # (-function-sections) and the functions allcanuse-mock runs placed first, hottest first (scripts/release.order, made
-# by scripts/symbol-order with callgrind). A page fault on code maps its 64 KB neighbourhood; with hot and cold code
-# interleaved, that mapped 12.6 MiB of text for 1.5 MiB of functions run. Figures in the README's Benchmarks.
+# by scripts/symbol-order with callgrind), after the hot code that has no name of its own to order by
+# (scripts/release-hot.ld). A page fault on code maps its 64 KB neighbourhood; with hot and cold code interleaved,
+# that mapped 12.6 MiB of text for 1.5 MiB of functions run. Figures in the README's Benchmarks.
 #
 # SwiftPM does not recompile Swift modules when only -Xswiftc flags change, so a change of these flags starts the
 # release build over (a stamp of them is kept beside it).
@@ -33,6 +34,9 @@ release_build() {
         if [[ -s scripts/release.order ]]; then
             flags+=(-Xswiftc -Xfrontend -Xswiftc -function-sections -Xcc -ffunction-sections
                 -Xlinker "--symbol-ordering-file=$PWD/scripts/release.order" -Xlinker --no-warn-symbol-ordering)
+            if [[ -s scripts/release-hot.ld ]]; then
+                flags+=(-Xlinker -T -Xlinker "$PWD/scripts/release-hot.ld")
+            fi
         fi
     fi
     local stamp=.build/release-flags order
@@ -40,8 +44,8 @@ release_build() {
         echo "release_build: the release flags changed; rebuilding the release build from scratch" >&2
         rm -rf .build/*-linux-gnu/release .build/release.yaml
     fi
-    # SwiftPM does not see the ordering file either: a new one relinks the executables.
-    order=$(cksum scripts/release.order 2>/dev/null || true)
+    # SwiftPM does not see the ordering files either: new ones relink the executables.
+    order=$(cat scripts/release.order scripts/release-hot.ld 2>/dev/null | cksum || true)
     if [[ "$(cat .build/release-order 2>/dev/null)" != "$order" ]]; then
         rm -f .build/release/corral .build/release/allcanuse-mock .build/release/allcanuse-watch
     fi
