@@ -2,9 +2,14 @@
 
 import json
 import pathlib
+import platform
+import subprocess
 import time
 
+import pytest
+
 from conftest import MOCK, call, mock_session, process_state, run, tree_members
+from raw_client import RawStdio
 
 
 def test_lifecycle_of_a_real_process(state_dir):
@@ -251,3 +256,29 @@ def test_calls_sent_at_start_are_answered_and_a_failed_start_answers_them_with_i
         # The first server and its task are untouched.
         assert first.call("get_background_task", {"task_id": task["task_id"]})["structuredContent"]["status"] == "running"
     assert task is None or process_state(task["pid"]) is None
+
+
+def test_the_main_thread_waits_for_the_command_instead_of_exiting_at_start(state_dir):
+    """An async main ends the main thread in dispatch_main: its pthread_exit unwinds the stack (leaving the binary's
+    unwind tables resident), then libdispatch parks the thread in rt_sigsuspend. The server's main thread must wait
+    for the command on a futex instead, and the server must still end with 0 at the end of stdin and with 64 on bad
+    flags."""
+    futex = {"x86_64": 202, "aarch64": 98}.get(platform.machine())
+    if futex is None:
+        pytest.skip(f"no futex syscall number known for {platform.machine()}")
+    client = RawStdio(state_dir)
+    try:
+        assert "result" in client.request("server/discover")
+        assert "structuredContent" in client.call("list_background_tasks", {"limit": 1})
+        pid = client.process.pid
+        try:
+            blocked_in = pathlib.Path(f"/proc/{pid}/task/{pid}/syscall").read_text().split()[0]
+        except PermissionError:
+            pytest.skip("reading another process's /proc/PID/syscall needs root (CI runs as root)")
+        assert blocked_in == str(futex), f"the main thread is in syscall {blocked_in}, not futex ({futex})"
+    finally:
+        code = client.close()
+    assert code == 0
+    refused = subprocess.run([str(MOCK), "--state-dir", state_dir, "--grace-ms", "not-a-number"],
+                             capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=20)
+    assert refused.returncode == 64 and "--grace-ms" in refused.stderr, refused.stderr
