@@ -13,12 +13,14 @@ struct LatencyBench: AsyncParsableCommand {
             Starts the allcanuse-mock built beside this binary and talks to it with a raw client (no MCP library in
             between). Each call waits an idle gap first (default 0, 10 and 100 ms): back to back, the server's threads
             are hot; after a gap they have gone to sleep, which is what an agent that thinks between calls sees.
-            Figures are p50 and p99 in microseconds, in this run:
+            A call is timed from its request's write to its answer's arrival: the client encodes the request before
+            and checks the answer after. Figures are p50 and p99 in microseconds, in this run:
               calls        ping (2025-11-25), server/discover, tools/list, get_background_task, append_task_event and
                            create_background_task (answered once the task runs), over stdio and over HTTP, and
                            discover and get from a server started with --busy-poll-us 100; peers: the
                            Python MCP SDK's own stdio server answering ping (with --python, or .venv/bin/python), and
-                           posix_spawn of /bin/true in this process (the floor for a create).
+                           posix_spawn of /bin/true in this process (the floor for a create); floors: a process that
+                           answers at once with as many bytes as discover, get and tools/list (pipe floor).
               wake-up      a task prints CLOCK_REALTIME and exits; the time until wait_for_background_task's answer
                            reaches the client. Floor: waitpid on the same command spawned by this process.
               stored       list_background_tasks {limit: 10} (all, and filtered by a status) with N tasks stored, and
@@ -67,11 +69,17 @@ struct LatencyBench: AsyncParsableCommand {
 
         let stdio = try RawClient(
             binary: binary, arguments: ["--state-dir", state + "/stdio", "--log-level", "error"], modern: true)
+        var answerBytes: [(String, Int)] = []
         try await measureCalls(label: "stdio", widths: widths) { method, params in
             try stdio.requestUnparsed(method, params)
         } parsed: { method, params in
             try stdio.request(method, params)
+        } answered: { name in
+            if ["server/discover", "tools/list", "get_background_task"].contains(name) {
+                answerBytes.append((name, stdio.lastAnswerBytes))
+            }
         }
+        try await reportFloors(answerBytes, widths: widths)
         try await report("posix_spawn /bin/true (floor for create)", widths) { try Self.posixSpawnTrue() }
         // The same server with its reading thread spinning 100 µs before it sleeps: what that buys this client.
         let spinning = try RawClient(
@@ -116,16 +124,15 @@ struct LatencyBench: AsyncParsableCommand {
         ["protocolVersion": "2025-11-25", "capabilities": [String: Any](), "clientInfo": ["name": "bench", "version": "1"]]
     }
 
-    /// One row: the call after each idle gap.
-    private func report(_ label: String, _ widths: [Int], _ call: () async throws -> Void) async throws {
+    /// One row: the call after each idle gap. `call` returns its own round trip (see `RawClient`: encoding and
+    /// checking stay outside it).
+    private func report(_ label: String, _ widths: [Int], _ call: () async throws -> Duration) async throws {
         var columns = [label]
         for gap in gapList {
             var measured = Samples()
             for _ in 0..<(gap == 0 ? samples * 10 : samples) {
                 if gap > 0 { try await Task.sleep(for: .milliseconds(gap)) }
-                let begin = ContinuousClock.now
-                try await call()
-                measured.add(ContinuousClock.now - begin)
+                measured.add(try await call())
             }
             columns += [format(measured.median), format(measured.percentile(99))]
         }
@@ -135,8 +142,8 @@ struct LatencyBench: AsyncParsableCommand {
     /// The 2026-07-28 calls on one transport, on one long task (get, append) and fresh ones (create).
     /// `only`: the kinds of call to measure (nil: all).
     private func measureCalls(
-        label: String, widths: [Int], only: Set<String>? = nil, _ call: (String, [String: Any]) async throws -> Void,
-        parsed: (String, [String: Any]) async throws -> [String: Any]
+        label: String, widths: [Int], only: Set<String>? = nil, _ call: (String, [String: Any]) async throws -> Duration,
+        parsed: (String, [String: Any]) async throws -> [String: Any], answered: (String) -> Void = { _ in }
     ) async throws {
         func tool(_ name: String, _ arguments: [String: Any]) -> [String: Any] { ["name": name, "arguments": arguments] }
         let created = try await parsed(
@@ -162,19 +169,35 @@ struct LatencyBench: AsyncParsableCommand {
             ("create → running", "tools/call", create),
         ] as [(String, String, [String: Any])] where only?.contains(name) ?? true {
             try await report("\(name), \(label)", widths) { try await call(method, params) }
+            answered(name)
         }
     }
 
-    private static func posixSpawnTrue() throws {
+    /// The floor under a stdio call: `corral bench pipe-echo` answering each request with as many bytes as the
+    /// server's answer, timed by the same client.
+    private func reportFloors(_ answerBytes: [(String, Int)], widths: [Int]) async throws {
+        let corral = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
+        for (name, bytes) in answerBytes {
+            let echo = try RawClient(binary: corral, arguments: ["bench", "pipe-echo", "--bytes", String(bytes)], modern: true)
+            defer { echo.close() }
+            let request = try echo.encode("tools/call", ["name": "echo", "arguments": [String: Any]()])
+            try await report("pipe floor, \(bytes) B (as \(name))", widths) { try echo.timed(request) }
+        }
+    }
+
+    /// posix_spawn of /bin/true, timed until it returns (glibc's returns once the child has exec'd: the program
+    /// runs, as a created task does when create answers); reaped after the clock stopped.
+    private static func posixSpawnTrue() throws -> Duration {
         var pid: pid_t = 0
         let argv: [UnsafeMutablePointer<CChar>?] = [strdup("/bin/true"), nil]
         defer { argv.forEach { free($0) } }
-        guard posix_spawn(&pid, "/bin/true", nil, nil, argv, environ) == 0 else {
-            throw ValidationError("posix_spawn: \(String(cString: strerror(errno)))")
-        }
-        // Reaped after the clock stopped would be fairer still, but a zombie per sample is not worth it.
+        let began = ContinuousClock.now
+        let spawned = posix_spawn(&pid, "/bin/true", nil, nil, argv, environ)
+        let elapsed = ContinuousClock.now - began
+        guard spawned == 0 else { throw ValidationError("posix_spawn: \(String(cString: strerror(spawned)))") }
         var status: Int32 = 0
         waitpid(pid, &status, 0)
+        return elapsed
     }
 
     /// The Python SDK's stdio server, initialised, or nil (with a note) when no Python with the SDK is at hand.
@@ -215,7 +238,10 @@ struct LatencyBench: AsyncParsableCommand {
             ])
             guard let taskID = created["task_id"] as? String else { throw ValidationError("create failed: \(created)") }
             let waited = try client.callTool("wait_for_background_task", ["task_id": taskID, "timeout_ms": 10_000])
-            let woke = Self.realtimeNanoseconds()
+            // When the answer arrived, not when this client had decoded it.
+            let sinceArrival = ContinuousClock.now - client.lastArrival
+            let woke = Self.realtimeNanoseconds() - Double(sinceArrival.components.attoseconds) / 1e9
+                - Double(sinceArrival.components.seconds) * 1e9
             guard waited["condition_met"] as? Bool == true else { throw ValidationError("wait failed: \(waited)") }
             let output = try client.callTool("get_task_output", ["task_id": taskID])
             guard let printed = Double((output["text"] as? String ?? "").trimmingCharacters(in: .whitespacesAndNewlines))
@@ -298,11 +324,7 @@ struct LatencyBench: AsyncParsableCommand {
                 // Timed unparsed, as the other calls: decoding ten full records here cost more than the server.
                 var measured = Samples()
                 let params: [String: Any] = ["name": "list_background_tasks", "arguments": arguments]
-                for _ in 0..<lists {
-                    let begin = ContinuousClock.now
-                    try client.requestUnparsed("tools/call", params)
-                    measured.add(ContinuousClock.now - begin)
-                }
+                for _ in 0..<lists { measured.add(try client.requestUnparsed("tools/call", params)) }
                 row([label, format(measured.median), format(measured.percentile(90)), format(measured.percentile(99)),
                      startColumn], widths: widths)
                 startColumn = ""

@@ -76,7 +76,7 @@ struct MockBench: AsyncParsableCommand {
     /// and append_task_event on one long task, then create_background_task (spawn to running).
     private func measureCalls(
         label: String, modern: Bool, widths: [Int], _ request: (String, [String: Any]) async throws -> [String: Any],
-        timed: (String, [String: Any]) async throws -> Void
+        timed: (String, [String: Any]) async throws -> Duration
     ) async throws {
         func call(_ name: String, _ arguments: [String: Any]) async throws -> [String: Any] {
             let result = try await request("tools/call", ["name": name, "arguments": arguments])
@@ -98,9 +98,7 @@ struct MockBench: AsyncParsableCommand {
             var samples = Samples()
             let start = ContinuousClock.now
             for _ in 0..<calls {
-                let begin = ContinuousClock.now
-                try await timed(method, params)
-                samples.add(ContinuousClock.now - begin)
+                samples.add(try await timed(method, params))
             }
             let elapsed = ContinuousClock.now - start
             let perSecond = Double(calls) / (Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18)
@@ -108,13 +106,11 @@ struct MockBench: AsyncParsableCommand {
                  format(samples.percentile(99)), format(perSecond, digits: 0)], widths: widths)
         }
         var creates = Samples()
-        for _ in 0..<self.creates {
-            let begin = ContinuousClock.now
-            _ = try await call("create_background_task", [
-                "title": "b", "goal": "b", "task_type": "command", "condition": ["argv": ["/bin/true"]],
-            ])
-            creates.add(ContinuousClock.now - begin)
-        }
+        let create: [String: Any] = [
+            "name": "create_background_task",
+            "arguments": ["title": "b", "goal": "b", "task_type": "command", "condition": ["argv": ["/bin/true"]]],
+        ]
+        for _ in 0..<self.creates { creates.add(try await timed("tools/call", create)) }
         row(["create → running, " + label, format(creates.median), format(creates.percentile(90)),
              format(creates.percentile(99)), ""], widths: widths)
     }

@@ -86,12 +86,14 @@ struct ProxyBench: AsyncParsableCommand {
             ])
             client.notify("notifications/initialized")
         }
+        let requests = try [direct, proxied].enumerated().map { index, client in
+            try client.encode("tools/call", ["name": tool, "arguments": arguments.isEmpty ? [:] : arguments[index]])
+        }
         var samples = [Samples(), Samples()]
         for round in 0..<(calls + 100) {
             for (index, client) in [direct, proxied].enumerated() {
-                let begin = ContinuousClock.now
-                _ = try client.callTool(tool, arguments.isEmpty ? [:] : arguments[index])
-                if round >= 100 { samples[index].add(ContinuousClock.now - begin) }  // the first 100 warm up
+                let elapsed = try client.timed(requests[index])
+                if round >= 100 { samples[index].add(elapsed) }  // the first 100 warm up
             }
         }
         direct.close()
