@@ -36,8 +36,36 @@ import Testing
         #expect(value.jsonString(pretty: true) == "{\n  \"k\": [\n    1,\n    {\n      \"x\": \"y\"\n    }\n  ]\n}")
     }
 
-    @Test(arguments: [0, 7, 9, 10, -1, Int.max, Int.min])
+    @Test(arguments: [0, 7, 9, 10, -1, -10, 1_000_000, Int.max, Int.min])
     func integers(_ number: Int) {
         #expect(JSONValue.int(number).jsonString() == String(number))
+    }
+
+    /// Members come in String's `<` order of their keys, as they always have (hashes depend on it), however the
+    /// writer gets there: keys sharing their first eight bytes, keys that are prefixes of others, and non-ASCII
+    /// keys whose canonical order is not their byte order (an "h" followed by a combining mark sorts after "i").
+    @Test func membersInStringOrder() {
+        let pieces = ["a", "b", "Z", "_", "0", "abcdefgh", "abcdefghi", "abcdefgi", "h\u{308}", "i", "é", "e\u{301}", "😀", ""]
+        var generator = SystemRandomNumberGenerator()
+        for _ in 0..<2000 {
+            var object: [String: JSONValue] = [:]
+            for index in 0..<Int.random(in: 0...12, using: &generator) {
+                let key = (0..<Int.random(in: 1...3, using: &generator))
+                    .map { _ in pieces.randomElement(using: &generator) ?? "" }.joined()
+                object[key] = .int(index)
+            }
+            let written = JSONWriter.sortedMembers(object).map(\.key)
+            #expect(written == object.keys.sorted(), "\(written)")
+        }
+        let task: JSONValue = ["last_event_at": 1, "last_event": 2, "last_error": 3, "abcdefgh\u{308}": 4, "abcdefgi": 5]
+        #expect(task.jsonString() == #"{"abcdefgi":5,"abcdefgḧ":4,"last_error":3,"last_event":2,"last_event_at":1}"#)
+    }
+
+    /// Control characters written as \u00XX make the text longer than the room first made for it (two bytes each).
+    @Test func longRunsOfControlCharacters() throws {
+        let text = String(repeating: "\u{01}\u{1F}\"x", count: 500)
+        let written = JSONValue.string(text).jsonString()
+        #expect(written.utf8.count == 2 + 500 * (6 + 6 + 2 + 1))
+        #expect(try JSONValue.parse(written) == .string(text))
     }
 }
