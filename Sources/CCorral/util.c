@@ -9,6 +9,7 @@
 #include <time.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -180,16 +181,16 @@ int corral_write_all_nosigpipe(int fd, const void *buffer, size_t length) {
     return corral_writev_all_nosigpipe(fd, &piece, 1);
 }
 
-int corral_writev_all_nosigpipe(int fd, struct iovec *pieces, int count) {
-    sigset_t pipe_only, previous;
-    sigemptyset(&pipe_only);
-    sigaddset(&pipe_only, SIGPIPE);
-    // Was a SIGPIPE already pending for another reason? Then it is not ours to consume.
-    sigset_t pending;
-    sigpending(&pending);
-    int already_pending = sigismember(&pending, SIGPIPE);
-    pthread_sigmask(SIG_BLOCK, &pipe_only, &previous);
-    int result = 0, saved_errno = 0;
+/// Set once by corral_ignore_sigpipe, read by every write after: SIGPIPE is ignored process-wide, no per-write mask.
+static atomic_int sigpipe_ignored;
+
+void corral_ignore_sigpipe(void) {
+    signal(SIGPIPE, SIG_IGN);
+    atomic_store(&sigpipe_ignored, 1);
+}
+
+/// Writes the pieces, skipping what each writev took; 0, or -1 with errno.
+static int writev_all(int fd, struct iovec *pieces, int count) {
     while (count > 0) {
         if (pieces->iov_len == 0) {
             pieces++;
@@ -199,9 +200,7 @@ int corral_writev_all_nosigpipe(int fd, struct iovec *pieces, int count) {
         ssize_t written = writev(fd, pieces, count > IOV_MAX ? IOV_MAX : count);
         if (written < 0) {
             if (errno == EINTR) continue;
-            result = -1;
-            saved_errno = errno;
-            break;
+            return -1;
         }
         // Skip what was written: whole pieces, then part of the next one.
         while (count > 0 && (size_t)written >= pieces->iov_len) {
@@ -214,6 +213,21 @@ int corral_writev_all_nosigpipe(int fd, struct iovec *pieces, int count) {
             pieces->iov_len -= (size_t)written;
         }
     }
+    return 0;
+}
+
+int corral_writev_all_nosigpipe(int fd, struct iovec *pieces, int count) {
+    if (atomic_load_explicit(&sigpipe_ignored, memory_order_relaxed)) return writev_all(fd, pieces, count);
+    sigset_t pipe_only, previous;
+    sigemptyset(&pipe_only);
+    sigaddset(&pipe_only, SIGPIPE);
+    // Was a SIGPIPE already pending for another reason? Then it is not ours to consume.
+    sigset_t pending;
+    sigpending(&pending);
+    int already_pending = sigismember(&pending, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &pipe_only, &previous);
+    int result = writev_all(fd, pieces, count);
+    int saved_errno = result == 0 ? 0 : errno;
     if (result == -1 && saved_errno == EPIPE && !already_pending) {
         struct timespec zero = {0, 0};
         while (sigtimedwait(&pipe_only, NULL, &zero) == -1 && errno == EINTR) {}

@@ -60,7 +60,8 @@ struct AllcanuseMockCommand: AsyncParsableCommand {
     var retainFinished = "all"
 
     func run() async throws {
-        signal(SIGPIPE, SIG_IGN)
+        // A closed client is an EPIPE, never a signal; said once here, so that no answer blocks it per write.
+        ignoreSIGPIPEProcessWide()
         guard let level = Logger.Level(rawValue: logLevel) else {
             throw ValidationError("unknown --log-level \(logLevel)")
         }

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from conftest import MOCK, call, mock_session, process_state, run, tree_members
-from raw_client import RawStdio
+from raw_client import RawStdio, meta
 
 
 def test_lifecycle_of_a_real_process(state_dir):
@@ -282,3 +282,36 @@ def test_the_main_thread_waits_for_the_command_instead_of_exiting_at_start(state
     refused = subprocess.run([str(MOCK), "--state-dir", state_dir, "--grace-ms", "not-a-number"],
                              capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=20)
     assert refused.returncode == 64 and "--grace-ms" in refused.stderr, refused.stderr
+
+
+def test_a_client_that_stops_reading_is_an_epipe_not_a_signal(state_dir):
+    """The server ignores SIGPIPE once, process-wide, and writes its answers without blocking it per write: a client
+    that closes its end of stdout must cost the server nothing but the lost answers. It keeps serving (a task it is
+    asked to create after the close really runs) and ends with 0 at the end of stdin, not killed by SIGPIPE."""
+    server = subprocess.Popen([str(MOCK), "--state-dir", state_dir, "--grace-ms", "300"],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    printed = []
+    try:
+        def send(request_id, method, params=None):
+            params = {"_meta": meta(), **(params or {})}
+            server.stdin.write(json.dumps({"jsonrpc": "2.0", "id": request_id, "method": method, "params": params}) + "\n")
+            server.stdin.flush()
+
+        send(1, "server/discover")
+        assert json.loads(server.stdout.readline())["id"] == 1
+        server.stdout.close()
+        for request_id in range(2, 40):
+            send(request_id, "tools/list")  # 95 KB each, to nobody
+        send(40, "tools/call", {"name": "create_background_task", "arguments": {
+            "title": "after", "goal": "g", "task_type": "command", "condition": {"argv": ["/bin/echo", "after-close"]}}})
+        deadline = time.monotonic() + 20
+        while not printed and time.monotonic() < deadline and server.poll() is None:
+            printed = [path for path in pathlib.Path(state_dir, "tasks").glob("*/stdout.head")
+                       if "after-close" in path.read_text()]
+            time.sleep(0.05)
+        assert server.poll() is None, f"the server ended with {server.returncode} after its client stopped reading"
+        assert printed, "a task created after the client stopped reading did not run"
+    finally:
+        server.stdin.close()
+        code = server.wait(timeout=30)
+    assert code == 0, f"the server ended with {code} (-13 is SIGPIPE)"
