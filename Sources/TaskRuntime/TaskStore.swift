@@ -89,6 +89,33 @@ final class TaskStore: Sendable {
                     DROP INDEX tasks_by_status;
                     """)
         }
+        // Events without a UNIQUE index on event_id: nothing looks an event up by it (ids are 128 random bits), and
+        // keeping it sorted put a random page of its own into every event's insert (a status change's commit and
+        // append_task_event's). SQLite cannot drop a column constraint, so the table is rebuilt; its AUTOINCREMENT
+        // sequence is carried over, so that the sequence numbers of pruned events are never given out again.
+        migrator.registerMigration("v4-events-without-id-index") { db in
+            let sequence = try Int64.fetchOne(db, sql: "SELECT seq FROM sqlite_sequence WHERE name = 'events'")
+            try db.execute(
+                sql: """
+                    CREATE TABLE events_v4 (
+                        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+                        event_id TEXT NOT NULL,
+                        task_id TEXT NOT NULL,
+                        timestamp TEXT NOT NULL,
+                        type TEXT NOT NULL,
+                        message TEXT NOT NULL,
+                        data TEXT NOT NULL
+                    );
+                    INSERT INTO events_v4 SELECT seq, event_id, task_id, timestamp, type, message, data FROM events;
+                    DROP TABLE events;
+                    ALTER TABLE events_v4 RENAME TO events;
+                    CREATE INDEX events_by_task ON events(task_id, seq);
+                    """)
+            if let sequence {
+                try db.execute(sql: "DELETE FROM sqlite_sequence WHERE name = 'events'")
+                try db.execute(sql: "INSERT INTO sqlite_sequence (name, seq) VALUES ('events', ?)", arguments: [sequence])
+            }
+        }
         return migrator
     }
 
@@ -155,7 +182,8 @@ final class TaskStore: Sendable {
 
     func appendEvent(_ event: NewEvent, taskID: String, at date: Date) throws(RuntimeError) -> TaskEvent {
         do {
-            return try database.write { db in
+            // One INSERT is atomic by itself: a transaction around it only added its BEGIN and COMMIT.
+            return try database.writeWithoutTransaction { db in
                 try TaskStore.insert(event, taskID: taskID, at: date, db: db)
             }
         } catch {
