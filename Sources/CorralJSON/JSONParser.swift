@@ -63,7 +63,7 @@ struct JSONParser: ~Copyable {
         guard parser.current == UInt8(ascii: "{") else { return nil }
         parser.index += 1
         var summary = JSONMessageSummary()
-        var seen: Set<String> = []
+        var seen: UInt8 = 0  // a bit per routing member (`routingBit`): a Set of names hashed every key
         do {
             parser.skipWhitespace()
             if parser.current != UInt8(ascii: "}") {
@@ -75,7 +75,9 @@ struct JSONParser: ~Copyable {
                     guard parser.current == UInt8(ascii: ":") else { return lenient ? summary : nil }
                     parser.index += 1
                     parser.skipWhitespace()
-                    let repeated = Self.routingKeys.contains(key) && !seen.insert(key).inserted
+                    let bit = Self.routingBit(key)
+                    let repeated = seen & bit != 0
+                    seen |= bit
                     if repeated && !lenient { return nil }
                     switch key {
                     case "id" where !repeated: summary.id = try parser.parseValue()
@@ -101,7 +103,18 @@ struct JSONParser: ~Copyable {
         }
     }
 
-    private static let routingKeys: Set<String> = ["id", "method", "params", "result", "error", "jsonrpc"]
+    /// The members routing depends on, a bit each; 0 for any other.
+    private static func routingBit(_ key: String) -> UInt8 {
+        switch key {
+        case "id": 1
+        case "method": 2
+        case "params": 4
+        case "result": 8
+        case "error": 16
+        case "jsonrpc": 32
+        default: 0
+        }
+    }
 
     /// Moves past one value, checking only its brackets and strings.
     private mutating func skipValue() throws(JSONParseError) {

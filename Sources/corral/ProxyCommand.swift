@@ -116,9 +116,11 @@ struct ProxyCommand: AsyncParsableCommand {
             FileHandle.standardError.write(Data("corral proxy: \(policy): \(error)\n".utf8))
             throw ExitCode(2)
         }
-        // No SIGPIPE to ignore on stdio (our pipe writes block it per write), so the server does not inherit an
-        // ignored SIGPIPE; the HTTP server's sockets need it ignored.
-        if address != nil { signal(SIGPIPE, SIG_IGN) }
+        // A client or server that closes its end is an EPIPE, never a signal: ignored once here (the HTTP server's
+        // sockets need it too), so that no line is written with SIGPIPE blocked and restored around it (three system
+        // calls per write, two writes per call). The server still starts with SIGPIPE at its default: it is run
+        // through `env --default-signal=PIPE` (ServerLaunch).
+        ignoreSIGPIPEProcessWide()
         let instance = instanceId ?? "\(ProcessInfo.processInfo.hostName)-\(getpid())"
         let auditLog: AuditLog?
         do {

@@ -2,7 +2,9 @@
 
 import asyncio
 import json
+import pathlib
 import subprocess
+import time
 
 from mcp import ClientSession, StdioServerParameters
 from mcp.client.stdio import stdio_client
@@ -451,3 +453,45 @@ def test_bad_invocations_are_explained(tmp_path):
     for args, message in cases:
         done = subprocess.run([str(CORRAL), *args], capture_output=True, text=True, timeout=20)
         assert done.returncode != 0 and message in done.stderr, (args, done.stderr)
+
+
+def test_the_server_starts_with_sigpipe_at_its_default_and_a_closed_client_is_no_signal(state_dir, tmp_path):
+    """corral proxy ignores SIGPIPE itself (its writes then need no per-write mask), but the server it runs must not
+    inherit that: it starts with SIGPIPE at its default. And a client that closes its end of the proxy's stdout is
+    an EPIPE to the proxy: it goes on passing the client's calls to the server, and ends with the server's 0."""
+    policy, audit = tmp_path / "policy.json", tmp_path / "audit.jsonl"
+    policy.write_text(json.dumps({"version": "1", "default": "allow"}))
+    dispositions = tmp_path / "server-sigign"
+    server = ["/bin/sh", "-c", f'grep SigIgn /proc/self/status > {dispositions}; exec "$0" "$@"',
+              str(MOCK), "--state-dir", state_dir, "--grace-ms", "300"]
+    proxy = subprocess.Popen([str(CORRAL), "proxy", "--policy", str(policy), "--audit", str(audit), "--", *server],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    meta = {"io.modelcontextprotocol/protocolVersion": "2026-07-28", "io.modelcontextprotocol/clientCapabilities": {},
+            "io.modelcontextprotocol/clientInfo": {"name": "e2e", "version": "1"}}
+    printed = []
+    try:
+        def send(request_id, method, params=None):
+            message = {"jsonrpc": "2.0", "id": request_id, "method": method, "params": {"_meta": meta, **(params or {})}}
+            proxy.stdin.write(json.dumps(message) + "\n")
+            proxy.stdin.flush()
+
+        send(1, "server/discover")
+        assert json.loads(proxy.stdout.readline())["id"] == 1
+        ignored = int(dispositions.read_text().split()[1], 16)
+        assert ignored & (1 << (13 - 1)) == 0, f"the server started with SIGPIPE ignored (SigIgn {ignored:x})"
+        proxy.stdout.close()
+        for request_id in range(2, 30):
+            send(request_id, "tools/list")
+        send(30, "tools/call", {"name": "create_background_task", "arguments": {
+            "title": "after", "goal": "g", "task_type": "command", "condition": {"argv": ["/bin/echo", "proxied-after-close"]}}})
+        deadline = time.monotonic() + 20
+        while not printed and time.monotonic() < deadline and proxy.poll() is None:
+            printed = [path for path in pathlib.Path(state_dir, "tasks").glob("*/stdout.head")
+                       if "proxied-after-close" in path.read_text()]
+            time.sleep(0.05)
+        assert proxy.poll() is None, f"the proxy ended with {proxy.returncode} after its client stopped reading"
+        assert printed, "a call sent after the client stopped reading did not reach the server"
+    finally:
+        proxy.stdin.close()
+        code = proxy.wait(timeout=30)
+    assert code == 0, f"the proxy ended with {code} (-13 is SIGPIPE)"
