@@ -24,16 +24,8 @@ final class EventStoreMigrationTests: XCTestCase {
         let path = directory + "/tasks.sqlite"
         let old = try DatabaseQueue(path: path)
         try old.write { db in
+            try db.execute(sql: OldStoreSchemas.v1)
             try db.execute(sql: """
-                CREATE TABLE grdb_migrations (identifier TEXT NOT NULL PRIMARY KEY);
-                INSERT INTO grdb_migrations VALUES ('v1');
-                CREATE TABLE tasks (task_id TEXT PRIMARY KEY NOT NULL, status TEXT NOT NULL, created_at TEXT NOT NULL,
-                    updated_at TEXT NOT NULL, record TEXT NOT NULL);
-                CREATE INDEX tasks_by_status ON tasks(status);
-                CREATE TABLE events (seq INTEGER PRIMARY KEY AUTOINCREMENT, event_id TEXT NOT NULL UNIQUE,
-                    task_id TEXT NOT NULL, timestamp TEXT NOT NULL, type TEXT NOT NULL, message TEXT NOT NULL,
-                    data TEXT NOT NULL);
-                CREATE INDEX events_by_task ON events(task_id, seq);
                 INSERT INTO events (event_id, task_id, timestamp, type, message, data) VALUES
                     ('e1', 't', '2026-12-06T10:00:00.000Z', 'info', 'one', '{"n":1}'),
                     ('e2', 't', '2026-12-06T10:00:01.000Z', 'info', 'two', 'null'),

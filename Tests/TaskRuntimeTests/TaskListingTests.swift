@@ -76,17 +76,7 @@ final class TaskListingTests: XCTestCase {
         let path = directory + "/tasks.sqlite"
         let old = try DatabaseQueue(path: path)
         try old.write { db in
-            try db.execute(sql: """
-                CREATE TABLE grdb_migrations (identifier TEXT NOT NULL PRIMARY KEY);
-                INSERT INTO grdb_migrations VALUES ('v1');
-                CREATE TABLE tasks (task_id TEXT PRIMARY KEY NOT NULL, status TEXT NOT NULL, created_at TEXT NOT NULL,
-                    updated_at TEXT NOT NULL, record TEXT NOT NULL);
-                CREATE INDEX tasks_by_status ON tasks(status);
-                CREATE TABLE events (seq INTEGER PRIMARY KEY AUTOINCREMENT, event_id TEXT NOT NULL UNIQUE,
-                    task_id TEXT NOT NULL, timestamp TEXT NOT NULL, type TEXT NOT NULL, message TEXT NOT NULL,
-                    data TEXT NOT NULL);
-                CREATE INDEX events_by_task ON events(task_id, seq);
-                """)
+            try db.execute(sql: OldStoreSchemas.v1)
             for item in [record("x", .running, label: "waiting_for_condition", at: 1), record("y", .completed, at: 2)] {
                 try db.execute(
                     sql: "INSERT INTO tasks VALUES (?, ?, ?, ?, ?)",

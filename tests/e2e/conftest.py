@@ -5,6 +5,7 @@ import contextlib
 import os
 import pathlib
 import tempfile
+import time
 
 import pytest
 from mcp import ClientSession, StdioServerParameters
@@ -50,6 +51,18 @@ def process_state(pid):
         return None
     state = text[text.rindex(")") + 2]
     return None if state in "ZX" else state
+
+
+def wait_for_task_output(state_dir, text, server, timeout=20):
+    """Waits until a task of the server on `state_dir` has printed `text` (read from its output file, not through
+    the server), or `timeout` passes, or `server` (a Popen) ends. Returns the output files that hold it."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and server.poll() is None:
+        printed = [path for path in pathlib.Path(state_dir, "tasks").glob("*/stdout.head") if text in path.read_text()]
+        if printed:
+            return printed
+        time.sleep(0.05)
+    return []
 
 
 def tree_members(group):

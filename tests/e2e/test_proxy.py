@@ -2,14 +2,12 @@
 
 import asyncio
 import json
-import pathlib
 import subprocess
-import time
 
 from mcp import ClientSession, StdioServerParameters
 from mcp.client.stdio import stdio_client
 
-from conftest import BIN_DIR, MOCK, call, listening, process_state, run
+from conftest import BIN_DIR, MOCK, call, listening, process_state, run, wait_for_task_output
 
 CORRAL = BIN_DIR / "corral"
 
@@ -468,7 +466,6 @@ def test_the_server_starts_with_sigpipe_at_its_default_and_a_closed_client_is_no
                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     meta = {"io.modelcontextprotocol/protocolVersion": "2026-07-28", "io.modelcontextprotocol/clientCapabilities": {},
             "io.modelcontextprotocol/clientInfo": {"name": "e2e", "version": "1"}}
-    printed = []
     try:
         def send(request_id, method, params=None):
             message = {"jsonrpc": "2.0", "id": request_id, "method": method, "params": {"_meta": meta, **(params or {})}}
@@ -484,11 +481,7 @@ def test_the_server_starts_with_sigpipe_at_its_default_and_a_closed_client_is_no
             send(request_id, "tools/list")
         send(30, "tools/call", {"name": "create_background_task", "arguments": {
             "title": "after", "goal": "g", "task_type": "command", "condition": {"argv": ["/bin/echo", "proxied-after-close"]}}})
-        deadline = time.monotonic() + 20
-        while not printed and time.monotonic() < deadline and proxy.poll() is None:
-            printed = [path for path in pathlib.Path(state_dir, "tasks").glob("*/stdout.head")
-                       if "proxied-after-close" in path.read_text()]
-            time.sleep(0.05)
+        printed = wait_for_task_output(state_dir, "proxied-after-close", proxy)
         assert proxy.poll() is None, f"the proxy ended with {proxy.returncode} after its client stopped reading"
         assert printed, "a call sent after the client stopped reading did not reach the server"
     finally:

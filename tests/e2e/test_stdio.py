@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from conftest import MOCK, call, mock_session, process_state, run, tree_members
+from conftest import MOCK, call, mock_session, process_state, run, tree_members, wait_for_task_output
 from raw_client import RawStdio, meta
 
 
@@ -290,7 +290,6 @@ def test_a_client_that_stops_reading_is_an_epipe_not_a_signal(state_dir):
     asked to create after the close really runs) and ends with 0 at the end of stdin, not killed by SIGPIPE."""
     server = subprocess.Popen([str(MOCK), "--state-dir", state_dir, "--grace-ms", "300"],
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    printed = []
     try:
         def send(request_id, method, params=None):
             params = {"_meta": meta(), **(params or {})}
@@ -304,11 +303,7 @@ def test_a_client_that_stops_reading_is_an_epipe_not_a_signal(state_dir):
             send(request_id, "tools/list")  # 95 KB each, to nobody
         send(40, "tools/call", {"name": "create_background_task", "arguments": {
             "title": "after", "goal": "g", "task_type": "command", "condition": {"argv": ["/bin/echo", "after-close"]}}})
-        deadline = time.monotonic() + 20
-        while not printed and time.monotonic() < deadline and server.poll() is None:
-            printed = [path for path in pathlib.Path(state_dir, "tasks").glob("*/stdout.head")
-                       if "after-close" in path.read_text()]
-            time.sleep(0.05)
+        printed = wait_for_task_output(state_dir, "after-close", server)
         assert server.poll() is None, f"the server ended with {server.returncode} after its client stopped reading"
         assert printed, "a task created after the client stopped reading did not run"
     finally:
