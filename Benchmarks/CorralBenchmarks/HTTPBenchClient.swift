@@ -99,6 +99,9 @@ final class KeepAliveConnection {
     private var storage = [UInt8](repeating: 0, count: 1 << 18)
     private var start = 0
     private var end = 0
+    /// When the newest bytes were received: a response's arrival is its last read, not the end of this client's
+    /// parsing of it.
+    private var lastReceived = ContinuousClock.now
 
     init(host: String, port: Int) {
         self.host = host
@@ -112,7 +115,7 @@ final class KeepAliveConnection {
         /// Names in lower case.
         var headers: [String: String]
         var body: [UInt8]
-        /// When the body's last byte was read.
+        /// When the read that completed the response returned.
         var arrived: ContinuousClock.Instant
     }
 
@@ -148,7 +151,7 @@ final class KeepAliveConnection {
                 if size == 0 { break }
             }
         }
-        let arrived = ContinuousClock.now
+        let arrived = lastReceived
         if start == end { (start, end) = (0, 0) }
         return Response(status: status, headers: headers, body: body, arrived: arrived)
     }
@@ -201,6 +204,7 @@ final class KeepAliveConnection {
             }
             if count < 0 && errno == EINTR { continue }
             guard count > 0 else { throw ValidationError("the server closed the connection") }
+            lastReceived = ContinuousClock.now
             end += count
             return
         }

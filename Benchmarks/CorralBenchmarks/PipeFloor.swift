@@ -1,4 +1,5 @@
 import ArgumentParser
+import CCorral
 import Foundation
 import Glibc
 
@@ -18,6 +19,8 @@ struct PipeEchoServer: ParsableCommand {
     }
 
     func run() throws {
+        // As the server's: a 1 MiB stdout pipe takes a 95 KB answer in one write (StdioServer).
+        _ = corral_set_pipe_size(STDOUT_FILENO, 1 << 20)
         let prefix = Array(#"{"jsonrpc":"2.0","id":"#.utf8)
         // The rest of an answer, padded for an id of each length, made once: per request only the id is new.
         var rests: [Int: [UInt8]] = [:]

@@ -118,9 +118,10 @@ final class RawClient {
         try writeAll(outgoing)
         while true {
             let (line, arrived) = try answers.nextLine(from: output.fileHandleForReading.fileDescriptor)
-            guard let summary = JSONValue.summarizeMessage(line), summary.id == .int(id), summary.method == nil else {
-                continue
+            guard let summary = JSONValue.summarizeMessage(line) else {
+                throw ValidationError("\(request.method): not one JSON-RPC message: \(String(decoding: line.prefix(300), as: UTF8.self))")
             }
+            guard summary.id == .int(id), summary.method == nil else { continue }  // a notification, or another answer
             lastArrival = arrived
             lastAnswerBytes = line.count + 1
             return (line, arrived - began)

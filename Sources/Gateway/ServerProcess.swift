@@ -73,7 +73,7 @@ final class ServerProcess: Sendable {
 }
 
 /// Starting and stopping stdio MCP servers (for `AgentSandbox` and `corral proxy`).
-enum ServerLaunch {
+public enum ServerLaunch {
     /// `env` arguments that run `command` with SIGPIPE back at its default: SwiftNIO ignores SIGPIPE process-wide
     /// on Linux, Foundation's `Process` cannot reset it, and an ignored signal survives exec — a server that relies on
     /// dying by SIGPIPE would not. GNU env (coreutils ≥ 8.31) does it; elsewhere the command runs as given.
@@ -81,7 +81,9 @@ enum ServerLaunch {
         resetsSIGPIPE ? ["--default-signal=PIPE", "--"] + command : ["--"] + command
     }
 
-    private static let resetsSIGPIPE: Bool = {
+    /// Whether a server started here gets SIGPIPE back at its default whatever this process does with it (GNU env
+    /// with `--default-signal`): only then may a stdio proxy ignore SIGPIPE itself.
+    public static let resetsSIGPIPE: Bool = {
         let probe = Process()
         probe.executableURL = URL(fileURLWithPath: "/usr/bin/env")
         probe.arguments = ["--default-signal=PIPE", "true"]

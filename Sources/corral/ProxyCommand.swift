@@ -116,11 +116,12 @@ struct ProxyCommand: AsyncParsableCommand {
             FileHandle.standardError.write(Data("corral proxy: \(policy): \(error)\n".utf8))
             throw ExitCode(2)
         }
-        // A client or server that closes its end is an EPIPE, never a signal: ignored once here (the HTTP server's
-        // sockets need it too), so that no line is written with SIGPIPE blocked and restored around it (three system
-        // calls per write, two writes per call). The server still starts with SIGPIPE at its default: it is run
-        // through `env --default-signal=PIPE` (ServerLaunch).
-        ignoreSIGPIPEProcessWide()
+        // A client or server that closes its end is an EPIPE, never a signal. Ignored once here when the server will
+        // still start with SIGPIPE at its default (run through `env --default-signal=PIPE`, GNU env ≥ 8.31), so
+        // that no line is written with SIGPIPE blocked and restored around it (three system calls per write, two
+        // writes per call); elsewhere a stdio proxy keeps the per-write mask, since an ignored SIGPIPE survives
+        // exec. The HTTP server's sockets need it ignored either way.
+        if address != nil || ServerLaunch.resetsSIGPIPE { ignoreSIGPIPEProcessWide() }
         let instance = instanceId ?? "\(ProcessInfo.processInfo.hostName)-\(getpid())"
         let auditLog: AuditLog?
         do {
