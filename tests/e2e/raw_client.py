@@ -21,6 +21,19 @@ def meta(tasks=False):
             "io.modelcontextprotocol/clientInfo": {"name": "raw-e2e", "version": "1"}}
 
 
+def modern_request(request_id, method, params=None, tasks=False):
+    """A 2026-07-28 request: `params` with the protocol's `_meta` added (keys of a `_meta` in `params` win)."""
+    params = dict(params or {})
+    params["_meta"] = {**meta(tasks), **params.get("_meta", {})}
+    return {"jsonrpc": "2.0", "id": request_id, "method": method, "params": params}
+
+
+def write_modern(stream, request_id, method, params=None):
+    """Writes a 2026-07-28 request line to a server's stdin (a text stream) at once."""
+    stream.write(json.dumps(modern_request(request_id, method, params)) + "\n")
+    stream.flush()
+
+
 class RawStdio:
     """The mock as a child process; answers are collected by id, notifications in order."""
 
@@ -55,9 +68,7 @@ class RawStdio:
         """Sends a modern request; returns its id."""
         request_id = self.next_id
         self.next_id += 1
-        params = dict(params or {})
-        params["_meta"] = {**meta(tasks), **params.get("_meta", {})}
-        self.send({"jsonrpc": "2.0", "id": request_id, "method": method, "params": params})
+        self.send(modern_request(request_id, method, params, tasks))
         return request_id
 
     def answer(self, request_id, timeout=30):

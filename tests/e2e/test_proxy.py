@@ -8,6 +8,7 @@ from mcp import ClientSession, StdioServerParameters
 from mcp.client.stdio import stdio_client
 
 from conftest import BIN_DIR, MOCK, call, listening, process_state, run, wait_for_task_output
+from raw_client import write_modern
 
 CORRAL = BIN_DIR / "corral"
 
@@ -464,22 +465,15 @@ def test_the_server_starts_with_sigpipe_at_its_default_and_a_closed_client_is_no
               str(MOCK), "--state-dir", state_dir, "--grace-ms", "300"]
     proxy = subprocess.Popen([str(CORRAL), "proxy", "--policy", str(policy), "--audit", str(audit), "--", *server],
                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    meta = {"io.modelcontextprotocol/protocolVersion": "2026-07-28", "io.modelcontextprotocol/clientCapabilities": {},
-            "io.modelcontextprotocol/clientInfo": {"name": "e2e", "version": "1"}}
     try:
-        def send(request_id, method, params=None):
-            message = {"jsonrpc": "2.0", "id": request_id, "method": method, "params": {"_meta": meta, **(params or {})}}
-            proxy.stdin.write(json.dumps(message) + "\n")
-            proxy.stdin.flush()
-
-        send(1, "server/discover")
+        write_modern(proxy.stdin, 1, "server/discover")
         assert json.loads(proxy.stdout.readline())["id"] == 1
         ignored = int(dispositions.read_text().split()[1], 16)
         assert ignored & (1 << (13 - 1)) == 0, f"the server started with SIGPIPE ignored (SigIgn {ignored:x})"
         proxy.stdout.close()
         for request_id in range(2, 30):
-            send(request_id, "tools/list")
-        send(30, "tools/call", {"name": "create_background_task", "arguments": {
+            write_modern(proxy.stdin, request_id, "tools/list")
+        write_modern(proxy.stdin, 30, "tools/call", {"name": "create_background_task", "arguments": {
             "title": "after", "goal": "g", "task_type": "command", "condition": {"argv": ["/bin/echo", "proxied-after-close"]}}})
         printed = wait_for_task_output(state_dir, "proxied-after-close", proxy)
         assert proxy.poll() is None, f"the proxy ended with {proxy.returncode} after its client stopped reading"

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from conftest import MOCK, call, mock_session, process_state, run, tree_members, wait_for_task_output
-from raw_client import RawStdio, meta
+from raw_client import RawStdio, write_modern
 
 
 def test_lifecycle_of_a_real_process(state_dir):
@@ -291,17 +291,12 @@ def test_a_client_that_stops_reading_is_an_epipe_not_a_signal(state_dir):
     server = subprocess.Popen([str(MOCK), "--state-dir", state_dir, "--grace-ms", "300"],
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
-        def send(request_id, method, params=None):
-            params = {"_meta": meta(), **(params or {})}
-            server.stdin.write(json.dumps({"jsonrpc": "2.0", "id": request_id, "method": method, "params": params}) + "\n")
-            server.stdin.flush()
-
-        send(1, "server/discover")
+        write_modern(server.stdin, 1, "server/discover")
         assert json.loads(server.stdout.readline())["id"] == 1
         server.stdout.close()
         for request_id in range(2, 40):
-            send(request_id, "tools/list")  # 95 KB each, to nobody
-        send(40, "tools/call", {"name": "create_background_task", "arguments": {
+            write_modern(server.stdin, request_id, "tools/list")  # 95 KB each, to nobody
+        write_modern(server.stdin, 40, "tools/call", {"name": "create_background_task", "arguments": {
             "title": "after", "goal": "g", "task_type": "command", "condition": {"argv": ["/bin/echo", "after-close"]}}})
         printed = wait_for_task_output(state_dir, "after-close", server)
         assert server.poll() is None, f"the server ended with {server.returncode} after its client stopped reading"
