@@ -8,7 +8,7 @@ import time
 import urllib.error
 import urllib.request
 
-from conftest import MOCK
+from conftest import MOCK, wait_for_task_output
 
 MODERN = "2026-07-28"
 TASKS = "io.modelcontextprotocol/tasks"
@@ -32,6 +32,17 @@ def write_modern(stream, request_id, method, params=None):
     """Writes a 2026-07-28 request line to a server's stdin (a text stream) at once."""
     stream.write(json.dumps(modern_request(request_id, method, params)) + "\n")
     stream.flush()
+
+
+def stop_reading_then_create(server, state_dir, text, flood=30):
+    """The client of `server` (a Popen with text pipes) closes its end of stdout, sends `flood` tools/list (95 KB
+    answers to nobody) and a create of a task that prints `text`; returns the task output files that hold it."""
+    server.stdout.close()
+    for request_id in range(1000, 1000 + flood):
+        write_modern(server.stdin, request_id, "tools/list")
+    write_modern(server.stdin, 1000 + flood, "tools/call", {"name": "create_background_task", "arguments": {
+        "title": "after", "goal": "g", "task_type": "command", "condition": {"argv": ["/bin/echo", text]}}})
+    return wait_for_task_output(state_dir, text, server)
 
 
 class RawStdio:

@@ -7,8 +7,8 @@ import subprocess
 from mcp import ClientSession, StdioServerParameters
 from mcp.client.stdio import stdio_client
 
-from conftest import BIN_DIR, MOCK, call, listening, process_state, run, wait_for_task_output
-from raw_client import write_modern
+from conftest import BIN_DIR, MOCK, call, listening, process_state, run
+from raw_client import stop_reading_then_create, write_modern
 
 CORRAL = BIN_DIR / "corral"
 
@@ -470,12 +470,7 @@ def test_the_server_starts_with_sigpipe_at_its_default_and_a_closed_client_is_no
         assert json.loads(proxy.stdout.readline())["id"] == 1
         ignored = int(dispositions.read_text().split()[1], 16)
         assert ignored & (1 << (13 - 1)) == 0, f"the server started with SIGPIPE ignored (SigIgn {ignored:x})"
-        proxy.stdout.close()
-        for request_id in range(2, 30):
-            write_modern(proxy.stdin, request_id, "tools/list")
-        write_modern(proxy.stdin, 30, "tools/call", {"name": "create_background_task", "arguments": {
-            "title": "after", "goal": "g", "task_type": "command", "condition": {"argv": ["/bin/echo", "proxied-after-close"]}}})
-        printed = wait_for_task_output(state_dir, "proxied-after-close", proxy)
+        printed = stop_reading_then_create(proxy, state_dir, "proxied-after-close")
         assert proxy.poll() is None, f"the proxy ended with {proxy.returncode} after its client stopped reading"
         assert printed, "a call sent after the client stopped reading did not reach the server"
     finally:

@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from conftest import MOCK, call, mock_session, process_state, run, tree_members, wait_for_task_output
-from raw_client import RawStdio, write_modern
+from conftest import MOCK, call, mock_session, process_state, run, tree_members
+from raw_client import RawStdio, stop_reading_then_create, write_modern
 
 
 def test_lifecycle_of_a_real_process(state_dir):
@@ -293,12 +293,7 @@ def test_a_client_that_stops_reading_is_an_epipe_not_a_signal(state_dir):
     try:
         write_modern(server.stdin, 1, "server/discover")
         assert json.loads(server.stdout.readline())["id"] == 1
-        server.stdout.close()
-        for request_id in range(2, 40):
-            write_modern(server.stdin, request_id, "tools/list")  # 95 KB each, to nobody
-        write_modern(server.stdin, 40, "tools/call", {"name": "create_background_task", "arguments": {
-            "title": "after", "goal": "g", "task_type": "command", "condition": {"argv": ["/bin/echo", "after-close"]}}})
-        printed = wait_for_task_output(state_dir, "after-close", server)
+        printed = stop_reading_then_create(server, state_dir, "after-close", flood=38)
         assert server.poll() is None, f"the server ended with {server.returncode} after its client stopped reading"
         assert printed, "a task created after the client stopped reading did not run"
     finally:
