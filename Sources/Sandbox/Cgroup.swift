@@ -111,6 +111,18 @@ public struct CgroupHierarchy: Sendable {
     public func createTaskCgroup(
         named name: String, limits: CgroupLimits = CgroupLimits(), accounting: Set<CgroupController> = []
     ) throws(CgroupUnavailable) -> TaskCgroup {
+        let cgroup = try createTaskCgroup(named: name)
+        do throws(CgroupUnavailable) {
+            try apply(limits, accounting: accounting, to: cgroup, named: name)
+        } catch {
+            cgroup.remove()
+            throw error
+        }
+        return cgroup
+    }
+
+    /// Creates the cgroup of one task without limits; `apply` gives it its limits before its first spawn.
+    public func createTaskCgroup(named name: String) throws(CgroupUnavailable) -> TaskCgroup {
         let path = root + "/" + name
         if mkdir(path, 0o755) != 0 && errno != EEXIST {
             throw CgroupUnavailable(description: "cannot create \(path): \(errnoDescription(errno))")
@@ -124,34 +136,35 @@ public struct CgroupHierarchy: Sendable {
             rmdir(path)
             throw CgroupUnavailable(description: "cannot open \(path): \(errnoDescription(error))")
         }
-        let cgroup = TaskCgroup(path: path, procsFD: procsFD, directoryFD: directoryFD)
-        do throws(CgroupUnavailable) {
-            let wanted = limits.controllers + accounting.subtracting(limits.controllers).sorted { $0.rawValue < $1.rawValue }
-            for controller in wanted {
-                guard let location = controllers[controller] else {
-                    if !limits.controllers.contains(controller) { continue }  // figures only: do without
-                    throw CgroupUnavailable(
-                        description: "the \(controller.limitName) limit needs the cgroup '\(controller.v2Name)' controller, "
-                            + "which this machine does not delegate to the server")
-                }
-                var directory = path
-                if case .v1(let v1Root) = location {
-                    directory = v1Root + "/" + name
-                    try cgroup.addV1(directory)
-                }
-                for (file, value, optional) in limits.settings(for: controller, unified: location == .unified) {
-                    guard writeFile(directory + "/" + file, value) || (optional && errno == ENOENT) else {
-                        throw CgroupUnavailable(
-                            description: "cannot set \(directory)/\(file) to \(value): \(errnoDescription(errno))")
-                    }
-                }
-                cgroup.limited[controller] = directory
+        return TaskCgroup(path: path, procsFD: procsFD, directoryFD: directoryFD)
+    }
+
+    /// Sets `limits` on a task cgroup made by `createTaskCgroup(named:)` that no process has joined yet. On an error
+    /// the cgroup may be half limited: remove it.
+    public func apply(
+        _ limits: CgroupLimits, accounting: Set<CgroupController> = [], to cgroup: TaskCgroup, named name: String
+    ) throws(CgroupUnavailable) {
+        let wanted = limits.controllers + accounting.subtracting(limits.controllers).sorted { $0.rawValue < $1.rawValue }
+        for controller in wanted {
+            guard let location = controllers[controller] else {
+                if !limits.controllers.contains(controller) { continue }  // figures only: do without
+                throw CgroupUnavailable(
+                    description: "the \(controller.limitName) limit needs the cgroup '\(controller.v2Name)' controller, "
+                        + "which this machine does not delegate to the server")
             }
-        } catch {
-            cgroup.remove()
-            throw error
+            var directory = cgroup.path
+            if case .v1(let v1Root) = location {
+                directory = v1Root + "/" + name
+                try cgroup.addV1(directory)
+            }
+            for (file, value, optional) in limits.settings(for: controller, unified: location == .unified) {
+                guard writeFile(directory + "/" + file, value) || (optional && errno == ENOENT) else {
+                    throw CgroupUnavailable(
+                        description: "cannot set \(directory)/\(file) to \(value): \(errnoDescription(errno))")
+                }
+            }
+            cgroup.limited[controller] = directory
         }
-        return cgroup
     }
 
     /// Removes the root directory if no task cgroup is left in it.
@@ -209,7 +222,8 @@ public struct CgroupHierarchy: Sendable {
 
 /// One task's cgroup: freeze, thaw and kill act on every process in it, also those that left the process group.
 public final class TaskCgroup: @unchecked Sendable {
-    // @unchecked: `limited` and the v1 lists are filled while the cgroup is created, before it is shared.
+    // @unchecked: `limited` and the v1 lists are filled before the cgroup's first spawn, by its one owner (the
+    // supervisor that made it, or took it ready-made), and only read after.
     public let path: String
     /// Open `cgroup.procs`: the child writes "0" to it between clone and exec (where clone3 cannot put it there at
     /// birth), joining the cgroup before it runs any code of the task. -1 for a cgroup found after a restart.

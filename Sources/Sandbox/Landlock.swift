@@ -22,7 +22,9 @@ public enum Landlock {
                     guard let path = expand(pattern, workingDirectory: workingDirectory,
                         temporaryDirectory: temporaryDirectory)
                     else { continue }
-                    if writable, let target = resolvedPath(path),
+                    // The task's directories themselves are taken as they resolve (see `expectedPath`): checking
+                    // them was two realpath walks each, to compare a result with itself.
+                    if writable, path != workingDirectory, path != temporaryDirectory, let target = resolvedPath(path),
                         target != expectedPath(path, under: [workingDirectory, temporaryDirectory])
                     {
                         // A writable path must be what it says: a symlink planted by a task (in a directory it can
@@ -55,7 +57,10 @@ public enum Landlock {
     /// Where `path` should resolve to if no component of it is a symlink: the task's own directories (whose parents
     /// the operator chose) are taken as resolved, the rest must resolve to itself.
     static func expectedPath(_ path: String, under bases: [String?]) -> String {
-        let lexical = URL(fileURLWithPath: path).standardizedFileURL.path
+        // Profiles' paths are normally written plainly; Foundation's URL standardization only for those that are not.
+        let plain = path.hasPrefix("/") && !path.split(separator: "/", omittingEmptySubsequences: false).dropFirst()
+            .contains { $0.isEmpty || $0 == "." || $0 == ".." }
+        let lexical = plain ? path : URL(fileURLWithPath: path).standardizedFileURL.path
         for case let base? in bases where lexical == base || lexical.hasPrefix(base + "/") {
             if let resolvedBase = resolvedPath(base) { return resolvedBase + lexical.dropFirst(base.count) }
         }

@@ -127,6 +127,12 @@ public actor TaskSupervisor {
     private static let pruneDelay: Duration = .milliseconds(200)
     private var operationQueue: [String: [CheckedContinuation<Void, Never>]] = [:]
     private var isShutDown = false
+    /// Where tasks' directories and cgroups go.
+    private nonisolated let layout: ProvisionedTask.Layout
+    /// The next create's id, directories and cgroup, made while nothing waits (see `ProvisionedTask`).
+    private var spare: ProvisionedTask?
+    /// The making of `spare`, off the actor.
+    private var provisioning: Task<Void, Never>?
 
     /// Opens (or creates) the state directory, takes its lock, and recovers from a previous crash: tasks that were
     /// running are marked failed and their processes are made sure to be gone.
@@ -195,6 +201,7 @@ public actor TaskSupervisor {
             cgroupUnavailableReason: reason, identity: identity, taskRoot: taskRoot)
         try await supervisor.recover()
         await supervisor.beginStartingKeeper()
+        await supervisor.provisionSpare()
         return supervisor
     }
 
@@ -211,6 +218,8 @@ public actor TaskSupervisor {
         self.cgroups = cgroups
         self.cgroupUnavailableReason = cgroupUnavailableReason
         self.logger = configuration.logger
+        self.layout = ProvisionedTask.Layout(
+            stateDirectory: configuration.stateDirectory, taskRoot: taskRoot, identity: identity, cgroups: cgroups)
     }
 
     /// Starts the keeper without waiting for it: spawning it (a vfork until its exec) and its own start-up were on
@@ -253,39 +262,53 @@ public actor TaskSupervisor {
 
     // MARK: - Create
 
+    /// Makes the next create's directories and cgroup off the actor, unless a spare is ready or being made. A failure
+    /// is left to that create, which makes its own and says why.
+    private func provisionSpare() {
+        guard spare == nil, provisioning == nil, !isShutDown else { return }
+        let layout = self.layout
+        provisioning = Task.detached {
+            let made = try? ProvisionedTask.make(layout, spare: true)
+            await self.adopt(made)
+        }
+    }
+
+    private func adopt(_ made: ProvisionedTask?) {
+        provisioning = nil
+        guard let made else { return }
+        if isShutDown || spare != nil {
+            made.discard(layout)
+        } else {
+            spare = made
+        }
+    }
+
     /// Starts a task. A spawn failure is not thrown: the task is returned `failed` with the reason in `lastError`.
     public func create(_ spec: TaskSpec) async throws(RuntimeError) -> TaskRecord {
         // Before anything is made for the task, and checked again after: a shutdown may have run meanwhile.
         await keeperReady()
         guard !isShutDown else { throw RuntimeError.shutDown }
         try validate(spec)
-        let taskID = Identifiers.make()
-        let taskDirectory = configuration.stateDirectory + "/tasks/" + taskID
-        // The task's own directories: in its state directory, or beside it when the task user cannot reach that.
-        let homeDirectory = taskRoot == configuration.stateDirectory + "/tasks" ? taskDirectory : taskRoot + "/" + taskID
-        let workDirectory = spec.workingDirectory ?? homeDirectory + "/work"
-        let temporaryDirectory = homeDirectory + "/tmp"
         if let cwd = spec.workingDirectory, identity.changesUser, let refusal = identity.writeRefusal(cwd) {
             throw RuntimeError.invalidArgument(
                 "cwd \(cwd) cannot be used: \(refusal). Tasks run as \(identity.description); make the directory "
                     + "theirs (chown \(identity.uid):\(identity.gid) \(cwd)) or writable by them, or start the "
                     + "server with another --task-user")
         }
-        // Plain mkdir(2): the parents exist, and FileManager's walk costs a tenth of a spawn. The task's own
-        // directory can be passed through but not listed (its output files are the server's); what the task writes
-        // is its user's.
-        for path in Set([taskDirectory, homeDirectory]).sorted() {
-            // chmod too: a umask (0077 in hardened units) must not close the way to the task's own directories.
-            guard mkdir(path, 0o711) == 0, chmod(path, 0o711) == 0 else {
-                throw RuntimeError.system("mkdir \(path)", errno)
-            }
+        let place: ProvisionedTask
+        if let ready = spare {
+            spare = nil
+            place = ready
+        } else {
+            place = try ProvisionedTask.make(layout, spare: false)
         }
-        for path in [temporaryDirectory] + (spec.workingDirectory == nil ? [workDirectory] : []) {
-            guard mkdir(path, 0o700) == 0 else { throw RuntimeError.system("mkdir \(path)", errno) }
-            if identity.changesUser && chown(path, identity.uid, identity.gid) != 0 {
-                throw RuntimeError.system("chown \(path)", errno)
-            }
-        }
+        // The next create's directories are made once this one has answered.
+        defer { provisionSpare() }
+        let taskID = place.taskID
+        let taskDirectory = place.taskDirectory
+        let workDirectory = spec.workingDirectory ?? place.defaultWorkDirectory
+        let temporaryDirectory = place.temporaryDirectory
+        if spec.workingDirectory != nil { rmdir(place.defaultWorkDirectory) }
         let now = Date()
         var record = TaskRecord(
             taskID: taskID, title: spec.title, kind: spec.kind, status: .pending, createdAt: now, updatedAt: now,
@@ -303,15 +326,18 @@ public actor TaskSupervisor {
         do {
             pipes = try openStandardStreams(spec, taskDirectory: taskDirectory)
         } catch {
+            place.cgroup?.remove()
             return try failToStart(&record, reason: error.description, created: created)
         }
-        var cgroup: TaskCgroup?
-        var cgroupNote: String? = cgroupUnavailableReason
+        var cgroup = place.cgroup
+        var cgroupNote: String? = cgroupUnavailableReason ?? place.cgroupFailure
         let limits = spec.sandbox?.cgroupLimits ?? CgroupLimits()
-        if let cgroups {
+        if let cgroups, let unlimited = cgroup, !limits.isEmpty {
             do {
-                cgroup = try cgroups.createTaskCgroup(named: taskID, limits: limits)
+                try cgroups.apply(limits, to: unlimited, named: taskID)
             } catch {
+                unlimited.remove()
+                cgroup = nil
                 cgroupNote = error.description
             }
         }
@@ -1218,6 +1244,10 @@ public actor TaskSupervisor {
             }
         }
         waiters.removeAll()
+        await provisioning?.value
+        spare?.discard(layout)
+        spare = nil
+        unlink(layout.spareMarker)
         cgroups?.removeIfEmpty()
         close(lockFD)
     }
@@ -1252,7 +1282,8 @@ public actor TaskSupervisor {
         // Internal tasks serve one call of a previous run, which is gone with it.
         try discardFiles(of: try store.finishedInternalTasks())
         pruneNow()
-        // Cgroups of tasks that never reached the store (a crash during spawn).
+        ProvisionedTask.removeCrashedSpare(layout) { taskID in (try? store.task(taskID)) != nil }
+        // Cgroups of tasks that never reached the store (a crash during spawn, a spare no create took).
         if let cgroups {
             for name in cgroups.leftoverCgroups() {
                 if let cgroup = TaskCgroup.existing(path: cgroups.root + "/" + name) {

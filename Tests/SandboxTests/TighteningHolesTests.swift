@@ -25,6 +25,20 @@ final class TighteningHolesTests: XCTestCase {
         } catch {
             XCTAssertTrue(error.description.contains("symlink"), error.description)  // …but refused when prepared
         }
+        // Written less plainly, the same path is refused too (by the request, or when prepared: the standardizing
+        // branch).
+        for spelled in ["$CWD/./x", "$CWD//x", "$CWD/sub/../x"] {
+            XCTAssertThrowsError(
+                try SandboxPreparation.prepare(
+                    try SandboxRequest(allowWrite: [spelled]).apply(over: BuiltinProfiles.default),
+                    workingDirectory: work, temporaryDirectory: nil
+                ).cleanup(),
+                spelled)
+        }
+        XCTAssertEqual(Landlock.expectedPath("/dev/null", under: []), "/dev/null")
+        XCTAssertEqual(Landlock.expectedPath("/dev/./null", under: []), "/dev/null")
+        XCTAssertEqual(Landlock.expectedPath("/dev//null", under: []), "/dev/null")
+        XCTAssertEqual(Landlock.expectedPath("/dev/pts/../null", under: []), "/dev/null")
         // A plain subdirectory is fine.
         try FileManager.default.createDirectory(atPath: work + "/sub", withIntermediateDirectories: true)
         let fine = try SandboxPreparation.prepare(

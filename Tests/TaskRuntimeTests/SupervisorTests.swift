@@ -424,6 +424,108 @@ final class SupervisorTests: XCTestCase {
         XCTAssertEqual(listing.total, 1)
     }
 
+    // MARK: spare directories
+
+    /// The id the spare marker names once a spare with that id, none of `taken`, is ready (its directories made), or
+    /// nil after 5 s.
+    private func readySpare(besides taken: Set<String>) async throws -> String? {
+        for _ in 0..<500 {
+            if let text = readSmallFile(directory + "/spare-task") {
+                let id = text.trimmingCharacters(in: .whitespacesAndNewlines)
+                if !taken.contains(id), FileManager.default.fileExists(atPath: directory + "/tasks/\(id)/work") {
+                    return id
+                }
+            }
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        return nil
+    }
+
+    func testEachCreateTakesTheSpareMadeBeforeItAndANewOneIsMade() async throws {
+        let supervisor = try await start()
+        let first = try await supervisor.create(TaskSpec(title: "a", command: .argv(["/bin/true"])))
+        let madeSpare = try await readySpare(besides: [first.taskID])
+        let spareID = try XCTUnwrap(madeSpare, "no spare after a create")
+        XCTAssertNotEqual(spareID, first.taskID)
+        let tasks = directory + "/tasks/"
+        for sub in ["tmp", "work"] {
+            var info = stat()
+            XCTAssertEqual(stat(tasks + spareID + "/" + sub, &info), 0, sub)
+            XCTAssertEqual(info.st_mode & 0o777, 0o700, sub)
+            XCTAssertEqual(info.st_uid, supervisor.identity.uid, sub)
+        }
+        if let firstCgroup = first.cgroupPath {
+            let spareCgroup = URL(fileURLWithPath: firstCgroup).deletingLastPathComponent().appendingPathComponent(spareID).path
+            XCTAssertTrue(FileManager.default.fileExists(atPath: spareCgroup + "/cgroup.procs"))
+        }
+
+        let second = try await supervisor.create(
+            TaskSpec(title: "b", command: .shell("pwd; echo $TMPDIR; cat /proc/self/cgroup")))
+        XCTAssertEqual(second.taskID, spareID, "the create did not take the spare")
+        _ = try await supervisor.wait(for: second.taskID, timeout: .seconds(10))
+        let lines = try await supervisor.output(of: second.taskID, stream: .stdout).text.split(separator: "\n")
+        XCTAssertEqual(lines.first.map(String.init), tasks + spareID + "/work")
+        XCTAssertEqual(lines.dropFirst().first.map(String.init), tasks + spareID + "/tmp")
+        if second.cgroupPath != nil {
+            XCTAssertTrue(lines.contains { $0.hasPrefix("0::") && $0.hasSuffix("/" + spareID) }, "\(lines)")
+        }
+
+        // A task with a cwd of its own does not keep the spare's unused work directory.
+        let madeNext = try await readySpare(besides: [spareID])
+        let nextID = try XCTUnwrap(madeNext)
+        XCTAssertNotEqual(nextID, spareID)
+        let elsewhere = try await supervisor.create(TaskSpec(title: "c", command: .argv(["/bin/true"]), workingDirectory: "/"))
+        XCTAssertEqual(elsewhere.taskID, nextID)
+        XCTAssertEqual(elsewhere.workingDirectory, "/")
+        XCTAssertFalse(FileManager.default.fileExists(atPath: tasks + nextID + "/work"))
+        XCTAssertTrue(FileManager.default.fileExists(atPath: tasks + nextID + "/tmp"))
+
+        // Shutdown removes the spare no create took, and its marker.
+        let madeUnused = try await readySpare(besides: [nextID])
+        let unused = try XCTUnwrap(madeUnused)
+        await supervisor.shutdown()
+        self.supervisor = nil
+        XCTAssertFalse(FileManager.default.fileExists(atPath: tasks + unused))
+        XCTAssertFalse(FileManager.default.fileExists(atPath: directory + "/spare-task"))
+        if let firstCgroup = first.cgroupPath {
+            let spareCgroup = URL(fileURLWithPath: firstCgroup).deletingLastPathComponent().appendingPathComponent(unused).path
+            XCTAssertFalse(FileManager.default.fileExists(atPath: spareCgroup))
+        }
+    }
+
+    /// What a crash leaves of a spare goes at the next start; a task the marker names that reached the store stays,
+    /// and a marker that is not an id this code writes never names anything to remove.
+    func testAStartRemovesOnlyTheSpareACrashLeft() async throws {
+        let tasks = directory + "/tasks/"
+        var supervisor = try await start()
+        let kept = try await supervisor.create(TaskSpec(title: "kept", command: .shell("echo kept")))
+        _ = try await supervisor.wait(for: kept.taskID, timeout: .seconds(10))
+        await supervisor.shutdown()
+
+        let crashed = "0123456789abcdef0123456789abcdef"
+        for sub in ["tmp", "work"] {
+            try FileManager.default.createDirectory(atPath: tasks + crashed + "/" + sub, withIntermediateDirectories: true)
+        }
+        try (crashed + "\n").write(toFile: directory + "/spare-task", atomically: false, encoding: .utf8)
+        supervisor = try await start()
+        XCTAssertFalse(FileManager.default.fileExists(atPath: tasks + crashed), "the crashed spare is still there")
+        await supervisor.shutdown()
+
+        try (kept.taskID + "\n").write(toFile: directory + "/spare-task", atomically: false, encoding: .utf8)
+        supervisor = try await start()
+        let output = try await supervisor.output(of: kept.taskID, stream: .stdout).text
+        XCTAssertEqual(output, "kept\n")
+        await supervisor.shutdown()
+
+        let outside = directory + "/outside"
+        try FileManager.default.createDirectory(atPath: outside, withIntermediateDirectories: true)
+        try "../outside\n".write(toFile: directory + "/spare-task", atomically: false, encoding: .utf8)
+        supervisor = try await start()
+        XCTAssertTrue(FileManager.default.fileExists(atPath: outside))
+        await supervisor.shutdown()
+        self.supervisor = nil
+    }
+
     func testRestartAfterKillMinus9MarksTasksFailedAndKeepsEverything() async throws {
         for cgroups in [true, false] {
             try await restartAfterCrash(cgroups: cgroups)
@@ -445,10 +547,18 @@ final class SupervisorTests: XCTestCase {
         let started = try JSONDecoder.runtime.decode(TaskRecord.self, from: Data(firstLine.utf8))
         try await Task.sleep(for: .milliseconds(300))
         XCTAssertEqual(processesWithArgument(marker).count, 2)
+        let madeSpare = try await readySpare(besides: [started.taskID])
+        let spareID = try XCTUnwrap(madeSpare, "the crashed supervisor made no spare")
         kill(host.processIdentifier, SIGKILL)
         host.waitUntilExit()
+        let spareCgroup = started.cgroupPath.map {
+            URL(fileURLWithPath: $0).deletingLastPathComponent().appendingPathComponent(spareID).path
+        }
+        if let spareCgroup { XCTAssertTrue(FileManager.default.fileExists(atPath: spareCgroup)) }
 
         let supervisor = try await start(cgroups: cgroups)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: directory + "/tasks/" + spareID), "the crashed spare is left")
+        if let spareCgroup { XCTAssertFalse(FileManager.default.fileExists(atPath: spareCgroup)) }
         let recovered = try await supervisor.task(started.taskID)
         XCTAssertEqual(recovered.status, .failed)
         XCTAssertEqual(recovered.lastError, "supervisor stopped while the task was running")
