@@ -128,6 +128,10 @@ public final class StdioServerConnection: Sendable {
 
     public var requestsInFlight: Int { state.withLock { $0.running.count } }
 
+    /// The executor requests read from the descriptor run on (the reading thread), for work that ends in one of
+    /// their answers; nil in process.
+    public var executor: (any TaskExecutor)? { loop }
+
     // MARK: - inbound
 
     /// One message (or batch) from the client.

@@ -2,6 +2,7 @@ import CCorral
 import Foundation
 import Sandbox
 import CorralJSON
+import Synchronization
 import XCTest
 
 @testable import TaskRuntime
@@ -336,6 +337,19 @@ final class SupervisorTests: XCTestCase {
         let cancelledOutcome = try await waiter.value
         XCTAssertFalse(cancelledOutcome.conditionMet)
         XCTAssertLessThan(cancelledOutcome.waitedMilliseconds, 5000)
+    }
+
+    func testExitsAreHandledOnTheExecutorGiven() async throws {
+        let supervisor = try await start()
+        let executor = CountingExecutor()
+        let before = try await supervisor.create(TaskSpec(title: "pool", command: .argv(["/bin/true"])))
+        _ = try await supervisor.wait(for: before.taskID, timeout: .seconds(10))
+        XCTAssertEqual(executor.jobs, 0)
+        await supervisor.handleExits(on: executor)
+        let task = try await supervisor.create(TaskSpec(title: "lane", command: .argv(["/bin/true"])))
+        let outcome = try await supervisor.wait(for: task.taskID, timeout: .seconds(10))
+        XCTAssertEqual(outcome.task.status, .completed)
+        XCTAssertGreaterThan(executor.jobs, 0, "the exit was not handled on the executor given")
     }
 
     func testWaiterWakesPromptlyOnExit() async throws {
@@ -816,5 +830,16 @@ final class TimestampTests: XCTestCase {
             XCTAssertNil(Timestamp.parseFormatted(invalid), invalid)
         }
         XCTAssertEqual(Timestamp.parse("2026-11-21T19:11:46Z"), Date(timeIntervalSince1970: 1795288306))
+    }
+}
+
+/// Counts the jobs it is given and runs them on the task pool.
+private final class CountingExecutor: TaskExecutor, Sendable {
+    private let count = Mutex(0)
+    var jobs: Int { count.withLock { $0 } }
+
+    func enqueue(_ job: consuming ExecutorJob) {
+        count.withLock { $0 += 1 }
+        globalConcurrentExecutor.enqueue(job)
     }
 }

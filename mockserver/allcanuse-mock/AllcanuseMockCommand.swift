@@ -171,6 +171,7 @@ struct AllcanuseMockCommand: AsyncParsableCommand {
         let supervisor: TaskSupervisor
         do {
             supervisor = try await services.value().supervisor
+            await supervisor.handleExits(on: connection.executor)
         } catch {
             // A start fails within a millisecond, before the client's first calls may have been read: go on
             // answering them (each with the reason) until stdin ends or a short while has passed, then end with it.
