@@ -97,8 +97,8 @@ public enum HTTPRules {
 
     /// Whether `Accept` admits JSON or SSE (`sse`: SSE itself). No header accepts everything.
     public static func accepts(_ headers: HTTPHeaderView, sse: Bool) -> Bool {
-        guard let accept = headers["accept"]?.lowercased() else { return !sse }
-        if accept.contains("text/event-stream") || accept.contains("*/*") { return true }
-        return !sse && accept.contains("application/json")
+        guard let accept = headers["accept"] else { return !sse }
+        if ASCII.contains(accept, lowercase: "text/event-stream") || ASCII.contains(accept, lowercase: "*/*") { return true }
+        return !sse && ASCII.contains(accept, lowercase: "application/json")
     }
 }

@@ -89,6 +89,38 @@ final class ModernEnvelopeTests: XCTestCase {
         XCTAssertNil(code(ModernEnvelope.validate(method: "tools/call", params: spaced, headers: encoded)))
     }
 
+    func testHeaderNamesMatchInAnyASCIICaseAndRepeat() {
+        let view = headers([("MCP-Protocol-Version", "2026-07-28"), ("accept", "a"), ("ACCEPT", "b"), ("X-Émoji", "é")])
+        XCTAssertEqual(view["mcp-protocol-version"], "2026-07-28")
+        XCTAssertEqual(view["Mcp-Protocol-VERSION"], "2026-07-28")
+        XCTAssertEqual(view["Accept"], "a")
+        XCTAssertEqual(view.count(of: "accept"), 2)
+        XCTAssertEqual(view.values("Accept"), ["a", "b"])
+        XCTAssertNil(view["mcp-protocol-versio"])
+        XCTAssertNil(view["mcp-protocol-versionx"])
+        XCTAssertEqual(view["x-Émoji"], "é")  // non-ASCII bytes compare as they are
+        XCTAssertNil(view["x-émoji"])
+        XCTAssertEqual(view.count(of: "origin"), 0)
+    }
+
+    func testAcceptIsReadInAnyCaseAndOnlyForWholeMediaTypes() {
+        func accepts(_ value: String?, sse: Bool) -> Bool {
+            HTTPRules.accepts(headers(value.map { [("Accept", $0)] } ?? []), sse: sse)
+        }
+        XCTAssertTrue(accepts("Application/JSON", sse: false))
+        XCTAssertFalse(accepts("Application/JSON", sse: true))
+        XCTAssertTrue(accepts("application/json, TEXT/EVENT-STREAM;q=0.9", sse: true))
+        XCTAssertTrue(accepts("*/*", sse: true))
+        XCTAssertFalse(accepts("text/html", sse: false))
+        XCTAssertFalse(accepts("application/jso", sse: false))
+        XCTAssertFalse(accepts("", sse: false))
+        XCTAssertTrue(accepts(nil, sse: false))
+        XCTAssertFalse(accepts(nil, sse: true))
+        XCTAssertTrue(ASCII.contains("xxAPPLICATION/JSONxx", lowercase: "application/json"))
+        XCTAssertFalse(ASCII.contains("ab", lowercase: "abc"))
+        XCTAssertTrue(ASCII.contains("", lowercase: ""))
+    }
+
     func testHeaderValueCodecRoundTripsAndRejectsNonCanonicalBase64() {
         for value in ["plain", " leading", "naïve", "tab\there", "=?base64?abc?="] {
             let encoded = HeaderValueCodec.encode(value)
