@@ -76,6 +76,7 @@ let package = Package(
             name: "Policy",
             dependencies: [
                 "CorralJSON",
+                .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "GRDB", package: "GRDB.swift"),
             ]
         ),

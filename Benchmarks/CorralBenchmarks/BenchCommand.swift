@@ -12,7 +12,7 @@ public struct BenchCommand: AsyncParsableCommand {
         abstract: "Measure Corral against its peers and print the figures (build with -c release).",
         subcommands: [
             LatencyBench.self, SoakBench.self, RuntimeBench.self, SandboxBench.self, MockBench.self, WatchBench.self,
-            ProxyBench.self, GatewayBench.self, PolicyBench.self, AgentBench.self, EchoServer.self, PipeEchoServer.self,
+            ProxyBench.self, ProxyCoreBench.self, GatewayBench.self, PolicyBench.self, AgentBench.self, EchoServer.self, PipeEchoServer.self,
         ]
     )
 

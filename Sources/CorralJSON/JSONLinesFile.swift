@@ -32,6 +32,11 @@ public final class JSONLinesFile: Sendable {
     public func append(_ value: JSONValue) {
         var line = Array(value.jsonString().utf8)
         line.append(0x0A)
+        append(line: line)
+    }
+
+    /// Appends `line`, which ends with its line feed (see `JSONObjectWriter.line()`).
+    public func append(line: [UInt8]) {
         line.withUnsafeBytes { bytes in
             guard let base = bytes.baseAddress else { return }
             var written = 0

@@ -81,7 +81,7 @@ enum JSONWriter {
     }
 
     /// Decimal digits, written from the end of a small buffer (String(value) allocated a string per number).
-    private static func writeInteger(_ value: Int, to out: inout JSONOutput) {
+    static func writeInteger(_ value: Int, to out: inout JSONOutput) {
         if value >= 0 && value < 10 {
             out.append(UInt8(ascii: "0") + UInt8(value))
             return
@@ -198,5 +198,9 @@ struct JSONOutput: ~Copyable {
 
     func string() -> String {
         String(decoding: UnsafeBufferPointer(start: base, count: count), as: UTF8.self)
+    }
+
+    func bytes() -> [UInt8] {
+        Array(UnsafeBufferPointer(start: base, count: count))
     }
 }

@@ -75,6 +75,28 @@ public struct AuditEntry: Sendable, Hashable {
 
     public var jsonValue: JSONValue { jsonValue(instance: nil) }
 
+    /// `jsonValue(instance:)` as one line of text, byte for byte, written member by member in the keys' sorted
+    /// order: building the dictionary and sorting its keys was a tenth of a proxied call's instructions.
+    func line(instance: String?) -> [UInt8] {
+        var line = JSONObjectWriter()
+        line.member("argument_keys", argumentKeys)
+        line.member("arguments_sha256", argumentsSHA256)
+        line.member("decision", decision)
+        if dryRun { line.member("dry_run", true) }
+        if let era { line.member("era", era) }
+        line.member("grant", grant)
+        if let instance { line.member("instance", instance) }
+        line.member("latency_us", latencyMicroseconds)
+        line.member("message", message)
+        line.member("policy_revision", policyRevision)
+        line.member("rule", rule)
+        line.member("session", session)
+        if let taskID { line.member("task_id", taskID) }
+        line.member("time", Timestamp.format(time))
+        line.member("tool", tool)
+        return line.line()
+    }
+
     /// The line, with the gateway instance that wrote it when there is one. Built in one dictionary of its final
     /// size: merging the optional members in copied it once per member, on every call a proxy decides.
     func jsonValue(instance: String?) -> JSONValue {
@@ -116,7 +138,7 @@ public final class AuditLog: AuditSink {
     }
 
     public func record(_ entry: AuditEntry) {
-        file.append(entry.jsonValue(instance: instance))
+        file.append(line: entry.line(instance: instance))
     }
 }
 
