@@ -47,20 +47,22 @@ struct ProvisionedTask: Sendable {
         }
         let taskDirectory = layout.taskDirectory(taskID)
         let homeDirectory = layout.homeDirectory(taskID)
-        // Plain mkdir(2): the parents exist, and FileManager's walk costs a tenth of a spawn. The task's own
-        // directory can be passed through but not listed (its output files are the server's); what the task writes
-        // is its user's.
-        for path in Set([taskDirectory, homeDirectory]).sorted() {
-            // chmod too: a umask (0077 in hardened units) must not close the way to the task's own directories.
-            guard mkdir(path, 0o711) == 0, chmod(path, 0o711) == 0 else {
-                throw RuntimeError.system("mkdir \(path)", errno)
+        do throws(RuntimeError) {
+            // Plain mkdir(2): the parents exist, and FileManager's walk costs a tenth of a spawn. Closed (0700, the
+            // server's) until a create takes them (`openToTask`): a spare waits, and a task of the same user must not
+            // reach its successor's home, temp or work directory to plant files in it.
+            for path in Set([taskDirectory, homeDirectory]).sorted() {
+                guard mkdir(path, 0o700) == 0 else { throw RuntimeError.system("mkdir \(path)", errno) }
             }
-        }
-        for path in [homeDirectory + "/tmp", homeDirectory + "/work"] {
-            guard mkdir(path, 0o700) == 0 else { throw RuntimeError.system("mkdir \(path)", errno) }
-            if layout.identity.changesUser && chown(path, layout.identity.uid, layout.identity.gid) != 0 {
-                throw RuntimeError.system("chown \(path)", errno)
+            for path in [homeDirectory + "/tmp", homeDirectory + "/work"] {
+                guard mkdir(path, 0o700) == 0 else { throw RuntimeError.system("mkdir \(path)", errno) }
+                if layout.identity.changesUser && chown(path, layout.identity.uid, layout.identity.gid) != 0 {
+                    throw RuntimeError.system("chown \(path)", errno)
+                }
             }
+        } catch {
+            removeDirectories(of: taskID, layout)
+            throw error
         }
         var cgroup: TaskCgroup?
         var cgroupFailure: String?
@@ -74,6 +76,15 @@ struct ProvisionedTask: Sendable {
         return ProvisionedTask(
             taskID: taskID, taskDirectory: taskDirectory, homeDirectory: homeDirectory, cgroup: cgroup,
             cgroupFailure: cgroupFailure)
+    }
+
+    /// Lets the task user through its directories (0711: entered, not listed; its output files are the server's),
+    /// once a create has taken them. chmod, not the mode of mkdir: a umask (0077 in hardened units) must not close
+    /// the way.
+    func openToTask() throws(RuntimeError) {
+        for path in Set([taskDirectory, homeDirectory]).sorted() where chmod(path, 0o711) != 0 {
+            throw RuntimeError.system("chmod \(path)", errno)
+        }
     }
 
     /// Removes a spare no task took (at shutdown).
@@ -102,7 +113,7 @@ struct ProvisionedTask: Sendable {
     }
 
     private static func writeMarker(_ path: String, taskID: String) -> Bool {
-        let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+        let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0o600)
         guard fd >= 0 else { return false }
         defer { close(fd) }
         let line = taskID + "\n"

@@ -133,6 +133,7 @@ public actor TaskSupervisor {
     private var spare: ProvisionedTask?
     /// The making of `spare`, off the actor.
     private var provisioning: Task<Void, Never>?
+    private var spareFailureLogged = false
     /// Where exits are handled (see `handleExits(on:)`).
     private var exitExecutor: (any TaskExecutor)?
 
@@ -279,14 +280,25 @@ public actor TaskSupervisor {
         guard spare == nil, provisioning == nil, !isShutDown else { return }
         let layout = self.layout
         provisioning = Task.detached {
-            let made = try? ProvisionedTask.make(layout, spare: true)
-            await self.adopt(made)
+            do throws(RuntimeError) {
+                let made = try ProvisionedTask.make(layout, spare: true)
+                await self.adopt(made)
+            } catch {
+                await self.spareFailed(error)
+            }
         }
     }
 
-    private func adopt(_ made: ProvisionedTask?) {
+    private func spareFailed(_ error: RuntimeError) {
         provisioning = nil
-        guard let made else { return }
+        if !spareFailureLogged {
+            spareFailureLogged = true
+            logger.warning("cannot make the next task's directories ahead (each create makes its own): \(error)")
+        }
+    }
+
+    private func adopt(_ made: ProvisionedTask) {
+        provisioning = nil
         if isShutDown || spare != nil {
             made.discard(layout)
         } else {
@@ -320,6 +332,7 @@ public actor TaskSupervisor {
         let workDirectory = spec.workingDirectory ?? place.defaultWorkDirectory
         let temporaryDirectory = place.temporaryDirectory
         if spec.workingDirectory != nil { rmdir(place.defaultWorkDirectory) }
+        try place.openToTask()
         let now = Date()
         var record = TaskRecord(
             taskID: taskID, title: spec.title, kind: spec.kind, status: .pending, createdAt: now, updatedAt: now,
@@ -342,6 +355,16 @@ public actor TaskSupervisor {
         }
         var cgroup = place.cgroup
         var cgroupNote: String? = cgroupUnavailableReason ?? place.cgroupFailure
+        if let cgroups, cgroup == nil {
+            // The spare's attempt failed (a descendant limit reached then, say): this create tries again, as it
+            // would have without a spare.
+            do {
+                cgroup = try cgroups.createTaskCgroup(named: taskID)
+                cgroupNote = nil
+            } catch {
+                cgroupNote = error.description
+            }
+        }
         let limits = spec.sandbox?.cgroupLimits ?? CgroupLimits()
         if let cgroups, let unlimited = cgroup, !limits.isEmpty {
             do {
@@ -639,7 +662,7 @@ public actor TaskSupervisor {
         var cpu: (user: Int64, system: Int64)?
         var accounting = CgroupAccounting()
         if let cgroup = task.cgroup {
-            if !cgroupWasEmpty { cgroup.waitUntilEmpty(timeoutMilliseconds: 2000) }
+            if !cgroupWasEmpty { await waitUntilEmpty(cgroup, timeout: .seconds(2)) }
             cpu = cgroup.cpuUsage()
             accounting = cgroup.accounting()
         }
@@ -717,6 +740,15 @@ public actor TaskSupervisor {
         notifyWaiters(taskID, status: record.status)
         schedulePrune()
         task.cgroup?.remove()  // empty already; the directory goes after the waiters are on their way
+    }
+
+    /// Waits (bounded) for a killed cgroup to empty without holding the thread: exits may be handled on the thread
+    /// that reads the client's requests (`handleExits(on:)`), which must go on answering meanwhile.
+    private func waitUntilEmpty(_ cgroup: TaskCgroup, timeout: Duration) async {
+        let deadline = ContinuousClock.now + timeout
+        while !cgroup.isEmpty, ContinuousClock.now < deadline {
+            try? await Task.sleep(for: .microseconds(250))
+        }
     }
 
     // MARK: - Pause, resume, cancel
@@ -1303,7 +1335,10 @@ public actor TaskSupervisor {
         // Internal tasks serve one call of a previous run, which is gone with it.
         try discardFiles(of: try store.finishedInternalTasks())
         pruneNow()
-        ProvisionedTask.removeCrashedSpare(layout) { taskID in (try? store.task(taskID)) != nil }
+        ProvisionedTask.removeCrashedSpare(layout) { taskID in
+            // A store that cannot answer keeps the directories: they may be a stored task's output.
+            do { return try store.task(taskID) != nil } catch { return true }
+        }
         // Cgroups of tasks that never reached the store (a crash during spawn, a spare no create took).
         if let cgroups {
             for name in cgroups.leftoverCgroups() {

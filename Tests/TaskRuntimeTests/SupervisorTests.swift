@@ -342,12 +342,13 @@ final class SupervisorTests: XCTestCase {
     func testExitsAreHandledOnTheExecutorGiven() async throws {
         let supervisor = try await start()
         let executor = CountingExecutor()
+        // Waits without a timeout and no retention (no timer, no pruning): only the exit itself can use the executor.
         let before = try await supervisor.create(TaskSpec(title: "pool", command: .argv(["/bin/true"])))
-        _ = try await supervisor.wait(for: before.taskID, timeout: .seconds(10))
+        _ = try await supervisor.wait(for: before.taskID)
         XCTAssertEqual(executor.jobs, 0)
         await supervisor.handleExits(on: executor)
         let task = try await supervisor.create(TaskSpec(title: "lane", command: .argv(["/bin/true"])))
-        let outcome = try await supervisor.wait(for: task.taskID, timeout: .seconds(10))
+        let outcome = try await supervisor.wait(for: task.taskID)
         XCTAssertEqual(outcome.task.status, .completed)
         XCTAssertGreaterThan(executor.jobs, 0, "the exit was not handled on the executor given")
     }
@@ -462,12 +463,19 @@ final class SupervisorTests: XCTestCase {
         let spareID = try XCTUnwrap(madeSpare, "no spare after a create")
         XCTAssertNotEqual(spareID, first.taskID)
         let tasks = directory + "/tasks/"
+        func mode(_ path: String) -> mode_t? {
+            var info = stat()
+            return stat(path, &info) == 0 ? info.st_mode & 0o777 : nil
+        }
         for sub in ["tmp", "work"] {
             var info = stat()
             XCTAssertEqual(stat(tasks + spareID + "/" + sub, &info), 0, sub)
             XCTAssertEqual(info.st_mode & 0o777, 0o700, sub)
             XCTAssertEqual(info.st_uid, supervisor.identity.uid, sub)
         }
+        // A waiting spare is closed to the task user (no task can reach its successor's directories)…
+        XCTAssertEqual(mode(tasks + spareID), 0o700)
+        XCTAssertEqual(mode(tasks + first.taskID), 0o711)
         if let firstCgroup = first.cgroupPath {
             let spareCgroup = URL(fileURLWithPath: firstCgroup).deletingLastPathComponent().appendingPathComponent(spareID).path
             XCTAssertTrue(FileManager.default.fileExists(atPath: spareCgroup + "/cgroup.procs"))
@@ -476,6 +484,7 @@ final class SupervisorTests: XCTestCase {
         let second = try await supervisor.create(
             TaskSpec(title: "b", command: .shell("pwd; echo $TMPDIR; cat /proc/self/cgroup")))
         XCTAssertEqual(second.taskID, spareID, "the create did not take the spare")
+        XCTAssertEqual(mode(tasks + spareID), 0o711)  // …and opened once a create takes it
         _ = try await supervisor.wait(for: second.taskID, timeout: .seconds(10))
         let lines = try await supervisor.output(of: second.taskID, stream: .stdout).text.split(separator: "\n")
         XCTAssertEqual(lines.first.map(String.init), tasks + spareID + "/work")
@@ -533,10 +542,13 @@ final class SupervisorTests: XCTestCase {
 
         let outside = directory + "/outside"
         try FileManager.default.createDirectory(atPath: outside, withIntermediateDirectories: true)
-        try "../outside\n".write(toFile: directory + "/spare-task", atomically: false, encoding: .utf8)
-        supervisor = try await start()
-        XCTAssertTrue(FileManager.default.fileExists(atPath: outside))
-        await supervisor.shutdown()
+        // Short, and as long as an id (32 characters) but not hex: neither names anything to remove.
+        for marker in ["../outside", "./././././././././././../outside"] {
+            try (marker + "\n").write(toFile: directory + "/spare-task", atomically: false, encoding: .utf8)
+            supervisor = try await start()
+            XCTAssertTrue(FileManager.default.fileExists(atPath: outside), marker)
+            await supervisor.shutdown()
+        }
         self.supervisor = nil
     }
 
