@@ -289,6 +289,9 @@ public actor TaskSupervisor {
         }
     }
 
+    /// The id the next create will take, once its place is ready (for tests).
+    var spareTaskID: String? { spare?.taskID }
+
     private func spareFailed(_ error: RuntimeError) {
         provisioning = nil
         if !spareFailureLogged {

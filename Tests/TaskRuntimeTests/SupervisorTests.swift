@@ -441,6 +441,15 @@ final class SupervisorTests: XCTestCase {
 
     // MARK: spare directories
 
+    /// The id of the spare `supervisor` holds ready, once it is none of `taken`, or nil after 5 s.
+    private func adoptedSpare(of supervisor: TaskSupervisor, besides taken: Set<String>) async throws -> String? {
+        for _ in 0..<500 {
+            if let id = await supervisor.spareTaskID, !taken.contains(id) { return id }
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        return nil
+    }
+
     /// The id the spare marker names once a spare with that id, none of `taken`, is ready (its directories made), or
     /// nil after 5 s.
     private func readySpare(besides taken: Set<String>) async throws -> String? {
@@ -459,7 +468,7 @@ final class SupervisorTests: XCTestCase {
     func testEachCreateTakesTheSpareMadeBeforeItAndANewOneIsMade() async throws {
         let supervisor = try await start()
         let first = try await supervisor.create(TaskSpec(title: "a", command: .argv(["/bin/true"])))
-        let madeSpare = try await readySpare(besides: [first.taskID])
+        let madeSpare = try await adoptedSpare(of: supervisor, besides: [first.taskID])
         let spareID = try XCTUnwrap(madeSpare, "no spare after a create")
         XCTAssertNotEqual(spareID, first.taskID)
         let tasks = directory + "/tasks/"
@@ -494,7 +503,7 @@ final class SupervisorTests: XCTestCase {
         }
 
         // A task with a cwd of its own does not keep the spare's unused work directory.
-        let madeNext = try await readySpare(besides: [spareID])
+        let madeNext = try await adoptedSpare(of: supervisor, besides: [spareID])
         let nextID = try XCTUnwrap(madeNext)
         XCTAssertNotEqual(nextID, spareID)
         let elsewhere = try await supervisor.create(TaskSpec(title: "c", command: .argv(["/bin/true"]), workingDirectory: "/"))
@@ -504,7 +513,7 @@ final class SupervisorTests: XCTestCase {
         XCTAssertTrue(FileManager.default.fileExists(atPath: tasks + nextID + "/tmp"))
 
         // Shutdown removes the spare no create took, and its marker.
-        let madeUnused = try await readySpare(besides: [nextID])
+        let madeUnused = try await adoptedSpare(of: supervisor, besides: [nextID])
         let unused = try XCTUnwrap(madeUnused)
         await supervisor.shutdown()
         self.supervisor = nil
