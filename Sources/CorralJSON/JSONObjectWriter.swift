@@ -24,6 +24,10 @@ public struct JSONObjectWriter: ~Copyable {
         JSONWriter.writeInteger(value, to: &out)
     }
 
+    public mutating func member(_ key: StaticString, _ value: Int?) {
+        if let value { member(key, value) } else { member(key, JSONValue.null) }
+    }
+
     public mutating func member(_ key: StaticString, _ value: Bool) {
         open(key)
         out.append(value ? "true" : "false")

@@ -171,7 +171,7 @@ final class TaskStore: Sendable {
                     record.updatedAt = record.createdAt
                     try statement.execute(arguments: [
                         record.taskID, record.status.rawValue, Timestamp.format(record.createdAt),
-                        Timestamp.format(record.updatedAt), record.jsonValue.jsonString(), record.displayStatus,
+                        Timestamp.format(record.updatedAt), record.jsonText, record.displayStatus,
                     ])
                 }
             }
@@ -411,7 +411,7 @@ final class TaskStore: Sendable {
     }
 
     private func encode(_ record: TaskRecord) throws(RuntimeError) -> String {
-        record.jsonValue.jsonString()
+        record.jsonText
     }
 
     /// The one-pass parser and the hand-written reader; `JSONDecoder` for anything they do not take, so that no

@@ -690,6 +690,36 @@ func corralExecutable() throws -> URL {
 
 final class TaskRecordCodingTests: XCTestCase {
     /// The hand-written JSON of a record must decode to the same record as the Codable form.
+    /// The text the store writes is the record's JSON value written with sorted keys, byte for byte, whatever is set.
+    func testRecordTextIsItsValueWritten() {
+        var generator = SystemRandomNumberGenerator()
+        func maybe<T>(_ value: T) -> T? { Bool.random(using: &generator) ? value : nil }
+        for round in 0..<300 {
+            let now = Date(timeIntervalSince1970: 1_800_000_000 + Double(round) * 1.001)
+            let record = TaskRecord(
+                taskID: Identifiers.make(), title: ["t", "q \"x\"\n\u{1}", "é \u{2028}", ""][round % 4],
+                kind: round % 2 == 0 ? "command" : "wait_for_file", status: TaskStatus.allCases[round % TaskStatus.allCases.count],
+                createdAt: now, updatedAt: now.addingTimeInterval(1), startedAt: maybe(now), completedAt: maybe(now),
+                timeoutMilliseconds: maybe(Int.random(in: 0...Int.max, using: &generator)),
+                command: round % 3 == 0 ? [] : ["/bin/sh", "-c", "echo \\ \"é\""], workingDirectory: "/w/\(round)",
+                pid: maybe(Int32.random(in: 1...Int32.max, using: &generator)),
+                processStartTime: maybe(UInt64.random(in: 0...UInt64.max, using: &generator)),
+                exitCode: maybe(Int32.random(in: Int32.min...Int32.max, using: &generator)), signal: maybe(9),
+                lastError: maybe("exited \t with status 3"), cgroupPath: maybe("/sys/fs/cgroup/x"),
+                protections: round % 2 == 0 ? [] : ["pidfd", "cgroup"], outputLimitBytes: round,
+                stdoutBytes: Int64(round) * 7, stderrBytes: -1, cpuUserMicroseconds: maybe(Int64.max),
+                cpuSystemMicroseconds: maybe(Int64.min), maxResidentKiB: maybe(0), runningMilliseconds: Int64(round),
+                metadata: round % 5 == 0 ? .null : ["goal": "g", "z": [1, 2.5, true], "a": ["b": .null]])
+            var full = record
+            full.uid = maybe(65530)
+            full.gid = maybe(65530)
+            full.peakMemoryBytes = maybe(1 << 40)
+            full.ioReadBytes = maybe(3)
+            full.ioWriteBytes = maybe(4)
+            XCTAssertEqual(full.jsonText, full.jsonValue.jsonString(), "round \(round)")
+        }
+    }
+
     func testHandWrittenJSONRoundTrips() throws {
         let now = Date(timeIntervalSince1970: 1_800_000_000.5)
         let record = TaskRecord(
