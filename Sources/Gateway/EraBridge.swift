@@ -178,7 +178,7 @@ final class EraBridge: Sendable {
         enum Next {
             case pass
             case probeAnswered(JSONValue, queue: [Data], meta: JSONValue)
-            case translateAnswer(String?, Handshake)
+            case translate(Handshake)
         }
         let next = state.withLock { state -> Next in
             switch state.mode {
@@ -189,9 +189,7 @@ final class EraBridge: Sendable {
                 else { return .pass }
                 return .probeAnswered(message, queue: queue, meta: meta)
             case .translating(let handshake):
-                guard let message = try? JSONValue.parse(line) else { return .pass }
-                guard message["method"] == nil, let id = message["id"] else { return .translateAnswer(nil, handshake) }
-                return .translateAnswer(state.translated.removeValue(forKey: JSONRPC.key(id)), handshake)
+                return .translate(handshake)  // a final mode: the line is read outside the lock, once
             }
         }
         switch next {
@@ -199,8 +197,13 @@ final class EraBridge: Sendable {
             await deliver(line)
         case .probeAnswered(let message, let queue, let meta):
             await probeAnswered(message, queue: queue, meta: meta)
-        case .translateAnswer(let method, let handshake):
-            await translateAnswer(line, method: method, handshake)
+        case .translate(let handshake):
+            guard let message = try? JSONValue.parse(line) else { return await deliver(line) }
+            var method: String?
+            if message["method"] == nil, let id = message["id"] {
+                method = state.withLock { $0.translated.removeValue(forKey: JSONRPC.key(id)) }
+            }
+            await translateAnswer(message, line: line, method: method, handshake)
         }
     }
 
@@ -235,8 +238,7 @@ final class EraBridge: Sendable {
         for data in queue { await translate(data, handshake) }
     }
 
-    private func translateAnswer(_ line: Data, method: String?, _ handshake: Handshake) async {
-        guard let message = try? JSONValue.parse(line) else { return await deliver(line) }
+    private func translateAnswer(_ message: JSONValue, line: Data, method: String?, _ handshake: Handshake) async {
         if let request = message["method"]?.stringValue {
             if let id = message["id"] {
                 // A 2026-07-28 client takes no requests from its server: the server hears so at once.
