@@ -10,9 +10,8 @@ struct ProvisionedTask: Sendable {
     let taskID: String
     let taskDirectory: String
     let homeDirectory: String
+    /// Made with a spare (nil if that failed, or not a spare: the create makes it and reports a failure).
     let cgroup: TaskCgroup?
-    /// Why `cgroup` is nil on a machine where tasks get cgroups: its creation failed.
-    let cgroupFailure: String?
 
     var temporaryDirectory: String { homeDirectory + "/tmp" }
     var defaultWorkDirectory: String { homeDirectory + "/work" }
@@ -35,9 +34,18 @@ struct ProvisionedTask: Sendable {
         /// Names the spare being made, before any of it exists: the next start removes what a crash left of it
         /// unless a task record claims it.
         var spareMarker: String { stateDirectory + "/spare-task" }
+
+        /// Removes a task's directories (its output with them).
+        func removeDirectories(of taskID: String) {
+            try? FileManager.default.removeItem(atPath: taskDirectory(taskID))
+            if homeDirectory(taskID) != taskDirectory(taskID) {
+                try? FileManager.default.removeItem(atPath: homeDirectory(taskID))
+            }
+        }
     }
 
-    /// Makes a new task's directories and cgroup. `spare`: named in the layout's marker first (see `Layout.spareMarker`).
+    /// Makes a new task's directories, and for a spare its cgroup too, after naming it in the layout's marker (see
+    /// `Layout.spareMarker`).
     static func make(_ layout: Layout, spare: Bool) throws(RuntimeError) -> ProvisionedTask {
         let taskID = Identifiers.make()
         if spare {
@@ -61,21 +69,12 @@ struct ProvisionedTask: Sendable {
                 }
             }
         } catch {
-            removeDirectories(of: taskID, layout)
+            layout.removeDirectories(of: taskID)
             throw error
         }
-        var cgroup: TaskCgroup?
-        var cgroupFailure: String?
-        if let cgroups = layout.cgroups {
-            do {
-                cgroup = try cgroups.createTaskCgroup(named: taskID)
-            } catch {
-                cgroupFailure = error.description
-            }
-        }
         return ProvisionedTask(
-            taskID: taskID, taskDirectory: taskDirectory, homeDirectory: homeDirectory, cgroup: cgroup,
-            cgroupFailure: cgroupFailure)
+            taskID: taskID, taskDirectory: taskDirectory, homeDirectory: homeDirectory,
+            cgroup: spare ? try? layout.cgroups?.createTaskCgroup(named: taskID) : nil)
     }
 
     /// Lets the task user through its directories (0711: entered, not listed; its output files are the server's),
@@ -90,7 +89,7 @@ struct ProvisionedTask: Sendable {
     /// Removes a spare no task took (at shutdown).
     func discard(_ layout: Layout) {
         cgroup?.remove()
-        Self.removeDirectories(of: taskID, layout)
+        layout.removeDirectories(of: taskID)
     }
 
     /// Removes what a crash left of the spare the marker names, unless `isStored(id)`: a create took it.
@@ -102,14 +101,7 @@ struct ProvisionedTask: Sendable {
         guard taskID.utf8.count == 32, taskID.utf8.allSatisfy({ (0x30...0x39).contains($0) || (0x61...0x66).contains($0) }),
             !isStored(taskID)
         else { return }
-        removeDirectories(of: taskID, layout)
-    }
-
-    private static func removeDirectories(of taskID: String, _ layout: Layout) {
-        try? FileManager.default.removeItem(atPath: layout.taskDirectory(taskID))
-        if layout.homeDirectory(taskID) != layout.taskDirectory(taskID) {
-            try? FileManager.default.removeItem(atPath: layout.homeDirectory(taskID))
-        }
+        layout.removeDirectories(of: taskID)
     }
 
     private static func writeMarker(_ path: String, taskID: String) -> Bool {

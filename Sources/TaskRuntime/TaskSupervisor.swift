@@ -357,13 +357,11 @@ public actor TaskSupervisor {
             return try failToStart(&record, reason: error.description, created: created)
         }
         var cgroup = place.cgroup
-        var cgroupNote: String? = cgroupUnavailableReason ?? place.cgroupFailure
+        var cgroupNote: String? = cgroupUnavailableReason
         if let cgroups, cgroup == nil {
-            // The spare's attempt failed (a descendant limit reached then, say): this create tries again, as it
-            // would have without a spare.
+            // No spare, or the spare's attempt failed (a descendant limit reached then, say): made now.
             do {
                 cgroup = try cgroups.createTaskCgroup(named: taskID)
-                cgroupNote = nil
             } catch {
                 cgroupNote = error.description
             }
@@ -1182,10 +1180,7 @@ public actor TaskSupervisor {
             if recentlyFinished.removeValue(forKey: taskID) != nil {
                 recentlyFinishedOrder.removeAll { $0 == taskID }
             }
-            try? FileManager.default.removeItem(atPath: configuration.stateDirectory + "/tasks/" + taskID)
-            if taskRoot != configuration.stateDirectory + "/tasks" {
-                try? FileManager.default.removeItem(atPath: taskRoot + "/" + taskID)
-            }
+            layout.removeDirectories(of: taskID)
         }
     }
 

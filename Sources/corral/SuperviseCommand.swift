@@ -44,6 +44,6 @@ struct SuperviseCommand: AsyncParsableCommand {
 
     private func printJSON(_ record: TaskRecord) {
         // One write per line, unbuffered: a reader may kill this process right after the line.
-        FileHandle.standardOutput.write(Data((record.jsonValue.jsonString() + "\n").utf8))
+        FileHandle.standardOutput.write(Data((record.jsonText + "\n").utf8))
     }
 }
