@@ -16,6 +16,22 @@ struct ProxyBench: AsyncParsableCommand {
             """
     )
 
+    /// The policy of both proxy benches: the tool allowed and counted against a limit, as a real policy would.
+    static let policy = """
+        {"version": "1", "default": "allow", "hide": ["cancel_background_task"],
+         "all_tools": {"limits": [{"counter": "all", "window": "minute", "max": 100000000, "scope": "grant"}]}}
+        """
+
+    /// `--era` of both proxy benches: legacy, modern or both, as whether each run's client is modern.
+    static func modernFlags(_ era: String) throws -> [Bool] {
+        switch era {
+        case "legacy": return [false]
+        case "modern": return [true]
+        case "both": return [false, true]
+        default: throw ValidationError("--era is legacy, modern or both; got \(era)")
+        }
+    }
+
     @Option(help: "Calls per variant.") var calls = 2000
     @Option(help: "The MCP era of the clients: legacy (2025-11-25), modern (2026-07-28) or both.") var era = "both"
 
@@ -25,19 +41,9 @@ struct ProxyBench: AsyncParsableCommand {
         let scratch = try makeTemporaryDirectory("corral-proxybench")
         defer { try? FileManager.default.removeItem(atPath: scratch) }
         let policy = scratch + "/policy.json"
-        try """
-            {"version": "1", "default": "allow", "hide": ["cancel_background_task"],
-             "all_tools": {"limits": [{"counter": "all", "window": "minute", "max": 100000000, "scope": "grant"}]}}
-            """.write(toFile: policy, atomically: true, encoding: .utf8)
+        try Self.policy.write(toFile: policy, atomically: true, encoding: .utf8)
         let proxy = ["proxy", "--policy", policy, "--audit", scratch + "/audit.jsonl", "--"]
-        let eras: [Bool]
-        switch era {
-        case "legacy": eras = [false]
-        case "modern": eras = [true]
-        case "both": eras = [false, true]
-        default: throw ValidationError("--era is legacy, modern or both; got \(era)")
-        }
-        for modern in eras {
+        for modern in try Self.modernFlags(era) {
             try measure(modern: modern, corral: corral, mock: mock, proxy: proxy, scratch: scratch + (modern ? "/m" : "/l"))
         }
     }

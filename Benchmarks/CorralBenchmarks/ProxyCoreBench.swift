@@ -21,24 +21,14 @@ struct ProxyCoreBench: AsyncParsableCommand {
             """)
 
     @Option(help: "Calls per era.") var calls = 20_000
-    @Option(help: "legacy, modern or both.") var era = "both"
+    @Option(help: "The MCP era of the calls: legacy (2025-11-25), modern (2026-07-28) or both.") var era = "both"
 
     func run() async throws {
-        let eras: [Bool]
-        switch era {
-        case "legacy": eras = [false]
-        case "modern": eras = [true]
-        case "both": eras = [false, true]
-        default: throw ValidationError("--era is legacy, modern or both; got \(era)")
-        }
+        let eras = try ProxyBench.modernFlags(era)
         guard calls >= 10 else { throw ValidationError("--calls must be at least 10") }
         let scratch = try makeTemporaryDirectory("corral-proxycore")
         defer { try? FileManager.default.removeItem(atPath: scratch) }
-        let policy = try Policy.load(
-            text: """
-                {"version": "1", "default": "allow", "hide": ["cancel_background_task"],
-                 "all_tools": {"limits": [{"counter": "all", "window": "minute", "max": 100000000, "scope": "grant"}]}}
-                """)
+        let policy = try Policy.load(text: ProxyBench.policy)
         let audit = try AuditLog(path: scratch + "/audit.jsonl")
         let widths = [44, 10, 10, 10]
         print("one tools/call through ProxyCore in process, \(calls) per era (µs)")
