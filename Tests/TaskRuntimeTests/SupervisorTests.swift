@@ -525,6 +525,29 @@ final class SupervisorTests: XCTestCase {
         }
     }
 
+    /// A task of the task user tries to plant a file in the waiting spare's temp directory (the next task's home):
+    /// refused, while its own temp directory takes one.
+    func testATaskCannotReachTheSpareWaitingAfterIt() async throws {
+        let supervisor = try await start()
+        try XCTSkipUnless(supervisor.identity.changesUser, "tasks run as this server's own user: they own the spare too")
+        let planter = try await supervisor.create(
+            TaskSpec(
+                title: "plant",
+                command: .shell(
+                    #"while [ ! -e "$TMPDIR/go" ]; do sleep 0.01; done; touch "$(cat "$TMPDIR/target")"; r=$?; touch "$TMPDIR/own"; exit $r"#
+                )))
+        let made = try await adoptedSpare(of: supervisor, besides: [planter.taskID])
+        let spareID = try XCTUnwrap(made)
+        let tasks = directory + "/tasks/"
+        let target = tasks + spareID + "/tmp/.profile"
+        try target.write(toFile: tasks + planter.taskID + "/tmp/target", atomically: false, encoding: .utf8)
+        try "".write(toFile: tasks + planter.taskID + "/tmp/go", atomically: false, encoding: .utf8)
+        let outcome = try await supervisor.wait(for: planter.taskID, timeout: .seconds(10))
+        XCTAssertEqual(outcome.task.exitCode, 1, "the spare's directory took a file from another task")
+        XCTAssertFalse(FileManager.default.fileExists(atPath: target))
+        XCTAssertTrue(FileManager.default.fileExists(atPath: tasks + planter.taskID + "/tmp/own"))
+    }
+
     /// What a crash leaves of a spare goes at the next start; a task the marker names that reached the store stays,
     /// and a marker that is not an id this code writes never names anything to remove.
     func testAStartRemovesOnlyTheSpareACrashLeft() async throws {
