@@ -322,13 +322,13 @@ public final class TaskCgroup: @unchecked Sendable {
 
     /// The pids of every process in the cgroup.
     public func processIDs() -> [pid_t] {
-        guard let text = readSmallFile(path + "/cgroup.procs") else { return [] }
+        guard let text = readOwnFile("cgroup.procs") else { return [] }
         return text.split(separator: "\n").compactMap { pid_t($0) }
     }
 
     /// CPU time used by every process that ever ran in the cgroup, in microseconds (user, system).
     public func cpuUsage() -> (user: Int64, system: Int64)? {
-        guard let text = readSmallFile(path + "/cpu.stat") else { return nil }
+        guard let text = readOwnFile("cpu.stat") else { return nil }
         var user: Int64?
         var system: Int64?
         for line in text.split(separator: "\n") {
@@ -363,8 +363,15 @@ public final class TaskCgroup: @unchecked Sendable {
     }
 
     private func events() -> [Substring: Substring] {
-        guard let text = readSmallFile(path + "/cgroup.events") else { return [:] }
+        guard let text = readOwnFile("cgroup.events") else { return [:] }
         return parseEvents(text)
+    }
+
+    /// A file of this cgroup's own directory, opened from the directory's descriptor where there is one: an exit
+    /// reads two of them before its waiters are answered, and each walk of the full path was most of a read.
+    private func readOwnFile(_ name: String) -> String? {
+        guard directoryFD >= 0 else { return readSmallFile(path + "/" + name) }
+        return readSmallFile(at: openat(directoryFD, name, O_RDONLY | O_CLOEXEC))
     }
 
     /// cgroup.events raises POLLPRI when it changes, so this sleeps in poll(2) rather than spinning.
@@ -417,16 +424,22 @@ func writeFile(_ path: String, _ value: String) -> Bool {
 
 /// Reads a small file (procfs, cgroupfs) whole; nil when it cannot be opened.
 public func readSmallFile(_ path: String) -> String? {
-    let fd = open(path, O_RDONLY | O_CLOEXEC)
+    readSmallFile(at: open(path, O_RDONLY | O_CLOEXEC))
+}
+
+/// Reads an opened small file whole and closes it; nil for a descriptor below 0 (a failed open).
+func readSmallFile(at fd: Int32) -> String? {
     guard fd >= 0 else { return nil }
     defer { close(fd) }
     var data: [UInt8] = []
-    var buffer = [UInt8](repeating: 0, count: 16384)
-    while true {
-        let count = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-        if count < 0 && errno == EINTR { continue }
-        if count <= 0 { break }
-        data.append(contentsOf: buffer[0..<count])
+    // Not zeroed: `read` fills what is used (these files are a few hundred bytes; a bigger one takes more reads).
+    withUnsafeTemporaryAllocation(byteCount: 4096, alignment: 1) { buffer in
+        while true {
+            let count = read(fd, buffer.baseAddress, buffer.count)
+            if count < 0 && errno == EINTR { continue }
+            if count <= 0 { break }
+            data.append(contentsOf: UnsafeRawBufferPointer(rebasing: buffer[0..<count]))
+        }
     }
     return String(decoding: data, as: UTF8.self)
 }
