@@ -22,6 +22,17 @@ struct OutputLayout {
 
     func segmentPath(start: Int64) -> String { "\(directory)/\(segmentPrefix)\(start)" }
 
+    /// Creates both streams' head files, empty, in a task directory made ahead of its task: creating a file on ext4
+    /// took the reactor 120 µs at a task's first output, on the CPU the task was running on.
+    static func createEmptyHeads(in directory: String) throws(RuntimeError) {
+        for stream in OutputStream.allCases {
+            let path = OutputLayout(directory: directory, stream: stream, limit: 0).headPath
+            let fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0o600)
+            guard fd >= 0 else { throw RuntimeError.system("create \(path)", errno) }
+            close(fd)
+        }
+    }
+
     /// The tail segments on disk with their start offsets, oldest first.
     func segments() -> [(start: Int64, path: String)] {
         guard let names = try? FileManager.default.contentsOfDirectory(atPath: directory) else { return [] }

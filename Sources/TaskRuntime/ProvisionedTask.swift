@@ -3,7 +3,7 @@ import Glibc
 import Sandbox
 
 /// What a task needs before its spawn that does not depend on what it runs: its id, its directories and, where tasks
-/// get cgroups, its cgroup (still without limits). The supervisor makes one ahead, while nothing waits, for the next
+/// get cgroups, its cgroup (still without limits); a spare also has its empty output files. The supervisor makes one ahead, while nothing waits, for the next
 /// create: after an idle spell the three ext4 mkdirs and the cgroup's mkdir were half a millisecond of a create's
 /// answer.
 struct ProvisionedTask: Sendable {
@@ -68,6 +68,7 @@ struct ProvisionedTask: Sendable {
                     throw RuntimeError.system("chown \(path)", errno)
                 }
             }
+            if spare { try OutputLayout.createEmptyHeads(in: taskDirectory) }
         } catch {
             layout.removeDirectories(of: taskID)
             throw error
