@@ -67,15 +67,24 @@ let package = Package(
         .target(
             name: "TaskRuntime",
             dependencies: [
-                "Sandbox", "CCorral", "CorralJSON",
+                "Sandbox", "CCorral", "CorralJSON", "SQLiteWAL",
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        // The write-ahead log of every SQLite store checkpointed off the commit path.
+        .target(
+            name: "SQLiteWAL",
+            dependencies: [
+                .product(name: "GRDB", package: "GRDB.swift"),
+                // sqlite3_wal_hook, which GRDB does not wrap.
+                .product(name: "GRDBSQLite", package: "GRDB.swift"),
             ]
         ),
         .target(
             name: "Policy",
             dependencies: [
-                "CorralJSON",
+                "CorralJSON", "SQLiteWAL",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "GRDB", package: "GRDB.swift"),
             ]
@@ -119,7 +128,7 @@ let package = Package(
         .target(
             name: "AllcanuseMockServer",
             dependencies: [
-                "AllcanuseMock", "Policy", "CorralJSON", "MCPCore",
+                "AllcanuseMock", "Policy", "CorralJSON", "MCPCore", "SQLiteWAL",
                 .product(name: "Logging", package: "swift-log"),
                 // MCP task handles, in their own SQLite file beside the task store.
                 .product(name: "GRDB", package: "GRDB.swift"),
@@ -167,11 +176,13 @@ let package = Package(
         .testTarget(name: "SandboxTests", dependencies: ["Sandbox", "CCorral"], exclude: ["Resources"]),
         .testTarget(
             name: "TaskRuntimeTests",
-            dependencies: ["TaskRuntime", "Sandbox", "CCorral", "CorralJSON", .product(name: "GRDB", package: "GRDB.swift")]),
+            dependencies: [
+                "TaskRuntime", "Sandbox", "CCorral", "CorralJSON", "SQLiteWAL", .product(name: "GRDB", package: "GRDB.swift"),
+            ]),
         .testTarget(
             name: "PolicyTests",
             dependencies: [
-                "Policy", "CorralJSON", "PolicyPostgres",
+                "Policy", "CorralJSON", "PolicyPostgres", "SQLiteWAL",
                 .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Logging", package: "swift-log"),

@@ -1,4 +1,5 @@
 import GRDB
+import SQLiteWAL
 import Synchronization
 
 /// Counters, single-use records and task owners in a SQLite file (WAL), shared by every process that opens the
@@ -10,6 +11,8 @@ import Synchronization
 /// `PolicyStoreError`, and the evaluator denies the call. The schema is versioned (`PRAGMA user_version`).
 public final class SQLitePolicyStore: PolicyStore {
     private let queue: DatabaseQueue
+    /// Checkpoints the log off the reservations' commits (see `WALCheckpointer`).
+    let checkpointer: WALCheckpointer
     private let purgeInterval: Int
     private let writes = Atomic<Int>(0)
 
@@ -21,18 +24,24 @@ public final class SQLitePolicyStore: PolicyStore {
         configuration.busyMode = .timeout(busyTimeout)
         configuration.label = "corral.policy.store"
         self.purgeInterval = purgeInterval
+        checkpointer = WALCheckpointer(path: path)
         do {
             queue = try DatabaseQueue(path: path, configuration: configuration)
             try queue.writeWithoutTransaction { db in
                 // NORMAL is durable against process crashes in WAL mode; only power loss can drop the last commits.
                 try db.execute(sql: "PRAGMA synchronous = NORMAL")
                 try Self.migrate(db)
+                checkpointer.attach(to: db)
             }
         } catch let error as PolicyStoreError {
             throw PolicyStoreError("policy store \(path): \(error.message)")
         } catch {
             throw PolicyStoreError("policy store \(path) cannot be opened: \(error)")
         }
+    }
+
+    deinit {
+        queue.writeWithoutTransaction { checkpointer.detach(from: $0) }
     }
 
     /// The schema, by version (`PRAGMA user_version`); a new version is a new entry, never an edit of an old one.

@@ -1,12 +1,14 @@
 import CorralJSON
 import Foundation
 import GRDB
+import SQLiteWAL
 
 /// Tasks and events in SQLite (WAL). Every status change is one transaction with its event, so a `kill -9` of the
 /// supervisor loses nothing it has reported: WAL with `synchronous=NORMAL` is durable across process crashes (a power
 /// loss may drop the last transactions).
 final class TaskStore: Sendable {
     private let database: DatabasePool
+    let checkpointer: WALCheckpointer
 
     init(path: String) throws(RuntimeError) {
         var configuration = Configuration()
@@ -26,6 +28,12 @@ final class TaskStore: Sendable {
         } catch {
             throw RuntimeError.storage("cannot open \(path): \(error)")
         }
+        checkpointer = WALCheckpointer(path: path)
+        database.writeWithoutTransaction { checkpointer.attach(to: $0) }
+    }
+
+    deinit {
+        database.writeWithoutTransaction { checkpointer.detach(from: $0) }
     }
 
     private static var migrator: DatabaseMigrator {

@@ -1,6 +1,7 @@
 import CorralJSON
 import Foundation
 import GRDB
+import SQLiteWAL
 import Synchronization
 import Testing
 
@@ -242,6 +243,33 @@ struct BrokenStore: PolicyStore {
         try await DatabaseQueue(path: path).write { db in try db.execute(sql: "PRAGMA user_version = 99") }
         let error = #expect(throws: PolicyStoreError.self) { try SQLitePolicyStore(path: path) }
         #expect(error?.message.contains("schema is version 99, newer than this corral knows") == true, "\(error?.message ?? "")")
+    }
+
+    /// The store's commits leave checkpoints to its checkpointer (a reservation never pays one's fsyncs): with them
+    /// held back the log grows past SQLite's threshold, and released, the checkpointer runs.
+    @Test func sqliteCommitsLeaveCheckpointsToTheCheckpointer() async throws {
+        let path = temporarySQLitePath()
+        defer { removeSQLite(path) }
+        let store = try SQLitePolicyStore(path: path)
+        let threshold = Int(WALCheckpointer.thresholdPages) * 4096
+        func walSize() -> Int {
+            var status = stat()
+            return stat(path + "-wal", &status) == 0 ? Int(status.st_size) : 0
+        }
+        store.checkpointer.holdCheckpoints(true)
+        var claims = 0
+        while walSize() < threshold * 3 / 2 && claims < 100_000 {
+            _ = try await store.claimOnce("token-\(claims)", expiresAtMs: Int64.max, nowMs: 0)
+            claims += 1
+        }
+        #expect(walSize() >= threshold * 3 / 2, "a commit checkpointed by itself")
+        store.checkpointer.holdCheckpoints(false)
+        _ = try await store.claimOnce("token-\(claims)", expiresAtMs: Int64.max, nowMs: 0)
+        let deadline = ContinuousClock.now + .seconds(10)
+        while store.checkpointer.checkpointCount == 0 && ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(1))
+        }
+        #expect(store.checkpointer.checkpointCount >= 1)
     }
 
     @Test func sqliteCountersSurviveReopen() async throws {

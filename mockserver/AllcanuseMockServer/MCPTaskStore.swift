@@ -1,6 +1,7 @@
 import CorralJSON
 import Foundation
 import GRDB
+import SQLiteWAL
 import MCPCore
 
 /// A task handle as kept: the MCP task, and what the server needs to carry it on.
@@ -54,6 +55,8 @@ struct StoredMCPTask: Sendable, Equatable {
 /// and every change is one statement, so `tasks/get` still knows every handle it answered after a `kill -9`.
 final class MCPTaskStore: Sendable {
     private let database: DatabasePool
+    /// Checkpoints the log off the commits (see `WALCheckpointer`).
+    private let checkpointer: WALCheckpointer
 
     struct Failure: Error, CustomStringConvertible {
         var description: String
@@ -62,6 +65,7 @@ final class MCPTaskStore: Sendable {
     init(path: String) throws(Failure) {
         var configuration = Configuration()
         configuration.busyMode = .timeout(5)
+        checkpointer = WALCheckpointer(path: path)
         // Bounded as the task store is (TaskStore): two readers, 256 KiB of page cache per connection.
         configuration.maximumReaderCount = 2
         configuration.prepareDatabase { db in
@@ -96,6 +100,11 @@ final class MCPTaskStore: Sendable {
         } catch {
             throw Failure(description: "cannot open \(path): \(error)")
         }
+        database.writeWithoutTransaction { checkpointer.attach(to: $0) }
+    }
+
+    deinit {
+        database.writeWithoutTransaction { checkpointer.detach(from: $0) }
     }
 
     func save(_ stored: StoredMCPTask) throws(Failure) {
