@@ -24,20 +24,21 @@ public final class SQLitePolicyStore: PolicyStore {
         configuration.busyMode = .timeout(busyTimeout)
         configuration.label = "corral.policy.store"
         self.purgeInterval = purgeInterval
-        checkpointer = WALCheckpointer(path: path)
         do {
             queue = try DatabaseQueue(path: path, configuration: configuration)
             try queue.writeWithoutTransaction { db in
                 // NORMAL is durable against process crashes in WAL mode; only power loss can drop the last commits.
                 try db.execute(sql: "PRAGMA synchronous = NORMAL")
                 try Self.migrate(db)
-                checkpointer.attach(to: db)
             }
         } catch let error as PolicyStoreError {
             throw PolicyStoreError("policy store \(path): \(error.message)")
         } catch {
             throw PolicyStoreError("policy store \(path) cannot be opened: \(error)")
         }
+        // Once the file is there, in WAL mode: the checkpointer opens a connection of its own.
+        checkpointer = WALCheckpointer(path: path)
+        queue.writeWithoutTransaction { checkpointer.attach(to: $0) }
     }
 
     deinit {

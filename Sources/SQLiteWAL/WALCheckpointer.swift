@@ -30,6 +30,8 @@ public final class WALCheckpointer: Sendable {
     private let logPages = Atomic<Int32>(0)
     private let completed = Atomic<Int>(0)
 
+    /// `path` must be an existing database in WAL mode (its store opened): the connection opened here must neither
+    /// create the file (with the default mode) nor race the store's own setup.
     public init(path: String) {
         self.path = path
         queue.async { [self] in connection.withLock { $0 = try? Self.open(path) } }

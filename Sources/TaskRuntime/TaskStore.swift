@@ -28,6 +28,7 @@ final class TaskStore: Sendable {
         } catch {
             throw RuntimeError.storage("cannot open \(path): \(error)")
         }
+        // Once the file is there, in WAL mode: the checkpointer opens a connection of its own.
         checkpointer = WALCheckpointer(path: path)
         database.writeWithoutTransaction { checkpointer.attach(to: $0) }
     }

@@ -65,7 +65,6 @@ final class MCPTaskStore: Sendable {
     init(path: String) throws(Failure) {
         var configuration = Configuration()
         configuration.busyMode = .timeout(5)
-        checkpointer = WALCheckpointer(path: path)
         // Bounded as the task store is (TaskStore): two readers, 256 KiB of page cache per connection.
         configuration.maximumReaderCount = 2
         configuration.prepareDatabase { db in
@@ -100,6 +99,8 @@ final class MCPTaskStore: Sendable {
         } catch {
             throw Failure(description: "cannot open \(path): \(error)")
         }
+        // Once the file is there (0600, in WAL mode): the checkpointer opens a connection of its own.
+        checkpointer = WALCheckpointer(path: path)
         database.writeWithoutTransaction { checkpointer.attach(to: $0) }
     }
 
