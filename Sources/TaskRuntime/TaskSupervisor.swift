@@ -136,6 +136,10 @@ public actor TaskSupervisor {
     private var spareFailureLogged = false
     /// Where exits are handled (see `handleExits(on:)`).
     private var exitExecutor: (any TaskExecutor)?
+    /// The sandbox profile the last create asked for: the spare's sandbox is prepared for it.
+    private var lastSandboxProfile: SandboxProfile?
+    /// Creates that took the spare's sandbox (for tests).
+    private(set) var sandboxesTakenReady = 0
     /// Ended tasks' cgroups waiting for their removal (see `removeAfterWaiters`).
     private var endedCgroups: [TaskCgroup] = []
 
@@ -281,9 +285,10 @@ public actor TaskSupervisor {
     private func provisionSpare() {
         guard spare == nil, provisioning == nil, !isShutDown else { return }
         let layout = self.layout
+        let expectedProfile = lastSandboxProfile
         provisioning = Task.detached {
             do throws(RuntimeError) {
-                let made = try ProvisionedTask.make(layout, spare: true)
+                let made = try ProvisionedTask.make(layout, spare: true, expectedProfile: expectedProfile)
                 await self.adopt(made)
             } catch {
                 await self.spareFailed(error)
@@ -293,6 +298,8 @@ public actor TaskSupervisor {
 
     /// The id the next create will take, once its place is ready (for tests).
     var spareTaskID: String? { spare?.taskID }
+    /// The profile the spare's sandbox was prepared for (for tests).
+    var spareSandboxProfile: SandboxProfile? { spare?.sandbox?.profile }
 
     private func spareFailed(_ error: RuntimeError) {
         provisioning = nil
@@ -330,8 +337,12 @@ public actor TaskSupervisor {
         } else {
             place = try ProvisionedTask.make(layout, spare: false)
         }
-        // The next create's directories are made once this one has answered.
+        // The next create's directories are made once this one has answered, with a sandbox for this one's profile.
+        lastSandboxProfile = spec.sandbox
         defer { provisionSpare() }
+        // The spare's sandbox, if this task does not take it, is closed on the way out.
+        var spareSandbox = place.sandbox
+        defer { spareSandbox?.prepared.cleanup() }
         let taskID = place.taskID
         let taskDirectory = place.taskDirectory
         let workDirectory = spec.workingDirectory ?? place.defaultWorkDirectory
@@ -394,8 +405,15 @@ public actor TaskSupervisor {
         var prepared: PreparedSandbox?
         if let profile = spec.sandbox {
             do {
-                let sandbox = try SandboxPreparation.prepare(
-                    profile, workingDirectory: workDirectory, temporaryDirectory: temporaryDirectory)
+                let sandbox: PreparedSandbox
+                if let ready = spareSandbox, ready.fits(profile, workingDirectory: spec.workingDirectory) {
+                    sandbox = ready.prepared
+                    spareSandbox = nil  // the spawn's now, closed after it as one made here
+                    sandboxesTakenReady += 1
+                } else {
+                    sandbox = try SandboxPreparation.prepare(
+                        profile, workingDirectory: workDirectory, temporaryDirectory: temporaryDirectory)
+                }
                 prepared = sandbox
                 confinement = sandbox.confinement
                 confinement.resourceLimits += spec.confinement.resourceLimits
@@ -410,6 +428,8 @@ public actor TaskSupervisor {
                 return try failToStart(&record, reason: "sandbox: \(error.description)", created: created)
             }
         }
+        spareSandbox?.prepared.cleanup()
+        spareSandbox = nil
         var environment = configuration.baseEnvironment
         environment["TMPDIR"] = temporaryDirectory
         if identity.changesUser {

@@ -184,6 +184,55 @@ final class ConfinedTaskTests: XCTestCase {
             + period.trimmingCharacters(in: .whitespacesAndNewlines)
     }
 
+    /// A spare's sandbox is prepared for the profile the previous create asked for; a create asking for the same one
+    /// takes it, and its rules hold. One asking for another profile gets its own rules, never the spare's: the
+    /// profile that may write the scratch directory can, the one that may not cannot, in either order.
+    func testASandboxPreparedWithTheSpareIsTakenOnlyForItsOwnProfile() async throws {
+        try XCTSkipIf(Landlock.abiVersion < 1, "this kernel has no Landlock")
+        let supervisor = try await start()
+        let scratch = FileManager.default.temporaryDirectory.appendingPathComponent("corral-scratch-\(UUID().uuidString)")
+            .path
+        XCTAssertEqual(mkdir(scratch, 0o777), 0)
+        XCTAssertEqual(chmod(scratch, 0o777), 0)  // any user may write it: only Landlock stands in the way
+        defer { try? FileManager.default.removeItem(atPath: scratch) }
+        let closed = BuiltinProfiles.default
+        var open = closed
+        open.landlock?.readWrite.append(scratch)
+
+        func attempt(_ profile: SandboxProfile, _ name: String) async throws -> String {
+            let script = "echo in-cwd > here && cat here; echo x > \(scratch)/\(name) 2>/dev/null && echo wrote"
+            let (record, output) = try await run(
+                supervisor, TaskSpec(title: name, command: .shell(script), sandbox: profile))
+            XCTAssertTrue(record.protections.contains("landlock:abi\(Landlock.abiVersion)"), "\(record.protections)")
+            return output
+        }
+        func spareReady(for profile: SandboxProfile) async throws {
+            let deadline = ContinuousClock.now + .seconds(10)
+            while await supervisor.spareSandboxProfile != profile, ContinuousClock.now < deadline {
+                try await Task.sleep(for: .milliseconds(5))
+            }
+            let ready = await supervisor.spareSandboxProfile
+            XCTAssertEqual(ready, profile)
+        }
+
+        var output = try await attempt(closed, "first")
+        XCTAssertEqual(output, "in-cwd\n")
+        try await spareReady(for: closed)
+        output = try await attempt(closed, "second")
+        XCTAssertEqual(output, "in-cwd\n", "the ready ruleset let the task write")
+        var taken = await supervisor.sandboxesTakenReady
+        XCTAssertEqual(taken, 1)
+        try await spareReady(for: closed)
+        output = try await attempt(open, "third")
+        XCTAssertEqual(output, "in-cwd\nwrote\n", "the spare's ruleset was given to another profile")
+        try await spareReady(for: open)
+        output = try await attempt(closed, "fourth")
+        XCTAssertEqual(output, "in-cwd\n", "the spare's ruleset was given to another profile")
+        taken = await supervisor.sandboxesTakenReady
+        XCTAssertEqual(taken, 1)
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: scratch), ["third"])
+    }
+
     func testALimitThatCannotBeEnforcedFailsTheTaskInsteadOfDroppingIt() async throws {
         let supervisor = try await start(cgroups: false)
         var profile = BuiltinProfiles.default
