@@ -6,13 +6,13 @@ import Synchronization
 /// Copies a SQLite store's write-ahead log back into the database off the commit path.
 ///
 /// SQLite's automatic checkpoint runs inside the commit that fills the log past 1,000 pages, fsyncs included: in the
-/// task store, one status change in about seventy took 15 ms (144 ms once) while a waiter waited for its answer. Here the writer's
-/// commit only notes the log's size (`sqlite3_wal_hook`, which replaces the automatic checkpoint on that connection),
-/// and a connection of its own checkpoints on a utility queue (PASSIVE: it waits for no reader and no writer; a
-/// writer appends to the log meanwhile and starts it over once everything was copied). A writer that never pauses
-/// outruns PASSIVE checkpoints (each copies what was there when it started), so past `restartPages` the checkpoint
-/// waits for the writers instead (RESTART) and the log stays bounded. GRDB has no hook of its own for this, hence
-/// the C API.
+/// task store, one status change in about seventy took 15 ms (144 ms once) while a waiter waited for its answer. Here
+/// the writer's commit only notes the log's size (`sqlite3_wal_hook`, which replaces the automatic checkpoint on that
+/// connection), and a connection of its own checkpoints on a utility queue (PASSIVE: it waits for no reader and no
+/// writer; a writer appends to the log meanwhile and starts it over once everything was copied). A writer that never
+/// pauses outruns PASSIVE checkpoints (each copies what was there when it started), so past `restartPages` the
+/// checkpoint waits for the writers instead (RESTART) and the log stays bounded. GRDB has no hook of its own for
+/// this, hence the C API.
 public final class WALCheckpointer: Sendable {
     /// SQLite's own default for `wal_autocheckpoint`.
     public static let thresholdPages: Int32 = 1000
@@ -20,7 +20,7 @@ public final class WALCheckpointer: Sendable {
     public static let restartPages: Int32 = 4 * thresholdPages
 
     private let path: String
-    private let queue = DispatchQueue(label: "corral.task-store.checkpoint", qos: .utility)
+    private let queue = DispatchQueue(label: "corral.sqlite.checkpoint", qos: .utility)
     /// The checkpoints' connection, opened as the store opens (on `queue`, off the start's path) and kept: SQLite
     /// keeps a closed connection's descriptors while other connections of the process hold locks on the file, so
     /// one opened per checkpoint left descriptors behind after the first.
@@ -53,7 +53,9 @@ public final class WALCheckpointer: Sendable {
     /// Called by the writer's commits with the log's size in pages: at most one checkpoint is queued at a time.
     fileprivate func logGrew(to pages: Int32) {
         logPages.store(pages, ordering: .relaxed)
-        guard pages >= Self.thresholdPages, !held.load(ordering: .acquiring), !scheduled.exchange(true, ordering: .acquiringAndReleasing) else { return }
+        guard pages >= Self.thresholdPages, !held.load(ordering: .acquiring),
+            !scheduled.exchange(true, ordering: .acquiringAndReleasing)
+        else { return }
         queue.async { [self] in
             defer { scheduled.store(false, ordering: .releasing) }
             checkpoint()

@@ -3,9 +3,10 @@ import Glibc
 import Sandbox
 
 /// What a task needs before its spawn that does not depend on what it runs: its id, its directories and, where tasks
-/// get cgroups, its cgroup (still without limits); a spare also has its empty output files. The supervisor makes one ahead, while nothing waits, for the next
-/// create: after an idle spell the three ext4 mkdirs and the cgroup's mkdir were half a millisecond of a create's
-/// answer.
+/// get cgroups, its cgroup (still without limits); a spare also has its empty output files and, when the previous
+/// create had a sandbox profile, a sandbox prepared for it. The supervisor makes one ahead, while nothing waits, for
+/// the next create: after an idle spell the three ext4 mkdirs and the cgroup's mkdir were half a millisecond of a
+/// create's answer.
 struct ProvisionedTask: Sendable {
     let taskID: String
     let taskDirectory: String
