@@ -109,28 +109,59 @@ enum JSONWriter {
             // check each. A control character written as \u00XX makes room for the rest again.
             out.reserve(count &* 2 &+ 2)
             out.store(UInt8(ascii: "\""))
+            guard let start = bytes.baseAddress else {
+                out.store(UInt8(ascii: "\""))
+                return
+            }
+            // Eight bytes at a time: copied at once when none needs escaping (a result's text block is its
+            // structured content escaped whole, a few kilobytes that byte by byte were a sixth of a get's
+            // instructions), else each of them as before.
             var index = 0
             while index < count {
-                let byte = bytes[index]
-                index &+= 1
-                if byte >= 0x20 && byte != UInt8(ascii: "\"") && byte != UInt8(ascii: "\\") {
-                    out.store(byte)
-                    continue
+                let end = min(index &+ 8, count)
+                if end &- index == 8 {
+                    let word = UnsafeRawPointer(start + index).loadUnaligned(as: UInt64.self)
+                    if !needsEscape(word) {
+                        out.store(word)
+                        index = end
+                        continue
+                    }
                 }
-                switch byte {
-                case UInt8(ascii: "\""), UInt8(ascii: "\\"): out.store(UInt8(ascii: "\\"), byte)
-                case UInt8(ascii: "\n"): out.store(UInt8(ascii: "\\"), UInt8(ascii: "n"))
-                case UInt8(ascii: "\r"): out.store(UInt8(ascii: "\\"), UInt8(ascii: "r"))
-                case UInt8(ascii: "\t"): out.store(UInt8(ascii: "\\"), UInt8(ascii: "t"))
-                default:
-                    out.reserve(6 &+ (count &- index) &* 2 &+ 1)
-                    out.store(UInt8(ascii: "\\"), UInt8(ascii: "u"))
-                    out.store(UInt8(ascii: "0"), UInt8(ascii: "0"))
-                    out.store(hexDigit(byte >> 4), hexDigit(byte & 0xF))
+                while index < end {
+                    let byte = start[index]
+                    index &+= 1
+                    if byte >= 0x20 && byte != UInt8(ascii: "\"") && byte != UInt8(ascii: "\\") {
+                        out.store(byte)
+                        continue
+                    }
+                    switch byte {
+                    case UInt8(ascii: "\""), UInt8(ascii: "\\"): out.store(UInt8(ascii: "\\"), byte)
+                    case UInt8(ascii: "\n"): out.store(UInt8(ascii: "\\"), UInt8(ascii: "n"))
+                    case UInt8(ascii: "\r"): out.store(UInt8(ascii: "\\"), UInt8(ascii: "r"))
+                    case UInt8(ascii: "\t"): out.store(UInt8(ascii: "\\"), UInt8(ascii: "t"))
+                    default:
+                        out.reserve(6 &+ (count &- index) &* 2 &+ 1)
+                        out.store(UInt8(ascii: "\\"), UInt8(ascii: "u"))
+                        out.store(UInt8(ascii: "0"), UInt8(ascii: "0"))
+                        out.store(hexDigit(byte >> 4), hexDigit(byte & 0xF))
+                    }
                 }
             }
             out.store(UInt8(ascii: "\""))
         }
+    }
+
+    /// Whether any of the eight bytes is below 0x20, a quote or a backslash (exact: the classic "has a zero byte"
+    /// and "has a byte less than n" tests on the word, whose false positives come only from bytes above the first
+    /// true one).
+    @inline(__always)
+    static func needsEscape(_ word: UInt64) -> Bool {
+        let ones: UInt64 = 0x0101_0101_0101_0101
+        let highs: UInt64 = 0x8080_8080_8080_8080
+        let control = (word &- ones &* 0x20) & ~word
+        let quote = word ^ (ones &* UInt64(UInt8(ascii: "\"")))
+        let backslash = word ^ (ones &* UInt64(UInt8(ascii: "\\")))
+        return (control | ((quote &- ones) & ~quote) | ((backslash &- ones) & ~backslash)) & highs != 0
     }
 
     private static func hexDigit(_ nibble: UInt8) -> UInt8 {
@@ -171,6 +202,13 @@ struct JSONOutput: ~Copyable {
     mutating func store(_ byte: UInt8) {
         base[count] = byte
         count &+= 1
+    }
+
+    /// Eight bytes as they lie in memory (little- or big-endian alike: loaded and stored the same way).
+    @inline(__always)
+    mutating func store(_ word: UInt64) {
+        UnsafeMutableRawPointer(base + count).storeBytes(of: word, as: UInt64.self)
+        count &+= 8
     }
 
     @inline(__always)

@@ -26,6 +26,33 @@ import Testing
         }
     }
 
+    /// Byte for byte what escaping one byte at a time writes, with escapes at every offset of the eight-byte words
+    /// the writer copies at once (and words of only plain bytes, UTF-8 included, between them).
+    @Test func escapesWordsAsByteByByte() {
+        let pieces = [
+            "\"", "\\", "\n", "\r", "\t", "\u{00}", "\u{1F}", "\u{7F}", " ", "!", "#", "[", "]", "~", "a", "é", "😀",
+            "0123456789abcdef",
+        ]
+        var generator = SystemRandomNumberGenerator()
+        for _ in 0..<5000 {
+            let text = (0..<Int.random(in: 0...40, using: &generator))
+                .map { _ in pieces.randomElement(using: &generator) ?? "" }.joined()
+            var expected: [UInt8] = [UInt8(ascii: "\"")]
+            for byte in text.utf8 {
+                switch byte {
+                case UInt8(ascii: "\""), UInt8(ascii: "\\"): expected += [UInt8(ascii: "\\"), byte]
+                case UInt8(ascii: "\n"): expected += Array("\\n".utf8)
+                case UInt8(ascii: "\r"): expected += Array("\\r".utf8)
+                case UInt8(ascii: "\t"): expected += Array("\\t".utf8)
+                case 0..<0x20: expected += Array(String(format: "\\u%04x", Int(byte)).utf8)
+                default: expected.append(byte)
+                }
+            }
+            expected.append(UInt8(ascii: "\""))
+            #expect(Array(JSONValue.string(text).jsonString().utf8) == expected, "\(text.debugDescription)")
+        }
+    }
+
     @Test func objectsAreSortedAndNumbersPlain() {
         let value: JSONValue = ["b": [1, 2.5, -3, 1e20, .null, true, false], "a": [:], "é": [], "A": "x", "10": 10]
         #expect(value.jsonString() == #"{"10":10,"A":"x","a":{},"b":[1,2.5,-3,1e+20,null,true,false],"é":[]}"#)
