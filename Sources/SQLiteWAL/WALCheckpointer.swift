@@ -8,39 +8,42 @@ import Synchronization
 /// SQLite's automatic checkpoint runs inside the commit that fills the log past 1,000 pages, fsyncs included: in the
 /// task store, one status change in about seventy took 15 ms (144 ms once) while a waiter waited for its answer. Here
 /// the writer's commit only notes the log's size (`sqlite3_wal_hook`, which replaces the automatic checkpoint on that
-/// connection), and a connection of its own checkpoints on a utility queue (PASSIVE: it waits for no reader and no
-/// writer; a writer appends to the log meanwhile and starts it over once everything was copied). A writer that never
-/// pauses outruns PASSIVE checkpoints (each copies what was there when it started), so past `restartPages` the
-/// checkpoint waits for the writers instead (RESTART) and the log stays bounded. GRDB has no hook of its own for
-/// this, hence the C API.
+/// connection), and a connection of the checkpointer's own runs PASSIVE checkpoints on a utility queue: they wait
+/// for no reader and no writer, and a writer appends to the log meanwhile and starts it over once everything was
+/// copied. A writer that never pauses outruns them (each copies what was there when it started), and a checkpointer
+/// without its connection does nothing: past `inlinePages` the writer's commit checkpoints itself, PASSIVE, as
+/// SQLite's automatic checkpoint does at 1,000, so the log stays bounded either way and no writer ever waits for a
+/// checkpoint of another connection. GRDB has no hook of its own for this, hence the C API.
 public final class WALCheckpointer: Sendable {
-    /// SQLite's own default for `wal_autocheckpoint`.
+    /// SQLite's own default for `wal_autocheckpoint`: the log's size from which a checkpoint is queued.
     public static let thresholdPages: Int32 = 1000
-    /// The log's size past which a checkpoint holds the writers back until it is done.
-    public static let restartPages: Int32 = 4 * thresholdPages
+    /// The log's size from which the writer's commits checkpoint themselves.
+    public static let inlinePages: Int32 = 4 * thresholdPages
 
-    private let path: String
     private let queue = DispatchQueue(label: "corral.sqlite.checkpoint", qos: .utility)
-    /// The checkpoints' connection, opened as the store opens (on `queue`, off the start's path) and kept: SQLite
-    /// keeps a closed connection's descriptors while other connections of the process hold locks on the file, so
-    /// one opened per checkpoint left descriptors behind after the first.
-    private let connection = Mutex<DatabaseQueue?>(nil)
+    /// Opened with the checkpointer, once the store's file exists in WAL mode, and kept: a connection opened later
+    /// would create the file (GRDB always opens with SQLITE_OPEN_CREATE) if it was gone, with the default mode; and
+    /// SQLite keeps a closed connection's descriptors while others of the process hold locks on the file. Nil when
+    /// it could not be opened: then only the writer's own checkpoints past `inlinePages` run.
+    private let connection: Mutex<DatabaseQueue?>
     private let scheduled = Atomic<Bool>(false)
     private let held = Atomic<Bool>(false)
-    private let logPages = Atomic<Int32>(0)
     private let completed = Atomic<Int>(0)
 
-    /// `path` must be an existing database in WAL mode (its store opened): the connection opened here must neither
-    /// create the file (with the default mode) nor race the store's own setup.
+    /// `path` must be an existing database in WAL mode (its store opened).
     public init(path: String) {
-        self.path = path
-        queue.async { [self] in connection.withLock { $0 = try? Self.open(path) } }
+        var configuration = Configuration()
+        configuration.busyMode = .timeout(5)
+        connection = Mutex(try? DatabaseQueue(path: path, configuration: configuration))
     }
 
-    /// Checkpoints run so far (for tests).
+    /// Whether background checkpoints can run (their connection opened).
+    public var isActive: Bool { connection.withLock { $0 != nil } }
+
+    /// Background checkpoints run so far (for tests).
     public var checkpointCount: Int { completed.load(ordering: .relaxed) }
 
-    /// Makes `writer` report its log's size here instead of checkpointing in its commits. `self` must outlive the
+    /// Makes `writer` report its log's size here instead of checkpointing at 1,000 pages. `self` must outlive the
     /// hook: `detach` before it goes.
     public func attach(to writer: Database) {
         sqlite3_wal_hook(writer.sqliteConnection, walHook, Unmanaged.passUnretained(self).toOpaque())
@@ -50,9 +53,20 @@ public final class WALCheckpointer: Sendable {
         sqlite3_wal_hook(writer.sqliteConnection, nil, nil)
     }
 
+    /// For tests that must see what commits do alone: while held, commits queue no checkpoint; once released, the
+    /// next commit past the threshold queues one.
+    public func holdCheckpoints(_ hold: Bool) {
+        held.store(hold, ordering: .releasing)
+    }
+
     /// Called by the writer's commits with the log's size in pages: at most one checkpoint is queued at a time.
-    fileprivate func logGrew(to pages: Int32) {
-        logPages.store(pages, ordering: .relaxed)
+    fileprivate func logGrew(to pages: Int32, writer: OpaquePointer?, name: UnsafePointer<CChar>?) {
+        if pages >= Self.inlinePages {
+            // What SQLite's own hook does (sqlite3WalDefaultHook): a PASSIVE checkpoint by the writer, which no
+            // append interrupts. An error leaves the log longer; the next commit tries again.
+            _ = sqlite3_wal_checkpoint_v2(writer, name, SQLITE_CHECKPOINT_PASSIVE, nil, nil)
+            return
+        }
         guard pages >= Self.thresholdPages, !held.load(ordering: .acquiring),
             !scheduled.exchange(true, ordering: .acquiringAndReleasing)
         else { return }
@@ -62,32 +76,14 @@ public final class WALCheckpointer: Sendable {
         }
     }
 
-    /// For tests that must see what commits do alone: while held, commits queue no checkpoint; once released, the
-    /// next commit past the threshold queues one.
-    public func holdCheckpoints(_ hold: Bool) {
-        held.store(hold, ordering: .releasing)
-    }
-
-    /// Checkpoints now, on the calling thread. A failure (the file gone, the writers busy past the timeout) leaves
-    /// the log longer; the next commit past the threshold tries again.
+    /// A PASSIVE checkpoint now, on the calling thread, on the checkpointer's connection. A failure (the file gone)
+    /// leaves the log longer; the next commit past the threshold tries again.
     public func checkpoint() {
         connection.withLock { connection in
-            let mode: Database.CheckpointMode =
-                logPages.load(ordering: .relaxed) >= Self.restartPages ? .restart : .passive
-            do {
-                if connection == nil { connection = try Self.open(path) }
-                try connection?.writeWithoutTransaction { try $0.checkpoint(mode) }
-                completed.add(1, ordering: .relaxed)
-            } catch {
-                return
-            }
+            guard let connection, (try? connection.writeWithoutTransaction({ try $0.checkpoint(.passive) })) != nil
+            else { return }
+            completed.add(1, ordering: .relaxed)
         }
-    }
-
-    private static func open(_ path: String) throws -> DatabaseQueue {
-        var configuration = Configuration()
-        configuration.busyMode = .timeout(5)
-        return try DatabaseQueue(path: path, configuration: configuration)
     }
 }
 
@@ -95,6 +91,7 @@ private func walHook(
     _ context: UnsafeMutableRawPointer?, _ connection: OpaquePointer?, _ name: UnsafePointer<CChar>?, _ pages: Int32
 ) -> Int32 {
     guard let context else { return SQLITE_OK }
-    Unmanaged<WALCheckpointer>.fromOpaque(context).takeUnretainedValue().logGrew(to: pages)
+    Unmanaged<WALCheckpointer>.fromOpaque(context).takeUnretainedValue().logGrew(
+        to: pages, writer: connection, name: name)
     return SQLITE_OK
 }
