@@ -223,13 +223,15 @@ public struct CgroupHierarchy: Sendable {
 /// One task's cgroup: freeze, thaw and kill act on every process in it, also those that left the process group.
 public final class TaskCgroup: @unchecked Sendable {
     // @unchecked: `limited` and the v1 lists are filled before the cgroup's first spawn, by its one owner (the
-    // supervisor that made it, or took it ready-made), and only read after.
+    // supervisor that made it, or took it ready-made), and only read after; `remove` clears the descriptors, by the
+    // same owner, once nothing uses them.
     public let path: String
     /// Open `cgroup.procs`: the child writes "0" to it between clone and exec (where clone3 cannot put it there at
     /// birth), joining the cgroup before it runs any code of the task. -1 for a cgroup found after a restart.
-    public let procsFD: Int32
-    /// The directory, for clone3(CLONE_INTO_CGROUP). -1 for a cgroup found after a restart.
-    public let directoryFD: Int32
+    public private(set) var procsFD: Int32
+    /// The directory, for clone3(CLONE_INTO_CGROUP) and reading the cgroup's files. -1 for a cgroup found after a
+    /// restart, and once removed.
+    public private(set) var directoryFD: Int32
     /// cgroup.procs of the task's v1 cgroups (hybrid hierarchy), joined by the child.
     public private(set) var v1ProcsFDs: [Int32] = []
     public private(set) var v1Paths: [String] = []
@@ -343,9 +345,13 @@ public final class TaskCgroup: @unchecked Sendable {
 
     /// Closes the descriptors and removes the (empty) directories.
     public func remove() {
+        // -1 after closing: a read after the removal must not go through whatever reuses the numbers.
         if procsFD >= 0 { close(procsFD) }
         if directoryFD >= 0 { close(directoryFD) }
+        procsFD = -1
+        directoryFD = -1
         for fd in v1ProcsFDs { close(fd) }
+        v1ProcsFDs = []
         for directory in v1Paths { rmdir(directory) }
         rmdir(path)
     }
