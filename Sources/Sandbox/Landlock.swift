@@ -9,13 +9,14 @@ public enum Landlock {
 
     /// Builds a ruleset for `rules`, with `$CWD` and `$TMP` expanded. Paths that do not exist are skipped (a
     /// machine without /dev/tty still runs tasks); a `$TMP` rule is skipped when there is no temp directory.
-    /// Returns the ruleset fd and whether TCP is restricted.
+    /// Returns the ruleset fd, whether TCP is restricted, and the rules' paths with the files they named.
     static func makeRuleset(
         _ rules: SandboxProfile.LandlockRules, workingDirectory: String, temporaryDirectory: String?, abi: Int
-    ) throws(SandboxError) -> (fd: Int32, restrictsTCP: Bool) {
+    ) throws(SandboxError) -> (fd: Int32, restrictsTCP: Bool, bound: [BoundPath]) {
         let restrictsTCP = abi >= 4 && (rules.tcpBind != nil || rules.tcpConnect != nil)
         let fd = corral_landlock_create_ruleset(Int32(abi), restrictsTCP ? 1 : 0)
         guard fd >= 0 else { throw .landlock(operation: "landlock_create_ruleset", errno: errno) }
+        var bound: [BoundPath] = []
         do throws(SandboxError) {
             for (paths, writable) in [(rules.readOnly, false), (rules.readWrite, true)] {
                 for pattern in paths {
@@ -32,6 +33,7 @@ public enum Landlock {
                         throw .landlock(operation: "allow \(path) (it resolves through a symlink to \(target))",
                                         errno: ELOOP)
                     }
+                    bound.append(BoundPath(path: path, identity: FileIdentity(path: path)))
                     if corral_landlock_allow_path(fd, Int32(abi), path, writable ? 1 : 0) != 0 && errno != ENOENT {
                         throw .landlock(operation: "allow \(path)", errno: errno)
                     }
@@ -51,7 +53,7 @@ public enum Landlock {
             close(fd)
             throw error
         }
-        return (fd, restrictsTCP)
+        return (fd, restrictsTCP, bound)
     }
 
     /// Where `path` should resolve to if no component of it is a symlink: the task's own directories (whose parents

@@ -24,9 +24,10 @@ struct ProvisionedTask: Sendable {
         let prepared: PreparedSandbox
 
         /// Whether a task asking for `profile` in this place's own directories (no cwd of its own) can have it: a
-        /// ruleset binds the directories it was made with.
+        /// ruleset binds the files its paths named when it was made (this place's directories among them), so the
+        /// paths must still name them.
         func fits(_ profile: SandboxProfile, workingDirectory: String?) -> Bool {
-            self.profile == profile && workingDirectory == nil
+            self.profile == profile && workingDirectory == nil && prepared.stillBindsTheSameFiles()
         }
     }
 

@@ -209,6 +209,11 @@ final class ConfinedTaskTests: XCTestCase {
         func spareReady(for profile: SandboxProfile) async throws {
             let deadline = ContinuousClock.now + .seconds(10)
             while await supervisor.spareSandboxProfile != profile, ContinuousClock.now < deadline {
+                // A spare whose making began before the last create keeps what it was made for until a create
+                // takes it: one that asks for the profile (and, not fitting it, takes no ready sandbox) moves on.
+                if await supervisor.spareTaskID != nil {
+                    _ = try await run(supervisor, TaskSpec(title: "warm", command: .argv(["/bin/true"]), sandbox: profile))
+                }
                 try await Task.sleep(for: .milliseconds(5))
             }
             let ready = await supervisor.spareSandboxProfile
@@ -231,6 +236,35 @@ final class ConfinedTaskTests: XCTestCase {
         taken = await supervisor.sandboxesTakenReady
         XCTAssertEqual(taken, 1)
         XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: scratch), ["third"])
+
+        // A ruleset binds files, not names: a spare prepared while a profile's path did not exist yet is not given
+        // to the task that asks once it does (which may write there, as with a ruleset made at its start).
+        let later = scratch + "/later"
+        var laterProfile = closed
+        laterProfile.landlock?.readWrite.append(later)
+        output = try await attempt(laterProfile, "fifth")
+        try await spareReady(for: laterProfile)
+        XCTAssertEqual(mkdir(later, 0o777), 0)
+        XCTAssertEqual(chmod(later, 0o777), 0)
+        let (record, laterOutput) = try await run(
+            supervisor,
+            TaskSpec(title: "sixth", command: .shell("echo x > \(later)/sixth && echo wrote"), sandbox: laterProfile))
+        XCTAssertEqual(record.status, .completed, record.lastError ?? "")
+        XCTAssertEqual(laterOutput, "wrote\n", "the spare's ruleset, made before the path existed, was given")
+        taken = await supervisor.sandboxesTakenReady
+        XCTAssertEqual(taken, 1)
+
+        // A task with a cwd of its own gets a ruleset for it ($CWD), never the spare's (made for the spare's own).
+        try await spareReady(for: laterProfile)
+        let (own, ownOutput) = try await run(
+            supervisor,
+            TaskSpec(
+                title: "seventh", command: .shell("echo in-cwd > here && cat here"), workingDirectory: scratch,
+                sandbox: laterProfile))
+        XCTAssertEqual(own.status, .completed, own.lastError ?? "")
+        XCTAssertEqual(ownOutput, "in-cwd\n", "the spare's ruleset was given to a task with a cwd of its own")
+        taken = await supervisor.sandboxesTakenReady
+        XCTAssertEqual(taken, 1)
     }
 
     func testALimitThatCannotBeEnforcedFailsTheTaskInsteadOfDroppingIt() async throws {
