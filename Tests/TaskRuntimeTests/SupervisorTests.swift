@@ -351,6 +351,20 @@ final class SupervisorTests: XCTestCase {
         let outcome = try await supervisor.wait(for: task.taskID)
         XCTAssertEqual(outcome.task.status, .completed)
         XCTAssertGreaterThan(executor.jobs, 0, "the exit was not handled on the executor given")
+
+        // The ended task's cgroup goes behind the waiter's answer; at shutdown, whatever an exit left goes with the
+        // server's own cgroup.
+        guard let cgroup = outcome.task.cgroupPath else { return }  // no delegated cgroups here
+        let deadline = ContinuousClock.now + .seconds(5)
+        while FileManager.default.fileExists(atPath: cgroup), ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(5))
+        }
+        XCTAssertFalse(FileManager.default.fileExists(atPath: cgroup), "the ended task's cgroup stayed")
+        let last = try await supervisor.create(TaskSpec(title: "last", command: .argv(["/bin/true"])))
+        _ = try await supervisor.wait(for: last.taskID)
+        await supervisor.shutdown()
+        let root = (cgroup as NSString).deletingLastPathComponent
+        XCTAssertFalse(FileManager.default.fileExists(atPath: root), "the server's cgroup stayed after shutdown")
     }
 
     func testWaiterWakesPromptlyOnExit() async throws {
