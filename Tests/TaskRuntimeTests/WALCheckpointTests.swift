@@ -67,6 +67,27 @@ final class WALCheckpointTests: XCTestCase {
         XCTAssertEqual(try store.events(taskID: "t", limit: 1).count, 1)
     }
 
+    /// A checkpoint that a writer overtakes leaves the log as long as it was; the next is queued only once another
+    /// threshold's worth was written, not at every commit (which ran one checkpoint per commit, each reading the
+    /// whole log's index).
+    func testAWriterThatNeverPausesQueuesACheckpointPerThresholdNotPerCommit() throws {
+        let store = try TaskStore(path: directory + "/tasks.sqlite")
+        let walPath = directory + "/tasks.sqlite-wal"
+        let payload = JSONValue.string(String(repeating: "x", count: 3000))
+        var pagesWritten = 0
+        var lastSize = fileSize(walPath)
+        for _ in 0..<1500 {
+            _ = try store.appendEvent(.init(type: "info", message: "m", data: payload), taskID: "t", at: Date())
+            let size = fileSize(walPath)
+            pagesWritten += max(size - lastSize, 0) / 4096 + (size == lastSize ? 3 : 0)
+            lastSize = size
+        }
+        usleep(200_000)  // the last queued checkpoint finishes
+        let allowed = pagesWritten / Int(WALCheckpointer.thresholdPages) + 2
+        XCTAssertGreaterThanOrEqual(store.checkpointer.checkpointCount, 1)
+        XCTAssertLessThanOrEqual(store.checkpointer.checkpointCount, allowed, "\(pagesWritten) pages written")
+    }
+
     private func fileSize(_ path: String) -> Int {
         var status = stat()
         return stat(path, &status) == 0 ? Int(status.st_size) : 0
