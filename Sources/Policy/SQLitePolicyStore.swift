@@ -36,13 +36,8 @@ public final class SQLitePolicyStore: PolicyStore {
         } catch {
             throw PolicyStoreError("policy store \(path) cannot be opened: \(error)")
         }
-        // Once the file is there, in WAL mode: the checkpointer opens a connection of its own.
-        checkpointer = WALCheckpointer(path: path)
-        queue.writeWithoutTransaction { checkpointer.attach(to: $0) }
-    }
-
-    deinit {
-        queue.writeWithoutTransaction { checkpointer.detach(from: $0) }
+        // Once the file is there, in WAL mode.
+        checkpointer = WALCheckpointer(writer: queue)
     }
 
     /// The schema, by version (`PRAGMA user_version`); a new version is a new entry, never an edit of an old one.

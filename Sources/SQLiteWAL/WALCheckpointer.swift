@@ -21,6 +21,8 @@ public final class WALCheckpointer: Sendable {
     public static let inlinePages: Int32 = 4 * thresholdPages
 
     private let queue = DispatchQueue(label: "corral.sqlite.checkpoint", qos: .utility)
+    /// The store's writer, whose commits report here (kept, so that the hook goes before the connection does).
+    private let writer: any DatabaseWriter
     /// Opened with the checkpointer, once the store's file exists in WAL mode, and kept: a connection opened later
     /// would create the file (GRDB always opens with SQLITE_OPEN_CREATE) if it was gone, with the default mode; and
     /// SQLite keeps a closed connection's descriptors while others of the process hold locks on the file. Nil when
@@ -35,11 +37,20 @@ public final class WALCheckpointer: Sendable {
     private let held = Atomic<Bool>(false)
     private let completed = Atomic<Int>(0)
 
-    /// `path` must be an existing database in WAL mode (its store opened).
-    public init(path: String) {
+    /// Takes over the checkpoints of `writer`'s store, which must be open, its file in WAL mode: its commits report
+    /// their log's size here instead of checkpointing at 1,000 pages, until this checkpointer goes.
+    public init(writer: any DatabaseWriter) {
+        self.writer = writer
         var configuration = Configuration()
         configuration.busyMode = .timeout(5)
-        connection = Mutex(try? DatabaseQueue(path: path, configuration: configuration))
+        connection = Mutex(try? DatabaseQueue(path: writer.path, configuration: configuration))
+        // Unretained: the hook is removed in deinit, before the checkpointer goes.
+        let context = Unmanaged.passUnretained(self).toOpaque()
+        _ = writer.writeWithoutTransaction { sqlite3_wal_hook($0.sqliteConnection, walHook, context) }
+    }
+
+    deinit {
+        _ = writer.writeWithoutTransaction { sqlite3_wal_hook($0.sqliteConnection, nil, nil) }
     }
 
     /// Whether background checkpoints can run (their connection opened).
@@ -47,16 +58,6 @@ public final class WALCheckpointer: Sendable {
 
     /// Background checkpoints run so far (for tests).
     public var checkpointCount: Int { completed.load(ordering: .relaxed) }
-
-    /// Makes `writer` report its log's size here instead of checkpointing at 1,000 pages. `self` must outlive the
-    /// hook: `detach` before it goes.
-    public func attach(to writer: Database) {
-        sqlite3_wal_hook(writer.sqliteConnection, walHook, Unmanaged.passUnretained(self).toOpaque())
-    }
-
-    public func detach(from writer: Database) {
-        sqlite3_wal_hook(writer.sqliteConnection, nil, nil)
-    }
 
     /// For tests that must see what commits do alone: while held, commits queue no checkpoint; once released, the
     /// next commit past the threshold queues one.

@@ -28,13 +28,8 @@ final class TaskStore: Sendable {
         } catch {
             throw RuntimeError.storage("cannot open \(path): \(error)")
         }
-        // Once the file is there, in WAL mode: the checkpointer opens a connection of its own.
-        checkpointer = WALCheckpointer(path: path)
-        database.writeWithoutTransaction { checkpointer.attach(to: $0) }
-    }
-
-    deinit {
-        database.writeWithoutTransaction { checkpointer.detach(from: $0) }
+        // Once the file is there, in WAL mode.
+        checkpointer = WALCheckpointer(writer: database)
     }
 
     private static var migrator: DatabaseMigrator {

@@ -99,13 +99,8 @@ final class MCPTaskStore: Sendable {
         } catch {
             throw Failure(description: "cannot open \(path): \(error)")
         }
-        // Once the file is there (0600, in WAL mode): the checkpointer opens a connection of its own.
-        checkpointer = WALCheckpointer(path: path)
-        database.writeWithoutTransaction { checkpointer.attach(to: $0) }
-    }
-
-    deinit {
-        database.writeWithoutTransaction { checkpointer.detach(from: $0) }
+        // Once the file is there, in WAL mode.
+        checkpointer = WALCheckpointer(writer: database)
     }
 
     func save(_ stored: StoredMCPTask) throws(Failure) {
