@@ -178,6 +178,8 @@ let package = Package(
             name: "TaskRuntimeTests",
             dependencies: [
                 "TaskRuntime", "Sandbox", "CCorral", "CorralJSON", "SQLiteWAL", .product(name: "GRDB", package: "GRDB.swift"),
+                // The stdio server's loop, as the executor exits are handled on.
+                "MCPCore",
             ]),
         .testTarget(
             name: "PolicyTests",

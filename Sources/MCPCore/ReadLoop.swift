@@ -113,17 +113,40 @@ public final class ReadLoop: TaskExecutor, Sendable {
         return ready
     }
 
+    /// Runs the queued jobs in order, except those of background priority: each of them waits until nothing else is
+    /// queued. Housekeeping queued while a request is handled (the removal of an ended task's cgroup, a cancelled
+    /// timer) thus runs after that request's answer, even when the answer is several hops away (an actor, then this
+    /// loop again), instead of in front of it.
     private func drain() {
         let executor = asUnownedTaskExecutor()
+        var background: [UnownedJob] = []
+        var next = 0
         while true {
             let ready = state.withLock { state -> [UnownedJob] in
                 var taken: [UnownedJob] = []
                 swap(&taken, &state.jobs)
                 return taken
             }
-            if ready.isEmpty { return }
-            for job in ready { job.runSynchronously(on: executor) }
+            if ready.isEmpty {
+                guard next < background.count else { return }
+                background[next].runSynchronously(on: executor)
+                next += 1
+                continue
+            }
+            for job in ready {
+                if Self.isBackground(job) {
+                    background.append(job)
+                } else {
+                    job.runSynchronously(on: executor)
+                }
+            }
         }
+    }
+
+    /// Background and utility priorities; a job without one (a task started outside any task) is not.
+    private static func isBackground(_ job: UnownedJob) -> Bool {
+        let priority = job.priority.rawValue
+        return priority != 0 && priority <= TaskPriority.utility.rawValue
     }
 
     /// False when jobs came in since the last drain: the loop drains them before it sleeps.

@@ -774,7 +774,10 @@ public actor TaskSupervisor {
         }
         endedCgroups.append(cgroup)
         guard endedCgroups.count == 1 else { return }  // a job is queued already
-        Task(executorPreference: exitExecutor) { await self.removeEndedCgroups() }
+        // Background priority: an executor that runs such jobs when it has nothing else (allcanuse-mock's stdio
+        // loop does) runs this one after the waiters' answers, however many hops those still are. Queued in order,
+        // it came first: the waiters are let go after the exit, as the actor finishes with it.
+        Task(executorPreference: exitExecutor, priority: .background) { await self.removeEndedCgroups() }
     }
 
     private func removeEndedCgroups() {
@@ -1028,8 +1031,8 @@ public actor TaskSupervisor {
         guard !timers.isEmpty else { return }
         if let exitExecutor {
             // Cancelling a sleeping timer wakes the thread that keeps timers, which took the CPU from the answer:
-            // cancelled in a job queued behind the waiters' (a timer that fires meanwhile finds no waiter).
-            Task(executorPreference: exitExecutor) { for timer in timers { timer.cancel() } }
+            // cancelled in a background job, run behind the waiters' (a timer that fires meanwhile finds no waiter).
+            Task(executorPreference: exitExecutor, priority: .background) { for timer in timers { timer.cancel() } }
         } else {
             for timer in timers { timer.cancel() }
         }

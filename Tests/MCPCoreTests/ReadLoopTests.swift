@@ -129,4 +129,44 @@ final class ReadLoopTests: XCTestCase {
     func testABusyPollingLoopSleepsAfterItsWindow() throws {
         XCTAssertGreaterThan(try sleepsBetweenTwoLines(busyPoll: .milliseconds(2)), 0, "the loop slept after 2 ms")
     }
+
+    private actor Step {
+        func take() {}
+    }
+
+    private final class Order: Sendable {
+        let seen = Mutex<[String]>([])
+        func append(_ step: String) { seen.withLock { $0.append(step) } }
+    }
+
+    /// A job of background priority waits until nothing else is queued: work queued while a line is handled (a
+    /// started task, a resumed wait, an actor hop and back) runs before it, though it was queued first. Jobs without
+    /// a priority of their own (a task started outside any task) are not held back.
+    func testBackgroundJobsRunWhenNothingElseIsQueued() throws {
+        var fds: [Int32] = [-1, -1]
+        XCTAssertEqual(pipe(&fds), 0)
+        let loop = try XCTUnwrap(ReadLoop())
+        let input = fds[0]
+        let order = Order()
+        let returned = expectation(description: "run returned")
+        let thread = Thread {
+            loop.run(reading: input, { _ in
+                Task(executorPreference: loop, priority: .background) { order.append("background") }
+                Task(executorPreference: loop) {
+                    order.append("line")
+                    for hop in 0..<3 {
+                        await Step().take()  // onto an actor and back to the loop
+                        order.append("hop \(hop)")
+                    }
+                }
+            }, endOfInput: {}, isIdle: { order.seen.withLock { $0.count } == 5 })
+            returned.fulfill()
+        }
+        thread.start()
+        _ = write(fds[1], "1\n", 2)
+        close(fds[1])
+        wait(for: [returned], timeout: 30)
+        close(fds[0])
+        XCTAssertEqual(order.seen.withLock { $0 }, ["line", "hop 0", "hop 1", "hop 2", "background"])
+    }
 }

@@ -1,4 +1,5 @@
 import CCorral
+import MCPCore
 import Foundation
 import Sandbox
 import CorralJSON
@@ -365,6 +366,43 @@ final class SupervisorTests: XCTestCase {
         await supervisor.shutdown()
         let root = (cgroup as NSString).deletingLastPathComponent
         XCTAssertFalse(FileManager.default.fileExists(atPath: root), "the server's cgroup stayed after shutdown")
+    }
+
+    func testEndedCgroupIsRemovedAfterTheWaitersAnswer() async throws {
+        let supervisor = try await start()
+        // allcanuse-mock's stdio loop, its input a pipe left open until the end.
+        var fds: [Int32] = [-1, -1]
+        XCTAssertEqual(pipe(&fds), 0)
+        let loop = try XCTUnwrap(ReadLoop())
+        let input = fds[0]
+        let loopEnded = expectation(description: "the loop ended")
+        Thread {
+            loop.run(reading: input, { _ in }, endOfInput: {}, isIdle: { true })
+            loopEnded.fulfill()
+        }.start()
+        await supervisor.handleExits(on: loop)
+        let task = try await supervisor.create(TaskSpec(title: "loop", command: .shell("sleep 0.05")))
+        // The waiter runs on the loop, as a request does there, and its answer is several hops away (an actor, then
+        // the loop again): when it comes, the ended task's cgroup (an rmdir of 50-190 µs) must still be there.
+        let waiter = Task(executorPreference: loop) { () -> (TaskRecord, Bool) in
+            let outcome = try await supervisor.wait(for: task.taskID, timeout: .seconds(10))
+            let answered = await Hop().answer(outcome)
+            return (answered.task, answered.task.cgroupPath.map { FileManager.default.fileExists(atPath: $0) } ?? false)
+        }
+        let (record, cgroupStillThere) = try await waiter.value
+        XCTAssertEqual(record.status, .completed)
+        if let cgroup = record.cgroupPath {  // nil: no delegated cgroups here
+            XCTAssertTrue(cgroupStillThere, "the cgroup was removed before the waiter's answer")
+            let deadline = ContinuousClock.now + .seconds(5)
+            while FileManager.default.fileExists(atPath: cgroup), ContinuousClock.now < deadline {
+                try await Task.sleep(for: .milliseconds(5))
+            }
+            XCTAssertFalse(FileManager.default.fileExists(atPath: cgroup), "the ended task's cgroup stayed")
+        }
+        await supervisor.shutdown()
+        close(fds[1])
+        await fulfillment(of: [loopEnded], timeout: 10)
+        close(fds[0])
     }
 
     func testWaiterWakesPromptlyOnExit() async throws {
@@ -941,4 +979,10 @@ private final class CountingExecutor: TaskExecutor, Sendable {
         count.withLock { $0 += 1 }
         globalConcurrentExecutor.enqueue(job)
     }
+}
+
+
+/// A step of a request's answer on an actor of its own, as the mock's services are.
+private actor Hop {
+    func answer(_ outcome: WaitOutcome) -> WaitOutcome { outcome }
 }
