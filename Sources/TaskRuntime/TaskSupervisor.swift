@@ -1232,7 +1232,8 @@ public actor TaskSupervisor {
     private func schedulePrune() {
         guard configuration.retention != .all, !pruneScheduled else { return }
         pruneScheduled = true
-        Task(executorPreference: exitExecutor) {
+        // Background: this job's start (a timer's) waits behind the waiters' answers on an executor that honours it.
+        Task(executorPreference: exitExecutor, priority: .background) {
             try? await Task.sleep(for: Self.pruneDelay)
             await self.pruneNow()
         }
