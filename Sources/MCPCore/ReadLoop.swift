@@ -29,6 +29,8 @@ public final class ReadLoop: TaskExecutor, Sendable {
     private let state = Mutex(State())
     private let wake: Int32
     private let busyPollWindow: Duration
+    /// Until when (CLOCK_MONOTONIC, ns) the loop polls without sleeping for a job it expects (`stayAwake(for:)`).
+    private let awakeUntil = Atomic<Int64>(0)
 
     /// `busyPoll`: how long the loop keeps asking its descriptors (`poll` without a timeout) before it sleeps in
     /// `poll`. On this project's VM a thread woken from sleep takes 50–100 µs to run again, and its first request
@@ -44,6 +46,21 @@ public final class ReadLoop: TaskExecutor, Sendable {
     }
 
     deinit { close(wake) }
+
+    /// Keeps the loop polling, not sleeping, for up to `duration` or until a job comes from another thread: for a
+    /// job about to be queued from another thread (a spawn's answer), which then runs without a wake-up. A thread
+    /// woken from sleep can be queued behind whatever took its CPU meanwhile (on this project's VM, behind the
+    /// child the spawn had just started, with the other CPU idle).
+    public func stayAwake(for duration: Duration) {
+        let until = Self.monotonicNanoseconds() + duration.nanoseconds
+        _ = awakeUntil.max(until, ordering: .relaxed)
+    }
+
+    private static func monotonicNanoseconds() -> Int64 {
+        var now = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &now)
+        return Int64(now.tv_sec) * 1_000_000_000 + Int64(now.tv_nsec)
+    }
 
     public func enqueue(_ job: consuming ExecutorJob) {
         let job = UnownedJob(job)
@@ -89,7 +106,10 @@ public final class ReadLoop: TaskExecutor, Sendable {
                 }
                 continue
             }
-            if descriptors[0].revents != 0 { _ = corral_eventfd_drain(wake) }
+            if descriptors[0].revents != 0 {
+                _ = corral_eventfd_drain(wake)
+                awakeUntil.store(0, ordering: .relaxed)  // the job it stayed awake for, most likely
+            }
             if reading, descriptors[1].revents != 0, !splitter.read(from: fd, line) {
                 reading = false
                 splitter.finish(line)
@@ -98,18 +118,20 @@ public final class ReadLoop: TaskExecutor, Sendable {
         }
     }
 
-    /// `poll` without waiting, again and again until something is ready or the busy-poll window has passed.
+    /// `poll` without waiting, again and again until something is ready or both the busy-poll window and any
+    /// `stayAwake` have passed.
     private func busyPoll(_ descriptors: inout [pollfd], count: Int) -> Int32 {
-        guard busyPollWindow > .zero else { return 0 }
-        let clock = ContinuousClock()
-        let deadline = clock.now.advanced(by: busyPollWindow)
+        let now = Self.monotonicNanoseconds()
+        let window = busyPollWindow > .zero ? now + busyPollWindow.nanoseconds : 0
+        let deadline = max(window, awakeUntil.load(ordering: .relaxed))
+        guard deadline > now else { return 0 }
         var ready: Int32 = 0
         repeat {
             ready = poll(&descriptors, nfds_t(count), 0)
             // A pipe write wakes its reader on the writer's CPU (a sync wake-up: the kernel expects the writer to
             // sleep next). Yielding lets that client run here at once instead of after the window.
             if ready == 0 { sched_yield() }
-        } while ready == 0 && clock.now < deadline
+        } while ready == 0 && Self.monotonicNanoseconds() < deadline
         return ready
     }
 
@@ -164,5 +186,12 @@ public final class ReadLoop: TaskExecutor, Sendable {
             state.closed = true
             return true
         }
+    }
+}
+
+extension Duration {
+    fileprivate var nanoseconds: Int64 {
+        let (seconds, attoseconds) = components
+        return seconds * 1_000_000_000 + attoseconds / 1_000_000_000
     }
 }

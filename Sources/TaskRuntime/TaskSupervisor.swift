@@ -269,11 +269,15 @@ public actor TaskSupervisor {
         }
     }
 
+    /// How long a create keeps a wakeful exit executor awake for its spawn: a spawn after idle took 0.4-0.9 ms.
+    static let spawnWakefulness = Duration.milliseconds(2)
+
     /// Handles tasks' exits (their records, their waiters) on `executor`: the one the waiting requests run on, so
     /// that an exit wakes that one thread instead of a pool thread that then wakes it (on this project's VM each
     /// wake-up was 50–150 µs of a waiter's answer). The timers an exit cancels (a waiter's timeout, the task's own)
     /// and the pruning it schedules run there too: cancelling a timer on the pool woke a pool thread, which took the
-    /// CPU from the answer. Nil: the task pool. For tasks created and waits begun from now on.
+    /// CPU from the answer. Nil: the task pool. For tasks created and waits begun from now on. A `WakefulExecutor`
+    /// is taken to run the creates too, and kept awake through their spawns.
     public func handleExits(on executor: (any TaskExecutor)?) {
         exitExecutor = executor
     }
@@ -454,6 +458,8 @@ public actor TaskSupervisor {
             identity: identity.changesUser ? identity : nil, dropCapabilities: true, pidNamespace: keeper)
 
         let spawned: Result<ChildProcess, SpawnError>
+        // Where requests run on the exits' executor and it can stay awake, it does until the spawn's answer.
+        (exitExecutor as? any WakefulExecutor)?.stayAwake(for: Self.spawnWakefulness)
         do throws(SpawnError) {
             // On the reactor thread: the parent-death signal follows the spawning thread, and that thread's
             // bounding set is already empty (see startKeeper), which spares every child forty credential commits.

@@ -198,6 +198,15 @@ final class InMemoryMCPTests: XCTestCase {
     }
 }
 
+/// The stdio server's loop is the executor allcanuse-mock handles exits on (`handleExits(on:)`), and the supervisor
+/// keeps it awake through a create's spawn only if it is a `WakefulExecutor`: the conformance the server relies on.
+final class StdioLoopWakefulnessTests: XCTestCase {
+    func testTheStdioLoopCanStayAwakeForASpawn() throws {
+        let loop: any TaskExecutor = try XCTUnwrap(ReadLoop())
+        XCTAssertTrue(loop is any WakefulExecutor, "creates over stdio would wait for the loop thread to wake")
+    }
+}
+
 /// A JSON-RPC client on an in-process `StdioServerConnection`: requests in, answers matched by id.
 final class InProcessRawClient: Sendable {
     private let connection: StdioServerConnection

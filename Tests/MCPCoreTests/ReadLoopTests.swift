@@ -134,6 +134,10 @@ final class ReadLoopTests: XCTestCase {
         func take() {}
     }
 
+    private final class Counts: Sendable {
+        let values = Mutex<[Int]>([])
+    }
+
     private final class Order: Sendable {
         let seen = Mutex<[String]>([])
         func append(_ step: String) { seen.withLock { $0.append(step) } }
@@ -168,5 +172,48 @@ final class ReadLoopTests: XCTestCase {
         wait(for: [returned], timeout: 30)
         close(fds[0])
         XCTAssertEqual(order.seen.withLock { $0 }, ["line", "hop 0", "hop 1", "hop 2", "background"])
+    }
+
+    /// Voluntary context switches of the loop thread from a line's handling to a job queued 20 ms later from
+    /// another thread, with or without the handler asking the loop to stay awake.
+    private func sleepsUntilAJobFromElsewhere(stayingAwake: Bool) throws -> Int {
+        var fds: [Int32] = [-1, -1]
+        XCTAssertEqual(pipe(&fds), 0)
+        let loop = try XCTUnwrap(ReadLoop())
+        let input = fds[0]
+        let counts = Counts()
+        let returned = expectation(description: "run returned")
+        let resumed = expectation(description: "the job from elsewhere ran")
+        let thread = Thread {
+            loop.run(reading: input, { _ in
+                if stayingAwake { loop.stayAwake(for: .seconds(5)) }
+                counts.values.withLock { $0.append(Self.voluntarySwitches()) }
+                Task(executorPreference: loop) {
+                    await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+                        DispatchQueue.global().asyncAfter(deadline: .now() + .milliseconds(20)) { continuation.resume() }
+                    }
+                    counts.values.withLock { $0.append(Self.voluntarySwitches()) }
+                    resumed.fulfill()
+                }
+            }, endOfInput: {}, isIdle: { counts.values.withLock { $0.count } == 2 })
+            returned.fulfill()
+        }
+        thread.start()
+        _ = write(fds[1], "1\n", 2)
+        wait(for: [resumed], timeout: 30)
+        close(fds[1])
+        wait(for: [returned], timeout: 30)
+        close(fds[0])
+        let seen = counts.values.withLock { $0 }
+        XCTAssertEqual(seen.count, 2)
+        XCTAssertFalse(seen.contains(-1), "/proc/thread-self/status was readable")
+        return seen.count == 2 ? seen[1] - seen[0] : -1
+    }
+
+    /// Asked to stay awake (a create, for its spawn's answer), the loop polls instead of sleeping until a job comes
+    /// from another thread; without the request it slept meanwhile.
+    func testALoopAskedToStayAwakeDoesNotSleepUntilTheJobComes() throws {
+        XCTAssertEqual(try sleepsUntilAJobFromElsewhere(stayingAwake: true), 0, "the loop slept while asked to stay awake")
+        XCTAssertGreaterThan(try sleepsUntilAJobFromElsewhere(stayingAwake: false), 0, "without the request the loop slept")
     }
 }

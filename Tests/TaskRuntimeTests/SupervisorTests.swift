@@ -368,6 +368,17 @@ final class SupervisorTests: XCTestCase {
         XCTAssertFalse(FileManager.default.fileExists(atPath: root), "the server's cgroup stayed after shutdown")
     }
 
+    func testACreateKeepsAWakefulExitExecutorAwakeThroughItsSpawn() async throws {
+        let supervisor = try await start()
+        let executor = WakefulCountingExecutor()
+        await supervisor.handleExits(on: executor)
+        let task = try await supervisor.create(TaskSpec(title: "awake", command: .argv(["/bin/true"])))
+        XCTAssertEqual(executor.requests, [TaskSupervisor.spawnWakefulness], "one request per create, for its spawn")
+        _ = try await supervisor.wait(for: task.taskID, timeout: .seconds(10))
+        XCTAssertEqual(executor.requests.count, 1, "a wait asks nothing")
+        await supervisor.shutdown()
+    }
+
     func testEndedCgroupIsRemovedAfterTheWaitersAnswer() async throws {
         let supervisor = try await start()
         // allcanuse-mock's stdio loop, its input a pipe left open until the end.
@@ -971,6 +982,14 @@ final class TimestampTests: XCTestCase {
 }
 
 /// Counts the jobs it is given and runs them on the task pool.
+private final class WakefulCountingExecutor: WakefulExecutor, Sendable {
+    private let asked = Mutex<[Duration]>([])
+    var requests: [Duration] { asked.withLock { $0 } }
+
+    func enqueue(_ job: consuming ExecutorJob) { globalConcurrentExecutor.enqueue(job) }
+    func stayAwake(for duration: Duration) { asked.withLock { $0.append(duration) } }
+}
+
 private final class CountingExecutor: TaskExecutor, Sendable {
     private let count = Mutex(0)
     var jobs: Int { count.withLock { $0 } }
