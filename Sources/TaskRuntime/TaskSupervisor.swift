@@ -1238,8 +1238,7 @@ public actor TaskSupervisor {
     private func schedulePrune() {
         guard configuration.retention != .all, !pruneScheduled else { return }
         pruneScheduled = true
-        // Background: this job's start (a timer's) waits behind the waiters' answers on an executor that honours it.
-        Task(executorPreference: exitExecutor, priority: .background) {
+        Task(executorPreference: exitExecutor) {
             try? await Task.sleep(for: Self.pruneDelay)
             await self.pruneNow()
         }
