@@ -29,7 +29,9 @@ public final class ReadLoop: TaskExecutor, Sendable {
     private let state = Mutex(State())
     private let wake: Int32
     private let busyPollWindow: Duration
-    /// Until when (CLOCK_MONOTONIC, ns) the loop polls without sleeping for a job it expects (`stayAwake(for:)`).
+    /// Requests to stay awake not yet ended, and until when (CLOCK_MONOTONIC, ns) the latest of them holds
+    /// (`stayAwake(for:)`).
+    private let awakeRequests = Atomic<Int>(0)
     private let awakeUntil = Atomic<Int64>(0)
 
     /// `busyPoll`: how long the loop keeps asking its descriptors (`poll` without a timeout) before it sleeps in
@@ -47,13 +49,20 @@ public final class ReadLoop: TaskExecutor, Sendable {
 
     deinit { close(wake) }
 
-    /// Keeps the loop polling, not sleeping, for up to `duration` or until a job comes from another thread: for a
-    /// job about to be queued from another thread (a spawn's answer), which then runs without a wake-up. A thread
-    /// woken from sleep can be queued behind whatever took its CPU meanwhile (on this project's VM, behind the
-    /// child the spawn had just started, with the other CPU idle).
+    /// Keeps the loop polling, not sleeping, for up to `duration` or until `endStayingAwake()`: for a job about to
+    /// be queued from another thread (a spawn's answer), which then runs without a wake-up. A thread woken from sleep
+    /// can be queued behind whatever took its CPU meanwhile (on this project's VM, behind the child the spawn had
+    /// just started, with the other CPU idle). Meant to be called on the loop's own thread, by a job it runs; from
+    /// another thread, while the loop sleeps, it holds from the loop's next wake-up.
     public func stayAwake(for duration: Duration) {
-        let until = Self.monotonicNanoseconds() + duration.nanoseconds
-        _ = awakeUntil.max(until, ordering: .relaxed)
+        _ = awakeUntil.max(Self.monotonicNanoseconds() + duration.nanoseconds, ordering: .relaxed)
+        awakeRequests.add(1, ordering: .relaxed)
+    }
+
+    /// Ends one `stayAwake(for:)` (once the job it was for has come): with none left, the loop sleeps again when
+    /// idle.
+    public func endStayingAwake() {
+        awakeRequests.subtract(1, ordering: .relaxed)
     }
 
     private static func monotonicNanoseconds() -> Int64 {
@@ -106,10 +115,7 @@ public final class ReadLoop: TaskExecutor, Sendable {
                 }
                 continue
             }
-            if descriptors[0].revents != 0 {
-                _ = corral_eventfd_drain(wake)
-                awakeUntil.store(0, ordering: .relaxed)  // the job it stayed awake for, most likely
-            }
+            if descriptors[0].revents != 0 { _ = corral_eventfd_drain(wake) }
             if reading, descriptors[1].revents != 0, !splitter.read(from: fd, line) {
                 reading = false
                 splitter.finish(line)
@@ -123,7 +129,8 @@ public final class ReadLoop: TaskExecutor, Sendable {
     private func busyPoll(_ descriptors: inout [pollfd], count: Int) -> Int32 {
         let now = Self.monotonicNanoseconds()
         let window = busyPollWindow > .zero ? now + busyPollWindow.nanoseconds : 0
-        let deadline = max(window, awakeUntil.load(ordering: .relaxed))
+        let awake = awakeRequests.load(ordering: .relaxed) > 0 ? awakeUntil.load(ordering: .relaxed) : 0
+        let deadline = max(window, awake)
         guard deadline > now else { return 0 }
         var ready: Int32 = 0
         repeat {
@@ -135,10 +142,12 @@ public final class ReadLoop: TaskExecutor, Sendable {
         return ready
     }
 
-    /// Runs the queued jobs in order, except those of background priority: each of them waits until nothing else is
-    /// queued. Housekeeping queued while a request is handled (the removal of an ended task's cgroup, a cancelled
-    /// timer) thus runs after that request's answer, even when the answer is several hops away (an actor, then this
-    /// loop again), instead of in front of it.
+    /// Runs the queued jobs in order, except those of background or utility priority: each of them waits until
+    /// nothing else is queued (and all run before the loop next polls, so none is held for long: the queue empties
+    /// between the lines of a stdio client). Housekeeping queued while a request is handled (the removal of an ended
+    /// task's cgroup, a cancelled timer) thus runs after that request's answer, even when the answer is several hops
+    /// away (an actor, then this loop again), instead of in front of it. A job's priority is read once, when the
+    /// loop takes it.
     private func drain() {
         let executor = asUnownedTaskExecutor()
         var background: [UnownedJob] = []
@@ -190,8 +199,12 @@ public final class ReadLoop: TaskExecutor, Sendable {
 }
 
 extension Duration {
+    /// Clamped to 0...2^62 (about 146 years): added to a monotonic clock reading, it cannot overflow.
     fileprivate var nanoseconds: Int64 {
         let (seconds, attoseconds) = components
+        let limit: Int64 = 1 << 62
+        guard seconds >= 0 else { return 0 }
+        guard seconds < limit / 1_000_000_000 else { return limit }
         return seconds * 1_000_000_000 + attoseconds / 1_000_000_000
     }
 }

@@ -140,8 +140,9 @@ public actor TaskSupervisor {
     private var lastSandboxProfile: SandboxProfile?
     /// Creates that took the spare's sandbox (for tests).
     private(set) var sandboxesTakenReady = 0
-    /// Ended tasks' cgroups waiting for their removal (see `removeAfterWaiters`).
-    private var endedCgroups: [TaskCgroup] = []
+    /// Ended tasks' cgroups waiting for their removal (see `removeAfterWaiters`). Outside the actor: the removal
+    /// runs as a background job, which must not hold the actor (jobs queued behind it would wait at its priority).
+    private nonisolated let endedCgroups = Mutex<[TaskCgroup]>([])
 
     /// Opens (or creates) the state directory, takes its lock, and recovers from a previous crash: tasks that were
     /// running are marked failed and their processes are made sure to be gone.
@@ -459,7 +460,8 @@ public actor TaskSupervisor {
 
         let spawned: Result<ChildProcess, SpawnError>
         // Where requests run on the exits' executor and it can stay awake, it does until the spawn's answer.
-        (exitExecutor as? any WakefulExecutor)?.stayAwake(for: Self.spawnWakefulness)
+        let wakeful = exitExecutor as? any WakefulExecutor
+        wakeful?.stayAwake(for: Self.spawnWakefulness)
         do throws(SpawnError) {
             // On the reactor thread: the parent-death signal follows the spawning thread, and that thread's
             // bounding set is already empty (see startKeeper), which spares every child forty credential commits.
@@ -469,6 +471,7 @@ public actor TaskSupervisor {
         } catch {
             spawned = .failure(error)
         }
+        wakeful?.endStayingAwake()
         prepared?.cleanup()
         close(pipes.stdin)
         close(pipes.stdoutWrite)
@@ -778,17 +781,23 @@ public actor TaskSupervisor {
             cgroup.remove()
             return
         }
-        endedCgroups.append(cgroup)
-        guard endedCgroups.count == 1 else { return }  // a job is queued already
-        // Background priority: an executor that runs such jobs when it has nothing else (allcanuse-mock's stdio
-        // loop does) runs this one after the waiters' answers, however many hops those still are. Queued in order,
-        // it came first: the waiters are let go after the exit, as the actor finishes with it.
-        Task(executorPreference: exitExecutor, priority: .background) { await self.removeEndedCgroups() }
+        let queued = endedCgroups.withLock { ended in
+            ended.append(cgroup)
+            return ended.count > 1  // a job is queued already
+        }
+        guard !queued else { return }
+        // Background priority: an executor that runs such jobs only when it has nothing else queued (allcanuse-mock's
+        // stdio loop) runs this one after the waiters' answers, as long as each of their hops comes back to it.
+        // Queued in order, it came first: the waiters are let go after the exit, as the actor finishes with it.
+        Task(executorPreference: exitExecutor, priority: .background) { self.removeEndedCgroups() }
     }
 
-    private func removeEndedCgroups() {
-        for cgroup in endedCgroups { cgroup.remove() }
-        endedCgroups.removeAll()
+    private nonisolated func removeEndedCgroups() {
+        let ended = endedCgroups.withLock { ended in
+            defer { ended.removeAll() }
+            return ended
+        }
+        for cgroup in ended { cgroup.remove() }
     }
 
     /// Waits (bounded) for a killed cgroup to empty without holding the thread: exits may be handled on the thread

@@ -5,7 +5,8 @@
 /// idle, for as long as the child ran (0.5-0.8 ms after idle; perf sched traces). Awake, the thread never leaves its
 /// CPU and runs the create's next job as soon as it is queued.
 public protocol WakefulExecutor: TaskExecutor {
-    /// Keeps the executor's thread polling, not sleeping, for up to `duration` or until a job comes from another
-    /// thread.
+    /// Keeps the executor's thread polling, not sleeping, for up to `duration` or until `endStayingAwake()`.
     func stayAwake(for duration: Duration)
+    /// Ends one `stayAwake(for:)`.
+    func endStayingAwake()
 }

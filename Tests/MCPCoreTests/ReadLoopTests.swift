@@ -175,27 +175,31 @@ final class ReadLoopTests: XCTestCase {
     }
 
     /// Voluntary context switches of the loop thread from a line's handling to a job queued 20 ms later from
-    /// another thread, with or without the handler asking the loop to stay awake.
-    private func sleepsUntilAJobFromElsewhere(stayingAwake: Bool) throws -> Int {
+    /// another thread (with or without the handler asking the loop to stay awake), and from that job, which ends
+    /// the request, to a second one 20 ms after it.
+    private func sleepsAroundJobsFromElsewhere(stayingAwake: Bool) throws -> (first: Int, second: Int) {
         var fds: [Int32] = [-1, -1]
         XCTAssertEqual(pipe(&fds), 0)
         let loop = try XCTUnwrap(ReadLoop())
         let input = fds[0]
         let counts = Counts()
         let returned = expectation(description: "run returned")
-        let resumed = expectation(description: "the job from elsewhere ran")
+        let resumed = expectation(description: "the jobs from elsewhere ran")
         let thread = Thread {
             loop.run(reading: input, { _ in
                 if stayingAwake { loop.stayAwake(for: .seconds(5)) }
                 counts.values.withLock { $0.append(Self.voluntarySwitches()) }
                 Task(executorPreference: loop) {
-                    await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-                        DispatchQueue.global().asyncAfter(deadline: .now() + .milliseconds(20)) { continuation.resume() }
+                    for _ in 0..<2 {
+                        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+                            DispatchQueue.global().asyncAfter(deadline: .now() + .milliseconds(20)) { continuation.resume() }
+                        }
+                        counts.values.withLock { $0.append(Self.voluntarySwitches()) }
+                        if stayingAwake, counts.values.withLock({ $0.count }) == 2 { loop.endStayingAwake() }
                     }
-                    counts.values.withLock { $0.append(Self.voluntarySwitches()) }
                     resumed.fulfill()
                 }
-            }, endOfInput: {}, isIdle: { counts.values.withLock { $0.count } == 2 })
+            }, endOfInput: {}, isIdle: { counts.values.withLock { $0.count } == 3 })
             returned.fulfill()
         }
         thread.start()
@@ -205,15 +209,17 @@ final class ReadLoopTests: XCTestCase {
         wait(for: [returned], timeout: 30)
         close(fds[0])
         let seen = counts.values.withLock { $0 }
-        XCTAssertEqual(seen.count, 2)
+        XCTAssertEqual(seen.count, 3)
         XCTAssertFalse(seen.contains(-1), "/proc/thread-self/status was readable")
-        return seen.count == 2 ? seen[1] - seen[0] : -1
+        return seen.count == 3 ? (seen[1] - seen[0], seen[2] - seen[1]) : (-1, -1)
     }
 
-    /// Asked to stay awake (a create, for its spawn's answer), the loop polls instead of sleeping until a job comes
-    /// from another thread; without the request it slept meanwhile.
-    func testALoopAskedToStayAwakeDoesNotSleepUntilTheJobComes() throws {
-        XCTAssertEqual(try sleepsUntilAJobFromElsewhere(stayingAwake: true), 0, "the loop slept while asked to stay awake")
-        XCTAssertGreaterThan(try sleepsUntilAJobFromElsewhere(stayingAwake: false), 0, "without the request the loop slept")
+    /// Asked to stay awake (a create, for its spawn's answer), the loop polls instead of sleeping until the job
+    /// comes from another thread, and sleeps again once the request is ended; without the request it slept.
+    func testALoopAskedToStayAwakeDoesNotSleepUntilTheRequestEnds() throws {
+        let awake = try sleepsAroundJobsFromElsewhere(stayingAwake: true)
+        XCTAssertEqual(awake.first, 0, "the loop slept while asked to stay awake")
+        XCTAssertGreaterThan(awake.second, 0, "the loop went on spinning after the request ended")
+        XCTAssertGreaterThan(try sleepsAroundJobsFromElsewhere(stayingAwake: false).first, 0, "without the request the loop slept")
     }
 }
