@@ -10,6 +10,8 @@ final class HTTPClient: @unchecked Sendable {  // used from one task at a time
     private var sessionID: String?
     private var nextID = 1
     private let modern: Bool
+    /// When the last answer's last byte arrived.
+    private(set) var lastArrival = ContinuousClock.now
 
     init(endpoint: URL, modern: Bool = false) {
         self.endpoint = endpoint
@@ -72,6 +74,7 @@ final class HTTPClient: @unchecked Sendable {  // used from one task at a time
 
     private func exchange(_ request: [UInt8]) throws -> KeepAliveConnection.Response {
         let response = try connection.exchange(request)
+        lastArrival = response.arrived
         if let id = response.headers["mcp-session-id"] { sessionID = id }
         return response
     }

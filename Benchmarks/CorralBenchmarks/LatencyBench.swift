@@ -22,7 +22,8 @@ struct LatencyBench: AsyncParsableCommand {
                            posix_spawn of /bin/true in this process (the floor for a create); floors: a process that
                            answers at once with as many bytes as discover, get and tools/list (pipe floor).
               wake-up      a task prints CLOCK_REALTIME and exits; the time until wait_for_background_task's answer
-                           reaches the client. Floor: waitpid on the same command spawned by this process.
+                           reaches the client, over stdio and HTTP. Floor: waitpid on the same command spawned by
+                           this process.
               stored       list_background_tasks {limit: 10} (all, and filtered by a status) with N tasks stored, and
                            fresh servers' start → first answer and → first tool call answered (ms, --starts each).
             """
@@ -109,9 +110,12 @@ struct LatencyBench: AsyncParsableCommand {
 
         print("\nwait wake-up: the task prints CLOCK_REALTIME and exits; until the waiter's answer (µs)")
         row(["variant", "p50", "p90", "p99"], widths: [40, 9, 9, 9])
-        let wake = try measureWakeups(stdio)
+        let wake = try await measureWakeups({ try stdio.callTool($0, $1) }, lastArrival: { stdio.lastArrival })
         row(["wait_for_background_task, stdio", format(wake.median), format(wake.percentile(90)), format(wake.percentile(99))],
             widths: [40, 9, 9, 9])
+        let httpWake = try await measureWakeups({ try await http.callTool($0, $1) }, lastArrival: { http.lastArrival })
+        row(["wait_for_background_task, HTTP", format(httpWake.median), format(httpWake.percentile(90)),
+             format(httpWake.percentile(99))], widths: [40, 9, 9, 9])
         let floor = try measureWaitpidFloor()
         row(["waitpid in this process (floor)", format(floor.median), format(floor.percentile(90)), format(floor.percentile(99))],
             widths: [40, 9, 9, 9])
@@ -229,21 +233,23 @@ struct LatencyBench: AsyncParsableCommand {
 
     /// A task prints its CLOCK_REALTIME in nanoseconds and exits at once; the sample is the time from that print
     /// to the arrival of the waiter's answer.
-    private func measureWakeups(_ client: RawClient) throws -> Samples {
+    private func measureWakeups(
+        _ callTool: (String, [String: Any]) async throws -> [String: Any], lastArrival: () -> ContinuousClock.Instant
+    ) async throws -> Samples {
         var measured = Samples()
         for _ in 0..<wakeups {
-            let created = try client.callTool("create_background_task", [
+            let created = try await callTool("create_background_task", [
                 "title": "wake", "goal": "wake", "task_type": "command",
                 "condition": ["command": "sleep 0.05; exec date +%s%N"],
             ])
             guard let taskID = created["task_id"] as? String else { throw ValidationError("create failed: \(created)") }
-            let waited = try client.callTool("wait_for_background_task", ["task_id": taskID, "timeout_ms": 10_000])
+            let waited = try await callTool("wait_for_background_task", ["task_id": taskID, "timeout_ms": 10_000])
             // When the answer arrived, not when this client had decoded it.
-            let sinceArrival = ContinuousClock.now - client.lastArrival
+            let sinceArrival = ContinuousClock.now - lastArrival()
             let woke = Self.realtimeNanoseconds() - Double(sinceArrival.components.attoseconds) / 1e9
                 - Double(sinceArrival.components.seconds) * 1e9
             guard waited["condition_met"] as? Bool == true else { throw ValidationError("wait failed: \(waited)") }
-            let output = try client.callTool("get_task_output", ["task_id": taskID])
+            let output = try await callTool("get_task_output", ["task_id": taskID])
             guard let printed = Double((output["text"] as? String ?? "").trimmingCharacters(in: .whitespacesAndNewlines))
             else { throw ValidationError("no clock in the task's output: \(output)") }
             measured.add(microseconds: (woke - printed) / 1000)
