@@ -433,8 +433,6 @@ public actor TaskSupervisor {
                 return try failToStart(&record, reason: "sandbox: \(error.description)", created: created)
             }
         }
-        spareSandbox?.prepared.cleanup()
-        spareSandbox = nil
         var environment = configuration.baseEnvironment
         environment["TMPDIR"] = temporaryDirectory
         if identity.changesUser {
