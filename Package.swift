@@ -50,7 +50,10 @@ let package = Package(
             dependencies: [
                 "MCPCore", "CorralJSON",
                 .product(name: "Hummingbird", package: "hummingbird"),
+                // Its HTTP/1.1 child channel, with modern POSTs served in front of the router (ModernPostHandler).
+                .product(name: "HummingbirdCore", package: "hummingbird"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
                 // The server's one event loop, which its handlers run on too (EventLoopTaskExecutor).
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -192,6 +195,17 @@ let package = Package(
         .testTarget(name: "CorralJSONTests", dependencies: ["CorralJSON"]),
         .target(name: "FuzzEntryPoints", dependencies: ["MCPCore", "CorralJSON", "WatchConditions"]),
         .testTarget(name: "MCPCoreTests", dependencies: ["MCPCore", "CorralJSON", "FuzzEntryPoints"], exclude: []),
+        .testTarget(
+            name: "MCPHTTPTests",
+            dependencies: [
+                "MCPHTTP", "MCPCore", "CorralJSON",
+                // ModernPostHandler on an EmbeddedChannel: its parts in and out, without sockets.
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "HummingbirdCore", package: "hummingbird"),
+                .product(name: "Logging", package: "swift-log"),
+            ]),
         .testTarget(
             name: "GatewayTests",
             dependencies: [

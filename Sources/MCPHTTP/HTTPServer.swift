@@ -3,6 +3,7 @@ import MCPCore
 import Foundation
 import HTTPTypes
 import Hummingbird
+import HummingbirdCore
 import Logging
 import Metrics
 import NIOCore
@@ -20,6 +21,9 @@ import Synchronization
 /// notifications, an error's status from its code. An answer that comes quickly is one JSON body; a slow one, or one
 /// preceded by notifications (progress), is an SSE stream with keep-alive comments, and a client closing that stream
 /// cancels the request.
+///
+/// A POST that names a 2026-07-28 version in its header is served by `ModernPostHandler`, in each connection's
+/// pipeline in front of Hummingbird's router (the same rules, a third of the CPU); the router serves the rest.
 public final class MCPHTTPServer: Sendable {
     public struct Configuration: Sendable {
         public var host: String
@@ -55,14 +59,14 @@ public final class MCPHTTPServer: Sendable {
         }
     }
 
-    private let configuration: Configuration
-    private let endpoint: any MCPHTTPEndpoint
-    private let sessions: LegacySessionTable
-    private let logger: Logger
+    let configuration: Configuration
+    let endpoint: any MCPHTTPEndpoint
+    let sessions: LegacySessionTable
+    let logger: Logger
     /// One event loop serves the sockets, and the handlers run on it (`EventLoopTaskExecutor`): a request is read,
     /// answered and written on one thread, where it used to cross to the task pool and back.
-    private let eventLoops = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-    private let executor: EventLoopTaskExecutor
+    let eventLoops = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+    let executor: EventLoopTaskExecutor
 
     public init(configuration: Configuration, endpoint: any MCPHTTPEndpoint, logger: Logger) {
         self.configuration = configuration
@@ -85,6 +89,9 @@ public final class MCPHTTPServer: Sendable {
         router.delete("/mcp") { request, _ in await self.delete(request) }
         let app = Application(
             router: router,
+            server: HTTPServerBuilder { responder in
+                MCPHTTP1Channel(base: HTTP1Channel(responder: responder), server: self)
+            },
             configuration: .init(
                 address: .hostname(configuration.host, port: configuration.port), serverName: configuration.serverName),
             onServerRunning: { channel in await onRunning(channel.localAddress?.port ?? self.configuration.port) },
@@ -117,30 +124,23 @@ public final class MCPHTTPServer: Sendable {
     private func post(_ request: Request) async -> Response {
         await sessions.reapIdle()
         let headers = Self.headerView(request)
-        // Refused before the body is read.
-        if let refusal = HTTPRules.originRefusal(headers, allowedOrigins: configuration.allowedOrigins) {
-            return response(for: refusal)
-        }
         let principal: String?
-        switch authenticate(headers) {
+        switch admitPost(headers) {
         case .admitted(let who): principal = who
-        case .refused(let response): return response
+        case .refused(let reply): return Self.response(reply)
         }
-        guard HTTPRules.accepts(headers, sse: false) else { return Response(status: .notAcceptable) }
         var request = request
         let buffer: ByteBuffer
         do {
             buffer = try await request.collectBody(upTo: configuration.maximumBodyBytes)
         } catch {
-            return Self.json(
-                status: 413,
-                JSONRPC.error(id: nil, .invalidRequest("the body is larger than \(configuration.maximumBodyBytes) bytes")))
+            return Self.response(bodyTooLarge)
         }
         let body = Array(buffer.readableBytesView)
         let route = HTTPRules.classifyPost(headers: headers, body: body, allowedOrigins: configuration.allowedOrigins)
         switch route {
         case .reply, .notAcceptable:
-            return response(for: route)
+            return Self.response(PlainReply(route))
         case .legacySession(let id, let message):
             guard let entry = sessions.lookup(id) else {
                 return Self.json(status: 404, JSONRPC.error(id: nil, .invalidRequest("unknown or expired session \(id)")))
@@ -164,6 +164,9 @@ public final class MCPHTTPServer: Sendable {
             if let immediate = endpoint.immediateAnswer(exchange) {
                 return Self.json(status: immediate.status, text: immediate.text)
             }
+            // Served here only when the request has no 2026-07-28 version header (its version is in the body alone)
+            // or came while an earlier request on its connection was still being answered here: the others are
+            // served in front of Hummingbird (`ModernPostHandler`).
             let queue = MessageQueue()
             let endpoint = self.endpoint
             // Unstructured (it may outlive this handler, as an SSE stream), so the preference is given again.
@@ -182,9 +185,29 @@ public final class MCPHTTPServer: Sendable {
         }
     }
 
-    private enum Admission {
+    enum Admission {
         case admitted(String?)
-        case refused(Response)
+        case refused(PlainReply)
+    }
+
+    /// The checks a POST passes before its body is read: `Origin` (403), the bearer token (401) and `Accept` (406).
+    func admitPost(_ headers: HTTPHeaderView) -> Admission {
+        if let refusal = HTTPRules.originRefusal(headers, allowedOrigins: configuration.allowedOrigins) {
+            return .refused(PlainReply(refusal))
+        }
+        switch authenticate(headers) {
+        case .admitted(let principal):
+            return HTTPRules.accepts(headers, sse: false) ? .admitted(principal) : .refused(PlainReply(status: 406))
+        case .refused(let reply):
+            return .refused(reply)
+        }
+    }
+
+    /// 413, for a body past `maximumBodyBytes`.
+    var bodyTooLarge: PlainReply {
+        PlainReply(
+            status: 413,
+            JSONRPC.error(id: nil, .invalidRequest("the body is larger than \(configuration.maximumBodyBytes) bytes")))
     }
 
     private func authenticate(_ headers: HTTPHeaderView) -> Admission {
@@ -193,9 +216,9 @@ public final class MCPHTTPServer: Sendable {
             return .admitted(principal)
         case .refused(let challenge, let message):
             logger.info("refused a request: \(message)")
-            var response = Self.json(status: 401, JSONRPC.error(id: nil, JSONRPCError(code: -32001, message: message)))
-            response.headers[.wwwAuthenticate] = challenge
-            return .refused(response)
+            var reply = PlainReply(status: 401, JSONRPC.error(id: nil, JSONRPCError(code: -32001, message: message)))
+            reply.headers.append((name: "WWW-Authenticate", value: challenge))
+            return .refused(reply)
         }
     }
 
@@ -203,14 +226,6 @@ public final class MCPHTTPServer: Sendable {
     private static func foreignSession(_ entry: LegacySessionTable.Entry, _ principal: String?) -> Response? {
         guard entry.principal != principal else { return nil }
         return json(status: 403, JSONRPC.error(id: nil, .invalidRequest("session \(entry.id) belongs to another principal")))
-    }
-
-    private func response(for route: HTTPPostRoute) -> Response {
-        switch route {
-        case .reply(let status, let message?): Self.json(status: status, message)
-        case .reply(let status, nil): Response(status: HTTPResponse.Status(code: status))
-        default: Response(status: .notAcceptable)
-        }
     }
 
     // MARK: - legacy sessions
@@ -253,12 +268,12 @@ public final class MCPHTTPServer: Sendable {
     private func get(_ request: Request) async -> Response {
         let headers = Self.headerView(request)
         if let refusal = HTTPRules.originRefusal(headers, allowedOrigins: configuration.allowedOrigins) {
-            return response(for: refusal)
+            return Self.response(PlainReply(refusal))
         }
         let principal: String?
         switch authenticate(headers) {
         case .admitted(let who): principal = who
-        case .refused(let response): return response
+        case .refused(let reply): return Self.response(reply)
         }
         guard let sessionID = headers[MCPHeader.sessionID] else {
             return Response(status: .methodNotAllowed, headers: [.allow: "POST"])
@@ -276,12 +291,12 @@ public final class MCPHTTPServer: Sendable {
     private func delete(_ request: Request) async -> Response {
         let headers = Self.headerView(request)
         if let refusal = HTTPRules.originRefusal(headers, allowedOrigins: configuration.allowedOrigins) {
-            return response(for: refusal)
+            return Self.response(PlainReply(refusal))
         }
         let principal: String?
         switch authenticate(headers) {
         case .admitted(let who): principal = who
-        case .refused(let response): return response
+        case .refused(let reply): return Self.response(reply)
         }
         guard let sessionID = headers[MCPHeader.sessionID] else {
             return Response(status: .methodNotAllowed, headers: [.allow: "POST"])
@@ -343,10 +358,19 @@ public final class MCPHTTPServer: Sendable {
     }
 
     /// SSE streams open in this process (`corral_http_open_streams`).
-    private static let openStreams = Atomic<Int>(0)
+    static let openStreams = Atomic<Int>(0)
 
     private static func event(_ message: MessageQueue.Outgoing) -> ByteBuffer {
         ByteBuffer(string: "event: message\ndata: \(message.text)\n\n")
+    }
+
+    static func response(_ reply: PlainReply) -> Response {
+        var response =
+            reply.json.map { json(status: reply.status, text: $0) } ?? Response(status: HTTPResponse.Status(code: reply.status))
+        for header in reply.headers {
+            if let name = HTTPField.Name(header.name) { response.headers[name] = header.value }
+        }
+        return response
     }
 
     static func json(status: Int, _ message: JSONValue) -> Response {

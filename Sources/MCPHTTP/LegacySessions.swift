@@ -72,9 +72,19 @@ final class LegacySessionTable: Sendable {
 
     /// Ends sessions unused for the idle timeout (a client that vanished without DELETE).
     func reapIdle() async {
+        for id in idleSessions() { await close(id) }
+    }
+
+    /// The same, for a caller that cannot wait: the closing (rare) runs in a task of its own.
+    func reapIdleInBackground() {
+        let idle = idleSessions()
+        guard !idle.isEmpty else { return }
+        Task { for id in idle { await close(id) } }
+    }
+
+    private func idleSessions() -> [String] {
         let cutoff = ContinuousClock.now - idleTimeout
-        let idle = entries.withLock { entries in entries.values.filter { $0.lastUsed.withLock { $0 } < cutoff }.map(\.id) }
-        for id in idle { await close(id) }
+        return entries.withLock { entries in entries.values.filter { $0.lastUsed.withLock { $0 } < cutoff }.map(\.id) }
     }
 }
 

@@ -357,3 +357,89 @@ def test_closing_the_stream_cancels_the_request(state_dir, tmp_path):
     finally:
         process.terminate()
         assert process.wait(timeout=15) == 0
+
+
+# --- one connection, several requests: the two paths of a POST --------------------------------------------------
+
+
+def raw_post(host, message, headers):
+    body = json.dumps(message).encode()
+    lines = ["POST /mcp HTTP/1.1", f"Host: {host}", "Content-Type: application/json",
+             "Accept: application/json, text/event-stream", f"Content-Length: {len(body)}"]
+    lines += [f"{name}: {value}" for name, value in headers.items()]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+def read_response(stream):
+    """One HTTP/1.1 response off a buffered socket file: (status, headers with lowercase names, the answer's JSON:
+    the body, or an SSE stream's last event)."""
+    status_line = stream.readline()
+    assert status_line.startswith(b"HTTP/1.1 "), status_line
+    headers = {}
+    while (line := stream.readline().rstrip(b"\r\n")):
+        name, _, value = line.decode().partition(":")
+        headers[name.strip().lower()] = value.strip()
+    if "content-length" in headers:
+        body = stream.read(int(headers["content-length"]))
+    else:
+        assert headers.get("transfer-encoding") == "chunked", headers
+        body = b""
+        while (size := int(stream.readline().strip(), 16)):
+            body += stream.read(size)
+            stream.readline()
+        stream.readline()
+    text = body.decode()
+    if headers.get("content-type", "").startswith("text/event-stream"):
+        text = [line[5:] for line in text.splitlines() if line.startswith("data:")][-1]
+    return int(status_line.split()[1]), headers, json.loads(text) if text else None
+
+
+def test_pipelined_requests_are_answered_in_order_whichever_path_serves_them(state_dir):
+    """2026-07-28 POSTs with their version header are served in front of Hummingbird (`ModernPostHandler`), every
+    other request by Hummingbird. Requests written at once on one connection must still be answered in their order,
+    each whole: a slow modern call (an SSE stream, since it outlasts the JSON window) holds back the legacy request
+    behind it, which holds back the modern ones behind it in turn."""
+    import socket
+    import urllib.parse
+
+    legacy = {"jsonrpc": "2.0", "method": "tools/list", "params": {}}
+    with http_server(state_dir) as url:
+        parts = urllib.parse.urlsplit(url)
+        host = f"{parts.hostname}:{parts.port}"
+        slow = modern("tools/call", {"name": "wait", "arguments": {"duration_ms": 400, "reason": "pipelining"}},
+                      request_id="slow", name="wait")
+        discover = modern("server/discover", request_id=3)
+        last = modern("tools/call", {"name": "get_scheduler_time", "arguments": {}}, request_id=5, name="get_scheduler_time")
+        batch = (raw_post(host, *slow) + raw_post(host, {**legacy, "id": 2}, {})
+                 + raw_post(host, *discover) + raw_post(host, {**legacy, "id": 4}, {})
+                 + raw_post(host, last[0], last[1] | {"Connection": "close"}))
+        with socket.create_connection((parts.hostname, parts.port), timeout=10) as connection:
+            connection.sendall(batch)
+            stream = connection.makefile("rb")
+            answers = [read_response(stream) for _ in range(5)]
+            assert stream.read() == b""  # the last request asked for the connection to close
+        assert [answer["id"] for _, _, answer in answers] == ["slow", 2, 3, 4, 5]
+        assert [status for status, _, _ in answers] == [200, 400, 200, 400, 200]
+        assert answers[0][1]["content-type"].startswith("text/event-stream")
+        assert answers[0][2]["result"]["structuredContent"]["waited_ms"] >= 400
+        assert answers[2][2]["result"]["supportedVersions"][0] == MODERN
+
+        # A modern request alone with Connection: close: answered, then the connection ends.
+        with socket.create_connection((parts.hostname, parts.port), timeout=10) as connection:
+            connection.sendall(raw_post(host, discover[0], discover[1] | {"Connection": "close"}))
+            stream = connection.makefile("rb")
+            status, headers, answer = read_response(stream)
+            assert (status, answer["id"], headers["connection"]) == (200, 3, "close")
+            assert headers["server"] == "allcanuse-mock" and headers["date"].endswith(" GMT")
+            assert stream.read() == b""
+
+        # Keep-alive: many modern requests and legacy ones interleaved on one connection, one at a time.
+        with socket.create_connection((parts.hostname, parts.port), timeout=10) as connection:
+            stream = connection.makefile("rb")
+            for index in range(20):
+                if index % 3 == 2:
+                    connection.sendall(raw_post(host, {**legacy, "id": index}, {}))
+                    assert read_response(stream)[0] == 400
+                else:
+                    connection.sendall(raw_post(host, *modern("server/discover", request_id=index)))
+                    assert read_response(stream)[2]["id"] == index

@@ -1,0 +1,177 @@
+import CorralJSON
+import HummingbirdCore
+import Logging
+import MCPCore
+import NIOCore
+import NIOEmbedded
+import NIOHTTP1
+import XCTest
+
+@testable import MCPHTTP
+
+/// `ModernPostHandler` on an `EmbeddedChannel`: which requests it answers itself, which it passes on to Hummingbird,
+/// and that an answer owed by Hummingbird holds back the next request instead of being overtaken.
+final class ModernPostHandlerTests: XCTestCase {
+    private var server: MCPHTTPServer!
+
+    override func setUp() {
+        let core = MCPServerCore(description: ServerDescription(name: "handler-test", version: "1")) {
+            method, _, _ throws(JSONRPCError) in throw .methodNotFound(method, "nothing here")
+        }
+        server = MCPHTTPServer(
+            configuration: .init(host: "127.0.0.1", port: 0, serverName: "handler-test", maximumBodyBytes: 4096),
+            endpoint: CoreHTTPEndpoint(core: core), logger: Logger(label: "handler-test"))
+    }
+
+    override func tearDown() async throws {
+        try await server.eventLoops.shutdownGracefully()
+    }
+
+    /// An embedded channel with the handler, active as an accepted connection is.
+    private func connectedChannel() throws -> EmbeddedChannel {
+        let channel = EmbeddedChannel(handler: ModernPostHandler(server: server))
+        try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
+        return channel
+    }
+
+    private static let meta: JSONValue = [
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28", "io.modelcontextprotocol/clientCapabilities": [:],
+        "io.modelcontextprotocol/clientInfo": ["name": "test", "version": "1"],
+    ]
+
+    private func send(
+        _ channel: EmbeddedChannel, _ message: JSONValue, headers: [(String, String)], body: String? = nil
+    ) throws {
+        var head = HTTPRequestHead(version: .http1_1, method: .POST, uri: "/mcp")
+        head.headers.add(name: "Content-Type", value: "application/json")
+        head.headers.add(name: "Accept", value: "application/json, text/event-stream")
+        for (name, value) in headers { head.headers.add(name: name, value: value) }
+        try channel.writeInbound(HTTPServerRequestPart.head(head))
+        try channel.writeInbound(HTTPServerRequestPart.body(ByteBuffer(string: body ?? message.jsonString())))
+        try channel.writeInbound(HTTPServerRequestPart.end(nil))
+    }
+
+    private func sendDiscover(_ channel: EmbeddedChannel, id: Int, headers: [(String, String)] = []) throws {
+        let message: JSONValue = ["jsonrpc": "2.0", "id": .int(id), "method": "server/discover", "params": ["_meta": Self.meta]]
+        try send(
+            channel, message,
+            headers: [("MCP-Protocol-Version", "2026-07-28"), ("Mcp-Method", "server/discover")] + headers)
+    }
+
+    /// The response the handler wrote: its head, and its body as JSON.
+    private func readAnswer(_ channel: EmbeddedChannel) throws -> (head: HTTPResponseHead, body: JSONValue?) {
+        guard case .head(let head) = try channel.readOutbound(as: HTTPServerResponsePart.self) else {
+            throw XCTSkip("no response head was written")
+        }
+        var body: JSONValue?
+        while let part = try channel.readOutbound(as: HTTPServerResponsePart.self) {
+            switch part {
+            case .body(.byteBuffer(let buffer)): body = try JSONValue.parse(Data(buffer.readableBytesView))
+            case .end: return (head, body)
+            default: XCTFail("unexpected part \(part)")
+            }
+        }
+        XCTFail("the response did not end")
+        return (head, body)
+    }
+
+    private func passedOn(_ channel: EmbeddedChannel) throws -> [HTTPServerRequestPart] {
+        var parts: [HTTPServerRequestPart] = []
+        while let part = try channel.readInbound(as: HTTPServerRequestPart.self) { parts.append(part) }
+        return parts
+    }
+
+    func testAModernPostIsAnsweredByTheHandlerItself() throws {
+        let channel = try connectedChannel()
+        try sendDiscover(channel, id: 7)
+        XCTAssertTrue(try passedOn(channel).isEmpty, "a modern POST must not reach Hummingbird")
+        let (head, body) = try readAnswer(channel)
+        XCTAssertEqual(head.status, .ok)
+        XCTAssertEqual(head.headers["Content-Type"], ["application/json"])
+        XCTAssertEqual(head.headers["Server"], ["handler-test"])
+        XCTAssertEqual(head.headers["Content-Length"].first.flatMap { Int($0) }, body?.jsonString().utf8.count)
+        XCTAssertEqual(body?["id"], 7)
+        XCTAssertEqual(body?["result"]?["supportedVersions"]?.arrayValue?.first, "2026-07-28")
+        XCTAssertTrue(channel.isActive, "keep-alive: the connection stays open")
+    }
+
+    func testTheHandlerKeepsTheRulesOfThePostPath() throws {
+        let channel = try connectedChannel()
+        // A foreign Origin: 403 before anything else.
+        try sendDiscover(channel, id: 1, headers: [("Origin", "http://evil.example")])
+        XCTAssertEqual(try readAnswer(channel).head.status, .forbidden)
+        // A header that disagrees with the body: 400 with -32020 and the request's id.
+        let message: JSONValue = ["jsonrpc": "2.0", "id": 2, "method": "server/discover", "params": ["_meta": Self.meta]]
+        try send(channel, message, headers: [("MCP-Protocol-Version", "2026-07-28"), ("Mcp-Method", "tools/list")])
+        let mismatch = try readAnswer(channel)
+        XCTAssertEqual(mismatch.head.status, .badRequest)
+        XCTAssertEqual(mismatch.body?["error"]?["code"], -32020)
+        XCTAssertEqual(mismatch.body?["id"], 2)
+        // Past the body limit: 413.
+        try send(
+            channel, .null, headers: [("MCP-Protocol-Version", "2026-07-28"), ("Mcp-Method", "server/discover")],
+            body: String(repeating: " ", count: 5000))
+        XCTAssertEqual(try readAnswer(channel).head.status, .payloadTooLarge)
+        // Not JSON: -32700 with id null.
+        try send(channel, .null, headers: [("MCP-Protocol-Version", "2026-07-28"), ("Mcp-Method", "x")], body: "{nope")
+        let parseError = try readAnswer(channel)
+        XCTAssertEqual(parseError.body?["error"]?["code"], -32700)
+        XCTAssertEqual(parseError.body?["id"], .null)
+        XCTAssertTrue(try passedOn(channel).isEmpty)
+    }
+
+    func testOtherRequestsArePassedOnAndAModernOneWaitsWhileHummingbirdOwesAnAnswer() throws {
+        let channel = try connectedChannel()
+        // A legacy request (no version header): Hummingbird's.
+        let legacy: JSONValue = ["jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": [:]]
+        try send(channel, legacy, headers: [])
+        XCTAssertEqual(try passedOn(channel).count, 3)
+        // A modern one behind it is passed on too: answering it here would overtake Hummingbird's answer.
+        try sendDiscover(channel, id: 2)
+        XCTAssertEqual(try passedOn(channel).count, 3)
+        XCTAssertNil(try channel.readOutbound(as: HTTPServerResponsePart.self))
+        // Hummingbird answers both (its parts go out through the handler); then a modern request is the handler's.
+        for _ in 0..<2 {
+            try channel.writeOutbound(HTTPServerResponsePart.head(HTTPResponseHead(version: .http1_1, status: .ok)))
+            try channel.writeOutbound(HTTPServerResponsePart.end(nil))
+        }
+        while try channel.readOutbound(as: HTTPServerResponsePart.self) != nil {}
+        try sendDiscover(channel, id: 3)
+        XCTAssertTrue(try passedOn(channel).isEmpty)
+        XCTAssertEqual(try readAnswer(channel).body?["id"], 3)
+        // GET, and a POST elsewhere or with a legacy version header, are never the handler's.
+        try channel.writeInbound(HTTPServerRequestPart.head(HTTPRequestHead(version: .http1_1, method: .GET, uri: "/mcp")))
+        try channel.writeInbound(HTTPServerRequestPart.end(nil))
+        try sendDiscover(channel, id: 4, headers: [("MCP-Protocol-Version", "2025-11-25")])
+        XCTAssertEqual(try passedOn(channel).count, 5)
+    }
+
+    func testConnectionCloseIsHonoured() throws {
+        let channel = try connectedChannel()
+        try sendDiscover(channel, id: 1, headers: [("Connection", "close")])
+        let (head, body) = try readAnswer(channel)
+        XCTAssertEqual(head.headers["Connection"], ["close"])
+        XCTAssertEqual(body?["id"], 1)
+        XCTAssertFalse(channel.isActive)
+    }
+
+    func testTheChildChannelServesAModernPostFromItsBytes() throws {
+        let channel = EmbeddedChannel()
+        let child = MCPHTTP1Channel(base: HTTP1Channel(responder: { _, _, _ in }), server: server)
+        _ = try child.setup(channel: channel, logger: Logger(label: "handler-test")).wait()
+        let body: JSONValue = ["jsonrpc": "2.0", "id": 9, "method": "server/discover", "params": ["_meta": Self.meta]]
+        let text = body.jsonString()
+        let request =
+            "POST /mcp HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nAccept: application/json\r\n"
+            + "MCP-Protocol-Version: 2026-07-28\r\nMcp-Method: server/discover\r\nContent-Length: \(text.utf8.count)\r\n\r\n"
+            + text
+        try channel.writeInbound(ByteBuffer(string: request))
+        var written = ""
+        while let buffer = try channel.readOutbound(as: IOData.self) {
+            guard case .byteBuffer(let bytes) = buffer else { continue }
+            written += String(buffer: bytes)
+        }
+        XCTAssertTrue(written.hasPrefix("HTTP/1.1 200 OK\r\n"), written)
+        XCTAssertTrue(written.contains(#""id":9"#), written)
+    }
+}
