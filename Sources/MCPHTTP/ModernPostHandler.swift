@@ -21,8 +21,8 @@ import NIOHTTP1
 /// preceded by a notification is an SSE stream with keep-alive comments; a client that goes away cancels its request.
 ///
 /// Answers leave in the order their requests came: a request is taken here only while Hummingbird owes no answer on
-/// the connection, and what arrives while one taken here is being answered waits (and the socket is not read) until
-/// it has been.
+/// the connection, and what arrives while one taken here is being answered waits until it has been (past a few
+/// parts waiting, the socket is not read meanwhile).
 final class ModernPostHandler: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPServerRequestPart
     typealias InboundOut = HTTPServerRequestPart
@@ -175,13 +175,17 @@ final class ModernPostHandler: ChannelDuplexHandler, RemovableChannelHandler {
         context.write(data, promise: promise)
     }
 
+    /// The socket is read on while an answer is awaited (withholding every read took two `epoll_ctl` calls per
+    /// request), until a client that sends request after request without waiting has `heldLimit` parts waiting.
     func read(context: ChannelHandlerContext) {
-        if case .answering = state {
+        if case .answering = state, held.count >= Self.heldLimit {
             readWithheld = true
         } else {
             context.read()
         }
     }
+
+    private static let heldLimit = 16
 
     // MARK: - answering
 
@@ -273,7 +277,7 @@ final class ModernPostHandler: ChannelDuplexHandler, RemovableChannelHandler {
         write("event: message\ndata: \(text)\n\n", serial, context: context)
     }
 
-    /// A failed write is how a closed stream is noticed (the socket is not read while an answer is awaited).
+    /// A failed write is how a closed stream is noticed (the end of the client's input may only mean it sent all).
     private func write(_ text: String, _ serial: Int, context: ChannelHandlerContext) {
         let promise = context.eventLoop.makePromise(of: Void.self)
         let this = NIOLoopBound(self, eventLoop: context.eventLoop)
