@@ -194,11 +194,21 @@ let package = Package(
             ]),
         .testTarget(name: "CorralJSONTests", dependencies: ["CorralJSON"]),
         .target(name: "FuzzEntryPoints", dependencies: ["MCPCore", "CorralJSON", "WatchConditions"]),
+        // The HTTP connection's fuzz entry point, apart from FuzzEntryPoints: it needs NIO, the others do not.
+        .target(
+            name: "FuzzHTTPEntryPoints",
+            dependencies: [
+                "FuzzEntryPoints", "MCPHTTP", "MCPCore", "CorralJSON",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ]),
         .testTarget(name: "MCPCoreTests", dependencies: ["MCPCore", "CorralJSON", "FuzzEntryPoints"], exclude: []),
         .testTarget(
             name: "MCPHTTPTests",
             dependencies: [
-                "MCPHTTP", "MCPCore", "CorralJSON",
+                "MCPHTTP", "MCPCore", "CorralJSON", "FuzzHTTPEntryPoints",
                 // ModernPostHandler on an EmbeddedChannel: its parts in and out, without sockets.
                 .product(name: "NIOEmbedded", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -225,9 +235,13 @@ let package = Package(
 // provides main): a normal build has no fuzzer runtime to link them with.
 if ProcessInfo.processInfo.environment["CORRAL_FUZZ"] != nil {
     package.targets.append(.target(name: "FuzzDriver", path: "Fuzz/FuzzDriver"))
-    for name in ["fuzz-http-post", "fuzz-stdio", "fuzz-watch"] {
+    let entryPoints = [
+        "fuzz-http-post": "FuzzEntryPoints", "fuzz-stdio": "FuzzEntryPoints", "fuzz-watch": "FuzzEntryPoints",
+        "fuzz-http-connection": "FuzzHTTPEntryPoints",
+    ]
+    for (name, entryPoint) in entryPoints.sorted(by: { $0.key < $1.key }) {
         package.targets.append(
-            .executableTarget(name: name, dependencies: ["FuzzEntryPoints", "FuzzDriver"], path: "Fuzz/\(name)"))
+            .executableTarget(name: name, dependencies: [.target(name: entryPoint), "FuzzDriver"], path: "Fuzz/\(name)"))
         package.products.append(.executable(name: name, targets: [name]))
     }
 }

@@ -10,6 +10,8 @@ public enum FuzzEntryPoints {
     /// An invariant broken by an input: the fuzz target traps on it, a test fails on it.
     public struct Violation: Error, CustomStringConvertible {
         public let description: String
+
+        public init(description: String) { self.description = description }
     }
 
     /// What a condition watcher reads from outside: the first byte picks an HTTP response from any server (as

@@ -8,12 +8,12 @@ import NIOCore
 /// this executor preferred for the whole server (children inherit it, and default actors honour it), a job enqueued
 /// from the loop's own thread is appended to its queue without a wake-up. NIO 2.101 makes an event loop a serial
 /// executor but not a task executor, hence this adapter.
-final class EventLoopTaskExecutor: TaskExecutor {
+package final class EventLoopTaskExecutor: TaskExecutor {
     let eventLoop: any EventLoop
 
-    init(_ eventLoop: any EventLoop) { self.eventLoop = eventLoop }
+    package init(_ eventLoop: any EventLoop) { self.eventLoop = eventLoop }
 
-    func enqueue(_ job: consuming ExecutorJob) {
+    package func enqueue(_ job: consuming ExecutorJob) {
         let job = UnownedJob(job)
         eventLoop.execute { job.runSynchronously(on: self.asUnownedTaskExecutor()) }
     }

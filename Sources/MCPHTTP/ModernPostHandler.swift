@@ -23,11 +23,11 @@ import NIOHTTP1
 /// Answers leave in the order their requests came: a request is taken here only while Hummingbird owes no answer on
 /// the connection, and what arrives while one taken here is being answered waits until it has been (past a few
 /// parts waiting, the socket is not read meanwhile).
-final class ModernPostHandler: ChannelDuplexHandler, RemovableChannelHandler {
-    typealias InboundIn = HTTPServerRequestPart
-    typealias InboundOut = HTTPServerRequestPart
-    typealias OutboundIn = HTTPServerResponsePart
-    typealias OutboundOut = HTTPServerResponsePart
+package final class ModernPostHandler: ChannelDuplexHandler, RemovableChannelHandler {
+    package typealias InboundIn = HTTPServerRequestPart
+    package typealias InboundOut = HTTPServerRequestPart
+    package typealias OutboundIn = HTTPServerResponsePart
+    package typealias OutboundOut = HTTPServerResponsePart
 
     private struct Collecting {
         let head: HTTPRequestHead
@@ -72,6 +72,8 @@ final class ModernPostHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     private let server: MCPHTTPServer
+    /// Where the application's work runs: the server's event loop (a test's or fuzzer's embedded loop).
+    private let executor: any TaskExecutor
     private var context: ChannelHandlerContext?
     private var state = State.idle
     /// Requests passed on to Hummingbird whose answers have not ended yet.
@@ -81,22 +83,24 @@ final class ModernPostHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private var partsPassedOn = 0
     private var serial = 0
 
-    init(server: MCPHTTPServer) {
+    /// `executor`: where `exchange` runs; by default the server's event loop, which serves the connections too.
+    package init(server: MCPHTTPServer, executor: (any TaskExecutor)? = nil) {
         self.server = server
+        self.executor = executor ?? server.executor
     }
 
-    func handlerAdded(context: ChannelHandlerContext) {
+    package func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
     }
 
-    func handlerRemoved(context: ChannelHandlerContext) {
+    package func handlerRemoved(context: ChannelHandlerContext) {
         if case .answering(let answering) = state { abandon(answering) }
         self.context = nil
     }
 
     // MARK: - inbound
 
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+    package func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         take(unwrapInboundIn(data), context: context)
     }
 
@@ -149,7 +153,7 @@ final class ModernPostHandler: ChannelDuplexHandler, RemovableChannelHandler {
         return HTTPHeaderView(head.headers.map { (name: $0.name, value: $0.value) })
     }
 
-    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+    package func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         switch state {
         case .idle:
             context.fireUserInboundEventTriggered(event)
@@ -163,21 +167,21 @@ final class ModernPostHandler: ChannelDuplexHandler, RemovableChannelHandler {
         }
     }
 
-    func channelInactive(context: ChannelHandlerContext) {
+    package func channelInactive(context: ChannelHandlerContext) {
         if case .answering(let answering) = state { clientWentAway(answering) }
         context.fireChannelInactive()
     }
 
     // MARK: - outbound
 
-    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+    package func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
         if case .end = unwrapOutboundIn(data), passedOn > 0 { passedOn -= 1 }
         context.write(data, promise: promise)
     }
 
     /// The socket is read on while an answer is awaited (withholding every read took two `epoll_ctl` calls per
     /// request), until a client that sends request after request without waiting has `heldLimit` parts waiting.
-    func read(context: ChannelHandlerContext) {
+    package func read(context: ChannelHandlerContext) {
         if case .answering = state, held.count >= Self.heldLimit {
             readWithheld = true
         } else {
@@ -219,7 +223,7 @@ final class ModernPostHandler: ChannelDuplexHandler, RemovableChannelHandler {
             this.value.openStream(serial)
         }
         // Both hops go through the loop's queue, so that a notification is never overtaken by the answer.
-        answering.task = Task(executorPreference: server.executor) {
+        answering.task = Task(executorPreference: executor) {
             let answer = await endpoint.exchange(exchange) { message in
                 loop.execute { this.value.send(message, serial) }
             }
@@ -239,7 +243,7 @@ final class ModernPostHandler: ChannelDuplexHandler, RemovableChannelHandler {
             writeEvent(answer.text, serial, context: context)
             context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
             Self.streamClosed()
-            requestEnded(keepAlive: answering.head.isKeepAlive, context: context)
+            requestEnded(keepAlive: Self.streamKeepsConnection(answering.head), context: context)
         } else {
             finish(answering.head, with: PlainReply(status: answer.status, json: answer.text), context: context)
         }
@@ -256,7 +260,8 @@ final class ModernPostHandler: ChannelDuplexHandler, RemovableChannelHandler {
         guard let (answering, context) = current(serial), !answering.streaming else { return }
         answering.streaming = true
         Self.streamOpened()
-        var headers = responseHeaders(keepAlive: answering.head.isKeepAlive, version: answering.head.version)
+        var headers = responseHeaders(
+            keepAlive: Self.streamKeepsConnection(answering.head), version: answering.head.version)
         headers.add(name: "Content-Type", value: "text/event-stream")
         headers.add(name: "Cache-Control", value: "no-cache, no-transform")
         let head = HTTPResponseHead(version: answering.head.version, status: .ok, headers: headers)
@@ -316,6 +321,12 @@ final class ModernPostHandler: ChannelDuplexHandler, RemovableChannelHandler {
         if let body { context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil) }
         context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
         requestEnded(keepAlive: request.isKeepAlive, context: context)
+    }
+
+    /// A stream has no length: HTTP/1.1 frames it in chunks, HTTP/1.0 only by closing the connection after it (the
+    /// fuzzer found an HTTP/1.0 keep-alive stream that never ended for the client).
+    private static func streamKeepsConnection(_ request: HTTPRequestHead) -> Bool {
+        request.isKeepAlive && (request.version.major, request.version.minor) >= (1, 1)
     }
 
     private func responseHeaders(keepAlive: Bool, version: HTTPVersion) -> HTTPHeaders {

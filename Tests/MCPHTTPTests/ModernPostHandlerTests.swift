@@ -5,6 +5,8 @@ import MCPCore
 import NIOCore
 import NIOEmbedded
 import NIOHTTP1
+import FuzzHTTPEntryPoints
+import Foundation
 import XCTest
 
 @testable import MCPHTTP
@@ -173,5 +175,50 @@ final class ModernPostHandlerTests: XCTestCase {
         }
         XCTAssertTrue(written.hasPrefix("HTTP/1.1 200 OK\r\n"), written)
         XCTAssertTrue(written.contains(#""id":9"#), written)
+    }
+}
+
+/// The HTTP connection fuzz target's seeds and every input it once broke (Fuzz/*/http-connection), through the same
+/// entry point, so that what it found stays fixed without a fuzzing build.
+final class HTTPConnectionFuzzCorpusTests: XCTestCase {
+    func testHTTPConnectionInputs() throws {
+        let fuzz = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../Fuzz")
+            .standardized
+        var files: [URL] = []
+        for folder in ["corpus", "regressions"] {
+            let directory = fuzz.appendingPathComponent(folder).appendingPathComponent("http-connection")
+            let names = (try? FileManager.default.contentsOfDirectory(atPath: directory.path)) ?? []
+            files += names.filter { !$0.hasPrefix(".") }.map { directory.appendingPathComponent($0) }
+        }
+        XCTAssertGreaterThan(files.count, 5)
+        for file in files {
+            XCTAssertNoThrow(try FuzzHTTPEntryPoints.connection(Array(try Data(contentsOf: file))), file.lastPathComponent)
+        }
+    }
+
+    /// The harness reaches the handler: every request of a pipelined seed is answered, in whatever reads it comes.
+    func testEveryPipelinedRequestIsAnswered() throws {
+        let fuzz = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../Fuzz")
+            .standardized.appendingPathComponent("corpus/http-connection")
+        for name in ["pipeline-one-read", "pipeline-small-reads"] {
+            let seed = Array(try Data(contentsOf: fuzz.appendingPathComponent(name)))
+            let outcome = try FuzzHTTPEntryPoints.connection(seed)
+            XCTAssertEqual(outcome.requests, 7, name)
+            XCTAssertEqual(outcome.responses, 7, name)
+        }
+        let close = Array(try Data(contentsOf: fuzz.appendingPathComponent("connection-close")))
+        XCTAssertEqual(try FuzzHTTPEntryPoints.connection(close).responses, 1, "nothing after Connection: close")
+    }
+
+    /// The invariants themselves: a reordered pair of answers, or a response cut short, is caught.
+    func testTheCheckerCatchesAnswersOutOfOrderAndResponsesCutShort() {
+        func response(_ number: Int) -> String {
+            let body = #"{"request":\#(number)}"#
+            return "HTTP/1.1 200 OK\r\nContent-Length: \(body.utf8.count)\r\n\r\n" + body
+        }
+        XCTAssertNoThrow(try FuzzHTTPEntryPoints.check(Array((response(0) + response(1)).utf8), requests: 2))
+        XCTAssertThrowsError(try FuzzHTTPEntryPoints.check(Array((response(1) + response(0)).utf8), requests: 2))
+        XCTAssertThrowsError(try FuzzHTTPEntryPoints.check(Array((response(0) + response(1)).utf8), requests: 1))
+        XCTAssertThrowsError(try FuzzHTTPEntryPoints.check(Array(response(0).utf8.dropLast(2)), requests: 1))
     }
 }
