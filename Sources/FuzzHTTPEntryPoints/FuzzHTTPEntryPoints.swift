@@ -17,8 +17,9 @@ import NIOHTTP1
 /// replayed, SSE streams, bodies past the limit, closes.
 ///
 /// Invariants: what the server writes is a sequence of whole HTTP/1.1 responses; there are no more of them than
-/// requests; and the requests' answers leave in the order the requests came (each answer names its request's
-/// number, given to the request's head as it leaves the decoder).
+/// requests, and as many as whole requests while the connection stays open; and the requests' answers leave in the
+/// order the requests came (each answer names its request's number, given to the request's head as it leaves the
+/// decoder). Errors and the end of input take Hummingbird's part's way (400 and close, after what is owed).
 public enum FuzzHTTPEntryPoints {
     public typealias Violation = FuzzEntryPoints.Violation
 
@@ -49,14 +50,19 @@ public enum FuzzHTTPEntryPoints {
             do {
                 try channel.writeInbound(ByteBuffer(bytes: input[offset..<end]))
             } catch {
-                break  // a parse error: the real server answers 400 and closes (Hummingbird's part)
+                throw Violation(description: "an error reached the end of the pipeline: \(error)")
             }
+            channel.read()
             offset = end
             // Every other read, the JSON window passes before the slow calls are let go.
             if (offset / step) % 2 == 1 { channel.embeddedEventLoop.advanceTime(by: .milliseconds(150)) }
             Slow.releaseAll()
             channel.embeddedEventLoop.run()
             written += drain(channel)
+        }
+        // An odd first byte: the client then ends its input (which the decoder checks for a request cut short).
+        if cut % 2 == 1, channel.isActive {
+            channel.pipeline.fireUserInboundEventTriggered(ChannelEvent.inputClosed)
         }
         for _ in 0..<3 {
             channel.embeddedEventLoop.advanceTime(by: .seconds(1))
@@ -71,7 +77,12 @@ public enum FuzzHTTPEntryPoints {
         written += drain(channel)
         let closed = !channel.isActive
         _ = try? channel.finish()
-        return (sequencer.count, try check(written, requests: sequencer.count, closed: closed))
+        let responses = try check(written, requests: sequencer.count, closed: closed)
+        // Nothing ended the connection: every request that came whole has had its answer.
+        if !closed, responses != sequencer.ended {
+            throw Violation(description: "\(responses) responses to \(sequencer.ended) whole requests, connection open")
+        }
+        return (sequencer.count, responses)
     }
 
     private static func drain(_ channel: EmbeddedChannel) -> [UInt8] {
@@ -135,8 +146,10 @@ private final class Sequencer: ChannelInboundHandler {
     typealias InboundIn = HTTPServerRequestPart
     typealias InboundOut = HTTPServerRequestPart
     var count = 0
+    var ended = 0
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        if case .end = unwrapInboundIn(data) { ended += 1 }
         guard case .head(var head) = unwrapInboundIn(data) else { return context.fireChannelRead(data) }
         head.headers.replaceOrAdd(name: "X-Fuzz-Request", value: String(count))
         count += 1
@@ -144,11 +157,15 @@ private final class Sequencer: ChannelInboundHandler {
     }
 }
 
-/// Hummingbird's part, as far as ordering goes: each request passed on is answered when it has ended, in order.
+/// Hummingbird's part, as far as ordering goes: each request passed on is answered once it has ended, in order, on
+/// the loop's next turn (so that later requests arrive while the answer is owed); a decoder error is answered 400
+/// and ends the connection, after what is owed; so does the end of input.
 private final class StandIn: ChannelInboundHandler {
     typealias InboundIn = HTTPServerRequestPart
     typealias OutboundOut = HTTPServerResponsePart
     private var current: HTTPRequestHead?
+    private var owed: [HTTPRequestHead] = []
+    private var ending = false
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         switch unwrapInboundIn(data) {
@@ -159,18 +176,51 @@ private final class StandIn: ChannelInboundHandler {
         case .end:
             guard let head = current else { return }
             current = nil
-            let body = ByteBuffer(string: #"{"request":\#(head.headers.first(name: "X-Fuzz-Request") ?? "?")}"#)
-            var headers = HTTPHeaders([("Content-Length", String(body.readableBytes))])
-            if !head.isKeepAlive { headers.add(name: "Connection", value: "close") }
-            context.write(wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: .ok, headers: headers))), promise: nil)
-            context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)
-            context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
-            if !head.isKeepAlive { context.close(promise: nil) }
+            owed.append(head)
+            let this = NIOLoopBound(self, eventLoop: context.eventLoop)
+            let bound = NIOLoopBound(context, eventLoop: context.eventLoop)
+            context.eventLoop.execute { this.value.answerOwed(context: bound.value) }
         }
     }
 
+    private func answerOwed(context: ChannelHandlerContext) {
+        while !owed.isEmpty, context.channel.isActive {
+            let head = owed.removeFirst()
+            let keepAlive = head.isKeepAlive && !ending
+            respond(context, version: head.version, status: .ok, keepAlive: keepAlive,
+                    body: #"{"request":\#(head.headers.first(name: "X-Fuzz-Request") ?? "?")}"#)
+            if !keepAlive { return context.close(promise: nil) }
+        }
+        if ending, context.channel.isActive { context.close(promise: nil) }
+    }
+
+    private func respond(
+        _ context: ChannelHandlerContext, version: HTTPVersion, status: HTTPResponseStatus, keepAlive: Bool, body: String
+    ) {
+        let buffer = ByteBuffer(string: body)
+        var headers = HTTPHeaders([("Content-Length", String(buffer.readableBytes))])
+        if !keepAlive { headers.add(name: "Connection", value: "close") }
+        context.write(wrapOutboundOut(.head(HTTPResponseHead(version: version, status: status, headers: headers))), promise: nil)
+        context.write(wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
+        context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        guard !ending else { return }
+        ending = true
+        current = nil
+        answerOwed(context: context)
+        guard context.channel.isActive else { return }
+        respond(context, version: .http1_1, status: .badRequest, keepAlive: false, body: #"{"error":"bad request"}"#)
+        context.close(promise: nil)
+    }
+
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        if event as? ChannelEvent == .inputClosed { context.close(promise: nil) }
+        guard event as? ChannelEvent == .inputClosed, !ending else { return }
+        ending = true
+        let this = NIOLoopBound(self, eventLoop: context.eventLoop)
+        let bound = NIOLoopBound(context, eventLoop: context.eventLoop)
+        context.eventLoop.execute { this.value.answerOwed(context: bound.value) }
     }
 }
 

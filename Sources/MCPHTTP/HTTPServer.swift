@@ -23,7 +23,7 @@ import Synchronization
 /// cancels the request.
 ///
 /// A POST that names a 2026-07-28 version in its header is served by `ModernPostHandler`, in each connection's
-/// pipeline in front of Hummingbird's router (the same rules, a third of the CPU); the router serves the rest.
+/// pipeline in front of Hummingbird's router (the same rules, half the instructions); the router serves the rest.
 public final class MCPHTTPServer: Sendable {
     public struct Configuration: Sendable {
         public var host: String

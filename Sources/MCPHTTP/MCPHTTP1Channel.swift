@@ -4,8 +4,9 @@ import NIOCore
 import NIOHTTP1
 
 /// Hummingbird's HTTP/1.1 child channel with `ModernPostHandler` right after the HTTP decoder: modern POSTs are
-/// served there, and every other request goes on to Hummingbird as before. Everything else about the connection
-/// (codec limits, idle handling, the request loop, shutdown) stays Hummingbird's own.
+/// served there, and every other request goes on to Hummingbird as before. The codec's limits, the request loop and
+/// shutdown stay Hummingbird's own. Its connection state handler does not see the requests served in front of it,
+/// so an idle timeout there (none is configured: `HTTP1Channel`'s default) would not know of them.
 struct MCPHTTP1Channel: ServerChildChannel {
     typealias Value = HTTP1Channel.Value
 

@@ -47,6 +47,9 @@ package final class ModernPostHandler: ChannelDuplexHandler, RemovableChannelHan
         var window: Scheduled<Void>?
         var keepAlive: RepeatedTask?
         var streaming = false
+        /// Counted in `corral_http_open_streams` (uncounted once, by whichever path ends the stream first).
+        var streamCounted = false
+        var lastWrite = NIODeadline.now()
 
         init(serial: Int, head: HTTPRequestHead, label: String) {
             self.serial = serial
@@ -69,6 +72,7 @@ package final class ModernPostHandler: ChannelDuplexHandler, RemovableChannelHan
     private enum Held {
         case part(HTTPServerRequestPart)
         case event(Any)
+        case error(any Error)
     }
 
     private let server: MCPHTTPServer
@@ -78,10 +82,17 @@ package final class ModernPostHandler: ChannelDuplexHandler, RemovableChannelHan
     private var state = State.idle
     /// Requests passed on to Hummingbird whose answers have not ended yet.
     private var passedOn = 0
+    /// Whether each request passed on keeps the connection open, oldest first.
+    private var passedOnKeepAlive: [Bool] = []
     private var held: [Held] = []
     private var readWithheld = false
     private var partsPassedOn = 0
     private var serial = 0
+    /// The connection is ending (a `Connection: close` answered, by either path; its output or itself closed):
+    /// nothing more is taken or passed on.
+    private var closing = false
+    /// `requestEnded` is taking what waited: a request it serves at once ends inside it, and the loop goes on.
+    private var replaying = false
 
     /// `executor`: where `exchange` runs; by default the server's event loop, which serves the connections too.
     package init(server: MCPHTTPServer, executor: (any TaskExecutor)? = nil) {
@@ -105,6 +116,7 @@ package final class ModernPostHandler: ChannelDuplexHandler, RemovableChannelHan
     }
 
     private func take(_ part: HTTPServerRequestPart, context: ChannelHandlerContext) {
+        guard !closing else { return }
         switch state {
         case .answering:
             held.append(.part(part))
@@ -138,6 +150,7 @@ package final class ModernPostHandler: ChannelDuplexHandler, RemovableChannelHan
                     return
                 }
                 passedOn += 1
+                passedOnKeepAlive.append(head.isKeepAlive)
             }
             partsPassedOn &+= 1
             context.fireChannelRead(wrapInboundOut(part))
@@ -154,28 +167,64 @@ package final class ModernPostHandler: ChannelDuplexHandler, RemovableChannelHan
     }
 
     package func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if event as? ChannelEvent == .outputClosed { closing = true }
+        deliver(.event(event), context: context)
+    }
+
+    /// A decoder error (a malformed request behind the one being answered) would make Hummingbird answer 400 and
+    /// close its side under the answer: it waits its turn too.
+    package func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        deliver(.error(error), context: context)
+    }
+
+    /// An event or error goes on now when nothing is under way here. While a request's body is arriving, the end of
+    /// input or an error means it will never end: it is dropped and the event goes on (Hummingbird closes). While
+    /// an answer is awaited, it waits behind it.
+    private func deliver(_ item: Held, context: ChannelHandlerContext) {
+        if case .part(let part) = item { return take(part, context: context) }
         switch state {
         case .idle:
-            context.fireUserInboundEventTriggered(event)
-        case .collecting where event as? ChannelEvent == .inputClosed:
-            // The request will never end: Hummingbird closes the connection.
+            pass(item, context: context)
+        case .collecting where Self.endsTheRequest(item):
             state = .idle
-            context.fireUserInboundEventTriggered(event)
+            pass(item, context: context)
         case .collecting, .answering:
-            // An end of input or a request to quiesce would make Hummingbird close the connection under an answer.
-            held.append(.event(event))
+            held.append(item)
+        }
+    }
+
+    /// An error, or the end of input: a request whose body is still arriving will never end.
+    private static func endsTheRequest(_ item: Held) -> Bool {
+        switch item {
+        case .error: true
+        case .event(let event): event as? ChannelEvent == .inputClosed
+        case .part: false
+        }
+    }
+
+    private func pass(_ item: Held, context: ChannelHandlerContext) {
+        switch item {
+        case .part(let part): take(part, context: context)
+        case .event(let event): context.fireUserInboundEventTriggered(event)
+        case .error(let error): context.fireErrorCaught(error)
         }
     }
 
     package func channelInactive(context: ChannelHandlerContext) {
+        closing = true
         if case .answering(let answering) = state { clientWentAway(answering) }
+        held.removeAll()
         context.fireChannelInactive()
     }
 
     // MARK: - outbound
 
     package func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
-        if case .end = unwrapOutboundIn(data), passedOn > 0 { passedOn -= 1 }
+        if case .end = unwrapOutboundIn(data), passedOn > 0 {
+            passedOn -= 1
+            // Hummingbird ends the connection after answering a request that asked it to (output first).
+            if !passedOnKeepAlive.removeFirst() { closing = true }
+        }
         context.write(data, promise: promise)
     }
 
@@ -241,8 +290,10 @@ package final class ModernPostHandler: ChannelDuplexHandler, RemovableChannelHan
         answering.stopTimers()
         if answering.streaming {
             writeEvent(answer.text, serial, context: context)
+            // A write that failed at once has abandoned the request (and closed the connection).
+            guard current(serial) != nil else { return }
             context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
-            Self.streamClosed()
+            Self.streamEnded(answering)
             requestEnded(keepAlive: Self.streamKeepsConnection(answering.head), context: context)
         } else {
             finish(answering.head, with: PlainReply(status: answer.status, json: answer.text), context: context)
@@ -259,22 +310,29 @@ package final class ModernPostHandler: ChannelDuplexHandler, RemovableChannelHan
     private func openStream(_ serial: Int) {
         guard let (answering, context) = current(serial), !answering.streaming else { return }
         answering.streaming = true
-        Self.streamOpened()
+        answering.streamCounted = true
+        Self.streamsChanged(by: 1)
         var headers = responseHeaders(
             keepAlive: Self.streamKeepsConnection(answering.head), version: answering.head.version)
         headers.add(name: "Content-Type", value: "text/event-stream")
         headers.add(name: "Cache-Control", value: "no-cache, no-transform")
         let head = HTTPResponseHead(version: answering.head.version, status: .ok, headers: headers)
         context.writeAndFlush(wrapOutboundOut(.head(head)), promise: nil)
+        // The write may have closed the connection at once (and abandoned the request): no timer for it then.
+        guard current(serial) != nil else { return }
+        answering.lastWrite = .now()
         let interval = TimeAmount.nanoseconds(Self.nanoseconds(server.configuration.keepAliveInterval))
         let this = NIOLoopBound(self, eventLoop: context.eventLoop)
         answering.keepAlive = context.eventLoop.scheduleRepeatedTask(initialDelay: interval, delay: interval) { _ in
-            this.value.writeKeepAlive(serial)
+            this.value.writeKeepAlive(serial, after: interval)
         }
     }
 
-    private func writeKeepAlive(_ serial: Int) {
-        guard let (_, context) = current(serial) else { return }
+    /// A comment after `interval` of silence, as on Hummingbird's path.
+    private func writeKeepAlive(_ serial: Int, after interval: TimeAmount) {
+        guard let (answering, context) = current(serial), NIODeadline.now() - answering.lastWrite >= interval else {
+            return
+        }
         write(": keep-alive\n\n", serial, context: context)
     }
 
@@ -284,6 +342,7 @@ package final class ModernPostHandler: ChannelDuplexHandler, RemovableChannelHan
 
     /// A failed write is how a closed stream is noticed (the end of the client's input may only mean it sent all).
     private func write(_ text: String, _ serial: Int, context: ChannelHandlerContext) {
+        if let (answering, _) = current(serial) { answering.lastWrite = .now() }
         let promise = context.eventLoop.makePromise(of: Void.self)
         let this = NIOLoopBound(self, eventLoop: context.eventLoop)
         promise.futureResult.whenFailure { _ in
@@ -297,13 +356,14 @@ package final class ModernPostHandler: ChannelDuplexHandler, RemovableChannelHan
     private func clientWentAway(_ answering: Answering) {
         server.logger.info("cancelled \(answering.label): the client closed its stream")
         abandon(answering)
+        closing = true
         context?.close(promise: nil)
     }
 
     private func abandon(_ answering: Answering) {
         answering.stopTimers()
         answering.task?.cancel()
-        if answering.streaming { Self.streamClosed() }
+        Self.streamEnded(answering)
         state = .idle
         held.removeAll()
     }
@@ -342,25 +402,29 @@ package final class ModernPostHandler: ChannelDuplexHandler, RemovableChannelHan
         return headers
     }
 
-    /// The answer is out: the connection closes if the client asked it to, and what waited is taken in order.
+    /// The answer is out: the connection closes if the client asked it to, and what waited is taken in order (a
+    /// loop, not a recursion: a waiting request answered at once ends inside it).
     private func requestEnded(keepAlive: Bool, context: ChannelHandlerContext) {
         state = .idle
         guard keepAlive else {
+            closing = true
             held.removeAll()
             context.close(promise: nil)
             return
         }
+        guard !replaying else { return }
+        replaying = true
+        defer { replaying = false }
         let passedBefore = partsPassedOn
-        while !held.isEmpty {
+        while !held.isEmpty, !closing, context.channel.isActive {
             if case .answering = state { break }
-            switch held.removeFirst() {
-            case .part(let part): take(part, context: context)
-            case .event(let event): context.fireUserInboundEventTriggered(event)
-            }
+            // An event behind a request whose body is still arriving waits for that request's answer.
+            if case .collecting = state, case .event = held[0], !Self.endsTheRequest(held[0]) { break }
+            deliver(held.removeFirst(), context: context)
         }
         // Hummingbird's channel hands reads on when a read completes.
         if partsPassedOn != passedBefore { context.fireChannelReadComplete() }
-        if readWithheld {
+        if readWithheld, !closing {
             if case .answering = state { return }
             readWithheld = false
             context.read()
@@ -371,12 +435,14 @@ package final class ModernPostHandler: ChannelDuplexHandler, RemovableChannelHan
 
     private static let openStreamsGauge = Gauge(label: "corral_http_open_streams")
 
-    private static func streamOpened() {
-        openStreamsGauge.record(MCPHTTPServer.openStreams.add(1, ordering: .relaxed).newValue)
+    private static func streamsChanged(by change: Int) {
+        openStreamsGauge.record(MCPHTTPServer.openStreams.add(change, ordering: .relaxed).newValue)
     }
 
-    private static func streamClosed() {
-        openStreamsGauge.record(MCPHTTPServer.openStreams.subtract(1, ordering: .relaxed).newValue)
+    private static func streamEnded(_ answering: Answering) {
+        guard answering.streamCounted else { return }
+        answering.streamCounted = false
+        streamsChanged(by: -1)
     }
 
     private static func nanoseconds(_ duration: Duration) -> Int64 {

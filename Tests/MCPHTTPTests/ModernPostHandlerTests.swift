@@ -178,6 +178,145 @@ final class ModernPostHandlerTests: XCTestCase {
     }
 }
 
+/// The answering path on the embedded loop itself (the application's work runs there too): what arrives behind an
+/// awaited answer waits for it, in order, errors and events included; an SSE stream is counted once.
+final class ModernPostHandlerAnsweringTests: XCTestCase {
+    private struct TestError: Error {}
+
+    /// Holds each exchange until the test lets it go. Only the test's thread touches it (the embedded loop runs there).
+    private final class Gate: @unchecked Sendable {
+        var waiting: [CheckedContinuation<Void, Never>] = []
+        func wait() async { await withCheckedContinuation { waiting.append($0) } }
+        func open() {
+            let released = waiting
+            waiting.removeAll()
+            for continuation in released { continuation.resume() }
+        }
+    }
+
+    private struct GatedEndpoint: MCPHTTPEndpoint {
+        let gate: Gate
+        func exchange(_ request: ModernHTTPRequest, notify: @escaping @Sendable (JSONValue) async -> Void) async
+            -> (text: String, status: Int)
+        {
+            await gate.wait()
+            return (JSONRPC.response(id: request.id, result: ["done": true]).jsonString(), 200)
+        }
+        func openLegacySession(id: String, principal: String?, outlet: LegacyOutlet) async throws(JSONRPCError)
+            -> any LegacySession
+        {
+            throw JSONRPCError(code: -32601, message: "none")
+        }
+    }
+
+    /// Records what the handler passes on, in order.
+    private final class Recorder: ChannelInboundHandler {
+        typealias InboundIn = HTTPServerRequestPart
+        var seen: [String] = []
+        func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+            switch unwrapInboundIn(data) {
+            case .head(let head): seen.append("head \(head.method)")
+            case .body: seen.append("body")
+            case .end: seen.append("end")
+            }
+        }
+        func errorCaught(context: ChannelHandlerContext, error: any Error) { seen.append("error") }
+        func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) { seen.append("event") }
+    }
+
+    private var server: MCPHTTPServer!
+    private let gate = Gate()
+
+    override func setUp() {
+        server = MCPHTTPServer(
+            configuration: .init(host: "127.0.0.1", port: 0, serverName: "handler-test", jsonWindow: .milliseconds(100)),
+            endpoint: GatedEndpoint(gate: gate), logger: Logger(label: "handler-test"))
+    }
+
+    override func tearDown() async throws {
+        gate.open()
+        try await server.eventLoops.shutdownGracefully()
+    }
+
+    private func channel(recorder: Recorder) throws -> EmbeddedChannel {
+        let channel = EmbeddedChannel()
+        try channel.pipeline.syncOperations.addHandler(
+            ModernPostHandler(server: server, executor: EventLoopTaskExecutor(channel.eventLoop)))
+        try channel.pipeline.syncOperations.addHandler(recorder)
+        try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
+        return channel
+    }
+
+    private func sendModern(_ channel: EmbeddedChannel, method: String, id: Int) throws {
+        let meta: JSONValue = [
+            "io.modelcontextprotocol/protocolVersion": "2026-07-28", "io.modelcontextprotocol/clientCapabilities": [:],
+            "io.modelcontextprotocol/clientInfo": ["name": "test", "version": "1"],
+        ]
+        let body: JSONValue = ["jsonrpc": "2.0", "id": .int(id), "method": .string(method), "params": ["_meta": meta]]
+        var head = HTTPRequestHead(version: .http1_1, method: .POST, uri: "/mcp")
+        head.headers.add(name: "Accept", value: "application/json, text/event-stream")
+        head.headers.add(name: "MCP-Protocol-Version", value: "2026-07-28")
+        head.headers.add(name: "Mcp-Method", value: method)
+        try channel.writeInbound(HTTPServerRequestPart.head(head))
+        try channel.writeInbound(HTTPServerRequestPart.body(ByteBuffer(string: body.jsonString())))
+        try channel.writeInbound(HTTPServerRequestPart.end(nil))
+    }
+
+    private func written(_ channel: EmbeddedChannel) throws -> [HTTPServerResponsePart] {
+        var parts: [HTTPServerResponsePart] = []
+        while let part = try channel.readOutbound(as: HTTPServerResponsePart.self) { parts.append(part) }
+        return parts
+    }
+
+    func testWhatComesBehindAnAwaitedAnswerWaitsForItInOrder() throws {
+        let recorder = Recorder()
+        let channel = try channel(recorder: recorder)
+        try sendModern(channel, method: "x/slow", id: 1)
+        channel.embeddedEventLoop.run()
+        XCTAssertEqual(gate.waiting.count, 1, "the exchange runs, and waits")
+        // Behind it: a legacy request, a decoder error, the end of input.
+        var legacy = HTTPRequestHead(version: .http1_1, method: .POST, uri: "/mcp")
+        legacy.headers.add(name: "Accept", value: "application/json")
+        try channel.writeInbound(HTTPServerRequestPart.head(legacy))
+        try channel.writeInbound(HTTPServerRequestPart.end(nil))
+        channel.pipeline.fireErrorCaught(TestError())
+        channel.pipeline.fireUserInboundEventTriggered(ChannelEvent.inputClosed)
+        XCTAssertEqual(recorder.seen, [], "nothing may reach Hummingbird before the answer")
+        XCTAssertTrue(try written(channel).isEmpty)
+        gate.open()
+        channel.embeddedEventLoop.run()
+        let parts = try written(channel)
+        guard case .head(let head) = parts.first else { return XCTFail("no answer: \(parts)") }
+        XCTAssertEqual(head.status, .ok)
+        XCTAssertEqual(head.headers["Content-Type"], ["application/json"])
+        XCTAssertEqual(recorder.seen, ["head POST", "end", "error", "event"])
+    }
+
+    func testAStreamIsCountedOnceWhetherItEndsOrIsAbandoned() throws {
+        let baseline = MCPHTTPServer.openStreams.load(ordering: .relaxed)
+        let channel = try channel(recorder: Recorder())
+        try sendModern(channel, method: "x/slow", id: 1)
+        channel.embeddedEventLoop.run()
+        channel.embeddedEventLoop.advanceTime(by: .milliseconds(150))
+        guard case .head(let head) = try written(channel).first else { return XCTFail("no stream opened") }
+        XCTAssertEqual(head.headers["Content-Type"], ["text/event-stream"])
+        XCTAssertEqual(MCPHTTPServer.openStreams.load(ordering: .relaxed), baseline + 1)
+        gate.open()
+        channel.embeddedEventLoop.run()
+        XCTAssertEqual(MCPHTTPServer.openStreams.load(ordering: .relaxed), baseline, "the stream ended")
+        // Another, abandoned mid-stream: the connection closes under it.
+        try sendModern(channel, method: "x/slow", id: 2)
+        channel.embeddedEventLoop.run()
+        channel.embeddedEventLoop.advanceTime(by: .milliseconds(150))
+        XCTAssertEqual(MCPHTTPServer.openStreams.load(ordering: .relaxed), baseline + 1)
+        _ = try? channel.finish()
+        XCTAssertEqual(MCPHTTPServer.openStreams.load(ordering: .relaxed), baseline, "abandoned, counted down once")
+        gate.open()
+        channel.embeddedEventLoop.run()
+        XCTAssertEqual(MCPHTTPServer.openStreams.load(ordering: .relaxed), baseline)
+    }
+}
+
 /// The HTTP connection fuzz target's seeds and every input it once broke (Fuzz/*/http-connection), through the same
 /// entry point, so that what it found stays fixed without a fuzzing build.
 final class HTTPConnectionFuzzCorpusTests: XCTestCase {
