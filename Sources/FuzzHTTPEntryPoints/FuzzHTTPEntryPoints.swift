@@ -114,18 +114,22 @@ public enum FuzzHTTPEntryPoints {
     }
 
     private static func requestNumber(in body: [UInt8]) -> Int? {
-        let marker = Array(#""request":"#.utf8)
-        guard body.count >= marker.count else { return nil }
-        for start in 0...(body.count - marker.count) where body[start..<start + marker.count].elementsEqual(marker) {
-            var value = 0
-            var index = start + marker.count
-            var digits = 0
-            while index < body.count, (48...57).contains(body[index]) {
-                value = value * 10 + Int(body[index] - 48)
-                index += 1
-                digits += 1
-            }
-            return digits > 0 ? value : nil
+        guard var index = firstIndex(of: Array(#""request":"#.utf8), in: body) else { return nil }
+        var value = 0
+        var digits = 0
+        while index < body.count, (48...57).contains(body[index]) {
+            value = value * 10 + Int(body[index] - 48)
+            index += 1
+            digits += 1
+        }
+        return digits > 0 ? value : nil
+    }
+
+    /// The index just past the first occurrence of `marker` in `bytes`.
+    static func firstIndex(of marker: [UInt8], in bytes: [UInt8]) -> Int? {
+        guard bytes.count >= marker.count else { return nil }
+        for start in 0...(bytes.count - marker.count) where bytes[start..<start + marker.count].elementsEqual(marker) {
+            return start + marker.count
         }
         return nil
     }
@@ -270,7 +274,9 @@ private enum Slow {
 }
 
 /// Reads HTTP/1.1 responses off the bytes a server wrote: status line, headers, and a body framed by
-/// `Content-Length` or chunked.
+/// `Content-Length` or chunked. Not the watchers' reader (`HTTPResponseReading`): that one is lenient on purpose,
+/// reads one response, and skips what it cannot read; a checker of our own output must read them in a row and
+/// reject anything malformed.
 private struct ResponseReader {
     let bytes: [UInt8]
     /// Whether the server closed the connection (what ends a response without a length or chunks).
@@ -313,10 +319,7 @@ private struct ResponseReader {
             }
             let rest = Array(bytes[offset...])
             offset = bytes.count
-            let marker = Array("HTTP/1.".utf8)
-            if rest.count >= marker.count,
-                (0...(rest.count - marker.count)).contains(where: { rest[$0..<$0 + marker.count].elementsEqual(marker) })
-            {
+            if FuzzHTTPEntryPoints.firstIndex(of: Array("HTTP/1.".utf8), in: rest) != nil {
                 throw FuzzEntryPoints.Violation(description: "a response after one framed by closing the connection")
             }
             return rest

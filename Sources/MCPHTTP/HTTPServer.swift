@@ -332,16 +332,14 @@ public final class MCPHTTPServer: Sendable {
     private func sse(first: MessageQueue.Outgoing?, queue: MessageQueue, onClose: @escaping @Sendable () -> Void) -> Response {
         let interval = configuration.keepAliveInterval
         let body = ResponseBody { writer in
-            let open = Gauge(label: "corral_http_open_streams")
-            let count = Self.openStreams.add(1, ordering: .relaxed).newValue
-            open.record(count)
-            defer { open.record(Self.openStreams.subtract(1, ordering: .relaxed).newValue) }
+            Self.streamsChanged(by: 1)
+            defer { Self.streamsChanged(by: -1) }
             do {
                 if let first { try await writer.write(Self.event(first)) }
                 loop: while true {
                     switch await queue.next(timeout: interval) {
                     case .message(let message): try await writer.write(Self.event(message))
-                    case .timeout: try await writer.write(ByteBuffer(string: ": keep-alive\n\n"))
+                    case .timeout: try await writer.write(ByteBuffer(string: SSEText.keepAlive))
                     case .finished: break loop
                     }
                 }
@@ -357,11 +355,16 @@ public final class MCPHTTPServer: Sendable {
             body: body)
     }
 
-    /// SSE streams open in this process (`corral_http_open_streams`).
+    /// SSE streams open in this process (`corral_http_open_streams`), on either path.
     static let openStreams = Atomic<Int>(0)
+    private static let openStreamsGauge = Gauge(label: "corral_http_open_streams")
+
+    static func streamsChanged(by change: Int) {
+        openStreamsGauge.record(openStreams.add(change, ordering: .relaxed).newValue)
+    }
 
     private static func event(_ message: MessageQueue.Outgoing) -> ByteBuffer {
-        ByteBuffer(string: "event: message\ndata: \(message.text)\n\n")
+        ByteBuffer(string: SSEText.event(message.text))
     }
 
     static func response(_ reply: PlainReply) -> Response {
@@ -388,6 +391,12 @@ public final class MCPHTTPServer: Sendable {
     static func headerView(_ request: Request) -> HTTPHeaderView {
         HTTPHeaderView(request.headers.map { (name: $0.name.canonicalName, value: $0.value) })
     }
+}
+
+/// How both paths frame a stream: each message as one `message` event, and a comment that keeps a silent one alive.
+enum SSEText {
+    static func event(_ text: String) -> String { "event: message\ndata: \(text)\n\n" }
+    static let keepAlive = ": keep-alive\n\n"
 }
 
 /// A service that does nothing until graceful shutdown begins, then runs `action`.

@@ -1,7 +1,6 @@
 import CorralJSON
 import Logging
 import MCPCore
-import Metrics
 import NIOCore
 import NIOHTTP1
 
@@ -268,7 +267,7 @@ package final class ModernPostHandler: ChannelDuplexHandler, RemovableChannelHan
         let this = NIOLoopBound(self, eventLoop: loop)
         let serial = self.serial
         let endpoint = server.endpoint
-        answering.window = loop.scheduleTask(in: .nanoseconds(Self.nanoseconds(server.configuration.jsonWindow))) {
+        answering.window = loop.scheduleTask(in: TimeAmount(server.configuration.jsonWindow)) {
             this.value.openStream(serial)
         }
         // Both hops go through the loop's queue, so that a notification is never overtaken by the answer.
@@ -311,7 +310,7 @@ package final class ModernPostHandler: ChannelDuplexHandler, RemovableChannelHan
         guard let (answering, context) = current(serial), !answering.streaming else { return }
         answering.streaming = true
         answering.streamCounted = true
-        Self.streamsChanged(by: 1)
+        MCPHTTPServer.streamsChanged(by: 1)
         var headers = responseHeaders(
             keepAlive: Self.streamKeepsConnection(answering.head), version: answering.head.version)
         headers.add(name: "Content-Type", value: "text/event-stream")
@@ -321,7 +320,7 @@ package final class ModernPostHandler: ChannelDuplexHandler, RemovableChannelHan
         // The write may have closed the connection at once (and abandoned the request): no timer for it then.
         guard current(serial) != nil else { return }
         answering.lastWrite = .now()
-        let interval = TimeAmount.nanoseconds(Self.nanoseconds(server.configuration.keepAliveInterval))
+        let interval = TimeAmount(server.configuration.keepAliveInterval)
         let this = NIOLoopBound(self, eventLoop: context.eventLoop)
         answering.keepAlive = context.eventLoop.scheduleRepeatedTask(initialDelay: interval, delay: interval) { _ in
             this.value.writeKeepAlive(serial, after: interval)
@@ -333,11 +332,11 @@ package final class ModernPostHandler: ChannelDuplexHandler, RemovableChannelHan
         guard let (answering, context) = current(serial), NIODeadline.now() - answering.lastWrite >= interval else {
             return
         }
-        write(": keep-alive\n\n", serial, context: context)
+        write(SSEText.keepAlive, serial, context: context)
     }
 
     private func writeEvent(_ text: String, _ serial: Int, context: ChannelHandlerContext) {
-        write("event: message\ndata: \(text)\n\n", serial, context: context)
+        write(SSEText.event(text), serial, context: context)
     }
 
     /// A failed write is how a closed stream is noticed (the end of the client's input may only mean it sent all).
@@ -433,21 +432,9 @@ package final class ModernPostHandler: ChannelDuplexHandler, RemovableChannelHan
 
     // MARK: - helpers
 
-    private static let openStreamsGauge = Gauge(label: "corral_http_open_streams")
-
-    private static func streamsChanged(by change: Int) {
-        openStreamsGauge.record(MCPHTTPServer.openStreams.add(change, ordering: .relaxed).newValue)
-    }
-
     private static func streamEnded(_ answering: Answering) {
         guard answering.streamCounted else { return }
         answering.streamCounted = false
-        streamsChanged(by: -1)
-    }
-
-    private static func nanoseconds(_ duration: Duration) -> Int64 {
-        let (seconds, attoseconds) = duration.components
-        return seconds.multipliedReportingOverflow(by: 1_000_000_000).overflow
-            ? Int64.max : seconds * 1_000_000_000 + attoseconds / 1_000_000_000
+        MCPHTTPServer.streamsChanged(by: -1)
     }
 }
