@@ -1107,6 +1107,18 @@ public actor TaskSupervisor {
         }
     }
 
+    /// The same page, each task with its newest event, read in one call: a task listed cannot be gone (pruned) by
+    /// the time its event is asked for, as it could be between two calls (a listing then failed with "unknown task").
+    public func tasksWithNewestEvents(displayStatuses: Set<String>?, limit: Int = 100) throws(RuntimeError) -> (
+        tasks: [(record: TaskRecord, newestEvent: TaskEvent?)], total: Int
+    ) {
+        let page = try tasks(displayStatuses: displayStatuses, limit: limit)
+        var tasks: [(record: TaskRecord, newestEvent: TaskEvent?)] = []
+        tasks.reserveCapacity(page.tasks.count)
+        for record in page.tasks { tasks.append((record, try newestEvent(of: record.taskID))) }
+        return (tasks, page.total)
+    }
+
     /// Fills the store with `count` finished copies of `template` (a task of this supervisor), for benchmarks of a
     /// large store; they have no output files.
     @_spi(Benchmarks)
@@ -1129,15 +1141,18 @@ public actor TaskSupervisor {
     /// The newest event of a task, from memory when this supervisor wrote it (rendering a task needs it on every
     /// read, and a query per read was most of a `get`'s cost).
     public func lastEvent(of taskID: String) throws(RuntimeError) -> TaskEvent? {
-        if let event = lastEvents[taskID] { return event }
-        if let event = try store.recentEvents(taskID: taskID, limit: 1).last {
-            rememberLastEvent(event)
-            return event
-        }
+        if let event = try newestEvent(of: taskID) { return event }
         // No event at all: is there such a task? (Checked only now: decoding its record first, for every task of a
         // listing that is not at hand, was a third of the listing's cost.)
         _ = try storedOrLive(taskID)
         return nil
+    }
+
+    private func newestEvent(of taskID: String) throws(RuntimeError) -> TaskEvent? {
+        if let event = lastEvents[taskID] { return event }
+        guard let event = try store.recentEvents(taskID: taskID, limit: 1).last else { return nil }
+        rememberLastEvent(event)
+        return event
     }
 
     /// Saves the record and its events in one transaction, keeping the newest event at hand.

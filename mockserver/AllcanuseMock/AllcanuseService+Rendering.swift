@@ -41,7 +41,11 @@ extension AllcanuseService {
 
     /// The Allcanuse task object, plus the process fields of a real task.
     func render(_ record: TaskRecord) async throws -> JSONValue {
-        let last = try await supervisor.lastEvent(of: record.taskID)
+        await render(record, lastEvent: try await supervisor.lastEvent(of: record.taskID))
+    }
+
+    /// The same, with the task's newest event already read (a listing reads them with its page).
+    func render(_ record: TaskRecord, lastEvent last: TaskEvent?) async -> JSONValue {
         let meta = record.metadata
         let rendered: JSONValue = [
             "task_id": .string(record.taskID), "title": .string(record.title), "goal": meta["goal"] ?? .null,

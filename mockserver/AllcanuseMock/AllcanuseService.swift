@@ -282,10 +282,10 @@ public final class AllcanuseService: Sendable {
             throw ToolError("\(tool): unknown status \(bad); statuses are \(Self.allStatuses.joined(separator: ", "))")
         }
         // One indexed query for the page and a maintained count: the same cost at 100 tasks and at 100,000.
-        let page = try await supervisor.tasks(displayStatuses: statuses.map(Set.init), limit: limit)
+        let page = try await supervisor.tasksWithNewestEvents(displayStatuses: statuses.map(Set.init), limit: limit)
         var tasks: [JSONValue] = []
-        for record in page.tasks {
-            tasks.append(try await render(record))
+        for (record, newestEvent) in page.tasks {
+            tasks.append(await render(record, lastEvent: newestEvent))
         }
         return ["count": .int(tasks.count), "total_count": .int(page.total), "tasks": .array(tasks)]
     }
