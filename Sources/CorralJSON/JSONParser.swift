@@ -293,14 +293,16 @@ struct JSONParser: ~Copyable {
             if byte < 0x20 { throw error("control character in a string") }
             index += 1
         }
-        var scalars: [UInt8] = Array(bytes[start..<index])
+        var scalars: [UInt8] = []
+        scalars.reserveCapacity(index - start + 16)
+        scalars.append(contentsOf: UnsafeRawBufferPointer(rebasing: bytes[start..<index]))
         while true {
             guard index < bytes.count else { throw error("unterminated string") }
             let byte = bytes[index]
             switch byte {
             case UInt8(ascii: "\""):
                 index += 1
-                guard let string = String(validating: scalars, as: UTF8.self) else { throw error("invalid UTF-8 in a string") }
+                guard let string = scalars.withUnsafeBufferPointer(Self.validUTF8) else { throw error("invalid UTF-8 in a string") }
                 return string
             case UInt8(ascii: "\\"):
                 index += 1
@@ -363,8 +365,23 @@ struct JSONParser: ~Copyable {
     private func makeString(_ range: Range<Int>, ascii: Bool) throws(JSONParseError) -> String {
         let slice = UnsafeRawBufferPointer(rebasing: bytes[range])
         if ascii { return String(decoding: slice.assumingMemoryBound(to: UInt8.self), as: UTF8.self) }
-        guard let string = String(validating: slice, as: UTF8.self) else { throw error("invalid UTF-8 in a string") }
+        guard let string = Self.validUTF8(slice.assumingMemoryBound(to: UInt8.self)) else { throw error("invalid UTF-8 in a string") }
         return string
+    }
+
+    /// `bytes` as a String when they are valid UTF-8, else nil. `String(validating:as:)` is generic and not inlinable:
+    /// each call instantiated its generic metadata at run time, most of the cost of a string with an escape such as
+    /// the `tools\/call` that Foundation's encoders write (`perf`, a proxied call). `String(decoding:)` has a concrete
+    /// fast path but repairs instead of failing, so its bytes are compared with the input: the same bytes mean
+    /// nothing was repaired.
+    static func validUTF8(_ bytes: UnsafeBufferPointer<UInt8>) -> String? {
+        guard let base = bytes.baseAddress, !bytes.isEmpty else { return "" }
+        var string = String(decoding: bytes, as: UTF8.self)
+        let unrepaired = string.withUTF8 { decoded in
+            guard let start = decoded.baseAddress, decoded.count == bytes.count else { return false }
+            return memcmp(start, base, bytes.count) == 0
+        }
+        return unrepaired ? string : nil
     }
 
     private mutating func parseNumber() throws(JSONParseError) -> JSONValue {

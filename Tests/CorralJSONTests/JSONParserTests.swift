@@ -54,6 +54,29 @@ import Testing
         }
     }
 
+    /// The parser's own UTF-8 check (decode, then compare) against the standard library's validating initializer:
+    /// random bytes, mostly near-valid sequences, in strings with and without an escape (the two paths).
+    @Test func utf8IsJudgedAsTheStandardLibraryJudgesIt() throws {
+        var generator = SystemRandomNumberGenerator()
+        let pieces: [[UInt8]] = [
+            [0x61], [0xC3, 0xA9], [0xE2, 0x82, 0xAC], [0xF0, 0x9F, 0x98, 0x80], [0xC3], [0xE2, 0x82], [0xF0, 0x9F, 0x98],
+            [0x80], [0xBF], [0xED, 0xA0, 0x80], [0xC0, 0xAF], [0xF4, 0x90, 0x80, 0x80], [0xFF], [0xE0, 0x80, 0x80],
+        ]
+        var invalid = 0
+        for _ in 0..<3_000 {
+            var content: [UInt8] = []
+            for _ in 0..<Int.random(in: 1...6, using: &generator) { content += pieces.randomElement(using: &generator)! }
+            let expected = String(validating: content, as: UTF8.self)
+            if expected == nil { invalid += 1 }
+            for escaped in [false, true] {
+                let text = [0x22] + (escaped ? Array(#"\/"#.utf8) : []) + content + [0x22]
+                let parsed = try? JSONValue.parse(Data(text))
+                #expect(parsed == expected.map { .string((escaped ? "/" : "") + $0) }, "\(content)")
+            }
+        }
+        #expect(invalid > 300 && invalid < 2_900)  // both verdicts were exercised
+    }
+
     @Test func errorsSayWhere() throws {
         do {
             _ = try JSONValue.parse(Data(#"{"a": [1, 2,, 3]}"#.utf8))
