@@ -38,7 +38,7 @@ public struct AuditEntry: Sendable, Hashable {
         self.rule = decision.rule
         self.message = decision.message
         self.argumentKeys = arguments?.objectValue.map { $0.keys.sorted() } ?? []
-        self.argumentsSHA256 = SHA256.hex(Array((arguments ?? .null).jsonString().utf8))
+        self.argumentsSHA256 = SHA256.hex((arguments ?? .null).jsonString().utf8)
         self.policyRevision = decision.revision.hex
         self.latencyMicroseconds = latencyMicroseconds
         self.dryRun = dryRun
@@ -66,7 +66,7 @@ public struct AuditEntry: Sendable, Hashable {
             self.message = "task \(handle ?? "(no taskId)") is not one this gateway saw created for this grant"
         }
         self.argumentKeys = ["taskId"]
-        self.argumentsSHA256 = SHA256.hex(Array((handle ?? "").utf8))
+        self.argumentsSHA256 = SHA256.hex((handle ?? "").utf8)
         self.policyRevision = policyRevision
         self.latencyMicroseconds = latencyMicroseconds
         self.dryRun = false

@@ -1,14 +1,24 @@
 import Crypto
+#if canImport(FoundationEssentials)
+import FoundationEssentials  // DataProtocol, which swift-crypto's hash takes (the inlinable code names it)
+#else
+import Foundation
+#endif
 
 /// SHA-256 fingerprints: a policy file's revision, an audit line's digest of the arguments. swift-crypto's (BoringSSL's
 /// assembly): the hand-written one this replaces was a tenth of a proxied call's instructions, for the audit digest.
 public enum SHA256 {
+    // Inlinable so that each caller gets a copy specialized for its byte collection: unspecialized, a digest of an
+    // audit line's arguments went through witness tables for every byte and took three times BoringSSL's own time.
+
     /// The 32-byte digest of `bytes`.
+    @inlinable
     public static func digest<Bytes: Collection>(_ bytes: Bytes) -> [UInt8] where Bytes.Element == UInt8 {
         Array(hash(bytes))
     }
 
     /// The digest as 64 lowercase hex characters.
+    @inlinable
     public static func hex<Bytes: Collection>(_ bytes: Bytes) -> String where Bytes.Element == UInt8 {
         let digits: StaticString = "0123456789abcdef"
         return String(unsafeUninitializedCapacity: 64) { out in
@@ -24,7 +34,8 @@ public enum SHA256 {
         }
     }
 
-    private static func hash<Bytes: Collection>(_ bytes: Bytes) -> Crypto.SHA256.Digest where Bytes.Element == UInt8 {
+    @inlinable
+    static func hash<Bytes: Collection>(_ bytes: Bytes) -> Crypto.SHA256.Digest where Bytes.Element == UInt8 {
         if let digest = bytes.withContiguousStorageIfAvailable({ Crypto.SHA256.hash(data: UnsafeRawBufferPointer($0)) }) {
             return digest
         }
