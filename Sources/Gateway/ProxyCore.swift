@@ -451,7 +451,7 @@ public final class ProxyCore: Sendable {
                 toClient(line)  // a server notification or request: not ours to judge
                 return
             }
-            let (isToolList, reservation) = answered(id, error: summary.hasError)
+            let (isToolList, reservation, upstream) = answered(id)
             if summary.hasError { await rollBack(reservation) }
             await noteTaskHandle(id, answer: try? JSONValue.parse(line))
             if isToolList {
@@ -459,13 +459,15 @@ public final class ProxyCore: Sendable {
             } else {
                 toClient(line)
             }
+            upstreamAnswered(upstream, error: summary.hasError)
             return
         }
         guard let message = try? JSONValue.parse(line), let batch = message.arrayValue else {
             // Not one message we can read (a repeated key, text after it): if it answers something of ours, the
             // id is cleared, and an answer to a tools/list is not passed on unfiltered.
             if let loose = JSONValue.summarizeMessage(line, lenient: true), loose.method == nil, let id = loose.id {
-                let (isToolList, _) = answered(id, error: true)  // counters stay spent: we cannot tell an error from a result
+                let (isToolList, _, upstream) = answered(id)  // counters stay spent: we cannot tell an error from a result
+                upstreamAnswered(upstream, error: true)
                 if isToolList {
                     send(filteredToolList(nil, id: id), to: toClient)
                     return
@@ -481,7 +483,8 @@ public final class ProxyCore: Sendable {
                 out.append(element)
                 continue
             }
-            let (isToolList, reservation) = answered(id, error: element["error"] != nil)
+            let (isToolList, reservation, upstream) = answered(id)
+            upstreamAnswered(upstream, error: element["error"] != nil)
             if element["error"] != nil { await rollBack(reservation) }
             await noteTaskHandle(id, answer: element)
             if isToolList {
@@ -556,16 +559,21 @@ public final class ProxyCore: Sendable {
         _ = state.withLock { $0.inFlight.removeValue(forKey: id.jsonString()) }
     }
 
-    /// The server answered `id`: whether it was a tools/list we filter, and the reservation of the call, if any.
-    /// Found by id even after the client cancelled (the server may answer anyway).
-    private func answered(_ id: JSONValue, error: Bool) -> (Bool, Reservation?) {
+    /// The server answered `id`: whether it was a tools/list we filter, the reservation of the call, and how long
+    /// the server took if it was a forwarded call. Found by id even after the client cancelled (the server may
+    /// answer anyway).
+    private func answered(_ id: JSONValue) -> (isToolList: Bool, Reservation?, upstream: Duration?) {
         let (isToolList, reservation, sent) = state.withLock { state in
             let key = id.jsonString()
             state.inFlight[key] = nil
             return (state.toolLists.remove(key) != nil, state.reservations.removeValue(forKey: key), state.callsSent.removeValue(forKey: key))
         }
-        if let sent { GatewayMetrics.upstreamAnswered(after: ContinuousClock.now - sent, error: error) }
-        return (isToolList, reservation)
+        return (isToolList, reservation, sent.map { ContinuousClock.now - $0 })
+    }
+
+    /// Reports a forwarded call's upstream latency, once its answer has gone on (the client need not wait for it).
+    private func upstreamAnswered(_ upstream: Duration?, error: Bool) {
+        if let upstream { GatewayMetrics.upstreamAnswered(after: upstream, error: error) }
     }
 
     // MARK: - helpers
