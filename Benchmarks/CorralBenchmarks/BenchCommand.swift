@@ -13,6 +13,7 @@ public struct BenchCommand: AsyncParsableCommand {
         subcommands: [
             LatencyBench.self, SoakBench.self, RuntimeBench.self, SandboxBench.self, MockBench.self, WatchBench.self,
             ProxyBench.self, ProxyCoreBench.self, GatewayBench.self, PolicyBench.self, AgentBench.self, EchoServer.self, PipeEchoServer.self,
+            PipeRelay.self,
         ]
     )
 

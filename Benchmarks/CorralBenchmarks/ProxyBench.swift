@@ -10,9 +10,11 @@ struct ProxyBench: AsyncParsableCommand {
         discussion: """
             Two servers: an echo server (corral bench echo-server: answers each tools/call with a fixed result, so
             what is measured is the proxy and the pipes, not the server) and allcanuse-mock (get_background_task).
-            For each, a client talks to the server directly and another through corral proxy, both alive at once,
-            alternating call by call so that drift on the machine hits both alike. The policy allows the tool and
-            counts it against a limit, as a real policy would; the proxy writes an audit line per call.
+            For each, three clients alive at once, alternating call by call so that drift on the machine hits all
+            alike: one talks to the server directly, one through a bare byte relay (corral bench relay: two threads
+            that read and write, the floor of any stdio proxy's two extra pipe hops), one through corral proxy. The
+            policy allows the tool and counts it against a limit, as a real policy would; the proxy writes an audit
+            line per call.
             """
     )
 
@@ -53,61 +55,72 @@ struct ProxyBench: AsyncParsableCommand {
         let widths = [44, 10, 10, 10]
         print("\(modern ? "2026-07-28" : "2025-11-25"): one tools/call at a time over stdio, \(calls) per variant, alternating (µs)")
         row(["variant", "p50", "p90", "p99"], widths: widths)
+        let relay = ["bench", "relay", "--"]
 
         let echo = [corral.path, "bench", "echo-server"]
-        let (echoDirect, echoProxied) = try compare(
-            direct: try RawClient(binary: corral, arguments: Array(echo.dropFirst()), modern: modern),
-            proxied: try RawClient(binary: corral, arguments: proxy + echo, modern: modern),
-            tool: "echo", arguments: [], labels: ("echo server directly (peer)", "echo server through corral proxy"),
-            widths: widths)
+        let noArguments: [String: Any] = [:]
+        let echoVariants: [(String, RawClient, [String: Any])] = [
+            ("echo server directly (peer)", try RawClient(binary: corral, arguments: Array(echo.dropFirst()), modern: modern), noArguments),
+            ("echo server through a bare relay (floor)", try RawClient(binary: corral, arguments: relay + echo, modern: modern), noArguments),
+            ("echo server through corral proxy", try RawClient(binary: corral, arguments: proxy + echo, modern: modern), noArguments),
+        ]
+        let echoMedians = try compare(echoVariants, tool: "echo", widths: widths)
 
         let mockArguments = { (state: String) in [mock.path, "--state-dir", scratch + "/" + state, "--log-level", "error"] }
-        let direct = try RawClient(binary: mock, arguments: Array(mockArguments("direct").dropFirst()), modern: modern)
-        let proxied = try RawClient(binary: corral, arguments: proxy + mockArguments("proxied"), modern: modern)
-        var taskIDs: [String] = []
-        for client in [direct, proxied] {
+        let clients = [
+            ("allcanuse-mock directly (peer)", try RawClient(binary: mock, arguments: Array(mockArguments("direct").dropFirst()), modern: modern)),
+            ("allcanuse-mock through a bare relay (floor)", try RawClient(binary: corral, arguments: relay + mockArguments("relayed"), modern: modern)),
+            ("allcanuse-mock through corral proxy", try RawClient(binary: corral, arguments: proxy + mockArguments("proxied"), modern: modern)),
+        ]
+        var variants: [(String, RawClient, [String: Any])] = []
+        for (label, client) in clients {
+            try Self.initialize(client)
             let created = try client.callTool("create_background_task", [
                 "title": "bench", "goal": "bench", "task_type": "sleep", "condition": ["duration_ms": 600_000],
             ])
             guard let taskID = created["task_id"] as? String else { throw ValidationError("create failed: \(created)") }
-            taskIDs.append(taskID)
+            variants.append((label, client, ["task_id": taskID]))
         }
-        let (mockDirect, mockProxied) = try compare(
-            direct: direct, proxied: proxied, tool: "get_background_task", arguments: [["task_id": taskIDs[0]], ["task_id": taskIDs[1]]],
-            labels: ("allcanuse-mock directly (peer)", "allcanuse-mock through corral proxy"), widths: widths)
+        let mockMedians = try compare(variants, tool: "get_background_task", widths: widths)
 
-        print("added by the proxy, p50: \(format(echoProxied - echoDirect)) µs with the echo server, "
-            + "\(format(mockProxied - mockDirect)) µs with allcanuse-mock (goal: at most 50 µs)\n")
+        for (server, medians) in [("the echo server", echoMedians), ("allcanuse-mock", mockMedians)] {
+            let proxy = medians[2] - medians[0]
+            let relay = medians[1] - medians[0]
+            print("added p50 with \(server): corral proxy \(format(proxy)) µs (goal: at most 50 µs), a bare relay "
+                + "\(format(relay)) µs; the proxy's own part \(format(proxy - relay)) µs")
+        }
+        print("")
     }
 
-    /// Alternates calls between the two clients; prints a row for each and returns their medians.
-    /// (A 2026-07-28 client needs no handshake: each request carries its `_meta`.)
-    private func compare(
-        direct: RawClient, proxied: RawClient, tool: String, arguments: [[String: Any]], labels: (String, String),
-        widths: [Int]
-    ) throws -> (Double, Double) {
-        for client in [direct, proxied] where !client.modern {
-            _ = try client.request("initialize", [
-                "protocolVersion": "2025-06-18", "capabilities": [String: Any](), "clientInfo": ["name": "bench", "version": "1"],
-            ])
-            client.notify("notifications/initialized")
+    /// A 2025-11-25 client's handshake (a 2026-07-28 client needs none: each request carries its `_meta`).
+    private static func initialize(_ client: RawClient) throws {
+        guard !client.modern, !client.initialized else { return }
+        _ = try client.request("initialize", [
+            "protocolVersion": "2025-06-18", "capabilities": [String: Any](), "clientInfo": ["name": "bench", "version": "1"],
+        ])
+        client.notify("notifications/initialized")
+        client.initialized = true
+    }
+
+    /// Alternates calls between the clients, so that drift on the machine hits all alike; prints a row for each
+    /// and returns their medians, in the order given.
+    private func compare(_ variants: [(String, RawClient, [String: Any])], tool: String, widths: [Int]) throws -> [Double] {
+        for (_, client, _) in variants { try Self.initialize(client) }
+        let requests = try variants.map { _, client, arguments in
+            try client.encode("tools/call", ["name": tool, "arguments": arguments])
         }
-        let requests = try [direct, proxied].enumerated().map { index, client in
-            try client.encode("tools/call", ["name": tool, "arguments": arguments.isEmpty ? [:] : arguments[index]])
-        }
-        var samples = [Samples(), Samples()]
+        var samples = Array(repeating: Samples(), count: variants.count)
         for round in 0..<(calls + 100) {
-            for (index, client) in [direct, proxied].enumerated() {
+            for (index, (_, client, _)) in variants.enumerated() {
                 let elapsed = try client.timed(requests[index])
                 if round >= 100 { samples[index].add(elapsed) }  // the first 100 warm up
             }
         }
-        direct.close()
-        proxied.close()
-        for (label, sample) in zip([labels.0, labels.1], samples) {
+        for (_, client, _) in variants { client.close() }
+        for ((label, _, _), sample) in zip(variants, samples) {
             row([label, format(sample.median), format(sample.percentile(90)), format(sample.percentile(99))], widths: widths)
         }
-        return (samples[0].median, samples[1].median)
+        return samples.map(\.median)
     }
 }
 

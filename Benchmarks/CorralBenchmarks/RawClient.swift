@@ -46,6 +46,8 @@ final class RawClient {
     private(set) var lastArrival = ContinuousClock.now
     /// The newest answer's size in bytes, newline included.
     private(set) var lastAnswerBytes = 0
+    /// Set by a caller that did the 2025-11-25 handshake, so that it is done once.
+    var initialized = false
 
     /// `modern`: every request carries the 2026-07-28 `_meta` (and no initialize is needed); `tasks`: it declares
     /// the Tasks extension too.
