@@ -478,13 +478,14 @@ public final class ProxyCore: Sendable {
         }
         var rewritten = false
         var out: [JSONValue] = []
+        var upstreams: [(Duration?, error: Bool)] = []
         for element in batch {
             guard element["method"] == nil, let id = element["id"] else {
                 out.append(element)
                 continue
             }
             let (isToolList, reservation, upstream) = answered(id)
-            upstreamAnswered(upstream, error: element["error"] != nil)
+            upstreams.append((upstream, element["error"] != nil))
             if element["error"] != nil { await rollBack(reservation) }
             await noteTaskHandle(id, answer: element)
             if isToolList {
@@ -499,6 +500,7 @@ public final class ProxyCore: Sendable {
         } else {
             toClient(line)
         }
+        for (upstream, error) in upstreams { upstreamAnswered(upstream, error: error) }
     }
 
     /// The answer to a tools/list without hidden tools; an answer that cannot be read is replaced by an error

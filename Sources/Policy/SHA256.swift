@@ -8,8 +8,8 @@ import Foundation
 /// SHA-256 fingerprints: a policy file's revision, an audit line's digest of the arguments. swift-crypto's (BoringSSL's
 /// assembly): the hand-written one this replaces was a tenth of a proxied call's instructions, for the audit digest.
 public enum SHA256 {
-    // Inlinable so that each caller gets a copy specialized for its byte collection: unspecialized, a digest of an
-    // audit line's arguments went through witness tables for every byte and took three times BoringSSL's own time.
+    // Inlinable so that each caller gets a copy specialized for its byte collection: unspecialized, the contiguous
+    // storage check and the hex loop over the digest went through witness tables on every audit line.
 
     /// The 32-byte digest of `bytes`.
     @inlinable
