@@ -2,6 +2,10 @@ import GRDB
 import SQLiteWAL
 import Synchronization
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// Counters, single-use records and task owners in a SQLite file (WAL), shared by every process that opens the
 /// same path on one machine.
 ///
@@ -25,12 +29,7 @@ public final class SQLitePolicyStore: PolicyStore {
         configuration.label = "corral.policy.store"
         self.purgeInterval = purgeInterval
         do {
-            queue = try DatabaseQueue(path: path, configuration: configuration)
-            try queue.writeWithoutTransaction { db in
-                // NORMAL is durable against process crashes in WAL mode; only power loss can drop the last commits.
-                try db.execute(sql: "PRAGMA synchronous = NORMAL")
-                try Self.migrate(db)
-            }
+            queue = try Self.open(path: path, configuration: configuration, patience: .seconds(busyTimeout))
         } catch let error as PolicyStoreError {
             throw PolicyStoreError("policy store \(path): \(error.message)")
         } catch {
@@ -38,6 +37,35 @@ public final class SQLitePolicyStore: PolicyStore {
         }
         // Once the file is there, in WAL mode.
         checkpointer = WALCheckpointer(writer: queue)
+    }
+
+    /// Opens the file in WAL mode and migrates it, trying again while another process holds a lock that SQLite
+    /// will not wait for.
+    ///
+    /// Switching a file to WAL (`PRAGMA journal_mode = WAL`, which GRDB runs on opening) reads it under a shared lock
+    /// and then asks for an exclusive one. While another process holds the write lock, SQLite answers SQLITE_BUSY at
+    /// once instead of calling the busy handler (waiting there could deadlock), so the busy timeout never applies:
+    /// six `corral policy explain` processes opening one new file together lost one of them to "database is locked"
+    /// about once in twenty runs on a loaded machine. Each attempt opens a new connection, so no lock is held between
+    /// attempts.
+    private static func open(path: String, configuration: Configuration, patience: Duration) throws -> DatabaseQueue {
+        let deadline = ContinuousClock.now + patience
+        var pause = Duration.milliseconds(1)
+        while true {
+            do {
+                let queue = try DatabaseQueue(path: path, configuration: configuration)
+                try queue.writeWithoutTransaction { db in
+                    // NORMAL is durable against process crashes in WAL mode; only power loss can drop the last
+                    // commits.
+                    try db.execute(sql: "PRAGMA synchronous = NORMAL")
+                    try migrate(db)
+                }
+                return queue
+            } catch let error as DatabaseError where error.resultCode == .SQLITE_BUSY && ContinuousClock.now < deadline {
+                usleep(UInt32(pause / .microseconds(1)))
+                pause = min(pause * 2, .milliseconds(50))
+            }
+        }
     }
 
     /// The schema, by version (`PRAGMA user_version`); a new version is a new entry, never an edit of an old one.

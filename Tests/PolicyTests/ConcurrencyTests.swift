@@ -84,17 +84,18 @@ final class Tally: Sendable {
                 "policy", "explain", policyFile.path, "--tool", "pause_background_task", "--grant", "agent-1",
                 "--repeat", "8", "--store", "sqlite:\(database)", "--quiet",
             ]
-            let output = Pipe()
+            let output = Pipe(), errors = Pipe()
             process.standardOutput = output
-            process.standardError = FileHandle.nullDevice
+            process.standardError = errors  // a few lines at most: read after the output without filling the pipe
             try process.run()
-            return (process, output)
+            return (process, output, errors)
         }
         var allowed = 0, denied = 0
-        for (process, output) in processes {
+        for (process, output, errors) in processes {
             let data = output.fileHandleForReading.readDataToEndOfFile()
+            let complaint = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
             process.waitUntilExit()
-            #expect(process.terminationStatus == 0)
+            #expect(process.terminationStatus == 0, "\(complaint)")
             let text = String(decoding: data, as: UTF8.self)
             let summary = try #require(text.split(separator: "\n").last(where: { $0.hasPrefix("allowed=") }), "\(text)")
             let fields = Dictionary(uniqueKeysWithValues: summary.split(separator: " ").compactMap { field -> (String, Int)? in

@@ -235,6 +235,44 @@ struct BrokenStore: PolicyStore {
         #expect(throws: PolicyStoreError.self) { try SQLitePolicyStore(path: "/nonexistent-dir/counters.sqlite") }
     }
 
+    /// Another process holds the write lock on a new file, still in rollback mode, while the store opens: turning
+    /// the file to WAL gets SQLITE_BUSY without SQLite's busy handler, and the store waits for the lock all the same,
+    /// within its busy timeout.
+    @Test(arguments: [(hold: 0.4, patience: 10.0, opens: true), (hold: 2.0, patience: 0.2, opens: false)])
+    func openingWaitsForAnotherWriterWithinTheBusyTimeout(hold: Double, patience: Double, opens: Bool) async throws {
+        let path = temporarySQLitePath()
+        defer { removeSQLite(path) }
+        let holder = try DatabaseQueue(path: path)  // the default (rollback) journal, as a file another process made
+        let locked = DispatchSemaphore(value: 0)
+        let released = DispatchSemaphore(value: 0)
+        Thread.detachNewThread {
+            try? holder.writeWithoutTransaction { db in
+                try db.inTransaction(.immediate) {
+                    try db.execute(sql: "CREATE TABLE other_process (x)")
+                    locked.signal()
+                    Thread.sleep(forTimeInterval: hold)
+                    return .commit
+                }
+            }
+            released.signal()
+        }
+        locked.wait()
+        let started = ContinuousClock.now
+        if opens {
+            let store = try SQLitePolicyStore(path: path, busyTimeout: patience)
+            #expect(ContinuousClock.now - started >= .seconds(hold) * 0.5, "it opened before the lock was released")
+            let request = CounterRequest(
+                key: CounterKey(scope: .grant, scopeID: "g", tool: "t", counter: "c", windowStartMs: 0), amount: 1, max: 1,
+                expiresAtMs: .max)
+            #expect(try await store.reserve([request], nowMs: 0) == .reserved(valuesAfter: [1]))
+        } else {
+            let error = #expect(throws: PolicyStoreError.self) { try SQLitePolicyStore(path: path, busyTimeout: patience) }
+            #expect(error?.message.contains("database is locked") == true, "\(error?.message ?? "")")
+            #expect(ContinuousClock.now - started >= .seconds(patience), "it gave up before its busy timeout")
+        }
+        released.wait()
+    }
+
     @Test func aSQLiteFileOfANewerSchemaIsRefused() async throws {
         let path = temporarySQLitePath()
         defer { removeSQLite(path) }
