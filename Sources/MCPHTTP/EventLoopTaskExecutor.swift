@@ -1,4 +1,10 @@
+import MCPCore
 import NIOCore
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// A task executor that runs its jobs on one NIO event loop: the loop that reads and writes the server's sockets.
 ///
@@ -11,10 +17,74 @@ import NIOCore
 package final class EventLoopTaskExecutor: TaskExecutor {
     let eventLoop: any EventLoop
 
+    /// While the loop stays awake (`stayAwake(for:)`), the jobs enqueued here wait in `jobs` for the spinning loop
+    /// instead of going through NIO's queue.
+    private struct Stay {
+        var spinning = false
+        var jobs: [UnownedJob] = []
+        /// Requests to stay awake not yet ended, and until when (`NIODeadline` uptime, ns) the latest of them holds.
+        var requests = 0
+        var until: UInt64 = 0
+    }
+    private let stay = Mutex(Stay())
+
     package init(_ eventLoop: any EventLoop) { self.eventLoop = eventLoop }
 
     package func enqueue(_ job: consuming ExecutorJob) {
         let job = UnownedJob(job)
-        eventLoop.execute { job.runSynchronously(on: self.asUnownedTaskExecutor()) }
+        let taken = stay.withLock { stay in
+            guard stay.spinning else { return false }
+            stay.jobs.append(job)
+            return true
+        }
+        if !taken { eventLoop.execute { job.runSynchronously(on: self.asUnownedTaskExecutor()) } }
+    }
+
+    /// Keeps the loop's thread running, not sleeping in `epoll_wait`, for up to `duration` or until
+    /// `endStayingAwake()`: for a job about to be queued from another thread (a spawn's answer), which then runs
+    /// without a wake-up. A thread woken from sleep can be queued behind whatever took its CPU meanwhile (on this
+    /// project's VM, behind the child the spawn had just started, with the other CPU idle).
+    ///
+    /// NIO cannot poll without sleeping, so one job of NIO's takes the thread: it runs this executor's jobs as they
+    /// come, yielding the CPU while there are none, until the stay ends. Meanwhile NIO's own tasks and the sockets
+    /// wait: keep `duration` to the few milliseconds of a spawn. The jobs bypass NIO's queue because its lock is a
+    /// plain mutex: taken by the spinning thread at every turn, it made the thread sleep on it whenever another
+    /// thread queued the job it was waiting for (`perf` showed the futex wait), whereas `Mutex` spins first.
+    package func stayAwake(for duration: Duration) {
+        let until = NIODeadline.now().uptimeNanoseconds + UInt64(duration.nanoseconds)
+        let start = stay.withLock { stay in
+            stay.requests += 1
+            stay.until = max(stay.until, until)
+            guard !stay.spinning else { return false }
+            stay.spinning = true
+            return true
+        }
+        if start { eventLoop.execute { self.spin() } }
+    }
+
+    /// Ends one `stayAwake(for:)` (once the job it was for has come): with none left, the loop sleeps again when
+    /// idle.
+    package func endStayingAwake() {
+        stay.withLock { $0.requests -= 1 }
+    }
+
+    private func spin() {
+        while true {
+            let now = NIODeadline.now().uptimeNanoseconds
+            let jobs = stay.withLock { stay -> [UnownedJob]? in
+                if !stay.jobs.isEmpty {
+                    defer { stay.jobs = [] }
+                    return stay.jobs
+                }
+                guard stay.requests > 0, now < stay.until else {
+                    stay.spinning = false
+                    return nil
+                }
+                return []
+            }
+            guard let jobs else { return }
+            if jobs.isEmpty { sched_yield() }
+            for job in jobs { job.runSynchronously(on: asUnownedTaskExecutor()) }
+        }
     }
 }

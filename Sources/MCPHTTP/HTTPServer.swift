@@ -66,7 +66,7 @@ public final class MCPHTTPServer: Sendable {
     /// One event loop serves the sockets, and the handlers run on it (`EventLoopTaskExecutor`): a request is read,
     /// answered and written on one thread, where it used to cross to the task pool and back.
     let eventLoops = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-    let executor: EventLoopTaskExecutor
+    package let executor: EventLoopTaskExecutor
 
     public init(configuration: Configuration, endpoint: any MCPHTTPEndpoint, logger: Logger) {
         self.configuration = configuration

@@ -217,6 +217,9 @@ struct AllcanuseMockCommand: AsyncParsableCommand {
             configuration: .init(
                 host: address.host, port: address.port, serverName: "allcanuse-mock", allowedOrigins: Set(allowOrigin)),
             endpoint: CoreHTTPEndpoint(core: core), logger: logger)
+        // Exits wake the loop the waiters' requests run on, not a pool thread that then wakes it; creates there are
+        // kept awake through their spawns.
+        await supervisor.handleExits(on: server.executor)
         let keepTasks = self.keepTasks
         try await server.run(
             beforeShutdown: {
