@@ -136,6 +136,8 @@ public actor TaskSupervisor {
     private var spareFailureLogged = false
     /// Where exits are handled (see `handleExits(on:)`).
     private var exitExecutor: (any TaskExecutor)?
+    /// Kept awake through each create's spawn (see `keepAwakeThroughSpawns(_:)`).
+    private var spawnWaker: (any WakefulExecutor)?
     /// The sandbox profile the last create asked for: the spare's sandbox is prepared for it.
     private var lastSandboxProfile: SandboxProfile?
     /// Creates that took the spare's sandbox (for tests).
@@ -270,17 +272,23 @@ public actor TaskSupervisor {
         }
     }
 
-    /// How long a create keeps a wakeful exit executor awake for its spawn: a spawn after idle took 0.4-0.9 ms.
+    /// How long a create keeps the creates' executor awake for its spawn: a spawn after idle took 0.4-0.9 ms.
     static let spawnWakefulness = Duration.milliseconds(2)
 
     /// Handles tasks' exits (their records, their waiters) on `executor`: the one the waiting requests run on, so
     /// that an exit wakes that one thread instead of a pool thread that then wakes it (on this project's VM each
     /// wake-up was 50–150 µs of a waiter's answer). The timers an exit cancels (a waiter's timeout, the task's own)
     /// and the pruning it schedules run there too: cancelling a timer on the pool woke a pool thread, which took the
-    /// CPU from the answer. Nil: the task pool. For tasks created and waits begun from now on. A `WakefulExecutor`
-    /// is taken to run the creates too, and kept awake through their spawns.
+    /// CPU from the answer. Nil: the task pool. For tasks created and waits begun from now on.
     public func handleExits(on executor: (any TaskExecutor)?) {
         exitExecutor = executor
+    }
+
+    /// Keeps `executor`, the one the creates' requests run on, awake through each create's spawn: the spawn's answer
+    /// then runs the create's next step at once instead of waking a thread that the kernel may queue behind the new
+    /// child (see `WakefulExecutor`). Nil: nothing is kept awake.
+    public func keepAwakeThroughSpawns(_ executor: (any WakefulExecutor)?) {
+        spawnWaker = executor
     }
 
     // MARK: - Create
@@ -457,8 +465,8 @@ public actor TaskSupervisor {
             identity: identity.changesUser ? identity : nil, dropCapabilities: true, pidNamespace: keeper)
 
         let spawned: Result<ChildProcess, SpawnError>
-        // Where requests run on the exits' executor and it can stay awake, it does until the spawn's answer.
-        let wakeful = exitExecutor as? any WakefulExecutor
+        // The creates' executor stays awake until the spawn's answer.
+        let wakeful = spawnWaker
         wakeful?.stayAwake(for: Self.spawnWakefulness)
         do throws(SpawnError) {
             // On the reactor thread: the parent-death signal follows the spawning thread, and that thread's

@@ -198,8 +198,9 @@ final class InMemoryMCPTests: XCTestCase {
     }
 }
 
-/// The stdio server's loop is the executor allcanuse-mock handles exits on (`handleExits(on:)`), and the supervisor
-/// keeps it awake through a create's spawn only if it is a `WakefulExecutor`: the conformance the server relies on.
+/// The stdio server's loop is the executor allcanuse-mock handles exits on (`handleExits(on:)`) and has the supervisor
+/// keep awake through a create's spawn (`keepAwakeThroughSpawns(_:)`), which takes a `WakefulExecutor`: the
+/// conformance the server relies on.
 final class StdioLoopWakefulnessTests: XCTestCase {
     func testTheStdioLoopCanStayAwakeForASpawn() throws {
         let loop: any TaskExecutor = try XCTUnwrap(ReadLoop())

@@ -368,10 +368,13 @@ final class SupervisorTests: XCTestCase {
         XCTAssertFalse(FileManager.default.fileExists(atPath: root), "the server's cgroup stayed after shutdown")
     }
 
-    func testACreateKeepsAWakefulExitExecutorAwakeThroughItsSpawn() async throws {
+    func testACreateKeepsTheCreatesExecutorAwakeThroughItsSpawn() async throws {
         let supervisor = try await start()
         let executor = WakefulCountingExecutor()
         await supervisor.handleExits(on: executor)
+        _ = try await supervisor.create(TaskSpec(title: "exits only", command: .argv(["/bin/true"])))
+        XCTAssertEqual(executor.requests, [], "the exits' executor is not the creates' unless it is said to be")
+        await supervisor.keepAwakeThroughSpawns(executor)
         let task = try await supervisor.create(TaskSpec(title: "awake", command: .argv(["/bin/true"])))
         XCTAssertEqual(executor.requests, [TaskSupervisor.spawnWakefulness], "one request per create, for its spawn")
         XCTAssertEqual(executor.ends, 1, "the request ended with the spawn")

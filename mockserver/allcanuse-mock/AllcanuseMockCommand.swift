@@ -172,6 +172,7 @@ struct AllcanuseMockCommand: AsyncParsableCommand {
         do {
             supervisor = try await services.value().supervisor
             await supervisor.handleExits(on: connection.executor)
+            await supervisor.keepAwakeThroughSpawns(connection.executor as? any WakefulExecutor)
         } catch {
             // A start fails within a millisecond, before the client's first calls may have been read: go on
             // answering them (each with the reason) until stdin ends or a short while has passed, then end with it.
@@ -217,9 +218,10 @@ struct AllcanuseMockCommand: AsyncParsableCommand {
             configuration: .init(
                 host: address.host, port: address.port, serverName: "allcanuse-mock", allowedOrigins: Set(allowOrigin)),
             endpoint: CoreHTTPEndpoint(core: core), logger: logger)
-        // Exits wake the loop the waiters' requests run on, not a pool thread that then wakes it; creates there are
-        // kept awake through their spawns.
-        await supervisor.handleExits(on: server.executor)
+        // The requests run on the server's event loop: it stays awake through a create's spawn. (Exits stay on the
+        // task pool: handled on the loop, as over stdio, the wake-up was no faster in two stops' runs, and each
+        // exit's commit would hold the loop that serves every socket.)
+        await supervisor.keepAwakeThroughSpawns(server.executor)
         let keepTasks = self.keepTasks
         try await server.run(
             beforeShutdown: {

@@ -1,7 +1,6 @@
 import MCPHTTP
 import TaskRuntime
 
-/// allcanuse-mock's HTTP requests run on the server's event loop, creates among them, and it is where exits are
-/// handled: it stays awake through a create's spawn. (Declared here, where both modules meet: the HTTP transport
-/// knows nothing of tasks.)
+/// allcanuse-mock's HTTP requests run on the server's event loop, creates among them: it stays awake through a
+/// create's spawn. (Declared here, where both modules meet: the HTTP transport knows nothing of tasks.)
 extension EventLoopTaskExecutor: WakefulExecutor {}
