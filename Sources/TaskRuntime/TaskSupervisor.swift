@@ -299,7 +299,9 @@ public actor TaskSupervisor {
         guard spare == nil, provisioning == nil, !isShutDown else { return }
         let layout = self.layout
         let expectedProfile = lastSandboxProfile
+        let hold = spareHold
         provisioning = Task.detached {
+            await hold?()
             do throws(RuntimeError) {
                 let made = try ProvisionedTask.make(layout, spare: true, expectedProfile: expectedProfile)
                 await self.adopt(made)
@@ -308,6 +310,10 @@ public actor TaskSupervisor {
             }
         }
     }
+
+    /// Awaited before each spare is made (for tests that need one in the making).
+    private var spareHold: (@Sendable () async -> Void)?
+    func holdSpares(_ hold: (@Sendable () async -> Void)?) { spareHold = hold }
 
     /// The id the next create will take, once its place is ready (for tests).
     var spareTaskID: String? { spare?.taskID }
@@ -465,8 +471,10 @@ public actor TaskSupervisor {
             identity: identity.changesUser ? identity : nil, dropCapabilities: true, pidNamespace: keeper)
 
         let spawned: Result<ChildProcess, SpawnError>
-        // The creates' executor stays awake until the spawn's answer.
-        let wakeful = spawnWaker
+        // The creates' executor stays awake until the spawn's answer, unless a spare is being made meanwhile: a
+        // thread spinning on one of a small machine's CPUs leaves the spawn, its child and the spare's maker the
+        // other (back to back over HTTP, creates took 2.75-2.97 ms kept awake against 1.97-2.38 ms not).
+        let wakeful = provisioning == nil ? spawnWaker : nil
         wakeful?.stayAwake(for: Self.spawnWakefulness)
         do throws(SpawnError) {
             // On the reactor thread: the parent-death signal follows the spawning thread, and that thread's

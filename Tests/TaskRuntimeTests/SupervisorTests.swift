@@ -372,13 +372,39 @@ final class SupervisorTests: XCTestCase {
         let supervisor = try await start()
         let executor = WakefulCountingExecutor()
         await supervisor.handleExits(on: executor)
-        _ = try await supervisor.create(TaskSpec(title: "exits only", command: .argv(["/bin/true"])))
+        let unwoken = try await supervisor.create(TaskSpec(title: "exits only", command: .argv(["/bin/true"])))
         XCTAssertEqual(executor.requests, [], "the exits' executor is not the creates' unless it is said to be")
         await supervisor.keepAwakeThroughSpawns(executor)
+        // No stay while a spare is being made (see below).
+        _ = try await adoptedSpare(of: supervisor, besides: [unwoken.taskID])
         let task = try await supervisor.create(TaskSpec(title: "awake", command: .argv(["/bin/true"])))
         XCTAssertEqual(executor.requests, [TaskSupervisor.spawnWakefulness], "one request per create, for its spawn")
         XCTAssertEqual(executor.ends, 1, "the request ended with the spawn")
         _ = try await supervisor.wait(for: task.taskID, timeout: .seconds(10))
+        await supervisor.shutdown()
+    }
+
+    /// A create while the next spare is being made spawns without a stay: the spinning thread would leave the spawn,
+    /// its child and the spare's maker one CPU between them. Once the spare is made, creates stay awake again.
+    func testACreateWhileASpareIsMadeIsNotKeptAwake() async throws {
+        let supervisor = try await start()
+        let executor = WakefulCountingExecutor()
+        await supervisor.keepAwakeThroughSpawns(executor)
+        let first = try await supervisor.create(TaskSpec(title: "first", command: .argv(["/bin/true"])))
+        let spare = try await adoptedSpare(of: supervisor, besides: [first.taskID])
+        XCTAssertNotNil(spare, "no spare after a create")
+        let before = executor.requests.count  // the first create's depends on whether the start's spare was made
+        let gate = AsyncStream<Void>.makeStream()
+        await supervisor.holdSpares { for await _ in gate.stream { break } }
+        let second = try await supervisor.create(TaskSpec(title: "takes the spare", command: .argv(["/bin/true"])))
+        XCTAssertEqual(second.taskID, spare, "the ready spare was not taken")
+        let third = try await supervisor.create(TaskSpec(title: "while one is made", command: .argv(["/bin/true"])))
+        XCTAssertEqual(executor.requests.count, before + 1, "kept awake while a spare was being made")
+        gate.continuation.finish()
+        _ = try await adoptedSpare(of: supervisor, besides: [first.taskID, second.taskID, third.taskID])
+        _ = try await supervisor.create(TaskSpec(title: "after", command: .argv(["/bin/true"])))
+        XCTAssertEqual(executor.requests.count, before + 2, "not kept awake once the spare was made")
+        XCTAssertEqual(executor.ends, executor.requests.count)
         await supervisor.shutdown()
     }
 
