@@ -1,4 +1,5 @@
-/// An executor whose thread can stay awake for a moment instead of sleeping (allcanuse-mock's stdio loop).
+/// An executor whose thread can stay awake for a moment instead of sleeping (allcanuse-mock's stdio loop and its HTTP
+/// server's event loop).
 ///
 /// A create waits for its child to reach execve on the reactor thread, then for the thread it runs on to wake. On
 /// this project's VM the kernel queued that thread behind the new child on the child's CPU while the other CPU sat
