@@ -200,7 +200,7 @@ public final class ReadLoop: TaskExecutor, Sendable {
 
 extension Duration {
     /// Clamped to 0...2^62 (about 146 years): added to a monotonic clock reading, it cannot overflow.
-    package var nanoseconds: Int64 {
+    fileprivate var nanoseconds: Int64 {
         let (seconds, attoseconds) = components
         let limit: Int64 = 1 << 62
         guard seconds >= 0 else { return 0 }

@@ -1,4 +1,3 @@
-import MCPCore
 import NIOCore
 import Synchronization
 
@@ -22,9 +21,9 @@ package final class EventLoopTaskExecutor: TaskExecutor {
     private struct Stay {
         var spinning = false
         var jobs: [UnownedJob] = []
-        /// Requests to stay awake not yet ended, and until when (`NIODeadline` uptime, ns) the latest of them holds.
+        /// Requests to stay awake not yet ended, and until when the latest of them holds.
         var requests = 0
-        var until: UInt64 = 0
+        var until = NIODeadline.uptimeNanoseconds(0)
     }
     private let stay = Mutex(Stay())
 
@@ -51,7 +50,7 @@ package final class EventLoopTaskExecutor: TaskExecutor {
     /// plain mutex: taken by the spinning thread at every turn, it made the thread sleep on it whenever another
     /// thread queued the job it was waiting for (`perf` showed the futex wait), whereas `Mutex` spins first.
     package func stayAwake(for duration: Duration) {
-        let until = NIODeadline.now().uptimeNanoseconds + UInt64(duration.nanoseconds)
+        let until = NIODeadline.now() + TimeAmount(duration)
         let start = stay.withLock { stay in
             stay.requests += 1
             stay.until = max(stay.until, until)
@@ -70,7 +69,7 @@ package final class EventLoopTaskExecutor: TaskExecutor {
 
     private func spin() {
         while true {
-            let now = NIODeadline.now().uptimeNanoseconds
+            let now = NIODeadline.now()
             let jobs = stay.withLock { stay -> [UnownedJob]? in
                 if !stay.jobs.isEmpty {
                     defer { stay.jobs = [] }
