@@ -1,22 +1,48 @@
+import MCPCore
 import Metrics
 import Policy
+import Synchronization
 
 /// What a gateway reports through swift-metrics (a no-op until the executable bootstraps a backend, Prometheus for
 /// `corral proxy --metrics`). Names follow Prometheus conventions: `_total` counters, `_seconds` timers.
+///
+/// Metrics are made once and reused, as swift-metrics intends: making one per event asked the factory (a lock, and
+/// a registry lookup under Prometheus) and allocated a handle, twice on every decided call. A handle keeps the
+/// backend it was made with, so a process bootstraps its backend before its first decision (the executable does so
+/// at start).
 enum GatewayMetrics {
+    private struct DecisionKey: Hashable {
+        let tool: String
+        let outcome: String
+        let rule: String
+    }
+
+    /// Bounded by the policy: tools it names (or `(unlisted)`), three outcomes, its rules.
+    private static let decisions = Mutex<[DecisionKey: Counter]>([:])
+    private static let decisionSeconds = Timer(label: "corral_decision_seconds")
+    private static let upstreamResults = Timer(label: "corral_upstream_seconds", dimensions: [("outcome", "result")])
+    private static let upstreamErrors = Timer(label: "corral_upstream_seconds", dimensions: [("outcome", "error")])
+
     /// One decision: `tool` is the policy's name for it, or `(unlisted)` for a name the policy does not mention, so
     /// that a client inventing tool names cannot grow the metrics without bound.
     static func decided(_ decision: Decision, policy: Policy, microseconds: Int) {
         let tool = policy.tools[decision.tool] != nil || policy.hidden.contains(decision.tool) ? decision.tool : "(unlisted)"
-        Counter(
-            label: "corral_decisions_total",
-            dimensions: [("tool", tool), ("decision", decision.outcome.rawValue), ("rule", decision.rule)]
-        ).increment()
-        Timer(label: "corral_decision_seconds").recordMicroseconds(microseconds)
+        let key = DecisionKey(tool: tool, outcome: decision.outcome.rawValue, rule: decision.rule)
+        let counter = decisions.withLock { counters in
+            if let counter = counters[key] { return counter }
+            let counter = Counter(
+                label: "corral_decisions_total", dimensions: [("tool", key.tool), ("decision", key.outcome), ("rule", key.rule)])
+            counters[key] = counter
+            return counter
+        }
+        counter.increment()
+        decisionSeconds.recordMicroseconds(microseconds)
     }
 
-    /// A `tasks/*` request passed on or refused.
+    /// A `tasks/*` request passed on or refused. A method the Tasks extension does not define counts as `(other)`:
+    /// the client names it, and must not be able to grow the metrics without bound.
     static func taskRequest(method: String, forwarded: Bool) {
+        let method = TasksExtension.methods.contains(method) ? method : "(other)"
         Counter(
             label: "corral_task_requests_total", dimensions: [("method", method), ("decision", forwarded ? "forwarded" : "refused")]
         ).increment()
@@ -24,7 +50,7 @@ enum GatewayMetrics {
 
     /// From forwarding a `tools/call` to the server's answer.
     static func upstreamAnswered(after duration: Duration, error: Bool) {
-        Timer(label: "corral_upstream_seconds", dimensions: [("outcome", error ? "error" : "result")])
+        (error ? upstreamErrors : upstreamResults)
             .recordNanoseconds(duration.components.seconds * 1_000_000_000 + duration.components.attoseconds / 1_000_000_000)
     }
 }

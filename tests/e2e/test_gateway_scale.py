@@ -284,6 +284,9 @@ def test_metrics_report_decisions_store_and_upstream(setup, database):
             assert url and metrics
             for _ in range(12):
                 call(url, TOKENS["team-a"], "list_background_tasks", {})
+            # A method the client makes up is counted, but under no name of its choosing.
+            for invented in ("tasks/invented-1", "tasks/invented-2"):
+                modern(url, TOKENS["team-a"], invented, {"taskId": "none"}, tasks=True, name="none")
             text = urllib.request.urlopen(metrics, timeout=10).read().decode()
         finally:
             process.send_signal(signal.SIGTERM)
@@ -294,6 +297,9 @@ def test_metrics_report_decisions_store_and_upstream(setup, database):
     assert re.search(r'corral_decisions_total\{[^}]*decision="deny"[^}]*\} 2', text), text
     assert re.search(r'corral_store_seconds_count\{operation="reserve"\} 12', text), text
     assert re.search(r'corral_upstream_seconds_count\{outcome="result"\} 10', text), text
+    assert re.search(r'corral_decision_seconds_count 12', text), text
+    assert re.search(r'corral_task_requests_total\{[^}]*method="\(other\)"[^}]*\} 2', text), text
+    assert "invented" not in text, text
 
 
 @pytest.mark.parametrize("extra, message", [
