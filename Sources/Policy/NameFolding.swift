@@ -6,8 +6,10 @@ import Foundation
 /// Used only to refuse imitations of names the policy mentions, never to grant anything.
 enum NameFolding {
     static func fold(_ name: String) -> String {
-        // Fast path: plain ASCII only needs lowercasing.
+        // Fast path: plain ASCII only needs lowercasing, and a name without capitals (most tool names) is its own
+        // fold: no copy, for a check that runs on every call of a tool the policy does not list.
         if name.utf8.allSatisfy({ $0 < 0x80 }) {
+            guard name.utf8.contains(where: { $0 >= 0x41 && $0 <= 0x5a }) else { return name }
             return String(decoding: name.utf8.map { $0 >= 0x41 && $0 <= 0x5a ? $0 + 0x20 : $0 }, as: UTF8.self)
         }
         var visible = String.UnicodeScalarView()

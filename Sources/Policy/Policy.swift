@@ -105,9 +105,9 @@ public struct Policy: Sendable {
     }
 
     /// The policy name `name` imitates (same after case, NFKC, confusable and zero-width folding), when `name` is
-    /// not itself hidden or listed.
-    func lookalikeTarget(of name: String) -> String? {
-        guard let original = foldedNames[NameFolding.fold(name)], original != name else { return nil }
+    /// not itself hidden or listed. `folded` is `NameFolding.fold(name)`, which the caller needs too.
+    func lookalikeTarget(of name: String, folded: String) -> String? {
+        guard let original = foldedNames[folded], original != name else { return nil }
         return original
     }
 

@@ -108,10 +108,11 @@ public final class PolicyEvaluator: Sendable {
         let rule = policy.tools[name]
         if rule == nil {
             // An imitation of a name the policy mentions never falls through to `default: allow`.
-            if policy.lookalikeTarget(of: name) != nil {
+            let folded = NameFolding.fold(name)
+            if policy.lookalikeTarget(of: name, folded: folded) != nil {
                 return deny("lookalike", "Tool \(quoted(name)) is denied by policy: its name imitates a tool the policy names")
             }
-            if NameFolding.fold(name).isEmpty {
+            if folded.isEmpty {
                 return deny("invalid_call", "Tool name \(quoted(name)) has no visible characters")
             }
         }
