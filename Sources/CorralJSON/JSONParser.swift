@@ -30,21 +30,28 @@ public struct JSONMessageSummary: Sendable, Hashable {
 /// through `JSONValue`'s `Codable` conformance tries each case in turn (one thrown error per miss) and costs tens of
 /// microseconds for a small request; this is one pass over the bytes. Numbers with an integral value that fits
 /// `Int` become `.int` (`1E3`, `2.0` too, as JSONDecoder decides), every other number `.double`; strings must be valid UTF-8; nesting is limited to 512 levels; a repeated object key
-/// keeps its first value, as JSONDecoder does (or is an error, for gatekeepers).
+/// keeps its first value, as JSONDecoder does (or is an error, for gatekeepers, with keys that differ only in
+/// letter case too where they ask: `JSONKeyFolding`).
 struct JSONParser: ~Copyable {
     private let bytes: UnsafeRawBufferPointer
     private var index = 0
     private var depth = 0
     private let rejectsDuplicateKeys: Bool
+    private let rejectsCaseVariantKeys: Bool
+    /// The folded-key hashes of the objects being read, innermost last (`rejectsCaseVariantKeys`).
+    private var foldedKeys: [UInt64] = []
     private static let maximumDepth = 512
 
-    init(_ bytes: UnsafeRawBufferPointer, rejectsDuplicateKeys: Bool = false) {
+    init(_ bytes: UnsafeRawBufferPointer, rejectsDuplicateKeys: Bool = false, rejectsCaseVariantKeys: Bool = false) {
         self.bytes = bytes
-        self.rejectsDuplicateKeys = rejectsDuplicateKeys
+        self.rejectsDuplicateKeys = rejectsDuplicateKeys || rejectsCaseVariantKeys
+        self.rejectsCaseVariantKeys = rejectsCaseVariantKeys
     }
 
-    static func parse(_ bytes: UnsafeRawBufferPointer, rejectsDuplicateKeys: Bool = false) throws(JSONParseError) -> JSONValue {
-        var parser = JSONParser(bytes, rejectsDuplicateKeys: rejectsDuplicateKeys)
+    static func parse(
+        _ bytes: UnsafeRawBufferPointer, rejectsDuplicateKeys: Bool = false, rejectsCaseVariantKeys: Bool = false
+    ) throws(JSONParseError) -> JSONValue {
+        var parser = JSONParser(bytes, rejectsDuplicateKeys: rejectsDuplicateKeys, rejectsCaseVariantKeys: rejectsCaseVariantKeys)
         parser.skipWhitespace()
         let value = try parser.parseValue()
         parser.skipWhitespace()
@@ -76,6 +83,8 @@ struct JSONParser: ~Copyable {
                     parser.index += 1
                     parser.skipWhitespace()
                     let bit = Self.routingBit(key)
+                    // A member that only differs in letter case is the member itself to some receivers.
+                    if bit == 0, !lenient, Self.routingBit(JSONKeyFolding.fold(key)) != 0 { return nil }
                     let repeated = seen & bit != 0
                     seen |= bit
                     if repeated && !lenient { return nil }
@@ -224,6 +233,9 @@ struct JSONParser: ~Copyable {
         // Room for six members at once: grown from empty, a four-member object was allocated and rehashed three
         // times (inserting was most of the cost of parsing a request).
         var members = [String: JSONValue](minimumCapacity: 6)
+        let firstKey = foldedKeys.count
+        defer { if rejectsCaseVariantKeys { foldedKeys.removeSubrange(firstKey...) } }
+        var manyKeys: Set<UInt64> = []  // past 32 keys, instead of comparing each with all before it
         while true {
             skipWhitespace()
             guard current == UInt8(ascii: "\"") else { throw error("expected a string key") }
@@ -238,6 +250,17 @@ struct JSONParser: ~Copyable {
             if let first = members.updateValue(value, forKey: key) {
                 if rejectsDuplicateKeys { throw JSONParseError(offset: keyOffset, reason: "duplicate key \"\(key)\"") }
                 members[key] = first  // the first copy stays, as with JSONDecoder (and so the SDK on the other side)
+            }
+            if rejectsCaseVariantKeys {
+                // Equal hashes are taken as equal keys: a collision only refuses a text, never lets one through.
+                let hash = JSONKeyFolding.foldedHash(key)
+                let seen = foldedKeys.count - firstKey
+                let variant = seen < 32 ? foldedKeys[firstKey...].contains(hash) : !manyKeys.insert(hash).inserted
+                if variant {
+                    throw JSONParseError(offset: keyOffset, reason: "duplicate key \"\(key)\" (another key of the object differs from it only in letter case)")
+                }
+                if seen == 31 { manyKeys = Set(foldedKeys[firstKey...]).union([hash]) }
+                foldedKeys.append(hash)
             }
             skipWhitespace()
             switch current {

@@ -158,4 +158,12 @@ extension JSONValue {
     public static func parseRejectingDuplicateKeys(_ data: Data) throws -> JSONValue {
         try data.withUnsafeBytes { bytes throws(JSONParseError) in try JSONParser.parse(bytes, rejectsDuplicateKeys: true) }
     }
+
+    /// As `parseRejectingDuplicateKeys`, and keys of one object that differ only in letter case are an error too:
+    /// a receiver that matches keys regardless of case keeps the last of them (`JSONKeyFolding`).
+    public static func parseRejectingAmbiguousKeys(_ data: Data) throws -> JSONValue {
+        try data.withUnsafeBytes { bytes throws(JSONParseError) in
+            try JSONParser.parse(bytes, rejectsDuplicateKeys: true, rejectsCaseVariantKeys: true)
+        }
+    }
 }

@@ -48,6 +48,47 @@ import Testing
         #expect(JSONValue.summarizeMessage(Data(#"{"method":"ping","id":1,"method":"tools/call"}"#.utf8)) == nil)
     }
 
+    /// Keys that fold alike (`JSONKeyFolding`) are one key to a receiver that matches keys regardless of case.
+    @Test func gatekeepersCanRefuseKeysThatDifferOnlyInCase() throws {
+        let ambiguous = [
+            #"{"name":"a","Name":"b"}"#, #"{"x":{"y":[{"path":"/ok","PATH":"/etc"}]}}"#,
+            #"{"taskId":"a","tas\u212AId":"b"}"#, #"{"arguments":1,"argumentſ":2}"#, #"{"Ä":1,"ä":2}"#,
+        ]
+        for text in ambiguous {
+            #expect(try JSONValue.parseRejectingDuplicateKeys(Data(text.utf8)).objectValue != nil, "\(text)")
+            do {
+                _ = try JSONValue.parseRejectingAmbiguousKeys(Data(text.utf8))
+                Issue.record("\(text) must be refused")
+            } catch let error as JSONParseError {
+                #expect(error.reason.hasPrefix("duplicate key"), "\(error)")
+            }
+        }
+        // Past 32 keys the check goes by a set: still caught, at either end.
+        let many = (0..<100).map { #""key\#($0)":\#($0)"# }
+        let late = "{" + (many + [#""KEY7":0"#]).joined(separator: ",") + "}"
+        #expect(throws: JSONParseError.self) { try JSONValue.parseRejectingAmbiguousKeys(Data(late.utf8)) }
+        let distinct = "{" + (many + [#""Key":0"#, #""ke":{"Ke":{"kE":1}}"#]).joined(separator: ",") + "}"
+        #expect(try JSONValue.parseRejectingAmbiguousKeys(Data(distinct.utf8)).objectValue?.count == 102)
+        // The same key in sibling or nested objects is no ambiguity.
+        #expect(throws: Never.self) { try JSONValue.parseRejectingAmbiguousKeys(Data(#"[{"Name":1},{"name":2,"x":{"NAME":3}}]"#.utf8)) }
+        // A routing member spelled in another case makes the summary refuse the text (the full parse decides it).
+        for text in [#"{"jsonrpc":"2.0","id":1,"Method":"tools/call"}"#, #"{"jsonrpc":"2.0","ID":1,"method":"ping"}"#, #"{"jſonrpc":"2.0","id":1,"method":"ping"}"#] {
+            #expect(JSONValue.summarizeMessage(Data(text.utf8)) == nil, "\(text)")
+        }
+        #expect(JSONValue.summarizeMessage(Data(#"{"jsonrpc":"2.0","id":1,"method":"ping","extra":{"Method":1}}"#.utf8)) != nil)
+    }
+
+    @Test func keysFoldAsGoFoldsThem() {
+        #expect(JSONKeyFolding.fold("taskId") == "taskid")
+        #expect(JSONKeyFolding.fold("name") == "name")
+        #expect(JSONKeyFolding.fold("tas\u{212A}Id") == "taskid")
+        #expect(JSONKeyFolding.fold("argumentſ") == "arguments")
+        #expect(JSONKeyFolding.fold("ÄB") == JSONKeyFolding.fold("äb"))
+        #expect(JSONKeyFolding.foldedHash("TaskId") == JSONKeyFolding.foldedHash("taskid"))
+        #expect(JSONKeyFolding.foldedHash("tas\u{212A}id") == JSONKeyFolding.foldedHash("TASKID"))
+        #expect(JSONKeyFolding.foldedHash("task") != JSONKeyFolding.foldedHash("tasks"))
+    }
+
     @Test func invalidUTF8IsRefused() {
         for bytes in [[0x22, 0xFF, 0x22], [0x22, 0xC3, 0x22], [0x22, 0xED, 0xA0, 0x80, 0x22]] as [[UInt8]] {
             #expect(throws: JSONParseError.self) { try JSONValue.parse(Data(bytes)) }
