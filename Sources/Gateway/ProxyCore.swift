@@ -39,7 +39,16 @@ public final class ProxyCore: Sendable {
         var taskCapableCalls: Set<JSONValue> = []
         /// When each forwarded `tools/call` left for the server (for the upstream latency).
         var callsSent: [JSONValue: ContinuousClock.Instant] = [:]
+        /// Forwarded requests the client cancelled and the server has not answered, oldest first (`cancelledOrder`;
+        /// the set says which are still owed). Their ids stay taken: the server may answer anyway (the Python SDK
+        /// answers each with an error), and that answer must not be taken for a later request under the same id
+        /// (a tools/list passed on unfiltered, a counter given back for a call that ran). MCP ids are unique in a
+        /// session anyway. Past `cancelledLimit` the oldest is forgotten, so a client cannot grow this forever.
+        var cancelled: Set<JSONValue> = []
+        var cancelledOrder: [JSONValue] = []
     }
+
+    static let cancelledLimit = 4096
 
     public let evaluator: PolicyEvaluator
     public let identity: CallIdentity
@@ -89,7 +98,7 @@ public final class ProxyCore: Sendable {
         if let summary = JSONValue.summarizeMessage(line), !Self.needsFullParse(summary) {
             if summary.method != nil, let id = summary.id {
                 guard Self.isValidID(id) else {
-                    refuse(line, code: -32600, "Invalid Request: an id must be a string or an integer")
+                    refuse(line, code: -32600, "Invalid Request: \(Self.idRule)")
                     return
                 }
                 guard claim(id) else {
@@ -102,7 +111,7 @@ public final class ProxyCore: Sendable {
         }
         let message: JSONValue
         do {
-            message = try JSONValue.parseRejectingDuplicateKeys(line)
+            message = try JSONValue.parseRejectingAmbiguousKeys(line)
         } catch {
             // Fail closed: a text we cannot read might still read as a tool call to a more lenient server (NaN,
             // comments, a repeated "method" or "name" of which it keeps the other copy), so it is answered here.
@@ -140,8 +149,42 @@ public final class ProxyCore: Sendable {
         return Data(text.map { $0 == 0x0A || $0 == 0x0D ? 0x20 : $0 })
     }
 
-    /// MCP: "the ID MUST be a string or integer" (and not null). Others are refused before they can collide.
-    static func isValidID(_ id: JSONValue) -> Bool { id.stringValue != nil || id.intValue != nil }
+    /// The JSON-RPC members, and the members of a judged request's params, that a receiver matching keys regardless
+    /// of letter case would take a differently spelled key for (`JSONKeyFolding`): `{"Method":"tools/call"}` is a
+    /// call to it, and an answer to us. Keys of one object that fold alike are refused by the parser already.
+    private static let routedMembers = spellings(["jsonrpc", "id", "method", "params", "result", "error"])
+    private static let routedParams = spellings(["name", "arguments", "_meta", "taskId", "requestState", "inputResponses", "requestId"])
+
+    /// Each name by its folded form.
+    private static func spellings(_ names: [String]) -> [String: String] {
+        Dictionary(uniqueKeysWithValues: names.map { (JSONKeyFolding.fold($0), $0) })
+    }
+
+    /// What is wrong when `message` spells a routed member in another case ("\"Method\" is not \"method\"").
+    static func caseVariant(in message: JSONValue) -> String? {
+        func variant(_ object: [String: JSONValue], _ members: [String: String]) -> String? {
+            for key in object.keys {
+                if let member = members[JSONKeyFolding.fold(key)], member != key { return "\"\(key)\" is not \"\(member)\"" }
+            }
+            return nil
+        }
+        guard let object = message.objectValue else { return nil }
+        if let found = variant(object, routedMembers) { return found }
+        guard let params = object["params"]?.objectValue else { return nil }
+        return variant(params, routedParams)
+    }
+
+    /// MCP: "the ID MUST be a string or integer" (and not null). Others are refused before they can collide. An
+    /// integer must also be exact in a double (|id| < 2^53): a JavaScript server answers 9007199254740993 as
+    /// ...992, an answer no request would match, and a tools/list answer must never go unmatched.
+    static func isValidID(_ id: JSONValue) -> Bool {
+        if id.stringValue != nil { return true }
+        guard let integer = id.intValue else { return false }
+        return integer.magnitude <= maximumExactInteger
+    }
+
+    static let maximumExactInteger: UInt = 1 << 53 - 1
+    static let idRule = "an id must be a string or an integer between -(2^53 - 1) and 2^53 - 1"
 
     private static func needsFullParse(_ summary: JSONMessageSummary) -> Bool {
         switch summary.method {
@@ -171,6 +214,16 @@ public final class ProxyCore: Sendable {
     }
 
     private func route(_ message: JSONValue) async -> Route {
+        if let variant = Self.caseVariant(in: message) {
+            let id = message["id"].flatMap { Self.isValidID($0) ? $0 : nil } ?? .null
+            return .answer([
+                "jsonrpc": "2.0", "id": id,
+                "error": [
+                    "code": -32600,
+                    "message": .string("Invalid Request: \(variant) (refused by corral proxy: a server that matches keys regardless of case would read it otherwise)"),
+                ],
+            ])
+        }
         guard let method = message["method"]?.stringValue else {
             if let id = message["id"]?.stringValue, id.hasPrefix(Self.approvalPrefix) {
                 await approvalAnswered(id: id, response: message)
@@ -182,7 +235,7 @@ public final class ProxyCore: Sendable {
         if let id, !Self.isValidID(id) {
             return .answer([
                 "jsonrpc": "2.0", "id": .null,
-                "error": ["code": -32600, "message": "Invalid Request: an id must be a string or an integer (refused by corral proxy)"],
+                "error": ["code": -32600, "message": .string("Invalid Request: \(Self.idRule) (refused by corral proxy)")],
             ])
         }
         if let id, state.withLock({ $0.inFlight.contains(id) }) {
@@ -452,11 +505,15 @@ public final class ProxyCore: Sendable {
                 toClient(line)  // a server notification or request: not ours to judge
                 return
             }
-            let (isToolList, reservation, upstream) = answered(id)
+            let (awaited, isToolList, reservation, upstream) = answered(id)
             if summary.hasError { await rollBack(reservation) }
             await noteTaskHandle(id, answer: try? JSONValue.parse(line))
             if isToolList {
                 send(filteredToolList(try? JSONValue.parse(line), id: id), to: toClient)
+            } else if !awaited, summary.hasResult {
+                // An answer no request of ours awaits (a server that changed the id, a forgotten cancellation):
+                // whatever it is, a tool list in it is filtered.
+                sendUnawaited(line, id: id)
             } else {
                 toClient(line)
             }
@@ -467,7 +524,7 @@ public final class ProxyCore: Sendable {
             // Not one message we can read (a repeated key, text after it): if it answers something of ours, the
             // id is cleared, and an answer to a tools/list is not passed on unfiltered.
             if let loose = JSONValue.summarizeMessage(line, lenient: true), loose.method == nil, let id = loose.id {
-                let (isToolList, _, upstream) = answered(id)  // counters stay spent: we cannot tell an error from a result
+                let (_, isToolList, _, upstream) = answered(id)  // counters stay spent: we cannot tell an error from a result
                 upstreamAnswered(upstream, error: true)
                 if isToolList {
                     send(filteredToolList(nil, id: id), to: toClient)
@@ -485,11 +542,11 @@ public final class ProxyCore: Sendable {
                 out.append(element)
                 continue
             }
-            let (isToolList, reservation, upstream) = answered(id)
+            let (awaited, isToolList, reservation, upstream) = answered(id)
             upstreams.append((upstream, element["error"] != nil))
             if element["error"] != nil { await rollBack(reservation) }
             await noteTaskHandle(id, answer: element)
-            if isToolList {
+            if isToolList || (!awaited && element["result"]?["tools"] != nil) {
                 out.append(filteredToolList(element, id: id))
                 rewritten = true
             } else {
@@ -502,6 +559,12 @@ public final class ProxyCore: Sendable {
             toClient(line)
         }
         for (upstream, error) in upstreams { upstreamAnswered(upstream, error: error) }
+    }
+
+    /// An answer that matches no request in flight: passed on, its tool list filtered when it carries one.
+    private func sendUnawaited(_ line: Data, id: JSONValue) {
+        guard let answer = try? JSONValue.parse(line), answer["result"]?["tools"] != nil else { return toClient(line) }
+        send(filteredToolList(answer, id: id), to: toClient)
     }
 
     /// The answer to a tools/list without hidden tools; an answer that cannot be read is replaced by an error
@@ -533,17 +596,28 @@ public final class ProxyCore: Sendable {
 
     // MARK: - requests in flight
 
-    /// The client gave up on a request: the server need not answer it, so its id is free again. A call held for
-    /// approval is dropped; a forwarded call keeps its counters (it may have run).
+    /// The client gave up on a request. A call held for approval was never forwarded: it is dropped and its id is
+    /// free. A forwarded request keeps its id, counters and filtering until the server answers it (see
+    /// `State.cancelled`).
     private func clientCancelled(_ id: JSONValue) {
         state.withLock { state in
-            // A tools/list keeps its id until answered: cancellation is advisory, and a late answer must still be
-            // filtered (and must not meet another request reusing the id).
-            guard !state.toolLists.contains(id) else { return }
-            state.inFlight.remove(id)
-            state.reservations[id] = nil
-            state.callsSent[id] = nil
-            state.approvals = state.approvals.filter { $0.value.callID != id }
+            let held = state.approvals.filter { $0.value.callID == id }.keys
+            if !held.isEmpty {
+                for key in held { state.approvals[key] = nil }
+                state.inFlight.remove(id)
+                state.reservations[id] = nil
+                return
+            }
+            guard state.inFlight.contains(id), state.cancelled.insert(id).inserted else { return }
+            state.cancelledOrder.append(id)
+            guard state.cancelledOrder.count > Self.cancelledLimit else { return }
+            let oldest = state.cancelledOrder.removeFirst()
+            guard state.cancelled.remove(oldest) != nil else { return }  // answered since
+            state.inFlight.remove(oldest)
+            state.toolLists.remove(oldest)
+            state.reservations[oldest] = nil
+            state.callsSent[oldest] = nil
+            state.taskCapableCalls.remove(oldest)
         }
     }
 
@@ -556,15 +630,19 @@ public final class ProxyCore: Sendable {
         _ = state.withLock { $0.inFlight.remove(id) }
     }
 
-    /// The server answered `id`: whether it was a tools/list we filter, the reservation of the call, and how long
-    /// the server took if it was a forwarded call. Found by id even after the client cancelled (the server may
-    /// answer anyway).
-    private func answered(_ id: JSONValue) -> (isToolList: Bool, Reservation?, upstream: Duration?) {
-        let (isToolList, reservation, sent) = state.withLock { state in
-            state.inFlight.remove(id)
-            return (state.toolLists.remove(id) != nil, state.reservations.removeValue(forKey: id), state.callsSent.removeValue(forKey: id))
+    /// The server answered `id`: whether a request of the client's awaited it, whether it was a tools/list we
+    /// filter, the reservation of the call, and how long the server took if it was a forwarded call. Found by id
+    /// even after the client cancelled (the server may answer anyway).
+    private func answered(_ id: JSONValue) -> (awaited: Bool, isToolList: Bool, Reservation?, upstream: Duration?) {
+        let (awaited, isToolList, reservation, sent) = state.withLock { state in
+            let awaited = state.inFlight.remove(id) != nil
+            if awaited, !state.cancelled.isEmpty { state.cancelled.remove(id) }
+            return (
+                awaited, state.toolLists.remove(id) != nil, state.reservations.removeValue(forKey: id),
+                state.callsSent.removeValue(forKey: id)
+            )
         }
-        return (isToolList, reservation, sent.map { ContinuousClock.now - $0 })
+        return (awaited, isToolList, reservation, sent.map { ContinuousClock.now - $0 })
     }
 
     /// Reports a forwarded call's upstream latency, once its answer has gone on (the client need not wait for it).

@@ -122,18 +122,112 @@ final class ProxyCoreTests: XCTestCase {
         XCTAssertFalse(wire.toClient.withLock { $0 }.joined().contains("cancel_background_task"))
     }
 
-    func testCancelledRequestsFreeTheirIdAndOwedAnswersComeWhenTheServerEnds() async throws {
+    func testACancelledRequestKeepsItsIdUntilTheServerAnswersAndOwedAnswersComeWhenTheServerEnds() async throws {
         let wire = Wire()
         let proxy = try core(Self.policy, wire: wire)
         await proxy.fromClient(line(#"{"jsonrpc":"2.0","id":3,"method":"ping"}"#))
         await proxy.fromClient(line(#"{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":3}}"#))
-        await proxy.fromClient(line(#"{"jsonrpc":"2.0","id":3,"method":"ping"}"#))
+        await proxy.fromClient(line(#"{"jsonrpc":"2.0","id":3,"method":"ping"}"#))  // the server may still answer 3
         await proxy.fromClient(line(#"{"jsonrpc":"2.0","id":4,"method":"ping"}"#))
-        XCTAssertEqual(wire.server.count, 4)
+        XCTAssertEqual(wire.server.count, 3, "the first ping, its cancellation and ping 4; not the reused id")
+        XCTAssertEqual(wire.client.first?["error"]?["code"], -32600)
         proxy.serverEnded("exited with status 1")
-        let owed = wire.client.compactMap { $0["id"]?.intValue }.sorted()
+        let owed = wire.client.dropFirst().compactMap { $0["id"]?.intValue }.sorted()
         XCTAssertEqual(owed, [3, 4])
-        XCTAssertTrue(wire.client.allSatisfy { $0["error"]?["message"]?.stringValue?.contains("exited with status 1") == true })
+        XCTAssertTrue(wire.client.dropFirst().allSatisfy { $0["error"]?["message"]?.stringValue?.contains("exited with status 1") == true })
+    }
+
+    /// The review's sequence: a call is cancelled, its id reused, and the server (as the Python SDK does) answers the
+    /// cancelled call with an error. That answer must neither be taken for the new request's nor give back the
+    /// counter of a call that is then forwarded unfiltered or uncounted.
+    func testALateAnswerToACancelledCallCannotStandInForALaterRequest() async throws {
+        let wire = Wire()
+        let proxy = try core(Self.policy, wire: wire)
+        let call = #"{"jsonrpc":"2.0","id":ID,"method":"tools/call","params":{"name":"list_background_tasks","arguments":{}}}"#
+        await proxy.fromClient(line(call.replacingOccurrences(of: "ID", with: "7")))
+        await proxy.fromClient(line(#"{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":7}}"#))
+        await proxy.fromClient(line(#"{"jsonrpc":"2.0","id":7,"method":"tools/list"}"#))
+        await proxy.fromClient(line(call.replacingOccurrences(of: "ID", with: "7")))
+        XCTAssertEqual(wire.server.count, 2, "the call and its cancellation only")
+        XCTAssertEqual(wire.client.map { $0["error"]?["code"] }, [-32600, -32600])
+        // The server ran the call after all and says so: the counter stays spent, the next call is over the limit.
+        await proxy.fromServer(line(#"{"jsonrpc":"2.0","id":7,"result":{"content":[],"isError":false}}"#))
+        await proxy.fromClient(line(call.replacingOccurrences(of: "ID", with: "8")))
+        XCTAssertEqual(wire.server.count, 2)
+        XCTAssertEqual(wire.client.last?["result"]?["isError"], true)
+        // Answered, id 7 is free again.
+        await proxy.fromClient(line(#"{"jsonrpc":"2.0","id":7,"method":"tools/list"}"#))
+        XCTAssertEqual(wire.server.count, 3)
+    }
+
+    func testTheOldestCancelledRequestsAreForgottenPastTheLimit() async throws {
+        let wire = Wire()
+        let proxy = try core(Self.policy, wire: wire)
+        let limit = 4096
+        for id in 0...limit {
+            await proxy.fromClient(line(#"{"jsonrpc":"2.0","id":\#(id),"method":"ping"}"#))
+            await proxy.fromClient(line(#"{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":\#(id)}}"#))
+        }
+        XCTAssertEqual(wire.client.count, 0)
+        await proxy.fromClient(line(#"{"jsonrpc":"2.0","id":0,"method":"ping"}"#))  // forgotten: free
+        await proxy.fromClient(line(#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#))  // still owed
+        XCTAssertEqual(wire.server.count, 2 * (limit + 1) + 1)
+        XCTAssertEqual(wire.client.map { $0["id"] }, [1])
+    }
+
+    func testAnAnswerNoRequestAwaitsHasItsToolListFiltered() async throws {
+        let wire = Wire()
+        let proxy = try core(Self.policy, wire: wire)
+        // A server that changed the id (a JavaScript server rounding a big integer), or a forgotten cancellation.
+        await proxy.fromServer(line(#"{"jsonrpc":"2.0","id":9007199254740992,"result":{"tools":[{"name":"cancel_background_task"},{"name":"a"}]}}"#))
+        await proxy.fromServer(line(#"[{"jsonrpc":"2.0","id":5,"result":{"tools":[{"name":"cancel_background_task"},{"name":"b"}]}}]"#))
+        let lists = wire.client.map { ($0.arrayValue?.first ?? $0)["result"]?["tools"]?.arrayValue?.compactMap { $0["name"]?.stringValue } }
+        XCTAssertEqual(lists, [["a"], ["b"]])
+        // Other unawaited answers pass as they are.
+        await proxy.fromServer(line(#"{"jsonrpc":"2.0","id":6,"result":{"content":[]}}"#))
+        XCTAssertEqual(wire.toClient.withLock { $0.last }, #"{"jsonrpc":"2.0","id":6,"result":{"content":[]}}"#)
+    }
+
+    func testIntegerIdsMustBeExactInADouble() async throws {
+        let wire = Wire()
+        let proxy = try core(Self.policy, wire: wire)
+        for id in ["9007199254740992", "-9007199254740992", "9007199254740993", "9223372036854775807"] {
+            await proxy.fromClient(line(#"{"jsonrpc":"2.0","id":\#(id),"method":"tools/list"}"#))
+            await proxy.fromClient(line(#"{"jsonrpc":"2.0","id":\#(id),"method":"ping"}"#))
+        }
+        XCTAssertEqual(wire.server, [])
+        XCTAssertEqual(wire.client.count, 8)
+        XCTAssertTrue(wire.client.allSatisfy { $0["error"]?["code"] == -32600 })
+        await proxy.fromClient(line(#"{"jsonrpc":"2.0","id":9007199254740991,"method":"tools/list"}"#))
+        await proxy.fromClient(line(#"{"jsonrpc":"2.0","id":-9007199254740991,"method":"ping"}"#))
+        XCTAssertEqual(wire.server.count, 2)
+    }
+
+    /// Go's encoding/json matches keys regardless of letter case (Unicode simple folding: the Kelvin sign is a k,
+    /// the long s an s) and keeps the last: each of these is a call to a hidden tool, or other arguments, to it.
+    func testKeysThatDifferOnlyInLetterCaseAreRefused() async throws {
+        let wire = Wire()
+        let proxy = try core(Self.policy, wire: wire)
+        let attempts = [
+            #"{"jsonrpc":"2.0","id":1,"Method":"tools/call","params":{"name":"cancel_background_task","arguments":{}}}"#,
+            #"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"get_background_task","Name":"cancel_background_task","arguments":{}}}"#,
+            #"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"get_background_task","NAME":"cancel_background_task"}}"#,
+            #"{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"get_background_task","arguments":{"task_id":"a","Task_Id":"b"}}}"#,
+            #"{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"get_background_task","argumentſ":{"task_id":"b"}}}"#,
+            #"{"jsonrpc":"2.0","id":6,"method":"tasks/get","params":{"taskId":"mine","tasKId":"theirs"}}"#,
+            #"{"jsonrpc":"2.0","id":7,"method":"tasks/get","params":{"TaskId":"theirs"}}"#,
+            #"[{"jsonrpc":"2.0","id":8,"method":"tools/call","params":{"name":"get_background_task","Arguments":{}}}]"#,
+            #"{"jsonrpc":"2.0","id":9,"method":"ping","Params":{}}"#,
+        ]
+        for attempt in attempts { await proxy.fromClient(line(attempt)) }
+        XCTAssertEqual(wire.server, [], "nothing reaches the server")
+        let answers = wire.client.map { $0.arrayValue?.first ?? $0 }
+        XCTAssertEqual(answers.count, attempts.count)
+        XCTAssertTrue(answers.allSatisfy { $0["error"]?["code"] == -32600 }, "\(answers)")
+        XCTAssertEqual(answers.compactMap { $0["id"]?.intValue }, Array(1...9))
+        // Keys spelled as the protocol spells them pass.
+        await proxy.fromClient(line(#"{"jsonrpc":"2.0","id":10,"method":"tools/call","params":{"name":"get_background_task","arguments":{"taskId":"a","TASK":"b"}}}"#))
+        XCTAssertEqual(wire.server.count, 1)
     }
 
     func testBatchesAreDecidedPerCallAndIdsInsideThemAreChecked() async throws {
