@@ -37,6 +37,11 @@ final class ProxyHTTPEndpoint: MCPHTTPEndpoint {
     private struct Modern {
         var upstream: Upstream?
         var exchanges: [String: Exchange] = [:]
+        /// Exchanges whose client closed the stream, by key, oldest first: a late answer still goes back through
+        /// the core that sent the request (which frees its id and settles its counters there). Bounded by
+        /// `ProxyCore.cancelledLimit`, as that core's own record of them.
+        var abandoned: [String: ProxyCore] = [:]
+        var abandonedOrder: [String] = []
         var next = 0
     }
 
@@ -61,10 +66,7 @@ final class ProxyHTTPEndpoint: MCPHTTPEndpoint {
         }
         let core = proxy.makeCore(
             session: id, grant: principal,
-            toClient: { data in
-                guard let message = try? JSONValue.parse(data) else { return }
-                outlet.send(message)
-            },
+            toClient: { data in outlet.send(Self.readable(data)) },
             toServer: server.send)
         let proxy = self.proxy
         Task {
@@ -126,7 +128,7 @@ final class ProxyHTTPEndpoint: MCPHTTPEndpoint {
             return JSONRPC.error(id: request.id, .internalError("cancelled: the client closed the stream"))
         } onCancel: {
             // The client closed the stream: the server is told, and the exchange ends without an answer.
-            self.finish(key, with: JSONRPC.error(id: request.id, .internalError("cancelled: the client closed the stream")))
+            self.finish(key, with: JSONRPC.error(id: request.id, .internalError("cancelled: the client closed the stream")), abandoned: true)
             Task {
                 await core.fromClient(
                     Data(JSONRPC.notification("notifications/cancelled", ["requestId": .string(key)]).jsonString().utf8))
@@ -170,6 +172,7 @@ final class ProxyHTTPEndpoint: MCPHTTPEndpoint {
         let key = summary?.method == nil ? summary?.id?.stringValue : nil
         let core = modern.withLock { state -> ProxyCore? in
             if let key, let exchange = state.exchanges[key] { return exchange.core }
+            if let key, let core = state.abandoned.removeValue(forKey: key) { return core }
             if key == nil, summary?.method == "notifications/progress",
                 let token = (try? JSONValue.parse(line))?["params"]?["progressToken"]?.stringValue,
                 let exchange = state.exchanges[token]
@@ -196,7 +199,7 @@ final class ProxyHTTPEndpoint: MCPHTTPEndpoint {
     /// A message from the proxy's core for a modern client: an answer (restored to the client's id) or a
     /// notification for one exchange (its progress token restored). Anything else has no stream to go to.
     private func fromUpstream(_ data: Data) {
-        guard let message = try? JSONValue.parse(data) else { return }
+        let message = Self.readable(data)
         if message["method"] == nil, let key = message["id"]?.stringValue {
             guard let exchange = modern.withLock({ $0.exchanges[key] }) else { return }
             finish(key, with: message.merging(["id": exchange.clientID]))
@@ -212,10 +215,31 @@ final class ProxyHTTPEndpoint: MCPHTTPEndpoint {
         Task { await exchange.notify(restored) }
     }
 
-    private func finish(_ key: String, with answer: JSONValue) {
-        guard let exchange = modern.withLock({ $0.exchanges.removeValue(forKey: key) }) else { return }
+    /// `abandoned`: the client is gone, but the server may still answer (see `Modern.abandoned`).
+    private func finish(_ key: String, with answer: JSONValue, abandoned: Bool = false) {
+        let exchange = modern.withLock { state -> Exchange? in
+            guard let exchange = state.exchanges.removeValue(forKey: key) else { return nil }
+            if abandoned {
+                state.abandoned[key] = exchange.core
+                state.abandonedOrder.append(key)
+                if state.abandonedOrder.count > ProxyCore.cancelledLimit {
+                    state.abandoned[state.abandonedOrder.removeFirst()] = nil
+                }
+            }
+            return exchange
+        }
+        guard let exchange else { return }
         exchange.answer.yield(answer)
         exchange.answer.finish()
+    }
+
+    /// A message from a core for an HTTP client, parsed. One the proxy cannot read (a lone surrogate escape, a
+    /// number out of range) becomes an error under its id when one can be read: dropping it would leave the
+    /// client waiting for an answer that never comes.
+    static func readable(_ data: Data) -> JSONValue {
+        if let message = try? JSONValue.parse(data) { return message }
+        let id = JSONValue.summarizeMessage(data, lenient: true)?.id ?? .null
+        return JSONRPC.error(id: id, .internalError("The server's message could not be read (refused by corral proxy)"))
     }
 
     /// Stops the shared servers (at shutdown) and ends listen streams.
