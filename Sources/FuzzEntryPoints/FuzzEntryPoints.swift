@@ -112,6 +112,44 @@ public enum FuzzEntryPoints {
         }
     }
 
+    /// One text as a gatekeeper reads it (`corral proxy`): the skim of a message's top level, the strict parse that
+    /// refuses repeated keys, and the one that refuses keys differing only in letter case too. What the stricter
+    /// reading accepts, the laxer ones accept as the same value; no object it accepts has two keys that fold alike
+    /// (`JSONKeyFolding`); a skim it returns agrees with the full parse on id and method, and names no routing
+    /// member in another case.
+    public static func gatekeeperJSON(_ bytes: [UInt8]) throws(Violation) {
+        let data = Data(bytes)
+        let lax = try? JSONValue.parse(data)
+        let strict = try? JSONValue.parseRejectingDuplicateKeys(data)
+        let strictest = try? JSONValue.parseRejectingAmbiguousKeys(data)
+        if let strict, strict != lax { throw Violation(description: "strict parse \(strict) is not the lax one \(String(describing: lax))") }
+        if let strictest {
+            guard strictest == strict else { throw Violation(description: "the case-checking parse differs from the strict one") }
+            try checkFoldedKeysDistinct(strictest)
+        }
+        // The skim checks no more than brackets and strings below the top level: compared only where both read.
+        guard let summary = JSONValue.summarizeMessage(data), let object = strict?.objectValue else { return }
+        guard summary.id == object["id"], summary.method == object["method"]?.stringValue else {
+            throw Violation(description: "summary \(summary) disagrees with \(object)")
+        }
+        let routing: Set<String> = ["jsonrpc", "id", "method", "params", "result", "error"]
+        for key in object.keys where !routing.contains(key) && routing.contains(JSONKeyFolding.fold(key)) {
+            throw Violation(description: "a summary of a message with member \(key)")
+        }
+    }
+
+    private static func checkFoldedKeysDistinct(_ value: JSONValue) throws(Violation) {
+        switch value {
+        case .object(let object):
+            let folded = Set(object.keys.map(JSONKeyFolding.fold))
+            guard folded.count == object.count else { throw Violation(description: "keys that fold alike: \(object.keys.sorted())") }
+            for member in object.values { try checkFoldedKeysDistinct(member) }
+        case .array(let elements):
+            for element in elements { try checkFoldedKeysDistinct(element) }
+        default: break
+        }
+    }
+
     private static func checkError(_ message: JSONValue) throws(Violation) {
         guard message["jsonrpc"] == "2.0", let error = message["error"], error["code"]?.intValue != nil,
             error["message"]?.stringValue != nil

@@ -33,6 +33,14 @@ final class FuzzCorpusTests: XCTestCase {
         }
     }
 
+    func testGatekeeperJSONInputs() throws {
+        let files = try inputs("gatekeeper-json")
+        XCTAssertGreaterThan(files.count, 5)
+        for file in files {
+            XCTAssertNoThrow(try FuzzEntryPoints.gatekeeperJSON(Array(try Data(contentsOf: file))), file.lastPathComponent)
+        }
+    }
+
     func testStdioInputs() throws {
         let files = try inputs("stdio")
         XCTAssertGreaterThan(files.count, 1)
