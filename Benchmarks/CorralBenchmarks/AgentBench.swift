@@ -12,16 +12,17 @@ import TaskRuntime
 
 /// `tools/call` with raw JSON both ways, as AgentSandbox sends it.
 
-/// `corral bench agent`: what the in-process API (`AgentSandbox`) adds to a tool call, against the SDK client
-/// calling the same in-process allcanuse-mock directly, in one run.
+/// `corral bench agent`: what the in-process API (`AgentSandbox`) adds to a tool call, against `MCPClient` calling
+/// the same in-process allcanuse-mock directly (over `InProcessServerTransport`), in one run.
 struct AgentBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "agent",
-        abstract: "Added latency of AgentSandbox per tool call: the SDK client to an in-process allcanuse-mock, directly vs through AgentSandbox.",
+        abstract: "Added latency of AgentSandbox per tool call: MCPClient to an in-process allcanuse-mock, directly vs through AgentSandbox.",
         discussion: """
-            Both variants call get_background_task on one running task, one call at a time, over the SDK's in-memory
-            transport to an allcanuse-mock server in this process. AgentSandbox decides each call with a policy that
-            counts it against a limit (the common case) and writes an audit entry to a closure sink.
+            Both variants call get_background_task on one running task, one call at a time, with Corral's MCPClient \
+            over an in-process transport (InProcessServerTransport) to an allcanuse-mock server in this process. \
+            AgentSandbox decides each call with a policy that counts it against a limit (the common case) and writes \
+            an audit entry to a closure sink.
             """
     )
 

@@ -9,7 +9,7 @@ import TaskRuntime
 public struct BenchCommand: AsyncParsableCommand {
     public static let configuration = CommandConfiguration(
         commandName: "bench",
-        abstract: "Measure Corral against its peers and print the figures (build with -c release).",
+        abstract: "Measure Corral against its peers and print the figures (build with scripts/bench, or `source scripts/env.sh; release_build --product corral`).",
         subcommands: [
             LatencyBench.self, SoakBench.self, RuntimeBench.self, SandboxBench.self, MockBench.self, WatchBench.self,
             ProxyBench.self, ProxyCoreBench.self, GatewayBench.self, PolicyBench.self, AgentBench.self, EchoServer.self, PipeEchoServer.self,
@@ -25,8 +25,9 @@ struct RuntimeBench: AsyncParsableCommand {
         commandName: "runtime",
         abstract: "Spawn-to-running, pause, resume and wait wake-up latency of the task runtime.",
         discussion: """
-            Peers in the same run: plain posix_spawn of the same binary (the floor for spawning), and the bare spawn
-            shim (vfork-style clone with a pidfd, no bookkeeping). Times are microseconds; build with -c release for real figures.
+            Peers in the same run: plain posix_spawn of the same binary (the floor for spawning), and the bare spawn \
+            shim (vfork-style clone with a pidfd, no bookkeeping). Times are microseconds; for real figures, use a \
+            release build (scripts/bench, or `source scripts/env.sh; release_build --product corral`).
             """
     )
 

@@ -9,12 +9,12 @@ import Synchronization
 struct GatewayBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "gateway",
-        abstract: "Measure corral proxy --http instances under load: decisions per second, p50/p99 (build with -c release).",
+        abstract: "Measure corral proxy --http instances under load: decisions per second, p50/p99 (build with scripts/bench, or `source scripts/env.sh; release_build --product corral`).",
         discussion: """
-            Starts the instances (each in front of its own allcanuse-mock over stdio), then --clients connections
-            (keep-alive, one request at a time each, a bearer token of its own: 2026-07-28 tools/call of a counted
-            tool) spread over the instances, for --seconds. Every call is decided by the policy (a grant-scoped
-            counter in the store) and answered by the mock. Then one client after 100 ms idle gaps, for the latency
+            Starts the instances (each in front of its own allcanuse-mock over stdio), then --clients connections \
+            (keep-alive, one request at a time each, a bearer token of its own: 2026-07-28 tools/call of a counted \
+            tool) spread over the instances, for --seconds. Every call is decided by the policy (a grant-scoped \
+            counter in the store) and answered by the mock. Then one client after 100 ms idle gaps, for the latency \
             a lone agent sees. The floor is the memory store with one instance; PostgreSQL rows need --postgres.
             """)
 

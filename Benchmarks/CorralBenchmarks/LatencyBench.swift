@@ -10,22 +10,27 @@ struct LatencyBench: AsyncParsableCommand {
         commandName: "latency",
         abstract: "What an agent feels: allcanuse-mock calls after idle gaps, over stdio and HTTP, beside peers and floors.",
         discussion: """
-            Starts the allcanuse-mock built beside this binary and talks to it with a raw client (no MCP library in
-            between). Each call waits an idle gap first (default 0, 10 and 100 ms): back to back, the server's threads
-            are hot; after a gap they have gone to sleep, which is what an agent that thinks between calls sees.
-            A call is timed from its request's write to its answer's arrival: the client encodes the request before
-            and checks the answer after. Figures are p50 and p99 in microseconds, in this run:
-              calls        ping (2025-11-25), server/discover, tools/list, get_background_task, append_task_event and
-                           create_background_task (answered once the task runs), over stdio and over HTTP, and
-                           discover and get from a server started with --busy-poll-us 100; peers: the
-                           Python MCP SDK's own stdio server answering ping (with --python, or .venv/bin/python), and
-                           posix_spawn of /bin/true in this process (the floor for a create); floors: a process that
-                           answers at once with as many bytes as discover, get and tools/list (pipe floor).
-              wake-up      a task prints CLOCK_REALTIME and exits; the time until wait_for_background_task's answer
-                           reaches the client, over stdio and HTTP. Floor: waitpid on the same command spawned by
-                           this process.
-              stored       list_background_tasks {limit: 10} (all, and filtered by a status) with N tasks stored, and
-                           fresh servers' start → first answer and → first tool call answered (ms, --starts each).
+            Starts the allcanuse-mock built beside this binary and talks to it with a raw client (no MCP library in \
+            between). Each call waits an idle gap first (default 0, 10 and 100 ms): back to back, the server's \
+            threads are hot; after a gap they have gone to sleep, which is what an agent that thinks between calls \
+            sees. A call is timed from its request's write to its answer's arrival: the client encodes the request \
+            before and checks the answer after. Figures are p50 and p99 in microseconds, in this run:
+              calls      ping (2025-11-25), server/discover, tools/list,
+                         get_background_task, append_task_event and create_background_task
+                         (answered once the task runs), over stdio and over HTTP, and
+                         discover and get from a server started with --busy-poll-us 100;
+                         peers: the Python MCP SDK's own stdio server answering ping (with
+                         --python, or .venv/bin/python), and posix_spawn of /bin/true in
+                         this process (the floor for a create); floors: a process that
+                         answers at once with as many bytes as discover, get and tools/list
+                         (pipe floor).
+              wake-up    a task prints CLOCK_REALTIME and exits; the time until
+                         wait_for_background_task's answer reaches the client, over stdio
+                         and HTTP. Floor: waitpid on the same command spawned by this
+                         process.
+              stored     list_background_tasks {limit: 10} (all, and filtered by a status)
+                         with N tasks stored, and fresh servers' start → first answer and →
+                         first tool call answered (ms, --starts each).
             """
     )
 

@@ -11,12 +11,12 @@ struct MockBench: AsyncParsableCommand {
         commandName: "mock",
         abstract: "Round-trip latency of allcanuse-mock in both MCP eras, over stdio and over HTTP.",
         discussion: """
-            Starts the allcanuse-mock built beside this binary and talks to it with a raw client (no MCP library in
-            between) in 2025-11-25 (initialize, then requests) and in 2026-07-28 (stateless requests carrying their
-            _meta; over HTTP with the MCP-Protocol-Version, Mcp-Method and Mcp-Name headers). Measures
-            get_background_task round trips (p50/p99, calls per second, one request at a time), the
-            create_background_task round trip (spawn to running, through MCP). `corral bench latency` measures the same
-            calls after idle gaps, listing with many tasks stored, and start-up.
+            Starts the allcanuse-mock built beside this binary and talks to it with a raw client (no MCP library in \
+            between) in 2025-11-25 (initialize, then requests) and in 2026-07-28 (stateless requests carrying their \
+            _meta; over HTTP with the MCP-Protocol-Version, Mcp-Method and Mcp-Name headers). Measures \
+            get_background_task round trips (p50/p99, calls per second, one request at a time), the \
+            create_background_task round trip (spawn to running, through MCP). `corral bench latency` measures the \
+            same calls after idle gaps, listing with many tasks stored, and start-up.
             """
     )
 

@@ -9,7 +9,7 @@ import PolicyPostgres
 struct PolicyBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "policy",
-        abstract: "Measure decisions per second and p50/p99 latency (build with -c release).")
+        abstract: "Measure decisions per second and p50/p99 latency (build with scripts/bench, or `source scripts/env.sh; release_build --product corral`).")
 
     @Option(help: "Decisions per in-memory scenario.") var iterations: Int = 200_000
     @Option(help: "Decisions for the SQLite and PostgreSQL scenarios.") var sqliteIterations: Int = 20_000

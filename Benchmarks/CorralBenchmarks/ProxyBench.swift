@@ -8,13 +8,13 @@ struct ProxyBench: AsyncParsableCommand {
         commandName: "proxy",
         abstract: "Added latency of corral proxy per tool call: the same server directly vs through the proxy, one run.",
         discussion: """
-            Two servers: an echo server (corral bench echo-server: answers each tools/call with a fixed result, so
-            what is measured is the proxy and the pipes, not the server) and allcanuse-mock (get_background_task).
-            For each, three clients alive at once, alternating call by call so that drift on the machine hits all
-            alike: one talks to the server directly, one through a bare byte relay (corral bench relay: two threads
-            that read and write, the floor of any stdio proxy's two extra pipe hops), one through corral proxy. The
-            policy allows the tool and counts it against a limit, as a real policy would; the proxy writes an audit
-            line per call.
+            Two servers: an echo server (corral bench echo-server, a hidden helper: answers each tools/call with a \
+            fixed result, so what is measured is the proxy and the pipes, not the server) and allcanuse-mock \
+            (get_background_task). For each, three clients alive at once, alternating call by call so that drift on \
+            the machine hits all alike: one talks to the server directly, one through a bare byte relay (corral \
+            bench relay: two threads that read and write, the floor of any stdio proxy's two extra pipe hops), one \
+            through corral proxy. The policy allows the tool and counts it against a limit, as a real policy would; \
+            the proxy writes an audit line per call.
             """
     )
 

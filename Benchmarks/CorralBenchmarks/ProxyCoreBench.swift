@@ -15,9 +15,9 @@ struct ProxyCoreBench: AsyncParsableCommand {
         commandName: "proxy-core",
         abstract: "The proxy's decision path per tools/call, in process (no pipes, no server process).",
         discussion: """
-            The policy and audit trail of `corral bench proxy` (a counted limit, an audit line per call to a file);
-            the server's answer is the echo server's, made before the clock starts. Prints the time per call (p50, p90,
-            p99) for 2025-11-25 and 2026-07-28 calls.
+            The policy and audit trail of `corral bench proxy` (a counted limit, an audit line per call to a file); \
+            the server's answer is the echo server's, made before the clock starts. Prints the time per call (p50, \
+            p90, p99) for 2025-11-25 and 2026-07-28 calls.
             """)
 
     @Option(help: "Calls per era.") var calls = 20_000

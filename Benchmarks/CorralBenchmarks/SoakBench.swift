@@ -8,14 +8,14 @@ struct SoakBench: AsyncParsableCommand {
         commandName: "soak",
         abstract: "A bounded soak of allcanuse-mock: mixed calls and real tasks; its descriptors, threads and memory must end where they started.",
         discussion: """
-            One raw 2026-07-28 client over stdio (the server on a policy that allows all, uncounted) sends --calls
-            calls, one at a time: every (calls / tasks)-th is a
-            create_background_task of /bin/true, the others rotate through get_background_task,
-            wait_for_background_task, get_task_output, list_background_tasks {limit: 10}, append_task_event,
-            list_task_events, summarize_background_task, tools/list and server/discover. The server's descriptors,
-            threads and resident memory (from /proc) are printed after a warm-up (10 % of the calls, by when its
-            bounded caches are full: they count as the start), in the middle, and at the end after a second of idle. Exit status 1 when the
-            end exceeds the start by more than the slack, or when --max-seconds ends the run first.
+            One raw 2026-07-28 client over stdio (the server on a policy that allows all, uncounted) sends --calls \
+            calls, one at a time: every (calls / tasks)-th is a create_background_task of /bin/true, the others \
+            rotate through get_background_task, wait_for_background_task, get_task_output, list_background_tasks \
+            {limit: 10}, append_task_event, list_task_events, summarize_background_task, tools/list and \
+            server/discover. The server's descriptors, threads and resident memory (from /proc) are printed after a \
+            warm-up (10 % of the calls, by when its bounded caches are full: they count as the start), in the \
+            middle, and at the end after a second of idle. Exit status 1 when the end exceeds the start by more than \
+            the slack, or when --max-seconds ends the run first.
             """
     )
 

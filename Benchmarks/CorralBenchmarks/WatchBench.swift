@@ -9,12 +9,12 @@ struct WatchBench: AsyncParsableCommand {
         commandName: "watch",
         abstract: "Condition watchers: condition met → task completed → seen by tasks/get; their cost; 1,000 at once.",
         discussion: """
-            Starts the allcanuse-mock built beside this binary (allcanuse-watch beside it too) and talks to it with a
-            raw 2026-07-28 client that declares the Tasks extension. Measures, from the moment the test makes the
-            condition true (creates the file, opens the port) to the first tasks/get (or get_background_task) that
-            reports it completed: for a file (inotify) and a port (polled every --port-poll-ms), each as an MCP task
-            and as a background task; the floor is an inotify event read in this process. Then one waiting watcher's
-            resident memory (RSS and PSS) and CPU time over --idle-seconds, and --concurrent watchers at once: how
+            Starts the allcanuse-mock built beside this binary (allcanuse-watch beside it too) and talks to it with \
+            a raw 2026-07-28 client that declares the Tasks extension. Measures, from the moment the test makes the \
+            condition true (creates the file, opens the port) to the first tasks/get (or get_background_task) that \
+            reports it completed: for a file (inotify) and a port (polled every --port-poll-ms), each as an MCP task \
+            and as a background task; the floor is an inotify event read in this process. Then one waiting watcher's \
+            resident memory (RSS and PSS) and CPU time over --idle-seconds, and --concurrent watchers at once: how \
             long creating them takes, their memory, and one of them completing while the others wait.
             """
     )

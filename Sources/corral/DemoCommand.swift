@@ -9,8 +9,8 @@ struct DemoCommand: AsyncParsableCommand {
         commandName: "demo",
         abstract: "Run a short demonstration of the task runtime with real child processes.",
         discussion: """
-            Starts a supervisor on a state directory, runs a task that prints a line every 200 ms, pauses it (the
-            kernel reports its processes stopped), resumes it, waits for it, prints its output and its events; then
+            Starts a supervisor on a state directory, runs a task that prints a line every 200 ms, pauses it (the \
+            kernel reports its processes stopped), resumes it, waits for it, prints its output and its events; then \
             cancels a task whose child escaped into a session of its own and shows that no process of it is left.
             """
     )

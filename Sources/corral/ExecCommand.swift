@@ -15,18 +15,21 @@ struct ExecCommand: ParsableCommand {
         abstract: "Run a command confined by a sandbox profile (seccomp, no_new_privs, rlimits, Landlock, cgroup limits), as an unprivileged user.",
         discussion: """
             Profiles: default, no-network, strict, or a path to a JSON profile (see policies/sandbox/). The command \
-            gets the current directory read-write, a private temp directory ($TMPDIR) and everything else \
-            read-only (where the kernel has Landlock). Exit status: the command's, 128+N if it was killed by \
-            signal N, 125 if corral could not set up the sandbox, 126/127 if the command cannot be run.
+            gets the current directory read-write, a private temp directory ($TMPDIR) and everything else read-only \
+            (where the kernel has Landlock). Exit status: the command's, 128+N if it was killed by signal N, 125 if \
+            corral could not set up the sandbox, 126/127 if the command cannot be run.
             Run as root, the command runs as an unprivileged user (--user, default uid 65530 'corral-task') with no \
             capabilities at all, in a PID namespace that ends with corral: whatever the command leaves running is \
-            killed when it exits or corral dies; --keep-root keeps root and its capabilities, and says so. Limits processes, memory \
-            and cpu_percent are enforced by a cgroup of the command's own (they hold for root too).
+            killed when it exits or corral dies; --keep-root keeps root and its capabilities, and says so. Limits \
+            processes, memory and cpu_percent are enforced by a cgroup of the command's own (they hold for root \
+            too).
             Examples:
               corral exec -- python3 -c 'print(1)'
-              corral exec --profile strict --no-network --limit cpu=10 --limit as=1G -- make test
+              corral exec --profile strict --no-network --limit cpu=10 --limit as=1G \\
+                  -- make test
               corral exec --limit processes=16 --limit memory=256M --report -- ./build.sh
               corral exec --print-filter no-network
+              corral exec --print-profile --profile strict --limit memory=256M
             """
     )
 

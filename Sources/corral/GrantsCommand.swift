@@ -9,10 +9,11 @@ struct GrantsCommand: ParsableCommand {
         commandName: "grants",
         abstract: "Make and check the --grants file of corral proxy (bearer tokens as SHA-256, mapped to grant ids).",
         discussion: """
-            A grants file: {"grants": [{"id": "team-a", "token_sha256": "<64 hex digits>"}, …]}. A grant may have
+            A grants file: {"grants": [{"id": "team-a", "token_sha256": "<64 hex digits>"}, …]}. A grant may have \
             several tokens (for rotation); a token stands for one grant only. Tokens are never stored in clear.
 
-            Example: openssl rand -hex 32 | tee team-a.token | corral grants hash --id team-a
+            Example:
+              openssl rand -hex 32 | tee team-a.token | corral grants hash --id team-a
             """,
         subcommands: [Hash.self, Check.self])
 

@@ -69,7 +69,7 @@ extension PolicyCommand {
             abstract: "Decide a tool call (optionally N times) and print each decision and the counters after it.",
             discussion: """
                 The last line is a summary: allowed=N denied=M approval_required=K revision=SHA256.
-                With --store sqlite:PATH or postgres://…, counters are shared with every other process (a proxy
+                With --store sqlite:PATH or postgres://…, counters are shared with every other process (a proxy \
                 among them) using the same file or database: explain then shows, and spends, the real counters.
                 """)
 

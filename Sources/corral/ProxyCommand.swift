@@ -13,30 +13,33 @@ struct ProxyCommand: AsyncParsableCommand {
         commandName: "proxy",
         abstract: "Sit between MCP clients and an MCP server (a stdio command or an HTTP endpoint), enforcing a policy.",
         discussion: """
-            The client talks to this process's stdio, or, with --http, over Streamable HTTP; both MCP eras are served
-            (2026-07-28 stateless requests and 2025-11-25 sessions, with the same decisions; audit lines say the era). Every message is forwarded as it is, except: tools/list results lose the tools the policy
-            hides, and each tools/call (also inside a JSON-RPC batch) is decided first — a denial is answered here
-            with isError and "[POLICY DENIED] …", and the server never sees the call. Calls whose params do not parse
-            are denied. Counters are rolled back when the server answers a call with a JSON-RPC error. A
-            require_approval call is put to the user through MCP elicitation (accept lets it through, anything else
-            or no answer within --approval-timeout denies it); a client without the elicitation capability gets a
-            denial saying approval was required. A 2026-07-28 client gets the question as an input_required result
-            (an elicitation and a sealed requestState) and its retry runs the call once; a tampered, expired, replayed
-            or misapplied state is denied. The policy file is watched: a valid change applies to the next call
-            and clients get notifications/tools/list_changed; an invalid one is refused and logged.
+            The client talks to this process's stdio, or, with --http, over Streamable HTTP; both MCP eras are \
+            served (2026-07-28 stateless requests and 2025-11-25 sessions, with the same decisions; audit lines say \
+            the era). Every message is forwarded as it is, except: tools/list results lose the tools the policy \
+            hides, and each tools/call (also inside a JSON-RPC batch) is decided first — a denial is answered here \
+            with isError and "[POLICY DENIED] …", and the server never sees the call. Calls whose params do not \
+            parse are denied. Counters are rolled back when the server answers a call with a JSON-RPC error. A \
+            require_approval call is put to the user through MCP elicitation (accept lets it through, anything else \
+            or no answer within --approval-timeout denies it); a client without the elicitation capability gets a \
+            denial saying approval was required. A 2026-07-28 client gets the question as an input_required result \
+            (an elicitation and a sealed requestState) and its retry runs the call once; a tampered, expired, \
+            replayed or misapplied state is denied. The policy file is watched: a valid change applies to the next \
+            call and clients get notifications/tools/list_changed; an invalid one is refused and logged.
             On stdio, exits with the server's status; when the client's input ends, the server's input is closed.
 
-            Several instances: give each the same --store postgres://… and --approval-secret-file, and put them
-            behind any load balancer: counters stay exact, an approval is honoured once across all of them, and a
-            task handle created through one is usable through any (by the same grant). When the store cannot be
-            reached, calls that need it are denied ("[POLICY DENIED] policy store unavailable"), and the proxy
-            recovers by itself when it is back. Over HTTP, --grants maps bearer tokens to grants: a request without
+            Several instances: give each the same --store postgres://… and --approval-secret-file, and put them \
+            behind any load balancer: counters stay exact, an approval is honoured once across all of them, and a \
+            task handle created through one is usable through any (by the same grant). When the store cannot be \
+            reached, calls that need it are denied ("[POLICY DENIED] policy store unavailable"), and the proxy \
+            recovers by itself when it is back. Over HTTP, --grants maps bearer tokens to grants: a request without \
             a valid token gets 401 and reaches neither the policy nor the server.
 
-            Example: corral proxy --policy policy.json --audit audit.jsonl -- allcanuse-mock
-            Example: corral proxy --http 127.0.0.1:8766 --policy policy.json --grants grants.json \
-                       --store postgres://corral@db:5432/corral --approval-secret-file secret --metrics 127.0.0.1:9464 \
-                       -- allcanuse-mock
+            Examples:
+              corral proxy --policy policy.json --audit audit.jsonl -- allcanuse-mock
+              corral proxy --http 127.0.0.1:8766 --policy policy.json \\
+                  --grants grants.json --store postgres://corral@db:5432/corral \\
+                  --approval-secret-file secret --metrics 127.0.0.1:9464 \\
+                  -- allcanuse-mock
             """
     )
 

@@ -8,9 +8,9 @@ struct SuperviseCommand: AsyncParsableCommand {
         commandName: "supervise",
         abstract: "Run one command as a supervised task and print the task record as JSON lines.",
         discussion: """
-            Prints the task when it starts and again when it ends (one JSON object per line) and exits with the
-            task's status (128+N for a signal). The state directory keeps the task, its events and its output, so a
-            later supervisor on the same directory can read them; if this process is killed, that later supervisor
+            Prints the task when it starts and again when it ends (one JSON object per line) and exits with the \
+            task's status (128+N for a signal). The state directory keeps the task, its events and its output, so a \
+            later supervisor on the same directory can read them; if this process is killed, that later supervisor \
             marks the task failed and makes sure none of its processes are left.
             """
     )

@@ -13,16 +13,21 @@ struct AllcanuseMockCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "allcanuse-mock",
         abstract: "An MCP server with the Allcanuse background-task tools, every task a real sandboxed child process.",
+        usage: "allcanuse-mock [<options>]",
         discussion: """
-            Speaks MCP 2026-07-28 (stateless) and 2025-11-25 side by side, over stdio (newline-delimited JSON-RPC; the
-            first request settles the era of the connection) or, with --http, Streamable HTTP (each request in its own
-            era: 2026-07-28 requests statelessly, an initialize opens a 2025-11-25 session). Logs go to stderr, never
-            stdout. At the end of stdin or on SIGTERM it answers every request in flight, cancels running tasks
-            (unless --keep-tasks), and exits 0.
-            Over stdio, discover, initialize and tools/list are answered while the task supervisor starts; a tool
-            call waits for it, and a start that fails (the state directory in use by another server) fails the
-            calls with its reason and exits 1.
+            Speaks MCP 2026-07-28 (stateless) and 2025-11-25 side by side, over stdio (newline-delimited JSON-RPC; \
+            the first request settles the era of the connection) or, with --http, Streamable HTTP (each request in \
+            its own era: 2026-07-28 requests statelessly, an initialize opens a 2025-11-25 session). Logs go to \
+            stderr, never stdout. At the end of stdin or on SIGTERM it answers every request in flight, cancels \
+            running tasks (unless --keep-tasks), and exits 0.
+            Over stdio, discover, initialize and tools/list are answered while the task supervisor starts; a tool \
+            call waits for it, and a start that fails (the state directory in use by another server) fails the calls \
+            with its reason and exits 1.
             Without --policy an embedded policy allows every tool, capped at 6000 calls a minute per session.
+            Every condition (the wait_for_* tools, and tasks of type wait_file, wait_process, wait_port, wait_http, \
+            wait_window) is checked by the condition watcher allcanuse-watch, a task like any other: \
+            $ALLCANUSE_WATCH when set, else allcanuse-watch beside this binary; without one, those calls fail saying \
+            so.
             """
     )
 
@@ -54,9 +59,9 @@ struct AllcanuseMockCommand: AsyncParsableCommand {
     var mcpTaskTtlMs = MCPTaskBridge.defaultTTLMilliseconds
     @Option(help: "Append one JSON line per tools/call that reached this server (tool, arguments, executed, and refused_by when its own --policy refused it) to this file: what gateway tests compare with what the client was told.")
     var callLog: String?
-    @Option(help: "Over stdio, how long the reading thread keeps polling for the next request before it sleeps, in microseconds (0, the default: never). For a fast client that sends its next request within the window (a raw client, a gateway in a test loop), each back-to-back call skips a thread wake-up (on a VM, 50-100 µs); it costs up to this much CPU after each answer, and a client slower than the window (an MCP SDK takes ~1 ms per call) gains nothing.")
+    @Option(help: "Over stdio, how long the reading thread keeps polling for the next request before it sleeps, in microseconds (0: never). For a fast client that sends its next request within the window (a raw client, a gateway in a test loop), each back-to-back call skips a thread wake-up (40-60 µs here with a Python raw client); it costs up to this much CPU after each answer, and a client slower than the window (an MCP SDK takes ~1 ms per call) gains nothing.")
     var busyPollUs = 0
-    @Option(help: "Which finished tasks to keep, with their events and output files: all (the default), a count (1000: the newest thousand) or days (30d: those finished in the last 30 days). Pruned at start and shortly after tasks finish; running, paused and waiting tasks are never pruned.")
+    @Option(help: "Which finished tasks to keep, with their events and output files: all, a count (1000: the newest thousand) or days (30d: those finished in the last 30 days). Pruned at start and shortly after tasks finish; running, paused and waiting tasks are never pruned.")
     var retainFinished = "all"
 
     func run() async throws {

@@ -8,19 +8,21 @@ struct ConformanceCommand: ParsableCommand {
         commandName: "conformance",
         abstract: "Test any MCP gateway: run allcanuse-mock behind it and check what clients get against what the mock received.",
         discussion: """
-            For each scenario, --gateway is run with /bin/sh -c after replacing {server} with the mock's command line
-            (allcanuse-mock on stdio with a fresh state directory and a call log) and {policy} with the path of the
-            scenario's PolicyLayer policy.json (also in $CORRAL_CONFORMANCE_POLICY). The kit speaks raw JSON-RPC to
-            the gateway's stdio, then compares the answers with the mock's record of every tools/call it received.
-            Prints one row per scenario; exits 0 only if every selected scenario passed.
+            For each scenario, --gateway is run with /bin/sh -c after replacing {server} with the mock's command \
+            line (allcanuse-mock on stdio with a fresh state directory and a call log) and {policy} with the path of \
+            the scenario's PolicyLayer policy.json (also in $CORRAL_CONFORMANCE_POLICY). The kit speaks raw JSON-RPC \
+            to the gateway's stdio, then compares the answers with the mock's record of every tools/call it \
+            received. Prints one row per scenario; exits 0 only if every selected scenario passed.
 
-            Each scenario runs in both MCP eras by default (--era): as a 2025-11-25 client (initialize first) and as a
-            2026-07-28 client (server/discover, then every request with its _meta); a few apply to one era only (a
-            batch is 2025-11-25; approval-replay checks 2026-07-28's input_required round trip). With --gateway-url
-            the kit talks to the gateway over Streamable HTTP instead of its stdio, and header-mismatch checks that
+            Each scenario runs in both MCP eras by default (--era): as a 2025-11-25 client (initialize first) and as \
+            a 2026-07-28 client (server/discover, then every request with its _meta); a few apply to one era only (a \
+            batch is 2025-11-25; approval-replay checks 2026-07-28's input_required round trip, and tasks-bypass the \
+            Tasks extension's task handles, which are 2026-07-28 only). With --gateway-url the kit talks to the \
+            gateway over Streamable HTTP instead of its stdio, and header-mismatch (2026-07-28 only) checks that \
             2026-07-28 headers which disagree with the body are refused before the server.
 
-            Example: corral conformance --gateway "corral proxy --policy {policy} -- {server}"
+            Example:
+              corral conformance --gateway "corral proxy --policy {policy} -- {server}"
             """
     )
 
