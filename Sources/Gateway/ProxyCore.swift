@@ -506,7 +506,7 @@ public final class ProxyCore: Sendable {
                 return
             }
             let (awaited, isToolList, reservation, upstream) = answered(id)
-            if summary.hasError { await rollBack(reservation) }
+            if summary.hasError, !Self.answerWasLost(line) { await rollBack(reservation) }
             await noteTaskHandle(id, answer: try? JSONValue.parse(line))
             if isToolList {
                 send(filteredToolList(try? JSONValue.parse(line), id: id), to: toClient)
@@ -544,7 +544,7 @@ public final class ProxyCore: Sendable {
             }
             let (awaited, isToolList, reservation, upstream) = answered(id)
             upstreams.append((upstream, element["error"] != nil))
-            if element["error"] != nil { await rollBack(reservation) }
+            if element["error"] != nil, element["error"]?["data"]?[MCPClient.answerLostKey] != true { await rollBack(reservation) }
             await noteTaskHandle(id, answer: element)
             if isToolList || (!awaited && element["result"]?["tools"] != nil) {
                 out.append(filteredToolList(element, id: id))
@@ -651,6 +651,12 @@ public final class ProxyCore: Sendable {
     }
 
     // MARK: - helpers
+
+    /// An error a transport made up because the server's answer never came (`MCPClient.answerLostKey`): the call
+    /// may have run, so it keeps its counters. Read only for errors, which are rare.
+    private static func answerWasLost(_ line: Data) -> Bool {
+        (try? JSONValue.parse(line))?["error"]?["data"]?[MCPClient.answerLostKey] == true
+    }
 
     /// A call the server refused with a JSON-RPC error did not run: its counters are given back. If the store
     /// cannot take them back now, they stay spent (stricter, never looser).

@@ -76,7 +76,13 @@ final class HTTPUpstream: UpstreamConnection {
             try await transport.send(message)
         } catch {
             guard let summary = JSONValue.summarizeMessage(message), summary.method != nil, let id = summary.id else { return }
-            let answer = JSONRPC.error(id: id, JSONRPCError(code: -32000, message: "The MCP server at \(url.absoluteString) behind corral proxy cannot be reached: \(error)"))
+            // Whether the request reached the server is not known (an HTTP error from a proxy in between may come
+            // after it ran): marked as a lost answer, the call keeps its counters.
+            let answer = JSONRPC.error(
+                id: id,
+                JSONRPCError(
+                    code: -32000, message: "The MCP server at \(url.absoluteString) behind corral proxy cannot be reached: \(error)",
+                    data: [MCPClient.answerLostKey: true]))
             failures.yield(Data(answer.jsonString().utf8))
         }
     }

@@ -112,6 +112,26 @@ final class ProxyCoreTests: XCTestCase {
         XCTAssertEqual(wire2.server.count, 2)
     }
 
+    /// An error a transport made up because the answer never came (an HTTP stream that broke after the request
+    /// left) says nothing about whether the call ran: its counter stays spent.
+    func testALostAnswerDoesNotGiveTheCounterBack() async throws {
+        let wire = Wire()
+        let proxy = try core(Self.policy, wire: wire)
+        let call = #"{"jsonrpc":"2.0","id":ID,"method":"tools/call","params":{"name":"list_background_tasks","arguments":{}}}"#
+        await proxy.fromClient(line(call.replacingOccurrences(of: "ID", with: "1")))
+        await proxy.fromServer(line(#"{"jsonrpc":"2.0","id":1,"error":{"code":-32603,"message":"stream ended","data":{"corral/answerLost":true}}}"#))
+        await proxy.fromClient(line(call.replacingOccurrences(of: "ID", with: "2")))
+        XCTAssertEqual(wire.server.count, 1)
+        XCTAssertEqual(wire.client.last?["result"]?["isError"], true)
+        // The same inside a batch.
+        let wire2 = Wire()
+        let proxy2 = try core(Self.policy, wire: wire2)
+        await proxy2.fromClient(line(call.replacingOccurrences(of: "ID", with: "1")))
+        await proxy2.fromServer(line(#"[{"jsonrpc":"2.0","id":1,"error":{"code":-32603,"message":"lost","data":{"corral/answerLost":true}}}]"#))
+        await proxy2.fromClient(line(call.replacingOccurrences(of: "ID", with: "2")))
+        XCTAssertEqual(wire2.server.count, 1)
+    }
+
     func testUnreadableToolListAnswersAreNotPassedOn() async throws {
         let wire = Wire()
         let proxy = try core(Self.policy, wire: wire)
