@@ -92,11 +92,16 @@ final class EraBridge: Sendable {
                 state.mode = .probing(queue: queue + [data], meta: meta)
                 return .held
             case .undecided:
-                guard let message = try? JSONValue.parse(data), message.objectValue != nil,
-                    message["method"] != nil, message["params"]?.hasModernEnvelope == true,
+                guard let message = try? JSONValue.parse(data), message.objectValue != nil else {
+                    return .forward(data)  // nothing we could read: the server refuses it, and it settles nothing
+                }
+                // Only a request settles the era: a notification (the proxy's own `notifications/cancelled` for a
+                // closed stream has no `_meta`) may come before any.
+                guard message["id"] != nil else { return .forward(data) }
+                guard message["method"] != nil, message["params"]?.hasModernEnvelope == true,
                     let meta = message["params"]?["_meta"]
                 else {
-                    state.mode = .transparent  // a 2025-11-25 client (or nothing we could read): not ours
+                    state.mode = .transparent  // a 2025-11-25 client: not ours
                     return .forward(data)
                 }
                 state.mode = .probing(queue: [data], meta: meta)
