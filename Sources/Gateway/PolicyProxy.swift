@@ -78,9 +78,15 @@ public final class PolicyProxy: Sendable {
         let clientOutput = Mutex(())
         // A 2026-07-28 client in front of a 2025-11-25-only server: the bridge does the handshake and translates.
         let bridge = EraBridge(toServer: server.send)
+        // A stdio server's lines have no raw line break; an HTTP server's messages may (pretty-printed JSON, an SSE
+        // event's data lines joined): as spaces they mean the same, and the client's line stays one message.
+        let joinsLines = server.lineDescriptor == nil
         let core = makeCore(
             session: UUID().uuidString.lowercased(),
-            toClient: { line in clientOutput.withLock { _ in _ = writeLine(line, to: STDOUT_FILENO) } },
+            toClient: { line in
+                let line = joinsLines ? ProxyCore.lineBreaksAsSpaces(line) : line
+                clientOutput.withLock { _ in _ = writeLine(line, to: STDOUT_FILENO) }
+            },
             toServer: bridge.send)
         bridge.attach(core.fromServer)
         defer { forget(core) }
