@@ -26,18 +26,36 @@ public enum JSONKeyFolding {
 
     /// A hash of the folded key (FNV-1a), without building the folded key when it is ASCII.
     static func foldedHash(_ key: String) -> UInt64 {
+        var copy = key
+        return copy.withUTF8 { foldedHash(UnsafeRawBufferPointer($0)) } ?? slowFoldedHash(key)
+    }
+
+    /// The same over a key's raw UTF-8; nil when it is not ASCII (then the key is folded as a String).
+    @inline(__always)
+    static func foldedHash(_ bytes: UnsafeRawBufferPointer) -> UInt64? {
         var hash: UInt64 = 0xcbf2_9ce4_8422_2325
-        for byte in key.utf8 {
-            guard byte < 0x80 else { return slowFoldedHash(key) }
-            hash = (hash ^ UInt64(isUpper(byte) ? byte | 0x20 : byte)) &* 0x0000_0100_0000_01B3
+        for byte in bytes {
+            guard byte < 0x80 else { return nil }
+            hash = (hash ^ UInt64(byte &- 0x41 < 26 ? byte | 0x20 : byte)) &* 0x0000_0100_0000_01B3
         }
         return hash
     }
 
-    private static func slowFoldedHash(_ key: String) -> UInt64 {
+    static func slowFoldedHash(_ key: String) -> UInt64 {
         var hash: UInt64 = 0xcbf2_9ce4_8422_2325
         for byte in fold(key).utf8 { hash = (hash ^ UInt64(byte)) &* 0x0000_0100_0000_01B3 }
         return hash
+    }
+
+    /// Whether `key` folds to `folded` (an ASCII key already folded). No copy unless `key` holds a non-ASCII byte
+    /// (only the Kelvin sign and the long s fold to ASCII letters).
+    public static func folds(_ key: String, to folded: String) -> Bool {
+        let keyBytes = key.utf8, foldedBytes = folded.utf8
+        if keyBytes.count == foldedBytes.count {
+            return zip(keyBytes, foldedBytes).allSatisfy { byte, expected in (isUpper(byte) ? byte | 0x20 : byte) == expected }
+        }
+        guard keyBytes.count > foldedBytes.count, keyBytes.contains(where: { $0 >= 0x80 }) else { return false }
+        return fold(key) == folded
     }
 
     @inline(__always)

@@ -46,6 +46,7 @@ struct JSONParser: ~Copyable {
         self.bytes = bytes
         self.rejectsDuplicateKeys = rejectsDuplicateKeys || rejectsCaseVariantKeys
         self.rejectsCaseVariantKeys = rejectsCaseVariantKeys
+        if rejectsCaseVariantKeys { foldedKeys.reserveCapacity(32) }  // one allocation for a usual message
     }
 
     static func parse(
@@ -234,12 +235,14 @@ struct JSONParser: ~Copyable {
         // times (inserting was most of the cost of parsing a request).
         var members = [String: JSONValue](minimumCapacity: 6)
         let firstKey = foldedKeys.count
-        defer { if rejectsCaseVariantKeys { foldedKeys.removeSubrange(firstKey...) } }
+        defer { if rejectsCaseVariantKeys { foldedKeys.removeLast(foldedKeys.count - firstKey) } }
         var manyKeys: Set<UInt64> = []  // past 32 keys, instead of comparing each with all before it
         while true {
             skipWhitespace()
             guard current == UInt8(ascii: "\"") else { throw error("expected a string key") }
+            let keyStart = index + 1
             let key = try parseString()
+            let keyEnd = index - 1
             skipWhitespace()
             guard current == UInt8(ascii: ":") else { throw error("expected ':' after an object key") }
             index += 1
@@ -253,7 +256,10 @@ struct JSONParser: ~Copyable {
             }
             if rejectsCaseVariantKeys {
                 // Equal hashes are taken as equal keys: a collision only refuses a text, never lets one through.
-                let hash = JSONKeyFolding.foldedHash(key)
+                // Over the key's bytes in the text when it had no escape (same length as the key).
+                let raw = UnsafeRawBufferPointer(rebasing: bytes[keyStart..<keyEnd])
+                let hash =
+                    (raw.count == key.utf8.count ? JSONKeyFolding.foldedHash(raw) : nil) ?? JSONKeyFolding.slowFoldedHash(key)
                 let seen = foldedKeys.count - firstKey
                 let variant = seen < 32 ? foldedKeys[firstKey...].contains(hash) : !manyKeys.insert(hash).inserted
                 if variant {

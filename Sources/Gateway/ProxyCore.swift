@@ -155,16 +155,18 @@ public final class ProxyCore: Sendable {
     private static let routedMembers = spellings(["jsonrpc", "id", "method", "params", "result", "error"])
     private static let routedParams = spellings(["name", "arguments", "_meta", "taskId", "requestState", "inputResponses", "requestId"])
 
-    /// Each name by its folded form.
-    private static func spellings(_ names: [String]) -> [String: String] {
-        Dictionary(uniqueKeysWithValues: names.map { (JSONKeyFolding.fold($0), $0) })
+    private static func spellings(_ names: [String]) -> [(spelling: String, folded: String)] {
+        names.map { ($0, JSONKeyFolding.fold($0)) }
     }
 
     /// What is wrong when `message` spells a routed member in another case ("\"Method\" is not \"method\"").
+    /// Keys spelled as the protocol spells them are compared once each; only others are folded.
     static func caseVariant(in message: JSONValue) -> String? {
-        func variant(_ object: [String: JSONValue], _ members: [String: String]) -> String? {
-            for key in object.keys {
-                if let member = members[JSONKeyFolding.fold(key)], member != key { return "\"\(key)\" is not \"\(member)\"" }
+        func variant(_ object: [String: JSONValue], _ members: [(spelling: String, folded: String)]) -> String? {
+            for key in object.keys where !members.contains(where: { $0.spelling == key }) {
+                for member in members where JSONKeyFolding.folds(key, to: member.folded) {
+                    return "\"\(key)\" is not \"\(member.spelling)\""
+                }
             }
             return nil
         }

@@ -87,6 +87,9 @@ import Testing
         #expect(JSONKeyFolding.foldedHash("TaskId") == JSONKeyFolding.foldedHash("taskid"))
         #expect(JSONKeyFolding.foldedHash("tas\u{212A}id") == JSONKeyFolding.foldedHash("TASKID"))
         #expect(JSONKeyFolding.foldedHash("task") != JSONKeyFolding.foldedHash("tasks"))
+        #expect(JSONKeyFolding.folds("TaskID", to: "taskid") && JSONKeyFolding.folds("taskid", to: "taskid"))
+        #expect(JSONKeyFolding.folds("tas\u{212A}Id", to: "taskid") && JSONKeyFolding.folds("argumentſ", to: "arguments"))
+        #expect(!JSONKeyFolding.folds("task", to: "taskid") && !JSONKeyFolding.folds("taskie", to: "taskid"))
     }
 
     @Test func invalidUTF8IsRefused() {

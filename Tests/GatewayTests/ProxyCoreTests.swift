@@ -238,15 +238,16 @@ final class ProxyCoreTests: XCTestCase {
             #"{"jsonrpc":"2.0","id":7,"method":"tasks/get","params":{"TaskId":"theirs"}}"#,
             #"[{"jsonrpc":"2.0","id":8,"method":"tools/call","params":{"name":"get_background_task","Arguments":{}}}]"#,
             #"{"jsonrpc":"2.0","id":9,"method":"ping","Params":{}}"#,
+            #"{"jsonrpc":"2.0","id":10,"method":"tasks/get","params":{"taskid":"theirs"}}"#,
         ]
         for attempt in attempts { await proxy.fromClient(line(attempt)) }
         XCTAssertEqual(wire.server, [], "nothing reaches the server")
         let answers = wire.client.map { $0.arrayValue?.first ?? $0 }
         XCTAssertEqual(answers.count, attempts.count)
         XCTAssertTrue(answers.allSatisfy { $0["error"]?["code"] == -32600 }, "\(answers)")
-        XCTAssertEqual(answers.compactMap { $0["id"]?.intValue }, Array(1...9))
+        XCTAssertEqual(answers.compactMap { $0["id"]?.intValue }, Array(1...10))
         // Keys spelled as the protocol spells them pass.
-        await proxy.fromClient(line(#"{"jsonrpc":"2.0","id":10,"method":"tools/call","params":{"name":"get_background_task","arguments":{"taskId":"a","TASK":"b"}}}"#))
+        await proxy.fromClient(line(#"{"jsonrpc":"2.0","id":11,"method":"tools/call","params":{"name":"get_background_task","arguments":{"taskId":"a","TASK":"b"}}}"#))
         XCTAssertEqual(wire.server.count, 1)
     }
 
