@@ -401,20 +401,32 @@ public final class ProxyCore: Sendable {
             let text = "\(pending.message); approval was required, but the client does not support elicitation"
             return .answer(["jsonrpc": "2.0", "id": callID, "result": Self.modernResult(PolicyDenial.toolResult(rule: pending.rule, message: text))])
         }
-        let keys = pending.arguments.keys.sorted().joined(separator: ", ")
-        let question = "Allow the call to tool \"\(pending.tool)\"\(keys.isEmpty ? "" : " (arguments: \(keys))")? \(pending.message)"
         let result: JSONValue = [
             "resultType": "input_required",
             "inputRequests": [
                 Self.inputKey: [
                     "method": "elicitation/create",
-                    "params": ["message": .string(question), "requestedSchema": ["type": "object", "properties": [:]]],
+                    "params": ["message": .string(Self.approvalQuestion(pending)), "requestedSchema": ["type": "object", "properties": [:]]],
                 ],
             ],
             "requestState": .string(approvalStates.issue(grant: identity.grant, tool: pending.tool, arguments: arguments)),
         ]
         return .answer(["jsonrpc": "2.0", "id": callID, "result": result])
     }
+
+    /// The question put to the user: the tool and its arguments as the client sent them (so the user sees what
+    /// is approved; the client has them already, and the audit trail still keeps only their keys and hash), cut
+    /// after `shownArguments` characters, then the policy's reason.
+    static func approvalQuestion(_ pending: PendingApproval) -> String {
+        var arguments = ""
+        if !pending.arguments.isEmpty {
+            let text = JSONValue.object(pending.arguments).jsonString()
+            arguments = " with arguments " + (text.count > shownArguments ? text.prefix(shownArguments) + "…" : text)
+        }
+        return "Allow the call to tool \"\(pending.tool)\"\(arguments)? \(pending.message)"
+    }
+
+    static let shownArguments = 1_000
 
     /// A result this proxy writes for a 2026-07-28 client.
     private static func modernResult(_ result: JSONValue) -> JSONValue {
@@ -448,12 +460,10 @@ public final class ProxyCore: Sendable {
             let message = "\(pending.message); approval was required, but the client does not support elicitation"
             return .answer(["jsonrpc": "2.0", "id": callID, "result": PolicyDenial.toolResult(rule: pending.rule, message: message)])
         }
-        let keys = pending.arguments.keys.sorted().joined(separator: ", ")
         send([
             "jsonrpc": "2.0", "id": .string(approvalID), "method": "elicitation/create",
             "params": [
-                "message": .string(
-                    "Allow the call to tool \"\(pending.tool)\"\(keys.isEmpty ? "" : " (arguments: \(keys))")? \(pending.message)"),
+                "message": .string(Self.approvalQuestion(pending)),
                 "requestedSchema": ["type": "object", "properties": [:]],
             ],
         ], to: toClient)

@@ -132,6 +132,24 @@ final class ProxyCoreTests: XCTestCase {
         XCTAssertEqual(wire2.server.count, 1)
     }
 
+    /// The user approves what they are shown: the arguments' values as well as their names, in both eras.
+    func testTheApprovalQuestionShowsTheArguments() async throws {
+        let policy = #"{"version": "1", "default": "allow", "tools": {"deploy": {"action": "require_approval", "reason": "Needs a human."}}}"#
+        let wire = Wire()
+        let proxy = try core(policy, wire: wire)
+        await proxy.fromClient(line(#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{"elicitation":{}},"clientInfo":{"name":"t","version":"1"}}}"#))
+        await proxy.fromClient(line(#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"deploy","arguments":{"target":"production","force":true}}}"#))
+        let long = String(repeating: "x", count: 3000)
+        let modern = #"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"deploy","arguments":{"target":"LONG"},"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{"elicitation":{}}}}}"#
+        await proxy.fromClient(line(modern.replacingOccurrences(of: "LONG", with: long)))
+        let legacy = wire.client.first { $0["method"] == "elicitation/create" }?["params"]?["message"]?.stringValue
+        XCTAssertEqual(legacy, #"Allow the call to tool "deploy" with arguments {"force":true,"target":"production"}? Needs a human."#)
+        let question = wire.client.compactMap { $0["result"]?["inputRequests"]?["corral-approval"]?["params"]?["message"]?.stringValue }.first
+        XCTAssertEqual(question?.hasPrefix(#"Allow the call to tool "deploy" with arguments {"target":"xxx"#), true)
+        XCTAssertEqual(question?.hasSuffix("xxx…? Needs a human."), true, question ?? "no question")
+        XCTAssertEqual(question.map { $0.count }, 1_000 + #"Allow the call to tool "deploy" with arguments …? Needs a human."#.count)
+    }
+
     func testUnreadableToolListAnswersAreNotPassedOn() async throws {
         let wire = Wire()
         let proxy = try core(Self.policy, wire: wire)
