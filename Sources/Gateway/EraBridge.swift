@@ -141,6 +141,13 @@ final class EraBridge: Sendable {
             default:
                 state.withLock { $0.translated[JSONRPC.key(id)] = method }
             }
+        } else if method == "notifications/cancelled", let cancelled = message["params"]?["requestId"] {
+            // The server need not answer a cancelled request (MCP says it should not): what is kept for its answer
+            // goes now, or every cancellation would leave it behind. A late answer passes as the server wrote it.
+            state.withLock { state in
+                state.translated[JSONRPC.key(cancelled)] = nil
+                state.listens.removeAll { $0 == cancelled }
+            }
         }
         await send(message.merging(["params": Self.legacyParams(message["params"])]), to: toServer)
     }
