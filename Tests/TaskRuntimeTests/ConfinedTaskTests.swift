@@ -210,9 +210,13 @@ final class ConfinedTaskTests: XCTestCase {
             let deadline = ContinuousClock.now + .seconds(10)
             while await supervisor.spareSandboxProfile != profile, ContinuousClock.now < deadline {
                 // A spare whose making began before the last create keeps what it was made for until a create
-                // takes it: one that asks for the profile (and, not fitting it, takes no ready sandbox) moves on.
+                // takes it: one that asks for the profile moves on. With a cwd of its own it never takes a ready
+                // sandbox, even when the spare's making finishes for this profile just before (that race counted
+                // a take here once in three CI runs).
                 if await supervisor.spareTaskID != nil {
-                    _ = try await run(supervisor, TaskSpec(title: "warm", command: .argv(["/bin/true"]), sandbox: profile))
+                    _ = try await run(
+                        supervisor,
+                        TaskSpec(title: "warm", command: .argv(["/bin/true"]), workingDirectory: scratch, sandbox: profile))
                 }
                 try await Task.sleep(for: .milliseconds(5))
             }
