@@ -236,7 +236,8 @@ public final class ProxyCore: Sendable {
         let id = message["id"]
         if let id, !Self.isValidID(id) {
             return .answer([
-                "jsonrpc": "2.0", "id": .null,
+                // An integer too big for a double is still the client's id, to match the refusal with its request.
+                "jsonrpc": "2.0", "id": id.intValue != nil ? id : .null,
                 "error": ["code": -32600, "message": .string("Invalid Request: \(Self.idRule) (refused by corral proxy)")],
             ])
         }

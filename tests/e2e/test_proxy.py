@@ -348,13 +348,20 @@ def test_unreadable_and_ambiguous_texts_are_refused_not_forwarded(state_dir, tmp
         '{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{' + hidden + ',"name":"list_background_tasks"}}',
         '{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{' + hidden.replace('"x"', "NaN") + '}}',
         '{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{' + hidden + '},}',
+        # What a server that matches keys regardless of case (Go's encoding/json) would read as the hidden call.
+        '{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"list_background_tasks","Name":"cancel_background_task"}}',
+        '{"jsonrpc":"2.0","id":6,"Method":"tools/call","params":{' + hidden + '}}',
+        '{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"list_background_tasks","arguments":{"limit":1,"LIMIT":2}}}',
+        # An id a JavaScript server would answer under another (rounded) id.
+        '{"jsonrpc":"2.0","id":9007199254740993,"method":"tools/list"}',
     ]
     for line in lines:
         proxy.stdin.write(line + "\n")
     proxy.stdin.flush()
     answers = [json.loads(proxy.stdout.readline()) for _ in lines]
-    assert [answer["error"]["code"] for answer in answers] == [-32600, -32600, -32700, -32700]
-    assert [answer["id"] for answer in answers] == [1, 2, 3, 4]  # so a client (or an HTTP POST) is not left waiting
+    assert [answer["error"]["code"] for answer in answers] == [-32600, -32600, -32700, -32700, -32600, -32600, -32600, -32600]
+    # Under their ids, so a client (or an HTTP POST) is not left waiting.
+    assert [answer["id"] for answer in answers] == [1, 2, 3, 4, 5, 6, 7, 9007199254740993]
     assert all("refused by corral proxy" in answer["error"]["message"] for answer in answers)
     proxy.stdin.close()
     assert proxy.wait(timeout=20) == 0
