@@ -300,18 +300,17 @@ final class TaskStore: Sendable {
         return (records, records.count)
     }
 
-    /// Counts of tasks by status.
-    func statusCounts() throws(RuntimeError) -> [TaskStatus: Int] {
+    /// Counts of tasks by the status they show (`TaskRecord.displayStatus`), statuses without a task left out: read
+    /// from the counters the triggers keep, not by counting the tasks.
+    func displayStatusCounts() throws(RuntimeError) -> [String: Int] {
         do {
             let rows = try database.read { db in
                 try Row.fetchAll(
-                    db, sql: "SELECT status, COUNT(*) AS n FROM tasks WHERE display_status != ? GROUP BY status",
+                    db, sql: "SELECT display_status, n FROM task_counts WHERE n > 0 AND display_status != ?",
                     arguments: [TaskRecord.internalStatus])
             }
-            var counts: [TaskStatus: Int] = [:]
-            for row in rows {
-                if let status = TaskStatus(rawValue: row["status"]) { counts[status] = row["n"] }
-            }
+            var counts: [String: Int] = [:]
+            for row in rows { counts[row["display_status"]] = row["n"] }
             return counts
         } catch {
             throw RuntimeError.storage("cannot count tasks: \(error)")

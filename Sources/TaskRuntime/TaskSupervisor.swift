@@ -570,7 +570,7 @@ public actor TaskSupervisor {
             Task { await self.processExited(taskID) }
         }
         do {
-            try persist(record, events: [created, .init(type: "info", message: "task started", data: data)])
+            try persist(record, events: [created, .init(type: "progress", message: "task started", data: data)])
         } catch {
             // A task the store does not know must not run: end it (its end is recorded if the store recovers).
             logger.error("cannot store task \(taskID), ending it: \(error)")
@@ -771,7 +771,7 @@ public actor TaskSupervisor {
                 record,
                 events: [
                     .init(
-                        type: record.status == .failed ? "error" : "info", message: message,
+                        type: Self.eventType(endingIn: record.status), message: message,
                         data: [
                             "previous_status": .string(previous.rawValue), "status": .string(record.status.rawValue),
                             "exit_code": record.exitCode.map { .int(Int($0)) } ?? .null,
@@ -943,6 +943,16 @@ public actor TaskSupervisor {
         return TaskOperationResult(task: record, changed: true, note: nil)
     }
 
+    /// The event type of a status change, as the Allcanuse server writes them: `progress`, a failure `error`, a
+    /// cancellation `warning`.
+    static func eventType(endingIn status: TaskStatus) -> String {
+        switch status {
+        case .failed: "error"
+        case .cancelled: "warning"
+        default: "progress"
+        }
+    }
+
     private func changeStatus(_ task: LiveTask, to status: TaskStatus, message: String, reason: String?)
         throws(RuntimeError) -> TaskOperationResult
     {
@@ -954,7 +964,7 @@ public actor TaskSupervisor {
         if let reason { data = data.merging(["reason": .string(reason)]) }
         try persist(
             task.record,
-            events: [.init(type: "info", message: message + (reason.map { ": \($0)" } ?? ""), data: data)])
+            events: [.init(type: "progress", message: message + (reason.map { ": \($0)" } ?? ""), data: data)])
         notifyWaiters(task.record.taskID, status: status)
         return TaskOperationResult(task: current(task), changed: true, note: nil)
     }
@@ -1144,8 +1154,9 @@ public actor TaskSupervisor {
         try store.insertCopies(of: record, count: count, from: record.createdAt.addingTimeInterval(-Double(count) / 1000))
     }
 
-    public func statusCounts() throws(RuntimeError) -> [TaskStatus: Int] {
-        try store.statusCounts()
+    /// Tasks by the status they show, statuses without a task left out (internal tasks are not counted).
+    public func displayStatusCounts() throws(RuntimeError) -> [String: Int] {
+        try store.displayStatusCounts()
     }
 
     /// Events of a task in order, after the sequence number `after`.
