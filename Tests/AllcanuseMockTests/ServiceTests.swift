@@ -58,7 +58,22 @@ final class ServiceTests: XCTestCase {
         XCTAssertEqual(output["text"], "hello\nSeccomp:\t2\n")
         let events = try await call("list_task_events", ["task_id": id])
         let types = events["events"]?.arrayValue?.compactMap { $0["type"]?.stringValue }
-        XCTAssertEqual(types?.contains("wait_started"), true)
+        XCTAssertEqual(types?.contains("wait_started"), false, "a wait only reads the task: \(types ?? [])")
+    }
+
+    /// As the real server: `ok` is false when the deadline passes first (it was always true here), and an empty
+    /// `target_statuses` means the final ones.
+    func testAWaitThatTimesOutIsNotOK() async throws {
+        let task = try await commandTask(["argv": ["/bin/sleep", "30"]])
+        let id = try XCTUnwrap(task["task_id"])
+        let waited = try await call("wait_for_background_task", ["task_id": id, "timeout_ms": 100, "target_statuses": []])
+        XCTAssertEqual(waited["ok"], false)
+        XCTAssertEqual(waited["condition_met"], false)
+        XCTAssertEqual(waited["last_result"]?["status"], "running")
+        _ = try await call("cancel_background_task", ["task_id": id])
+        let ended = try await call("wait_for_background_task", ["task_id": id, "target_statuses": []])
+        XCTAssertEqual(ended["ok"], true)
+        XCTAssertEqual(ended["last_result"]?["status"], "cancelled")
     }
 
     func testPauseResumeCancelActOnTheProcess() async throws {
@@ -71,6 +86,14 @@ final class ServiceTests: XCTestCase {
         XCTAssertEqual(resumed["status"], "running")
         let marked = try await call("mark_task_waiting_for_user", ["task_id": id, "question": "continue?"])
         XCTAssertEqual(marked["status"], "waiting_for_user")
+        // Resuming a marked task takes it back to work (the real server's resume does), the process untouched.
+        let unmarked = try await call("resume_background_task", ["task_id": id, "reason": "answered"])
+        XCTAssertEqual(unmarked["status"], "running")
+        XCTAssertNil(unmarked["note"])
+        XCTAssertEqual(unmarked["last_event"]?["data"]?["previous_status"], "waiting_for_user")
+        XCTAssertEqual(kill(pid_t(pid), 0), 0, "the process still runs")
+        let remarked = try await call("mark_task_waiting_for_condition", ["task_id": id, "note": "n"])
+        XCTAssertEqual(remarked["status"], "waiting_for_condition")
         let cancelled = try await call("cancel_background_task", ["task_id": id])
         XCTAssertEqual(cancelled["status"], "cancelled")
         XCTAssertEqual(kill(pid_t(pid), 0), -1, "the process is gone")
@@ -111,6 +134,58 @@ final class ServiceTests: XCTestCase {
         XCTAssertEqual(listing["total_count"], 1)
         let time = try await call("get_scheduler_time", [:])
         XCTAssertEqual(time["task_status_counts"]?["completed"], 1)
+    }
+
+    /// The fields a client written for the real server reads, with its types and its rules (found by comparing
+    /// the two servers call by call).
+    func testFieldsHaveTheRealServersTypesAndRules() async throws {
+        let task = try await call(
+            "create_background_task", ["title": " ", "goal": "", "task_type": "sleep", "condition": ["duration_ms": 60000]])
+        let id = try XCTUnwrap(task["task_id"])
+        XCTAssertEqual(task["title"], "sleep", "a blank title is the task type")
+        XCTAssertEqual(task["goal"], "sleep", "a blank goal is the title")
+        for field in ["owner", "notes", "completed_at", "last_checked_at", "next_check_at", "deadline_at", "last_error"] {
+            XCTAssertEqual(task[field], "", field)
+        }
+        XCTAssertEqual(task["tags"], [])
+        XCTAssertEqual(task["last_result"], [:])
+        XCTAssertNotNil(task["condition"]?["wake_at"]?.stringValue, "the sleep's end, as the real server keeps it")
+        XCTAssertEqual(task["last_event"]?["type"], "progress", "a status change is a progress event")
+
+        let timed = try await commandTask(["argv": ["/bin/sleep", "30"]], timeout: 60000)
+        let deadline = try XCTUnwrap(timed["deadline_at"]?.stringValue.flatMap(Timestamp.parse))
+        XCTAssertEqual(deadline.timeIntervalSinceNow, 60, accuracy: 5)
+        _ = try await call("cancel_background_task", ["task_id": try XCTUnwrap(timed["task_id"])])
+
+        let planned = try await call("create_task_plan", ["task_id": id, "steps": ["one", "two"]])
+        XCTAssertEqual(planned["plan_steps"]?.arrayValue?.first?["step_id"]?.stringValue?.count, 32)
+        XCTAssertEqual(planned["plan_steps"]?.arrayValue?.first?["note"], "")
+        XCTAssertEqual(planned["last_event"]?["type"], "decision")
+        XCTAssertEqual(planned["last_event"]?["data"], ["step_count": 2])
+        _ = try await call("update_task_step", ["task_id": id, "step_index": 1, "status": "in_progress", "note": "first"])
+        let kept = try await call("update_task_step", ["task_id": id, "step_index": 1, "status": "failed"])
+        XCTAssertEqual(kept["plan_steps"]?.arrayValue?.first?["note"], "first", "an update without a note keeps the note")
+        _ = try await call("update_task_step", ["task_id": id, "step_index": 2, "status": "skipped"])
+        let handoff = try await call("get_task_handoff", ["task_id": id])
+        XCTAssertEqual(handoff["pending_steps"]?.arrayValue?.count, 2, "failed and skipped steps are not completed")
+        XCTAssertEqual(handoff["current_step"]?["index"], 2, "no step in progress or pending: the last one")
+        XCTAssertEqual(handoff["blocker"]?.stringValue?.isEmpty, false)
+        XCTAssertEqual(handoff["last_error"], "")
+
+        let home = try XCTUnwrap(ProcessInfo.processInfo.environment["HOME"])
+        let artifact = try await call("record_task_artifact", ["task_id": id, "path": "~"])
+        XCTAssertEqual(artifact["path"]?.stringValue, URL(fileURLWithPath: home).resolvingSymlinksInPath().path)
+        XCTAssertEqual(artifact["exists"], true)
+        XCTAssertEqual(artifact["description"], "")
+        let relative = try await call("record_task_artifact", ["task_id": id, "path": "some/file"])
+        XCTAssertEqual(relative["path"]?.stringValue?.hasPrefix("/"), true)
+
+        let event = try await call("append_task_event", ["task_id": id, "message": "m"])
+        XCTAssertEqual(event["data"], [:])
+        try await call("append_task_event", ["task_id": id, "message": "m", "data": "text"], expectError: true)
+        let cancelled = try await call("cancel_background_task", ["task_id": id])
+        XCTAssertEqual(cancelled["last_event"]?["type"], "warning", "a cancellation is a warning event")
+        XCTAssertNotEqual(cancelled["completed_at"], "")
     }
 
     func testTimeoutAndBadInputAreClearErrors() async throws {

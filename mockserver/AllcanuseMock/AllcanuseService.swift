@@ -150,10 +150,13 @@ public final class AllcanuseService: Sendable {
             raw, tool: tool,
             allowed: ["title", "goal", "task_type", "condition", "poll_interval_ms", "timeout_ms", "priority", "owner",
                       "tags", "notes"])
-        let title = try args.string("title")
-        let goal = try args.string("goal")
+        let givenTitle = try args.string("title").trimmingCharacters(in: .whitespacesAndNewlines)
+        let givenGoal = try args.string("goal").trimmingCharacters(in: .whitespacesAndNewlines)
         let taskType = try args.string("task_type")
-        guard let condition = try args.optionalObject("condition") else {
+        // Blank title and goal fall back as the real server's do: the title to the task type, the goal to the title.
+        let title = givenTitle.isEmpty ? taskType : givenTitle
+        let goal = givenGoal.isEmpty ? title : givenGoal
+        guard var condition = try args.optionalObject("condition") else {
             throw ToolError("\(tool): missing required argument condition")
         }
         let pollInterval = try args.int("poll_interval_ms", default: 5000)
@@ -211,6 +214,10 @@ public final class AllcanuseService: Sendable {
                 throw ToolError("\(tool): a sleep task's condition needs duration_ms or wake_at")
             }
             guard milliseconds >= 0 else { throw ToolError("\(tool): condition.duration_ms must not be negative") }
+            // The condition as the real server keeps it: with the time the sleep ends.
+            if condition["wake_at"] == nil {
+                condition["wake_at"] = .string(Timestamp.format(Date().addingTimeInterval(Double(milliseconds) / 1000)))
+            }
             command = .argv(["/bin/sleep", String(format: "%.3f", Double(milliseconds) / 1000)])
             spec.sandbox = sandboxFloor
         case _ where WatchCondition.taskTypes.contains(taskType) || taskType == "wait_desktop_change":
@@ -333,6 +340,7 @@ public final class AllcanuseService: Sendable {
         let args = try Arguments(raw, tool: tool, allowed: ["task_id", "reason"])
         let taskID = try args.string("task_id")
         let reason = try args.optionalString("reason")
+        if tool == "resume_background_task", let resumed = try await clearWaitingMark(taskID, reason: reason) { return resumed }
         let result: TaskOperationResult
         switch tool {
         case "pause_background_task": result = try await supervisor.pause(taskID, reason: reason)
@@ -346,6 +354,21 @@ public final class AllcanuseService: Sendable {
         var rendered = try await render(try await supervisor.task(taskID))
         if let note = result.note { rendered = rendered.merging(["note": .string(note)]) }
         return rendered
+    }
+
+    /// A running task an agent marked as waiting (for the user, for a condition) goes on when resumed, as the real
+    /// server's resume takes a waiting task back to work; its process never stopped, so only the mark goes. Nil when
+    /// the task carries no mark.
+    private func clearWaitingMark(_ taskID: String, reason: String?) async throws -> JSONValue? {
+        let current = try await supervisor.task(taskID)
+        guard current.status == .running, let label = current.metadata["label"]?.stringValue else { return nil }
+        var data: JSONValue = ["previous_status": .string(label), "status": "running"]
+        if let reason { data = data.merging(["reason": .string(reason)]) }
+        let record = try await supervisor.updateMetadata(
+            of: taskID, event: ("progress", "task resumed" + (reason.map { ": \($0)" } ?? ""), data)
+        ) { value in value.merging(["label": .null]) }
+        signals.signal(taskID)
+        return try await render(record)
     }
 
     private func wait(_ raw: JSONValue?, progress: ProgressReporter?) async throws -> JSONValue {
@@ -364,14 +387,12 @@ public final class AllcanuseService: Sendable {
                 }
                 parsed.insert(status)
             }
-            guard !parsed.isEmpty else { throw ToolError("\(tool): target_statuses must not be empty") }
-            targets = parsed
+            // An empty list means the final statuses, as the real server's `target_statuses or [...]` does.
+            if !parsed.isEmpty { targets = parsed }
         }
         let startedAt = Date()
-        _ = try await supervisor.appendEvent(
-            to: taskID, message: "wait started", type: "wait_started",
-            data: ["target_statuses": .array(targets.map { .string($0.rawValue) }.sorted { $0.stringValue ?? "" < $1.stringValue ?? "" }),
-                   "timeout_ms": .int(timeout)])
+        // Nothing is written to the task: a wait only reads it (the real server's does too), so waiting leaves the
+        // task's recent events as they were.
         // Event-driven: one attempt that sleeps until the status changes; a negative timeout waits forever. Progress
         // notifications (when asked for) are a heartbeat beside it, with the task's status.
         var heartbeat: Task<Void, Never>?
@@ -392,8 +413,9 @@ public final class AllcanuseService: Sendable {
         let outcome = try await waitForStatus(taskID, targets, timeout: timeout < 0 ? nil : .milliseconds(timeout))
         let finishedAt = Date()
         let task = try await render(outcome.task)
+        // `ok` is whether the target was reached, as the real server reports it (false at the deadline).
         return [
-            "ok": true, "condition_met": .bool(outcome.conditionMet), "attempts": 1,
+            "ok": .bool(outcome.conditionMet), "condition_met": .bool(outcome.conditionMet), "attempts": 1,
             "started_at": .string(Timestamp.format(startedAt)), "finished_at": .string(Timestamp.format(finishedAt)),
             "timeout_ms": .int(timeout), "poll_interval_ms": .int(pollInterval),
             "waited_ms": .int(Int(outcome.waitedMilliseconds)),
@@ -413,7 +435,9 @@ public final class AllcanuseService: Sendable {
         let message = try args.string("message")
         let type = try args.optionalString("event_type") ?? "info"
         guard !type.isEmpty else { throw ToolError("\(tool): event_type must not be empty") }
-        let event = try await supervisor.appendEvent(to: taskID, message: message, type: type, data: args.value("data") ?? .null)
+        // An object, `{}` when none is given: the real server's `data: dict | None`, stored as `data or {}`.
+        let data = try args.optionalObject("data").map(JSONValue.object) ?? [:]
+        let event = try await supervisor.appendEvent(to: taskID, message: message, type: type, data: data)
         return Self.render(event)
     }
 
@@ -425,10 +449,13 @@ public final class AllcanuseService: Sendable {
         let now = JSONValue.string(Timestamp.format(Date()))
         let plan = JSONValue.array(
             steps.enumerated().map { index, title in
-                ["index": .int(index + 1), "title": .string(title), "status": "pending", "note": .null, "updated_at": now]
+                [
+                    "step_id": .string(Self.newID()), "index": .int(index + 1), "title": .string(title), "status": "pending",
+                    "note": "", "updated_at": now,
+                ]
             })
         let record = try await supervisor.updateMetadata(
-            of: taskID, event: ("info", "plan created with \(steps.count) steps", ["steps": .int(steps.count)])
+            of: taskID, event: ("decision", "plan created with \(steps.count) steps", ["step_count": .int(steps.count)])
         ) { value in value.merging(["plan_steps": plan]) }
         return try await render(record)
     }
@@ -452,12 +479,15 @@ public final class AllcanuseService: Sendable {
                     : "\(tool): step_index must be between 1 and \(steps.count), got \(index)")
         }
         let now = JSONValue.string(Timestamp.format(Date()))
+        // A step's note stays when an update gives none (the real server's `note or matched["note"]`).
+        let kept = note.flatMap { $0.isEmpty ? nil : $0 } ?? steps[index - 1]["note"]?.stringValue ?? ""
         let record = try await supervisor.updateMetadata(
-            of: taskID, event: ("progress", "step \(index) \(status)", ["step_index": .int(index), "status": .string(status)])
+            of: taskID,
+            event: ("progress", "step \(index) \(status)", ["step_index": .int(index), "status": .string(status), "note": .string(kept)])
         ) { value throws(RuntimeError) in
             var updated = value["plan_steps"]?.arrayValue ?? []
             guard index <= updated.count else { throw RuntimeError.invalidArgument("the plan changed meanwhile") }
-            updated[index - 1] = updated[index - 1].merging(["status": .string(status), "note": note.map(JSONValue.string) ?? .null, "updated_at": now])
+            updated[index - 1] = updated[index - 1].merging(["status": .string(status), "note": .string(kept), "updated_at": now])
             return value.merging(["plan_steps": .array(updated)])
         }
         return try await render(record)
@@ -468,17 +498,31 @@ public final class AllcanuseService: Sendable {
         let args = try Arguments(raw, tool: tool, allowed: ["task_id", "path", "description"])
         let taskID = try args.string("task_id")
         let path = try args.string("path")
-        let description = try args.optionalString("description")
+        let description = try args.optionalString("description") ?? ""
+        let resolved = Self.artifactPath(path)
         let artifact: JSONValue = [
-            "artifact_id": .string(UUID().uuidString.replacingOccurrences(of: "-", with: "").lowercased()),
-            "path": .string(path), "description": description.map(JSONValue.string) ?? .null,
-            "exists": .bool(FileManager.default.fileExists(atPath: path)),
+            "artifact_id": .string(Self.newID()),
+            "path": .string(resolved), "description": .string(description),
+            "exists": .bool(FileManager.default.fileExists(atPath: resolved)),
             "recorded_at": .string(Timestamp.format(Date())),
         ]
-        _ = try await supervisor.updateMetadata(of: taskID, event: ("artifact", "artifact recorded: \(path)", artifact)) { value in
+        _ = try await supervisor.updateMetadata(of: taskID, event: ("artifact", "artifact recorded: \(resolved)", artifact)) { value in
             value.merging(["artifacts": .array((value["artifacts"]?.arrayValue ?? []) + [artifact])])
         }
         return artifact
+    }
+
+    /// 32 lowercase hex digits, as the real server's `uuid4().hex`.
+    static func newID() -> String {
+        UUID().uuidString.replacingOccurrences(of: "-", with: "").lowercased()
+    }
+
+    /// The path as the real server records it (`Path(path).expanduser().resolve()`): `~` expanded, made absolute
+    /// against the server's working directory, and symbolic links resolved as far as the path exists.
+    static func artifactPath(_ path: String) -> String {
+        let expanded = (path as NSString).expandingTildeInPath
+        let absolute = expanded.hasPrefix("/") ? expanded : FileManager.default.currentDirectoryPath + "/" + expanded
+        return URL(fileURLWithPath: absolute).standardizedFileURL.resolvingSymlinksInPath().path
     }
 
     private func markWaiting(_ tool: String, _ raw: JSONValue?) async throws -> JSONValue {
@@ -496,7 +540,7 @@ public final class AllcanuseService: Sendable {
         let label = forUser ? "waiting_for_user" : "waiting_for_condition"
         let record = try await supervisor.updateMetadata(
             of: taskID,
-            event: ("info", forUser ? "waiting for user: \(text)" : "waiting for condition: \(text)",
+            event: (forUser ? "warning" : "info", forUser ? "waiting for user: \(text)" : "waiting for condition: \(text)",
                     ["previous_status": .string(Self.displayStatus(current)), "status": .string(label), key: .string(text)])
         ) { value in value.merging(["label": .string(label), key == "question" ? "question" : "waiting_note": .string(text)]) }
         signals.signal(taskID)
@@ -521,29 +565,44 @@ public final class AllcanuseService: Sendable {
         let count = max(0, try args.int("include_recent_events", default: 10))
         let events = try await supervisor.recentEvents(of: record.taskID, limit: count)
         let steps = record.metadata["plan_steps"]?.arrayValue ?? []
+        // As the real server: every step not completed is pending, and the current step is the one in progress, else
+        // the first pending one, else the last.
         let completed = steps.filter { $0["status"]?.stringValue == "completed" }
-        let pending = steps.filter { ["pending", "in_progress"].contains($0["status"]?.stringValue ?? "") }
-        let current = steps.first { $0["status"]?.stringValue == "in_progress" } ?? pending.first ?? .null
+        let pending = steps.filter { $0["status"]?.stringValue != "completed" }
+        let current = steps.first { $0["status"]?.stringValue == "in_progress" }
+            ?? steps.first { $0["status"]?.stringValue == "pending" } ?? steps.last ?? .null
+        let task = try await render(record)
         let status = Self.displayStatus(record)
-        var blocker: JSONValue = .null
-        var next: [JSONValue] = []
+        let lastError = record.lastError ?? ""
+        // Always a string, as the real server's: what holds the task up, else its newest event's message.
+        let blocker: String
+        var next: [JSONValue]
         switch status {
         case "waiting_for_user":
-            blocker = .string("waiting for the user: \(record.metadata["question"]?.stringValue ?? "")")
-            next = ["answer the question, then resume work on the task"]
-        case "paused": blocker = "task is paused"; next = ["resume_background_task when ready", "cancel_background_task if no longer needed"]
-        case "running": next = ["wait_for_background_task", "get_task_output to follow progress"]
-        case "failed": blocker = .string(record.lastError ?? "failed"); next = ["read get_task_output (stderr)", "create a corrected task"]
-        case "completed": next = ["read get_task_output", "record artifacts"]
-        default: next = []
+            blocker = record.metadata["question"]?.stringValue ?? task["last_event"]?["message"]?.stringValue ?? "waiting for the user"
+            next = ["answer the question, then resume_background_task to take the task back to work"]
+        case "waiting_for_condition":
+            blocker = lastError.isEmpty ? record.metadata["waiting_note"]?.stringValue ?? "waiting for a condition" : lastError
+            next = ["wait_for_background_task, or check back with get_background_task"]
+        case "paused": blocker = "task is paused; resume it to go on"; next = ["resume_background_task when ready", "cancel_background_task if no longer needed"]
+        case "failed": blocker = lastError.isEmpty ? "failed" : lastError; next = ["read get_task_output (stderr)", "create a corrected task"]
+        default:
+            blocker = events.last?.message ?? ""
+            next = status == "running"
+                ? ["wait_for_background_task", "get_task_output to follow progress"] : ["read get_task_output", "record artifacts"]
+        }
+        if let step = current.objectValue, step["status"]?.stringValue != "completed",
+            let index = step["index"]?.intValue, let title = step["title"]?.stringValue
+        {
+            next.append(.string("work on the current step: \(index). \(title)"))
         }
         return [
-            "task_id": .string(record.taskID), "status": .string(status), "goal": record.metadata["goal"] ?? .null,
+            "task_id": .string(record.taskID), "status": .string(status), "goal": task["goal"] ?? "",
             "task_type": .string(record.kind), "current_step": current, "completed_steps": .array(completed),
             "pending_steps": .array(pending), "recent_events": .array(events.map(Self.render)),
-            "last_result": Self.lastResult(record), "last_error": record.lastError.map(JSONValue.string) ?? .null,
-            "artifacts": record.metadata["artifacts"] ?? [], "blocker": blocker, "suggested_next_actions": .array(next),
-            "handoff": .string("Task \(record.title) (\(record.taskID)) is \(status). Goal: \(record.metadata["goal"]?.stringValue ?? "")."),
+            "last_result": task["last_result"] ?? [:], "last_error": .string(lastError),
+            "artifacts": record.metadata["artifacts"] ?? [], "blocker": .string(blocker), "suggested_next_actions": .array(next),
+            "handoff": .string("Task \(record.title) (\(record.taskID)) is \(status). Goal: \(task["goal"]?.stringValue ?? "")."),
             "summary": .string(Self.summary(record)),
         ]
     }
@@ -553,9 +612,8 @@ public final class AllcanuseService: Sendable {
         let now = Date()
         var uptime = timespec()
         clock_gettime(CLOCK_MONOTONIC, &uptime)
-        let counts = try await supervisor.statusCounts()
-        var countObject: [String: JSONValue] = [:]
-        for status in TaskStatus.allCases { countObject[status.rawValue] = .int(counts[status] ?? 0) }
+        // As the real server: the statuses that have tasks, each as `get_background_task` shows it.
+        let counts = try await supervisor.displayStatusCounts().mapValues(JSONValue.int)
         let zone = TimeZone.current
         let local = ISO8601DateFormatter.string(from: now, timeZone: zone, formatOptions: [.withInternetDateTime, .withFractionalSeconds])
         return [
@@ -563,9 +621,15 @@ public final class AllcanuseService: Sendable {
             "utc_time": .string(Timestamp.format(now)),
             "monotonic_seconds": .double(Double(uptime.tv_sec) + Double(uptime.tv_nsec) / 1e9),
             "runtime_tasks_dir": .string(supervisor.configuration.stateDirectory + "/tasks"),
-            "task_status_counts": .object(countObject),
-            "scheduler": ["kind": "event-driven", "engine": "corral task runtime (real child processes)",
-                          "cgroups": .bool(supervisor.cgroupUnavailableReason == nil)],
+            "task_status_counts": .object(counts),
+            // The real server's scheduler fields, then this mock's own. There is no polling loop here (an exit or a
+            // status change wakes what waits on it: `scheduler_interval_ms` 0, no loop errors), and no task files
+            // to load one by one (the store is one SQLite database: no load issues).
+            "scheduler": [
+                "running": true, "scheduler_interval_ms": 0, "last_error": "", "last_error_at": "", "load_issue_count": 0,
+                "recent_load_issues": [], "kind": "event-driven", "engine": "corral task runtime (real child processes)",
+                "cgroups": .bool(supervisor.cgroupUnavailableReason == nil),
+            ],
         ]
     }
 }

@@ -349,7 +349,7 @@ extension AllcanuseService {
         var fields: [String: JSONValue] = [
             "check_count": .int(report?.checkCount ?? 0),
             "last_result": report?.lastResult ?? [:],
-            "last_checked_at": report?.checkedAt.map(JSONValue.string) ?? .null,
+            "last_checked_at": report?.checkedAt.map(JSONValue.string) ?? "",
             // The mock's own: what wakes the watcher (inotify, pidfd, or poll when no event source was available).
             "watcher_wakeup": report?.wakeup.map(JSONValue.string) ?? .null,
         ]
@@ -357,11 +357,6 @@ extension AllcanuseService {
         if !record.status.isFinal {
             let base = report?.checkedAt.flatMap(Timestamp.parse) ?? record.startedAt ?? record.createdAt
             fields["next_check_at"] = .string(Timestamp.format(base.addingTimeInterval(Double(poll) / 1000)))
-            if let timeout = record.timeoutMilliseconds {
-                // Running time only: a paused watcher's deadline moves on with the clock.
-                let left = Double(max(0, Int64(timeout) - record.runningMilliseconds)) / 1000
-                fields["deadline_at"] = .string(Timestamp.format(Date().addingTimeInterval(left)))
-            }
         }
         if record.status == .failed, record.exitCode == Self.watcherFatalStatus {
             fields["last_error"] = .string(report?.lastResult["error"]?.stringValue ?? "the condition can never be met")

@@ -25,7 +25,7 @@ public enum OutputSchemas {
         "resume_background_task": taskWithNote,
         "cancel_background_task": taskWithNote,
         "wait_for_background_task": object([
-            "ok": ["type": "boolean", "description": "Always true: the wait itself worked (see condition_met)."],
+            "ok": ["type": "boolean", "description": "Whether the task reached a target status in time (false at the deadline)."],
             "condition_met": ["type": "boolean", "description": "Whether the task reached a target status in time."],
             "attempts": integer(minimum: 1),
             "started_at": timestamp, "finished_at": timestamp,
@@ -56,11 +56,15 @@ public enum OutputSchemas {
             "summary": ["type": "string", "description": "One line: title, type, status, error, plan progress."],
         ]),
         "get_task_handoff": object([
-            "task_id": string, "status": status, "goal": nullable("string"), "task_type": string,
-            "current_step": step.merging(["type": ["object", "null"]]),
-            "completed_steps": array(step), "pending_steps": array(step, "Steps pending or in progress."),
-            "recent_events": array(event), "last_result": lastResult, "last_error": nullable("string"),
-            "artifacts": array(artifact), "blocker": nullable("string"),
+            "task_id": string, "status": status, "goal": string, "task_type": string,
+            "current_step": step.merging([
+                "type": ["object", "null"],
+                "description": "The step in progress, else the first pending one, else the last; null without a plan.",
+            ]),
+            "completed_steps": array(step), "pending_steps": array(step, "Every step not completed."),
+            "recent_events": array(event), "last_result": lastResult, "last_error": string,
+            "artifacts": array(artifact),
+            "blocker": ["type": "string", "description": "What holds the task up, else its newest event's message."],
             "suggested_next_actions": array(string), "handoff": string, "summary": string,
         ]),
         "mark_task_waiting_for_user": taskWithNote,
@@ -69,10 +73,16 @@ public enum OutputSchemas {
             "local_time": timestamp, "local_timezone": string, "utc_time": timestamp,
             "monotonic_seconds": ["type": "number", "minimum": 0, "description": "CLOCK_MONOTONIC, in seconds."],
             "runtime_tasks_dir": string,
-            "task_status_counts": object(
-                Dictionary(uniqueKeysWithValues: AllcanuseService.allStatuses.map { ($0, count()) }),
-                description: "Tasks by runtime status (a running task marked waiting counts as running)."),
-            "scheduler": object(["kind": string, "engine": string, "cgroups": ["type": "boolean"]]),
+            "task_status_counts": [
+                "type": "object", "additionalProperties": count(),
+                "description": "Tasks by the status get_background_task shows; statuses without a task are left out.",
+            ],
+            "scheduler": object([
+                "running": ["type": "boolean"], "scheduler_interval_ms": count("0: event-driven, no polling loop."),
+                "last_error": string, "last_error_at": string, "load_issue_count": count(),
+                "recent_load_issues": array(["type": "object"]),
+                "kind": string, "engine": string, "cgroups": ["type": "boolean"],
+            ]),
         ]),
         "get_task_output": object([
             "task_id": string,
@@ -147,6 +157,8 @@ public enum OutputSchemas {
     static let string: JSONValue = ["type": "string"]
     /// UTC ISO 8601 with milliseconds, "2026-12-01T20:21:07.123Z" (local_time carries the local offset).
     static let timestamp: JSONValue = ["type": "string", "format": "date-time"]
-    static let nullableTimestamp: JSONValue = ["type": ["string", "null"], "format": "date-time"]
+    /// A time not yet set is `""`, as the real server writes it.
+    static let unsetOrTimestamp: JSONValue = ["anyOf": [timestamp, ["type": "string", "maxLength": 0]]]
+    static let emptyObject: JSONValue = ["type": "object", "maxProperties": 0]
     static let status: JSONValue = ["type": "string", "enum": .array(AllcanuseService.allStatuses.map(JSONValue.string))]
 }

@@ -164,6 +164,11 @@ def test_duty_plan_event_artifact_summary_handoff_on_a_watcher(state_dir, watche
             handoff = await call(session, "get_task_handoff", {"task_id": task_id})
             assert "which file?" in handoff["blocker"] and handoff["suggested_next_actions"]
             assert handoff["artifacts"][0]["description"] == "test artifact"
+            # As the real server: every step not completed is pending, the current one the first of them.
+            assert [s["title"] for s in handoff["pending_steps"]] == ["check"]
+            assert handoff["current_step"]["title"] == "check" and len(handoff["current_step"]["step_id"]) == 32
+            resumed = await call(session, "resume_background_task", {"task_id": task_id})
+            assert resumed["status"] == "waiting_for_condition", "a resume takes the marked task back to work"
             await call(session, "cancel_background_task", {"task_id": task_id})
     run(scenario())
 
@@ -174,7 +179,10 @@ def test_duty_scheduler_counts_watchers(state_dir, watched):
             task = await call(session, "create_background_task", {
                 "title": "nap", "goal": "sleep", "task_type": "sleep", "condition": {"duration_ms": 500}})
             times = await call(session, "get_scheduler_time")
-            assert times["task_status_counts"]["running"] == 1
+            # By the status get_background_task shows (a sleep task waits), statuses without a task left out.
+            shown = (await call(session, "get_background_task", {"task_id": task["task_id"]}))["status"]
+            assert shown == "waiting" and times["task_status_counts"] == {"waiting": 1}
+            assert times["scheduler"]["running"] is True and times["scheduler"]["load_issue_count"] == 0
             # A standalone wait's own watcher is no background task of the client's.
             waiting = asyncio_create(session, "wait_for_file", {"path": str(watched / "x"), "timeout_ms": 400})
             listed = await call(session, "list_background_tasks", {})
