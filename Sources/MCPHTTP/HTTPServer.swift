@@ -240,19 +240,30 @@ public final class MCPHTTPServer: Sendable {
         }
         var requestIDs: [JSONValue] = []
         var tokens: [JSONValue] = []
-        for element in messages where element["method"] != nil {
-            if let id = element["id"], JSONRPC.isValidID(id) {
+        // A message that is not JSON-RPC, and has no id to answer it under (`"id": 1.5`, `[1]`), is answered here
+        // with -32600 and id null: the session's answer would go to no stream, and the client would wait forever.
+        var refusals: [JSONValue] = []
+        var deliverable: [JSONValue] = []
+        for element in messages {
+            if case .failure(let shape) = JSONRPCMessage.classify(element), shape.id == nil {
+                refusals.append(JSONRPC.error(id: nil, shape.error))
+                continue
+            }
+            deliverable.append(element)
+            if element["method"] != nil, let id = element["id"], JSONRPC.isValidID(id) {
                 requestIDs.append(id)
                 if let token = element["params"]?["_meta"]?["progressToken"] { tokens.append(token) }
             }
         }
         guard !requestIDs.isEmpty else {
-            for element in messages { session.receive(element) }
-            return Response(status: .accepted)
+            for element in deliverable { session.receive(element) }
+            guard !refusals.isEmpty else { return Response(status: .accepted) }
+            return Self.json(status: 400, message.arrayValue == nil ? refusals[0] : .array(refusals))
         }
         let (key, queue) = entry.router.openPostStream(requestIDs: requestIDs, progressTokens: tokens)
         let cancellable = requestIDs
-        for element in messages { session.receive(element) }
+        for refusal in refusals { queue.push(.message(refusal)) }
+        for element in deliverable { session.receive(element) }
         let router = entry.router
         return await answer(
             from: queue, single: message.arrayValue == nil,

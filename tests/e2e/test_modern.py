@@ -255,6 +255,20 @@ def test_legacy_sessions_keep_their_rules_beside_modern_requests(state_dir):
         assert "resultType" not in answer["result"] and len(answer["result"]["tools"]) == 26
         _, _, answer = post(url, {"jsonrpc": "2.0", "id": 4, "method": "tools/list", "params": {"_meta": META}}, legacy)
         assert answer["error"]["code"] == -32600
+        # A request whose id is neither a string nor an integer: -32600 under id null, never a silent 202 (the
+        # session's answer would reach no stream, and the client would wait forever).
+        for bad_id in (1.5, None, True, {}, 123456789012345678901234567890):
+            status, _, answer = post(url, {"jsonrpc": "2.0", "id": bad_id, "method": "tools/list"}, legacy)
+            assert status == 400 and answer["error"]["code"] == -32600 and answer["id"] is None, (bad_id, status, answer)
+        status, _, answer = post(url, [1, {"jsonrpc": "2.0", "id": 1.5, "method": "ping"}], legacy)
+        assert status == 400 and [a["error"]["code"] for a in answer] == [-32600, -32600] and answer[0]["id"] is None
+        # Beside a valid request, on that request's stream.
+        batch = [{"jsonrpc": "2.0", "id": 2.5, "method": "ping"}, {"jsonrpc": "2.0", "id": 12, "method": "ping"}]
+        stream = urllib.request.Request(url, data=json.dumps(batch).encode(), method="POST", headers={
+            "Content-Type": "application/json", "Accept": "application/json, text/event-stream", **legacy})
+        with urllib.request.urlopen(stream, timeout=10) as response:
+            events = [json.loads(line[5:]) for line in response.read().decode().splitlines() if line.startswith("data:")]
+        assert sorted((e["id"] is None, "error" in e) for e in events) == [(False, False), (True, True)], events
         # No session and not initialize; an unknown session.
         status, _, answer = post(url, {"jsonrpc": "2.0", "id": 5, "method": "tools/list"})
         assert status == 400 and answer["id"] == 5
