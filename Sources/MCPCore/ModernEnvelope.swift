@@ -31,7 +31,8 @@ public struct ModernEnvelope: Sendable, Hashable {
                 .invalidParams(
                     "params._meta must be an object carrying \(MetaKey.protocolVersion) and \(MetaKey.clientCapabilities)"))
         }
-        let missing = [MetaKey.protocolVersion, MetaKey.clientCapabilities].filter { meta[$0] == nil }
+        // A null member is as good as missing (it carries nothing).
+        let missing = [MetaKey.protocolVersion, MetaKey.clientCapabilities].filter { meta[$0]?.isNull ?? true }
         guard missing.isEmpty else {
             return .failure(.invalidParams("params._meta is missing \(missing.joined(separator: ", "))"))
         }
@@ -50,13 +51,15 @@ public struct ModernEnvelope: Sendable, Hashable {
             }
             logLevel = text
         }
+        // The types first (-32602), then whether the headers agree with them (-32020): a version of the wrong type
+        // is the body's fault whatever the header says.
+        guard let text = version.stringValue else {
+            return .failure(.invalidParams("\(MetaKey.protocolVersion) must be a string"))
+        }
         if let headers {
             if let failure = checkHeaders(headers, method: method, params: params, version: version) {
                 return .failure(failure)
             }
-        }
-        guard let text = version.stringValue else {
-            return .failure(.invalidParams("\(MetaKey.protocolVersion) must be a string"))
         }
         guard ProtocolVersions.isDateShaped(text) else {
             return .failure(

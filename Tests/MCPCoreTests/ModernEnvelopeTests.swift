@@ -41,6 +41,15 @@ final class ModernEnvelopeTests: XCTestCase {
             "_meta": ["io.modelcontextprotocol/protocolVersion": 2026, "io.modelcontextprotocol/clientCapabilities": [:]],
         ]
         XCTAssertEqual(code(ModernEnvelope.validate(method: "tools/list", params: numberVersion, headers: nil)), -32602)
+        // Over HTTP too: a version of the wrong type is the body's fault (-32602), whatever the headers say, and a
+        // null one is missing.
+        for (version, header) in [(JSONValue.int(5), "5"), (.null, "2026-07-28"), (["2026-07-28"], "2026-07-28")] {
+            let typed: JSONValue = [
+                "_meta": ["io.modelcontextprotocol/protocolVersion": version, "io.modelcontextprotocol/clientCapabilities": [:]],
+            ]
+            let http = headers([("MCP-Protocol-Version", header), ("Mcp-Method", "tools/list")])
+            XCTAssertEqual(code(ModernEnvelope.validate(method: "tools/list", params: typed, headers: http)), -32602, "\(version)")
+        }
         let badLevel: JSONValue = [
             "_meta": [
                 "io.modelcontextprotocol/protocolVersion": "2026-07-28", "io.modelcontextprotocol/clientCapabilities": [:],
@@ -115,6 +124,15 @@ final class ModernEnvelopeTests: XCTestCase {
         XCTAssertFalse(accepts("application/jso", sse: false))
         XCTAssertFalse(accepts("", sse: false))
         XCTAssertTrue(accepts(nil, sse: false))
+        // By media range, not by substring: a wildcard subtype admits its type, q=0 admits nothing.
+        XCTAssertTrue(accepts("application/*", sse: false))
+        XCTAssertFalse(accepts("application/*", sse: true))
+        XCTAssertTrue(accepts("text/*", sse: true))
+        XCTAssertTrue(accepts(" text/html;level=1 , Text/*;q=0.5", sse: false))
+        XCTAssertFalse(accepts("application/json;q=0", sse: false))
+        XCTAssertFalse(accepts("text/event-stream; Q=0.0, application/json", sse: true))
+        XCTAssertFalse(accepts("application/jsonx", sse: false))
+        XCTAssertFalse(accepts("xapplication/json", sse: false))
         XCTAssertFalse(accepts(nil, sse: true))
         XCTAssertTrue(ASCII.contains("xxAPPLICATION/JSONxx", lowercase: "application/json"))
         XCTAssertFalse(ASCII.contains("ab", lowercase: "abc"))
