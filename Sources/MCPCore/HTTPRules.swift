@@ -96,9 +96,25 @@ public enum HTTPRules {
     }
 
     /// Whether `Accept` admits JSON or SSE (`sse`: SSE itself). No header accepts everything.
+    ///
+    /// By media range (RFC 9110, 12.5.1): `text/event-stream`, `text/*` and `*/*` admit SSE, `application/json` and
+    /// `application/*` JSON, in any letter case; a range with `q=0` admits nothing.
     public static func accepts(_ headers: HTTPHeaderView, sse: Bool) -> Bool {
         guard let accept = headers["accept"] else { return !sse }
-        if ASCII.contains(accept, lowercase: "text/event-stream") || ASCII.contains(accept, lowercase: "*/*") { return true }
-        return !sse && ASCII.contains(accept, lowercase: "application/json")
+        for element in accept.split(separator: ",") {
+            let parts = element.split(separator: ";")
+            guard let range = parts.first?.trimmingCharacters(in: .whitespaces).lowercased() else { continue }
+            let refused = parts.dropFirst().contains { parameter in
+                let pair = parameter.split(separator: "=", maxSplits: 1).map { $0.trimmingCharacters(in: .whitespaces) }
+                return pair.count == 2 && pair[0].lowercased() == "q" && (Double(pair[1]) ?? 1) == 0
+            }
+            if refused { continue }
+            switch range {
+            case "*/*", "text/*", "text/event-stream": return true
+            case "application/*", "application/json": if !sse { return true }
+            default: continue
+            }
+        }
+        return false
     }
 }
