@@ -57,12 +57,98 @@ public enum Timestamp {
         return (yearOfEra + era * 400 + (month <= 2 ? 1 : 0), month, day)
     }
 
-    /// Parses what `format` writes on a fast path, anything else ISO 8601 through Foundation.
+    /// Parses what `format` writes on a fast path, anything else as `parseISO8601` does.
     public static func parse(_ text: String) -> Date? {
-        if let date = parseFormatted(text) { return date }
-        let style = Date.ISO8601FormatStyle(includingFractionalSeconds: true)
-        if let date = try? style.parse(text) { return date }
-        return try? Date.ISO8601FormatStyle().parse(text)
+        parseFormatted(text) ?? parseISO8601(text)
+    }
+
+    /// An ISO 8601 time as Python's `datetime.fromisoformat` reads it (what the Allcanuse server takes):
+    /// `YYYY-MM-DD`, optionally followed by `T`, `t` or a space and `HH:MM`, `:SS`, `.` and 1–9 digits of fraction,
+    /// then optionally `Z`, `z` or an offset `±HH:MM`, `±HHMM` or `±HH`; no offset is UTC (as the real server takes
+    /// it). Nil for anything else, and for a date or offset that does not exist (February 30th, `+99:00`, hour 24).
+    ///
+    /// Written by hand: Foundation's ISO 8601 parsers took a 12-digit year and gave year 0, and rolled February 30th
+    /// over to March 2nd; a wait until such a time answered at once.
+    public static func parseISO8601(_ text: String) -> Date? {
+        let bytes = Array(text.utf8)
+        var index = 0
+        func digits(_ count: Int) -> Int? {
+            guard index + count <= bytes.count else { return nil }
+            var value = 0
+            for byte in bytes[index..<index + count] {
+                guard byte >= UInt8(ascii: "0"), byte <= UInt8(ascii: "9") else { return nil }
+                value = value * 10 + Int(byte - UInt8(ascii: "0"))
+            }
+            index += count
+            return value
+        }
+        func skip(_ byte: UInt8) -> Bool {
+            guard index < bytes.count, bytes[index] == byte else { return false }
+            index += 1
+            return true
+        }
+        guard let year = digits(4), year >= 1, skip(UInt8(ascii: "-")), let month = digits(2), (1...12).contains(month),
+            skip(UInt8(ascii: "-")), let day = digits(2), day >= 1, day <= daysIn(month: month, year: year)
+        else { return nil }
+        var seconds = Int64(daysSince1970(year: year, month: month, day: day)) * 86_400
+        var nanoseconds = 0
+        if index < bytes.count, [UInt8(ascii: "T"), UInt8(ascii: "t"), UInt8(ascii: " ")].contains(bytes[index]) {
+            index += 1
+            guard let hour = digits(2), hour < 24, skip(UInt8(ascii: ":")), let minute = digits(2), minute < 60 else { return nil }
+            seconds += Int64(hour * 3600 + minute * 60)
+            if skip(UInt8(ascii: ":")) {
+                guard let second = digits(2), second < 60 else { return nil }
+                seconds += Int64(second)
+                if skip(UInt8(ascii: ".")) || skip(UInt8(ascii: ",")) {
+                    var count = 0
+                    while index < bytes.count, bytes[index] >= UInt8(ascii: "0"), bytes[index] <= UInt8(ascii: "9") {
+                        guard count < 9 else { return nil }
+                        nanoseconds = nanoseconds * 10 + Int(bytes[index] - UInt8(ascii: "0"))
+                        count += 1
+                        index += 1
+                    }
+                    guard count > 0 else { return nil }
+                    for _ in count..<9 { nanoseconds *= 10 }
+                }
+            }
+            if skip(UInt8(ascii: "Z")) || skip(UInt8(ascii: "z")) {
+                // UTC
+            } else if index < bytes.count, bytes[index] == UInt8(ascii: "+") || bytes[index] == UInt8(ascii: "-") {
+                let sign: Int64 = bytes[index] == UInt8(ascii: "+") ? 1 : -1
+                index += 1
+                guard let hours = digits(2), hours < 24 else { return nil }
+                var minutes = 0
+                if skip(UInt8(ascii: ":")) {
+                    guard let value = digits(2) else { return nil }
+                    minutes = value
+                } else if index < bytes.count {
+                    guard let value = digits(2) else { return nil }
+                    minutes = value
+                }
+                guard minutes < 60 else { return nil }
+                seconds -= sign * Int64(hours * 3600 + minutes * 60)
+            }
+        }
+        guard index == bytes.count else { return nil }
+        return Date(timeIntervalSince1970: Double(seconds) + Double(nanoseconds) / 1e9)
+    }
+
+    private static func daysIn(month: Int, year: Int) -> Int {
+        switch month {
+        case 2: (year % 4 == 0 && year % 100 != 0) || year % 400 == 0 ? 29 : 28
+        case 4, 6, 9, 11: 30
+        default: 31
+        }
+    }
+
+    /// Days from 1970-01-01 to a proleptic Gregorian date (H. Hinnant's days_from_civil; `civilDate` undoes it).
+    static func daysSince1970(year: Int, month: Int, day: Int) -> Int {
+        let shiftedYear = month <= 2 ? year - 1 : year
+        let era = (shiftedYear >= 0 ? shiftedYear : shiftedYear - 399) / 400
+        let yearOfEra = shiftedYear - era * 400
+        let dayOfYear = (153 * (month > 2 ? month - 3 : month + 9) + 2) / 5 + day - 1
+        let dayOfEra = yearOfEra * 365 + yearOfEra / 4 - yearOfEra / 100 + dayOfYear
+        return era * 146_097 + dayOfEra - 719_468
     }
 
     /// Exactly "YYYY-MM-DDTHH:MM:SS.mmmZ", or nil.

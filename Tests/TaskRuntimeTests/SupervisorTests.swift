@@ -1010,6 +1010,35 @@ final class TimestampTests: XCTestCase {
         }
         XCTAssertEqual(Timestamp.parse("2026-11-21T19:11:46Z"), Date(timeIntervalSince1970: 1795288306))
     }
+
+    /// The forms Python's `fromisoformat` reads (the Allcanuse server's parser), each the instant Foundation gives for
+    /// the same time; and the texts Foundation took wrongly (a 12-digit year became year 0, February 30th March 2nd,
+    /// an offset of 99 hours an offset) refused.
+    func testISO8601IsReadAsPythonReadsItAndImpossibleTimesAreRefused() throws {
+        let base = 1_795_288_306.0  // 2026-11-21T19:11:46Z
+        let cases: [(String, Double)] = [
+            ("2026-11-21T19:11:46Z", base), ("2026-11-21t19:11:46z", base), ("2026-11-21 19:11:46", base),
+            ("2026-11-21T19:11:46+00:00", base), ("2026-11-21T21:11:46+02:00", base), ("2026-11-21T21:11:46+0200", base),
+            ("2026-11-21T21:11:46+02", base), ("2026-11-21T14:41:46-04:30", base), ("2026-11-21T19:11:46.5Z", base + 0.5),
+            ("2026-11-21T19:11:46.123456789Z", base + 0.123456789), ("2026-11-21T19:11Z", base - 46),
+            ("2026-11-21", base - 19 * 3600 - 11 * 60 - 46), ("2024-02-29T00:00:00Z", 1_709_164_800),
+            ("0001-01-01T00:00:00Z", -62_135_596_800), ("9999-12-31T23:59:59Z", 253_402_300_799),
+        ]
+        for (text, seconds) in cases {
+            let parsed = try XCTUnwrap(Timestamp.parseISO8601(text), text)
+            XCTAssertEqual(parsed.timeIntervalSince1970, seconds, accuracy: 1e-6, text)
+        }
+        let style = Date.ISO8601FormatStyle(includingFractionalSeconds: true)
+        XCTAssertEqual(Timestamp.parse("2026-11-21T21:11:46.250+02:00"), try style.parse("2026-11-21T21:11:46.250+02:00"))
+        for invalid in [
+            "292277026596-12-04T15:30:07Z", "2026-02-30T00:00:00Z", "2025-02-29T00:00:00Z", "1900-02-29", "2026-11-21T19:11:46+99:00",
+            "2026-11-21T19:11:46+02:60", "2026-11-21T24:00:00Z", "2026-11-21T19:60:00Z", "2026-11-21T19:11:60Z", "0000-01-01",
+            "2026-13-01", "2026-00-10", "2026-11-21T", "2026-11-21T19", "2026-11-21T19:11:46.", "2026-11-21T19:11:46.1234567890Z",
+            "2026-11-21T19:11:46Zx", "2026-11-21T19:11:46 Z", "+2026-11-21", "2026-1-21", "", "now",
+        ] {
+            XCTAssertNil(Timestamp.parse(invalid), invalid)
+        }
+    }
 }
 
 /// Runs its jobs on the task pool and records what it is asked to stay awake for.

@@ -248,7 +248,7 @@ extension AllcanuseService {
     private func waitUntil(_ raw: JSONValue?) async throws -> JSONValue {
         let args = try Arguments(raw, tool: "wait_until", allowed: ["timestamp", "reason"])
         let text = try args.string("timestamp")
-        guard let target = Self.parseTime(text) else {
+        guard let target = Timestamp.parse(text) else {
             throw ToolError("wait_until: timestamp must be an ISO-8601 time such as 2026-12-02T10:00:00Z, got \(text)")
         }
         let reason = try args.optionalString("reason") ?? "wait_until"
@@ -262,27 +262,6 @@ extension AllcanuseService {
             "started_at": .string(Timestamp.format(startedAt)), "finished_at": .string(Timestamp.format(finishedAt)),
             "waited_ms": .int(Int(finishedAt.timeIntervalSince(startedAt) * 1000)),
         ]
-    }
-
-    /// ISO-8601 with or without fractions and zone (no zone is UTC, as the real server takes it), or a date alone.
-    static func parseTime(_ text: String) -> Date? {
-        if let date = Timestamp.parse(text) { return date }
-        let formatter = ISO8601DateFormatter()
-        for options: ISO8601DateFormatter.Options in [
-            [.withInternetDateTime], [.withInternetDateTime, .withFractionalSeconds], [.withFullDate],
-        ] {
-            formatter.formatOptions = options
-            if let date = formatter.date(from: text) { return date }
-            if let date = formatter.date(from: text + "Z") { return date }
-        }
-        let local = DateFormatter()
-        local.locale = Locale(identifier: "en_US_POSIX")
-        local.timeZone = TimeZone(identifier: "UTC")
-        for format in ["yyyy-MM-dd'T'HH:mm:ss", "yyyy-MM-dd'T'HH:mm:ss.SSSSSS", "yyyy-MM-dd'T'HH:mm:ss.SSS", "yyyy-MM-dd HH:mm:ss"] {
-            local.dateFormat = format
-            if let date = local.date(from: text) { return date }
-        }
-        return nil
     }
 
     private func desktopChange(_ raw: JSONValue?) throws -> JSONValue {
