@@ -22,7 +22,9 @@ public final class StdioServerConnection: Sendable {
 
     private struct State {
         var era = Era.undecided
-        var running: [String: (serial: Int, task: Task<Void, Never>)] = [:]
+        /// Requests being answered, by key: whoever takes a request's entry answers it (its task, a stopping
+        /// server's `answerRemaining`), or nobody (the client cancelled it).
+        var running: [String: (serial: Int, ids: [JSONValue], batch: Bool, task: Task<Void, Never>)] = [:]
         var serial = 0
         var inputEnded = false
         var endWaiters: [CheckedContinuation<Void, Never>] = []
@@ -198,7 +200,7 @@ public final class StdioServerConnection: Sendable {
         let core = self.core
         let collected = answers
         let batchJobs = jobs
-        track(key: "batch:" + JSONRPC.key(.array(batchJobs.map(\.id)))) {
+        track(key: "batch:" + JSONRPC.key(.array(batchJobs.map(\.id))), ids: batchJobs.map(\.id), batch: true) {
             var all = collected
             await withTaskGroup(of: JSONValue.self) { group in
                 for job in batchJobs {
@@ -280,32 +282,45 @@ public final class StdioServerConnection: Sendable {
             output(answer.pieces)
             return
         }
-        track(key: key) { await core.respondText(id: id, method: method, params: params, context: context).text }
+        track(key: key, ids: [id], batch: false) {
+            await core.respondText(id: id, method: method, params: params, context: context).text
+        }
     }
 
-    /// Runs `body` as the request `key`, sends its answer unless the client cancelled it, and keeps count.
-    private func track(key: String, _ body: @escaping @Sendable () async -> String) {
+    /// Runs `body` as the request `key`, sends its answer unless the client cancelled it (or a stopping server
+    /// answered it already), and keeps count.
+    private func track(key: String, ids: [JSONValue], batch: Bool, _ body: @escaping @Sendable () async -> String) {
         state.withLock { state in
             state.serial += 1
             let serial = state.serial
             let task = Task(executorPreference: loop) { [weak self] in
                 let answer = await body()
                 guard let self else { return }
-                if !Task.isCancelled { self.output([answer]) }
-                self.finished(key, serial: serial)
+                let mine = self.state.withLock { state -> Bool in
+                    guard state.running[key]?.serial == serial else { return false }
+                    state.running[key] = nil
+                    return true
+                }
+                if mine { self.output([answer]) }
+                self.releaseIfDrained()
             }
-            state.running[key] = (serial, task)
+            state.running[key] = (serial, ids, batch, task)
         }
     }
 
-    private func finished(_ key: String, serial: Int) {
-        let waiters = state.withLock { state -> [CheckedContinuation<Void, Never>] in
-            if state.running[key]?.serial == serial { state.running[key] = nil }
-            guard state.running.isEmpty else { return [] }
-            defer { state.drainWaiters.removeAll() }
-            return state.drainWaiters
+    /// Answers every request still running with `error` (a batch with one error per request) and cancels its work:
+    /// a server that stops answers what it was asked, even what would take long (a `wait` of an hour).
+    public func answerRemaining(_ error: JSONRPCError) {
+        let remaining = state.withLock { state in
+            defer { state.running.removeAll() }
+            return Array(state.running.values)
         }
-        for waiter in waiters { waiter.resume() }
+        for request in remaining {
+            request.task.cancel()
+            let answers = request.ids.map { JSONRPC.error(id: $0, error) }
+            send(request.batch ? .array(answers) : answers[0])
+        }
+        releaseDrainWaiters()
     }
 
     private func notification(_ method: String, _ params: JSONValue) {

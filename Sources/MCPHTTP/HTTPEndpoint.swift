@@ -106,7 +106,7 @@ final class CoreLegacySession: LegacySession {
     private struct State {
         var version = ProtocolVersions.latestLegacy
         var capabilities: JSONValue = [:]
-        var running: [String: Task<Void, Never>] = [:]
+        var running: [String: (id: JSONValue, task: Task<Void, Never>)] = [:]
         var removeListener: (@Sendable () -> Void)?
     }
 
@@ -154,26 +154,36 @@ final class CoreLegacySession: LegacySession {
             state.withLock { state in
                 let task = Task { [weak self] in
                     let answer = await core.respondText(id: requestID, method: method, params: params, context: context)
-                    if !Task.isCancelled { outlet.sendAnswer(id: requestID, text: answer.text) }
-                    self?.state.withLock { _ = $0.running.removeValue(forKey: key) }
+                    // Whoever takes the request's entry answers it: here, unless the client cancelled it or the
+                    // session's end answered it.
+                    guard self?.state.withLock({ $0.running.removeValue(forKey: key) }) != nil else { return }
+                    outlet.sendAnswer(id: requestID, text: answer.text)
                 }
-                state.running[key] = task
+                state.running[key] = (requestID, task)
             }
         case .success(.notification(let method, let params)):
             if method == "notifications/cancelled", let cancelled = params["requestId"] {
-                state.withLock { $0.running.removeValue(forKey: JSONRPC.key(cancelled)) }?.cancel()
+                state.withLock { $0.running.removeValue(forKey: JSONRPC.key(cancelled)) }?.task.cancel()
             }
         case .success:
             break
         }
     }
 
+    /// Every request still running is answered (with an error) before its work is cancelled: a client whose
+    /// session ends while it waits gets an answer, not a stream that ends without one.
     func close() async {
-        let (tasks, remove) = state.withLock { state in
+        let (requests, remove) = state.withLock { state in
             defer { state.running.removeAll() }
             return (Array(state.running.values), state.removeListener)
         }
         remove?()
-        for task in tasks { task.cancel() }
+        for request in requests {
+            request.task.cancel()
+            outlet.sendAnswer(id: request.id, text: JSONRPC.error(id: request.id, Self.ended).jsonString())
+        }
     }
+
+    static let ended = JSONRPCError(
+        code: -32000, message: "the session ended before the request finished (the server is stopping, or the session was deleted or expired)")
 }

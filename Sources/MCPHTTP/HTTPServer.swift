@@ -62,6 +62,8 @@ public final class MCPHTTPServer: Sendable {
     let configuration: Configuration
     let endpoint: any MCPHTTPEndpoint
     let sessions: LegacySessionTable
+    /// Modern requests being answered, which a stopping server answers if they have not finished.
+    let exchanges = InFlightExchanges()
     let logger: Logger
     /// One event loop serves the sockets, and the handlers run on it (`EventLoopTaskExecutor`): a request is read,
     /// answered and written on one thread, where it used to cross to the task pool and back.
@@ -98,10 +100,14 @@ public final class MCPHTTPServer: Sendable {
             eventLoopGroupProvider: .shared(eventLoops),
             logger: logger)
         let sessions = self.sessions
-        // The group shuts services down last to first: the hook runs before the HTTP server drains.
+        let exchanges = self.exchanges
+        // The group shuts services down last to first: the hook runs before the HTTP server drains. A request still
+        // running a moment after `beforeShutdown` (a `wait` of an hour) is answered with an error, in either era.
         var group = ServiceGroupConfiguration(
             services: [app, ShutdownHook(action: {
                 await beforeShutdown()
+                await exchanges.waitUntilEmpty(timeout: .seconds(2))
+                exchanges.answerAll(Self.stopping)
                 await sessions.closeAll()
             })],
             gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
@@ -118,6 +124,10 @@ public final class MCPHTTPServer: Sendable {
         await sessions.closeAll()
         try? await eventLoops.shutdownGracefully()
     }
+
+    /// The answer to a request still running when the server stops.
+    static let stopping = JSONRPCError(
+        code: -32000, message: "the server is shutting down: the request was ended before it finished")
 
     // MARK: - POST
 
@@ -170,8 +180,14 @@ public final class MCPHTTPServer: Sendable {
             let queue = MessageQueue()
             let endpoint = self.endpoint
             // Unstructured (it may outlive this handler, as an SSE stream), so the preference is given again.
+            let exchanges = self.exchanges
+            let key = exchanges.add(id: id) { text, status in
+                queue.push(.answer(text: text, status: status))
+                queue.finish()
+            }
             let task = Task(executorPreference: executor) {
                 let answer = await endpoint.exchange(exchange) { queue.push($0) }
+                exchanges.remove(key)
                 queue.push(.answer(text: answer.text, status: answer.status))
                 queue.finish()
             }
@@ -254,6 +270,9 @@ public final class MCPHTTPServer: Sendable {
                 requestIDs.append(id)
                 if let token = element["params"]?["_meta"]?["progressToken"] { tokens.append(token) }
             }
+        }
+        for element in deliverable where element["method"]?.stringValue == "notifications/cancelled" {
+            if let cancelled = element["params"]?["requestId"] { entry.router.cancelled(cancelled) }
         }
         guard !requestIDs.isEmpty else {
             for element in deliverable { session.receive(element) }

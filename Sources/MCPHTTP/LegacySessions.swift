@@ -116,6 +116,20 @@ final class LegacyRouter: Sendable {
         return (key, queue)
     }
 
+    /// The client cancelled a request: no answer will come for it, so its stream stops waiting for one, and ends
+    /// once it waits for nothing more (it stayed open, sending keep-alives, until the client hung up).
+    func cancelled(_ id: JSONValue) {
+        let key = JSONRPC.key(id)
+        let ended = state.withLock { state -> MessageQueue? in
+            guard let (streamKey, stream) = state.posts.first(where: { $0.value.pending.contains(key) }) else { return nil }
+            state.posts[streamKey]?.pending.remove(key)
+            guard stream.pending.count == 1 else { return nil }
+            state.posts[streamKey] = nil
+            return stream.queue
+        }
+        ended?.finish()
+    }
+
     /// The client closed a POST stream before every answer came.
     func dropPostStream(_ key: Int) {
         _ = state.withLock { $0.posts.removeValue(forKey: key) }

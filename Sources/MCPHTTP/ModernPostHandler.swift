@@ -271,10 +271,13 @@ package final class ModernPostHandler: ChannelDuplexHandler, RemovableChannelHan
             this.value.openStream(serial)
         }
         // Both hops go through the loop's queue, so that a notification is never overtaken by the answer.
+        let exchanges = server.exchanges
+        let key = exchanges.add(id: id) { text, status in loop.execute { this.value.answered((text, status), serial) } }
         answering.task = Task(executorPreference: executor) {
             let answer = await endpoint.exchange(exchange) { message in
                 loop.execute { this.value.send(message, serial) }
             }
+            exchanges.remove(key)
             loop.execute { this.value.answered(answer, serial) }
         }
     }

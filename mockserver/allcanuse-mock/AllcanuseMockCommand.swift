@@ -203,10 +203,12 @@ struct AllcanuseMockCommand: AsyncParsableCommand {
         }
         for await _ in stop.stream { break }
         logger.info("shutting down: answering \(connection.requestsInFlight) request(s) in flight")
-        // Listen streams end gracefully; waits blocked on tasks end when their tasks are cancelled.
+        // Listen streams end gracefully; waits blocked on tasks end when their tasks are cancelled; what is still
+        // running after a moment (a `wait` of an hour, a wait on a task kept running) is answered with an error.
         core.listeners.closeAll()
         if !keepTasks { await supervisor.shutdown(cancelRunning: true) }
-        await connection.waitUntilDrained(timeout: .seconds(10))
+        await connection.waitUntilDrained(timeout: .seconds(2))
+        connection.answerRemaining(Self.shuttingDown)
         if keepTasks { await supervisor.shutdown(cancelRunning: false) }
     }
 
@@ -241,6 +243,10 @@ struct AllcanuseMockCommand: AsyncParsableCommand {
         logger.info("shutting down")
         await supervisor.shutdown(cancelRunning: !keepTasks)
     }
+
+    /// The answer to a request still running when the server stops.
+    static let shuttingDown = JSONRPCError(
+        code: -32000, message: "allcanuse-mock is shutting down: the request was ended before it finished")
 
     static func defaultStateDirectory() -> String {
         let environment = ProcessInfo.processInfo.environment

@@ -121,3 +121,97 @@ def test_sigterm_with_a_wait_in_flight_ends_promptly(state_dir):
     finally:
         if process.poll() is None:
             process.kill()
+
+
+def _legacy_session(url):
+    from raw_client import post
+    init = {"jsonrpc": "2.0", "id": 1, "method": "initialize",
+            "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "raw", "version": "1"}}}
+    status, headers, _ = post(url, init)
+    assert status == 200
+    return {"Mcp-Session-Id": headers["Mcp-Session-Id"], "MCP-Protocol-Version": "2025-11-25"}
+
+
+def _post_in_background(url, message, headers):
+    """POSTs on a thread; the returned list gets (status, every SSE event or JSON answer, seconds taken)."""
+    import threading
+    import time
+
+    outcome = []
+
+    def post_it():
+        started = time.monotonic()
+        request = urllib.request.Request(url, data=json.dumps(message).encode(), method="POST", headers={
+            "Content-Type": "application/json", "Accept": "application/json, text/event-stream", **headers})
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                status, kind, text = response.status, response.headers.get("Content-Type", ""), response.read().decode()
+        except Exception as error:  # the stream broke: recorded, the test says what it expected
+            outcome.append((None, repr(error), time.monotonic() - started))
+            return
+        answers = ([json.loads(line[5:]) for line in text.splitlines() if line.startswith("data:")]
+                   if kind.startswith("text/event-stream") else ([json.loads(text)] if text else []))
+        outcome.append((status, answers, time.monotonic() - started))
+
+    thread = threading.Thread(target=post_it, daemon=True)
+    thread.start()
+    return thread, outcome
+
+
+def test_requests_in_flight_at_sigterm_are_answered_in_both_eras(state_dir):
+    """A 2025-11-25 session's `wait` of a minute and a 2026-07-28 one, in flight at SIGTERM: each POST gets an error
+    under its id (the legacy stream ended without one; the modern one sent keep-alives for 10 s, then the
+    connection dropped)."""
+    import re
+    import signal
+    import subprocess
+    import time
+
+    from conftest import MOCK
+
+    process = subprocess.Popen([str(MOCK), "--http", "127.0.0.1:0", "--state-dir", state_dir, "--grace-ms", "300"],
+                               stderr=subprocess.PIPE, text=True)
+    try:
+        url = next(re.search(r"listening on (http://\S+)", line).group(1)
+                   for line in process.stderr if "allcanuse-mock: listening on" in line)
+        legacy = _legacy_session(url)
+        thread, outcome = _post_in_background(
+            url, {"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {"name": "wait", "arguments": {"duration_ms": 60000}}},
+            legacy)
+        from raw_client import meta
+        modern_thread, modern_outcome = _post_in_background(
+            url, {"jsonrpc": "2.0", "id": 8, "method": "tools/call",
+                  "params": {"name": "wait", "arguments": {"duration_ms": 60000}, "_meta": meta()}},
+            {"MCP-Protocol-Version": "2026-07-28", "Mcp-Method": "tools/call", "Mcp-Name": "wait"})
+        time.sleep(0.5)
+        started = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        thread.join(15)
+        modern_thread.join(15)
+        for (status, answers, _), request_id in ((outcome[0], 7), (modern_outcome[0], 8)):
+            assert status == 200 and answers and answers[-1]["id"] == request_id, (outcome, modern_outcome)
+            assert answers[-1]["error"]["code"] == -32000, (outcome, modern_outcome)
+        assert process.wait(timeout=15) == 0
+        assert time.monotonic() - started < 8
+    finally:
+        if process.poll() is None:
+            process.kill()
+
+
+def test_a_cancelled_legacy_request_ends_its_stream(state_dir):
+    """`notifications/cancelled` gets the request no answer (as over stdio), and its POST stream ends: it sent
+    keep-alives until the client hung up."""
+    import time
+
+    from raw_client import post
+
+    with http_server(state_dir) as url:
+        legacy = _legacy_session(url)
+        thread, outcome = _post_in_background(
+            url, {"jsonrpc": "2.0", "id": 9, "method": "tools/call", "params": {"name": "wait", "arguments": {"duration_ms": 20000}}},
+            legacy)
+        time.sleep(1.5)  # past the JSON window: the answer is an SSE stream by now
+        status, _, _ = post(url, {"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 9}}, legacy)
+        assert status == 202
+        thread.join(10)
+        assert outcome and outcome[0][0] == 200 and outcome[0][1] == [] and outcome[0][2] < 5, outcome

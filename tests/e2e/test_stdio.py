@@ -300,3 +300,22 @@ def test_a_client_that_stops_reading_is_an_epipe_not_a_signal(state_dir):
         server.stdin.close()
         code = server.wait(timeout=30)
     assert code == 0, f"the server ended with {code} (-13 is SIGPIPE)"
+
+
+def test_every_request_in_flight_is_answered_when_input_ends(state_dir):
+    """At the end of stdin the server answers what it was asked: a wait on a task ends with the task (cancelled),
+    a `wait` of a minute is ended with an error under its id (it was dropped, and the server exited 10 s later)."""
+    with RawStdio(state_dir) as server:
+        task = server.call("create_background_task", {
+            "title": "t", "goal": "g", "task_type": "command", "condition": {"argv": ["/bin/sleep", "60"]}})
+        waiting = server.start("tools/call", {"name": "wait_for_background_task",
+                                              "arguments": {"task_id": task["structuredContent"]["task_id"], "timeout_ms": -1}})
+        sleeping = server.start("tools/call", {"name": "wait", "arguments": {"duration_ms": 60000}})
+        time.sleep(0.3)
+        started = time.monotonic()
+        server.process.stdin.close()
+        assert server.answer(waiting, timeout=10)["result"]["structuredContent"]["last_result"]["status"] == "cancelled"
+        ended = server.answer(sleeping, timeout=10)
+        assert ended["error"]["code"] == -32000 and "shutting down" in ended["error"]["message"], ended
+        assert server.process.wait(timeout=10) == 0
+        assert time.monotonic() - started < 6
