@@ -318,24 +318,31 @@ public final class ListenRegistry: Sendable {
     /// client left) or `closeAll` ends it gracefully.
     public func listen(params: JSONValue, context: RequestContext) async throws(JSONRPCError) -> JSONValue {
         guard let requested = params["notifications"]?.objectValue else {
-            throw .invalidParams("subscriptions/listen needs notifications: {toolsListChanged?: bool, taskIds?: […]}")
+            throw .invalidParams("subscriptions/listen needs notifications: {toolsListChanged?: bool}, and taskIds?: […] beside it")
         }
         let tools = requested["toolsListChanged"]?.boolValue ?? false
+        // `taskIds` sits beside `notifications` in the revision's params; inside it is this server's earlier reading,
+        // still accepted. The acknowledgement answers in the place asked.
         var taskIDs: [String] = []
-        if let asked = requested["taskIds"], !asked.isNull {
+        var nested = false
+        for (asked, path) in [(params["taskIds"], "taskIds"), (requested["taskIds"], "notifications.taskIds")] {
+            guard let asked, !asked.isNull else { continue }
             guard TasksExtension.isDeclared(by: context) else { throw TasksExtension.notDeclared("a listen with taskIds") }
             guard let list = asked.arrayValue, list.allSatisfy({ $0.stringValue != nil }) else {
-                throw .invalidParams("subscriptions/listen: notifications.taskIds must be a list of task ids")
+                throw .invalidParams("subscriptions/listen: \(path) must be a list of task ids")
             }
-            taskIDs = list.compactMap(\.stringValue)
+            taskIDs += list.compactMap(\.stringValue).filter { !taskIDs.contains($0) }
+            if path != "taskIds" { nested = true }
         }
         let idMeta: JSONValue = [MetaKey.subscriptionID: context.id]
         var honoured: [String: JSONValue] = [:]
         if tools { honoured["toolsListChanged"] = true }
-        if !taskIDs.isEmpty { honoured["taskIds"] = .array(taskIDs.map(JSONValue.string)) }
-        await context.notify(
-            JSONRPC.notification(
-                "notifications/subscriptions/acknowledged", ["notifications": .object(honoured), "_meta": idMeta]))
+        var acknowledged: [String: JSONValue] = ["_meta": idMeta]
+        if !taskIDs.isEmpty {
+            if nested { honoured["taskIds"] = .array(taskIDs.map(JSONValue.string)) } else { acknowledged["taskIds"] = .array(taskIDs.map(JSONValue.string)) }
+        }
+        acknowledged["notifications"] = .object(honoured)
+        await context.notify(JSONRPC.notification("notifications/subscriptions/acknowledged", .object(acknowledged)))
         let key = state.withLock { state -> Int in
             state.next += 1
             return state.next

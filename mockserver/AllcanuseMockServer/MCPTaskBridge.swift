@@ -58,8 +58,10 @@ public actor MCPTaskBridge {
 
     // MARK: - tools/call → a task
 
-    /// Records the handle, starts the call, and returns the `CreateTaskResult`.
-    public func start(tool: String, arguments: JSONValue?) throws(JSONRPCError) -> JSONValue {
+    /// Records the handle, starts the call, and returns the `CreateTaskResult`. `canElicit`: whether the client
+    /// declared elicitation; only then does a waited-on task's question make the handle `input_required` (an
+    /// elicitation it never said it could show would leave it stuck), else the handle stays `working`.
+    public func start(tool: String, arguments: JSONValue?, canElicit: Bool) throws(JSONRPCError) -> JSONValue {
         let now = Timestamp.format(Date())
         let poll = min(max(arguments?["poll_interval_ms"]?.intValue ?? 1000, 100), 5000)
         let waitsOn = tool == "wait_for_background_task" ? arguments?["task_id"]?.stringValue : nil
@@ -76,7 +78,7 @@ public actor MCPTaskBridge {
                 taskID, result: ToolResultText.completed(MockServer.result(outcome.value, isError: outcome.isError)))
         }
         let askedFor = arguments?["target_statuses"]?.arrayValue?.compactMap(\.stringValue) ?? []
-        if let waitsOn, !askedFor.contains("waiting_for_user") {
+        if let waitsOn, canElicit, !askedFor.contains("waiting_for_user") {
             questionWatchers[taskID] = Task.detached { [weak self] in
                 let changes = service.signals.changes(of: waitsOn)
                 await self?.review(taskID, waitsOn: waitsOn)
@@ -173,6 +175,10 @@ public actor MCPTaskBridge {
         for (key, response) in responses where outstanding[key] != nil {
             guard let action = response["action"]?.stringValue, ["accept", "decline", "cancel"].contains(action) else {
                 throw .invalidParams("tasks/update: inputResponses.\(key) must be an ElicitResult {action: accept|decline|cancel, content?}")
+            }
+            // An accepted answer must fit the schema asked for ({answer: string}); anything else is not an answer.
+            if action == "accept", response["content"]?["answer"]?.stringValue == nil {
+                throw .invalidParams("tasks/update: inputResponses.\(key) accepts with content {answer: string}, as its requestedSchema asks")
             }
             do {
                 try await service.answerQuestion(of: waitsOn, action: action, content: response["content"])

@@ -76,7 +76,8 @@ public enum MockServer {
                     {
                         return denial
                     }
-                    return try await tasks.start(tool: name, arguments: params["arguments"])
+                    return try await tasks.start(
+                        tool: name, arguments: params["arguments"], canElicit: context.envelope?.canElicit ?? false)
                 }
                 return await call(
                     json: params, service: ready.service, policy: policy, identity: identity(context), logger: logger,

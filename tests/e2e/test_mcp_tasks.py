@@ -124,14 +124,30 @@ def watcher_pids(server_pid):
     return found
 
 
+def call_eliciting(client, tool, arguments):
+    """A task-capable tools/call from a client that also declares elicitation."""
+    capabilities = {"extensions": {"io.modelcontextprotocol/tasks": {}}, "elicitation": {}}
+    answer = client.request("tools/call", {"name": tool, "arguments": arguments,
+                                           "_meta": {"io.modelcontextprotocol/clientCapabilities": capabilities}})
+    assert "result" in answer, answer
+    return answer["result"]
+
+
 def test_a_question_becomes_input_required_and_the_answer_goes_to_the_task(state_dir):
     with RawStdio(state_dir) as client:
         background = command_task(client)
-        waiting = client.call("wait_for_background_task", {"task_id": background["task_id"], "timeout_ms": -1}, tasks=True)
+        waiting = call_eliciting(client, "wait_for_background_task", {"task_id": background["task_id"], "timeout_ms": -1})
         client.call("mark_task_waiting_for_user", {"task_id": background["task_id"], "question": "which branch?"})
         asked = settle(client, waiting["taskId"], {"input_required"})
         (key, request), = asked["inputRequests"].items()
         assert request["method"] == "elicitation/create" and request["params"]["message"] == "which branch?"
+        # An accepted answer that does not fit the schema asked for is refused, and the question stays open.
+        for content in ("notanobject", {"reply": "main"}, {"answer": 5}, None):
+            refused = client.request("tasks/update", {"taskId": waiting["taskId"],
+                                                      "inputResponses": {key: {"action": "accept", "content": content}}},
+                                     tasks=True)
+            assert refused["error"]["code"] == -32602, (content, refused)
+        assert get(client, waiting["taskId"])["result"]["status"] == "input_required"
         ack = client.request("tasks/update", {"taskId": waiting["taskId"],
                                               "inputResponses": {key: {"action": "accept", "content": {"answer": "main"}}}},
                              tasks=True)
@@ -148,7 +164,8 @@ def test_a_question_becomes_input_required_and_the_answer_goes_to_the_task(state
         (second, _), = asked["inputRequests"].items()
         assert second != key
         # An answer to a key that is not outstanding is ignored.
-        client.request("tasks/update", {"taskId": waiting["taskId"], "inputResponses": {key: {"action": "accept"}}},
+        client.request("tasks/update", {"taskId": waiting["taskId"],
+                                        "inputResponses": {key: {"action": "accept", "content": {"answer": "x"}}}},
                        tasks=True)
         assert get(client, waiting["taskId"])["result"]["status"] == "input_required"
         client.request("tasks/update", {"taskId": waiting["taskId"], "inputResponses": {second: {"action": "decline"}}},
@@ -178,10 +195,11 @@ def test_handles_survive_kill_9_and_expire_after_their_ttl(state_dir, watched):
 def test_notifications_tasks_on_a_listen_stream(state_dir, watched):
     with RawStdio(state_dir) as client:
         created = client.call("wait_for_file", {"path": str(watched / "n"), "timeout_ms": -1}, tasks=True)
-        listen_id = client.start("subscriptions/listen", {"notifications": {"taskIds": [created["taskId"]]}}, tasks=True)
+        # `taskIds` beside `notifications`, as the revision has it (inside it is accepted too: see above).
+        listen_id = client.start("subscriptions/listen", {"notifications": {}, "taskIds": [created["taskId"]]}, tasks=True)
         acknowledged = client.notifications.get(timeout=10)
         assert acknowledged["method"] == "notifications/subscriptions/acknowledged"
-        assert acknowledged["params"]["notifications"]["taskIds"] == [created["taskId"]]
+        assert acknowledged["params"]["taskIds"] == [created["taskId"]]
         (watched / "n").write_text("x")
         while True:
             message = client.notifications.get(timeout=10)
@@ -320,3 +338,17 @@ def test_the_proxy_passes_only_handles_it_saw_created_for_the_grant(state_dir, t
     assert [line["tool"] for line in lines].count("wait_for_background_task") == 1
     executed = [json.loads(line).get("tool") for line in calls.read_text().splitlines()]
     assert executed.count("wait_for_background_task") == 1 and "cancel_background_task" not in executed
+
+
+def test_a_client_that_cannot_elicit_is_never_asked(state_dir):
+    """The handle of a client that did not declare elicitation stays `working` while the task waits for its user:
+    an elicitation it never said it could show would leave it stuck."""
+    with RawStdio(state_dir) as client:
+        background = command_task(client)
+        waiting = client.call("wait_for_background_task", {"task_id": background["task_id"], "timeout_ms": -1}, tasks=True)
+        client.call("mark_task_waiting_for_user", {"task_id": background["task_id"], "question": "which branch?"})
+        time.sleep(0.5)
+        task = get(client, waiting["taskId"])["result"]
+        assert task["status"] == "working" and "inputRequests" not in task, task
+        client.call("cancel_background_task", {"task_id": background["task_id"]})
+        assert settle(client, waiting["taskId"], {"completed"})["status"] == "completed"
