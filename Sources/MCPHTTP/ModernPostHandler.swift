@@ -81,8 +81,8 @@ package final class ModernPostHandler: ChannelDuplexHandler, RemovableChannelHan
     private var state = State.idle
     /// Requests passed on to Hummingbird whose answers have not ended yet.
     private var passedOn = 0
-    /// Whether each request passed on keeps the connection open, oldest first.
-    private var passedOnKeepAlive: [Bool] = []
+    /// Whether each request passed on keeps the connection open, and whether it is HTTP/1.0, oldest first.
+    private var passedOnKeepAlive: [(keepAlive: Bool, http10: Bool)] = []
     private var held: [Held] = []
     private var readWithheld = false
     private var partsPassedOn = 0
@@ -149,7 +149,7 @@ package final class ModernPostHandler: ChannelDuplexHandler, RemovableChannelHan
                     return
                 }
                 passedOn += 1
-                passedOnKeepAlive.append(head.isKeepAlive)
+                passedOnKeepAlive.append((head.isKeepAlive, head.version == .http1_0))
             }
             partsPassedOn &+= 1
             context.fireChannelRead(wrapInboundOut(part))
@@ -219,12 +219,37 @@ package final class ModernPostHandler: ChannelDuplexHandler, RemovableChannelHan
     // MARK: - outbound
 
     package func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
-        if case .end = unwrapOutboundIn(data), passedOn > 0 {
+        guard passedOn > 0, let request = passedOnKeepAlive.first else { return context.write(data, promise: promise) }
+        switch unwrapOutboundIn(data) {
+        case .head(var head) where request.http10:
+            // Hummingbird answers in HTTP/1.1 whatever was asked (its HTTP types carry no version), and frames a body
+            // of unknown length in chunks, which an HTTP/1.0 client cannot read. Answered as 1.0: a length kept if
+            // known, else the body runs to the connection's end (the encoder adds no framing to a 1.0 head).
+            head.version = .http1_0
+            head.headers.remove(name: "transfer-encoding")
+            let keepsOpen = request.keepAlive && head.headers.contains(name: "content-length")
+            head.headers.replaceOrAdd(name: "connection", value: keepsOpen ? "keep-alive" : "close")
+            if !keepsOpen { passedOnKeepAlive[0].keepAlive = false }
+            context.write(wrapOutboundOut(.head(head)), promise: promise)
+        case .end:
             passedOn -= 1
-            // Hummingbird ends the connection after answering a request that asked it to (output first).
-            if !passedOnKeepAlive.removeFirst() { closing = true }
+            passedOnKeepAlive.removeFirst()
+            guard request.keepAlive else {
+                // The connection ends after this answer (output first). Hummingbird closes after a request that
+                // asked it to in HTTP/1.1, but not after an HTTP/1.0 one: closed here.
+                closing = true
+                let written = promise ?? context.eventLoop.makePromise()
+                context.write(data, promise: written)
+                if request.http10 {
+                    let bound = NIOLoopBound(context, eventLoop: context.eventLoop)
+                    written.futureResult.whenComplete { _ in bound.value.close(promise: nil) }
+                }
+                return
+            }
+            context.write(data, promise: promise)
+        default:
+            context.write(data, promise: promise)
         }
-        context.write(data, promise: promise)
     }
 
     /// The socket is read on while an answer is awaited (withholding every read took two `epoll_ctl` calls per

@@ -457,3 +457,41 @@ def test_pipelined_requests_are_answered_in_order_whichever_path_serves_them(sta
                 else:
                     connection.sendall(raw_post(host, *modern("server/discover", request_id=index)))
                     assert read_response(stream)[2]["id"] == index
+
+
+def test_http_1_0_requests_on_the_routers_path_get_http_1_0_answers_and_a_closed_connection(state_dir):
+    """Hummingbird answers in HTTP/1.1, in chunks, whatever was asked, and kept an HTTP/1.0 connection open: a 1.0
+    client could not read the body and waited forever. A sessionless GET (405) and a legacy initialize (a body of
+    unknown length, which then runs to the connection's end) are answered as 1.0, and the connection closes."""
+    import socket
+    import urllib.parse
+
+    with http_server(state_dir) as url:
+        address = urllib.parse.urlsplit(url)
+        init = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "initialize",
+                           "params": {"protocolVersion": "2025-11-25", "capabilities": {},
+                                      "clientInfo": {"name": "http10", "version": "1"}}}).encode()
+        requests = [
+            b"GET /mcp HTTP/1.0\r\nHost: x\r\n\r\n",
+            b"POST /mcp HTTP/1.0\r\nHost: x\r\nContent-Type: application/json\r\nAccept: application/json, "
+            + b"text/event-stream\r\nContent-Length: " + str(len(init)).encode() + b"\r\n\r\n" + init,
+        ]
+        answers = []
+        for request in requests:
+            with socket.create_connection((address.hostname, address.port), timeout=10) as connection:
+                connection.sendall(request)
+                received = b""
+                while (chunk := connection.recv(65536)):  # a timeout here: the connection was kept open
+                    received += chunk
+            head, _, body = received.partition(b"\r\n\r\n")
+            lines = head.decode().split("\r\n")
+            headers = {name.strip().lower(): value.strip() for name, _, value in (l.partition(":") for l in lines[1:])}
+            answers.append((lines[0], headers, body))
+        (get_status, get_headers, _), (post_status, post_headers, post_body) = answers
+        assert get_status.startswith("HTTP/1.0 405") and get_headers.get("connection") == "close", answers[0]
+        assert post_status.startswith("HTTP/1.0 200") and "transfer-encoding" not in post_headers, answers[1]
+        assert post_headers.get("mcp-session-id")
+        text = post_body.decode()
+        answer = json.loads(text) if text.lstrip().startswith("{") else \
+            [json.loads(line[5:]) for line in text.splitlines() if line.startswith("data:")][-1]
+        assert answer["result"]["protocolVersion"] == "2025-11-25", text
