@@ -237,7 +237,7 @@ if ProcessInfo.processInfo.environment["CORRAL_FUZZ"] != nil {
     package.targets.append(.target(name: "FuzzDriver", path: "Fuzz/FuzzDriver"))
     let entryPoints = [
         "fuzz-http-post": "FuzzEntryPoints", "fuzz-stdio": "FuzzEntryPoints", "fuzz-watch": "FuzzEntryPoints",
-        "fuzz-gatekeeper-json": "FuzzEntryPoints",
+        "fuzz-gatekeeper-json": "FuzzEntryPoints", "fuzz-timestamp": "FuzzEntryPoints",
         "fuzz-http-connection": "FuzzHTTPEntryPoints",
     ]
     for (name, entryPoint) in entryPoints.sorted(by: { $0.key < $1.key }) {

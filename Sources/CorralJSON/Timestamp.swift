@@ -169,8 +169,8 @@ public enum Timestamp {
         }
         guard let year = number(0..<4), let month = number(5..<7), let day = number(8..<10),
             let hour = number(11..<13), let minute = number(14..<16), let second = number(17..<19),
-            let millisecond = number(20..<23), (1...12).contains(month), (1...31).contains(day), hour < 24,
-            minute < 60, second < 61
+            let millisecond = number(20..<23), year >= 1, (1...12).contains(month), (1...31).contains(day), hour < 24,
+            minute < 60, second < 60
         else { return nil }
         var parts = tm()
         parts.tm_year = Int32(year - 1900)

@@ -138,6 +138,37 @@ public enum FuzzEntryPoints {
         }
     }
 
+    /// A time a client gives (`wait_until`'s timestamp, a sleep task's `wake_at`), read by `Timestamp.parse`. What
+    /// it accepts is a real instant between years 1 and 9999 (an offset may move it a day past either end); what
+    /// the fast path reads, the general parser reads as the same instant; and an instant in range, formatted and
+    /// read back, is itself to the millisecond.
+    public static func timestamp(_ bytes: [UInt8]) throws(Violation) {
+        let text = String(decoding: bytes, as: UTF8.self)
+        let fast = Timestamp.parseFormatted(text)
+        guard let date = Timestamp.parse(text) else {
+            if fast != nil { throw Violation(description: "\(text): the fast path read what parse refused") }
+            return
+        }
+        let seconds = date.timeIntervalSince1970
+        guard seconds.isFinite, seconds >= -62_135_596_800 - 86_400, seconds < 253_402_300_800 + 86_400 else {
+            throw Violation(description: "\(text) read as \(seconds) s, outside years 1 to 9999")
+        }
+        func milliseconds(_ date: Date) -> Int64 { Int64((date.timeIntervalSince1970 * 1000).rounded()) }
+        if let fast, milliseconds(fast) != milliseconds(date) {
+            throw Violation(description: "\(text): fast path \(fast) against \(date)")
+        }
+        guard let iso = Timestamp.parseISO8601(text), milliseconds(iso) == milliseconds(date) else {
+            throw Violation(description: "\(text): the ISO 8601 parser disagrees with parse")
+        }
+        // `format` writes whole milliseconds, and years past 9999 by their last four digits: only instants that
+        // round to a millisecond of years 1 to 9999 can read back.
+        guard milliseconds(date) >= -62_135_596_800_000, milliseconds(date) < 253_402_300_800_000 else { return }
+        let written = Timestamp.format(date)
+        guard let again = Timestamp.parse(written), milliseconds(again) == milliseconds(date) else {
+            throw Violation(description: "\(text) → \(written) does not read back as itself")
+        }
+    }
+
     private static func checkFoldedKeysDistinct(_ value: JSONValue) throws(Violation) {
         switch value {
         case .object(let object):

@@ -41,6 +41,14 @@ final class FuzzCorpusTests: XCTestCase {
         }
     }
 
+    func testTimestampInputs() throws {
+        let files = try inputs("timestamp")
+        XCTAssertGreaterThan(files.count, 5)
+        for file in files {
+            XCTAssertNoThrow(try FuzzEntryPoints.timestamp(Array(try Data(contentsOf: file))), file.lastPathComponent)
+        }
+    }
+
     func testStdioInputs() throws {
         let files = try inputs("stdio")
         XCTAssertGreaterThan(files.count, 1)
