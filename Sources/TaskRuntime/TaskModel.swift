@@ -218,9 +218,9 @@ public enum RuntimeError: Error, Sendable, CustomStringConvertible, Equatable {
     }
 }
 
-enum Identifiers {
+public enum Identifiers {
     /// 32 lowercase hex characters, as Allcanuse task ids.
-    static func make() -> String {
+    public static func make() -> String {
         var generator = SystemRandomNumberGenerator()
         let high = generator.next() as UInt64
         let low = generator.next() as UInt64

@@ -450,7 +450,7 @@ public final class AllcanuseService: Sendable {
         let plan = JSONValue.array(
             steps.enumerated().map { index, title in
                 [
-                    "step_id": .string(Self.newID()), "index": .int(index + 1), "title": .string(title), "status": "pending",
+                    "step_id": .string(Identifiers.make()), "index": .int(index + 1), "title": .string(title), "status": "pending",
                     "note": "", "updated_at": now,
                 ]
             })
@@ -501,7 +501,7 @@ public final class AllcanuseService: Sendable {
         let description = try args.optionalString("description") ?? ""
         let resolved = Self.artifactPath(path)
         let artifact: JSONValue = [
-            "artifact_id": .string(Self.newID()),
+            "artifact_id": .string(Identifiers.make()),
             "path": .string(resolved), "description": .string(description),
             "exists": .bool(FileManager.default.fileExists(atPath: resolved)),
             "recorded_at": .string(Timestamp.format(Date())),
@@ -510,11 +510,6 @@ public final class AllcanuseService: Sendable {
             value.merging(["artifacts": .array((value["artifacts"]?.arrayValue ?? []) + [artifact])])
         }
         return artifact
-    }
-
-    /// 32 lowercase hex digits, as the real server's `uuid4().hex`.
-    static func newID() -> String {
-        UUID().uuidString.replacingOccurrences(of: "-", with: "").lowercased()
     }
 
     /// The path as the real server records it (`Path(path).expanduser().resolve()`): `~` expanded, made absolute
@@ -573,7 +568,8 @@ public final class AllcanuseService: Sendable {
             ?? steps.first { $0["status"]?.stringValue == "pending" } ?? steps.last ?? .null
         let task = try await render(record)
         let status = Self.displayStatus(record)
-        let lastError = record.lastError ?? ""
+        // The rendered task's, as `last_result` below: a watcher task's come from its newest check.
+        let lastError = task["last_error"]?.stringValue ?? ""
         // Always a string, as the real server's: what holds the task up, else its newest event's message.
         let blocker: String
         var next: [JSONValue]
