@@ -39,6 +39,10 @@ public struct JSONRPCError: Error, Sendable, Hashable, CustomStringConvertible {
     /// 2026-07-28: the requested protocol version is not served.
     public static let unsupportedProtocolVersionCode = -32022
 
+    /// The answer to a request still running when its server stops (any transport, either era).
+    public static let serverStopping = JSONRPCError(
+        code: -32000, message: "the server is shutting down: the request was ended before it finished")
+
     public static func parseError(_ detail: String) -> JSONRPCError {
         JSONRPCError(code: parseErrorCode, message: "Parse error: \(detail)")
     }

@@ -107,7 +107,7 @@ public final class MCPHTTPServer: Sendable {
             services: [app, ShutdownHook(action: {
                 await beforeShutdown()
                 await exchanges.waitUntilEmpty(timeout: .seconds(2))
-                exchanges.answerAll(Self.stopping)
+                exchanges.answerAll(.serverStopping)
                 await sessions.closeAll()
             })],
             gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
@@ -124,10 +124,6 @@ public final class MCPHTTPServer: Sendable {
         await sessions.closeAll()
         try? await eventLoops.shutdownGracefully()
     }
-
-    /// The answer to a request still running when the server stops.
-    static let stopping = JSONRPCError(
-        code: -32000, message: "the server is shutting down: the request was ended before it finished")
 
     // MARK: - POST
 

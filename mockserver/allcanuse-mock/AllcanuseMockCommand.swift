@@ -208,7 +208,7 @@ struct AllcanuseMockCommand: AsyncParsableCommand {
         core.listeners.closeAll()
         if !keepTasks { await supervisor.shutdown(cancelRunning: true) }
         await connection.waitUntilDrained(timeout: .seconds(2))
-        connection.answerRemaining(Self.shuttingDown)
+        connection.answerRemaining(.serverStopping)
         if keepTasks { await supervisor.shutdown(cancelRunning: false) }
     }
 
@@ -243,10 +243,6 @@ struct AllcanuseMockCommand: AsyncParsableCommand {
         logger.info("shutting down")
         await supervisor.shutdown(cancelRunning: !keepTasks)
     }
-
-    /// The answer to a request still running when the server stops.
-    static let shuttingDown = JSONRPCError(
-        code: -32000, message: "allcanuse-mock is shutting down: the request was ended before it finished")
 
     static func defaultStateDirectory() -> String {
         let environment = ProcessInfo.processInfo.environment
