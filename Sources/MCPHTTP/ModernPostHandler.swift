@@ -79,10 +79,9 @@ package final class ModernPostHandler: ChannelDuplexHandler, RemovableChannelHan
     private let executor: any TaskExecutor
     private var context: ChannelHandlerContext?
     private var state = State.idle
-    /// Requests passed on to Hummingbird whose answers have not ended yet.
-    private var passedOn = 0
-    /// Whether each request passed on keeps the connection open, and whether it is HTTP/1.0, oldest first.
-    private var passedOnKeepAlive: [(keepAlive: Bool, http10: Bool)] = []
+    /// Requests passed on to Hummingbird whose answers have not ended yet, oldest first: whether each keeps the
+    /// connection open, and whether it is HTTP/1.0.
+    private var passedOn: [(keepAlive: Bool, http10: Bool)] = []
     private var held: [Held] = []
     private var readWithheld = false
     private var partsPassedOn = 0
@@ -140,7 +139,7 @@ package final class ModernPostHandler: ChannelDuplexHandler, RemovableChannelHan
             }
         case .idle:
             if case .head(let head) = part {
-                if passedOn == 0, let headers = Self.modernPost(head) {
+                if passedOn.isEmpty, let headers = Self.modernPost(head) {
                     server.sessions.reapIdleInBackground()
                     state = .collecting(
                         Collecting(
@@ -148,8 +147,7 @@ package final class ModernPostHandler: ChannelDuplexHandler, RemovableChannelHan
                             body: context.channel.allocator.buffer(capacity: 0)))
                     return
                 }
-                passedOn += 1
-                passedOnKeepAlive.append((head.isKeepAlive, head.version == .http1_0))
+                passedOn.append((head.isKeepAlive, head.version == .http1_0))
             }
             partsPassedOn &+= 1
             context.fireChannelRead(wrapInboundOut(part))
@@ -219,7 +217,7 @@ package final class ModernPostHandler: ChannelDuplexHandler, RemovableChannelHan
     // MARK: - outbound
 
     package func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
-        guard passedOn > 0, let request = passedOnKeepAlive.first else { return context.write(data, promise: promise) }
+        guard let request = passedOn.first else { return context.write(data, promise: promise) }
         switch unwrapOutboundIn(data) {
         case .head(var head) where request.http10:
             // Hummingbird answers in HTTP/1.1 whatever was asked (its HTTP types carry no version), and frames a body
@@ -229,24 +227,18 @@ package final class ModernPostHandler: ChannelDuplexHandler, RemovableChannelHan
             head.headers.remove(name: "transfer-encoding")
             let keepsOpen = request.keepAlive && head.headers.contains(name: "content-length")
             head.headers.replaceOrAdd(name: "connection", value: keepsOpen ? "keep-alive" : "close")
-            if !keepsOpen { passedOnKeepAlive[0].keepAlive = false }
+            if !keepsOpen { passedOn[0].keepAlive = false }
             context.write(wrapOutboundOut(.head(head)), promise: promise)
         case .end:
-            passedOn -= 1
-            passedOnKeepAlive.removeFirst()
-            guard request.keepAlive else {
-                // The connection ends after this answer (output first). Hummingbird closes after a request that
-                // asked it to in HTTP/1.1, but not after an HTTP/1.0 one: closed here.
-                closing = true
-                let written = promise ?? context.eventLoop.makePromise()
-                context.write(data, promise: written)
-                if request.http10 {
-                    let bound = NIOLoopBound(context, eventLoop: context.eventLoop)
-                    written.futureResult.whenComplete { _ in bound.value.close(promise: nil) }
-                }
-                return
-            }
-            context.write(data, promise: promise)
+            passedOn.removeFirst()
+            // The connection ends after an answer that does not keep it open (output first).
+            if !request.keepAlive { closing = true }
+            guard request.http10, !request.keepAlive else { return context.write(data, promise: promise) }
+            // Hummingbird closes after an HTTP/1.1 request that asked it to, but not after an HTTP/1.0 one: here.
+            let written = promise ?? context.eventLoop.makePromise()
+            context.write(data, promise: written)
+            let bound = NIOLoopBound(context, eventLoop: context.eventLoop)
+            written.futureResult.whenComplete { _ in bound.value.close(promise: nil) }
         default:
             context.write(data, promise: promise)
         }
