@@ -165,7 +165,7 @@ public final class ReadLoop: TaskExecutor, Sendable {
                 continue
             }
             for job in ready {
-                if Self.isBackground(job) {
+                if job.isHousekeeping {
                     background.append(job)
                 } else {
                     job.runSynchronously(on: executor)
@@ -174,11 +174,6 @@ public final class ReadLoop: TaskExecutor, Sendable {
         }
     }
 
-    /// Background and utility priorities; a job without one (a task started outside any task) is not.
-    private static func isBackground(_ job: UnownedJob) -> Bool {
-        let priority = job.priority.rawValue
-        return priority != 0 && priority <= TaskPriority.utility.rawValue
-    }
 
     /// False when jobs came in since the last drain: the loop drains them before it sleeps.
     private func beginPolling() -> Bool {
@@ -206,5 +201,15 @@ extension Duration {
         guard seconds >= 0 else { return 0 }
         guard seconds < limit / 1_000_000_000 else { return limit }
         return seconds * 1_000_000_000 + attoseconds / 1_000_000_000
+    }
+}
+
+extension UnownedJob {
+    /// Background and utility priorities: housekeeping that an executor runs once its other jobs are done (see
+    /// `ReadLoop.drain()`, `EventLoopTaskExecutor`). A job without a priority (a task started outside any task) is
+    /// not.
+    package var isHousekeeping: Bool {
+        let priority = priority.rawValue
+        return priority != 0 && priority <= TaskPriority.utility.rawValue
     }
 }

@@ -20,23 +20,66 @@ package final class EventLoopTaskExecutor: TaskExecutor {
     /// instead of going through NIO's queue.
     private struct Stay {
         var spinning = false
-        var jobs: [UnownedJob] = []
+        var jobs: [QueuedJob] = []
         /// Requests to stay awake not yet ended, and until when the latest of them holds.
         var requests = 0
         var until = NIODeadline.uptimeNanoseconds(0)
     }
     private let stay = Mutex(Stay())
 
+    /// Housekeeping jobs (`UnownedJob.isHousekeeping`) wait until no other job of this executor's is queued or
+    /// running, as on allcanuse-mock's stdio loop: what an exit queues behind its waiters (its commit, its cgroup's
+    /// removal) then runs after their answers, which are several jobs away (an actor, then this loop again, each job
+    /// queued before the previous one ends). NIO runs its queue in order and has no idle hook, so the count is kept
+    /// here.
+    private struct Housekeeping {
+        var otherJobs = 0
+        var waiting: [QueuedJob] = []
+    }
+    private let housekeeping = Mutex(Housekeeping())
+
     package init(_ eventLoop: any EventLoop) { self.eventLoop = eventLoop }
 
     package func enqueue(_ job: consuming ExecutorJob) {
-        let job = UnownedJob(job)
+        // A job's priority is read once, here: it may be raised before the job runs.
+        let unowned = UnownedJob(job)
+        let job = QueuedJob(job: unowned, isHousekeeping: unowned.isHousekeeping)
+        let waits = housekeeping.withLock { housekeeping in
+            if !job.isHousekeeping {
+                housekeeping.otherJobs += 1
+                return false
+            }
+            guard housekeeping.otherJobs > 0 else { return false }
+            housekeeping.waiting.append(job)
+            return true
+        }
+        if !waits { schedule(job) }
+    }
+
+    private struct QueuedJob {
+        let job: UnownedJob
+        let isHousekeeping: Bool
+    }
+
+    private func schedule(_ job: QueuedJob) {
         let taken = stay.withLock { stay in
             guard stay.spinning else { return false }
             stay.jobs.append(job)
             return true
         }
-        if !taken { eventLoop.execute { job.runSynchronously(on: self.asUnownedTaskExecutor()) } }
+        if !taken { eventLoop.execute { self.run(job) } }
+    }
+
+    private func run(_ job: QueuedJob) {
+        job.job.runSynchronously(on: asUnownedTaskExecutor())
+        guard !job.isHousekeeping else { return }
+        let released = housekeeping.withLock { housekeeping -> [QueuedJob] in
+            housekeeping.otherJobs -= 1
+            guard housekeeping.otherJobs == 0 else { return [] }
+            defer { housekeeping.waiting = [] }
+            return housekeeping.waiting
+        }
+        for job in released { schedule(job) }
     }
 
     /// Keeps the loop's thread running, not sleeping in `epoll_wait`, for up to `duration` or until
@@ -70,7 +113,7 @@ package final class EventLoopTaskExecutor: TaskExecutor {
     private func spin() {
         while true {
             let now = NIODeadline.now()
-            let jobs = stay.withLock { stay -> [UnownedJob]? in
+            let jobs = stay.withLock { stay -> [QueuedJob]? in
                 if !stay.jobs.isEmpty {
                     defer { stay.jobs = [] }
                     return stay.jobs
@@ -83,7 +126,7 @@ package final class EventLoopTaskExecutor: TaskExecutor {
             }
             guard let jobs else { return }
             if jobs.isEmpty { sched_yield() }
-            for job in jobs { job.runSynchronously(on: asUnownedTaskExecutor()) }
+            for job in jobs { run(job) }
         }
     }
 }

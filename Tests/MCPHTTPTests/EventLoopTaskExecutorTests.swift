@@ -2,6 +2,7 @@ import Dispatch
 import Foundation
 import NIOCore
 import NIOPosix
+import Synchronization
 import XCTest
 
 @testable import MCPHTTP
@@ -32,6 +33,30 @@ final class EventLoopTaskExecutorTests: XCTestCase {
         XCTAssertGreaterThan(asleep.first, 0, "without a stay the loop slept")
     }
 
+    /// A housekeeping job (background priority) waits until no other job of the executor's is queued or running:
+    /// queued first, from a job on the loop, it runs after that job's whole chain (an actor hop and back, three
+    /// times), as a commit queued by an exit runs after its waiter's answer. Held back without a chain, it is not.
+    func testHousekeepingRunsAfterTheJobsQueuedAroundIt() async throws {
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let executor = EventLoopTaskExecutor(group.next())
+        let order = Order()
+        let chain = Task(executorPreference: executor) {
+            let housekeeping = Task(executorPreference: executor, priority: .background) { order.append("housekeeping") }
+            order.append("job")
+            for hop in 0..<3 {
+                await Step().take()
+                order.append("hop \(hop)")
+            }
+            return housekeeping
+        }
+        await chain.value.value
+        XCTAssertEqual(order.seen.withLock { $0 }, ["job", "hop 0", "hop 1", "hop 2", "housekeeping"])
+        // Nothing else queued: it runs at once.
+        await Task(executorPreference: executor, priority: .background) { order.append("alone") }.value
+        XCTAssertEqual(order.seen.withLock { $0 }.last, "alone")
+        try await group.shutdownGracefully()
+    }
+
     /// A stay nobody ends lasts its duration, no longer: the loop then sleeps between jobs again.
     func testAStayEndsAtItsDeadline() async throws {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
@@ -43,6 +68,15 @@ final class EventLoopTaskExecutorTests: XCTestCase {
         // The first sleep began inside the stay and ended after it; the second was all after it.
         XCTAssertGreaterThan(counts[2] - counts[1], 0, "the loop went on spinning past the stay's deadline")
     }
+}
+
+private final class Order: Sendable {
+    let seen = Mutex<[String]>([])
+    func append(_ step: String) { seen.withLock { $0.append(step) } }
+}
+
+private actor Step {
+    func take() {}
 }
 
 private func voluntarySwitches() -> Int {
