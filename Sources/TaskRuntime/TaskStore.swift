@@ -2,6 +2,7 @@ import CorralJSON
 import Foundation
 import GRDB
 import SQLiteWAL
+import Synchronization
 
 /// Tasks and events in SQLite (WAL). Every status change is one transaction with its event, so a `kill -9` of the
 /// supervisor loses nothing it has reported: WAL with `synchronous=NORMAL` is durable across process crashes (a power
@@ -9,6 +10,10 @@ import SQLiteWAL
 final class TaskStore: Sendable {
     private let database: DatabasePool
     let checkpointer: WALCheckpointer
+    /// The newest event sequence number given out. Events get theirs before they are inserted: a task's end is told
+    /// to its waiters, with its event, ahead of its commit (see `ExitJournal`). Only one supervisor writes a store
+    /// (the state directory's lock), so the numbers here are the store's own.
+    private let lastSequence: Mutex<Int64>
 
     init(path: String) throws(RuntimeError) {
         var configuration = Configuration()
@@ -25,6 +30,16 @@ final class TaskStore: Sendable {
         do {
             database = try DatabasePool(path: path, configuration: configuration)
             try TaskStore.migrator.migrate(database)
+            // AUTOINCREMENT's own rule: past the highest number ever used, pruned events' included.
+            lastSequence = Mutex(
+                try database.read { db in
+                    try Int64.fetchOne(
+                        db,
+                        sql: """
+                            SELECT MAX(COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'events'), 0),
+                                       COALESCE((SELECT MAX(seq) FROM events), 0))
+                            """) ?? 0
+                })
         } catch {
             throw RuntimeError.storage("cannot open \(path): \(error)")
         }
@@ -133,9 +148,16 @@ final class TaskStore: Sendable {
     /// Inserts or replaces the task and appends the events, in one transaction.
     @discardableResult
     func save(_ record: TaskRecord, events: [NewEvent] = []) throws(RuntimeError) -> [TaskEvent] {
+        let prepared = events.map { prepare($0, taskID: record.taskID, at: record.updatedAt) }
+        try save(record, prepared: prepared)
+        return prepared
+    }
+
+    /// The same with events given their sequence numbers and ids already (by `prepare`).
+    func save(_ record: TaskRecord, prepared events: [TaskEvent]) throws(RuntimeError) {
         let recordJSON = try encode(record)
         do {
-            return try database.write { db in
+            try database.write { db in
                 // Prepared once per connection: compiling this upsert with its triggers was most of a save.
                 try db.cachedStatement(
                     sql: """
@@ -149,13 +171,27 @@ final class TaskStore: Sendable {
                         record.taskID, record.status.rawValue, Timestamp.format(record.createdAt),
                         Timestamp.format(record.updatedAt), recordJSON, record.displayStatus,
                     ])
-                return try events.map { event in
-                    try TaskStore.insert(event, taskID: record.taskID, at: record.updatedAt, db: db)
-                }
+                for event in events { try TaskStore.insert(event, db: db) }
             }
         } catch {
             throw RuntimeError.storage("cannot save task \(record.taskID): \(error)")
         }
+        // Events numbered by an earlier run (a journal's) are past what this one has given out.
+        if let newest = events.map(\.sequence).max() {
+            lastSequence.withLock { $0 = max($0, newest) }
+        }
+    }
+
+    /// The event as it will be stored: the next sequence number and a new id. The number of an event that never
+    /// reaches the store (a failed save) is not given out again: the sequence has a gap, as AUTOINCREMENT's may.
+    func prepare(_ event: NewEvent, taskID: String, at date: Date) -> TaskEvent {
+        let sequence = lastSequence.withLock { last in
+            last += 1
+            return last
+        }
+        return TaskEvent(
+            sequence: sequence, eventID: Identifiers.make(), taskID: taskID, timestamp: date, type: event.type,
+            message: event.message, data: event.data)
     }
 
     /// Stores `count` copies of a finished record under new ids, created one millisecond apart from `start`, in one
@@ -185,25 +221,27 @@ final class TaskStore: Sendable {
     }
 
     func appendEvent(_ event: NewEvent, taskID: String, at date: Date) throws(RuntimeError) -> TaskEvent {
+        let prepared = prepare(event, taskID: taskID, at: date)
         do {
             // One INSERT is atomic by itself: a transaction around it only added its BEGIN and COMMIT.
-            return try database.writeWithoutTransaction { db in
-                try TaskStore.insert(event, taskID: taskID, at: date, db: db)
-            }
+            try database.writeWithoutTransaction { db in try TaskStore.insert(prepared, db: db) }
         } catch {
             throw RuntimeError.storage("cannot append an event to \(taskID): \(error)")
         }
+        return prepared
     }
 
-    private static func insert(_ event: NewEvent, taskID: String, at date: Date, db: Database) throws -> TaskEvent {
-        let eventID = Identifiers.make()
+    private static func insert(_ event: TaskEvent, db: Database) throws {
         try db.cachedStatement(
-            sql: "INSERT INTO events (event_id, task_id, timestamp, type, message, data) VALUES (?, ?, ?, ?, ?, ?)"
+            sql: """
+                INSERT INTO events (seq, event_id, task_id, timestamp, type, message, data)
+                VALUES (?, ?, ?, ?, ?, ?, ?)
+                """
         ).execute(
-            arguments: [eventID, taskID, Timestamp.format(date), event.type, event.message, event.data.jsonString()])
-        return TaskEvent(
-            sequence: db.lastInsertedRowID, eventID: eventID, taskID: taskID, timestamp: date, type: event.type,
-            message: event.message, data: event.data)
+            arguments: [
+                event.sequence, event.eventID, event.taskID, Timestamp.format(event.timestamp), event.type,
+                event.message, event.data.jsonString(),
+            ])
     }
 
     func task(_ taskID: String) throws(RuntimeError) -> TaskRecord? {

@@ -107,7 +107,15 @@ public actor TaskSupervisor {
     /// Where tasks' working and temp directories are made (see `StateDirectoryAccess.taskRoot`).
     public nonisolated let taskRoot: String
 
-    private let store: TaskStore
+    /// The store as committed; read and written through `store`.
+    private let storage: TaskStore
+    /// Every read and write of the store goes through here, after the ends that waiters were told of ahead of their
+    /// commit are committed (see `EndCommitQueue`).
+    private var store: TaskStore {
+        endCommits.commitPending()
+        return storage
+    }
+    private let endCommits: EndCommitQueue
     private let reactor: Reactor
     private let lockFD: Int32
     private let cgroups: CgroupHierarchy?
@@ -185,6 +193,13 @@ public actor TaskSupervisor {
             close(lockFD)
             throw error
         }
+        var exitJournal: ExitJournal?
+        do {
+            exitJournal = try ExitJournal(path: directory + "/exits.journal")
+        } catch {
+            configuration.logger.warning(
+                "no exit journal (\(error)): a task's end is committed before its waiters are answered")
+        }
         // Names derived from the state directory: stable across restarts, one per state directory.
         let canonical = (try? FileManager.default.destinationOfSymbolicLink(atPath: directory)) ?? directory
         let stateName = stableHash(URL(fileURLWithPath: canonical).path)
@@ -209,8 +224,10 @@ public actor TaskSupervisor {
             throw error
         }
         let supervisor = TaskSupervisor(
-            configuration: configuration, store: store, reactor: reactor, lockFD: lockFD, cgroups: cgroups,
-            cgroupUnavailableReason: reason, identity: identity, taskRoot: taskRoot)
+            configuration: configuration, store: store,
+            endCommits: EndCommitQueue(store: store, journal: exitJournal, logger: configuration.logger),
+            reactor: reactor, lockFD: lockFD, cgroups: cgroups, cgroupUnavailableReason: reason, identity: identity,
+            taskRoot: taskRoot)
         try await supervisor.recover()
         await supervisor.beginStartingKeeper()
         await supervisor.provisionSpare()
@@ -218,13 +235,14 @@ public actor TaskSupervisor {
     }
 
     private init(
-        configuration: Configuration, store: TaskStore, reactor: Reactor, lockFD: Int32, cgroups: CgroupHierarchy?,
-        cgroupUnavailableReason: String?, identity: TaskIdentity, taskRoot: String
+        configuration: Configuration, store: TaskStore, endCommits: EndCommitQueue, reactor: Reactor, lockFD: Int32,
+        cgroups: CgroupHierarchy?, cgroupUnavailableReason: String?, identity: TaskIdentity, taskRoot: String
     ) {
         self.identity = identity
         self.taskRoot = taskRoot
         self.configuration = configuration
-        self.store = store
+        self.storage = store
+        self.endCommits = endCommits
         self.reactor = reactor
         self.lockFD = lockFD
         self.cgroups = cgroups
@@ -766,27 +784,40 @@ public actor TaskSupervisor {
         record.updatedAt = Date()
         record.completedAt = record.updatedAt
         task.record = record
-        do {
-            try persist(
-                record,
-                events: [
-                    .init(
-                        type: Self.eventType(endingIn: record.status), message: message,
-                        data: [
-                            "previous_status": .string(previous.rawValue), "status": .string(record.status.rawValue),
-                            "exit_code": record.exitCode.map { .int(Int($0)) } ?? .null,
-                            "signal": record.signal.map { .int(Int($0)) } ?? .null,
-                        ])
-                ])
-        } catch {
-            logger.error("cannot store the end of task \(taskID): \(error)")
-        }
+        let end = storage.prepare(
+            .init(
+                type: Self.eventType(endingIn: record.status), message: message,
+                data: [
+                    "previous_status": .string(previous.rawValue), "status": .string(record.status.rawValue),
+                    "exit_code": record.exitCode.map { .int(Int($0)) } ?? .null,
+                    "signal": record.signal.map { .int(Int($0)) } ?? .null,
+                ]),
+            taskID: taskID, at: record.updatedAt)
         live[taskID] = nil
         remember(record)
+        rememberLastEvent(end)
+        let entry = ExitJournal.Entry(record: record, event: end)
+        let deferred = endCommits.deferCommit(entry)
+        if !deferred { endCommits.commit(entry) }
         notifyWaiters(taskID, status: record.status)
+        if deferred { queueCommitJob() }
         schedulePrune()
         if let cgroup = task.cgroup { removeAfterWaiters(cgroup) }
     }
+
+    /// The commit of journaled ends, as a housekeeping job (background priority) of the exit executor, queued after
+    /// the waiters' jobs: allcanuse-mock's stdio loop and its HTTP event loop run such a job once the jobs around it
+    /// are done, so the waiters' answers go first. Without an exit executor it runs on the task pool. It runs off the
+    /// actor, which the waiters' next steps need.
+    private func queueCommitJob() {
+        guard endCommits.claimJob() else { return }
+        let endCommits = self.endCommits
+        Task(executorPreference: exitExecutor, priority: .background) { endCommits.runJob() }
+    }
+
+    /// Holds the commit job (tests): ends stay journaled and uncommitted, as a crash right after their answers leaves
+    /// them, until a use of the store commits them.
+    func holdCommitJob(_ held: Bool) { endCommits.holdJob(held) }
 
     /// An ended task's (empty) cgroup is removed behind its waiters' answers: the rmdir of a cgroup took 50–190 µs
     /// on the way to them. Inline without an exit executor; whatever is left at shutdown goes then.
@@ -1398,10 +1429,12 @@ public actor TaskSupervisor {
         unlink(layout.spareMarker)
         removeEndedCgroups()
         cgroups?.removeIfEmpty()
+        endCommits.close()
         close(lockFD)
     }
 
     private func recover() throws(RuntimeError) {
+        try endCommits.replayJournal()
         let unfinished = try store.tasks(
             statuses: Set(TaskStatus.allCases.filter { !$0.isFinal }), limit: Int.max
         ).tasks

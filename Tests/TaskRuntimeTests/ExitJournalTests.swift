@@ -1,0 +1,111 @@
+import Foundation
+import GRDB
+import XCTest
+
+@testable import TaskRuntime
+
+/// A task's end is told to its waiters before the store commits it (`ExitJournal`, `EndCommitQueue`): these check
+/// that nothing reads the store older than what a waiter was told, and that a crash between the answer and the
+/// commit loses nothing.
+final class ExitJournalTests: XCTestCase {
+    var directory = ""
+
+    override func setUp() async throws {
+        directory = FileManager.default.temporaryDirectory.appendingPathComponent("corral-test-\(UUID().uuidString)")
+            .path
+    }
+
+    override func tearDown() async throws {
+        try? FileManager.default.removeItem(atPath: directory)
+        try? FileManager.default.removeItem(atPath: directory + "-crashed")
+    }
+
+    /// The status the store file itself holds for a task, read by a connection of the test's own.
+    private func storedStatus(_ taskID: String, in stateDirectory: String) throws -> String? {
+        let queue = try DatabaseQueue(path: stateDirectory + "/tasks.sqlite")
+        return try queue.read { db in
+            try String.fetchOne(db, sql: "SELECT status FROM tasks WHERE task_id = ?", arguments: [taskID])
+        }
+    }
+
+    private func journal(in stateDirectory: String) throws -> String {
+        try String(contentsOfFile: stateDirectory + "/exits.journal", encoding: .utf8)
+    }
+
+    func testAWaiterIsToldBeforeTheCommitAndNoReadSeesTheStoreOlder() async throws {
+        let supervisor = try await TaskSupervisor.start(.init(stateDirectory: directory))
+        await supervisor.holdCommitJob(true)
+        let task = try await supervisor.create(TaskSpec(title: "ahead", command: .shell("exit 3")))
+        let outcome = try await supervisor.wait(for: task.taskID, timeout: .seconds(10))
+        XCTAssertEqual(outcome.task.status, .failed)
+        XCTAssertEqual(outcome.task.exitCode, 3)
+        let lastEvent = try await supervisor.lastEvent(of: task.taskID)
+        let told = try XCTUnwrap(lastEvent)
+        XCTAssertEqual(told.type, "error")
+
+        // Told, not committed: the store file still says running, and the journal holds the end.
+        XCTAssertEqual(try storedStatus(task.taskID, in: directory), "running")
+        XCTAssertTrue(try journal(in: directory).contains(told.eventID))
+
+        // Any use of the store commits it first: a listing shows the end, and so does the file.
+        let failed = try await supervisor.tasks(statuses: [.failed])
+        XCTAssertEqual(failed.tasks.map(\.taskID), [task.taskID])
+        XCTAssertEqual(failed.total, 1)
+        XCTAssertEqual(try storedStatus(task.taskID, in: directory), "failed")
+        let events = try await supervisor.events(of: task.taskID)
+        XCTAssertEqual(events.last?.eventID, told.eventID)
+        XCTAssertEqual(events.last?.sequence, told.sequence)
+        XCTAssertEqual(events.filter { $0.eventID == told.eventID }.count, 1)
+        // The numbers go on after the one the waiter was told.
+        let note = try await supervisor.appendEvent(to: task.taskID, message: "after the end")
+        XCTAssertEqual(note.sequence, told.sequence + 1)
+
+        // A second end, left pending until the shutdown: committed then, and the journal emptied.
+        let second = try await supervisor.create(TaskSpec(title: "second", command: .argv(["/bin/true"])))
+        _ = try await supervisor.wait(for: second.taskID, timeout: .seconds(10))
+        XCTAssertEqual(try storedStatus(second.taskID, in: directory), "running")
+        await supervisor.shutdown()
+        XCTAssertEqual(try storedStatus(second.taskID, in: directory), "completed")
+        XCTAssertEqual(try journal(in: directory), "")
+    }
+
+    func testAStartCommitsTheEndsACrashLeftJournaled() async throws {
+        let supervisor = try await TaskSupervisor.start(.init(stateDirectory: directory))
+        await supervisor.holdCommitJob(true)
+        let task = try await supervisor.create(TaskSpec(title: "told", command: .shell("echo done")))
+        let outcome = try await supervisor.wait(for: task.taskID, timeout: .seconds(10))
+        XCTAssertEqual(outcome.task.status, .completed)
+        let lastEvent = try await supervisor.lastEvent(of: task.taskID)
+        let told = try XCTUnwrap(lastEvent)
+
+        // The files as a crash right after the answer leaves them (nothing writes meanwhile: the commit is held),
+        // and a torn last line, as a crash in the middle of a journal write leaves one.
+        let crashed = directory + "-crashed"
+        try FileManager.default.createDirectory(atPath: crashed, withIntermediateDirectories: true)
+        for name in ["tasks.sqlite", "tasks.sqlite-wal", "exits.journal"]
+        where FileManager.default.fileExists(atPath: directory + "/" + name) {
+            try FileManager.default.copyItem(atPath: directory + "/" + name, toPath: crashed + "/" + name)
+        }
+        XCTAssertEqual(try storedStatus(task.taskID, in: crashed), "running")
+        let torn = try FileHandle(forWritingTo: URL(fileURLWithPath: crashed + "/exits.journal"))
+        try torn.seekToEnd()
+        try torn.write(contentsOf: Data("{\"event\":{\"data\":{\"previous_st".utf8))
+        try torn.close()
+        await supervisor.shutdown()
+
+        let restarted = try await TaskSupervisor.start(.init(stateDirectory: crashed))
+        let recovered = try await restarted.task(task.taskID)
+        XCTAssertEqual(recovered.status, .completed, "the start marked the told end \(recovered.status)")
+        XCTAssertEqual(recovered.exitCode, 0)
+        XCTAssertEqual(recovered.stdoutBytes, 5)
+        let events = try await restarted.events(of: task.taskID)
+        XCTAssertEqual(events.last?.eventID, told.eventID)
+        XCTAssertEqual(events.last?.sequence, told.sequence)
+        XCTAssertEqual(events.last?.message, told.message)
+        XCTAssertFalse(events.contains { $0.message.hasPrefix("supervisor stopped") })
+        XCTAssertEqual(try journal(in: crashed), "")
+        let next = try await restarted.appendEvent(to: task.taskID, message: "after the restart")
+        XCTAssertGreaterThan(next.sequence, told.sequence)
+        await restarted.shutdown()
+    }
+}
