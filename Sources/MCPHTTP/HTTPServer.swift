@@ -37,6 +37,13 @@ public final class MCPHTTPServer: Sendable {
         public var jsonWindow: Duration
         /// Keep-alive comments on a silent SSE stream (how a closed one is noticed).
         public var keepAliveInterval: Duration
+        /// How long a connection that owes the client nothing waits for its next request to arrive whole (head and
+        /// body) before it is closed; see `ModernPostHandler`.
+        public var requestTimeout: Duration
+        /// Connections served at once; past it the server accepts no more until one closes (they wait in the
+        /// listen backlog), so that clients cannot take every descriptor the process needs for its own work
+        /// (tasks' pipes and pidfds, the stores, the servers a proxy starts).
+        public var maximumConnections: Int
         /// When set, every request needs a bearer token that stands for a principal (401 otherwise, before its
         /// body is read); a legacy session is then used by the principal that opened it only (403 otherwise).
         public var authenticator: (any BearerAuthenticator)?
@@ -45,6 +52,7 @@ public final class MCPHTTPServer: Sendable {
             host: String, port: Int, serverName: String, allowedOrigins: Set<String> = [],
             maximumBodyBytes: Int = 4 << 20, sessionIdleTimeout: Duration = .seconds(3600),
             jsonWindow: Duration = .milliseconds(100), keepAliveInterval: Duration = .seconds(1),
+            requestTimeout: Duration = .seconds(60), maximumConnections: Int? = nil,
             authenticator: (any BearerAuthenticator)? = nil
         ) {
             self.authenticator = authenticator
@@ -56,6 +64,16 @@ public final class MCPHTTPServer: Sendable {
             self.sessionIdleTimeout = sessionIdleTimeout
             self.jsonWindow = jsonWindow
             self.keepAliveInterval = keepAliveInterval
+            self.requestTimeout = requestTimeout
+            self.maximumConnections = maximumConnections ?? Self.defaultMaximumConnections
+        }
+
+        /// Half the soft limit on open files, at most 10,000 (and at least 16).
+        public static var defaultMaximumConnections: Int {
+            var limit = rlimit()
+            guard getrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &limit) == 0 else { return 512 }
+            let files = Int(clamping: limit.rlim_cur)  // RLIM_INFINITY clamps to Int.max
+            return min(10_000, max(16, files / 2))
         }
     }
 
@@ -95,7 +113,8 @@ public final class MCPHTTPServer: Sendable {
                 MCPHTTP1Channel(base: HTTP1Channel(responder: responder), server: self)
             },
             configuration: .init(
-                address: .hostname(configuration.host, port: configuration.port), serverName: configuration.serverName),
+                address: .hostname(configuration.host, port: configuration.port), serverName: configuration.serverName,
+                availableConnectionsDelegate: MaximumAvailableConnections(configuration.maximumConnections, logger: logger)),
             onServerRunning: { channel in await onRunning(channel.localAddress?.port ?? self.configuration.port) },
             eventLoopGroupProvider: .shared(eventLoops),
             logger: logger)
@@ -388,6 +407,9 @@ public final class MCPHTTPServer: Sendable {
     static func streamsChanged(by change: Int) {
         openStreamsGauge.record(openStreams.add(change, ordering: .relaxed).newValue)
     }
+
+    /// Connections closed because a request did not arrive whole within `requestTimeout`.
+    static let requestTimeouts = Counter(label: "corral_http_request_timeouts_total")
 
     private static func event(_ message: MessageQueue.Outgoing) -> ByteBuffer {
         ByteBuffer(string: SSEText.event(message.text))

@@ -22,6 +22,12 @@ import NIOHTTP1
 /// Answers leave in the order their requests came: a request is taken here only while Hummingbird owes no answer on
 /// the connection, and what arrives while one taken here is being answered waits until it has been (past a few
 /// parts waiting, the socket is not read meanwhile).
+///
+/// A connection that owes the client nothing must deliver its next request whole within `requestTimeout` (from the
+/// end of the last answer, or from its opening), or it is closed: a client that opens connections and sends their
+/// requests a byte at a time, or not at all, would otherwise hold a descriptor each for as long as it likes, until the
+/// server has none left to accept with. A request being answered, a stream included, is never cut. This handler
+/// keeps the time because it is the one that sees every request of the connection, both paths'.
 package final class ModernPostHandler: ChannelDuplexHandler, RemovableChannelHandler {
     package typealias InboundIn = HTTPServerRequestPart
     package typealias InboundOut = HTTPServerRequestPart
@@ -91,6 +97,10 @@ package final class ModernPostHandler: ChannelDuplexHandler, RemovableChannelHan
     private var closing = false
     /// `requestEnded` is taking what waited: a request it serves at once ends inside it, and the loop goes on.
     private var replaying = false
+    /// A request passed on to Hummingbird whose end has not arrived yet.
+    private var passedOnRequestIncomplete = false
+    /// Armed while the connection waits for a request to arrive whole (`updateRequestTimer`).
+    private var requestTimer: Scheduled<Void>?
 
     /// `executor`: where `exchange` runs; by default the server's event loop, which serves the connections too.
     package init(server: MCPHTTPServer, executor: (any TaskExecutor)? = nil) {
@@ -100,17 +110,26 @@ package final class ModernPostHandler: ChannelDuplexHandler, RemovableChannelHan
 
     package func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
+        updateRequestTimer(context: context)
     }
 
     package func handlerRemoved(context: ChannelHandlerContext) {
         if case .answering(let answering) = state { abandon(answering) }
+        requestTimer?.cancel()
+        requestTimer = nil
         self.context = nil
+    }
+
+    package func channelActive(context: ChannelHandlerContext) {
+        updateRequestTimer(context: context)
+        context.fireChannelActive()
     }
 
     // MARK: - inbound
 
     package func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         take(unwrapInboundIn(data), context: context)
+        updateRequestTimer(context: context)
     }
 
     private func take(_ part: HTTPServerRequestPart, context: ChannelHandlerContext) {
@@ -148,7 +167,9 @@ package final class ModernPostHandler: ChannelDuplexHandler, RemovableChannelHan
                     return
                 }
                 passedOn.append((head.isKeepAlive, head.version == .http1_0))
+                passedOnRequestIncomplete = true
             }
+            if case .end = part { passedOnRequestIncomplete = false }
             partsPassedOn &+= 1
             context.fireChannelRead(wrapInboundOut(part))
         }
@@ -211,7 +232,53 @@ package final class ModernPostHandler: ChannelDuplexHandler, RemovableChannelHan
         closing = true
         if case .answering(let answering) = state { clientWentAway(answering) }
         held.removeAll()
+        updateRequestTimer(context: context)
         context.fireChannelInactive()
+    }
+
+    // MARK: - the time a request has to arrive
+
+    /// Whether the connection owes the client nothing and waits for a request, or for the rest of one.
+    private var awaitingRequest: Bool {
+        switch state {
+        case .collecting: true
+        case .answering: false
+        case .idle: passedOn.isEmpty || passedOnRequestIncomplete
+        }
+    }
+
+    /// Arms the timer when the connection begins to wait for a request, and disarms it once one has arrived whole.
+    /// Parts that trickle in do not re-arm it: the time runs from the start of the wait.
+    private func updateRequestTimer(context: ChannelHandlerContext) {
+        let waits = awaitingRequest && !closing && context.channel.isActive
+        guard waits != (requestTimer != nil) else { return }
+        guard waits else {
+            requestTimer?.cancel()
+            requestTimer = nil
+            return
+        }
+        let this = NIOLoopBound(self, eventLoop: context.eventLoop)
+        requestTimer = context.eventLoop.scheduleTask(in: TimeAmount(server.configuration.requestTimeout)) {
+            this.value.requestTimedOut()
+        }
+    }
+
+    /// An answer has ended: the time for the next request starts now.
+    private func restartRequestTimer(context: ChannelHandlerContext) {
+        requestTimer?.cancel()
+        requestTimer = nil
+        updateRequestTimer(context: context)
+    }
+
+    private func requestTimedOut() {
+        requestTimer = nil
+        guard let context, awaitingRequest, !closing else { return }
+        server.logger.debug("closing a connection whose request did not arrive whole in time")
+        MCPHTTPServer.requestTimeouts.increment()
+        closing = true
+        state = .idle
+        held.removeAll()
+        context.close(promise: nil)
     }
 
     // MARK: - outbound
@@ -233,6 +300,7 @@ package final class ModernPostHandler: ChannelDuplexHandler, RemovableChannelHan
             passedOn.removeFirst()
             // The connection ends after an answer that does not keep it open (output first).
             if !request.keepAlive { closing = true }
+            defer { restartRequestTimer(context: context) }
             guard request.http10, !request.keepAlive else { return context.write(data, promise: promise) }
             // Hummingbird closes after an HTTP/1.1 request that asked it to, but not after an HTTP/1.0 one: here.
             let written = promise ?? context.eventLoop.makePromise()
@@ -443,6 +511,7 @@ package final class ModernPostHandler: ChannelDuplexHandler, RemovableChannelHan
         }
         // Hummingbird's channel hands reads on when a read completes.
         if partsPassedOn != passedBefore { context.fireChannelReadComplete() }
+        restartRequestTimer(context: context)
         if readWithheld, !closing {
             if case .answering = state { return }
             readWithheld = false

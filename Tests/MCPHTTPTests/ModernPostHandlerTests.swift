@@ -148,6 +148,62 @@ final class ModernPostHandlerTests: XCTestCase {
         XCTAssertEqual(try passedOn(channel).count, 5)
     }
 
+    /// A connection that owes the client nothing has `requestTimeout` (60 s here) for its next request to arrive
+    /// whole, counted from its opening or its last answer; parts that trickle in do not extend it. A request being
+    /// answered (here or by Hummingbird) is never cut.
+    func testARequestThatDoesNotArriveWholeInTimeClosesTheConnection() throws {
+        // Nothing sent at all.
+        let silent = try connectedChannel()
+        silent.embeddedEventLoop.advanceTime(by: .seconds(59))
+        XCTAssertTrue(silent.isActive, "closed before its time")
+        silent.embeddedEventLoop.advanceTime(by: .seconds(2))
+        XCTAssertFalse(silent.isActive, "a connection that never sent a request stayed open")
+
+        // A modern request's head, then its body a byte every 10 s, never ending.
+        let trickling = try connectedChannel()
+        var head = HTTPRequestHead(version: .http1_1, method: .POST, uri: "/mcp")
+        head.headers.add(name: "MCP-Protocol-Version", value: "2026-07-28")
+        head.headers.add(name: "Mcp-Method", value: "server/discover")
+        try trickling.writeInbound(HTTPServerRequestPart.head(head))
+        for _ in 0..<5 {
+            trickling.embeddedEventLoop.advanceTime(by: .seconds(10))
+            try trickling.writeInbound(HTTPServerRequestPart.body(ByteBuffer(string: " ")))
+        }
+        XCTAssertTrue(trickling.isActive)
+        trickling.embeddedEventLoop.advanceTime(by: .seconds(11))
+        XCTAssertFalse(trickling.isActive, "a request trickling in held its connection past the timeout")
+        XCTAssertNil(try trickling.readOutbound(as: HTTPServerResponsePart.self), "it was answered")
+
+        // An answer starts the time again.
+        let answered = try connectedChannel()
+        answered.embeddedEventLoop.advanceTime(by: .seconds(50))
+        try sendDiscover(answered, id: 1)
+        XCTAssertEqual(try readAnswer(answered).body?["id"], 1)
+        answered.embeddedEventLoop.advanceTime(by: .seconds(50))
+        XCTAssertTrue(answered.isActive, "the time did not start again after the answer")
+        answered.embeddedEventLoop.advanceTime(by: .seconds(11))
+        XCTAssertFalse(answered.isActive)
+
+        // A request passed on to Hummingbird: its head alone times out; once whole, its answer may take as long as it
+        // takes (a legacy stream); after the answer the time starts again.
+        let legacyHead = HTTPRequestHead(version: .http1_1, method: .GET, uri: "/mcp")
+        let halfPassed = try connectedChannel()
+        try halfPassed.writeInbound(HTTPServerRequestPart.head(legacyHead))
+        halfPassed.embeddedEventLoop.advanceTime(by: .seconds(61))
+        XCTAssertFalse(halfPassed.isActive, "a passed-on request's missing end held the connection")
+        let streaming = try connectedChannel()
+        try streaming.writeInbound(HTTPServerRequestPart.head(legacyHead))
+        try streaming.writeInbound(HTTPServerRequestPart.end(nil))
+        try streaming.writeOutbound(HTTPServerResponsePart.head(HTTPResponseHead(version: .http1_1, status: .ok)))
+        streaming.embeddedEventLoop.advanceTime(by: .seconds(600))
+        XCTAssertTrue(streaming.isActive, "an answer under way was cut")
+        try streaming.writeOutbound(HTTPServerResponsePart.end(nil))
+        streaming.embeddedEventLoop.advanceTime(by: .seconds(59))
+        XCTAssertTrue(streaming.isActive)
+        streaming.embeddedEventLoop.advanceTime(by: .seconds(2))
+        XCTAssertFalse(streaming.isActive)
+    }
+
     func testConnectionCloseIsHonoured() throws {
         let channel = try connectedChannel()
         try sendDiscover(channel, id: 1, headers: [("Connection", "close")])
