@@ -68,6 +68,10 @@ struct ProxyCommand: AsyncParsableCommand {
     var http: String?
     @Option(help: "An Origin (scheme://host[:port]) admitted over HTTP besides loopback ones; repeatable.")
     var allowOrigin: [String] = []
+    @Option(help: "With --http: how long a connection that owes its client nothing (just opened, or its last answer sent) waits for the next request to arrive whole, head and body, in milliseconds; then it is closed. A request being answered, a stream included, is never cut. Guards against clients that hold connections open by sending nothing, or a byte at a time.")
+    var httpRequestTimeoutMs = 60_000
+    @Option(help: "With --http: how many connections are served at once; past it no more are accepted until one closes (they wait in the listen backlog), so that clients cannot take the descriptors the server needs for its own work. Default: half the open-file limit (ulimit -n), at most 10000.")
+    var httpMaxConnections: Int?
     @Option(help: "The MCP server is this Streamable HTTP endpoint (e.g. http://127.0.0.1:8765/mcp) instead of a command: several proxy instances can then share one server.")
     var upstreamUrl: String?
     @Argument(parsing: .captureForPassthrough, help: "The server command and its arguments, after -- (or --upstream-url).")
@@ -76,6 +80,8 @@ struct ProxyCommand: AsyncParsableCommand {
     func run() async throws {
         let command = server.first == "--" ? Array(server.dropFirst()) : server
         guard approvalTimeout > 0 else { throw ValidationError("--approval-timeout must be at least 1 second") }
+        guard httpRequestTimeoutMs > 0 else { throw ValidationError("--http-request-timeout-ms must be at least 1") }
+        if let httpMaxConnections, httpMaxConnections < 1 { throw ValidationError("--http-max-connections must be at least 1") }
         let upstream: UpstreamServer
         switch (command.isEmpty, upstreamUrl) {
         case (true, nil):
@@ -191,6 +197,7 @@ struct ProxyCommand: AsyncParsableCommand {
         let server = MCPHTTPServer(
             configuration: .init(
                 host: address.host, port: address.port, serverName: "corral-proxy", allowedOrigins: Set(allowOrigin),
+                requestTimeout: .milliseconds(httpRequestTimeoutMs), maximumConnections: httpMaxConnections,
                 authenticator: grantTable),
             endpoint: proxy.httpEndpoint(upstream: upstream), logger: logger)
         try await server.run(

@@ -55,6 +55,10 @@ struct AllcanuseMockCommand: AsyncParsableCommand {
     var acceptDuplicateKeys = false
     @Option(help: "An Origin (scheme://host[:port]) admitted over HTTP besides loopback ones; repeatable.")
     var allowOrigin: [String] = []
+    @Option(help: "With --http: how long a connection that owes its client nothing (just opened, or its last answer sent) waits for the next request to arrive whole, head and body, in milliseconds; then it is closed. A request being answered, a stream included, is never cut. Guards against clients that hold connections open by sending nothing, or a byte at a time.")
+    var httpRequestTimeoutMs = 60_000
+    @Option(help: "With --http: how many connections are served at once; past it no more are accepted until one closes (they wait in the listen backlog), so that clients cannot take the descriptors the server needs for its own work. Default: half the open-file limit (ulimit -n), at most 10000.")
+    var httpMaxConnections: Int?
     @Option(help: "How long an MCP task handle (Tasks extension) is kept after its creation, in milliseconds; 0: for ever. Expired handles are unknown ids.")
     var mcpTaskTtlMs = MCPTaskBridge.defaultTTLMilliseconds
     @Option(help: "Append one JSON line per tools/call that reached this server (tool, arguments, executed, and refused_by when its own --policy refused it) to this file: what gateway tests compare with what the client was told.")
@@ -109,6 +113,8 @@ struct AllcanuseMockCommand: AsyncParsableCommand {
         }
         guard mcpTaskTtlMs >= 0 else { throw ValidationError("--mcp-task-ttl-ms must not be negative") }
         guard (0...100_000).contains(busyPollUs) else { throw ValidationError("--busy-poll-us wants 0 to 100000 microseconds") }
+        guard httpRequestTimeoutMs > 0 else { throw ValidationError("--http-request-timeout-ms must be at least 1") }
+        if let httpMaxConnections, httpMaxConnections < 1 { throw ValidationError("--http-max-connections must be at least 1") }
         let callRecord: CallRecord?
         do {
             callRecord = try callLog.map { try CallRecord(path: $0) }
@@ -223,7 +229,8 @@ struct AllcanuseMockCommand: AsyncParsableCommand {
             callRecord: callRecord)
         let server = MCPHTTPServer(
             configuration: .init(
-                host: address.host, port: address.port, serverName: "allcanuse-mock", allowedOrigins: Set(allowOrigin)),
+                host: address.host, port: address.port, serverName: "allcanuse-mock", allowedOrigins: Set(allowOrigin),
+                requestTimeout: .milliseconds(httpRequestTimeoutMs), maximumConnections: httpMaxConnections),
             endpoint: CoreHTTPEndpoint(core: core), logger: logger)
         // The requests run on the server's event loop: it stays awake through a create's spawn, and exits are
         // handled there, as over stdio, so that an exit wakes that one thread. An exit's commit runs on the loop

@@ -215,3 +215,103 @@ def test_a_cancelled_legacy_request_ends_its_stream(state_dir):
         assert status == 202
         thread.join(10)
         assert outcome and outcome[0][0] == 200 and outcome[0][1] == [] and outcome[0][2] < 5, outcome
+
+
+def _closed_within(sock, seconds):
+    """Whether the server closed `sock` (EOF or reset) within `seconds`; the bytes it sent before, if any."""
+    import socket
+    import time
+
+    sock.settimeout(0.1)
+    deadline = time.monotonic() + seconds
+    received = b""
+    while time.monotonic() < deadline:
+        try:
+            chunk = sock.recv(4096)
+        except socket.timeout:
+            continue
+        except ConnectionResetError:
+            return True, received
+        if not chunk:
+            return True, received
+        received += chunk
+    return False, received
+
+
+def test_a_request_that_does_not_arrive_whole_in_time_loses_its_connection(state_dir):
+    """--http-request-timeout-ms: a connection that sends nothing, or a request's head a line at a time, is closed
+    once the time passes; a request being answered (a `wait` streamed for longer than the timeout) is not cut, and
+    its connection gets the time again after its answer. Real sockets against the real server."""
+    import socket
+    import time
+    import urllib.parse
+
+    with http_server(state_dir, "--http-request-timeout-ms", "700") as url:
+        address = urllib.parse.urlsplit(url)
+        endpoint = (address.hostname, address.port)
+        silent = socket.create_connection(endpoint)
+        trickling = socket.create_connection(endpoint)
+        trickling.sendall(b"POST /mcp HTTP/1.1\r\nHost: x\r\n")
+        for _ in range(4):  # 0.8 s of header lines, never the blank line that ends the head
+            time.sleep(0.2)
+            trickling.sendall(b"X-Slow: 1\r\n")
+        closed, _ = _closed_within(trickling, 1.0)
+        assert closed, "a head sent a line at a time kept its connection past the timeout"
+        closed, _ = _closed_within(silent, 1.0)
+        assert closed, "a connection that sent nothing stayed open"
+
+        from raw_client import meta
+        body = json.dumps({"jsonrpc": "2.0", "id": 5, "method": "tools/call",
+                           "params": {"name": "wait", "arguments": {"duration_ms": 1500}, "_meta": meta()}}).encode()
+        waiting = socket.create_connection(endpoint)
+        waiting.sendall(
+            b"POST /mcp HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Accept: application/json, text/event-stream\r\nMCP-Protocol-Version: 2026-07-28\r\n"
+            b"Mcp-Method: tools/call\r\nMcp-Name: wait\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+        started = time.monotonic()
+        waiting.settimeout(5)
+        received = b""
+        while b"0\r\n\r\n" not in received:  # the end of the chunked SSE stream
+            chunk = waiting.recv(4096)
+            assert chunk, f"the answer under way was cut after {time.monotonic() - started:.2f} s: {received!r}"
+            received += chunk
+        assert time.monotonic() - started >= 1.4
+        assert b'"id":5' in received and b'"result"' in received, received
+        # Kept alive after its answer, with the time started again: open for a moment, closed after the timeout.
+        closed, _ = _closed_within(waiting, 0.3)
+        assert not closed, "the connection was closed right after its answer"
+        closed, _ = _closed_within(waiting, 1.5)
+        assert closed, "an idle connection outlived the timeout after its answer"
+        for sock in (silent, trickling, waiting):
+            sock.close()
+
+
+def test_connections_past_the_maximum_wait_until_one_closes(state_dir):
+    """--http-max-connections: with two connections open, a third is not served (it waits in the listen backlog,
+    its request unread) until one of them closes; then it is answered."""
+    import socket
+    import time
+    import urllib.parse
+
+    from raw_client import meta
+
+    with http_server(state_dir, "--http-max-connections", "2") as url:
+        address = urllib.parse.urlsplit(url)
+        endpoint = (address.hostname, address.port)
+        held = [socket.create_connection(endpoint) for _ in range(2)]
+        time.sleep(0.2)
+        body = json.dumps({"jsonrpc": "2.0", "id": 9, "method": "server/discover", "params": {"_meta": meta()}}).encode()
+        third = socket.create_connection(endpoint)  # the kernel completes the handshake; the server does not accept
+        third.sendall(
+            b"POST /mcp HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nAccept: application/json\r\n"
+            b"MCP-Protocol-Version: 2026-07-28\r\nMcp-Method: server/discover\r\nContent-Length: "
+            + str(len(body)).encode() + b"\r\n\r\n" + body)
+        closed, received = _closed_within(third, 0.8)
+        assert not closed and received == b"", f"a connection past the maximum was served: {received!r}"
+        held[0].close()
+        third.settimeout(5)
+        answer = third.recv(65536)
+        assert answer.startswith(b"HTTP/1.1 200"), answer
+        assert b'"id":9' in answer, answer
+        for sock in (held[1], third):
+            sock.close()
