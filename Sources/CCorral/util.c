@@ -263,12 +263,24 @@ static int64_t io_field(const char *text, const char *field) {
 }
 
 int corral_process_io_bytes(pid_t pid, int64_t *read_bytes, int64_t *write_bytes) {
-    *read_bytes = -1;
-    *write_bytes = -1;
+    return corral_process_io_bytes_at(corral_open_process_io(pid), 1, read_bytes, write_bytes);
+}
+
+int corral_open_process_io(pid_t pid) {
     char path[64];
     snprintf(path, sizeof path, "/proc/%d/io", (int)pid);
+    return open(path, O_RDONLY | O_CLOEXEC);
+}
+
+int corral_process_io_bytes_at(int fd, int close_after, int64_t *read_bytes, int64_t *write_bytes) {
+    *read_bytes = -1;
+    *write_bytes = -1;
+    if (fd < 0) return -1;
     char buffer[1024];
-    if (read_proc_file(path, buffer, sizeof buffer) < 0) return -1;
+    ssize_t got = pread(fd, buffer, sizeof buffer - 1, 0);
+    if (close_after) close(fd);
+    if (got <= 0) return -1;
+    buffer[got] = 0;
     *read_bytes = io_field(buffer, "read_bytes");
     *write_bytes = io_field(buffer, "write_bytes");
     return 0;

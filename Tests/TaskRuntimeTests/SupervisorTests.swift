@@ -263,6 +263,48 @@ final class SupervisorTests: XCTestCase {
         }
     }
 
+    /// The task's `/proc/PID/io` is opened after its create (a housekeeping job), read at its exit, and closed then.
+    func testAnExitReadsTheIOCountersKeptOpenForIt() async throws {
+        let supervisor = try await start()
+        let task = try await supervisor.create(
+            TaskSpec(title: "io", command: .shell("head -c 1048576 /dev/zero > written; sleep 0.3")))
+        let path = "/proc/\(try XCTUnwrap(task.pid))/io"
+        var kept = false
+        for _ in 0..<100 where !kept {
+            kept = Self.descriptorTargets().contains(path)
+            if !kept { try await Task.sleep(for: .milliseconds(10)) }
+        }
+        XCTAssertTrue(kept, "\(path) was not kept open for the exit")
+        let outcome = try await supervisor.wait(for: task.taskID, timeout: .seconds(10))
+        XCTAssertEqual(outcome.task.status, .completed, outcome.task.lastError ?? "")
+        XCTAssertFalse(Self.descriptorTargets().contains(path), "\(path) stayed open after the exit")
+        let written = try XCTUnwrap(outcome.task.ioWriteBytes, "no I/O counters were read")
+        // Dirtied page-cache pages count as written where there is a block device behind them (not on tmpfs).
+        if Self.filesystemType(of: outcome.task.workingDirectory) != "tmpfs" {
+            XCTAssertGreaterThanOrEqual(written, 1 << 20)
+        }
+    }
+
+    /// The type of the mount that holds `path` (the longest mount point that is a prefix of it), from /proc/mounts.
+    private static func filesystemType(of path: String) -> String? {
+        let mounts = (try? String(contentsOfFile: "/proc/mounts", encoding: .utf8)) ?? ""
+        var best: (point: String, type: String)?
+        for line in mounts.split(separator: "\n") {
+            let fields = line.split(separator: " ")
+            guard fields.count > 2 else { continue }
+            let point = String(fields[1])
+            let inside = path == point || path.hasPrefix(point.hasSuffix("/") ? point : point + "/")
+            if inside, point.count >= (best?.point.count ?? -1) { best = (point, String(fields[2])) }
+        }
+        return best?.type
+    }
+
+    /// What this process's descriptors point at.
+    private static func descriptorTargets() -> Set<String> {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd")) ?? []
+        return Set(names.compactMap { try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/fd/" + $0) })
+    }
+
     func testExitedTaskLeavesNoDescendants() async throws {
         let supervisor = try await start()
         let marker = "corral-orphan-\(UInt32.random(in: 0...UInt32.max))"

@@ -140,6 +140,12 @@ int corral_get_dumpable(void);
 /// Reads read_bytes and write_bytes of /proc/PID/io with one read (also works on a zombie). Returns 0, or -1 when the
 /// file is unavailable; a field that is missing is -1.
 int corral_process_io_bytes(pid_t pid, int64_t *read_bytes, int64_t *write_bytes);
+/// Opens /proc/PID/io (-1 on failure), to be read later with `corral_process_io_bytes_at`: while the process is not
+/// reaped, its pid cannot be reused, so the descriptor stays its own.
+int corral_open_process_io(pid_t pid);
+/// The same read through a descriptor from `corral_open_process_io` (closed when `close_after` is not 0); -1 when
+/// `fd` is below 0 or the read fails.
+int corral_process_io_bytes_at(int fd, int close_after, int64_t *read_bytes, int64_t *write_bytes);
 
 /// Landlock ABI version: > 0 when available, 0 when the kernel has none (or it is disabled).
 int corral_landlock_abi_version(void);
