@@ -909,7 +909,7 @@ public actor TaskSupervisor {
         }
         // The task may have ended while we waited: its final record must not be overwritten.
         guard live[taskID] === task, !task.exitSeen else {
-            let record = await waitForFinal(taskID)
+            let record = await waitForFinal(task)
             return TaskOperationResult(task: record, changed: false, note: "task ended before it could be paused")
         }
         task.timeoutTimer?.cancel()
@@ -942,7 +942,7 @@ public actor TaskSupervisor {
             throw RuntimeError.invalidArgument("cannot resume task \(taskID): \(error.description)")
         }
         guard live[taskID] === task, !task.exitSeen else {
-            let record = await waitForFinal(taskID)
+            let record = await waitForFinal(task)
             return TaskOperationResult(task: record, changed: false, note: "task ended before it could be resumed")
         }
         task.runningSince = .now
@@ -969,7 +969,7 @@ public actor TaskSupervisor {
                 task: record, changed: false, note: "task is already \(record.status.rawValue)")
         }
         if task.exitSeen {
-            let record = await waitForFinal(taskID)
+            let record = await waitForFinal(task)
             return TaskOperationResult(task: record, changed: false, note: "task had already exited")
         }
         if task.stopReason == nil { task.stopReason = stopReason }
@@ -991,7 +991,7 @@ public actor TaskSupervisor {
             task.process.signalGroup(SIGKILL)
             task.process.signal(SIGKILL)
         }
-        let record = await waitForFinal(taskID)
+        let record = await waitForFinal(task)
         return TaskOperationResult(task: record, changed: true, note: nil)
     }
 
@@ -1151,11 +1151,16 @@ public actor TaskSupervisor {
         return final
     }
 
-    private func waitForFinal(_ taskID: String) async -> TaskRecord {
+    /// The final record, once the task has ended. A task gone from the store meanwhile (an internal task discarded
+    /// once its call ended, a finished one pruned) has no record to read: `task`'s own stands for it. (Without that
+    /// the loop below found nothing to wait for, again and again, holding the actor: a shutdown hung in it.)
+    private func waitForFinal(_ task: LiveTask) async -> TaskRecord {
+        let taskID = task.record.taskID
         while true {
             if let record = await waitForFinal(taskID, timeout: nil) { return record }
+            guard let record = try? storedOrLive(taskID) else { return task.record }
             // Only a shutdown resumes a waiter without a final status; the record is what it is then.
-            if isShutDown, let record = try? storedOrLive(taskID) { return record }
+            if isShutDown { return record }
         }
     }
 

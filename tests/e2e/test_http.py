@@ -315,3 +315,36 @@ def test_connections_past_the_maximum_wait_until_one_closes(state_dir):
         assert b'"id":9' in answer, answer
         for sock in (held[1], third):
             sock.close()
+
+
+def test_sigterm_with_a_watcher_handle_pending_stops_every_time(tmp_path):
+    """A 2026-07-28 task handle whose watcher runs (`wait_for_file`, never satisfied) when SIGTERM comes: the server
+    cancels the watcher and stops. It used to hang now and then, one start in eight to twenty: the handle's call,
+    cancelled, discarded its watcher while the shutdown's cancel still waited for it, and that wait found no record
+    again and again, holding the supervisor. Twenty starts."""
+    import re
+    import signal
+    import subprocess
+    import time
+
+    from conftest import MOCK
+    from raw_client import modern_request, post
+
+    for attempt in range(20):
+        state = tmp_path / f"state-{attempt}"
+        process = subprocess.Popen([str(MOCK), "--http", "127.0.0.1:0", "--state-dir", str(state), "--grace-ms", "300"],
+                                   stderr=subprocess.PIPE, text=True)
+        try:
+            url = next(re.search(r"listening on (http://\S+)", line).group(1)
+                       for line in process.stderr if "allcanuse-mock: listening on" in line)
+            status, _, created = post(url, modern_request(1, "tools/call", {
+                "name": "wait_for_file", "arguments": {"path": str(tmp_path / "never"), "timeout_ms": -1}}, tasks=True),
+                headers={"MCP-Protocol-Version": "2026-07-28", "Mcp-Method": "tools/call", "Mcp-Name": "wait_for_file"})
+            assert status == 200 and created["result"]["resultType"] == "task", created
+            started = time.monotonic()
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(timeout=10) == 0, f"start {attempt}"
+            assert time.monotonic() - started < 5
+        finally:
+            if process.poll() is None:
+                process.kill()
