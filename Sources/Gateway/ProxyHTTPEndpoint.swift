@@ -53,6 +53,9 @@ final class ProxyHTTPEndpoint: MCPHTTPEndpoint {
     init(proxy: PolicyProxy, upstream: UpstreamServer) {
         self.proxy = proxy
         self.upstreamServer = upstream
+        // These streams carry the proxy's own tools/list_changed; no task's notifications reach them (the server's
+        // are not listened to), so a listen honours no task id, and its acknowledgement says so.
+        listeners.honourTasks { _ in [] }
     }
 
     // MARK: - 2025-11-25 sessions

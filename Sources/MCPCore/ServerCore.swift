@@ -299,8 +299,17 @@ public final class ListenRegistry: Sendable {
     }
 
     private let state = Mutex(State())
+    /// Which of a listen's `taskIds` the server knows (`honourTasks`); without it every id is acknowledged.
+    private let knownTasks = Mutex<(@Sendable ([String]) async -> [String])?>(nil)
 
     public init() {}
+
+    /// Gives the server's answer to "which of these task ids are tasks of mine": a listen acknowledges, and streams,
+    /// only those (the acknowledgement is "the subset the server will honour"), so that a client is not led to wait
+    /// for notifications of a task that does not exist.
+    public func honourTasks(_ known: @escaping @Sendable ([String]) async -> [String]) {
+        knownTasks.withLock { $0 = known }
+    }
 
     /// A legacy connection's sink for `notifications/tools/list_changed`; the returned closure removes it.
     public func addLegacy(_ sink: @escaping @Sendable (JSONValue) -> Void) -> @Sendable () -> Void {
@@ -333,6 +342,10 @@ public final class ListenRegistry: Sendable {
             }
             taskIDs += list.compactMap(\.stringValue).filter { !taskIDs.contains($0) }
             if path != "taskIds" { nested = true }
+        }
+        if !taskIDs.isEmpty, let known = knownTasks.withLock({ $0 }) {
+            let exist = Set(await known(taskIDs))
+            taskIDs = taskIDs.filter(exist.contains)
         }
         let idMeta: JSONValue = [MetaKey.subscriptionID: context.id]
         var honoured: [String: JSONValue] = [:]

@@ -143,6 +143,11 @@ public actor MCPTaskBridge {
 
     // MARK: - tasks/*
 
+    /// Those of `taskIDs` that are handles of this server's, not expired (what a listen honours).
+    public func known(_ taskIDs: [String]) -> [String] {
+        taskIDs.filter { (try? current($0)) != nil }
+    }
+
     public func get(_ params: JSONValue) throws(JSONRPCError) -> JSONValue {
         try current(TasksExtension.taskID(params)).task.getResult
     }

@@ -46,6 +46,11 @@ public struct MockServices: Sendable {
         self.servesTasks = servesTasks
         self.listeners = listeners
         self.starting = starting
+        // A listen names task handles by id: it honours those the bridge has (once it is up; none if it never is).
+        listeners.honourTasks { taskIDs in
+            guard let tasks = try? await starting.value.tasks else { return [] }
+            return await tasks.known(taskIDs)
+        }
     }
 
     /// The services once started, or the reason they could not start.

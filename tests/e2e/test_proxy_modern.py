@@ -291,3 +291,45 @@ def test_a_modern_client_in_front_of_a_legacy_only_server(state_dir, tmp_path):
         run(over_http())
     methods = [json.loads(line).get("method") for line in received.read_text().splitlines()]
     assert methods[:3] == ["server/discover", "initialize", "notifications/initialized"]
+
+
+def test_a_listen_through_the_http_proxy_acknowledges_only_what_it_will_honour(state_dir, tmp_path):
+    """A listen answered by `corral proxy --http` acknowledges tools/list_changed, which it announces, and no task
+    ids: no task's notifications pass through its streams. Straight to the mock, the same listen is acknowledged
+    with the one task id that exists there."""
+    import http.client
+    import urllib.parse
+
+    from conftest import http_server, listening
+    from raw_client import modern_request
+
+    def acknowledgement(url, task_ids):
+        address = urllib.parse.urlsplit(url)
+        connection = http.client.HTTPConnection(address.hostname, address.port, timeout=10)
+        body = json.dumps(modern_request(1, "subscriptions/listen", {
+            "notifications": {"toolsListChanged": True}, "taskIds": task_ids}, tasks=True))
+        connection.request("POST", address.path, body=body, headers={
+            "Content-Type": "application/json", "Accept": "application/json, text/event-stream",
+            "MCP-Protocol-Version": "2026-07-28", "Mcp-Method": "subscriptions/listen"})
+        response = connection.getresponse()
+        assert response.status == 200, response.read()
+        while True:
+            line = response.fp.readline().decode()
+            assert line, "the stream ended before its acknowledgement"
+            if line.startswith("data:"):
+                message = json.loads(line[5:])
+                connection.close()
+                return message
+
+    policy = policy_file(tmp_path)
+    args = [str(CORRAL), "proxy", "--http", "127.0.0.1:0", "--policy", str(policy), "--", str(MOCK), "--state-dir",
+            state_dir]
+
+    with http_server(state_dir) as url:
+        from raw_client import post
+        status, _, created = post(url, modern_request(2, "tools/call", {
+            "name": "wait_for_file", "arguments": {"path": str(tmp_path / "never"), "timeout_ms": -1}}, tasks=True),
+            headers={"MCP-Protocol-Version": "2026-07-28", "Mcp-Method": "tools/call", "Mcp-Name": "wait_for_file"})
+        assert status == 200 and created["result"]["resultType"] == "task", created
+        task_id = created["result"]["taskId"]
+        pass
