@@ -23,25 +23,29 @@ final class EndCommitQueue: Sendable {
     private let logger: Logger
     private let state: Mutex<State>
 
-    /// Without a journal every end is committed at once (`deferCommit` says no).
+    /// Without a journal every end is committed at once (`journalOrCommit`).
     init(store: TaskStore, journal: sending ExitJournal?, logger: Logger) {
         self.store = store
         self.logger = logger
         state = Mutex(State(journal: journal))
     }
 
-    /// Journals the end and holds its commit back; false when it cannot be journaled, and the caller commits it now.
-    func deferCommit(_ end: ExitJournal.Entry) -> Bool {
+    /// Journals the end and holds its commit back (true: the caller queues a job, `claimJob`); without a journal, or
+    /// when the line cannot be written, commits it now (false).
+    func journalOrCommit(_ end: ExitJournal.Entry) -> Bool {
         state.withLock { state in
-            guard let journal = state.journal else { return false }
-            do {
-                try journal.append(end)
-            } catch {
-                logger.error("cannot journal the end of task \(end.record.taskID), committing it at once: \(error)")
-                return false
+            if let journal = state.journal {
+                do {
+                    try journal.append(end)
+                    state.pending.append(end)
+                    return true
+                } catch {
+                    logger.error("cannot journal the end of task \(end.record.taskID), committing it at once: \(error)")
+                }
             }
-            state.pending.append(end)
-            return true
+            commitPending(&state)
+            commit(end, &state)
+            return false
         }
     }
 
@@ -65,14 +69,6 @@ final class EndCommitQueue: Sendable {
     /// Commits every pending end, oldest first (before any use of the store).
     func commitPending() {
         state.withLock { state in commitPending(&state) }
-    }
-
-    /// Commits at once an end that was not deferred.
-    func commit(_ end: ExitJournal.Entry) {
-        state.withLock { state in
-            commitPending(&state)
-            commit(end, &state)
-        }
     }
 
     /// Commits what the journal of an earlier run holds that the store does not: ends whose waiters were answered

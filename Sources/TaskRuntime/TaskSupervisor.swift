@@ -817,9 +817,7 @@ public actor TaskSupervisor {
         live[taskID] = nil
         remember(record)
         rememberLastEvent(end)
-        let entry = ExitJournal.Entry(record: record, event: end)
-        let deferred = endCommits.deferCommit(entry)
-        if !deferred { endCommits.commit(entry) }
+        let deferred = endCommits.journalOrCommit(ExitJournal.Entry(record: record, event: end))
         notifyWaiters(taskID, status: record.status)
         if deferred { queueCommitJob() }
         schedulePrune()

@@ -32,15 +32,21 @@ final class ExitJournalTests: XCTestCase {
         try String(contentsOfFile: stateDirectory + "/exits.journal", encoding: .utf8)
     }
 
-    func testAWaiterIsToldBeforeTheCommitAndNoReadSeesTheStoreOlder() async throws {
+    /// A supervisor whose commit job is held, and a task of `command` run to its end: the waiter's outcome and the
+    /// end's event as the waiter was told it.
+    private func toldEnd(_ command: String) async throws -> (TaskSupervisor, TaskRecord, WaitOutcome, TaskEvent) {
         let supervisor = try await TaskSupervisor.start(.init(stateDirectory: directory))
         await supervisor.holdCommitJob(true)
-        let task = try await supervisor.create(TaskSpec(title: "ahead", command: .shell("exit 3")))
+        let task = try await supervisor.create(TaskSpec(title: "told", command: .shell(command)))
         let outcome = try await supervisor.wait(for: task.taskID, timeout: .seconds(10))
+        let lastEvent = try await supervisor.lastEvent(of: task.taskID)
+        return (supervisor, task, outcome, try XCTUnwrap(lastEvent))
+    }
+
+    func testAWaiterIsToldBeforeTheCommitAndNoReadSeesTheStoreOlder() async throws {
+        let (supervisor, task, outcome, told) = try await toldEnd("exit 3")
         XCTAssertEqual(outcome.task.status, .failed)
         XCTAssertEqual(outcome.task.exitCode, 3)
-        let lastEvent = try await supervisor.lastEvent(of: task.taskID)
-        let told = try XCTUnwrap(lastEvent)
         XCTAssertEqual(told.type, "error")
 
         // Told, not committed: the store file still says running, and the journal holds the end.
@@ -70,13 +76,8 @@ final class ExitJournalTests: XCTestCase {
     }
 
     func testAStartCommitsTheEndsACrashLeftJournaled() async throws {
-        let supervisor = try await TaskSupervisor.start(.init(stateDirectory: directory))
-        await supervisor.holdCommitJob(true)
-        let task = try await supervisor.create(TaskSpec(title: "told", command: .shell("echo done")))
-        let outcome = try await supervisor.wait(for: task.taskID, timeout: .seconds(10))
+        let (supervisor, task, outcome, told) = try await toldEnd("echo done")
         XCTAssertEqual(outcome.task.status, .completed)
-        let lastEvent = try await supervisor.lastEvent(of: task.taskID)
-        let told = try XCTUnwrap(lastEvent)
 
         // The files as a crash right after the answer leaves them (nothing writes meanwhile: the commit is held),
         // and a torn last line, as a crash in the middle of a journal write leaves one.
