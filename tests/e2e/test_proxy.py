@@ -454,6 +454,8 @@ def test_bad_invocations_are_explained(tmp_path):
         (["proxy", "--policy", str(policy), "--upstream-url", "ftp://x/mcp"], "--upstream-url wants an http:// or https:// URL"),
         (["proxy", "--policy", str(policy), "--grants", str(policy), "--", "cat"], "--grants needs --http"),
         (["proxy", "--policy", str(policy), "--metrics", "nowhere", "--", "cat"], "--metrics wants HOST:PORT"),
+        (["proxy", "--policy", str(policy), "--http-request-timeout-ms=-5", "--", "cat"], "--http-request-timeout-ms must be at least 1"),
+        (["proxy", "--policy", str(policy), "--http-max-connections", "0", "--", "cat"], "--http-max-connections must be at least 1"),
         (["proxy", "--policy", str(tmp_path / "missing.json"), "--", "cat"], "missing.json"),
     ]
     for args, message in cases:
