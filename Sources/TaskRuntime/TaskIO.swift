@@ -16,11 +16,16 @@ final class TaskIO: Sendable {
     private let reactor: Reactor
     private let state: Mutex<State>
 
-    init(reactor: Reactor, directory: String, limit: Int, stdoutFD: Int32, stderrFD: Int32) {
+    /// `heads`: the head files opened ahead of the task, if any.
+    init(
+        reactor: Reactor, directory: String, limit: Int, stdoutFD: Int32, stderrFD: Int32, heads: OutputHeadFiles?
+    ) {
         self.reactor = reactor
         var writers: [OutputStream: StreamWriter] = [:]
         for stream in OutputStream.allCases {
-            writers[stream] = StreamWriter(layout: OutputLayout(directory: directory, stream: stream, limit: limit))
+            writers[stream] = StreamWriter(
+                layout: OutputLayout(directory: directory, stream: stream, limit: limit),
+                headFD: heads?.take(stream) ?? -1)
         }
         state = Mutex(State(writers: writers, openFDs: [.stdout: stdoutFD, .stderr: stderrFD]))
     }
