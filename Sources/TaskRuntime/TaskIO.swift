@@ -35,7 +35,7 @@ final class TaskIO: Sendable {
         let fds = state.withLock { $0.openFDs }
         for (stream, fd) in fds {
             _ = corral_set_nonblocking(fd)
-            try reactor.register(fd) { [self] _ in self.drain(stream) }
+            try reactor.register(fd, writerRunsOn: true) { [self] _ in self.drain(stream) }
         }
     }
 

@@ -5,7 +5,8 @@ import XCTest
 
 @testable import TaskRuntime
 
-/// The way a task's output takes to its files: head files opened ahead with the spare.
+/// The way a task's output takes to its files: head files opened ahead with the spare, and the reactor's pass over
+/// what one wake-up brings.
 final class OutputPathTests: XCTestCase {
     var directory = ""
     var supervisor: TaskSupervisor?
@@ -94,5 +95,36 @@ final class OutputPathTests: XCTestCase {
         // Made only once: a second spare in the same place is refused, not truncated.
         XCTAssertThrowsError(try OutputLayout.createEmptyHeads(in: directory))
         XCTAssertEqual(openPaths(under: directory), [], "a failed creation left a descriptor open")
+    }
+
+    /// One wake-up can bring several descriptors; each handler is looked up when its turn comes, so one that
+    /// deregisters a later descriptor (a task's exit closing its pipes) is never followed by that descriptor's.
+    func testAHandlerThatDeregistersALaterDescriptorInTheSamePassStopsIt() async throws {
+        let reactor = try Reactor()
+        var first: [Int32] = [-1, -1]
+        var second: [Int32] = [-1, -1]
+        XCTAssertEqual(corral_pipe_cloexec(&first), 0)
+        XCTAssertEqual(corral_pipe_cloexec(&second), 0)
+        let calls = Mutex<[String]>([])
+        let secondRead = second[0]
+        let firstRead = first[0]
+        try reactor.register(firstRead, writerRunsOn: true) { _ in
+            var byte: UInt8 = 0
+            _ = read(firstRead, &byte, 1)
+            reactor.deregister(secondRead)
+            calls.withLock { $0.append("first") }
+        }
+        try reactor.register(secondRead, writerRunsOn: true) { _ in
+            calls.withLock { $0.append("second") }
+        }
+        // Both readable before the reactor can look (or the first alone: its handler still runs first).
+        XCTAssertEqual(write(first[1], "x", 1), 1)
+        XCTAssertEqual(write(second[1], "y", 1), 1)
+        for _ in 0..<200 where calls.withLock({ $0.isEmpty }) { try await Task.sleep(for: .milliseconds(5)) }
+        try await Task.sleep(for: .milliseconds(50))
+        XCTAssertEqual(calls.withLock { $0 }, ["first"])
+        reactor.deregister(firstRead)
+        await reactor.shutdown()
+        for fd in first + second { close(fd) }
     }
 }
