@@ -22,22 +22,15 @@ struct OutputLayout {
 
     func segmentPath(start: Int64) -> String { "\(directory)/\(segmentPrefix)\(start)" }
 
-    /// Creates both streams' head files, empty, in a task directory made ahead of its task, and keeps them open for
-    /// its output: creating a file on ext4 took the reactor 120 µs at a task's first output, and opening it 30 µs
-    /// more, on the CPU the task was running on (and in front of its exit).
-    static func createEmptyHeads(in directory: String) throws(RuntimeError) -> OutputHeadFiles {
-        var descriptors: [OutputStream: Int32] = [:]
+    /// Creates both streams' head files, empty, in a task directory made ahead of its task: creating a file on ext4
+    /// took the reactor 120 µs at a task's first output, on the CPU the task was running on.
+    static func createEmptyHeads(in directory: String) throws(RuntimeError) {
         for stream in OutputStream.allCases {
             let path = OutputLayout(directory: directory, stream: stream, limit: 0).headPath
-            let fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0o600)
-            guard fd >= 0 else {
-                let error = errno
-                for fd in descriptors.values { close(fd) }
-                throw RuntimeError.system("create \(path)", error)
-            }
-            descriptors[stream] = fd
+            let fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0o600)
+            guard fd >= 0 else { throw RuntimeError.system("create \(path)", errno) }
+            close(fd)
         }
-        return OutputHeadFiles(descriptors)
     }
 
     /// The tail segments on disk with their start offsets, oldest first.
@@ -49,27 +42,6 @@ struct OutputLayout {
             }
             return (start, "\(directory)/\(name)")
         }.sorted { $0.0 < $1.0 }
-    }
-}
-
-/// Head files opened ahead of their task (`OutputLayout.createEmptyHeads`), until its writers take them; those no
-/// writer took are closed with this.
-final class OutputHeadFiles: Sendable {
-    private let descriptors: Mutex<[OutputStream: Int32]>
-
-    init(_ descriptors: [OutputStream: Int32]) {
-        self.descriptors = Mutex(descriptors)
-    }
-
-    deinit {
-        descriptors.withLock { descriptors in
-            for fd in descriptors.values { close(fd) }
-        }
-    }
-
-    /// The stream's open head file, now the caller's to close (-1: none, or taken already).
-    func take(_ stream: OutputStream) -> Int32 {
-        descriptors.withLock { $0.removeValue(forKey: stream) } ?? -1
     }
 }
 
@@ -90,11 +62,8 @@ final class StreamWriter: @unchecked Sendable {
     /// Bytes received so far (kept or dropped).
     var total: Int64 { publishedTotal.load(ordering: .relaxed) }
 
-    /// `headFD`: the stream's head file opened ahead (`OutputHeadFiles`), now this writer's; -1: opened at the first
-    /// output.
-    init(layout: OutputLayout, headFD: Int32 = -1) {
+    init(layout: OutputLayout) {
         self.layout = layout
-        self.headFD = headFD
     }
 
     func append(_ bytes: UnsafeRawBufferPointer) {

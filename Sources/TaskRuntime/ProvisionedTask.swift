@@ -16,8 +16,6 @@ struct ProvisionedTask: Sendable {
     /// Made with a spare for the profile the previous create asked for, in this place's own directories (nil if
     /// there was none, or its preparation failed: the create prepares its own and reports the failure).
     let sandbox: ReadySandbox?
-    /// A spare's head files, created empty and kept open for its output (nil if not a spare).
-    let outputHeads: OutputHeadFiles?
 
     /// A sandbox prepared ahead (the Landlock ruleset's opens, checks and rules were a quarter of a millisecond of a
     /// create after an idle spell), and the profile it was prepared for.
@@ -79,7 +77,6 @@ struct ProvisionedTask: Sendable {
         }
         let taskDirectory = layout.taskDirectory(taskID)
         let homeDirectory = layout.homeDirectory(taskID)
-        var outputHeads: OutputHeadFiles?
         do throws(RuntimeError) {
             // Plain mkdir(2): the parents exist, and FileManager's walk costs a tenth of a spawn. Closed (0700, the
             // server's) until a create takes them (`openToTask`): a spare waits, and a task of the same user must not
@@ -93,7 +90,7 @@ struct ProvisionedTask: Sendable {
                     throw RuntimeError.system("chown \(path)", errno)
                 }
             }
-            if spare { outputHeads = try OutputLayout.createEmptyHeads(in: taskDirectory) }
+            if spare { try OutputLayout.createEmptyHeads(in: taskDirectory) }
         } catch {
             layout.removeDirectories(of: taskID)
             throw error
@@ -108,8 +105,7 @@ struct ProvisionedTask: Sendable {
         }
         return ProvisionedTask(
             taskID: taskID, taskDirectory: taskDirectory, homeDirectory: homeDirectory,
-            cgroup: spare ? try? layout.cgroups?.createTaskCgroup(named: taskID) : nil, sandbox: sandbox,
-            outputHeads: outputHeads)
+            cgroup: spare ? try? layout.cgroups?.createTaskCgroup(named: taskID) : nil, sandbox: sandbox)
     }
 
     /// Lets the task user through its directories (0711: entered, not listed; its output files are the server's),

@@ -13,9 +13,6 @@ final class Reactor: Sendable {
 
     private struct State {
         var handlers: [UInt64: Handler] = [:]
-        /// Tokens of descriptors whose writer may still be running when they wake this thread
-        /// (`register(_:writerRunsOn:handler:)`).
-        var writerTokens: Set<UInt64> = []
         var tokensByFD: [Int32: UInt64] = [:]
         var nextToken: UInt64 = 1
         var jobs: [@Sendable () -> Void] = []
@@ -49,16 +46,13 @@ final class Reactor: Sendable {
         thread.start()
     }
 
-    /// Watches `fd` for readability (and hang-up); the handler runs on the reactor thread. `writerRunsOn`: `fd` is
-    /// the read end of a pipe whose writer (a task) goes on running after it writes; when such descriptors alone
-    /// wake this thread, it lets whatever is runnable on its CPU go first (see `run()`).
-    func register(_ fd: Int32, writerRunsOn: Bool = false, handler: @escaping Handler) throws(RuntimeError) {
+    /// Watches `fd` for readability (and hang-up); the handler runs on the reactor thread.
+    func register(_ fd: Int32, handler: @escaping Handler) throws(RuntimeError) {
         let token = state.withLock { state -> UInt64 in
             let token = state.nextToken
             state.nextToken += 1
             state.handlers[token] = handler
             state.tokensByFD[fd] = token
-            if writerRunsOn { state.writerTokens.insert(token) }
             return token
         }
         if corral_epoll_add(epollFD, fd, corral_epollin(), token) != 0 {
@@ -66,7 +60,6 @@ final class Reactor: Sendable {
             state.withLock { state in
                 state.handlers[token] = nil
                 state.tokensByFD[fd] = nil
-                state.writerTokens.remove(token)
             }
             throw RuntimeError.system("epoll_ctl", error)
         }
@@ -78,7 +71,6 @@ final class Reactor: Sendable {
         let token = state.withLock { state -> UInt64? in
             guard let token = state.tokensByFD.removeValue(forKey: fd) else { return nil }
             state.handlers[token] = nil
-            state.writerTokens.remove(token)
             return token
         }
         if token != nil { _ = corral_epoll_del(epollFD, fd) }
@@ -132,29 +124,6 @@ final class Reactor: Sendable {
         }
     }
 
-    /// Adds `count` events to `ready`, one entry per descriptor (level-triggered: a second wait may report one
-    /// again), and drains the wake-up eventfd. False if any of them is not from a `writerRunsOn` descriptor.
-    private func collect(
-        _ tokens: [UInt64], _ events: [UInt32], _ count: Int, into ready: inout [(token: UInt64, events: UInt32)]
-    ) -> Bool {
-        var onlyWriters = true
-        for index in 0..<count {
-            let token = tokens[index]
-            if token == Reactor.wakeToken {
-                _ = corral_eventfd_drain(wakeFD)
-                onlyWriters = false
-                continue
-            }
-            if !state.withLock({ $0.writerTokens.contains(token) }) { onlyWriters = false }
-            if let known = ready.firstIndex(where: { $0.token == token }) {
-                ready[known].events |= events[index]
-            } else {
-                ready.append((token, events[index]))
-            }
-        }
-        return onlyWriters
-    }
-
     private func run() {
         var tokens = [UInt64](repeating: 0, count: 64)
         var events = [UInt32](repeating: 0, count: 64)
@@ -166,25 +135,14 @@ final class Reactor: Sendable {
                 usleep(1000)
                 continue
             }
-            var ready: [(token: UInt64, events: UInt32)] = []
-            let onlyWriters = collect(tokens, events, Int(count), into: &ready)
-            if onlyWriters, !ready.isEmpty, state.withLock({ $0.jobs.isEmpty }) {
-                // Task output woke this thread, and the kernel put it on the CPU of the task that wrote it (a pipe
-                // write is a sync wake-up, made for a writer about to sleep), with that task still running: draining
-                // at once ran in front of the rest of the task, most often its exit. perf sched on this project's
-                // VM: the exit waited 150-180 µs behind the drain while the other CPU was idle, and the wait
-                // wake-up with it. A yield lets what is runnable here go first; what it caused meanwhile (the
-                // task's exit, its pipes' ends) is collected, so one pass handles it all. With nothing else
-                // runnable the yield returns at once; a task that writes without pause keeps the CPU for the rest
-                // of its slice, or until its pipe is full.
-                sched_yield()
-                let more = corral_epoll_wait(epollFD, &tokens, &events, 64, 0)
-                if more > 0 { _ = collect(tokens, events, Int(more), into: &ready) }
-            }
-            for (token, readiness) in ready {
-                // Looked up as its turn comes: a handler before it may have deregistered this descriptor.
+            for index in 0..<Int(count) {
+                let token = tokens[index]
+                if token == Reactor.wakeToken {
+                    _ = corral_eventfd_drain(wakeFD)
+                    continue
+                }
                 let handler = state.withLock { $0.handlers[token] }
-                handler?(readiness)
+                handler?(events[index])
             }
             let (jobs, stopping) = state.withLock { state in
                 defer { state.jobs.removeAll() }

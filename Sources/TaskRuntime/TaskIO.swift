@@ -16,16 +16,11 @@ final class TaskIO: Sendable {
     private let reactor: Reactor
     private let state: Mutex<State>
 
-    /// `heads`: the head files opened ahead of the task, if any.
-    init(
-        reactor: Reactor, directory: String, limit: Int, stdoutFD: Int32, stderrFD: Int32, heads: OutputHeadFiles?
-    ) {
+    init(reactor: Reactor, directory: String, limit: Int, stdoutFD: Int32, stderrFD: Int32) {
         self.reactor = reactor
         var writers: [OutputStream: StreamWriter] = [:]
         for stream in OutputStream.allCases {
-            writers[stream] = StreamWriter(
-                layout: OutputLayout(directory: directory, stream: stream, limit: limit),
-                headFD: heads?.take(stream) ?? -1)
+            writers[stream] = StreamWriter(layout: OutputLayout(directory: directory, stream: stream, limit: limit))
         }
         state = Mutex(State(writers: writers, openFDs: [.stdout: stdoutFD, .stderr: stderrFD]))
     }
@@ -35,7 +30,7 @@ final class TaskIO: Sendable {
         let fds = state.withLock { $0.openFDs }
         for (stream, fd) in fds {
             _ = corral_set_nonblocking(fd)
-            try reactor.register(fd, writerRunsOn: true) { [self] _ in self.drain(stream) }
+            try reactor.register(fd) { [self] _ in self.drain(stream) }
         }
     }
 

@@ -550,7 +550,7 @@ public actor TaskSupervisor {
 
         let io = TaskIO(
             reactor: reactor, directory: taskDirectory, limit: spec.outputLimitBytes, stdoutFD: pipes.stdoutRead,
-            stderrFD: pipes.stderrRead, heads: place.outputHeads)
+            stderrFD: pipes.stderrRead)
         record.status = .running
         record.startedAt = Date()
         record.updatedAt = record.startedAt ?? now
