@@ -36,4 +36,29 @@ final class ReactorTests: XCTestCase {
         await reactor.shutdown()
         for fd in first + second { close(fd) }
     }
+
+    /// A descriptor set's own descriptor is readable while a member is (so that another thread's poll can watch the
+    /// set, as allcanuse-mock's stdio loop watches the tasks' exits), and whoever dispatches runs the member's
+    /// handler; once closed, it takes no member and dispatches nothing.
+    func testADescriptorSetIsReadableWhileAMemberIsAndDispatchesOnTheCallersThread() throws {
+        let set = try DescriptorSet()
+        var member: [Int32] = [-1, -1]
+        XCTAssertEqual(corral_pipe_cloexec(&member), 0)
+        defer { for fd in member { close(fd) } }
+        let calls = Mutex(0)
+        try set.register(member[0]) { _ in calls.withLock { $0 += 1 } }
+        var poller = pollfd(fd: set.fd, events: Int16(POLLIN), revents: 0)
+        XCTAssertEqual(poll(&poller, 1, 0), 0, "readable with no member ready")
+        XCTAssertEqual(write(member[1], "x", 1), 1)
+        XCTAssertEqual(poll(&poller, 1, 1000), 1, "not readable with a member ready")
+        XCTAssertTrue(set.dispatchReady())
+        XCTAssertEqual(calls.withLock { $0 }, 1)
+        set.deregister(member[0])
+        XCTAssertTrue(set.dispatchReady())
+        XCTAssertEqual(calls.withLock { $0 }, 1, "a deregistered member's handler ran")
+
+        set.close()
+        XCTAssertThrowsError(try set.register(member[0]) { _ in })
+        XCTAssertFalse(set.dispatchReady(), "a closed set dispatched")
+    }
 }
