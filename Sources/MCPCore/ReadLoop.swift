@@ -160,6 +160,10 @@ public final class ReadLoop: TaskExecutor, Sendable {
             }
             if ready.isEmpty {
                 guard next < background.count else { return }
+                // The answers written above woke their clients, most likely onto this CPU (a pipe write's wake-up is
+                // a sync one: the kernel expects the writer to sleep next). Housekeeping is not worth their wait:
+                // perf sched showed a wait's client queued 300 µs behind an exit's commit here, the other CPU idle.
+                if next == 0 { sched_yield() }
                 background[next].runSynchronously(on: executor)
                 next += 1
                 continue

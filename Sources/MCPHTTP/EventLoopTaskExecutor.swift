@@ -59,6 +59,8 @@ package final class EventLoopTaskExecutor: TaskExecutor {
     private struct QueuedJob {
         let job: UnownedJob
         let isHousekeeping: Bool
+        /// The first housekeeping job released behind answers: it lets whatever they woke run first.
+        var yieldsFirst = false
     }
 
     private func schedule(_ job: QueuedJob) {
@@ -71,6 +73,9 @@ package final class EventLoopTaskExecutor: TaskExecutor {
     }
 
     private func run(_ job: QueuedJob) {
+        // The answers just written woke their clients, most likely onto this CPU (a loopback socket's wake-up is a
+        // sync one: the kernel expects the writer to sleep next). Housekeeping is not worth their wait.
+        if job.yieldsFirst { sched_yield() }
         job.job.runSynchronously(on: asUnownedTaskExecutor())
         guard !job.isHousekeeping else { return }
         let released = housekeeping.withLock { housekeeping -> [QueuedJob] in
@@ -79,7 +84,10 @@ package final class EventLoopTaskExecutor: TaskExecutor {
             defer { housekeeping.waiting = [] }
             return housekeeping.waiting
         }
-        for job in released { schedule(job) }
+        for (index, var job) in released.enumerated() {
+            job.yieldsFirst = index == 0
+            schedule(job)
+        }
     }
 
     /// Keeps the loop's thread running, not sleeping in `epoll_wait`, for up to `duration` or until
