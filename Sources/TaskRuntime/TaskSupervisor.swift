@@ -119,6 +119,11 @@ public actor TaskSupervisor {
     }
     private let endCommits: EndCommitQueue
     private let reactor: Reactor
+    /// The running tasks' pidfds. The reactor waits on this set, unless the exit executor's thread can
+    /// (`handleExits(on:)`).
+    private let exits: DescriptorSet
+    /// The exit executor, when it waits on `exits` itself.
+    private var exitWatcher: (any DescriptorWatchingExecutor)?
     private let lockFD: Int32
     private let cgroups: CgroupHierarchy?
     private let logger: Logger
@@ -187,10 +192,13 @@ public actor TaskSupervisor {
         let lockFD = try takeLock(directory)
         let store: TaskStore
         let reactor: Reactor
+        let exits: DescriptorSet
         do {
             try StateDirectoryAccess.createPrivateFile(directory + "/tasks.sqlite")
             store = try TaskStore(path: directory + "/tasks.sqlite")
             reactor = try Reactor()
+            exits = try DescriptorSet()
+            try watchExits(exits, on: reactor)
         } catch {
             close(lockFD)
             throw error
@@ -228,8 +236,8 @@ public actor TaskSupervisor {
         let supervisor = TaskSupervisor(
             configuration: configuration, store: store,
             endCommits: EndCommitQueue(store: store, journal: exitJournal, logger: configuration.logger),
-            reactor: reactor, lockFD: lockFD, cgroups: cgroups, cgroupUnavailableReason: reason, identity: identity,
-            taskRoot: taskRoot)
+            reactor: reactor, exits: exits, lockFD: lockFD, cgroups: cgroups, cgroupUnavailableReason: reason,
+            identity: identity, taskRoot: taskRoot)
         try await supervisor.recover()
         await supervisor.beginStartingKeeper()
         await supervisor.provisionSpare()
@@ -237,8 +245,9 @@ public actor TaskSupervisor {
     }
 
     private init(
-        configuration: Configuration, store: TaskStore, endCommits: EndCommitQueue, reactor: Reactor, lockFD: Int32,
-        cgroups: CgroupHierarchy?, cgroupUnavailableReason: String?, identity: TaskIdentity, taskRoot: String
+        configuration: Configuration, store: TaskStore, endCommits: EndCommitQueue, reactor: Reactor,
+        exits: DescriptorSet, lockFD: Int32, cgroups: CgroupHierarchy?, cgroupUnavailableReason: String?,
+        identity: TaskIdentity, taskRoot: String
     ) {
         self.identity = identity
         self.taskRoot = taskRoot
@@ -246,6 +255,7 @@ public actor TaskSupervisor {
         self.storage = store
         self.endCommits = endCommits
         self.reactor = reactor
+        self.exits = exits
         self.lockFD = lockFD
         self.cgroups = cgroups
         self.cgroupUnavailableReason = cgroupUnavailableReason
@@ -300,8 +310,42 @@ public actor TaskSupervisor {
     /// wake-up was 50–150 µs of a waiter's answer). The timers an exit cancels (a waiter's timeout, the task's own)
     /// and the pruning it schedules run there too: cancelling a timer on the pool woke a pool thread, which took the
     /// CPU from the answer. Nil: the task pool. For tasks created and waits begun from now on.
+    ///
+    /// An executor that can wait on descriptors (`DescriptorWatchingExecutor`) also waits on the tasks' pidfds, of
+    /// all tasks, instead of the reactor: an exit then wakes that thread directly and not the reactor, which would
+    /// then wake it (40 µs of each wait's wake-up). If its thread ends, the reactor takes them back.
     public func handleExits(on executor: (any TaskExecutor)?) {
         exitExecutor = executor
+        let exits = self.exits
+        let reactor = self.reactor
+        if let previous = exitWatcher {
+            previous.unwatch(exits.fd)
+            exitWatcher = nil
+            try? Self.watchExits(exits, on: reactor)
+        }
+        guard !isShutDown, let watcher = executor as? any DescriptorWatchingExecutor else { return }
+        reactor.deregister(exits.fd)
+        let logger = self.logger
+        let watched = watcher.watch(exits.fd) {
+            exits.dispatchReady()
+        } onEnd: {
+            do {
+                try Self.watchExits(exits, on: reactor)
+            } catch {
+                logger.error("cannot watch the tasks' exits on the reactor again: \(error)")
+            }
+        }
+        if watched {
+            exitWatcher = watcher
+        } else {
+            try? Self.watchExits(exits, on: reactor)
+        }
+    }
+
+    /// Has the reactor wait on the tasks' pidfds (again: it replaces an earlier registration).
+    private static func watchExits(_ exits: DescriptorSet, on reactor: Reactor) throws(RuntimeError) {
+        reactor.deregister(exits.fd)
+        try reactor.register(exits.fd) { _ in exits.dispatchReady() }
     }
 
     /// Keeps `executor`, the one the creates' requests run on, awake through each create's spawn: the spawn's answer
@@ -578,9 +622,9 @@ public actor TaskSupervisor {
         do {
             try io.start()
             let exitExecutor = self.exitExecutor
-            try reactor.register(process.pidfd) { [weak self, reactor] _ in
+            try exits.register(process.pidfd) { [weak self, exits] _ in
                 // Level-triggered: stop watching at once, the exit is handled once.
-                reactor.deregister(process.pidfd)
+                exits.deregister(process.pidfd)
                 guard let self else { return }
                 Task(executorPreference: exitExecutor) { await self.processExited(taskID) }
             }
@@ -1439,7 +1483,10 @@ public actor TaskSupervisor {
             await reactor.perform { keeper.stop() }
         }
         keeper = nil
+        exitWatcher?.unwatch(exits.fd)
+        exitWatcher = nil
         await reactor.shutdown()
+        exits.close()
         for (_, list) in waiters {
             for (_, waiter) in list {
                 waiter.timer?.cancel()

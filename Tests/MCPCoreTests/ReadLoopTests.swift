@@ -222,4 +222,99 @@ final class ReadLoopTests: XCTestCase {
         XCTAssertGreaterThan(awake.second, 0, "the loop went on spinning after the request ended")
         XCTAssertGreaterThan(try sleepsAroundJobsFromElsewhere(stayingAwake: false).first, 0, "without the request the loop slept")
     }
+
+    private final class Watched: Sendable {
+        let readableThreads = Mutex<[UInt]>([])
+        let ended = Mutex<[String]>([])
+        let loopThread = Mutex<UInt>(0)
+        /// The loop thread's /proc entry, "PID/task/TID".
+        let loopProcEntry = Mutex("")
+    }
+
+    /// A watched descriptor wakes the sleeping loop and its handler runs on the loop's thread; after `unwatch` it
+    /// no longer does; when the loop ends, what is still watched gets `onEnd`, once, and a watch after the end is
+    /// refused.
+    func testAWatchedDescriptorWakesTheLoopOnItsThreadUntilUnwatchedOrTheLoopEnds() throws {
+        var input: [Int32] = [-1, -1]
+        var first: [Int32] = [-1, -1]
+        var second: [Int32] = [-1, -1]
+        XCTAssertEqual(pipe(&input), 0)
+        XCTAssertEqual(pipe(&first), 0)
+        XCTAssertEqual(pipe(&second), 0)
+        defer { for fd in input + first + second { close(fd) } }
+        let loop = try XCTUnwrap(ReadLoop())
+        let watched = Watched()
+        let inputFD = input[0]
+        let returned = expectation(description: "run returned")
+        Thread {
+            watched.loopThread.withLock { $0 = currentThreadID() }
+            loop.run(reading: inputFD, { _ in }, endOfInput: {}, isIdle: { true })
+            returned.fulfill()
+        }.start()
+        let firstFD = first[0]
+        XCTAssertTrue(loop.watch(firstFD, onReadable: {
+            var byte: UInt8 = 0
+            _ = read(firstFD, &byte, 1)  // level-triggered: take what woke us
+            watched.readableThreads.withLock { $0.append(currentThreadID()) }
+        }, onEnd: { watched.ended.withLock { $0.append("first") } }))
+        XCTAssertTrue(loop.watch(second[0], onReadable: {}, onEnd: { watched.ended.withLock { $0.append("second") } }))
+        usleep(50_000)  // the loop sleeps in poll
+        _ = write(first[1], "x", 1)
+        let deadline = Date().addingTimeInterval(10)
+        while watched.readableThreads.withLock({ $0.isEmpty }) && Date() < deadline { usleep(1000) }
+        XCTAssertEqual(watched.readableThreads.withLock { $0 }, [watched.loopThread.withLock { $0 }], "not on the loop's thread")
+
+        loop.unwatch(firstFD)
+        _ = write(first[1], "y", 1)
+        usleep(100_000)
+        XCTAssertEqual(watched.readableThreads.withLock { $0.count }, 1, "an unwatched descriptor's handler ran")
+
+        close(input[1])
+        input[1] = -1
+        wait(for: [returned], timeout: 30)
+        XCTAssertEqual(watched.ended.withLock { $0 }, ["second"], "onEnd: once, for what was still watched")
+        XCTAssertFalse(loop.watch(second[0], onReadable: {}, onEnd: {}), "a watch after the loop ended was taken")
+    }
+
+    /// A watched descriptor closed without `unwatch` (poll reports it invalid at once, every time) is dropped: the
+    /// loop does not spin on it.
+    func testAWatchedDescriptorClosedWithoutUnwatchDoesNotMakeTheLoopSpin() throws {
+        var input: [Int32] = [-1, -1]
+        var watchedPipe: [Int32] = [-1, -1]
+        XCTAssertEqual(pipe(&input), 0)
+        XCTAssertEqual(pipe(&watchedPipe), 0)
+        let loop = try XCTUnwrap(ReadLoop())
+        let watched = Watched()
+        let inputFD = input[0]
+        let returned = expectation(description: "run returned")
+        Thread {
+            let entry = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/thread-self")) ?? ""
+            watched.loopProcEntry.withLock { $0 = entry }
+            loop.run(reading: inputFD, { _ in }, endOfInput: {}, isIdle: { true })
+            returned.fulfill()
+        }.start()
+        XCTAssertTrue(loop.watch(watchedPipe[0], onReadable: {}, onEnd: {}))
+        close(watchedPipe[0])
+        close(watchedPipe[1])
+        _ = Task(executorPreference: loop) {}  // wakes the loop: it polls the closed descriptor next
+        usleep(50_000)
+        let entry = watched.loopProcEntry.withLock { $0 }
+        XCTAssertFalse(entry.isEmpty, "/proc/thread-self was readable")
+        let before = try Self.cpuTicks(ofThread: entry)
+        usleep(300_000)
+        let after = try Self.cpuTicks(ofThread: entry)
+        close(input[1])
+        wait(for: [returned], timeout: 30)
+        close(input[0])
+        // Spinning, the loop would have used about 30 ticks of CPU (100 per second) in 300 ms.
+        XCTAssertLessThanOrEqual(after - before, 3, "the loop spun on a closed descriptor")
+    }
+
+    /// utime + stime of a thread ("PID/task/TID"), in clock ticks.
+    private static func cpuTicks(ofThread entry: String) throws -> Int {
+        let stat = try String(contentsOfFile: "/proc/\(entry)/stat", encoding: .utf8)
+        // Fields after the command's closing parenthesis: state is field 3, utime 14 and stime 15.
+        let fields = try XCTUnwrap(stat.split(separator: ")").last).split(separator: " ")
+        return try XCTUnwrap(Int(fields[11])) + XCTUnwrap(Int(fields[12]))
+    }
 }

@@ -489,6 +489,40 @@ final class SupervisorTests: XCTestCase {
         if cgroup == nil { throw XCTSkip("no delegated cgroups here: nothing to remove") }
     }
 
+    /// Exits are watched by the exits' executor's own thread where it can wait on descriptors (allcanuse-mock's stdio
+    /// loop), and by the reactor again once that thread has ended: a task that ends after the loop is still seen.
+    func testExitsAreWatchedOnTheLoopThreadAndByTheReactorAfterTheLoopEnds() async throws {
+        let supervisor = try await start()
+        var fds: [Int32] = [-1, -1]
+        XCTAssertEqual(pipe(&fds), 0)
+        let watcher = try XCTUnwrap(LoopWatcher())
+        let input = fds[0]
+        let loopThread = Mutex<UInt>(0)
+        let loopEnded = expectation(description: "the loop ended")
+        Thread {
+            loopThread.withLock { $0 = UInt(pthread_self()) }
+            watcher.loop.run(reading: input, { _ in }, endOfInput: {}, isIdle: { true })
+            loopEnded.fulfill()
+        }.start()
+        await supervisor.handleExits(on: watcher)
+        XCTAssertEqual(watcher.watching, 1, "the pidfds' set was not given to the loop")
+
+        let task = try await supervisor.create(TaskSpec(title: "on the loop", command: .shell("sleep 0.05")))
+        let outcome = try await supervisor.wait(for: task.taskID, timeout: .seconds(10))
+        XCTAssertEqual(outcome.task.status, .completed)
+        XCTAssertEqual(Set(watcher.readableThreads), [loopThread.withLock { $0 }], "the exit was not seen on the loop")
+
+        let late = try await supervisor.create(TaskSpec(title: "after the loop", command: .shell("sleep 0.3")))
+        close(fds[1])
+        await fulfillment(of: [loopEnded], timeout: 10)
+        let seenByLoop = watcher.readableThreads.count
+        let lateOutcome = try await supervisor.wait(for: late.taskID, timeout: .seconds(10))
+        XCTAssertEqual(lateOutcome.task.status, .completed, "the exit after the loop's end was not seen")
+        XCTAssertEqual(watcher.readableThreads.count, seenByLoop, "the ended loop was still asked")
+        await supervisor.shutdown()
+        close(fds[0])
+    }
+
     func testWaiterWakesPromptlyOnExit() async throws {
         let supervisor = try await start()
         var latencies: [Double] = []
@@ -1098,6 +1132,38 @@ private final class WakefulCountingExecutor: WakefulExecutor, Sendable {
     func enqueue(_ job: consuming ExecutorJob) { globalConcurrentExecutor.enqueue(job) }
     func stayAwake(for duration: Duration) { asked.withLock { $0.append(duration) } }
     func endStayingAwake() { ended.withLock { $0 += 1 } }
+}
+
+/// allcanuse-mock's stdio loop as the exits' executor and their watcher (its own conformance is declared in
+/// AllcanuseMockServer), counting what it is asked.
+private final class LoopWatcher: DescriptorWatchingExecutor, Sendable {
+    let loop: ReadLoop
+    private let watches = Mutex(0)
+    private let readable = Mutex<[UInt]>([])
+    var watching: Int { watches.withLock { $0 } }
+    /// The threads the watched descriptors' handlers ran on, one entry per call.
+    var readableThreads: [UInt] { readable.withLock { $0 } }
+
+    init?() {
+        guard let loop = ReadLoop() else { return nil }
+        self.loop = loop
+    }
+
+    func enqueue(_ job: consuming ExecutorJob) { loop.enqueue(job) }
+
+    func watch(_ fd: Int32, onReadable: @escaping @Sendable () -> Void, onEnd: @escaping @Sendable () -> Void) -> Bool {
+        let taken = loop.watch(fd, onReadable: { [self] in
+            readable.withLock { $0.append(UInt(pthread_self())) }
+            onReadable()
+        }, onEnd: onEnd)
+        if taken { watches.withLock { $0 += 1 } }
+        return taken
+    }
+
+    func unwatch(_ fd: Int32) {
+        watches.withLock { $0 -= 1 }
+        loop.unwatch(fd)
+    }
 }
 
 /// Counts the jobs it is given and runs them on the task pool.
