@@ -2,8 +2,8 @@ import CCorral
 import Foundation
 import Synchronization
 
-/// One thread with an epoll set: it wakes on child exits (pidfds) and task output (pipes), and it is the thread that
-/// spawns every task.
+/// One thread with an epoll set: it wakes on task output (pipes) and on child exits (the supervisor's set of pidfds,
+/// unless the thread that answers waiters watches that set itself), and it is the thread that spawns every task.
 ///
 /// Hand-written because SwiftNIO cannot watch a pidfd, and a Dispatch source per descriptor would add threads that
 /// come and go; this keeps the runtime at exactly one thread of its own. Spawning happens here too because
