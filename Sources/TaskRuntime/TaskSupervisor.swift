@@ -193,12 +193,23 @@ public actor TaskSupervisor {
         let store: TaskStore
         let reactor: Reactor
         let exits: DescriptorSet
-        do {
+        do throws(RuntimeError) {
             try StateDirectoryAccess.createPrivateFile(directory + "/tasks.sqlite")
             store = try TaskStore(path: directory + "/tasks.sqlite")
-            reactor = try Reactor()
             exits = try DescriptorSet()
-            try watchExits(exits, on: reactor)
+            do throws(RuntimeError) {
+                reactor = try Reactor()
+            } catch {
+                exits.close()
+                throw error
+            }
+            do throws(RuntimeError) {
+                try watchExits(exits, on: reactor)
+            } catch {
+                exits.close()
+                await reactor.shutdown()
+                throw error
+            }
         } catch {
             close(lockFD)
             throw error
