@@ -16,6 +16,10 @@ final class DescriptorSet: Sendable {
         var tokensByFD: [Int32: UInt64] = [:]
         var nextToken: UInt64 = 1
         var closed = false
+        /// Calls using `fd` outside the lock: `close()` leaves the descriptor to the last of them, so that none of
+        /// them can reach a closed descriptor, or another one opened under its number meanwhile.
+        var users = 0
+        var descriptorClosed = false
     }
 
     /// The epoll descriptor: readable while a member is ready.
@@ -36,28 +40,34 @@ final class DescriptorSet: Sendable {
             state.nextToken += 1
             state.handlers[token] = handler
             state.tokensByFD[member] = token
+            state.users += 1
             return token
         }
         guard let token else { throw RuntimeError.system("epoll_ctl", EBADF) }
-        if corral_epoll_add(fd, member, corral_epollin(), token) != 0 {
-            let error = errno
-            state.withLock { state in
+        let added = corral_epoll_add(fd, member, corral_epollin(), token) == 0
+        let error = errno
+        endUse { state in
+            if !added {
                 state.handlers[token] = nil
-                state.tokensByFD[member] = nil
+                if state.tokensByFD[member] == token { state.tokensByFD[member] = nil }
             }
-            throw RuntimeError.system("epoll_ctl", error)
         }
+        if !added { throw RuntimeError.system("epoll_ctl", error) }
     }
 
     /// Stops watching `member`. The caller closes it afterwards; a stale event for it is dropped because tokens are
     /// never reused.
     func deregister(_ member: Int32) {
-        let token = state.withLock { state -> UInt64? in
-            guard let token = state.tokensByFD.removeValue(forKey: member) else { return nil }
+        let found = state.withLock { state -> Bool in
+            guard let token = state.tokensByFD.removeValue(forKey: member) else { return false }
             state.handlers[token] = nil
-            return token
+            guard !state.closed else { return false }
+            state.users += 1
+            return true
         }
-        if token != nil { _ = corral_epoll_del(fd, member) }
+        guard found else { return }
+        _ = corral_epoll_del(fd, member)
+        endUse { _ in }
     }
 
     /// Waits up to `timeoutMilliseconds` (-1: until something is ready) and runs the handlers of what is ready, each
@@ -65,7 +75,13 @@ final class DescriptorSet: Sendable {
     /// handler. Returns false if the set is closed or broken (not EINTR, retried inside).
     @discardableResult
     func dispatchReady(timeoutMilliseconds: Int32 = 0) -> Bool {
-        if state.withLock({ $0.closed }) { return false }
+        let open = state.withLock { state -> Bool in
+            guard !state.closed else { return false }
+            state.users += 1
+            return true
+        }
+        guard open else { return false }
+        defer { endUse { _ in } }
         let capacity = 16
         return withUnsafeTemporaryAllocation(of: UInt64.self, capacity: capacity) { tokens in
             withUnsafeTemporaryAllocation(of: UInt32.self, capacity: capacity) { events in
@@ -82,14 +98,26 @@ final class DescriptorSet: Sendable {
         }
     }
 
-    /// Closes the set: registering fails from now on and dispatching does nothing. Members belong to their owners.
+    /// Closes the set: registering fails from now on and dispatching does nothing. The descriptor itself is closed
+    /// once no call is using it. Members belong to their owners.
     func close() {
-        let wasOpen = state.withLock { state -> Bool in
-            defer { state.closed = true }
+        endUse { state in
+            state.closed = true
             state.handlers.removeAll()
             state.tokensByFD.removeAll()
-            return !state.closed
+            state.users += 1  // balanced by this very call's end of use
         }
-        if wasOpen { Foundation.close(fd) }
+    }
+
+    /// Ends a use of `fd` (after `change`, under the lock); the last use after `close()` closes the descriptor.
+    private func endUse(_ change: (inout State) -> Void) {
+        let closeNow = state.withLock { state -> Bool in
+            change(&state)
+            state.users -= 1
+            guard state.closed, state.users == 0, !state.descriptorClosed else { return false }
+            state.descriptorClosed = true
+            return true
+        }
+        if closeNow { Foundation.close(fd) }
     }
 }

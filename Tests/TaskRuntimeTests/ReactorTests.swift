@@ -61,4 +61,20 @@ final class ReactorTests: XCTestCase {
         XCTAssertThrowsError(try set.register(member[0]) { _ in })
         XCTAssertFalse(set.dispatchReady(), "a closed set dispatched")
     }
+
+    /// A set closed while another thread dispatches keeps its descriptor until that dispatch returns: the
+    /// dispatcher never waits on a closed descriptor, or on another one opened under its number.
+    func testAClosedSetKeepsItsDescriptorUntilADispatchInProgressReturns() throws {
+        let set = try DescriptorSet()
+        let returned = expectation(description: "the dispatch returned")
+        Thread {
+            set.dispatchReady(timeoutMilliseconds: 300)
+            returned.fulfill()
+        }.start()
+        usleep(50_000)
+        set.close()
+        XCTAssertGreaterThanOrEqual(fcntl(set.fd, F_GETFD), 0, "closed under a dispatch in progress")
+        wait(for: [returned], timeout: 5)
+        XCTAssertEqual(fcntl(set.fd, F_GETFD), -1, "still open after the dispatch returned")
+    }
 }
