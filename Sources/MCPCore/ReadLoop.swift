@@ -74,7 +74,8 @@ public final class ReadLoop: TaskExecutor, Sendable {
     }
 
     /// Also waits on `fd`, calling `onReadable` on the loop's thread whenever it is readable, until `unwatch(fd)`. If
-    /// the loop ends first, it calls `onEnd` instead, once, as its last act. False: the loop has ended already.
+    /// the loop ends first, it calls `onEnd` instead, once, as its last act. False: the loop has ended already. (A
+    /// descriptor closed while watched is dropped at the next poll, without `onEnd`.)
     /// (allcanuse-mock's task supervisor watches its tasks' exits here: an exit then wakes this thread, which answers
     /// the exit's waiters, and not another thread that would wake this one: 40 µs of each wait's wake-up.)
     public func watch(
@@ -178,9 +179,14 @@ public final class ReadLoop: TaskExecutor, Sendable {
             // Watched descriptors first: an exit's job is queued ahead of the requests read below.
             for index in descriptors.indices.dropFirst(2) where descriptors[index].revents != 0 {
                 let watched = descriptors[index].fd
-                // Closed without `unwatch`: poll would report it at once, every time.
+                // Closed without `unwatch`: poll would report it at once, every time. Dropped (without its
+                // `onEnd`) only if no watch changed since the poll: its number may be another watch's now.
                 if descriptors[index].revents & Int16(POLLNVAL) != 0 {
-                    unwatch(watched)
+                    state.withLock { state in
+                        guard state.watchGeneration == generation else { return }
+                        state.watches[watched] = nil
+                        state.watchGeneration += 1
+                    }
                     continue
                 }
                 state.withLock { $0.watches[watched]?.onReadable }?()
@@ -230,7 +236,7 @@ public final class ReadLoop: TaskExecutor, Sendable {
             }
             if ready.isEmpty {
                 guard next < background.count else { return }
-                // The answers written above woke their clients, most likely onto this CPU (a pipe write's wake-up is
+                // The answers written above (if any) woke their clients, most likely onto this CPU (a pipe write's wake-up is
                 // a sync one: the kernel expects the writer to sleep next). Housekeeping is not worth their wait:
                 // perf sched showed a wait's client queued 300 µs behind an exit's commit here, the other CPU idle.
                 if next == 0 { sched_yield() }
