@@ -8,6 +8,7 @@ public protocol DescriptorWatchingExecutor: TaskExecutor {
     func watch(
         _ fd: Int32, onReadable: @escaping @Sendable () -> Void, onEnd: @escaping @Sendable () -> Void
     ) -> Bool
-    /// Stops watching `fd` (neither closure is called from now on, unless one is running). The caller closes it.
+    /// Stops watching `fd`: neither closure is called from now on, except one that has begun, or an `onEnd` that the
+    /// executor's end took just before. The caller closes it.
     func unwatch(_ fd: Int32)
 }

@@ -124,6 +124,9 @@ public actor TaskSupervisor {
     private let exits: DescriptorSet
     /// The exit executor, when it waits on `exits` itself.
     private var exitWatcher: (any DescriptorWatchingExecutor)?
+    /// Set at shutdown: a loop that ends from then on does not hand `exits` back to the reactor, which is stopping.
+    /// Checked and acted on under its lock, from the loop's thread.
+    private nonisolated let exitsRetired = Mutex(false)
     private let lockFD: Int32
     private let cgroups: CgroupHierarchy?
     private let logger: Logger
@@ -241,6 +244,8 @@ public actor TaskSupervisor {
         do {
             taskRoot = try StateDirectoryAccess.taskRoot(stateDirectory: directory, identity: identity, name: stateName)
         } catch {
+            exits.close()
+            await reactor.shutdown()
             close(lockFD)
             throw error
         }
@@ -249,7 +254,12 @@ public actor TaskSupervisor {
             endCommits: EndCommitQueue(store: store, journal: exitJournal, logger: configuration.logger),
             reactor: reactor, exits: exits, lockFD: lockFD, cgroups: cgroups, cgroupUnavailableReason: reason,
             identity: identity, taskRoot: taskRoot)
-        try await supervisor.recover()
+        do throws(RuntimeError) {
+            try await supervisor.recover()
+        } catch {
+            await supervisor.shutdown(cancelRunning: false)
+            throw error
+        }
         await supervisor.beginStartingKeeper()
         await supervisor.provisionSpare()
         return supervisor
@@ -339,11 +349,14 @@ public actor TaskSupervisor {
         let logger = self.logger
         let watched = watcher.watch(exits.fd) {
             exits.dispatchReady()
-        } onEnd: {
-            do {
-                try Self.watchExits(exits, on: reactor)
-            } catch {
-                logger.error("cannot watch the tasks' exits on the reactor again: \(error)")
+        } onEnd: { [weak self] in
+            self?.exitsRetired.withLock { retired in
+                guard !retired else { return }
+                do {
+                    try Self.watchExits(exits, on: reactor)
+                } catch {
+                    logger.error("cannot watch the tasks' exits on the reactor again: \(error)")
+                }
             }
         }
         if watched {
@@ -1494,6 +1507,7 @@ public actor TaskSupervisor {
             await reactor.perform { keeper.stop() }
         }
         keeper = nil
+        exitsRetired.withLock { $0 = true }
         exitWatcher?.unwatch(exits.fd)
         exitWatcher = nil
         await reactor.shutdown()
