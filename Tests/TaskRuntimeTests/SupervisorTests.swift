@@ -512,15 +512,29 @@ final class SupervisorTests: XCTestCase {
         XCTAssertEqual(outcome.task.status, .completed)
         XCTAssertEqual(Set(watcher.readableThreads), [loopThread.withLock { $0 }], "the exit was not seen on the loop")
 
-        let late = try await supervisor.create(TaskSpec(title: "after the loop", command: .shell("sleep 0.3")))
+        // This one ends only once the loop has: it reads its standard input, a pipe written to after the loop ended.
+        var gate: [Int32] = [-1, -1]
+        XCTAssertEqual(pipe(&gate), 0)
+        var spec = TaskSpec(title: "after the loop", command: .shell("read line"))
+        spec.standardInputDescriptor = gate[0]
+        let late = try await supervisor.create(spec)
+        close(gate[0])
         close(fds[1])
         await fulfillment(of: [loopEnded], timeout: 10)
         let seenByLoop = watcher.readableThreads.count
+        XCTAssertEqual(write(gate[1], "go\n", 3), 3)
+        close(gate[1])
         let lateOutcome = try await supervisor.wait(for: late.taskID, timeout: .seconds(10))
         XCTAssertEqual(lateOutcome.task.status, .completed, "the exit after the loop's end was not seen")
         XCTAssertEqual(watcher.readableThreads.count, seenByLoop, "the ended loop was still asked")
-        await supervisor.shutdown()
         close(fds[0])
+        guard lateOutcome.task.status == .completed else {
+            // Its shutdown would wait for ever: the PID namespace's keeper cannot end while a task of the namespace
+            // is left unreaped.
+            self.supervisor = nil
+            return
+        }
+        await supervisor.shutdown()
     }
 
     func testWaiterWakesPromptlyOnExit() async throws {
