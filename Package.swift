@@ -30,6 +30,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.37.6"),
         .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
+        .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
     ],
     targets: [
         // Spawn shim and thin wrappers for what Swift cannot import (raw syscalls, packed epoll_event).
@@ -97,6 +98,11 @@ let package = Package(
             name: "Gateway",
             dependencies: [
                 "Policy", "CorralJSON", "CCorral", "MCPCore", "MCPHTTP",
+                // The Streamable HTTP client transport (a NIO connection pool, not URLSession: MCPHTTPClient says why).
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
                 // HMAC-SHA256 for approval states (constant-time checks).
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
@@ -166,6 +172,10 @@ let package = Package(
                 "CorralBenchmarks",
                 // `corral conformance` checks a gateway's tools/list against the mock's catalog.
                 "AllcanuseMock",
+                // `corral conformance --gateway-url`'s HTTP client.
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 // The /metrics endpoint of `corral proxy --metrics`.

@@ -1,25 +1,21 @@
+import AsyncHTTPClient
 import CorralJSON
 import Foundation
 import MCPCore
-import Synchronization
-
-#if canImport(FoundationNetworking)
-import FoundationNetworking
-#endif
+import NIOCore
+import NIOHTTP1
 
 /// A Streamable HTTP MCP endpoint, in both eras: a message carrying the 2026-07-28 `_meta` is POSTed with the
 /// `MCP-Protocol-Version`, `Mcp-Method` and `Mcp-Name` headers and without a session; anything else within the
 /// 2025-11-25 session that `initialize` opened.
 ///
-/// Each POST's answer is read as it arrives (a URLSession data delegate), as one JSON body or as SSE events, so a
-/// server may send notifications or requests before its answer and get the client's reply while the stream is still
-/// open. A JSON-RPC error that comes with a 4xx status (2026-07-28 does that) is delivered as the answer. If a stream
-/// ends without the answer, the request gets a JSON-RPC error instead of waiting forever. The GET stream is not
-/// opened: an agent's tool calls do not need it.
+/// Each POST's answer is read as it arrives (AsyncHTTPClient's streamed body, `MCPHTTPClient`), as one JSON body or
+/// as SSE events, so a server may send notifications or requests before its answer and get the client's reply while
+/// the stream is still open. A JSON-RPC error that comes with a 4xx status (2026-07-28 does that) is delivered as the
+/// answer. If a stream ends without the answer, the request gets a JSON-RPC error instead of waiting forever. The GET
+/// stream is not opened: an agent's tool calls do not need it.
 public actor StreamableHTTPClientTransport: MessageTransport {
     private let endpoint: URL
-    private let session: URLSession
-    private let delegate: StreamingDelegate
     private var sessionID: String?
     private var protocolVersion: String?
     private let stream: AsyncThrowingStream<Data, any Error>
@@ -27,15 +23,14 @@ public actor StreamableHTTPClientTransport: MessageTransport {
 
     private let onAnswerLost: @Sendable (JSONValue) -> Void
 
+    /// A JSON answer larger than this is refused (a tools/list of thousands of tools is a few MB).
+    static let maximumJSONAnswer = 64 << 20
+
     /// `onAnswerLost` is told the id of each request whose answer never came (it gets a made-up JSON-RPC error,
     /// and the caller may want to know that the call may still have run).
     public init(endpoint: URL, onAnswerLost: @escaping @Sendable (JSONValue) -> Void = { _ in }) {
         self.endpoint = endpoint
         self.onAnswerLost = onAnswerLost
-        let configuration = URLSessionConfiguration.ephemeral
-        configuration.timeoutIntervalForRequest = 3600  // wait_for_background_task may hold a request for long
-        delegate = StreamingDelegate()
-        session = URLSession(configuration: configuration, delegate: delegate, delegateQueue: nil)
         (stream, continuation) = AsyncThrowingStream.makeStream()
     }
 
@@ -43,46 +38,40 @@ public actor StreamableHTTPClientTransport: MessageTransport {
 
     public func disconnect() async {
         if let sessionID {
-            var request = URLRequest(url: endpoint)
-            request.httpMethod = "DELETE"
-            request.setValue(sessionID, forHTTPHeaderField: "Mcp-Session-Id")
-            let task = session.dataTask(with: request)
-            let events = delegate.events(for: task)
-            task.resume()
-            do {
-                for try await _ in events {}  // the answer does not matter; the session is over either way
-            } catch {}
+            var request = HTTPClientRequest(url: endpoint.absoluteString)
+            request.method = .DELETE
+            request.headers.add(name: "Mcp-Session-Id", value: sessionID)
+            // The answer does not matter; the session is over either way.
+            if let response = try? await MCPHTTPClient.shared.execute(request, timeout: .seconds(10)) {
+                _ = try? await response.body.collect(upTo: 1 << 20)
+            }
             self.sessionID = nil
         }
-        session.finishTasksAndInvalidate()  // a URLSession keeps its delegate until invalidated
         continuation.finish()
     }
 
     /// Returns once the server accepted the message: for an answer on an SSE stream, when the stream opens (its
     /// events follow through `receive()`); for a JSON answer or a failure, when the body is complete.
     public func send(_ data: Data) async throws(TransportError) {
-        var request = URLRequest(url: endpoint)
-        request.httpMethod = "POST"
-        request.httpBody = data
-        request.setValue("application/json", forHTTPHeaderField: "Content-Type")
-        request.setValue("application/json, text/event-stream", forHTTPHeaderField: "Accept")
+        var request = HTTPClientRequest(url: endpoint.absoluteString)
+        request.method = .POST
+        request.body = .bytes(ByteBuffer(bytes: data))
+        request.headers.add(name: "Content-Type", value: "application/json")
+        request.headers.add(name: "Accept", value: "application/json, text/event-stream")
         if let modern = Self.modernHeaders(data) {
-            for (name, value) in modern { request.setValue(value, forHTTPHeaderField: name) }
+            for (name, value) in modern { request.headers.replaceOrAdd(name: name, value: value) }
         } else {
-            if let sessionID { request.setValue(sessionID, forHTTPHeaderField: "Mcp-Session-Id") }
-            if let protocolVersion { request.setValue(protocolVersion, forHTTPHeaderField: "MCP-Protocol-Version") }
+            if let sessionID { request.headers.add(name: "Mcp-Session-Id", value: sessionID) }
+            if let protocolVersion { request.headers.add(name: "MCP-Protocol-Version", value: protocolVersion) }
         }
         let summary = JSONValue.summarizeMessage(data)
         let requestID = summary?.method != nil ? summary?.id : nil
-        let task = session.dataTask(with: request)
-        let events = delegate.events(for: task)
-        task.resume()
         do {
             try await withCheckedThrowingContinuation { (accepted: CheckedContinuation<Void, Error>) in
-                Task { await self.read(events, accepted: accepted, answering: requestID) }
+                Task { await self.exchange(request, accepted: accepted, answering: requestID) }
             }
         } catch {
-            throw (error as? TransportError) ?? TransportError("\(error.localizedDescription)")
+            throw (error as? TransportError) ?? TransportError("\(error)")
         }
     }
 
@@ -102,85 +91,85 @@ public actor StreamableHTTPClientTransport: MessageTransport {
 
     public nonisolated func receive() -> AsyncThrowingStream<Data, any Error> { stream }
 
-    private enum Body {
-        case awaitingHead
-        case json(Data)
-        case sse(SSEParser)
-        case failed(HTTPURLResponse, Data)
+    /// Sends one POST and reads its answer; resumes `accepted` exactly once: when an event stream opens, or when the
+    /// whole answer (or the failure) is in.
+    private func exchange(
+        _ request: HTTPClientRequest, accepted: CheckedContinuation<Void, Error>, answering requestID: JSONValue?
+    ) async {
+        let response: HTTPClientResponse
+        do {
+            response = try await MCPHTTPClient.shared.execute(request, timeout: MCPHTTPClient.requestTimeout)
+        } catch {
+            return accepted.resume(throwing: TransportError("no HTTP response from \(endpoint): \(error)"))
+        }
+        if let id = response.headers.first(name: "Mcp-Session-Id") { sessionID = id }
+        let status = Int(response.status.code)
+        guard (200..<300).contains(status) else {
+            let data = await Self.prefix(of: response.body, limit: 4096)
+            // A JSON-RPC error under the request's id is the server's answer (2026-07-28 sends errors with 4xx);
+            // anything else is a transport failure, after which the request may or may not have run.
+            if let requestID, let summary = JSONValue.summarizeMessage(data), summary.hasError, summary.id == requestID {
+                _ = deliver(data, answering: requestID)
+                return accepted.resume()
+            }
+            let text = String(decoding: data.prefix(500), as: UTF8.self)
+            return accepted.resume(throwing: TransportError("HTTP \(status) from \(endpoint): \(text)"))
+        }
+        if (response.headers.first(name: "Content-Type") ?? "").hasPrefix("text/event-stream") {
+            accepted.resume()  // the events follow as they come
+            await readEvents(response.body, answering: requestID)
+            return
+        }
+        let body: ByteBuffer
+        do {
+            body = try await response.body.collect(upTo: Self.maximumJSONAnswer)
+        } catch {
+            return accepted.resume(throwing: TransportError("the answer from \(endpoint) could not be read: \(error)"))
+        }
+        let data = Data(body.readableBytesView)
+        let answered = !data.isEmpty && deliver(data, answering: requestID)
+        accepted.resume()
+        if !answered { answerLost(requestID, "the server's answer did not carry the request's id") }
     }
 
-    /// Reads one POST's response; resumes `accepted` exactly once.
-    private func read(
-        _ events: AsyncThrowingStream<StreamingDelegate.Event, Error>, accepted: CheckedContinuation<Void, Error>,
-        answering requestID: JSONValue?
-    ) async {
-        var body = Body.awaitingHead
+    /// An event stream's messages, delivered as they arrive; the request's answer must be among them.
+    private func readEvents(_ body: HTTPClientResponse.Body, answering requestID: JSONValue?) async {
+        var parser = SSEParser()
         var answered = false
-        func deliver(_ message: Data) {
-            if let requestID, let summary = JSONValue.summarizeMessage(message), summary.method == nil,
-                summary.id == requestID
-            {
-                answered = true
-            }
-            rememberProtocolVersion(message)
-            continuation.yield(message)
-        }
         do {
-            for try await event in events {
-                switch (event, body) {
-                case (.response(let response), .awaitingHead):
-                    guard let http = response as? HTTPURLResponse else { throw TransportError("not an HTTP response") }
-                    if let id = http.value(forHTTPHeaderField: "Mcp-Session-Id") { sessionID = id }
-                    if !(200..<300).contains(http.statusCode) {
-                        body = .failed(http, Data())
-                    } else if (http.value(forHTTPHeaderField: "Content-Type") ?? "").hasPrefix("text/event-stream") {
-                        body = .sse(SSEParser())
-                        accepted.resume()  // the events follow as they come
-                    } else {
-                        body = .json(Data())
-                    }
-                case (.chunk(let chunk), .json(var data)):
-                    data.append(chunk)
-                    body = .json(data)
-                case (.chunk(let chunk), .failed(let http, var data)):
-                    if data.count < 4096 { data.append(chunk) }
-                    body = .failed(http, data)
-                case (.chunk(let chunk), .sse(var parser)):
-                    let messages = parser.feed(chunk)
-                    body = .sse(parser)
-                    messages.forEach(deliver)
-                default:
-                    break
+            for try await chunk in body {
+                for message in parser.feed(Data(chunk.readableBytesView)) where deliver(message, answering: requestID) {
+                    answered = true
                 }
             }
-            switch body {
-            case .awaitingHead:
-                accepted.resume(throwing: TransportError("no HTTP response from \(endpoint)"))
-            case .json(let data):
-                if !data.isEmpty { deliver(data) }
-                accepted.resume()
-                if !answered { answerLost(requestID, "the server's answer did not carry the request's id") }
-            case .failed(let http, let data):
-                // A JSON-RPC error under the request's id is the server's answer (2026-07-28 sends errors with 4xx);
-                // anything else is a transport failure, after which the request may or may not have run.
-                if let requestID, let summary = JSONValue.summarizeMessage(data), summary.hasError, summary.id == requestID {
-                    deliver(data)
-                    accepted.resume()
-                    return
-                }
-                let text = String(decoding: data.prefix(500), as: UTF8.self)
-                accepted.resume(throwing: TransportError("HTTP \(http.statusCode) from \(endpoint): \(text)"))
-            case .sse(var parser):
-                parser.finish().forEach(deliver)
-                if !answered { answerLost(requestID, "the server's event stream ended before the answer") }
-            }
+            for message in parser.finish() where deliver(message, answering: requestID) { answered = true }
+            if !answered { answerLost(requestID, "the server's event stream ended before the answer") }
         } catch {
-            if case .sse = body {
-                if !answered { answerLost(requestID, "the server's event stream failed: \(error.localizedDescription)") }
-            } else {
-                accepted.resume(throwing: (error as? TransportError) ?? TransportError(error.localizedDescription))
-            }
+            if !answered { answerLost(requestID, "the server's event stream failed: \(error)") }
         }
+    }
+
+    /// Hands a server message to the client; true if it is the answer to `requestID`.
+    private func deliver(_ message: Data, answering requestID: JSONValue?) -> Bool {
+        var isAnswer = false
+        if let requestID, let summary = JSONValue.summarizeMessage(message), summary.method == nil, summary.id == requestID {
+            isAnswer = true
+        }
+        rememberProtocolVersion(message)
+        continuation.yield(message)
+        return isAnswer
+    }
+
+    /// The first `limit` bytes of a body (the rest is read and dropped, so the connection can be reused); what a
+    /// failed read left is what there is.
+    private static func prefix(of body: HTTPClientResponse.Body, limit: Int) async -> Data {
+        var data = Data()
+        do {
+            for try await chunk in body where data.count < limit {
+                data.append(contentsOf: chunk.readableBytesView.prefix(limit - data.count))
+            }
+        } catch {}
+        return data
     }
 
     /// The request will get no answer on its stream: a JSON-RPC error in its place, so its caller is not left waiting.
@@ -235,43 +224,5 @@ struct SSEParser {
         guard !data.isEmpty else { return nil }
         let event = Data(data.joined(separator: "\n").utf8)
         return event.isEmpty ? nil : event
-    }
-}
-
-/// Hands each data task's response and body chunks to whoever awaits them, as they arrive.
-final class StreamingDelegate: NSObject, URLSessionDataDelegate, Sendable {
-    enum Event: Sendable {
-        case response(URLResponse)
-        case chunk(Data)
-    }
-
-    private let continuations = Mutex<[Int: AsyncThrowingStream<Event, Error>.Continuation]>([:])
-
-    /// Call before `resume()`.
-    func events(for task: URLSessionTask) -> AsyncThrowingStream<Event, Error> {
-        let (stream, continuation) = AsyncThrowingStream<Event, Error>.makeStream()
-        continuations.withLock { $0[task.taskIdentifier] = continuation }
-        return stream
-    }
-
-    private func continuation(_ task: URLSessionTask) -> AsyncThrowingStream<Event, Error>.Continuation? {
-        continuations.withLock { $0[task.taskIdentifier] }
-    }
-
-    func urlSession(
-        _ session: URLSession, dataTask: URLSessionDataTask, didReceive response: URLResponse,
-        completionHandler: @escaping @Sendable (URLSession.ResponseDisposition) -> Void
-    ) {
-        continuation(dataTask)?.yield(.response(response))
-        completionHandler(.allow)
-    }
-
-    func urlSession(_ session: URLSession, dataTask: URLSessionDataTask, didReceive data: Data) {
-        continuation(dataTask)?.yield(.chunk(data))
-    }
-
-    func urlSession(_ session: URLSession, task: URLSessionTask, didCompleteWithError error: (any Error)?) {
-        let continuation = continuations.withLock { $0.removeValue(forKey: task.taskIdentifier) }
-        if let error { continuation?.finish(throwing: error) } else { continuation?.finish() }
     }
 }

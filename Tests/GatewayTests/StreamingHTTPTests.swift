@@ -4,14 +4,19 @@ import Gateway
 import Policy
 import XCTest
 
-/// AgentSandbox over HTTP against a server that talks on the POST's event stream before answering: a Python
-/// server (python3 is on every machine the tests run on) that sends a `ping` and answers the call only once the
-/// client replied, and one that ends the stream without answering.
+/// AgentSandbox over HTTP against a Python server (python3 is on every machine the tests run on): one that talks on
+/// the POST's event stream before answering (it sends a `ping` and answers the call only once the client replied),
+/// one that ends the stream without answering, and calls that the server answers only once all of them are in.
 final class StreamingHTTPTests: XCTestCase {
+    /// How many calls `gather` holds until all have arrived: more than an HTTP client's usual per-host connection cap
+    /// (AsyncHTTPClient's default is 8).
+    static let gathered = 24
+
     static let server = #"""
-        import json, threading
+        import json, sys, threading
         from http.server import ThreadingHTTPServer, BaseHTTPRequestHandler
         replied = threading.Event()
+        gather = threading.Barrier(int(sys.argv[1]), timeout=10)
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.0"
@@ -33,6 +38,15 @@ final class StreamingHTTPTests: XCTestCase {
                 elif method is None or method.startswith("notifications/"):
                     if body.get("id") == "s1": replied.set()
                     self.send_response(202); self.end_headers()
+                elif method == "tools/call" and body["params"]["name"] == "gather":
+                    try:
+                        gather.wait(); text = "all in at once"
+                    except threading.BrokenBarrierError:
+                        text = "only %d came at once" % gather.n_waiting
+                    data = json.dumps({"jsonrpc": "2.0", "id": body["id"], "result": {
+                        "content": [{"type": "text", "text": text}], "isError": False}}).encode()
+                    self.send_response(200); self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data))); self.end_headers(); self.wfile.write(data)
                 elif method == "tools/call":
                     self.send_response(200); self.send_header("Content-Type", "text/event-stream"); self.end_headers()
                     if body["params"]["name"] == "drop":
@@ -47,23 +61,34 @@ final class StreamingHTTPTests: XCTestCase {
         server.serve_forever()
         """#
 
-    func testServerRequestsOnThePOSTStreamAreAnsweredAndLostAnswersFailTheCall() async throws {
+    /// Starts the server; `stop` ends it.
+    private func startServer() throws -> (url: URL, stop: () -> Void) {
         let script = FileManager.default.temporaryDirectory.appendingPathComponent("corral-sse-\(UUID().uuidString).py")
         try Self.server.write(to: script, atomically: true, encoding: .utf8)
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["python3", script.path]
+        process.arguments = ["python3", script.path, String(Self.gathered)]
         let output = Pipe()
         process.standardOutput = output
         try process.run()
-        defer {
+        let stop = {
             kill(process.processIdentifier, SIGKILL)  // SIGTERM may be ignored in a test process, and so inherited
             process.waitUntilExit()
             try? FileManager.default.removeItem(at: script)
         }
         let port = String(decoding: output.fileHandleForReading.availableData, as: UTF8.self)
             .trimmingCharacters(in: .whitespacesAndNewlines)
-        let url = try XCTUnwrap(URL(string: "http://127.0.0.1:\(port)/mcp"))
+        do {
+            return (try XCTUnwrap(port.isEmpty ? nil : URL(string: "http://127.0.0.1:\(port)/mcp"), "the Python server did not start"), stop)
+        } catch {
+            stop()
+            throw error
+        }
+    }
+
+    func testServerRequestsOnThePOSTStreamAreAnsweredAndLostAnswersFailTheCall() async throws {
+        let (url, stop) = try startServer()
+        defer { stop() }
         let policy = try Policy.load(text: #"""
             {"version": "1", "default": "allow",
              "tools": {"drop": {"limits": [{"counter": "d", "window": "minute", "max": 1, "scope": "grant"}]}}}
@@ -84,6 +109,22 @@ final class StreamingHTTPTests: XCTestCase {
         XCTAssertLessThan(ContinuousClock.now - start, .seconds(5))
         let again = try await sandbox.callTool("drop")
         XCTAssertTrue(again.wasDenied, "a lost answer keeps its counter: the call may have run")
+        await sandbox.close()
+    }
+
+    /// Calls held by the server for long (a `wait_for_background_task` of an hour) must not queue behind each other
+    /// in the client: every one is in flight at once, on a connection of its own.
+    func testConcurrentCallsAreAllInFlightAtOnce() async throws {
+        let (url, stop) = try startServer()
+        defer { stop() }
+        let sandbox = try await AgentSandbox.connect(
+            policy: PolicyEvaluator(policy: try Policy.load(text: #"{"version": "1", "default": "allow"}"#)),
+            identity: CallIdentity(grant: "g"), to: .http(url))
+        let texts = try await withThrowingTaskGroup(of: String.self) { group in
+            for _ in 0..<Self.gathered { group.addTask { try await sandbox.callTool("gather").text } }
+            return try await group.reduce(into: [String]()) { $0.append($1) }
+        }
+        XCTAssertEqual(texts, Array(repeating: "all in at once", count: Self.gathered))
         await sandbox.close()
     }
 }
