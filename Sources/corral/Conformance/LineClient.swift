@@ -1,10 +1,10 @@
+import AsyncHTTPClient
 import CorralJSON
 import Foundation
 import Gateway
-#if canImport(FoundationNetworking)
-import FoundationNetworking
-#endif
 import MCPCore
+import NIOCore
+import NIOPosix
 
 /// A raw JSON-RPC client on a gateway command's stdio, for `corral conformance`.
 ///
@@ -90,13 +90,16 @@ extension ScenarioWire {
 }
 
 /// The gateway's Streamable HTTP endpoint: each message is POSTed (in 2026-07-28 with its headers, else in the
-/// session `initialize` opened) and the answers, JSON or SSE, are collected as they come.
+/// session `initialize` opened) and the answers, JSON or SSE, are collected once each exchange is complete.
 final class ConformanceHTTPClient: ScenarioWire, @unchecked Sendable {  // `sessionID` guarded by `lock`
     let endpoint: URL
     private let inbox = AnswerInbox()
     private let lock = NSLock()
     private var sessionID: String?
-    private let session = URLSession(configuration: .ephemeral)
+    /// A client of its own (not the gateway transports' shared one), so that `close()` can drop its connections.
+    private let client = HTTPClient(eventLoopGroup: MultiThreadedEventLoopGroup.singleton)
+    /// One exchange's limit: a scenario's slowest call (a wait) is well inside it.
+    private static let exchangeTimeout = TimeAmount.seconds(300)
 
     init(endpoint: URL) { self.endpoint = endpoint }
 
@@ -108,42 +111,33 @@ final class ConformanceHTTPClient: ScenarioWire, @unchecked Sendable {  // `sess
     }
 
     /// POSTs `body` with exactly these MCP headers (a scenario that sends headers a client never would), and
-    /// returns the HTTP status once the answer is complete.
+    /// returns the HTTP status once the answer is complete (0 if none came).
     @discardableResult
     func post(_ body: Data, headers: [String: String]) -> Int {
-        var request = URLRequest(url: endpoint)
-        request.httpMethod = "POST"
-        request.httpBody = body
-        request.setValue("application/json", forHTTPHeaderField: "Content-Type")
-        request.setValue("application/json, text/event-stream", forHTTPHeaderField: "Accept")
+        var fields: [(String, String)] = [("Content-Type", "application/json"), ("Accept", "application/json, text/event-stream")]
         let modern = headers["MCP-Protocol-Version"] != nil
         lock.lock()
-        if !modern, let sessionID { request.setValue(sessionID, forHTTPHeaderField: "Mcp-Session-Id") }
+        if !modern, let sessionID { fields.append(("Mcp-Session-Id", sessionID)) }
         lock.unlock()
-        for (name, value) in headers { request.setValue(value, forHTTPHeaderField: name) }
-        let done = DispatchSemaphore(value: 0)
-        nonisolated(unsafe) var status = 0
-        session.dataTask(with: request) { [self] data, response, _ in
-            let http = response as? HTTPURLResponse
-            status = http?.statusCode ?? 0
-            let text = String(decoding: data ?? Data(), as: UTF8.self)
-            var messages: [JSONValue] = []
-            if (http?.value(forHTTPHeaderField: "Content-Type") ?? "").hasPrefix("text/event-stream") {
-                for line in text.split(separator: "\n") where line.hasPrefix("data:") {
-                    if let message = try? JSONValue.parse(Data(line.dropFirst(5).utf8)) { messages.append(message) }
-                }
-            } else if let message = try? JSONValue.parse(Data(text.utf8)) {
-                messages += message.arrayValue ?? [message]
-            }
-            lock.lock()
-            if let id = http?.value(forHTTPHeaderField: "Mcp-Session-Id") { sessionID = id }
-            lock.unlock()
-            inbox.add(messages)
-            done.signal()
-        }.resume()
+        fields += headers.map { ($0.key, $0.value) }
         // One exchange at a time, as the scenarios send them (the session id of an initialize is needed next).
-        done.wait()
-        return status
+        guard let request = try? HTTPClient.Request(url: endpoint.absoluteString, method: .POST, headers: .init(fields), body: .data(body)),
+            let response = try? client.execute(request: request, deadline: .now() + Self.exchangeTimeout).wait()
+        else { return 0 }
+        let text = response.body.map { String(buffer: $0) } ?? ""
+        var messages: [JSONValue] = []
+        if (response.headers.first(name: "Content-Type") ?? "").hasPrefix("text/event-stream") {
+            for line in text.split(separator: "\n") where line.hasPrefix("data:") {
+                if let message = try? JSONValue.parse(Data(line.dropFirst(5).utf8)) { messages.append(message) }
+            }
+        } else if let message = try? JSONValue.parse(Data(text.utf8)) {
+            messages += message.arrayValue ?? [message]
+        }
+        lock.lock()
+        if let id = response.headers.first(name: "Mcp-Session-Id") { sessionID = id }
+        lock.unlock()
+        inbox.add(messages)
+        return Int(response.status.code)
     }
 
     func responses(_ ids: Set<Int>, timeout: Duration) throws -> [Int: JSONValue] {
@@ -151,22 +145,17 @@ final class ConformanceHTTPClient: ScenarioWire, @unchecked Sendable {  // `sess
     }
 
     /// Drops the kept-alive connections (a server shutting down gracefully waits for open ones).
-    func close() { session.invalidateAndCancel() }
+    func close() { try? client.syncShutdown() }
 
     /// Waits until the endpoint answers at all (the gateway is starting).
     func waitUntilUp(timeout: Duration) throws {
         let deadline = ContinuousClock.now + timeout
         while ContinuousClock.now < deadline {
-            var request = URLRequest(url: endpoint)
-            request.httpMethod = "GET"
-            let done = DispatchSemaphore(value: 0)
-            nonisolated(unsafe) var up = false
-            session.dataTask(with: request) { _, response, _ in
-                up = response != nil
-                done.signal()
-            }.resume()
-            done.wait()
-            if up { return }
+            if let request = try? HTTPClient.Request(url: endpoint.absoluteString, method: .GET),
+                (try? client.execute(request: request, deadline: .now() + .seconds(5)).wait()) != nil
+            {
+                return
+            }
             Thread.sleep(forTimeInterval: 0.05)
         }
         throw ConformanceFailure("the gateway did not answer at \(endpoint) within \(timeout.components.seconds) s")
