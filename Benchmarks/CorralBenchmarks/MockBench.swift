@@ -1,9 +1,6 @@
 import ArgumentParser
 import CorralJSON
 import Foundation
-#if canImport(FoundationNetworking)
-import FoundationNetworking
-#endif
 
 /// `corral bench mock`: tool-call round trips through the allcanuse-mock binary over stdio.
 struct MockBench: AsyncParsableCommand {

@@ -13,7 +13,8 @@ struct ProxyBench: AsyncParsableCommand {
             (get_background_task). For each, three clients alive at once, alternating call by call so that drift on \
             the machine hits all alike: one talks to the server directly, one through a bare byte relay (corral \
             bench relay: two threads that read and write, the floor of any stdio proxy's two extra pipe hops), one \
-            through corral proxy. The policy allows the tool and counts it against a limit, as a real policy would; \
+            through corral proxy. For allcanuse-mock, a fourth client goes through corral proxy to the mock over Streamable \
+            HTTP (--upstream-url), for what the proxy's HTTP client adds. The policy allows the tool and counts it against a limit, as a real policy would; \
             the proxy writes an audit line per call.
             """
     )
@@ -67,10 +68,18 @@ struct ProxyBench: AsyncParsableCommand {
         let echoMedians = try compare(echoVariants, tool: "echo", widths: widths)
 
         let mockArguments = { (state: String) in [mock.path, "--state-dir", scratch + "/" + state, "--log-level", "error"] }
+        // The same server over Streamable HTTP behind the proxy (--upstream-url): what the proxy's HTTP client adds.
+        let (httpMock, endpoint) = try MockBinary.startHTTP(mock, state: scratch + "/http")
+        defer {
+            httpMock.interrupt()
+            httpMock.waitUntilExit()
+        }
+        let upstreamProxy = Array(proxy.prefix(3)) + ["--audit", scratch + "/audit-http.jsonl", "--upstream-url", endpoint.absoluteString]
         let clients = [
             ("allcanuse-mock directly (peer)", try RawClient(binary: mock, arguments: Array(mockArguments("direct").dropFirst()), modern: modern)),
             ("allcanuse-mock through a bare relay (floor)", try RawClient(binary: corral, arguments: relay + mockArguments("relayed"), modern: modern)),
             ("allcanuse-mock through corral proxy", try RawClient(binary: corral, arguments: proxy + mockArguments("proxied"), modern: modern)),
+            ("allcanuse-mock over HTTP behind corral proxy", try RawClient(binary: corral, arguments: upstreamProxy, modern: modern)),
         ]
         var variants: [(String, RawClient, [String: Any])] = []
         for (label, client) in clients {
@@ -89,6 +98,7 @@ struct ProxyBench: AsyncParsableCommand {
             print("added p50 with \(server): corral proxy \(format(proxy)) µs (goal: at most 50 µs), a bare relay "
                 + "\(format(relay)) µs; the proxy's own part \(format(proxy - relay)) µs")
         }
+        print("the proxy's upstream over HTTP instead of stdio: \(format(mockMedians[3] - mockMedians[2])) µs more at p50")
         print("")
     }
 
