@@ -15,6 +15,16 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 BIN_DIR = pathlib.Path(os.environ.get("CORRAL_BIN_DIR", ROOT / ".build" / "debug"))
 MOCK = BIN_DIR / "allcanuse-mock"
 
+# The whole suite takes about three minutes; no test should take more than a fraction of this. A hang (a lost answer,
+# a process that never ends) then fails its test with every thread's stack (pytest-timeout), and the run goes on.
+TEST_TIMEOUT_S = 300
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if item.get_closest_marker("timeout") is None:
+            item.add_marker(pytest.mark.timeout(TEST_TIMEOUT_S))
+
 
 @pytest.fixture
 def state_dir():
