@@ -13,16 +13,25 @@ import NIOPosix
 enum MCPHTTPClient {
     static let shared = HTTPClient(eventLoopGroup: MultiThreadedEventLoopGroup.singleton, configuration: configuration)
 
-    /// How long one request and its answer stream may take: `wait_for_background_task` may hold a request for long.
+    /// How long a request may wait for its answer's head, and an answer stream for its next byte:
+    /// `wait_for_background_task` may hold a request for long.
     static let requestTimeout = TimeAmount.hours(1)
 
     static var configuration: HTTPClient.Configuration {
-        var configuration = HTTPClient.Configuration(
-            timeout: .init(connect: .seconds(10), read: nil),
+        var pool = HTTPClient.Configuration.ConnectionPool(
             // Shorter than a server's usual idle close (allcanuse-mock's and many others' 60 s), so that the client,
             // not the server, ends an idle connection; no cap that long waits could exhaust (the default is 8 per host).
-            connectionPool: .init(idleTimeout: .seconds(30), concurrentHTTP1ConnectionsPerHostSoftLimit: 4096))
-        configuration.httpVersion = .automatic
+            idleTimeout: .seconds(30), concurrentHTTP1ConnectionsPerHostSoftLimit: 4096)
+        // A server that refuses the connection fails the call at once, as it did before; a caller may retry.
+        pool.retryConnectionEstablishment = false
+        var configuration = HTTPClient.Configuration(
+            // The deadline of `execute` ends with the answer's head; a body (an event stream) is bounded by the
+            // read timeout instead: an hour without a byte, as URLSession's request timeout was.
+            timeout: .init(connect: .seconds(10), read: requestTimeout),
+            connectionPool: pool)
+        // HTTP/1.1 only: a long call holds a connection of its own, where HTTP/2 would queue calls past the server's
+        // stream limit behind one connection.
+        configuration.httpVersion = .http1Only
         return configuration
     }
 }

@@ -330,6 +330,7 @@ final class AgentSandboxTests: XCTestCase {
         } catch let error as AgentSandboxError {
             XCTAssertTrue("\(error)".contains("cannot connect"), "\(error)")
         }
+        let start = ContinuousClock.now
         do {
             _ = try await AgentSandbox.connect(
                 policy: policy, identity: CallIdentity(), to: .http(try XCTUnwrap(URL(string: "http://127.0.0.1:9/mcp"))))
@@ -337,6 +338,8 @@ final class AgentSandboxTests: XCTestCase {
         } catch let error as AgentSandboxError {
             XCTAssertTrue("\(error)".contains("cannot connect"), "\(error)")
         }
+        // A refused connection fails at once, not after the client's 10 s connect timeout of retries.
+        XCTAssertLessThan(ContinuousClock.now - start, .seconds(5))
     }
 
     /// The direct child of `parent` whose command name is `name`.
