@@ -38,7 +38,7 @@ public actor StreamableHTTPClientTransport: MessageTransport {
 
     public func disconnect() async {
         if let sessionID {
-            var request = HTTPClientRequest(url: endpoint.absoluteString)
+            var request = newRequest()
             request.method = .DELETE
             request.headers.add(name: "Mcp-Session-Id", value: sessionID)
             // The answer does not matter; the session is over either way.
@@ -53,7 +53,7 @@ public actor StreamableHTTPClientTransport: MessageTransport {
     /// Returns once the server accepted the message: for an answer on an SSE stream, when the stream opens (its
     /// events follow through `receive()`); for a JSON answer or a failure, when the body is complete.
     public func send(_ data: Data) async throws(TransportError) {
-        var request = HTTPClientRequest(url: endpoint.absoluteString)
+        var request = newRequest()
         request.method = .POST
         request.body = .bytes(ByteBuffer(bytes: data))
         request.headers.add(name: "Content-Type", value: "application/json")
@@ -73,6 +73,16 @@ public actor StreamableHTTPClientTransport: MessageTransport {
         } catch {
             throw (error as? TransportError) ?? TransportError("\(error)")
         }
+    }
+
+    /// A request to the endpoint, with Basic credentials when its URL carries them (`http://user:password@host/mcp`,
+    /// which libcurl used to send and AsyncHTTPClient does not on its own).
+    private func newRequest() -> HTTPClientRequest {
+        var request = HTTPClientRequest(url: endpoint.absoluteString)
+        if let user = endpoint.user(percentEncoded: false) {
+            request.setBasicAuth(username: user, password: endpoint.password(percentEncoded: false) ?? "")
+        }
+        return request
     }
 
     /// The headers of a 2026-07-28 message (nil for anything else): the version, the method and, for named methods,

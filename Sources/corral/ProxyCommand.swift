@@ -72,7 +72,7 @@ struct ProxyCommand: AsyncParsableCommand {
     var httpRequestTimeoutMs = 60_000
     @Option(help: "With --http: how many connections are served at once; past it no more are accepted until one closes (they wait in the listen backlog), so that clients cannot take the descriptors the server needs for its own work. Default: half the open-file limit (ulimit -n), at most 10000.")
     var httpMaxConnections: Int?
-    @Option(help: "The MCP server is this Streamable HTTP endpoint (e.g. http://127.0.0.1:8765/mcp) instead of a command: several proxy instances can then share one server.")
+    @Option(help: "The MCP server is this Streamable HTTP endpoint (e.g. http://127.0.0.1:8765/mcp) instead of a command: several proxy instances can then share one server. Credentials in the URL (http://user:password@host/mcp) are sent as Basic authorization; proxies from the environment (http_proxy) are not used.")
     var upstreamUrl: String?
     @Argument(parsing: .captureForPassthrough, help: "The server command and its arguments, after -- (or --upstream-url).")
     var server: [String] = []

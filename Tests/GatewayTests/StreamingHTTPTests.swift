@@ -17,6 +17,7 @@ final class StreamingHTTPTests: XCTestCase {
         from http.server import ThreadingHTTPServer, BaseHTTPRequestHandler
         replied = threading.Event()
         gather = threading.Barrier(int(sys.argv[1]), timeout=10)
+        arrived = []
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.0"
@@ -39,12 +40,18 @@ final class StreamingHTTPTests: XCTestCase {
                     if body.get("id") == "s1": replied.set()
                     self.send_response(202); self.end_headers()
                 elif method == "tools/call" and body["params"]["name"] == "gather":
+                    arrived.append(1)
                     try:
                         gather.wait(); text = "all in at once"
                     except threading.BrokenBarrierError:
-                        text = "only %d came at once" % gather.n_waiting
+                        text = "only %d of %d came within 10 s" % (len(arrived), gather.parties)
                     data = json.dumps({"jsonrpc": "2.0", "id": body["id"], "result": {
                         "content": [{"type": "text", "text": text}], "isError": False}}).encode()
+                    self.send_response(200); self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data))); self.end_headers(); self.wfile.write(data)
+                elif method == "tools/call" and body["params"]["name"] == "whoami":
+                    data = json.dumps({"jsonrpc": "2.0", "id": body["id"], "result": {
+                        "content": [{"type": "text", "text": self.headers.get("Authorization", "")}], "isError": False}}).encode()
                     self.send_response(200); self.send_header("Content-Type", "application/json")
                     self.send_header("Content-Length", str(len(data))); self.end_headers(); self.wfile.write(data)
                 elif method == "tools/call":
@@ -125,6 +132,21 @@ final class StreamingHTTPTests: XCTestCase {
             return try await group.reduce(into: [String]()) { $0.append($1) }
         }
         XCTAssertEqual(texts, Array(repeating: "all in at once", count: Self.gathered))
+        await sandbox.close()
+    }
+
+    /// Credentials in the endpoint's URL go as Basic authorization, on every request.
+    func testCredentialsInTheURLAreSentAsBasicAuthorization() async throws {
+        let (url, stop) = try startServer()
+        defer { stop() }
+        var parts = try XCTUnwrap(URLComponents(url: url, resolvingAgainstBaseURL: false))
+        parts.user = "agent"
+        parts.password = "s3cret"
+        let sandbox = try await AgentSandbox.connect(
+            policy: PolicyEvaluator(policy: try Policy.load(text: #"{"version": "1", "default": "allow"}"#)),
+            identity: CallIdentity(grant: "g"), to: .http(try XCTUnwrap(parts.url)))
+        let text = try await sandbox.callTool("whoami").text
+        XCTAssertEqual(text, "Basic " + Data("agent:s3cret".utf8).base64EncodedString())
         await sandbox.close()
     }
 }
