@@ -46,6 +46,14 @@ public final class ProxyCore: Sendable {
         /// session anyway. Past `cancelledLimit` the oldest is forgotten, so a client cannot grow this forever.
         var cancelled: Set<JSONValue> = []
         var cancelledOrder: [JSONValue] = []
+        /// Who waits for every request to be answered (`waitUntilAnswered`).
+        var answeredWaiters: [CheckedContinuation<Void, Never>] = []
+
+        /// No request is owed an answer from the server: none in flight but calls held for an approval, which the
+        /// server never saw.
+        var owesNothing: Bool {
+            inFlight.count <= approvals.count && inFlight.isSubset(of: Set(approvals.values.map(\.callID)))
+        }
     }
 
     static let cancelledLimit = 4096
@@ -605,6 +613,29 @@ public final class ProxyCore: Sendable {
                 "error": ["code": -32000, "message": .string("The MCP server behind corral proxy \(reason)")],
             ], to: toClient)
         }
+        resumeAnsweredWaiters()
+    }
+
+    /// Returns once the server owes no answer to a request of the client's (calls held for approval aside: the
+    /// server never saw them). An HTTP server does not see the client's input end, as a stdio server does: the
+    /// proxy waits for this before it ends that connection, so that no answer the client is owed is cut off.
+    public func waitUntilAnswered() async {
+        await withCheckedContinuation { (waiter: CheckedContinuation<Void, Never>) in
+            let done = state.withLock { state -> Bool in
+                if !state.owesNothing { state.answeredWaiters.append(waiter) }
+                return state.owesNothing
+            }
+            if done { waiter.resume() }
+        }
+    }
+
+    private func resumeAnsweredWaiters() {
+        let waiters = state.withLock { state -> [CheckedContinuation<Void, Never>] in
+            guard !state.answeredWaiters.isEmpty, state.owesNothing else { return [] }
+            defer { state.answeredWaiters.removeAll() }
+            return state.answeredWaiters
+        }
+        for waiter in waiters { waiter.resume() }
     }
 
     // MARK: - requests in flight
@@ -613,6 +644,7 @@ public final class ProxyCore: Sendable {
     /// free. A forwarded request keeps its id, counters and filtering until the server answers it (see
     /// `State.cancelled`).
     private func clientCancelled(_ id: JSONValue) {
+        defer { resumeAnsweredWaiters() }
         state.withLock { state in
             let held = state.approvals.filter { $0.value.callID == id }.keys
             if !held.isEmpty {
@@ -641,12 +673,14 @@ public final class ProxyCore: Sendable {
 
     private func release(_ id: JSONValue) {
         _ = state.withLock { $0.inFlight.remove(id) }
+        resumeAnsweredWaiters()
     }
 
     /// The server answered `id`: whether a request of the client's awaited it, whether it was a tools/list we
     /// filter, the reservation of the call, and how long the server took if it was a forwarded call. Found by id
     /// even after the client cancelled (the server may answer anyway).
     private func answered(_ id: JSONValue) -> (awaited: Bool, isToolList: Bool, Reservation?, upstream: Duration?) {
+        defer { resumeAnsweredWaiters() }
         let (awaited, isToolList, reservation, sent) = state.withLock { state in
             let awaited = state.inFlight.remove(id) != nil
             if awaited, !state.cancelled.isEmpty { state.cancelled.remove(id) }

@@ -50,8 +50,11 @@ public actor StreamableHTTPClientTransport: MessageTransport {
         continuation.finish()
     }
 
-    /// Returns once the server accepted the message: for an answer on an SSE stream, when the stream opens (its
-    /// events follow through `receive()`); for a JSON answer or a failure, when the body is complete.
+    /// Sends one message. A request other than `initialize` is on its way once this returns: its answer, or a
+    /// JSON-RPC error in its place when none can come (the server cannot be reached, an HTTP error, a stream that
+    /// ends first), follows through `receive()`; so a server that holds one answer (a JSON answer to a long wait)
+    /// does not hold up what the caller sends next. Anything else returns once the server accepted it (an
+    /// `initialize`'s answer is in, so its session and version go on what follows), and throws if it did not.
     public func send(_ data: Data) async throws(TransportError) {
         var request = newRequest()
         request.method = .POST
@@ -66,6 +69,10 @@ public actor StreamableHTTPClientTransport: MessageTransport {
         }
         let summary = JSONValue.summarizeMessage(data)
         let requestID = summary?.method != nil ? summary?.id : nil
+        if requestID != nil, summary?.method != "initialize" {
+            Task { await self.exchange(request, accepted: nil, answering: requestID) }
+            return
+        }
         do {
             try await withCheckedThrowingContinuation { (accepted: CheckedContinuation<Void, Error>) in
                 Task { await self.exchange(request, accepted: accepted, answering: requestID) }
@@ -101,16 +108,23 @@ public actor StreamableHTTPClientTransport: MessageTransport {
 
     public nonisolated func receive() -> AsyncThrowingStream<Data, any Error> { stream }
 
-    /// Sends one POST and reads its answer; resumes `accepted` exactly once: when an event stream opens, or when the
-    /// whole answer (or the failure) is in.
+    /// Sends one POST and reads its answer. `accepted`, when given, is resumed exactly once: when an event stream
+    /// opens, or when the whole answer (or the failure) is in; without it, a failure becomes the request's answer.
     private func exchange(
-        _ request: HTTPClientRequest, accepted: CheckedContinuation<Void, Error>, answering requestID: JSONValue?
+        _ request: HTTPClientRequest, accepted: CheckedContinuation<Void, Error>?, answering requestID: JSONValue?
     ) async {
+        func fail(_ reason: String) {
+            if let accepted {
+                accepted.resume(throwing: TransportError(reason))
+            } else {
+                answerLost(requestID, reason)
+            }
+        }
         let response: HTTPClientResponse
         do {
             response = try await MCPHTTPClient.shared.execute(request, timeout: MCPHTTPClient.requestTimeout)
         } catch {
-            return accepted.resume(throwing: TransportError("no HTTP response from \(endpoint): \(error)"))
+            return fail("no HTTP response from \(endpoint): \(error)")
         }
         if let id = response.headers.first(name: "Mcp-Session-Id") { sessionID = id }
         let status = Int(response.status.code)
@@ -120,13 +134,13 @@ public actor StreamableHTTPClientTransport: MessageTransport {
             // anything else is a transport failure, after which the request may or may not have run.
             if let requestID, let summary = JSONValue.summarizeMessage(data), summary.hasError, summary.id == requestID {
                 _ = deliver(data, answering: requestID)
-                return accepted.resume()
+                return accepted?.resume() ?? ()
             }
             let text = String(decoding: data.prefix(500), as: UTF8.self)
-            return accepted.resume(throwing: TransportError("HTTP \(status) from \(endpoint): \(text)"))
+            return fail("HTTP \(status) from \(endpoint): \(text)")
         }
         if (response.headers.first(name: "Content-Type") ?? "").hasPrefix("text/event-stream") {
-            accepted.resume()  // the events follow as they come
+            accepted?.resume()  // the events follow as they come
             await readEvents(response.body, answering: requestID)
             return
         }
@@ -134,11 +148,11 @@ public actor StreamableHTTPClientTransport: MessageTransport {
         do {
             body = try await response.body.collect(upTo: Self.maximumJSONAnswer)
         } catch {
-            return accepted.resume(throwing: TransportError("the answer from \(endpoint) could not be read: \(error)"))
+            return fail("the answer from \(endpoint) could not be read: \(error)")
         }
         let data = Data(body.readableBytesView)
         let answered = !data.isEmpty && deliver(data, answering: requestID)
-        accepted.resume()
+        accepted?.resume()
         if !answered { answerLost(requestID, "the server's answer did not carry the request's id") }
     }
 

@@ -57,7 +57,9 @@ extension ServerProcess: UpstreamConnection {
 
 /// A Streamable HTTP server as the upstream: each message is POSTed (2026-07-28 ones statelessly, others in the
 /// session their `initialize` opened). A request the server cannot be reached for gets a JSON-RPC error, so the
-/// client is never left waiting.
+/// client is never left waiting; a request whose answer is slow does not hold up the next one (the transport's
+/// `send` does not wait for answers), so requests may reach the server in another order than they were sent, as
+/// concurrent HTTP requests do.
 final class HTTPUpstream: UpstreamConnection {
     private let transport: StreamableHTTPClientTransport
     private let url: URL

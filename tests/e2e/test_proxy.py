@@ -486,3 +486,124 @@ def test_the_server_starts_with_sigpipe_at_its_default_and_a_closed_client_is_no
         proxy.stdin.close()
         code = proxy.wait(timeout=30)
     assert code == 0, f"the proxy ended with {code} (-13 is SIGPIPE)"
+
+
+
+class _HeldAnswers:
+    """A 2026-07-28 HTTP server whose `slow` tool answers only once `release` is set: as JSON, or as an event stream
+    (`slow_sse`) whose headers go at once; `fast` answers at once. Each answer's text is the tool's name."""
+
+    def __init__(self):
+        import http.server
+        import threading
+
+        self.release = threading.Event()
+        release = self.release
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def answer(self, body, result, stream=False):
+                data = json.dumps({"jsonrpc": "2.0", "id": body["id"], "result": result}).encode()
+                self.send_response(200)
+                if stream:
+                    self.send_header("Content-Type", "text/event-stream")
+                    self.send_header("Connection", "close")
+                    self.end_headers()
+                    self.wfile.flush()
+                    release.wait(20)
+                    self.wfile.write(b"data: " + data + b"\n\n")
+                    self.close_connection = True
+                    return
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                if "id" not in body:
+                    self.send_response(202)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                if body["method"] == "server/discover":
+                    return self.answer(body, {"resultType": "complete", "supportedVersions": ["2026-07-28"],
+                                              "capabilities": {"tools": {}}, "serverInfo": {"name": "held", "version": "1"}})
+                name = body["params"]["name"]
+                if name == "slow":
+                    release.wait(20)
+                result = {"resultType": "complete", "content": [{"type": "text", "text": name}], "isError": False}
+                self.answer(body, result, stream=name == "slow_sse")
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_port}/mcp"
+
+    def close(self):
+        self.release.set()
+        self.server.shutdown()
+
+
+def _stdio_proxy_to(url, tmp_path):
+    """`corral proxy` (allow all) over stdio in front of `url`, and a queue of its answers as they come."""
+    import queue
+    import threading
+
+    policy = tmp_path / "policy.json"
+    policy.write_text(json.dumps({"version": "1", "default": "allow"}))
+    proxy = subprocess.Popen([str(CORRAL), "proxy", "--policy", str(policy), "--upstream-url", url],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, bufsize=1)
+    answers = queue.Queue()
+    threading.Thread(target=lambda: [answers.put(json.loads(line)) for line in proxy.stdout], daemon=True).start()
+    return proxy, answers
+
+
+def _call(proxy, request_id, name):
+    from raw_client import modern_request
+
+    proxy.stdin.write(json.dumps(modern_request(request_id, "tools/call", {"name": name, "arguments": {}})) + "\n")
+    proxy.stdin.flush()
+
+
+def test_a_slow_json_answer_from_an_http_server_does_not_hold_up_the_next_call(tmp_path):
+    """A stdio client in front of an HTTP server that holds a call's JSON answer (as a server may for a long wait):
+    the client's next call goes out and is answered meanwhile, and the slow one is answered when it is ready."""
+    server = _HeldAnswers()
+    proxy, answers = _stdio_proxy_to(server.url, tmp_path)
+    try:
+        _call(proxy, 1, "slow")
+        _call(proxy, 2, "fast")
+        first = answers.get(timeout=10)
+        assert first["id"] == 2 and first["result"]["content"][0]["text"] == "fast", first
+        server.release.set()
+        second = answers.get(timeout=10)
+        assert second["id"] == 1 and second["result"]["content"][0]["text"] == "slow", second
+    finally:
+        server.close()
+        proxy.stdin.close()
+        proxy.wait(timeout=15)
+
+
+def test_answers_an_http_server_still_owes_come_after_the_clients_input_ends(tmp_path):
+    """The client sends its calls and closes its input at once (`echo … | corral proxy`): the proxy still reads the
+    answers the server owes, a JSON one and one on an event stream that opened before the input ended, then exits."""
+    import threading
+
+    server = _HeldAnswers()
+    proxy, answers = _stdio_proxy_to(server.url, tmp_path)
+    try:
+        _call(proxy, 1, "slow")
+        _call(proxy, 2, "slow_sse")
+        proxy.stdin.close()
+        threading.Timer(1.0, server.release.set).start()
+        received = {answer["id"]: answer["result"]["content"][0]["text"] for answer in (answers.get(timeout=10), answers.get(timeout=10))}
+        assert received == {1: "slow", 2: "slow_sse"}, received
+        assert proxy.wait(timeout=15) == 0
+    finally:
+        server.close()
+        if proxy.poll() is None:
+            proxy.kill()
