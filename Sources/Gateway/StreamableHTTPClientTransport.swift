@@ -18,6 +18,9 @@ public actor StreamableHTTPClientTransport: MessageTransport {
     private let endpoint: URL
     private var sessionID: String?
     private var protocolVersion: String?
+    /// The POSTs not waited for (requests), so that `disconnect()` can end them.
+    private var exchanges: [Int: Task<Void, Never>] = [:]
+    private var nextExchange = 0
     private let stream: AsyncThrowingStream<Data, any Error>
     private let continuation: AsyncThrowingStream<Data, any Error>.Continuation
 
@@ -47,14 +50,17 @@ public actor StreamableHTTPClientTransport: MessageTransport {
             }
             self.sessionID = nil
         }
+        for exchange in exchanges.values { exchange.cancel() }
+        exchanges.removeAll()
         continuation.finish()
     }
 
-    /// Sends one message. A request other than `initialize` is on its way once this returns: its answer, or a
-    /// JSON-RPC error in its place when none can come (the server cannot be reached, an HTTP error, a stream that
-    /// ends first), follows through `receive()`; so a server that holds one answer (a JSON answer to a long wait)
-    /// does not hold up what the caller sends next. Anything else returns once the server accepted it (an
-    /// `initialize`'s answer is in, so its session and version go on what follows), and throws if it did not.
+    /// Sends one message. A request other than `initialize` (or a batch with requests) is on its way once this
+    /// returns: each answer, or a JSON-RPC error in its place when none can come (the server cannot be reached, an
+    /// HTTP error, a stream that ends first), follows through `receive()`; so a server that holds one answer (a JSON
+    /// answer to a long wait) does not hold up what the caller sends next. Anything else returns once the server
+    /// accepted it (an `initialize`'s answer is in, so its session and version go on what follows), and throws if
+    /// it did not.
     public func send(_ data: Data) async throws(TransportError) {
         var request = newRequest()
         request.method = .POST
@@ -68,18 +74,35 @@ public actor StreamableHTTPClientTransport: MessageTransport {
             if let protocolVersion { request.headers.add(name: "MCP-Protocol-Version", value: protocolVersion) }
         }
         let summary = JSONValue.summarizeMessage(data)
-        let requestID = summary?.method != nil ? summary?.id : nil
-        if requestID != nil, summary?.method != "initialize" {
-            Task { await self.exchange(request, accepted: nil, answering: requestID) }
+        let owed = Self.requestIDs(data, summary)
+        if !owed.isEmpty, summary?.method != "initialize" {
+            let key = nextExchange
+            nextExchange += 1
+            exchanges[key] = Task {
+                await self.exchange(request, accepted: nil, answering: owed)
+                self.exchanges[key] = nil
+            }
             return
         }
         do {
             try await withCheckedThrowingContinuation { (accepted: CheckedContinuation<Void, Error>) in
-                Task { await self.exchange(request, accepted: accepted, answering: requestID) }
+                Task { await self.exchange(request, accepted: accepted, answering: owed) }
             }
         } catch {
             throw (error as? TransportError) ?? TransportError("\(error)")
         }
+    }
+
+    /// The ids of the requests a message carries: its own, or those of a batch's requests.
+    static func requestIDs(_ data: Data, _ summary: JSONMessageSummary?) -> Set<JSONValue> {
+        if let summary {
+            guard summary.method != nil, let id = summary.id else { return [] }
+            return [id]
+        }
+        guard data.first(where: { ![0x20, 0x09, 0x0A, 0x0D].contains($0) }) == UInt8(ascii: "["),
+            let batch = (try? JSONValue.parse(data))?.arrayValue
+        else { return [] }
+        return Set(batch.compactMap { $0["method"] != nil ? $0["id"] : nil })
     }
 
     /// A request to the endpoint, with Basic credentials when its URL carries them (`http://user:password@host/mcp`,
@@ -111,13 +134,14 @@ public actor StreamableHTTPClientTransport: MessageTransport {
     /// Sends one POST and reads its answer. `accepted`, when given, is resumed exactly once: when an event stream
     /// opens, or when the whole answer (or the failure) is in; without it, a failure becomes the request's answer.
     private func exchange(
-        _ request: HTTPClientRequest, accepted: CheckedContinuation<Void, Error>?, answering requestID: JSONValue?
+        _ request: HTTPClientRequest, accepted: CheckedContinuation<Void, Error>?, answering owed: Set<JSONValue>
     ) async {
+        var owed = owed
         func fail(_ reason: String) {
             if let accepted {
                 accepted.resume(throwing: TransportError(reason))
             } else {
-                answerLost(requestID, reason)
+                answerLost(owed, reason)
             }
         }
         let response: HTTPClientResponse
@@ -132,16 +156,17 @@ public actor StreamableHTTPClientTransport: MessageTransport {
             let data = await Self.prefix(of: response.body, limit: 4096)
             // A JSON-RPC error under the request's id is the server's answer (2026-07-28 sends errors with 4xx);
             // anything else is a transport failure, after which the request may or may not have run.
-            if let requestID, let summary = JSONValue.summarizeMessage(data), summary.hasError, summary.id == requestID {
-                _ = deliver(data, answering: requestID)
-                return accepted?.resume() ?? ()
+            if let summary = JSONValue.summarizeMessage(data), summary.hasError, let id = summary.id, owed.contains(id) {
+                deliver(data, owed: &owed)
+                accepted?.resume()
+                return answerLost(owed, "the server's answer did not carry the request's id")  // a batch's others
             }
             let text = String(decoding: data.prefix(500), as: UTF8.self)
             return fail("HTTP \(status) from \(endpoint): \(text)")
         }
         if (response.headers.first(name: "Content-Type") ?? "").hasPrefix("text/event-stream") {
             accepted?.resume()  // the events follow as they come
-            await readEvents(response.body, answering: requestID)
+            await readEvents(response.body, owed: owed)
             return
         }
         let body: ByteBuffer
@@ -151,37 +176,37 @@ public actor StreamableHTTPClientTransport: MessageTransport {
             return fail("the answer from \(endpoint) could not be read: \(error)")
         }
         let data = Data(body.readableBytesView)
-        let answered = !data.isEmpty && deliver(data, answering: requestID)
+        if !data.isEmpty { deliver(data, owed: &owed) }
         accepted?.resume()
-        if !answered { answerLost(requestID, "the server's answer did not carry the request's id") }
+        answerLost(owed, "the server's answer did not carry the request's id")
     }
 
     /// An event stream's messages, delivered as they arrive; the request's answer must be among them.
-    private func readEvents(_ body: HTTPClientResponse.Body, answering requestID: JSONValue?) async {
+    private func readEvents(_ body: HTTPClientResponse.Body, owed: Set<JSONValue>) async {
+        var owed = owed
         var parser = SSEParser()
-        var answered = false
         do {
             for try await chunk in body {
-                for message in parser.feed(Data(chunk.readableBytesView)) where deliver(message, answering: requestID) {
-                    answered = true
-                }
+                for message in parser.feed(Data(chunk.readableBytesView)) { deliver(message, owed: &owed) }
             }
-            for message in parser.finish() where deliver(message, answering: requestID) { answered = true }
-            if !answered { answerLost(requestID, "the server's event stream ended before the answer") }
+            for message in parser.finish() { deliver(message, owed: &owed) }
+            answerLost(owed, "the server's event stream ended before the answer")
         } catch {
-            if !answered { answerLost(requestID, "the server's event stream failed: \(error)") }
+            answerLost(owed, "the server's event stream failed: \(error)")
         }
     }
 
-    /// Hands a server message to the client; true if it is the answer to `requestID`.
-    private func deliver(_ message: Data, answering requestID: JSONValue?) -> Bool {
-        var isAnswer = false
-        if let requestID, let summary = JSONValue.summarizeMessage(message), summary.method == nil, summary.id == requestID {
-            isAnswer = true
+    /// Hands a server message to the client, and takes the ids it answers (one, or a batch's) off `owed`.
+    private func deliver(_ message: Data, owed: inout Set<JSONValue>) {
+        if !owed.isEmpty {
+            if let summary = JSONValue.summarizeMessage(message) {
+                if summary.method == nil, let id = summary.id { owed.remove(id) }
+            } else if let batch = (try? JSONValue.parse(message))?.arrayValue {
+                for answer in batch where answer["method"] == nil { if let id = answer["id"] { owed.remove(id) } }
+            }
         }
         rememberProtocolVersion(message)
         continuation.yield(message)
-        return isAnswer
     }
 
     /// The first `limit` bytes of a body (the rest is read and dropped, so the connection can be reused); what a
@@ -197,12 +222,13 @@ public actor StreamableHTTPClientTransport: MessageTransport {
     }
 
     /// The request will get no answer on its stream: a JSON-RPC error in its place, so its caller is not left waiting.
-    private func answerLost(_ requestID: JSONValue?, _ reason: String) {
-        guard let requestID else { return }
-        onAnswerLost(requestID)
-        let message = JSONRPC.error(
-            id: requestID, JSONRPCError(code: JSONRPCError.internalErrorCode, message: reason, data: [MCPClient.answerLostKey: true]))
-        continuation.yield(Data(message.jsonString().utf8))
+    private func answerLost(_ owed: Set<JSONValue>, _ reason: String) {
+        for requestID in owed {
+            onAnswerLost(requestID)
+            let message = JSONRPC.error(
+                id: requestID, JSONRPCError(code: JSONRPCError.internalErrorCode, message: reason, data: [MCPClient.answerLostKey: true]))
+            continuation.yield(Data(message.jsonString().utf8))
+        }
     }
 
     /// Later requests must carry the negotiated version.

@@ -28,6 +28,9 @@ final class StreamingHTTPTests: XCTestCase {
                 self.send_response(200); self.end_headers()
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                if isinstance(body, list):  # no batches here
+                    self.send_response(500); self.send_header("Content-Length", "0"); self.end_headers()
+                    return
                 method = body.get("method")
                 if method == "initialize":
                     data = json.dumps({"jsonrpc": "2.0", "id": body["id"], "result": {
@@ -148,5 +151,25 @@ final class StreamingHTTPTests: XCTestCase {
         let text = try await sandbox.callTool("whoami").text
         XCTAssertEqual(text, "Basic " + Data("agent:s3cret".utf8).base64EncodedString())
         await sandbox.close()
+    }
+
+    /// A batch's requests are owed an answer each: when its POST fails, each gets an error in its place (the
+    /// notification in it gets none), so no caller waits for ever.
+    func testEveryRequestOfAFailedBatchGetsAnErrorInItsPlace() async throws {
+        let (url, stop) = try startServer()
+        defer { stop() }
+        let transport = StreamableHTTPClientTransport(endpoint: url)
+        let batch = #"[{"jsonrpc": "2.0", "id": 7, "method": "tools/list"}, {"jsonrpc": "2.0", "id": "eight", "method": "tools/list"}, {"jsonrpc": "2.0", "method": "notifications/progress"}]"#
+        try await transport.send(Data(batch.utf8))
+        var ids: Set<JSONValue> = []
+        for try await message in transport.receive() {
+            let answer = try JSONValue.parse(message)
+            XCTAssertEqual(answer["error"]?["data"]?[MCPClient.answerLostKey], true, "\(answer)")
+            XCTAssertTrue(answer["error"]?["message"]?.stringValue?.contains("HTTP 500") == true, "\(answer)")
+            ids.insert(try XCTUnwrap(answer["id"]))
+            if ids.count == 2 { break }
+        }
+        XCTAssertEqual(ids, [7, "eight"])
+        await transport.disconnect()
     }
 }
