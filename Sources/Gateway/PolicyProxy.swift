@@ -12,7 +12,8 @@ import Synchronization
 /// all of them.
 public final class PolicyProxy: Sendable {
     private let cores = Mutex<[ObjectIdentifier: ProxyCore]>([:])
-    private let stdioServer = Mutex<ServerProcess?>(nil)
+    /// The server of the stdio run, for `signalServer`.
+    private let stdioServer = Mutex<(any UpstreamConnection)?>(nil)
     private let httpEndpoints = Mutex<[ProxyHTTPEndpoint]>([])
     private let evaluator: PolicyEvaluator
     private let grant: String?
@@ -74,7 +75,7 @@ public final class PolicyProxy: Sendable {
     /// the server is gone; returns a command's exit status (128+N for a signal), 0 for an HTTP server.
     public func runStdio(upstream: UpstreamServer) async throws -> Int32 {
         let server = try upstream.connect()
-        stdioServer.withLock { $0 = server as? ServerProcess }
+        stdioServer.withLock { $0 = server }
         let clientOutput = Mutex(())
         // A 2026-07-28 client in front of a 2025-11-25-only server: the bridge does the handshake and translates.
         let bridge = EraBridge(toServer: server.send)
@@ -115,9 +116,15 @@ public final class PolicyProxy: Sendable {
         }
     }
 
-    /// Passes a signal on to the stdio server (the proxy then exits with the server's status, as usual).
+    /// Passes a signal on to the stdio server (the proxy then exits with the server's status, as usual). An HTTP
+    /// server is not ours to signal: its connection ends instead, and with it the run (the answers it still owed
+    /// are not waited for).
     public func signalServer(_ signal: Int32) {
-        stdioServer.withLock { $0 }?.signal(signal)
+        switch stdioServer.withLock({ $0 }) {
+        case let process as ServerProcess: process.signal(signal)
+        case let server?: Task { await server.stop(grace: .zero) }
+        case nil: break
+        }
     }
 
     // MARK: - Streamable HTTP

@@ -49,10 +49,11 @@ public final class ProxyCore: Sendable {
         /// Who waits for every request to be answered (`waitUntilAnswered`).
         var answeredWaiters: [CheckedContinuation<Void, Never>] = []
 
-        /// No request is owed an answer from the server: none in flight but calls held for an approval, which the
-        /// server never saw.
+        /// No request is owed an answer from the server: none in flight but calls held for an approval (the server
+        /// never saw them) and calls the client cancelled (a server should not answer those).
         var owesNothing: Bool {
-            inFlight.count <= approvals.count && inFlight.isSubset(of: Set(approvals.values.map(\.callID)))
+            guard inFlight.count <= approvals.count + cancelled.count else { return false }
+            return inFlight.subtracting(cancelled).isSubset(of: Set(approvals.values.map(\.callID)))
         }
     }
 
@@ -616,8 +617,8 @@ public final class ProxyCore: Sendable {
         resumeAnsweredWaiters()
     }
 
-    /// Returns once the server owes no answer to a request of the client's (calls held for approval aside: the
-    /// server never saw them). An HTTP server does not see the client's input end, as a stdio server does: the
+    /// Returns once the server owes no answer to a request of the client's (calls held for approval or cancelled
+    /// by the client aside). An HTTP server does not see the client's input end, as a stdio server does: the
     /// proxy waits for this before it ends that connection, so that no answer the client is owed is cut off.
     public func waitUntilAnswered() async {
         await withCheckedContinuation { (waiter: CheckedContinuation<Void, Never>) in

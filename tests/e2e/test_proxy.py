@@ -498,7 +498,8 @@ class _HeldAnswers:
         import threading
 
         self.release = threading.Event()
-        release = self.release
+        self.held = threading.Semaphore(0)  # one release per call that is being held
+        release, held = self.release, self.held
 
         class Handler(http.server.BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
@@ -514,6 +515,7 @@ class _HeldAnswers:
                     self.send_header("Connection", "close")
                     self.end_headers()
                     self.wfile.flush()
+                    held.release()
                     release.wait(20)
                     self.wfile.write(b"data: " + data + b"\n\n")
                     self.close_connection = True
@@ -535,6 +537,7 @@ class _HeldAnswers:
                                               "capabilities": {"tools": {}}, "serverInfo": {"name": "held", "version": "1"}})
                 name = body["params"]["name"]
                 if name == "slow":
+                    held.release()
                     release.wait(20)
                 result = {"resultType": "complete", "content": [{"type": "text", "text": name}], "isError": False}
                 self.answer(body, result, stream=name == "slow_sse")
@@ -591,7 +594,7 @@ def test_a_slow_json_answer_from_an_http_server_does_not_hold_up_the_next_call(t
 def test_answers_an_http_server_still_owes_come_after_the_clients_input_ends(tmp_path):
     """The client sends its calls and closes its input at once (`echo … | corral proxy`): the proxy still reads the
     answers the server owes, a JSON one and one on an event stream that opened before the input ended, then exits."""
-    import threading
+    import time
 
     server = _HeldAnswers()
     proxy, answers = _stdio_proxy_to(server.url, tmp_path)
@@ -599,7 +602,9 @@ def test_answers_an_http_server_still_owes_come_after_the_clients_input_ends(tmp
         _call(proxy, 1, "slow")
         _call(proxy, 2, "slow_sse")
         proxy.stdin.close()
-        threading.Timer(1.0, server.release.set).start()
+        assert server.held.acquire(timeout=10) and server.held.acquire(timeout=10), "both calls reached the server"
+        time.sleep(0.5)  # the proxy has seen its input end meanwhile
+        server.release.set()
         received = {answer["id"]: answer["result"]["content"][0]["text"] for answer in (answers.get(timeout=10), answers.get(timeout=10))}
         assert received == {1: "slow", 2: "slow_sse"}, received
         assert proxy.wait(timeout=15) == 0
@@ -607,3 +612,33 @@ def test_answers_an_http_server_still_owes_come_after_the_clients_input_ends(tmp
         server.close()
         if proxy.poll() is None:
             proxy.kill()
+
+
+def test_a_cancelled_call_or_a_signal_does_not_keep_the_proxy_waiting_for_an_http_server(tmp_path):
+    """At the end of input the proxy waits only for answers a server still owes: not for a call the client cancelled
+    (a server should not answer it), and not past SIGTERM, which ends the connection (an HTTP server is not the
+    proxy's to signal)."""
+    import signal
+    import time
+
+    for ending in ("cancel", "sigterm"):
+        server = _HeldAnswers()
+        proxy, answers = _stdio_proxy_to(server.url, tmp_path)
+        try:
+            _call(proxy, 1, "slow")
+            assert server.held.acquire(timeout=10), "the call reached the server"
+            if ending == "cancel":
+                cancel = {"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 1}}
+                proxy.stdin.write(json.dumps(cancel) + "\n")
+                proxy.stdin.flush()
+            proxy.stdin.close()
+            if ending == "sigterm":
+                time.sleep(0.5)  # waiting for the held answer by now
+                proxy.send_signal(signal.SIGTERM)
+            started = time.monotonic()
+            assert proxy.wait(timeout=10) == 0, ending
+            assert time.monotonic() - started < 5, ending
+        finally:
+            server.close()
+            if proxy.poll() is None:
+                proxy.kill()
