@@ -25,7 +25,9 @@ struct ProxyCommand: AsyncParsableCommand {
             (an elicitation and a sealed requestState) and its retry runs the call once; a tampered, expired, \
             replayed or misapplied state is denied. The policy file is watched: a valid change applies to the next \
             call and clients get notifications/tools/list_changed; an invalid one is refused and logged.
-            On stdio, exits with the server's status; when the client's input ends, the server's input is closed.
+            On stdio, exits with the server's status; when the client's input ends, the server's input is closed. \
+            In front of an HTTP server (--upstream-url), exits 0 once the server has answered what it owes after the \
+            client's input ended, or at once on SIGTERM, SIGINT or SIGHUP.
 
             Several instances: give each the same --store postgres://… and --approval-secret-file, and put them \
             behind any load balancer: counters stay exact, an approval is honoured once across all of them, and a \
