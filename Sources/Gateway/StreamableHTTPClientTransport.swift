@@ -18,6 +18,8 @@ public actor StreamableHTTPClientTransport: MessageTransport {
     private let endpoint: URL
     private var sessionID: String?
     private var protocolVersion: String?
+    /// The id of the `initialize` whose answer names the version (only that answer is read for it).
+    private var initializeID: JSONValue?
     /// The POSTs not waited for (requests), so that `disconnect()` can end them.
     private var exchanges: [Int: Task<Void, Never>] = [:]
     private var nextExchange = 0
@@ -75,6 +77,7 @@ public actor StreamableHTTPClientTransport: MessageTransport {
         }
         let summary = JSONValue.summarizeMessage(data)
         let owed = Self.requestIDs(data, summary)
+        if summary?.method == "initialize" { initializeID = summary?.id }
         if !owed.isEmpty, summary?.method != "initialize" {
             let key = nextExchange
             nextExchange += 1
@@ -198,14 +201,14 @@ public actor StreamableHTTPClientTransport: MessageTransport {
 
     /// Hands a server message to the client, and takes the ids it answers (one, or a batch's) off `owed`.
     private func deliver(_ message: Data, owed: inout Set<JSONValue>) {
-        if !owed.isEmpty {
-            if let summary = JSONValue.summarizeMessage(message) {
-                if summary.method == nil, let id = summary.id { owed.remove(id) }
-            } else if let batch = (try? JSONValue.parse(message))?.arrayValue {
-                for answer in batch where answer["method"] == nil { if let id = answer["id"] { owed.remove(id) } }
+        if let summary = JSONValue.summarizeMessage(message) {
+            if summary.method == nil, let id = summary.id {
+                owed.remove(id)
+                if id == initializeID { rememberProtocolVersion(message) }
             }
+        } else if !owed.isEmpty, let batch = (try? JSONValue.parse(message))?.arrayValue {
+            for answer in batch where answer["method"] == nil { if let id = answer["id"] { owed.remove(id) } }
         }
-        rememberProtocolVersion(message)
         continuation.yield(message)
     }
 
@@ -231,11 +234,11 @@ public actor StreamableHTTPClientTransport: MessageTransport {
         }
     }
 
-    /// Later requests must carry the negotiated version.
+    /// Later requests must carry the negotiated version. It is read from the `initialize` answer alone: looking
+    /// for it in every answer cost a full parse of each (a 2026-07-28 client never sends `initialize`).
     private func rememberProtocolVersion(_ message: Data) {
-        guard protocolVersion == nil, let object = try? JSONValue.parse(message),
-            let version = object["result"]?["protocolVersion"]?.stringValue
-        else { return }
+        initializeID = nil
+        guard let version = (try? JSONValue.parse(message))?["result"]?["protocolVersion"]?.stringValue else { return }
         protocolVersion = version
     }
 }

@@ -52,9 +52,10 @@ final class StreamingHTTPTests: XCTestCase {
                         "content": [{"type": "text", "text": text}], "isError": False}}).encode()
                     self.send_response(200); self.send_header("Content-Type", "application/json")
                     self.send_header("Content-Length", str(len(data))); self.end_headers(); self.wfile.write(data)
-                elif method == "tools/call" and body["params"]["name"] == "whoami":
+                elif method == "tools/call" and body["params"]["name"] in ("whoami", "version"):
+                    header = "Authorization" if body["params"]["name"] == "whoami" else "MCP-Protocol-Version"
                     data = json.dumps({"jsonrpc": "2.0", "id": body["id"], "result": {
-                        "content": [{"type": "text", "text": self.headers.get("Authorization", "")}], "isError": False}}).encode()
+                        "content": [{"type": "text", "text": self.headers.get(header, "")}], "isError": False}}).encode()
                     self.send_response(200); self.send_header("Content-Type", "application/json")
                     self.send_header("Content-Length", str(len(data))); self.end_headers(); self.wfile.write(data)
                 elif method == "tools/call":
@@ -171,5 +172,19 @@ final class StreamingHTTPTests: XCTestCase {
         }
         XCTAssertEqual(ids, [7, "eight"])
         await transport.disconnect()
+    }
+
+    /// A 2025-11-25 session's requests carry the version its `initialize` answer named (this server: 2025-06-18).
+    func testTheNegotiatedVersionGoesOnLaterRequests() async throws {
+        let (url, stop) = try startServer()
+        defer { stop() }
+        let sandbox = try await AgentSandbox.connect(
+            policy: PolicyEvaluator(policy: try Policy.load(text: #"{"version": "1", "default": "allow"}"#)),
+            identity: CallIdentity(grant: "g"), to: .http(url))
+        for _ in 0..<2 {
+            let version = try await sandbox.callTool("version").text
+            XCTAssertEqual(version, "2025-06-18")
+        }
+        await sandbox.close()
     }
 }
