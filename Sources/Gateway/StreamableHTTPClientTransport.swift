@@ -224,6 +224,12 @@ public actor StreamableHTTPClientTransport: MessageTransport {
         return data
     }
 
+    /// Puts a JSON-RPC error in the place of the answer to `id`, which will not come (for a caller whose `send`
+    /// threw: an `initialize` the server did not accept).
+    public func answerInPlace(of id: JSONValue, because reason: String) {
+        answerLost([id], reason)
+    }
+
     /// The request will get no answer on its stream: a JSON-RPC error in its place, so its caller is not left waiting.
     private func answerLost(_ owed: Set<JSONValue>, _ reason: String) {
         for requestID in owed {

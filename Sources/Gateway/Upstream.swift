@@ -63,14 +63,11 @@ extension ServerProcess: UpstreamConnection {
 final class HTTPUpstream: UpstreamConnection {
     private let transport: StreamableHTTPClientTransport
     private let url: URL
-    private let failures: AsyncStream<Data>.Continuation
-    private let failureStream: AsyncStream<Data>
     private let ended = Mutex<String?>(nil)
 
     init(_ url: URL) {
         self.url = url
         transport = StreamableHTTPClientTransport(endpoint: url)
-        (failureStream, failures) = AsyncStream.makeStream(of: Data.self)
     }
 
     func send(_ message: Data) async {
@@ -80,33 +77,45 @@ final class HTTPUpstream: UpstreamConnection {
             guard let summary = JSONValue.summarizeMessage(message), summary.method != nil, let id = summary.id else { return }
             // Whether the request reached the server is not known (an HTTP error from a proxy in between may come
             // after it ran): marked as a lost answer, the call keeps its counters.
-            let answer = JSONRPC.error(
-                id: id,
-                JSONRPCError(
-                    code: -32000, message: "The MCP server at \(url.absoluteString) behind corral proxy cannot be reached: \(error)",
-                    data: [MCPClient.answerLostKey: true]))
-            failures.yield(Data(answer.jsonString().utf8))
+            await transport.answerInPlace(
+                of: id, because: "The MCP server at \(url.absoluteString) behind corral proxy cannot be reached: \(error)")
         }
     }
 
     func messages() -> any AsyncSequence<Data, Never> {
-        AsyncStream { continuation in
-            let answers = Task {
+        Messages(upstream: self, transport: transport.receive())
+    }
+
+    /// The transport's messages as they come, with no task in between (one would add another thread's wake-up to
+    /// every answer); how they ended is kept for `exitDescription`.
+    private struct Messages: AsyncSequence {
+        typealias Element = Data
+        typealias Failure = Never
+        let upstream: HTTPUpstream
+        let transport: AsyncThrowingStream<Data, any Error>
+
+        struct AsyncIterator: AsyncIteratorProtocol {
+            typealias Element = Data
+            typealias Failure = Never
+            let upstream: HTTPUpstream
+            var transport: AsyncThrowingStream<Data, any Error>.AsyncIterator
+            var finished = false
+
+            mutating func next() async -> Data? {
+                guard !finished else { return nil }
                 do {
-                    for try await message in self.transport.receive() { continuation.yield(message) }
-                    self.end("closed the connection")
+                    if let message = try await transport.next() { return message }
+                    upstream.end("closed the connection")
                 } catch {
-                    self.end("failed: \(error)")
+                    upstream.end("failed: \(error)")
                 }
-                continuation.finish()
+                finished = true
+                return nil
             }
-            let failed = Task {
-                for await message in self.failureStream { continuation.yield(message) }
-            }
-            continuation.onTermination = { _ in
-                answers.cancel()
-                failed.cancel()
-            }
+        }
+
+        func makeAsyncIterator() -> AsyncIterator {
+            AsyncIterator(upstream: upstream, transport: transport.makeAsyncIterator())
         }
     }
 
@@ -121,7 +130,6 @@ final class HTTPUpstream: UpstreamConnection {
 
     func stop(grace: Duration) async {
         end("was disconnected")
-        failures.finish()
         await transport.disconnect()
     }
 
