@@ -97,6 +97,13 @@ final class StreamingHTTPTests: XCTestCase {
         }
     }
 
+    /// A sandbox whose policy allows every call, over HTTP.
+    private static func connectAllowingAll(to url: URL) async throws -> AgentSandbox {
+        try await AgentSandbox.connect(
+            policy: PolicyEvaluator(policy: try Policy.load(text: #"{"version": "1", "default": "allow"}"#)),
+            identity: CallIdentity(grant: "g"), to: .http(url))
+    }
+
     func testServerRequestsOnThePOSTStreamAreAnsweredAndLostAnswersFailTheCall() async throws {
         let (url, stop) = try startServer()
         defer { stop() }
@@ -128,9 +135,7 @@ final class StreamingHTTPTests: XCTestCase {
     func testConcurrentCallsAreAllInFlightAtOnce() async throws {
         let (url, stop) = try startServer()
         defer { stop() }
-        let sandbox = try await AgentSandbox.connect(
-            policy: PolicyEvaluator(policy: try Policy.load(text: #"{"version": "1", "default": "allow"}"#)),
-            identity: CallIdentity(grant: "g"), to: .http(url))
+        let sandbox = try await Self.connectAllowingAll(to: url)
         let texts = try await withThrowingTaskGroup(of: String.self) { group in
             for _ in 0..<Self.gathered { group.addTask { try await sandbox.callTool("gather").text } }
             return try await group.reduce(into: [String]()) { $0.append($1) }
@@ -146,9 +151,7 @@ final class StreamingHTTPTests: XCTestCase {
         var parts = try XCTUnwrap(URLComponents(url: url, resolvingAgainstBaseURL: false))
         parts.user = "agent"
         parts.password = "s3cret"
-        let sandbox = try await AgentSandbox.connect(
-            policy: PolicyEvaluator(policy: try Policy.load(text: #"{"version": "1", "default": "allow"}"#)),
-            identity: CallIdentity(grant: "g"), to: .http(try XCTUnwrap(parts.url)))
+        let sandbox = try await Self.connectAllowingAll(to: try XCTUnwrap(parts.url))
         let text = try await sandbox.callTool("whoami").text
         XCTAssertEqual(text, "Basic " + Data("agent:s3cret".utf8).base64EncodedString())
         await sandbox.close()
@@ -178,9 +181,7 @@ final class StreamingHTTPTests: XCTestCase {
     func testTheNegotiatedVersionGoesOnLaterRequests() async throws {
         let (url, stop) = try startServer()
         defer { stop() }
-        let sandbox = try await AgentSandbox.connect(
-            policy: PolicyEvaluator(policy: try Policy.load(text: #"{"version": "1", "default": "allow"}"#)),
-            identity: CallIdentity(grant: "g"), to: .http(url))
+        let sandbox = try await Self.connectAllowingAll(to: url)
         for _ in 0..<2 {
             let version = try await sandbox.callTool("version").text
             XCTAssertEqual(version, "2025-06-18")
