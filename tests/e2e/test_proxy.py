@@ -4,6 +4,8 @@ import asyncio
 import json
 import subprocess
 
+import pytest
+
 from mcp import ClientSession, StdioServerParameters
 from mcp.client.stdio import stdio_client
 
@@ -490,8 +492,9 @@ def test_the_server_starts_with_sigpipe_at_its_default_and_a_closed_client_is_no
 
 
 class _HeldAnswers:
-    """A 2026-07-28 HTTP server whose `slow` tool answers only once `release` is set: as JSON, or as an event stream
-    (`slow_sse`) whose headers go at once; `fast` answers at once. Each answer's text is the tool's name."""
+    """An HTTP MCP server of both eras (2026-07-28 stateless, 2025-11-25 in a session) whose `slow` tool answers only
+    once `release` is set: as JSON, or as an event stream (`slow_sse`) whose headers go at once; `fast` answers at
+    once. Each answer's text is the tool's name."""
 
     def __init__(self):
         import http.server
@@ -507,9 +510,11 @@ class _HeldAnswers:
             def log_message(self, *args):
                 pass
 
-            def answer(self, body, result, stream=False):
+            def answer(self, body, result, stream=False, session=None):
                 data = json.dumps({"jsonrpc": "2.0", "id": body["id"], "result": result}).encode()
                 self.send_response(200)
+                if session:
+                    self.send_header("Mcp-Session-Id", session)
                 if stream:
                     self.send_header("Content-Type", "text/event-stream")
                     self.send_header("Connection", "close")
@@ -532,9 +537,17 @@ class _HeldAnswers:
                     self.send_header("Content-Length", "0")
                     self.end_headers()
                     return
+                info = {"name": "held", "version": "1"}
                 if body["method"] == "server/discover":
-                    return self.answer(body, {"resultType": "complete", "supportedVersions": ["2026-07-28"],
-                                              "capabilities": {"tools": {}}, "serverInfo": {"name": "held", "version": "1"}})
+                    return self.answer(body, {"resultType": "complete", "supportedVersions": ["2026-07-28", "2025-11-25"],
+                                              "capabilities": {"tools": {}}, "serverInfo": info,
+                                              "_meta": {"io.modelcontextprotocol/serverInfo": info}})
+                if body["method"] == "initialize":
+                    return self.answer(body, {"protocolVersion": "2025-11-25", "capabilities": {"tools": {}},
+                                              "serverInfo": info}, session="held-session")
+                if body["method"] == "tools/list":
+                    tools = [{"name": name, "inputSchema": {"type": "object"}} for name in ("slow", "slow_sse", "fast")]
+                    return self.answer(body, {"resultType": "complete", "tools": tools, "ttlMs": 0, "cacheScope": "private"})
                 name = body["params"]["name"]
                 if name == "slow":
                     held.release()
@@ -589,6 +602,35 @@ def test_a_slow_json_answer_from_an_http_server_does_not_hold_up_the_next_call(t
         server.close()
         proxy.stdin.close()
         proxy.wait(timeout=15)
+
+
+@pytest.mark.parametrize("mode", ["2026-07-28", "legacy"])
+def test_the_sdk_gets_a_fast_answer_while_an_http_server_holds_a_slow_one(tmp_path, mode):
+    """The Python SDK (each era) through corral proxy over stdio to an HTTP server: a call made while another's
+    JSON answer is held is answered first, in a 2025-11-25 session as well as statelessly."""
+    import asyncio
+
+    from mcp import Client, StdioServerParameters
+
+    server = _HeldAnswers()
+    policy = tmp_path / "policy.json"
+    policy.write_text(json.dumps({"version": "1", "default": "allow"}))
+    params = StdioServerParameters(command=str(CORRAL), args=["proxy", "--policy", str(policy), "--upstream-url", server.url])
+
+    async def scenario():
+        async with Client(params, mode=mode) as client:
+            assert client.protocol_version == ("2026-07-28" if mode == "2026-07-28" else "2025-11-25")
+            slow = asyncio.create_task(client.call_tool("slow", {}))
+            assert await asyncio.to_thread(server.held.acquire, True, 10), "the slow call reached the server"
+            fast = await asyncio.wait_for(client.call_tool("fast", {}), 10)
+            assert fast.content[0].text == "fast" and not slow.done()
+            server.release.set()
+            assert (await asyncio.wait_for(slow, 10)).content[0].text == "slow"
+
+    try:
+        run(scenario())
+    finally:
+        server.close()
 
 
 def test_answers_an_http_server_still_owes_come_after_the_clients_input_ends(tmp_path):
