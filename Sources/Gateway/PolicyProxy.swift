@@ -93,15 +93,9 @@ public final class PolicyProxy: Sendable {
         defer { forget(core) }
         // Each direction one line at a time, in order (a decision may wait for the store), each on the thread that
         // read the line: no hand-over to the task pool and back per message.
-        // The client is gone: the server's input ends too, and it shuts down as it would without us (a stdio server
-        // answers what it was asked first). An HTTP server does not see the client go: the answers it still owes
-        // are read first, then its connection ends.
+        // The client is gone: the server's input ends too (see `clientEnded`).
         ThreadLane.readLines(from: STDIN_FILENO, threadName: "proxy-client", core.fromClient) {
-            guard server.lineDescriptor == nil else { return server.closeInput() }
-            Task {
-                await core.waitUntilAnswered()
-                server.closeInput()
-            }
+            server.clientEnded(answersOwed: core.waitUntilAnswered)
         }
         if let descriptor = server.lineDescriptor {
             await withCheckedContinuation { (ended: CheckedContinuation<Void, Never>) in

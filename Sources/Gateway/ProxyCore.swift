@@ -623,8 +623,11 @@ public final class ProxyCore: Sendable {
     public func waitUntilAnswered() async {
         await withCheckedContinuation { (waiter: CheckedContinuation<Void, Never>) in
             let done = state.withLock { state -> Bool in
-                if !state.owesNothing { state.answeredWaiters.append(waiter) }
-                return state.owesNothing
+                guard state.owesNothing else {
+                    state.answeredWaiters.append(waiter)
+                    return false
+                }
+                return true
             }
             if done { waiter.resume() }
         }

@@ -31,8 +31,10 @@ protocol UpstreamConnection: Sendable {
     func send(_ message: Data) async
     /// What the server sends, one message at a time, until it is gone.
     func messages() -> any AsyncSequence<Data, Never>
-    /// No more messages for the server (a stdio server's input ends, and it shuts down as it would without us).
-    func closeInput()
+    /// The client's input ended: no more messages for the server. A stdio server's input ends at once, and it
+    /// shuts down as it would without us, answering what it was asked first. An HTTP server does not see the
+    /// client go: the connection ends once `answersOwed` returns, so that no answer the client is owed is cut off.
+    func clientEnded(answersOwed: @escaping @Sendable () async -> Void)
     /// Ends the connection (a process gets SIGTERM, then SIGKILL after `grace`).
     func stop(grace: Duration) async
     /// Why it ended, for the errors of requests it still owed.
@@ -50,6 +52,10 @@ extension ServerProcess: UpstreamConnection {
     /// The lines themselves: a second stream in between would cost every answer another thread hop.
     func messages() -> any AsyncSequence<Data, Never> {
         LineReader.lines(from: output.fileDescriptor)
+    }
+
+    func clientEnded(answersOwed: @escaping @Sendable () async -> Void) {
+        closeInput()
     }
 
     var lineDescriptor: Int32? { output.fileDescriptor }
@@ -123,9 +129,12 @@ final class HTTPUpstream: UpstreamConnection {
         ended.withLock { $0 = $0 ?? reason }
     }
 
-    func closeInput() {
+    func clientEnded(answersOwed: @escaping @Sendable () async -> Void) {
         let transport = self.transport
-        Task { await transport.disconnect() }
+        Task {
+            await answersOwed()
+            await transport.disconnect()
+        }
     }
 
     func stop(grace: Duration) async {
