@@ -1,14 +1,30 @@
+import Synchronization
+
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Musl)
 import Musl
 #endif
 
-/// Why a JSON-lines file could not be opened.
+/// Why a JSON-lines file could not be opened, or a line could not be appended to it.
 public struct JSONLinesFileError: Error, CustomStringConvertible, Sendable {
+    public enum Operation: Sendable { case open, append }
     public let path: String
+    public let operation: Operation
     public let reason: String
-    public var description: String { "cannot open \(path) for appending: \(reason)" }
+
+    public init(path: String, operation: Operation, reason: String) {
+        self.path = path
+        self.operation = operation
+        self.reason = reason
+    }
+
+    public var description: String {
+        switch operation {
+        case .open: "cannot open \(path) for appending: \(reason)"
+        case .append: "cannot append to \(path): \(reason)"
+        }
+    }
 }
 
 /// A file that JSON values are appended to, one line each (the audit log, allcanuse-mock's call log).
@@ -18,34 +34,61 @@ public struct JSONLinesFileError: Error, CustomStringConvertible, Sendable {
 /// `FileHandle` positioned at the end once does not promise.
 public final class JSONLinesFile: Sendable {
     private let descriptor: Int32
+    private let path: String
+    /// Set when a write stopped partway (a full disk): the file then ends inside a line, and the next line starts
+    /// with a line feed of its own so that it is not glued onto the fragment. (Another process appending to the same
+    /// file meanwhile can still land on the fragment; only this writer knows it left one.)
+    private let endsInsideALine = Atomic<Bool>(false)
 
     /// Creates the file (mode 0644) if it is missing.
     public init(appendingTo path: String) throws(JSONLinesFileError) {
         let fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o644)
-        guard fd >= 0 else { throw JSONLinesFileError(path: path, reason: String(cString: strerror(errno))) }
+        guard fd >= 0 else {
+            throw JSONLinesFileError(path: path, operation: .open, reason: String(cString: strerror(errno)))
+        }
         descriptor = fd
+        self.path = path
     }
 
     deinit { close(descriptor) }
 
-    /// Appends `value` as one line. A failed write (a full disk) is not retried; the caller's work goes on.
-    public func append(_ value: JSONValue) {
+    /// Appends `value` as one line.
+    public func append(_ value: JSONValue) throws(JSONLinesFileError) {
         var line = Array(value.jsonString().utf8)
         line.append(0x0A)
-        append(line: line)
+        try append(line: line)
     }
 
-    /// Appends `line`, which ends with its line feed (see `JSONObjectWriter.line()`).
-    public func append(line: [UInt8]) {
-        line.withUnsafeBytes { bytes in
-            guard let base = bytes.baseAddress else { return }
+    /// Appends `line`, which ends with its line feed (see `JSONObjectWriter.line()`). Throws when the line did not
+    /// land whole (a full disk, a file size limit, an I/O error); the caller decides what that means (the audit
+    /// trail refuses the call it could not record).
+    public func append(line: [UInt8]) throws(JSONLinesFileError) {
+        guard endsInsideALine.exchange(false, ordering: .acquiringAndReleasing) else { return try writeWhole(line) }
+        do {
+            try writeWhole([0x0A] + line)  // one write, so that the line still lands whole
+        } catch {
+            endsInsideALine.store(true, ordering: .releasing)  // at worst a blank line later, never a glued one
+            throw error
+        }
+    }
+
+    private func writeWhole(_ bytes: [UInt8]) throws(JSONLinesFileError) {
+        let failure: Int32? = bytes.withUnsafeBytes { bytes in
+            guard let base = bytes.baseAddress else { return nil }
             var written = 0
             while written < bytes.count {
                 let result = write(descriptor, base + written, bytes.count - written)
                 if result < 0 && errno == EINTR { continue }
-                if result <= 0 { return }
+                if result <= 0 {
+                    if written > 0 { endsInsideALine.store(true, ordering: .releasing) }
+                    return result < 0 ? errno : EIO  // a regular file never writes 0 bytes of a non-empty buffer
+                }
                 written += result
             }
+            return nil
+        }
+        if let failure {
+            throw JSONLinesFileError(path: path, operation: .append, reason: String(cString: strerror(failure)))
         }
     }
 }

@@ -42,12 +42,19 @@ extension AgentSandbox {
         } catch {
             storeProblem = error.message
         }
-        audit?.record(
-            AuditEntry(
-                taskMethod: method, handle: taskID, forwarded: known, identity: identity,
-                policyRevision: evaluator.policy.revision.hex,
-                latencyMicroseconds: (ContinuousClock.now - start).microseconds, era: era?.isModern == true ? "modern" : "legacy",
-                storeProblem: storeProblem))
+        do {
+            try audit?.record(
+                AuditEntry(
+                    taskMethod: method, handle: taskID, forwarded: known, identity: identity,
+                    policyRevision: evaluator.policy.revision.hex,
+                    latencyMicroseconds: (ContinuousClock.now - start).microseconds,
+                    era: era?.isModern == true ? "modern" : "legacy", storeProblem: storeProblem))
+        } catch {
+            GatewayMetrics.auditFailed()
+            throw AgentSandboxError.server(
+                code: JSONRPCError.internalErrorCode,
+                message: "\(PolicyDenial.prefix) the audit trail could not record this request: \(error)")
+        }
         if let storeProblem {
             throw AgentSandboxError.server(
                 code: JSONRPCError.internalErrorCode, message: "\(PolicyDenial.prefix) policy store unavailable: \(storeProblem)")

@@ -171,8 +171,7 @@ public final class AgentSandbox: Sendable {
             let approved = await approval(
                 ApprovalRequest(tool: pending.tool, arguments: pending.arguments, rule: pending.rule, message: pending.message))
             let start = ContinuousClock.now
-            decision = await evaluator.resolveApproval(pending, approved: approved)
-            record(decision, arguments, since: start)
+            decision = await audited(await evaluator.resolveApproval(pending, approved: approved), arguments, since: start)
         }
         if let denial = decision.deniedToolResult {
             return ToolCallResult(decision: decision, result: denial)
@@ -233,15 +232,14 @@ public final class AgentSandbox: Sendable {
 
     private func decide(_ name: String, _ arguments: JSONValue) async -> Decision {
         let start = ContinuousClock.now
-        let decision = await evaluator.decide(tool: name, arguments: arguments, identity: identity)
-        record(decision, arguments, since: start)
-        return decision
+        return await audited(await evaluator.decide(tool: name, arguments: arguments, identity: identity), arguments, since: start)
     }
 
-    private func record(_ decision: Decision, _ arguments: JSONValue, since start: ContinuousClock.Instant) {
-        guard let audit else { return }
+    /// A call the audit sink could not record is denied (rule `audit`), its counters given back.
+    private func audited(_ decision: Decision, _ arguments: JSONValue, since start: ContinuousClock.Instant) async -> Decision {
         let elapsed = (ContinuousClock.now - start).microseconds
-        audit.record(AuditEntry(decision: decision, arguments: arguments, identity: identity, latencyMicroseconds: elapsed))
+        return await decision.audited(
+            AuditEntry(decision: decision, arguments: arguments, identity: identity, latencyMicroseconds: elapsed), to: audit)
     }
 
     func request(_ method: String, _ params: JSONValue) async throws -> JSONValue {

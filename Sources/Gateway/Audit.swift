@@ -121,32 +121,84 @@ public struct AuditEntry: Sendable, Hashable {
     }
 }
 
-/// Where audit entries go. Called on the caller's thread for every decision: keep it quick.
+/// Why an audit entry could not be kept. A gateway refuses the call it could not record (fail closed).
+public struct AuditFailure: Error, CustomStringConvertible, Sendable {
+    public let reason: String
+    public init(_ reason: String) { self.reason = reason }
+    public var description: String { reason }
+}
+
+/// Where audit entries go. Called on the caller's thread for every decision: keep it quick. Throwing means the
+/// entry was not kept, and the call it records is refused: no call reaches a server without its audit line.
 public protocol AuditSink: Sendable {
-    func record(_ entry: AuditEntry)
+    func record(_ entry: AuditEntry) throws(AuditFailure)
 }
 
 /// An audit sink that appends one JSON line per entry to a file (created if missing; several processes may share it).
 public final class AuditLog: AuditSink {
     private let file: JSONLinesFile
     private let instance: String?
+    private let failing = Atomic<Bool>(false)
+    private let onHealthChange: (@Sendable (AuditFailure?) -> Void)?
 
     /// `instance`: written into every line (`"instance"`), so that the streams of several gateways can be told apart.
-    public init(path: String, instance: String? = nil) throws(JSONLinesFileError) {
+    /// `onHealthChange` hears when writes start failing (with the first failure) and when they work again (nil),
+    /// not once per call: a gateway says so on stderr.
+    public init(
+        path: String, instance: String? = nil, onHealthChange: (@Sendable (AuditFailure?) -> Void)? = nil
+    ) throws(JSONLinesFileError) {
         file = try JSONLinesFile(appendingTo: path)
         self.instance = instance
+        self.onHealthChange = onHealthChange
     }
 
-    public func record(_ entry: AuditEntry) {
-        file.append(line: entry.line(instance: instance))
+    public func record(_ entry: AuditEntry) throws(AuditFailure) {
+        do {
+            try file.append(line: entry.line(instance: instance))
+        } catch {
+            let failure = AuditFailure(error.description)
+            if !failing.exchange(true, ordering: .acquiringAndReleasing) { onHealthChange?(failure) }
+            throw failure
+        }
+        if failing.load(ordering: .relaxed), failing.exchange(false, ordering: .acquiringAndReleasing) { onHealthChange?(nil) }
     }
 }
 
-/// An audit sink that calls a closure (an agent's own logger, a test's collector).
+/// An audit sink that calls a closure (an agent's own logger, a test's collector). A closure that throws refuses
+/// the call it was asked to record, as a full audit file does.
 public struct ClosureAuditSink: AuditSink {
-    private let body: @Sendable (AuditEntry) -> Void
-    public init(_ body: @escaping @Sendable (AuditEntry) -> Void) { self.body = body }
-    public func record(_ entry: AuditEntry) { body(entry) }
+    private let body: @Sendable (AuditEntry) throws -> Void
+    public init(_ body: @escaping @Sendable (AuditEntry) throws -> Void) { self.body = body }
+    public func record(_ entry: AuditEntry) throws(AuditFailure) {
+        do {
+            try body(entry)
+        } catch let failure as AuditFailure {
+            throw failure
+        } catch {
+            throw AuditFailure(String(describing: error))
+        }
+    }
+}
+
+extension Decision {
+    /// This decision once `audit` has recorded `entry`. A call the audit trail could not record is refused (rule
+    /// `audit`) and its counters given back, unless it was denied already or nothing is enforced (`--dry-run`
+    /// forwards everything, and says on stderr that its audit log fails).
+    func audited(
+        _ entry: @autoclosure () -> AuditEntry, to audit: (any AuditSink)?, enforced: Bool = true
+    ) async -> Decision {
+        guard let audit else { return self }
+        do {
+            try audit.record(entry())
+            return self
+        } catch {
+            GatewayMetrics.auditFailed()
+            guard enforced, outcome != .deny else { return self }
+            _ = try? await reservation?.rollback()  // if the store cannot take them back now, they stay spent (stricter)
+            return overruled(
+                rule: "audit", message: "the audit trail could not record this call, so it was not forwarded: \(error)")
+        }
+    }
 }
 
 extension Duration {

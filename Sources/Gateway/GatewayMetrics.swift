@@ -39,6 +39,10 @@ enum GatewayMetrics {
         decisionSeconds.recordMicroseconds(microseconds)
     }
 
+    /// An audit entry that could not be kept (its call was refused, unless `--dry-run`).
+    static func auditFailed() { auditFailures.increment() }
+    private static let auditFailures = Counter(label: "corral_audit_failures_total")
+
     /// A `tasks/*` request passed on or refused. A method the Tasks extension does not define counts as `(other)`:
     /// the client names it, and must not be able to grow the metrics without bound.
     static func taskRequest(method: String, forwarded: Bool) {

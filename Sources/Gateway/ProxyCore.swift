@@ -295,8 +295,9 @@ public final class ProxyCore: Sendable {
         let arguments = params?.objectValue == nil ? JSONValue.string("(params not an object)") : params?["arguments"]
         let modern = params?.hasModernEnvelope ?? false
         let start = ContinuousClock.now
-        let decision = await evaluator.decide(tool: name, arguments: arguments, identity: identity)
-        record(decision, arguments, since: start, modern: modern)
+        let decision = await audited(
+            await evaluator.decide(tool: name, arguments: arguments, identity: identity), arguments, since: start,
+            modern: modern)
         if dryRun { return .forward }
         guard let id else { return decision.isAllowed ? .forward : .consumed }  // an unanswerable denial is dropped
         let route: Route
@@ -336,14 +337,27 @@ public final class ProxyCore: Sendable {
                 storeProblem = error.message
             }
         }
-        audit?.record(
-            AuditEntry(
-                taskMethod: method, handle: handle, forwarded: known, identity: identity,
-                policyRevision: evaluator.policy.revision.hex, latencyMicroseconds: (ContinuousClock.now - start).microseconds,
-                storeProblem: storeProblem))
-        GatewayMetrics.taskRequest(method: method, forwarded: known || dryRun)
-        if known || dryRun { return .forward }
+        var auditProblem: AuditFailure?
+        do {
+            try audit?.record(
+                AuditEntry(
+                    taskMethod: method, handle: handle, forwarded: known, identity: identity,
+                    policyRevision: evaluator.policy.revision.hex,
+                    latencyMicroseconds: (ContinuousClock.now - start).microseconds, storeProblem: storeProblem))
+        } catch {
+            GatewayMetrics.auditFailed()
+            auditProblem = error
+        }
+        let forwarded = dryRun || (known && auditProblem == nil)
+        GatewayMetrics.taskRequest(method: method, forwarded: forwarded)
+        if forwarded { return .forward }
         guard let id else { return .consumed }
+        if known, let auditProblem {
+            return .answer(
+                JSONRPC.error(
+                    id: id,
+                    .internalError("\(PolicyDenial.prefix) the audit trail could not record this request: \(auditProblem) (\(method) refused by corral)")))
+        }
         if let storeProblem {
             return .answer(JSONRPC.error(id: id, .internalError("\(PolicyDenial.prefix) policy store unavailable: \(storeProblem) (\(method) refused by corral)")))
         }
@@ -357,11 +371,16 @@ public final class ProxyCore: Sendable {
         do {
             try await taskHandles.record(handle, grant: identity.grant)
         } catch {
-            // The client gets its handle, but no gateway will let it through: say so in the audit trail.
-            audit?.record(
-                AuditEntry(
-                    taskMethod: "tools/call", handle: handle, forwarded: false, identity: identity,
-                    policyRevision: evaluator.policy.revision.hex, latencyMicroseconds: 0, storeProblem: error.message))
+            // The client gets its handle, but no gateway will let it through: say so in the audit trail (if that
+            // fails too, the audit log's own failure is on stderr and in the metrics).
+            do {
+                try audit?.record(
+                    AuditEntry(
+                        taskMethod: "tools/call", handle: handle, forwarded: false, identity: identity,
+                        policyRevision: evaluator.policy.revision.hex, latencyMicroseconds: 0, storeProblem: error.message))
+            } catch {
+                GatewayMetrics.auditFailed()
+            }
         }
     }
 
@@ -385,16 +404,15 @@ public final class ProxyCore: Sendable {
                 verified = .failure(.malformed)
             }
             if case .failure(let refusal) = verified {
-                let decision = await evaluator.resolveApproval(pending, approved: false)
-                record(decision, arguments, since: start, modern: true)
+                _ = await audited(await evaluator.resolveApproval(pending, approved: false), arguments, since: start, modern: true)
                 let text = "\(pending.message); approval refused: \(refusal)"
                 return .answer(["jsonrpc": "2.0", "id": callID, "result": Self.modernResult(PolicyDenial.toolResult(rule: pending.rule, message: text))])
             }
             let action = params?["inputResponses"]?[Self.inputKey]?["action"]?.stringValue
-            let decision = await evaluator.resolveApproval(pending, approved: action == "accept")
-            record(decision, arguments, since: start, modern: true)
+            let resolved = await evaluator.resolveApproval(pending, approved: action == "accept")
+            let decision = await audited(resolved, arguments, since: start, modern: true)
             guard decision.isAllowed else {
-                let text = "\(pending.message); the user answered \(action ?? "nothing")"
+                let text = resolved.isAllowed ? decision.message : "\(pending.message); the user answered \(action ?? "nothing")"
                 return .answer(["jsonrpc": "2.0", "id": callID, "result": Self.modernResult(PolicyDenial.toolResult(rule: decision.rule, message: text))])
             }
             if let reservation = decision.reservation {
@@ -489,8 +507,8 @@ public final class ProxyCore: Sendable {
         guard let waiting = state.withLock({ $0.approvals.removeValue(forKey: id) }) else { return }  // timed out
         let action = response["result"]?["action"]?.stringValue
         let start = ContinuousClock.now
-        let decision = await evaluator.resolveApproval(waiting.pending, approved: action == "accept")
-        record(decision, waiting.arguments, since: start)
+        let decision = await audited(
+            await evaluator.resolveApproval(waiting.pending, approved: action == "accept"), waiting.arguments, since: start)
         switch admit(decision, callID: waiting.callID) {
         case .forward, .forwardMessage: await send(waiting.call, to: toServer)  // its id stays in flight until the server answers
         case .answer(let answer):
@@ -503,7 +521,7 @@ public final class ProxyCore: Sendable {
     private func approvalTimedOut(id: String) async {
         guard let waiting = state.withLock({ $0.approvals.removeValue(forKey: id) }) else { return }  // answered
         let start = ContinuousClock.now
-        record(await evaluator.resolveApproval(waiting.pending, approved: false), waiting.arguments, since: start)
+        _ = await audited(await evaluator.resolveApproval(waiting.pending, approved: false), waiting.arguments, since: start)
         send([
             "jsonrpc": "2.0", "method": "notifications/cancelled",
             "params": ["requestId": .string(id), "reason": "approval timed out"],
@@ -723,15 +741,17 @@ public final class ProxyCore: Sendable {
         await sink(Data(message.jsonString().utf8))
     }
 
-    private func record(
+    /// The decision once audited: a call the audit trail could not record is refused (`Decision.audited`).
+    private func audited(
         _ decision: Decision, _ arguments: JSONValue?, since start: ContinuousClock.Instant, modern: Bool = false
-    ) {
+    ) async -> Decision {
         let latency = (ContinuousClock.now - start).microseconds
-        GatewayMetrics.decided(decision, policy: evaluator.policy, microseconds: latency)
-        guard let audit else { return }
-        audit.record(
+        let final = await decision.audited(
             AuditEntry(
                 decision: decision, arguments: arguments, identity: identity, latencyMicroseconds: latency, dryRun: dryRun,
-                era: modern ? "modern" : "legacy"))
+                era: modern ? "modern" : "legacy"),
+            to: audit, enforced: !dryRun)
+        GatewayMetrics.decided(final, policy: evaluator.policy, microseconds: latency)
+        return final
     }
 }

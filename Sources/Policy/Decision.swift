@@ -36,7 +36,7 @@ public struct Decision: Sendable {
     public let outcome: Outcome
     /// Which rule decided: `hide`, `lookalike`, `invalid_call`, `default_deny`, `default_allow`, `policy_store`,
     /// `policy_store_fail_open`, `tools.NAME`, `tools.NAME.action`, `tools.NAME.deny_if[i]`, `tools.NAME.require[i]`,
-    /// `tools.NAME.limits[i]`, `all_tools.limits[i]`.
+    /// `tools.NAME.limits[i]`, `all_tools.limits[i]`; and `audit`, from a gateway that could not record the call.
     public let rule: String
     public let message: String
     /// For a rate limit: milliseconds until the window that refused the call resets.
@@ -74,6 +74,13 @@ public struct Decision: Sendable {
         // Not a ternary: there `nil` would become `JSONValue.null` (JSONValue is ExpressibleByNilLiteral).
         guard !isAllowed else { return Optional.none }
         return PolicyDenial.toolResult(rule: rule, message: message, retryAfterMs: retryAfterMs)
+    }
+
+    /// This call denied after all, by the gateway around the policy (an audit line it could not write): same tool,
+    /// revision and counter readings, no reservation and no approval left to ask for. The caller gives the
+    /// reservation's counters back.
+    public func overruled(rule: String, message: String) -> Decision {
+        Decision(.deny, rule: rule, message: message, tool: tool, revision: revision, counters: counters)
     }
 }
 

@@ -56,9 +56,9 @@ struct ProxyCommand: AsyncParsableCommand {
     var metrics: String?
     @Option(help: "This instance's name in audit lines (\"instance\"); default: HOSTNAME-PID.")
     var instanceId: String?
-    @Option(help: "Append one JSON line per decision to this file (argument keys and a hash, never values).")
+    @Option(help: "Append one JSON line per decision to this file (argument keys and a hash, never values). A call whose line cannot be written (a full disk) is refused, not forwarded; stderr says when that starts and ends.")
     var audit: String?
-    @Flag(help: "Record the real decisions (audit) but forward every call: for rolling out a new policy.")
+    @Flag(help: "Record the real decisions (audit) but forward every call, even one whose audit line failed: for rolling out a new policy.")
     var dryRun = false
     @Option(help: "How long a require_approval call waits for the user's answer (asked through MCP elicitation), in seconds; then it is denied.")
     var approvalTimeout = 60
@@ -136,7 +136,17 @@ struct ProxyCommand: AsyncParsableCommand {
         let instance = instanceId ?? "\(ProcessInfo.processInfo.hostName)-\(getpid())"
         let auditLog: AuditLog?
         do {
-            auditLog = try audit.map { path throws(JSONLinesFileError) in try AuditLog(path: path, instance: instance) }
+            auditLog = try audit.map { path throws(JSONLinesFileError) in
+                try AuditLog(path: path, instance: instance) { failure in
+                    let text =
+                        if let failure {
+                            "corral proxy: --audit \(path): \(failure); calls are refused until their audit lines can be written\n"
+                        } else {
+                            "corral proxy: --audit \(path): audit lines are written again; calls are decided as usual\n"
+                        }
+                    FileHandle.standardError.write(Data(text.utf8))
+                }
+            }
         } catch {
             throw ValidationError("--audit: \(error)")
         }

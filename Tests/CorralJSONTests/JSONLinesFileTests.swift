@@ -10,14 +10,15 @@ import Testing
         let path = FileManager.default.temporaryDirectory.appendingPathComponent("corral-lines-\(UUID().uuidString)").path
         defer { try? FileManager.default.removeItem(atPath: path) }
         let writers = [try JSONLinesFile(appendingTo: path), try JSONLinesFile(appendingTo: path)]
-        await withTaskGroup(of: Void.self) { group in
+        try await withThrowingTaskGroup(of: Void.self) { group in
             for thread in 0..<8 {
                 group.addTask {
                     for n in 0..<250 {
-                        writers[thread % 2].append(["thread": .int(thread), "n": .int(n), "pad": .string(String(repeating: "x", count: 200))])
+                        try writers[thread % 2].append(["thread": .int(thread), "n": .int(n), "pad": .string(String(repeating: "x", count: 200))])
                     }
                 }
             }
+            try await group.waitForAll()
         }
         let lines = try String(contentsOfFile: path, encoding: .utf8).split(separator: "\n")
         #expect(lines.count == 2000)
@@ -27,5 +28,52 @@ import Testing
 
     @Test func aPathThatCannotBeOpenedSaysWhy() {
         #expect(throws: JSONLinesFileError.self) { try JSONLinesFile(appendingTo: "/nonexistent-dir/x.jsonl") }
+    }
+
+    /// A write that fails is an error the caller sees, never a line silently lost.
+    @Test func aFailedWriteIsAnError() throws {
+        let full = try JSONLinesFile(appendingTo: "/dev/full")
+        let error = try #require(throws: JSONLinesFileError.self) { try full.append(["a": 1]) }
+        #expect(error.operation == .append)
+        #expect(error.description == "cannot append to /dev/full: \(String(cString: strerror(ENOSPC)))")
+    }
+
+    /// A real full file system (a tmpfs of two pages): the line that does not fit lands partly and throws; once
+    /// there is room again, the next line starts on a line of its own instead of being glued onto the fragment.
+    @Test(.enabled(if: getuid() == 0, "mounting a tmpfs needs root"))
+    func aLineCutByAFullDiskLeavesTheNextOneWhole() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("corral-full-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: false)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        guard mount("tmpfs", directory, "tmpfs", 0, "size=8k,mode=0700") == 0 else {
+            Issue.record("mount tmpfs at \(directory): \(String(cString: strerror(errno)))")
+            return
+        }
+        defer { umount(directory) }
+        let filler = directory + "/filler"
+        try Data(count: 4096).write(to: URL(fileURLWithPath: filler))  // one of the two pages
+        let file = try JSONLinesFile(appendingTo: directory + "/lines.jsonl")
+        let line: (Int) -> JSONValue = { ["n": .int($0), "pad": .string(String(repeating: "x", count: 980))] }
+        var written = 0
+        var failure: JSONLinesFileError?
+        while failure == nil && written < 10 {
+            do {
+                try file.append(line(written))
+                written += 1
+            } catch {
+                failure = error
+            }
+        }
+        #expect(written == 4, "four lines of about 1000 bytes fit in the free page")
+        #expect(failure?.reason == String(cString: strerror(ENOSPC)))
+        try FileManager.default.removeItem(atPath: filler)
+        try file.append(line(99))
+        let lines = try String(contentsOfFile: directory + "/lines.jsonl", encoding: .utf8)
+            .split(separator: "\n", omittingEmptySubsequences: false)
+        #expect(lines.count == 7, "four lines, the cut one, the next one and the empty end")
+        #expect(lines[4].count == 4096 - lines[0..<4].reduce(0) { $0 + $1.count + 1 }, "the cut line holds what fitted")
+        #expect((try? JSONValue.parse(String(lines[4]))) == nil)
+        #expect(try JSONValue.parse(String(lines[5])) == line(99))
+        #expect(lines[6].isEmpty)
     }
 }

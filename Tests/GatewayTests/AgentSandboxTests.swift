@@ -108,6 +108,31 @@ final class AgentSandboxTests: XCTestCase {
         XCTAssertEqual(try executed(callLog).filter { $0 == "wait_for_background_task" }.count, 1)
     }
 
+    /// A call the agent's audit sink cannot record never reaches the server, and its counter is given back.
+    func testACallTheAuditSinkCannotRecordIsRefused() async throws {
+        let (transport, callLog) = try await inProcessMock()
+        let failing = Mutex(true)
+        let sandbox = try await AgentSandbox.connect(
+            policy: PolicyEvaluator(policy: try Policy.load(text: Self.policyText)),
+            identity: CallIdentity(grant: "agent-1", session: "s1"), to: .transport(transport),
+            audit: ClosureAuditSink { _ in
+                if failing.withLock({ $0 }) { throw AuditFailure("the agent's log is down") }
+            })
+        for _ in 0..<3 {
+            let refused = try await sandbox.callTool("create_background_task", arguments: Self.sleepTask)
+            XCTAssertTrue(refused.wasDenied)
+            XCTAssertEqual(
+                refused.text, "[POLICY DENIED] the audit trail could not record this call, so it was not forwarded: the agent's log is down")
+            XCTAssertEqual(refused.decision.rule, "audit")
+        }
+        XCTAssertEqual(try executed(callLog), [])
+        failing.withLock { $0 = false }
+        let allowed = try await sandbox.callTool("create_background_task", arguments: Self.sleepTask)
+        XCTAssertFalse(allowed.wasDenied, "the three refused calls gave their counters back: \(allowed.text)")
+        XCTAssertEqual(try executed(callLog), ["create_background_task"])
+        await sandbox.close()
+    }
+
     func testPolicyDecidesBeforeTheMockInProcess() async throws {
         let (transport, callLog) = try await inProcessMock()
         let entries = Mutex<[AuditEntry]>([])

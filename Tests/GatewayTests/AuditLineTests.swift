@@ -58,8 +58,8 @@ final class AuditLineTests: XCTestCase {
         let entry = AuditEntry(
             taskMethod: "tasks/get", handle: "t\n2", forwarded: true, identity: CallIdentity(grant: "g"),
             policyRevision: "r", latencyMicroseconds: 7)
-        log.record(entry)
-        log.record(entry)
+        try log.record(entry)
+        try log.record(entry)
         let lines = try String(contentsOfFile: path, encoding: .utf8).split(separator: "\n", omittingEmptySubsequences: false)
         XCTAssertEqual(lines.count, 3)
         XCTAssertEqual(lines.last, "")

@@ -14,10 +14,10 @@ final class ProxyCoreTests: XCTestCase {
         var client: [JSONValue] { toClient.withLock { $0 }.compactMap { try? JSONValue.parse($0) } }
     }
 
-    private func core(_ policy: String, wire: Wire) throws -> ProxyCore {
+    private func core(_ policy: String, wire: Wire, audit: (any AuditSink)? = nil, dryRun: Bool = false) throws -> ProxyCore {
         ProxyCore(
             evaluator: PolicyEvaluator(policy: try Policy.load(text: policy)), identity: CallIdentity(grant: "g"),
-            audit: nil,
+            audit: audit, dryRun: dryRun,
             toClient: { data in wire.toClient.withLock { $0.append(String(decoding: data, as: UTF8.self)) } },
             toServer: { data in wire.toServer.withLock { $0.append(String(decoding: data, as: UTF8.self)) } })
     }
@@ -110,6 +110,48 @@ final class ProxyCoreTests: XCTestCase {
         await proxy2.fromServer(line(#"{"jsonrpc":"2.0","id":1,"error":{"code":-32602,"message":"bad"}}"#))
         await proxy2.fromClient(line(call.replacingOccurrences(of: "ID", with: "2")))
         XCTAssertEqual(wire2.server.count, 2)
+    }
+
+    /// No call reaches the server without its audit line: one that cannot be recorded is refused, says why, and
+    /// gives its counter back; a denial stays the policy's; a dry run forwards anyway.
+    func testACallTheAuditTrailCannotRecordIsRefusedAndItsCounterGivenBack() async throws {
+        let failing = Mutex(true)
+        let recorded = Mutex<[String]>([])
+        let audit = ClosureAuditSink { entry in
+            if failing.withLock({ $0 }) { throw AuditFailure("cannot append to audit.jsonl: No space left on device") }
+            recorded.withLock { $0.append("\(entry.tool) \(entry.decision)") }
+        }
+        let wire = Wire()
+        let proxy = try core(Self.policy, wire: wire, audit: audit)
+        let call = #"{"jsonrpc":"2.0","id":ID,"method":"tools/call","params":{"name":"list_background_tasks","arguments":{}}}"#
+        await proxy.fromClient(line(call.replacingOccurrences(of: "ID", with: "1")))
+        XCTAssertEqual(wire.server, [], "a call without its audit line never reaches the server")
+        XCTAssertEqual(wire.client.last?["id"], 1)
+        XCTAssertEqual(wire.client.last?["result"]?["isError"], true)
+        XCTAssertEqual(wire.client.last?["result"]?["structuredContent"]?["rule"], "audit")
+        XCTAssertEqual(
+            wire.client.last?["result"]?["content"]?.arrayValue?.first?["text"],
+            "[POLICY DENIED] the audit trail could not record this call, so it was not forwarded: cannot append to audit.jsonl: No space left on device")
+        // A 2026-07-28 call is refused the same way, as a complete result.
+        await proxy.fromClient(line(#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"get_background_task","arguments":{},"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}}"#))
+        XCTAssertEqual(wire.client.last?["result"]?["resultType"], "complete")
+        XCTAssertEqual(wire.client.last?["result"]?["structuredContent"]?["rule"], "audit")
+        // A denial is still the policy's own.
+        await proxy.fromClient(line(#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"cancel_background_task","arguments":{}}}"#))
+        XCTAssertEqual(wire.client.last?["result"]?["structuredContent"]?["rule"], "hide")
+        XCTAssertEqual(wire.server, [])
+        // Once lines can be written again, the limited tool's one call a minute is still there to spend.
+        failing.withLock { $0 = false }
+        await proxy.fromClient(line(call.replacingOccurrences(of: "ID", with: "4")))
+        XCTAssertEqual(wire.server.count, 1)
+        XCTAssertEqual(recorded.withLock { $0 }, ["list_background_tasks allow"])
+
+        // A dry run enforces nothing, a missing audit line included.
+        failing.withLock { $0 = true }
+        let dryWire = Wire()
+        let dry = try core(Self.policy, wire: dryWire, audit: audit, dryRun: true)
+        await dry.fromClient(line(call.replacingOccurrences(of: "ID", with: "1")))
+        XCTAssertEqual(dryWire.server.count, 1)
     }
 
     /// An error a transport made up because the answer never came (an HTTP stream that broke after the request

@@ -16,10 +16,14 @@ final class ProxyTaskHandleTests: XCTestCase {
         var client: [JSONValue] { toClient.withLock { $0 }.compactMap { try? JSONValue.parse($0) } }
     }
 
-    private func core(grant: String, handles: TaskHandles, wire: Wire) throws -> ProxyCore {
+    private func core(grant: String, handles: TaskHandles, wire: Wire, auditFails: Bool = false) throws -> ProxyCore {
         ProxyCore(
             evaluator: PolicyEvaluator(policy: try Policy.load(text: #"{"version": "1", "default": "allow"}"#)),
-            identity: CallIdentity(grant: grant), audit: ClosureAuditSink { entry in wire.audit.withLock { $0.append(entry) } },
+            identity: CallIdentity(grant: grant),
+            audit: ClosureAuditSink { entry in
+                if auditFails { throw AuditFailure("disk full") }
+                wire.audit.withLock { $0.append(entry) }
+            },
             taskHandles: handles,
             toClient: { data in wire.toClient.withLock { $0.append(String(decoding: data, as: UTF8.self)) } },
             toServer: { data in wire.toServer.withLock { $0.append(String(decoding: data, as: UTF8.self)) } })
@@ -82,6 +86,20 @@ final class ProxyTaskHandleTests: XCTestCase {
         XCTAssertFalse(recorded)
         await send(proxy, ["jsonrpc": "2.0", "id": 2, "method": "tasks/get", "params": ["taskId": "h-2", "_meta": meta(tasks: true)]])
         XCTAssertEqual(wire.client.last?["error"]?["code"], -32602)
+    }
+
+    /// The owner's own `tasks/*` request is refused when its audit line cannot be written.
+    func testATaskRequestTheAuditTrailCannotRecordIsRefused() async throws {
+        let handles = TaskHandles()
+        try await handles.record("h-3", grant: "g")
+        let wire = Wire()
+        let proxy = try core(grant: "g", handles: handles, wire: wire, auditFails: true)
+        await send(proxy, ["jsonrpc": "2.0", "id": 1, "method": "tasks/get", "params": ["taskId": "h-3", "_meta": meta(tasks: true)]])
+        XCTAssertEqual(wire.server.count, 0)
+        XCTAssertEqual(wire.client.last?["error"]?["code"], -32603)
+        XCTAssertEqual(
+            wire.client.last?["error"]?["message"],
+            "Internal error: [POLICY DENIED] the audit trail could not record this request: disk full (tasks/get refused by corral)")
     }
 
     func testOwnersExpireAndTheFirstOwnerStays() async throws {

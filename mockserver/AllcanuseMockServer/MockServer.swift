@@ -71,7 +71,7 @@ public enum MockServer {
                     TasksExtension.isDeclared(by: context)
                 {
                     // Decided and counted once, when the task is made.
-                    if let denial = await admit(
+                    if let denial = try await admit(
                         json: params, policy: policy, identity: identity(context), logger: logger, callRecord: callRecord)
                     {
                         return denial
@@ -79,11 +79,11 @@ public enum MockServer {
                     return try await tasks.start(
                         tool: name, arguments: params["arguments"], canElicit: context.envelope?.canElicit ?? false)
                 }
-                return await call(
+                return try await call(
                     json: params, service: ready.service, policy: policy, identity: identity(context), logger: logger,
                     progress: context.progressReporter(params), callRecord: callRecord)
             case _ where TasksExtension.methods.contains(method):
-                callRecord?.record(taskMethod: method, taskID: params["taskId"]?.stringValue)
+                try callRecord?.record(taskMethod: method, taskID: params["taskId"]?.stringValue)
                 guard services.servesTasks, context.era.isModern else { throw .methodNotFound(method) }
                 guard TasksExtension.isDeclared(by: context) else { throw TasksExtension.notDeclared(method) }
                 guard let tasks = try await services.forRequest().tasks else { throw .methodNotFound(method) }
@@ -98,15 +98,22 @@ public enum MockServer {
         }
     }
 
-    /// The policy's decision on a `tools/call`: the denial result, or nil when the call may go on.
+    /// The policy's decision on a `tools/call`: the denial result, or nil when the call may go on. Throws when the
+    /// call log cannot record the call (it is then not run).
     static func admit(
         json request: JSONValue, policy: PolicyEvaluator, identity: CallIdentity, logger: Logger, callRecord: CallRecord?
-    ) async -> JSONValue? {
+    ) async throws(JSONRPCError) -> JSONValue? {
         let name = request["name"]?.stringValue
         let arguments = request["arguments"]
         // The policy sees exactly what arrived: a missing name or arguments that are not an object are denied there.
         let decision = await policy.decide(tool: name, arguments: arguments, identity: identity)
-        callRecord?.record(tool: name ?? "", arguments: arguments, refusedBy: decision.isAllowed ? nil : decision.rule)
+        do {
+            try callRecord?.record(tool: name ?? "", arguments: arguments, refusedBy: decision.isAllowed ? nil : decision.rule)
+        } catch {
+            _ = try? await decision.reservation?.rollback()  // not run, so not counted
+            logger.error("\(name ?? "(no name)"): \(error.message)")
+            throw error
+        }
         if let denial = decision.deniedToolResult {
             logger.info("denied \(name ?? "(no name)"): \(decision.rule): \(decision.message)")
             return denial
@@ -118,8 +125,8 @@ public enum MockServer {
     public static func call(
         json request: JSONValue, service: AllcanuseService, policy: PolicyEvaluator, identity: CallIdentity,
         logger: Logger, progress: AllcanuseService.ProgressReporter? = nil, callRecord: CallRecord? = nil
-    ) async -> JSONValue {
-        if let denial = await admit(json: request, policy: policy, identity: identity, logger: logger, callRecord: callRecord) {
+    ) async throws(JSONRPCError) -> JSONValue {
+        if let denial = try await admit(json: request, policy: policy, identity: identity, logger: logger, callRecord: callRecord) {
             return denial
         }
         let arguments = request["arguments"]

@@ -61,7 +61,7 @@ struct AllcanuseMockCommand: AsyncParsableCommand {
     var httpMaxConnections: Int?
     @Option(help: "How long an MCP task handle (Tasks extension) is kept after its creation, in milliseconds; 0: for ever. Expired handles are unknown ids.")
     var mcpTaskTtlMs = MCPTaskBridge.defaultTTLMilliseconds
-    @Option(help: "Append one JSON line per tools/call that reached this server (tool, arguments, executed, and refused_by when its own --policy refused it) to this file: what gateway tests compare with what the client was told.")
+    @Option(help: "Append one JSON line per tools/call that reached this server (tool, arguments, executed, and refused_by when its own --policy refused it) to this file: what gateway tests compare with what the client was told. A call whose line cannot be written (a full disk) is not run, and is answered with an error that says so.")
     var callLog: String?
     @Option(help: "Over stdio, how long the reading thread keeps polling for the next request before it sleeps, in microseconds (0: never). For a fast client that sends its next request within the window (a raw client, a gateway in a test loop), each back-to-back call skips a thread wake-up (40-60 µs here with a Python raw client); it costs up to this much CPU after each answer, and a client slower than the window (an MCP SDK takes ~1 ms per call) gains nothing.")
     var busyPollUs = 0
