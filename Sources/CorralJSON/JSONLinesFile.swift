@@ -35,11 +35,11 @@ public struct JSONLinesFileError: Error, CustomStringConvertible, Sendable {
 public final class JSONLinesFile: Sendable {
     private let descriptor: Int32
     private let path: String
-    /// Set when a write stopped partway (a full disk): the file then ends inside a line, and the next line starts
-    /// with a line feed of its own so that it is not glued onto the fragment. (Another process appending to the same
-    /// file meanwhile can still land on the fragment; only this writer knows it left one.)
-    private let endsInsideALine = Atomic<Bool>(false)
-
+    /// True when a write stopped partway (a full disk): the file then ends inside a line, and the next line starts
+    /// with a line feed of its own so that it is not glued onto the fragment. Held across the check and the write,
+    /// so that no concurrent line slips in bare. (Another process appending to the same file meanwhile can still
+    /// land on the fragment; only this writer knows it left one.)
+    private let endsInsideALine = Mutex(false)
     /// Creates the file (mode 0644) if it is missing.
     public init(appendingTo path: String) throws(JSONLinesFileError) {
         let fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o644)
@@ -60,35 +60,45 @@ public final class JSONLinesFile: Sendable {
     }
 
     /// Appends `line`, which ends with its line feed (see `JSONObjectWriter.line()`). Throws when the line did not
-    /// land whole (a full disk, a file size limit, an I/O error); the caller decides what that means (the audit
-    /// trail refuses the call it could not record).
+    /// land whole (a full disk, an I/O error); the caller decides what that means (the audit trail refuses the call
+    /// it could not record).
     public func append(line: [UInt8]) throws(JSONLinesFileError) {
-        guard endsInsideALine.exchange(false, ordering: .acquiringAndReleasing) else { return try writeWhole(line) }
-        do {
-            try writeWhole([0x0A] + line)  // one write, so that the line still lands whole
-        } catch {
-            endsInsideALine.store(true, ordering: .releasing)  // at worst a blank line later, never a glued one
-            throw error
+        let failure = endsInsideALine.withLock { endsInsideALine -> Int32? in
+            let bytes = endsInsideALine ? [0x0A] + line : line  // one write, so that the line still lands whole
+            let (written, failure) = Self.writeAll(bytes, to: descriptor)
+            switch written {
+            case bytes.count:
+                endsInsideALine = false
+                return nil
+            case bytes.count - 1 where bytes.last == 0x0A:
+                // Only the line feed is missing: the line is there whole and reads as written, so it counts.
+                endsInsideALine = true
+                return nil
+            case 0:
+                return failure  // nothing landed: the file ends where it did
+            default:
+                endsInsideALine = true  // a fragment (at worst a blank line later, never a glued one)
+                return failure
+            }
+        }
+        if let failure {
+            throw JSONLinesFileError(path: path, operation: .append, reason: String(cString: strerror(failure)))
         }
     }
 
-    private func writeWhole(_ bytes: [UInt8]) throws(JSONLinesFileError) {
-        let failure: Int32? = bytes.withUnsafeBytes { bytes in
-            guard let base = bytes.baseAddress else { return nil }
+    /// How many bytes landed, and the error that stopped the rest.
+    private static func writeAll(_ bytes: [UInt8], to descriptor: Int32) -> (Int, Int32?) {
+        bytes.withUnsafeBytes { bytes in
+            guard let base = bytes.baseAddress else { return (0, nil) }
             var written = 0
             while written < bytes.count {
                 let result = write(descriptor, base + written, bytes.count - written)
                 if result < 0 && errno == EINTR { continue }
-                if result <= 0 {
-                    if written > 0 { endsInsideALine.store(true, ordering: .releasing) }
-                    return result < 0 ? errno : EIO  // a regular file never writes 0 bytes of a non-empty buffer
-                }
+                // A regular file never writes 0 bytes of a non-empty buffer; if one did, it is an I/O error.
+                if result <= 0 { return (written, result < 0 ? errno : EIO) }
                 written += result
             }
-            return nil
-        }
-        if let failure {
-            throw JSONLinesFileError(path: path, operation: .append, reason: String(cString: strerror(failure)))
+            return (written, nil)
         }
     }
 }

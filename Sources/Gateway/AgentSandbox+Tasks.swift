@@ -42,6 +42,7 @@ extension AgentSandbox {
         } catch {
             storeProblem = error.message
         }
+        var auditProblem: AuditFailure?
         do {
             try audit?.record(
                 AuditEntry(
@@ -51,9 +52,7 @@ extension AgentSandbox {
                     era: era?.isModern == true ? "modern" : "legacy", storeProblem: storeProblem))
         } catch {
             GatewayMetrics.auditFailed()
-            throw AgentSandboxError.server(
-                code: JSONRPCError.internalErrorCode,
-                message: "\(PolicyDenial.prefix) the audit trail could not record this request: \(error)")
+            auditProblem = error
         }
         if let storeProblem {
             throw AgentSandboxError.server(
@@ -62,6 +61,11 @@ extension AgentSandbox {
         guard known else {
             let refusal = TaskHandles.refusal(method, taskID)
             throw AgentSandboxError.server(code: refusal.code, message: refusal.message)
+        }
+        if let auditProblem {
+            throw AgentSandboxError.server(
+                code: JSONRPCError.internalErrorCode,
+                message: "\(PolicyDenial.prefix) the audit trail could not record this request: \(auditProblem)")
         }
         var params = extra
         params["taskId"] = .string(taskID)

@@ -138,7 +138,8 @@ public protocol AuditSink: Sendable {
 public final class AuditLog: AuditSink {
     private let file: JSONLinesFile
     private let instance: String?
-    private let failing = Atomic<Bool>(false)
+    /// Whether the last write failed; the health callback is called under it, so its reports come in order.
+    private let failing = Mutex(false)
     private let onHealthChange: (@Sendable (AuditFailure?) -> Void)?
 
     /// `instance`: written into every line (`"instance"`), so that the streams of several gateways can be told apart.
@@ -153,14 +154,18 @@ public final class AuditLog: AuditSink {
     }
 
     public func record(_ entry: AuditEntry) throws(AuditFailure) {
+        let failure: AuditFailure?
         do {
             try file.append(line: entry.line(instance: instance))
+            failure = nil
         } catch {
-            let failure = AuditFailure(error.description)
-            if !failing.exchange(true, ordering: .acquiringAndReleasing) { onHealthChange?(failure) }
-            throw failure
+            failure = AuditFailure(error.description)
         }
-        if failing.load(ordering: .relaxed), failing.exchange(false, ordering: .acquiringAndReleasing) { onHealthChange?(nil) }
+        failing.withLock { failing in
+            if failing != (failure != nil) { onHealthChange?(failure) }
+            failing = failure != nil
+        }
+        if let failure { throw failure }
     }
 }
 

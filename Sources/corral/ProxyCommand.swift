@@ -137,12 +137,14 @@ struct ProxyCommand: AsyncParsableCommand {
         let auditLog: AuditLog?
         do {
             auditLog = try audit.map { path throws(JSONLinesFileError) in
-                try AuditLog(path: path, instance: instance) { failure in
+                try AuditLog(path: path, instance: instance) { [dryRun] failure in
                     let text =
                         if let failure {
-                            "corral proxy: --audit \(path): \(failure); calls are refused until their audit lines can be written\n"
+                            dryRun
+                                ? "corral proxy: \(failure); audit lines are lost, calls still forwarded (--dry-run)\n"
+                                : "corral proxy: \(failure); calls are refused until their audit lines can be written\n"
                         } else {
-                            "corral proxy: --audit \(path): audit lines are written again; calls are decided as usual\n"
+                            "corral proxy: --audit \(path): audit lines are written again\n"
                         }
                     FileHandle.standardError.write(Data(text.utf8))
                 }

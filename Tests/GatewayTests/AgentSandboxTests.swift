@@ -126,6 +126,12 @@ final class AgentSandboxTests: XCTestCase {
             XCTAssertEqual(refused.decision.rule, "audit")
         }
         XCTAssertEqual(try executed(callLog), [])
+        do {
+            _ = try await sandbox.task("0123456789abcdef0123456789abcdef")
+            XCTFail("a handle the sandbox did not create must be refused")
+        } catch let AgentSandboxError.server(code, _) {
+            XCTAssertEqual(code, -32602, "a handle it does not own is refused as such, audit or not")
+        }
         failing.withLock { $0 = false }
         let allowed = try await sandbox.callTool("create_background_task", arguments: Self.sleepTask)
         XCTAssertFalse(allowed.wasDenied, "the three refused calls gave their counters back: \(allowed.text)")

@@ -146,12 +146,16 @@ final class ProxyCoreTests: XCTestCase {
         XCTAssertEqual(wire.server.count, 1)
         XCTAssertEqual(recorded.withLock { $0 }, ["list_background_tasks allow"])
 
-        // A dry run enforces nothing, a missing audit line included.
+        // A dry run enforces nothing, a missing audit line included: the call is forwarded and keeps its counter,
+        // so the next one is recorded as over the limit.
         failing.withLock { $0 = true }
         let dryWire = Wire()
         let dry = try core(Self.policy, wire: dryWire, audit: audit, dryRun: true)
         await dry.fromClient(line(call.replacingOccurrences(of: "ID", with: "1")))
-        XCTAssertEqual(dryWire.server.count, 1)
+        failing.withLock { $0 = false }
+        await dry.fromClient(line(call.replacingOccurrences(of: "ID", with: "2")))
+        XCTAssertEqual(dryWire.server.count, 2)
+        XCTAssertEqual(recorded.withLock { $0 }, ["list_background_tasks allow", "list_background_tasks deny"])
     }
 
     /// An error a transport made up because the answer never came (an HTTP stream that broke after the request
