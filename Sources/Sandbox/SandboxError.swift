@@ -11,6 +11,8 @@ public enum SandboxError: Error, Sendable, Equatable, CustomStringConvertible {
     case landlock(operation: String, errno: Int32)
     /// Landlock was required but the kernel has none.
     case landlockUnavailable
+    /// Landlock was required, the profile restricts TCP, and the kernel's Landlock cannot (ABI < 4).
+    case landlockNetworkUnavailable(abi: Int)
     /// The task user cannot be used (`--task-user`, `--user`).
     case identity(String)
     /// Cgroup limits were asked for but cannot be enforced here.
@@ -31,6 +33,9 @@ public enum SandboxError: Error, Sendable, Equatable, CustomStringConvertible {
             return "landlock: \(operation) failed: \(errnoDescription(code))"
         case .landlockUnavailable:
             return "Landlock is required but this kernel has none (or it is disabled)"
+        case .landlockNetworkUnavailable(let abi):
+            return "Landlock is required and the profile restricts TCP ports (tcp_bind, tcp_connect), but this kernel's "
+                + "Landlock (ABI \(abi)) cannot: that needs ABI 4 (Linux 6.7)"
         case .identity(let reason):
             return "task user: \(reason)"
         case .cgroup(let reason):

@@ -45,7 +45,7 @@ public struct FileIdentity: Sendable, Equatable {
 public enum SandboxPreparation {
     /// Prepares `profile` for a task whose working directory is `workingDirectory` and whose private temp directory
     /// is `temporaryDirectory`. Without Landlock in the kernel the task runs without it (the summary says so),
-    /// unless `requireLandlock`.
+    /// unless `requireLandlock`; the same for a profile's TCP rules where Landlock is older than ABI 4.
     public static func prepare(
         _ profile: SandboxProfile, workingDirectory: String, temporaryDirectory: String?,
         requireLandlock: Bool = false, landlockABI: Int = Landlock.abiVersion
@@ -65,7 +65,16 @@ public enum SandboxPreparation {
                 rulesetFD = ruleset.fd
                 boundPaths = ruleset.bound
                 summary.append("landlock:abi\(landlockABI)")
-                if ruleset.restrictsTCP { summary.append("landlock-net") }
+                if ruleset.restrictsTCP {
+                    summary.append("landlock-net")
+                } else if rules.tcpBind != nil || rules.tcpConnect != nil {
+                    // The files are confined, the network is not: never silently.
+                    if requireLandlock {
+                        close(ruleset.fd)
+                        throw .landlockNetworkUnavailable(abi: landlockABI)
+                    }
+                    summary.append("landlock-net:unavailable")
+                }
             } else if requireLandlock {
                 throw .landlockUnavailable
             } else {

@@ -158,4 +158,25 @@ final class ProfileTests: XCTestCase {
                 landlockABI: 0)
         ) { XCTAssertEqual($0 as? SandboxError, .landlockUnavailable) }
     }
+
+    /// Landlock before ABI 4 confines files but not TCP: a profile's port rules are then not enforced, and the
+    /// summary (the task's `protections`) says so; with Landlock required, the task is refused.
+    func testTCPRulesOnALandlockWithoutNetworkSupportAreNeverSilentlyDropped() throws {
+        guard Landlock.abiVersion >= 3 else { throw XCTSkip("needs a kernel with Landlock ABI 3 or later") }
+        var profile = BuiltinProfiles.default
+        profile.landlock?.tcpConnect = [443]
+        let older = try SandboxPreparation.prepare(profile, workingDirectory: "/tmp", temporaryDirectory: nil, landlockABI: 3)
+        defer { older.cleanup() }
+        XCTAssertEqual(Array(older.summary.suffix(2)), ["landlock:abi3", "landlock-net:unavailable"])
+        XCTAssertThrowsError(
+            try SandboxPreparation.prepare(
+                profile, workingDirectory: "/tmp", temporaryDirectory: nil, requireLandlock: true, landlockABI: 3)
+        ) { XCTAssertEqual($0 as? SandboxError, .landlockNetworkUnavailable(abi: 3)) }
+        if Landlock.abiVersion >= 4 {
+            let current = try SandboxPreparation.prepare(
+                profile, workingDirectory: "/tmp", temporaryDirectory: nil, requireLandlock: true)
+            defer { current.cleanup() }
+            XCTAssertEqual(current.summary.last, "landlock-net")
+        }
+    }
 }
