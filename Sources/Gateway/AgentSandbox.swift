@@ -159,7 +159,8 @@ public final class AgentSandbox: Sendable {
     /// Decides the call, asks for approval if the policy wants it, and forwards it when allowed. A denial is a
     /// normal result (`isError`, text `[POLICY DENIED] …`) and the server never sees the call. Throws
     /// `AgentSandboxError.server` when the server answers with a JSON-RPC error (the call's counters are rolled
-    /// back first) and `.connectionLost` when the server went away.
+    /// back first), `.connectionLost` when the server went away and `.unreadableAnswer` when its answer is not JSON
+    /// (for these two the counters stay spent: the call may have run).
     public func callTool(_ name: String, arguments: JSONValue = [:]) async throws -> ToolCallResult {
         var decision = await decide(name, arguments)
         if decision.outcome == .approvalRequired, let pending = decision.pendingApproval {
@@ -249,6 +250,7 @@ public final class AgentSandbox: Sendable {
             switch error {
             case .server(let code, let message): throw AgentSandboxError.server(code: code, message: message)
             case .connectionLost(let why): throw AgentSandboxError.connectionLost(why)
+            case .unreadableAnswer(let why): throw AgentSandboxError.unreadableAnswer(why)
             }
         }
     }
@@ -261,12 +263,15 @@ public enum AgentSandboxError: Error, CustomStringConvertible, Equatable {
     case server(code: Int, message: String)
     /// The server went away (its process exited, the HTTP endpoint stopped answering).
     case connectionLost(String)
+    /// The server's answer is not JSON that can be read (the call may have run: its counters stay spent).
+    case unreadableAnswer(String)
 
     public var description: String {
         switch self {
         case .cannotConnect(let why): "cannot connect to the MCP server: \(why)"
         case .server(let code, let message): "the MCP server answered with error \(code): \(message)"
         case .connectionLost(let why): "the MCP server went away: \(why)"
+        case .unreadableAnswer(let why): "the MCP server's answer could not be read (the call may have run): \(why)"
         }
     }
 }

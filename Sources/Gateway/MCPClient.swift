@@ -16,11 +16,14 @@ public final class MCPClient: Sendable {
         case server(code: Int, message: String)
         /// The server went away (or its answer did not come): the request may have run.
         case connectionLost(String)
+        /// The server's answer came but is not JSON this client can read: the request may have run.
+        case unreadableAnswer(String)
 
         public var description: String {
             switch self {
             case .server(let code, let message): "the MCP server answered with error \(code): \(message)"
             case .connectionLost(let why): "the MCP server went away: \(why)"
+            case .unreadableAnswer(let why): "the MCP server's answer could not be read (the request may have run): \(why)"
             }
         }
     }
@@ -155,7 +158,17 @@ public final class MCPClient: Sendable {
     // MARK: - inbound
 
     private func received(_ data: Data) {
-        guard let message = try? JSONValue.parse(data) else { return }
+        let message: JSONValue
+        do {
+            message = try JSONValue.parse(data)
+        } catch {
+            // Its request still ends (or its caller would wait for ever), when the text says which one it answers: a
+            // server's own request (with a method) has ids of the server's, which may equal one of ours.
+            if let summary = JSONValue.summarizeMessage(data, lenient: true), summary.method == nil, let id = summary.id {
+                finish(JSONRPC.key(id), .failure(.unreadableAnswer("\(error)")))
+            }
+            return
+        }
         for element in message.arrayValue ?? [message] {
             switch JSONRPCMessage.classify(element) {
             case .success(.response(let id, let result)):

@@ -373,6 +373,47 @@ final class AgentSandboxTests: XCTestCase {
         XCTAssertLessThan(ContinuousClock.now - start, .seconds(5))
     }
 
+    /// An answer that is not JSON we can read (an unpaired surrogate, as a server that cuts text inside an emoji
+    /// sends) ends its call with an error at once, instead of leaving it waiting for ever; its counter stays spent.
+    func testAnUnreadableAnswerEndsItsCall() async throws {
+        let server = #"""
+            import json, sys
+            for line in sys.stdin:
+                message = json.loads(line)
+                if "id" not in message:
+                    continue
+                method, answer = message.get("method"), {"jsonrpc": "2.0", "id": message["id"]}
+                if method == "initialize":
+                    answer["result"] = {"protocolVersion": message["params"]["protocolVersion"], "capabilities": {"tools": {}},
+                                        "serverInfo": {"name": "cuts-emoji", "version": "1"}}
+                elif method == "tools/call" and message["params"]["name"] == "cut":
+                    answer["result"] = {"content": [{"type": "text", "text": "\ud83d"}]}
+                elif method == "tools/call":
+                    answer["result"] = {"content": [{"type": "text", "text": "fine"}]}
+                else:
+                    answer["error"] = {"code": -32601, "message": "Method not found"}
+                print(json.dumps(answer), flush=True)
+            """#
+        let policy = PolicyEvaluator(
+            policy: try Policy.load(
+                text: #"{"version": "1", "default": "allow", "tools": {"cut": {"limits": [{"counter": "c", "window": "hour", "max": 1}]}}}"#))
+        let sandbox = try await AgentSandbox.connect(
+            policy: policy, identity: CallIdentity(), to: .process(command: ["python3", "-c", server]))
+        let start = ContinuousClock.now
+        do {
+            _ = try await sandbox.callTool("cut")
+            XCTFail("an unreadable answer must fail the call")
+        } catch AgentSandboxError.unreadableAnswer(let why) {
+            XCTAssertTrue(why.contains("surrogate"), why)
+        }
+        XCTAssertLessThan(ContinuousClock.now - start, .seconds(5))
+        let fine = try await sandbox.callTool("other")
+        XCTAssertEqual(fine.text, "fine", "the connection goes on")
+        let again = try await sandbox.callTool("cut")
+        XCTAssertTrue(again.wasDenied, "the call may have run: its counter stays spent")
+        await sandbox.close()
+    }
+
     /// The direct child of `parent` whose command name is `name`.
     static func childPID(of parent: Int32, named name: String) -> Int32? {
         guard let entries = try? FileManager.default.contentsOfDirectory(atPath: "/proc") else { return nil }
