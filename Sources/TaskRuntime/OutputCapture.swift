@@ -47,20 +47,30 @@ struct OutputLayout {
 
 /// Writes one stream of a running task.
 ///
-/// `@unchecked Sendable`: everything but `total` is touched only on the reactor thread; `total` is atomic because
-/// readers of a live task's sizes run elsewhere.
+/// A file that a write failed on (a full disk, no descriptor left) is written no more: the files stay exact prefixes
+/// of their ranges of the stream, and what could not be kept reads as a gap (dropped bytes), never as bytes at the
+/// wrong offset, which `O_APPEND` onto a shorter file would give once there is room again.
+///
+/// `@unchecked Sendable`: everything but `total` and `loss` is touched only on the reactor thread; those two are read
+/// elsewhere (a live task's sizes, its end).
 final class StreamWriter: @unchecked Sendable {
     private let layout: OutputLayout
     private var headFD: Int32 = -1
     private var segmentFD: Int32 = -1
+    /// The file being written failed: skip the rest of its range.
+    private var headBroken = false
+    private var segmentBroken = false
     private var segmentStart: Int64 = 0
     private var previousSegmentStart: Int64?
     private var written: Int64 = 0
     private let publishedTotal = Atomic<Int64>(0)
-    private(set) var writeError: Int32 = 0
+    private let lost = Mutex(OutputLoss(bytes: 0, error: 0))
 
     /// Bytes received so far (kept or dropped).
     var total: Int64 { publishedTotal.load(ordering: .relaxed) }
+
+    /// Bytes the task wrote that could not be kept because of an error (not the output limit), and the first error.
+    var loss: OutputLoss { lost.withLock { $0 } }
 
     init(layout: OutputLayout) {
         self.layout = layout
@@ -74,8 +84,8 @@ final class StreamWriter: @unchecked Sendable {
             let remaining = bytes.count - offset
             if written < layout.headLimit {
                 let count = min(remaining, Int(layout.headLimit - written))
-                if headFD < 0 { headFD = openForAppend(layout.headPath) }
-                writeAll(headFD, base + offset, count)
+                if headFD < 0 && !headBroken { headFD = openForAppend(layout.headPath, broken: &headBroken) }
+                keep(base + offset, count, in: headFD, broken: &headBroken)
                 offset += count
                 written += Int64(count)
                 continue
@@ -84,11 +94,11 @@ final class StreamWriter: @unchecked Sendable {
                 written += Int64(remaining)  // nothing is kept beyond the head
                 return
             }
-            if segmentFD < 0 || written - segmentStart >= layout.segmentSize {
+            if (segmentFD < 0 && !segmentBroken) || written - segmentStart >= layout.segmentSize {
                 startSegment()
             }
             let count = min(remaining, Int(layout.segmentSize - (written - segmentStart)))
-            writeAll(segmentFD, base + offset, count)
+            keep(base + offset, count, in: segmentFD, broken: &segmentBroken)
             offset += count
             written += Int64(count)
         }
@@ -102,34 +112,52 @@ final class StreamWriter: @unchecked Sendable {
     }
 
     private func startSegment() {
-        if segmentFD >= 0 {
-            Glibc.close(segmentFD)
+        if segmentFD >= 0 { Glibc.close(segmentFD) }
+        if segmentFD >= 0 || segmentBroken {
             if let previous = previousSegmentStart { unlink(layout.segmentPath(start: previous)) }
             previousSegmentStart = segmentStart
         }
         segmentStart = written
-        segmentFD = openForAppend(layout.segmentPath(start: segmentStart))
+        segmentBroken = false
+        segmentFD = openForAppend(layout.segmentPath(start: segmentStart), broken: &segmentBroken)
     }
 
-    private func openForAppend(_ path: String) -> Int32 {
+    private func openForAppend(_ path: String, broken: inout Bool) -> Int32 {
         let fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o600)
-        if fd < 0 { writeError = errno }
+        if fd < 0 {
+            broken = true
+            noteLoss(0, errno)
+        }
         return fd
     }
 
-    private func writeAll(_ fd: Int32, _ pointer: UnsafeRawPointer, _ count: Int) {
-        guard fd >= 0 else { return }
-        var written = 0
-        while written < count {
-            let result = write(fd, pointer + written, count - written)
-            if result < 0 {
-                if errno == EINTR { continue }
-                writeError = errno
-                return
+    /// Writes `count` bytes to `fd`, unless the file failed before; counts what does not land.
+    private func keep(_ pointer: UnsafeRawPointer, _ count: Int, in fd: Int32, broken: inout Bool) {
+        guard fd >= 0, !broken else { return noteLoss(count, 0) }
+        var done = 0
+        while done < count {
+            let result = write(fd, pointer + done, count - done)
+            if result < 0 && errno == EINTR { continue }
+            if result <= 0 {
+                broken = true
+                return noteLoss(count - done, result < 0 ? errno : EIO)
             }
-            written += result
+            done += result
         }
     }
+
+    private func noteLoss(_ bytes: Int, _ error: Int32) {
+        lost.withLock { loss in
+            loss.bytes += Int64(bytes)
+            if loss.error == 0 { loss.error = error }
+        }
+    }
+}
+
+/// Output a task wrote that could not be kept because of an error: how many bytes, and the first `errno`.
+struct OutputLoss: Sendable, Equatable {
+    var bytes: Int64
+    var error: Int32
 }
 
 /// A piece of a task's output, read back from disk.

@@ -43,6 +43,16 @@ final class TaskIO: Sendable {
 
     var isClosed: Bool { state.withLock { $0.openFDs.isEmpty } }
 
+    /// What each stream could not keep because of an error (a full disk), in the streams' order; empty when nothing
+    /// was lost.
+    var losses: [(stream: OutputStream, loss: OutputLoss)] {
+        let writers = state.withLock { $0.writers }
+        return OutputStream.allCases.compactMap { stream in
+            guard let loss = writers[stream]?.loss, loss.bytes > 0 || loss.error != 0 else { return nil }
+            return (stream, loss)
+        }
+    }
+
     /// Waits until both pipes reached end-of-file, or closes them after `timeout` (a descendant that escaped the
     /// task's process group may hold them open forever).
     func waitUntilClosed(timeout: Duration) async {

@@ -854,6 +854,11 @@ public actor TaskSupervisor {
         if let kills = accounting.oomKills, kills > 0, let memory = task.limits.memory {
             message = "killed by the memory limit (\(memory) bytes; \(kills) OOM kill\(kills == 1 ? "" : "s")): \(message)"
         }
+        let losses = task.io.losses
+        for (stream, loss) in losses {
+            // Said where a reader of the task's end looks: its output reads with a gap (dropped bytes) there.
+            message += "; \(loss.bytes) bytes of \(stream.rawValue) could not be kept (\(String(cString: strerror(loss.error))))"
+        }
         switch task.stopReason {
         case .cancelled(let reason):
             record.status = .cancelled
@@ -873,14 +878,18 @@ public actor TaskSupervisor {
         record.updatedAt = Date()
         record.completedAt = record.updatedAt
         task.record = record
+        var endData: [String: JSONValue] = [
+            "previous_status": .string(previous.rawValue), "status": .string(record.status.rawValue),
+            "exit_code": record.exitCode.map { .int(Int($0)) } ?? .null,
+            "signal": record.signal.map { .int(Int($0)) } ?? .null,
+        ]
+        if !losses.isEmpty {
+            var byStream: [String: JSONValue] = [:]
+            for (stream, loss) in losses { byStream[stream.rawValue] = .int(Int(loss.bytes)) }
+            endData["output_lost_bytes"] = .object(byStream)
+        }
         let end = storage.prepare(
-            .init(
-                type: Self.eventType(endingIn: record.status), message: message,
-                data: [
-                    "previous_status": .string(previous.rawValue), "status": .string(record.status.rawValue),
-                    "exit_code": record.exitCode.map { .int(Int($0)) } ?? .null,
-                    "signal": record.signal.map { .int(Int($0)) } ?? .null,
-                ]),
+            .init(type: Self.eventType(endingIn: record.status), message: message, data: .object(endData)),
             taskID: taskID, at: record.updatedAt)
         live[taskID] = nil
         remember(record)
