@@ -239,6 +239,9 @@ public final class TaskCgroup: @unchecked Sendable {
     /// for `cgroup.events`, against 2 µs warm; a kept descriptor reads it in 0.1 µs warm). -1: read by path.
     private var eventsFD: Int32 = -1
     private var cpuStatFD: Int32 = -1
+    /// `cgroup.kill`, opened with the others: a server that has run out of descriptors (many tasks, a low
+    /// `ulimit -n`) can still end a task's whole tree. -1: opened by path.
+    private var killFD: Int32 = -1
     /// cgroup.procs of the task's v1 cgroups (hybrid hierarchy), joined by the child.
     public private(set) var v1ProcsFDs: [Int32] = []
     public private(set) var v1Paths: [String] = []
@@ -251,10 +254,11 @@ public final class TaskCgroup: @unchecked Sendable {
         self.directoryFD = directoryFD
     }
 
-    fileprivate func keepReadersOpen() {
+    func keepReadersOpen() {
         guard directoryFD >= 0 else { return }
         eventsFD = openat(directoryFD, "cgroup.events", O_RDONLY | O_CLOEXEC)
         cpuStatFD = openat(directoryFD, "cpu.stat", O_RDONLY | O_CLOEXEC)
+        killFD = openat(directoryFD, "cgroup.kill", O_WRONLY | O_CLOEXEC)
     }
 
     fileprivate func addV1(_ directory: String) throws(CgroupUnavailable) {
@@ -311,9 +315,12 @@ public final class TaskCgroup: @unchecked Sendable {
         }
     }
 
-    /// SIGKILLs every process in the cgroup (frozen ones too).
+    /// SIGKILLs every process in the cgroup (frozen ones too), through the kept descriptor when there is one.
     public func killAll() throws(CgroupUnavailable) {
-        try write("1", to: "cgroup.kill")
+        guard killFD >= 0 else { return try write("1", to: "cgroup.kill") }
+        guard pwrite(killFD, "1", 1, 0) == 1 else {
+            throw CgroupUnavailable(description: "cannot write \(path)/cgroup.kill: \(errnoDescription(errno))")
+        }
     }
 
     /// Waits until no process is left in the cgroup. Returns false on timeout.
@@ -359,11 +366,12 @@ public final class TaskCgroup: @unchecked Sendable {
     /// Closes the descriptors and removes the (empty) directories.
     public func remove() {
         // -1 after closing: a read after the removal must not go through whatever reuses the numbers.
-        for fd in [procsFD, directoryFD, eventsFD, cpuStatFD] where fd >= 0 { close(fd) }
+        for fd in [procsFD, directoryFD, eventsFD, cpuStatFD, killFD] where fd >= 0 { close(fd) }
         procsFD = -1
         directoryFD = -1
         eventsFD = -1
         cpuStatFD = -1
+        killFD = -1
         for fd in v1ProcsFDs { close(fd) }
         v1ProcsFDs = []
         for directory in v1Paths { rmdir(directory) }

@@ -776,8 +776,15 @@ public actor TaskSupervisor {
         // and nothing to wait for (no process is left to fork a new one into the cgroup). Any other answer, or none,
         // takes the kill-and-wait path.
         let cgroupWasEmpty = task.cgroup?.isEmpty ?? false
+        var killFailure: String?
         if let cgroup = task.cgroup {
-            if !cgroupWasEmpty { try? cgroup.killAll() }  // SIGKILL reaches frozen processes too
+            if !cgroupWasEmpty {
+                do {
+                    try cgroup.killAll()  // SIGKILL reaches frozen processes too
+                } catch {
+                    killFailure = error.description
+                }
+            }
         } else {
             task.process.signalGroup(SIGCONT)
             task.process.signalGroup(SIGKILL)
@@ -814,8 +821,12 @@ public actor TaskSupervisor {
         await task.io.waitUntilClosed(timeout: .milliseconds(500))
         var cpu: (user: Int64, system: Int64)?
         var accounting = CgroupAccounting()
+        var leftBehind: [pid_t] = []
         if let cgroup = task.cgroup {
-            if !cgroupWasEmpty { await waitUntilEmpty(cgroup, timeout: .seconds(2)) }
+            if !cgroupWasEmpty {
+                await waitUntilEmpty(cgroup, timeout: .seconds(2))
+                if !cgroup.isEmpty { leftBehind = cgroup.processIDs() }
+            }
             cpu = cgroup.cpuUsage()
             accounting = cgroup.accounting()
         }
@@ -853,6 +864,13 @@ public actor TaskSupervisor {
         }
         if let kills = accounting.oomKills, kills > 0, let memory = task.limits.memory {
             message = "killed by the memory limit (\(memory) bytes; \(kills) OOM kill\(kills == 1 ? "" : "s")): \(message)"
+        }
+        if !leftBehind.isEmpty || killFailure != nil {
+            // Never reported as a clean end: the task's tree outlived it.
+            let pids = leftBehind.map(String.init).joined(separator: " ")
+            message += "; processes left in its cgroup (\(pids.isEmpty ? "unknown" : pids)) could not be ended"
+                + (killFailure.map { ": \($0)" } ?? "")
+            logger.error("task \(taskID): \(message)")
         }
         let losses = task.io.losses
         for (stream, loss) in losses {

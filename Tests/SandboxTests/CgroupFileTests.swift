@@ -43,4 +43,34 @@ final class CgroupFileTests: XCTestCase {
         XCTAssertTrue(cgroup.waitUntilEmpty(timeoutMilliseconds: 5000))
         XCTAssertTrue(cgroup.isEmpty, "the kept cgroup.events still said populated")
     }
+
+    /// The kill goes through `cgroup.kill` opened when the cgroup was made: it needs no new descriptor (a server out
+    /// of them can still end a task's tree) and no path. Here the path leads nowhere, so only the kept one can kill.
+    func testTheKillNeedsNoNewDescriptor() throws {
+        let hierarchy: CgroupHierarchy
+        switch CgroupHierarchy.prepare(name: "corral-test-\(UInt32.random(in: 0...UInt32.max))") {
+        case .success(let prepared): hierarchy = prepared
+        case .failure(let reason): throw XCTSkip("no delegated cgroups here: \(reason)")
+        }
+        defer { hierarchy.removeIfEmpty() }
+        let cgroup = try hierarchy.createTaskCgroup(named: "kill")
+        defer { cgroup.remove() }
+        let sleeper = Process()
+        sleeper.executableURL = URL(fileURLWithPath: "/bin/sleep")
+        sleeper.arguments = ["30"]
+        try sleeper.run()
+        defer { if sleeper.isRunning { kill(sleeper.processIdentifier, SIGKILL) } }
+        let procs = try FileHandle(forWritingTo: URL(fileURLWithPath: cgroup.path + "/cgroup.procs"))
+        try procs.write(contentsOf: Data("\(sleeper.processIdentifier)".utf8))
+        try procs.close()
+        let elsewhere = TaskCgroup(
+            path: "/nonexistent/\(UUID().uuidString)", procsFD: dup(cgroup.procsFD), directoryFD: dup(cgroup.directoryFD))
+        elsewhere.keepReadersOpen()
+        defer { elsewhere.remove() }
+        try elsewhere.killAll()
+        sleeper.waitUntilExit()
+        XCTAssertEqual(sleeper.terminationReason, .uncaughtSignal)
+        XCTAssertEqual(sleeper.terminationStatus, SIGKILL)
+        XCTAssertTrue(cgroup.waitUntilEmpty(timeoutMilliseconds: 5000))
+    }
 }
