@@ -16,6 +16,7 @@
 #include <time.h>
 #include <signal.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -85,6 +86,30 @@ static int install_stdio(int fd, int target) {
         return fcntl(fd, F_SETFD, flags & ~FD_CLOEXEC);
     }
     return dup2(fd, target) < 0 ? -1 : 0;
+}
+
+// The soft open-file limit tasks get: this process's own before `corral_raise_nofile_limit` raised it.
+// RLIM_INFINITY: never raised, tasks inherit ours.
+static rlim_t task_nofile_soft = RLIM_INFINITY;
+
+int64_t corral_raise_nofile_limit(void) {
+    struct rlimit limit;
+    if (getrlimit(RLIMIT_NOFILE, &limit) != 0) return -1;
+    rlim_t before = limit.rlim_cur;
+    if (limit.rlim_cur >= limit.rlim_max) return (int64_t)before;
+    limit.rlim_cur = limit.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &limit) != 0) {
+        // A hard limit above fs.nr_open (or infinite) cannot be the soft one: take nr_open instead.
+        FILE *file = fopen("/proc/sys/fs/nr_open", "re");
+        unsigned long long nr_open = 0;
+        int read = file != NULL && fscanf(file, "%llu", &nr_open) == 1;
+        if (file != NULL) fclose(file);
+        if (!read || (rlim_t)nr_open <= before) return -1;
+        limit.rlim_cur = (rlim_t)nr_open;
+        if (setrlimit(RLIMIT_NOFILE, &limit) != 0) return -1;
+    }
+    task_nofile_soft = before;
+    return (int64_t)before;
 }
 
 static void mark_all_cloexec_from(int first) {
@@ -187,6 +212,13 @@ __attribute__((noreturn)) static void child_main(const corral_spawn_attr *a, con
 
     if (a->cwd != NULL && chdir(a->cwd) != 0) child_fail(context, CORRAL_STAGE_CHDIR, errno);
 
+    if (task_nofile_soft != RLIM_INFINITY) {
+        // The task gets the soft limit the server started with (a profile's nofile, set below, still wins).
+        struct rlimit nofile;
+        if (getrlimit(RLIMIT_NOFILE, &nofile) != 0) child_fail(context, CORRAL_STAGE_RLIMIT, errno);
+        nofile.rlim_cur = task_nofile_soft;
+        if (setrlimit(RLIMIT_NOFILE, &nofile) != 0) child_fail(context, CORRAL_STAGE_RLIMIT, errno);
+    }
     for (int i = 0; i < a->rlimit_count; i++) {
         if (setrlimit(a->rlimits[i].resource, &a->rlimits[i].limit) != 0) {
             child_fail(context, CORRAL_STAGE_RLIMIT, errno);

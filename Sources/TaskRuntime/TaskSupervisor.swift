@@ -192,6 +192,7 @@ public actor TaskSupervisor {
         // Tasks may share the server's uid (a server not running as root): even then its environment, memory and
         // descriptors under /proc stay closed to them.
         _ = corral_set_non_dumpable()
+        raiseOpenFileLimit(configuration.logger)
         let lockFD = try takeLock(directory)
         let store: TaskStore
         let reactor: Reactor

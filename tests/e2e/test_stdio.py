@@ -321,3 +321,39 @@ def test_every_request_in_flight_is_answered_when_input_ends(state_dir):
         assert ended["error"]["code"] == -32000 and "shutting down" in ended["error"]["message"], ended
         assert server.process.wait(timeout=10) == 0
         assert time.monotonic() - started < 6
+
+
+def test_many_tasks_under_a_low_open_file_limit(state_dir):
+    """Each task holds a dozen descriptors in the server: started with a soft limit of 64, the mock raises its own to
+    the hard limit (here 4096) and serves 30 tasks at once, while the tasks keep the 64 they were given."""
+    from mcp import ClientSession, StdioServerParameters
+    from mcp.client.stdio import stdio_client
+    import os
+
+    params = StdioServerParameters(
+        command="prlimit", args=["--nofile=64:4096", str(MOCK), "--state-dir", state_dir, "--grace-ms", "300"])
+
+    async def scenario():
+        with open(os.devnull, "w") as errlog:
+            async with stdio_client(params, errlog=errlog) as streams:
+                async with ClientSession(streams[0], streams[1]) as session:
+                    await session.initialize()
+                    ids = []
+                    for n in range(30):
+                        task = await call(session, "create_background_task", {
+                            "title": f"sleeper {n}", "goal": "hold descriptors", "task_type": "command",
+                            "condition": {"argv": ["/bin/sleep", "30"]},
+                        })
+                        ids.append(task["task_id"])
+                    limit = await call(session, "create_background_task", {
+                        "title": "limit", "goal": "print ulimit -n", "task_type": "command",
+                        "condition": {"command": "ulimit -n"},
+                    })
+                    await call(session, "wait_for_background_task", {"task_id": limit["task_id"], "timeout_ms": 10000})
+                    output = await call(session, "get_task_output", {"task_id": limit["task_id"]})
+                    assert output["text"] == "64\n"
+                    for task_id in ids:
+                        cancelled = await call(session, "cancel_background_task", {"task_id": task_id})
+                        assert cancelled["status"] == "cancelled"
+
+    run(scenario())

@@ -98,6 +98,12 @@ typedef struct {
     int64_t max_rss_kib;
 } corral_exit_info;
 
+/// Raises this process's soft open-file limit to its hard limit (a server holds several descriptors per task; at
+/// the usual soft 1024 it runs out long before the machine does, and libdispatch aborts the process when it cannot
+/// open a file). Tasks spawned afterwards get the soft limit back as it was. Returns the soft limit before, or -1
+/// (errno) when it could not be raised; nothing to do returns the current one.
+int64_t corral_raise_nofile_limit(void);
+
 /// Non-blocking reap of an exited child through its pid (the pidfd said it has exited). 1: reaped; 0: still running;
 /// -1: error (errno).
 int corral_reap(pid_t pid, corral_exit_info *info);
