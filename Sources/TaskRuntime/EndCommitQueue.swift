@@ -11,12 +11,18 @@ import Synchronization
 final class EndCommitQueue: Sendable {
     private struct State: ~Copyable {
         var journal: ExitJournal?
-        var pending: [ExitJournal.Entry] = []
+        /// Ends told and not yet committed, oldest first; one whose commit failed stays, and is tried again at the
+        /// next use of the store (ends are committed in order, so that events go in in the order of their numbers).
+        var pending: [PendingEnd] = []
         var jobQueued = false
         /// For tests: the job leaves the ends pending, as a crash right after their answers would.
         var jobHeld = false
-        /// A commit failed: its line stays in the journal until a start commits it.
-        var journalHoldsUncommittedEnd = false
+    }
+
+    private struct PendingEnd {
+        let entry: ExitJournal.Entry
+        /// Its line is in the journal: a start after a crash commits it, so the journal is not emptied meanwhile.
+        var journaled: Bool
     }
 
     private let store: TaskStore
@@ -37,14 +43,14 @@ final class EndCommitQueue: Sendable {
             if let journal = state.journal {
                 do {
                     try journal.append(end)
-                    state.pending.append(end)
+                    state.pending.append(PendingEnd(entry: end, journaled: true))
                     return true
                 } catch {
                     logger.error("cannot journal the end of task \(end.record.taskID), committing it at once: \(error)")
                 }
             }
+            state.pending.append(PendingEnd(entry: end, journaled: false))
             commitPending(&state)
-            commit(end, &state)
             return false
         }
     }
@@ -92,10 +98,20 @@ final class EndCommitQueue: Sendable {
         }
     }
 
-    /// Commits what is pending and empties the journal (at shutdown).
+    /// Commits what is pending and empties the journal (at shutdown). An end that still cannot be committed is
+    /// left in the journal for the next start to commit.
     func close() {
         state.withLock { state in
             commitPending(&state)
+            for index in state.pending.indices where !state.pending[index].journaled {
+                let end = state.pending[index].entry
+                do {
+                    try state.journal?.append(end)
+                    state.pending[index].journaled = state.journal != nil
+                } catch {
+                    logger.error("the end of task \(end.record.taskID) is lost: neither the store nor the journal took it: \(error)")
+                }
+            }
             clearJournal(&state)
         }
     }
@@ -106,23 +122,23 @@ final class EndCommitQueue: Sendable {
 
     private func commitPending(_ state: inout State) {
         guard !state.pending.isEmpty else { return }
-        for end in state.pending { commit(end, &state) }
-        state.pending.removeAll(keepingCapacity: true)
+        var committed = 0
+        for pending in state.pending {
+            do {
+                try store.save(pending.entry.record, prepared: [pending.entry.event])
+                committed += 1
+            } catch {
+                logger.error("cannot store the end of task \(pending.entry.record.taskID) (tried again at the next use of the store): \(error)")
+                break
+            }
+        }
+        state.pending.removeFirst(committed)
         // Lines of committed ends are harmless (a replay skips them): the file is emptied only once it is large.
         if state.journal?.isLarge == true { clearJournal(&state) }
     }
 
-    private func commit(_ end: ExitJournal.Entry, _ state: inout State) {
-        do {
-            try store.save(end.record, prepared: [end.event])
-        } catch {
-            state.journalHoldsUncommittedEnd = state.journal != nil
-            logger.error("cannot store the end of task \(end.record.taskID): \(error)")
-        }
-    }
-
     private func clearJournal(_ state: inout State) {
-        guard let journal = state.journal, !state.journalHoldsUncommittedEnd else { return }
+        guard let journal = state.journal, !state.pending.contains(where: \.journaled) else { return }
         do {
             try journal.clear()
         } catch {

@@ -109,4 +109,27 @@ final class ExitJournalTests: XCTestCase {
         XCTAssertGreaterThan(next.sequence, told.sequence)
         await restarted.shutdown()
     }
+
+    /// A commit that fails (the store refuses writes for a while) is tried again at the next use of the store: the
+    /// end the waiter was told reaches the store in this run, not only after a restart.
+    func testAnEndWhoseCommitFailedIsCommittedOnceTheStoreTakesWritesAgain() async throws {
+        let (supervisor, task, outcome, told) = try await toldEnd("exit 4")
+        XCTAssertEqual(outcome.task.exitCode, 4)
+        let saboteur = try DatabaseQueue(path: directory + "/tasks.sqlite")
+        try await saboteur.write { db in
+            try db.execute(sql: "CREATE TRIGGER refuse BEFORE INSERT ON events BEGIN SELECT RAISE(ABORT, 'refused by the test'); END")
+        }
+        // A use of the store tries the commit, which fails: the store still says running.
+        _ = try await supervisor.tasks(statuses: [.running])
+        XCTAssertEqual(try storedStatus(task.taskID, in: directory), "running")
+        try await saboteur.write { db in try db.execute(sql: "DROP TRIGGER refuse") }
+        // The next use commits it.
+        let failed = try await supervisor.tasks(statuses: [.failed])
+        XCTAssertEqual(failed.tasks.map(\.taskID), [task.taskID])
+        XCTAssertEqual(try storedStatus(task.taskID, in: directory), "failed")
+        let events = try await supervisor.events(of: task.taskID)
+        XCTAssertEqual(events.last?.eventID, told.eventID)
+        await supervisor.shutdown()
+        XCTAssertEqual(try journal(in: directory), "")
+    }
 }
