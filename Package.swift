@@ -236,7 +236,7 @@ let package = Package(
             name: "AllcanuseMockTests",
             dependencies: [
                 "AllcanuseMock", "AllcanuseMockServer", "TaskRuntime", "Sandbox", "CorralJSON", "Policy", "MCPCore",
-                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Logging", package: "swift-log"), .product(name: "GRDB", package: "GRDB.swift"),
             ]),
     ]
 )

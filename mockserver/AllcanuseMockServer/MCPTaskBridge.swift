@@ -20,6 +20,10 @@ public actor MCPTaskBridge {
     private let logger: Logger
     private var runners: [String: Task<Void, Never>] = [:]
     private var questionWatchers: [String: Task<Void, Never>] = [:]
+    /// States a background step could not save (the store refused a write): served from here, and saved again every
+    /// 200 ms until the store takes them, so that a finished call's result is never lost to a busy or full disk.
+    private var unsaved: [String: StoredMCPTask] = [:]
+    private var savingUnsaved: Task<Void, Never>?
 
     public struct OpenError: Error, CustomStringConvertible {
         public var description: String
@@ -95,23 +99,19 @@ public actor MCPTaskBridge {
     private func finish(_ taskID: String, result: JSONValue) {
         runners[taskID] = nil
         questionWatchers.removeValue(forKey: taskID)?.cancel()
-        guard var stored = try? store.load(taskID), !stored.task.status.isTerminal else { return }
+        guard var stored = try? load(taskID), !stored.task.status.isTerminal else { return }
         stored.task.status = .completed
         stored.task.result = result
         stored.task.inputRequests = nil
         stored.task.statusMessage = result["isError"]?.boolValue == true ? "\(stored.tool) answered an error" : "\(stored.tool) finished"
         stored.task.lastUpdatedAt = Timestamp.format(Date())
-        do {
-            try save(stored)
-        } catch {
-            logger.error("cannot record the end of task \(taskID): \(error.message)")
-        }
+        keep(stored)
     }
 
     /// Follows the waited-on background task's question: asked → `input_required`; gone → `working` again.
     private func review(_ taskID: String, waitsOn: String) async {
         guard let state = try? await service.displayState(of: waitsOn) else { return }
-        guard var stored = try? store.load(taskID), !stored.task.status.isTerminal else { return }
+        guard var stored = try? load(taskID), !stored.task.status.isTerminal else { return }
         if let question = state.question, stored.task.status == .working {
             stored.questionsAsked += 1
             let key = "question-\(stored.questionsAsked)"
@@ -138,7 +138,7 @@ public actor MCPTaskBridge {
             return
         }
         stored.task.lastUpdatedAt = Timestamp.format(Date())
-        try? save(stored)
+        keep(stored)
     }
 
     // MARK: - tasks/*
@@ -198,12 +198,7 @@ public actor MCPTaskBridge {
 
     /// A known handle that has not expired.
     private func current(_ taskID: String) throws(JSONRPCError) -> StoredMCPTask {
-        let stored: StoredMCPTask?
-        do {
-            stored = try store.load(taskID)
-        } catch {
-            throw .internalError(error.description)
-        }
+        let stored = try load(taskID)
         guard let stored else { throw TasksExtension.unknownTask(taskID) }
         if let expires = stored.expiresAt, expires < Date() {
             try? store.pruneExpired()
@@ -212,12 +207,50 @@ public actor MCPTaskBridge {
         return stored
     }
 
+    /// The handle's newest state: one not yet saved, else the store's.
+    private func load(_ taskID: String) throws(JSONRPCError) -> StoredMCPTask? {
+        if let stored = unsaved[taskID] { return stored }
+        do {
+            return try store.load(taskID)
+        } catch {
+            throw .internalError(error.description)
+        }
+    }
+
+    /// Saves a state a client asked for: a failure is the client's error, and nothing changes.
     private func save(_ stored: StoredMCPTask) throws(JSONRPCError) {
         do {
             try store.save(stored)
         } catch {
             throw .internalError(error.description)
         }
+        unsaved[stored.task.taskID] = nil
         listeners.announce(stored.task)
+    }
+
+    /// Saves a state no client waits on (a call that finished, a question asked): one the store refuses is kept
+    /// here, served as it is, and saved again until the store takes it.
+    private func keep(_ stored: StoredMCPTask) {
+        do {
+            try store.save(stored)
+            unsaved[stored.task.taskID] = nil
+        } catch {
+            logger.error("\(error.description); kept in memory and saved again until the store takes it")
+            unsaved[stored.task.taskID] = stored
+            if savingUnsaved == nil {
+                savingUnsaved = Task { [weak self] in
+                    while await self?.saveUnsaved() == false { try? await Task.sleep(for: .milliseconds(200)) }
+                }
+            }
+        }
+        listeners.announce(stored.task)
+    }
+
+    /// Saves what the store refused before; true once nothing is left.
+    private func saveUnsaved() -> Bool {
+        for (taskID, stored) in unsaved where (try? store.save(stored)) != nil { unsaved[taskID] = nil }
+        guard unsaved.isEmpty else { return false }
+        savingUnsaved = nil
+        return true
     }
 }
