@@ -39,6 +39,10 @@ enum GatewayMetrics {
         decisionSeconds.recordMicroseconds(microseconds)
     }
 
+    /// A notification or a client's answer that the upstream server could not be sent (no answer can say so).
+    static func upstreamMessageLost() { upstreamLostMessages.increment() }
+    private static let upstreamLostMessages = Counter(label: "corral_upstream_lost_messages_total")
+
     /// An audit entry that could not be kept (its call was refused, unless `--dry-run`).
     static func auditFailed() { auditFailures.increment() }
     private static let auditFailures = Counter(label: "corral_audit_failures_total")

@@ -1,5 +1,6 @@
 import CorralJSON
 import Foundation
+import Logging
 import MCPCore
 import Synchronization
 
@@ -70,6 +71,7 @@ final class HTTPUpstream: UpstreamConnection {
     private let transport: StreamableHTTPClientTransport
     private let url: URL
     private let ended = Mutex<String?>(nil)
+    private let logger = Logger(label: "corral.proxy")
 
     init(_ url: URL) {
         self.url = url
@@ -80,7 +82,16 @@ final class HTTPUpstream: UpstreamConnection {
         do {
             try await transport.send(message)
         } catch {
-            guard let summary = JSONValue.summarizeMessage(message), summary.method != nil, let id = summary.id else { return }
+            guard let summary = JSONValue.summarizeMessage(message), summary.method != nil, let id = summary.id else {
+                // A notification (a cancellation) or the client's answer to the server's request: no answer of the
+                // client's can carry the failure, so it is said here, and counted.
+                let what = JSONValue.summarizeMessage(message).map { summary in
+                    summary.method ?? "the client's answer to request \(summary.id?.jsonString() ?? "null")"
+                } ?? "a batch"
+                logger.error("\(what) could not be delivered to the MCP server at \(url.absoluteString): \(error)")
+                GatewayMetrics.upstreamMessageLost()
+                return
+            }
             // Whether the request reached the server is not known (an HTTP error from a proxy in between may come
             // after it ran): marked as a lost answer, the call keeps its counters.
             await transport.answerInPlace(

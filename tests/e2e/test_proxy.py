@@ -496,7 +496,7 @@ class _HeldAnswers:
     once `release` is set: as JSON, or as an event stream (`slow_sse`) whose headers go at once; `fast` answers at
     once. Each answer's text is the tool's name."""
 
-    def __init__(self):
+    def __init__(self, refuse_notifications=False):
         import http.server
         import threading
 
@@ -533,7 +533,7 @@ class _HeldAnswers:
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 if "id" not in body:
-                    self.send_response(202)
+                    self.send_response(500 if refuse_notifications else 202)
                     self.send_header("Content-Length", "0")
                     self.end_headers()
                     return
@@ -564,7 +564,7 @@ class _HeldAnswers:
         self.server.shutdown()
 
 
-def _stdio_proxy_to(url, tmp_path):
+def _stdio_proxy_to(url, tmp_path, stderr=subprocess.DEVNULL):
     """`corral proxy` (allow all) over stdio in front of `url`, and a queue of its answers as they come."""
     import queue
     import threading
@@ -572,7 +572,7 @@ def _stdio_proxy_to(url, tmp_path):
     policy = tmp_path / "policy.json"
     policy.write_text(json.dumps({"version": "1", "default": "allow"}))
     proxy = subprocess.Popen([str(CORRAL), "proxy", "--policy", str(policy), "--upstream-url", url],
-                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, bufsize=1)
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr, text=True, bufsize=1)
     answers = queue.Queue()
     threading.Thread(target=lambda: [answers.put(json.loads(line)) for line in proxy.stdout], daemon=True).start()
     return proxy, answers
@@ -684,3 +684,24 @@ def test_a_cancelled_call_or_a_signal_does_not_keep_the_proxy_waiting_for_an_htt
             server.close()
             if proxy.poll() is None:
                 proxy.kill()
+
+
+def test_a_notification_an_http_server_refuses_is_said_on_stderr(tmp_path):
+    """A notification (here a cancellation) has no answer that could carry its failure: the proxy says on stderr that
+    it could not be delivered, and goes on serving calls."""
+    server = _HeldAnswers(refuse_notifications=True)
+    stderr_path = tmp_path / "stderr.txt"
+    with open(stderr_path, "w") as stderr:
+        proxy, answers = _stdio_proxy_to(server.url, tmp_path, stderr=stderr)
+        try:
+            proxy.stdin.write(json.dumps({"jsonrpc": "2.0", "method": "notifications/cancelled",
+                                          "params": {"requestId": 7, "reason": "changed my mind"}}) + "\n")
+            _call(proxy, 1, "fast")
+            answer = answers.get(timeout=10)
+            assert answer["id"] == 1 and answer["result"]["content"][0]["text"] == "fast", answer
+        finally:
+            server.close()
+            proxy.stdin.close()
+            proxy.wait(timeout=15)
+    text = stderr_path.read_text()
+    assert f"notifications/cancelled could not be delivered to the MCP server at {server.url}" in text, text
