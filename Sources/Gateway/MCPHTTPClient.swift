@@ -11,7 +11,8 @@ import NIOPosix
 /// size. One client for the process, never shut down (a global is never deinitialised), as `HTTPClient.shared`
 /// is, with a configuration of its own.
 enum MCPHTTPClient {
-    static let shared = HTTPClient(eventLoopGroup: MultiThreadedEventLoopGroup.singleton, configuration: configuration)
+    static let eventLoopGroup = MultiThreadedEventLoopGroup.singleton
+    static let shared = HTTPClient(eventLoopGroup: eventLoopGroup, configuration: configuration)
 
     /// How long a request may wait for its answer's head, and an answer stream for its next byte:
     /// `wait_for_background_task` may hold a request for long.

@@ -102,7 +102,9 @@ public final class PolicyProxy: Sendable {
                 ThreadLane.readLines(from: descriptor, threadName: "proxy-server", bridge.received) { ended.resume() }
             }
         } else {
-            for await line in server.messages() { await bridge.received(line) }
+            await withTaskExecutorPreference(server.messageExecutor) {
+                for await line in server.messages() { await bridge.received(line) }
+            }
         }
         guard let process = server as? ServerProcess else { return 0 }
         return await withCheckedContinuation { exited in

@@ -2,6 +2,7 @@ import AsyncHTTPClient
 import CorralJSON
 import Foundation
 import MCPCore
+import MCPHTTP
 import NIOCore
 import NIOHTTP1
 
@@ -28,6 +29,12 @@ public actor StreamableHTTPClientTransport: MessageTransport {
 
     private let onAnswerLost: @Sendable (JSONValue) -> Void
 
+    /// One event loop of the HTTP client's, where this transport's exchanges run: AsyncHTTPClient then uses that
+    /// loop for their connections, and its answers resume them there. A reader of `receive()` that prefers this
+    /// executor gets each message on the same thread, with no hand-over: on the task pool, a call's way back crossed
+    /// threads three times (the answer's head, its body, the stream's reader), each a wake-up.
+    public nonisolated let executor: any TaskExecutor
+
     /// A JSON answer larger than this is refused (a tools/list of thousands of tools is a few MB).
     static let maximumJSONAnswer = 64 << 20
 
@@ -36,6 +43,7 @@ public actor StreamableHTTPClientTransport: MessageTransport {
     public init(endpoint: URL, onAnswerLost: @escaping @Sendable (JSONValue) -> Void = { _ in }) {
         self.endpoint = endpoint
         self.onAnswerLost = onAnswerLost
+        executor = EventLoopTaskExecutor(MCPHTTPClient.eventLoopGroup.next())
         (stream, continuation) = AsyncThrowingStream.makeStream()
     }
 
@@ -81,15 +89,15 @@ public actor StreamableHTTPClientTransport: MessageTransport {
         if !owed.isEmpty, summary?.method != "initialize" {
             let key = nextExchange
             nextExchange += 1
-            exchanges[key] = Task {
-                await self.exchange(request, accepted: nil, answering: owed)
-                self.exchanges[key] = nil
+            exchanges[key] = Task(executorPreference: executor) {
+                await self.exchange(request, accepted: nil, answering: owed, key: key)
             }
             return
         }
+        let prepared = request
         do {
             try await withCheckedThrowingContinuation { (accepted: CheckedContinuation<Void, Error>) in
-                Task { await self.exchange(request, accepted: accepted, answering: owed) }
+                Task(executorPreference: executor) { await self.exchange(prepared, accepted: accepted, answering: owed) }
             }
         } catch {
             throw (error as? TransportError) ?? TransportError("\(error)")
@@ -137,8 +145,11 @@ public actor StreamableHTTPClientTransport: MessageTransport {
     /// Sends one POST and reads its answer. `accepted`, when given, is resumed exactly once: when an event stream
     /// opens, or when the whole answer (or the failure) is in; without it, a failure becomes the request's answer.
     private func exchange(
-        _ request: HTTPClientRequest, accepted: CheckedContinuation<Void, Error>?, answering owed: Set<JSONValue>
+        _ request: HTTPClientRequest, accepted: CheckedContinuation<Void, Error>?, answering owed: Set<JSONValue>,
+        key: Int? = nil
     ) async {
+        // Runs on the actor, which `send` holds until it has filed the exchange under `key`.
+        defer { if let key { exchanges[key] = nil } }
         var owed = owed
         func fail(_ reason: String) {
             if let accepted {
