@@ -42,18 +42,13 @@ extension AgentSandbox {
         } catch {
             storeProblem = error.message
         }
-        var auditProblem: AuditFailure?
-        do {
-            try audit?.record(
-                AuditEntry(
-                    taskMethod: method, handle: taskID, forwarded: known, identity: identity,
-                    policyRevision: evaluator.policy.revision.hex,
-                    latencyMicroseconds: (ContinuousClock.now - start).microseconds,
-                    era: era?.isModern == true ? "modern" : "legacy", storeProblem: storeProblem))
-        } catch {
-            GatewayMetrics.auditFailed()
-            auditProblem = error
-        }
+        let auditProblem = recordAudit(
+            AuditEntry(
+                taskMethod: method, handle: taskID, forwarded: known, identity: identity,
+                policyRevision: evaluator.policy.revision.hex,
+                latencyMicroseconds: (ContinuousClock.now - start).microseconds,
+                era: era?.isModern == true ? "modern" : "legacy", storeProblem: storeProblem),
+            in: audit)
         if let storeProblem {
             throw AgentSandboxError.server(
                 code: JSONRPCError.internalErrorCode, message: "\(PolicyDenial.prefix) policy store unavailable: \(storeProblem)")

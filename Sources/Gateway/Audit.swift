@@ -185,6 +185,19 @@ public struct ClosureAuditSink: AuditSink {
     }
 }
 
+/// Records `entry` in `audit`, if there is one; returns the failure, counted (`corral_audit_failures_total`), when
+/// the entry could not be kept.
+func recordAudit(_ entry: @autoclosure () -> AuditEntry, in audit: (any AuditSink)?) -> AuditFailure? {
+    guard let audit else { return nil }
+    do {
+        try audit.record(entry())
+        return nil
+    } catch {
+        GatewayMetrics.auditFailed()
+        return error
+    }
+}
+
 extension Decision {
     /// This decision once `audit` has recorded `entry`. A call the audit trail could not record is refused (rule
     /// `audit`) and its counters given back, unless it was denied already or nothing is enforced (`--dry-run`
@@ -192,17 +205,10 @@ extension Decision {
     func audited(
         _ entry: @autoclosure () -> AuditEntry, to audit: (any AuditSink)?, enforced: Bool = true
     ) async -> Decision {
-        guard let audit else { return self }
-        do {
-            try audit.record(entry())
-            return self
-        } catch {
-            GatewayMetrics.auditFailed()
-            guard enforced, outcome != .deny else { return self }
-            _ = try? await reservation?.rollback()  // if the store cannot take them back now, they stay spent (stricter)
-            return overruled(
-                rule: "audit", message: "the audit trail could not record this call, so it was not forwarded: \(error)")
-        }
+        guard let failure = recordAudit(entry(), in: audit), enforced, outcome != .deny else { return self }
+        _ = try? await reservation?.rollback()  // if the store cannot take them back now, they stay spent (stricter)
+        return overruled(
+            rule: "audit", message: "the audit trail could not record this call, so it was not forwarded: \(failure)")
     }
 }
 

@@ -337,17 +337,12 @@ public final class ProxyCore: Sendable {
                 storeProblem = error.message
             }
         }
-        var auditProblem: AuditFailure?
-        do {
-            try audit?.record(
-                AuditEntry(
-                    taskMethod: method, handle: handle, forwarded: known, identity: identity,
-                    policyRevision: evaluator.policy.revision.hex,
-                    latencyMicroseconds: (ContinuousClock.now - start).microseconds, storeProblem: storeProblem))
-        } catch {
-            GatewayMetrics.auditFailed()
-            auditProblem = error
-        }
+        let auditProblem = recordAudit(
+            AuditEntry(
+                taskMethod: method, handle: handle, forwarded: known, identity: identity,
+                policyRevision: evaluator.policy.revision.hex,
+                latencyMicroseconds: (ContinuousClock.now - start).microseconds, storeProblem: storeProblem),
+            in: audit)
         let forwarded = dryRun || (known && auditProblem == nil)
         GatewayMetrics.taskRequest(method: method, forwarded: forwarded)
         if forwarded { return .forward }
@@ -373,14 +368,11 @@ public final class ProxyCore: Sendable {
         } catch {
             // The client gets its handle, but no gateway will let it through: say so in the audit trail (if that
             // fails too, the audit log's own failure is on stderr and in the metrics).
-            do {
-                try audit?.record(
-                    AuditEntry(
-                        taskMethod: "tools/call", handle: handle, forwarded: false, identity: identity,
-                        policyRevision: evaluator.policy.revision.hex, latencyMicroseconds: 0, storeProblem: error.message))
-            } catch {
-                GatewayMetrics.auditFailed()
-            }
+            _ = recordAudit(
+                AuditEntry(
+                    taskMethod: "tools/call", handle: handle, forwarded: false, identity: identity,
+                    policyRevision: evaluator.policy.revision.hex, latencyMicroseconds: 0, storeProblem: error.message),
+                in: audit)
         }
     }
 
