@@ -99,16 +99,18 @@ int64_t corral_raise_nofile_limit(void) {
     if (limit.rlim_cur >= limit.rlim_max) return (int64_t)before;
     limit.rlim_cur = limit.rlim_max;
     if (setrlimit(RLIMIT_NOFILE, &limit) != 0) {
-        // A hard limit above fs.nr_open (or infinite) cannot be the soft one: take nr_open instead.
+        // A hard limit above fs.nr_open (an infinite one) is refused as it stands: both become nr_open.
         FILE *file = fopen("/proc/sys/fs/nr_open", "re");
         unsigned long long nr_open = 0;
         int read = file != NULL && fscanf(file, "%llu", &nr_open) == 1;
         if (file != NULL) fclose(file);
         if (!read || (rlim_t)nr_open <= before) return -1;
         limit.rlim_cur = (rlim_t)nr_open;
+        limit.rlim_max = (rlim_t)nr_open;
         if (setrlimit(RLIMIT_NOFILE, &limit) != 0) return -1;
     }
-    task_nofile_soft = before;
+    // Atomic: a spawn on another thread may read it meanwhile.
+    __atomic_store_n(&task_nofile_soft, before, __ATOMIC_RELEASE);
     return (int64_t)before;
 }
 
@@ -212,11 +214,12 @@ __attribute__((noreturn)) static void child_main(const corral_spawn_attr *a, con
 
     if (a->cwd != NULL && chdir(a->cwd) != 0) child_fail(context, CORRAL_STAGE_CHDIR, errno);
 
-    if (task_nofile_soft != RLIM_INFINITY) {
+    rlim_t nofile_soft = __atomic_load_n(&task_nofile_soft, __ATOMIC_ACQUIRE);
+    if (nofile_soft != RLIM_INFINITY) {
         // The task gets the soft limit the server started with (a profile's nofile, set below, still wins).
         struct rlimit nofile;
         if (getrlimit(RLIMIT_NOFILE, &nofile) != 0) child_fail(context, CORRAL_STAGE_RLIMIT, errno);
-        nofile.rlim_cur = task_nofile_soft;
+        nofile.rlim_cur = nofile_soft;
         if (setrlimit(RLIMIT_NOFILE, &nofile) != 0) child_fail(context, CORRAL_STAGE_RLIMIT, errno);
     }
     for (int i = 0; i < a->rlimit_count; i++) {

@@ -72,9 +72,16 @@ final class EndCommitQueue: Sendable {
         }
     }
 
-    /// Commits every pending end, oldest first (before any use of the store).
-    func commitPending() {
-        state.withLock { state in commitPending(&state) }
+    /// Commits every pending end, oldest first (before any use of the store). Throws when one is still pending:
+    /// the use must not go ahead of it (an event committed first would carry a higher number than the end's, and a
+    /// reader of events after N would never see the end).
+    func commitPending() throws(RuntimeError) {
+        try state.withLock { (state) throws(RuntimeError) in
+            commitPending(&state)
+            guard let first = state.pending.first else { return }
+            throw RuntimeError.storage(
+                "the end of task \(first.entry.record.taskID) is not stored yet (the store refused it; tried again at the next use)")
+        }
     }
 
     /// Commits what the journal of an earlier run holds that the store does not: ends whose waiters were answered
@@ -105,9 +112,13 @@ final class EndCommitQueue: Sendable {
             commitPending(&state)
             for index in state.pending.indices where !state.pending[index].journaled {
                 let end = state.pending[index].entry
+                guard let journal = state.journal else {
+                    logger.error("the end of task \(end.record.taskID) is lost: the store did not take it, and there is no journal")
+                    continue
+                }
                 do {
-                    try state.journal?.append(end)
-                    state.pending[index].journaled = state.journal != nil
+                    try journal.append(end)
+                    state.pending[index].journaled = true
                 } catch {
                     logger.error("the end of task \(end.record.taskID) is lost: neither the store nor the journal took it: \(error)")
                 }

@@ -13,6 +13,6 @@ func raiseOpenFileLimit(_ logger: Logger) {
         logger.warning("the open-file limit could not be raised: \(String(cString: strerror(errno)))")
         return
     }
-    guard getrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &limit) == 0, Int64(limit.rlim_cur) != before else { return }
+    guard getrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &limit) == 0, Int64(clamping: limit.rlim_cur) != before else { return }
     logger.debug("open-file limit raised from \(before) to \(limit.rlim_cur); tasks keep \(before)")
 }

@@ -112,10 +112,12 @@ public actor TaskSupervisor {
     /// The store as committed; read and written through `store`.
     private let storage: TaskStore
     /// Every read and write of the store goes through here, after the ends that waiters were told of ahead of their
-    /// commit are committed (see `EndCommitQueue`).
+    /// commit are committed (see `EndCommitQueue`); while one cannot be, the store is not used.
     private var store: TaskStore {
-        endCommits.commitPending()
-        return storage
+        get throws(RuntimeError) {
+            try endCommits.commitPending()
+            return storage
+        }
     }
     private let endCommits: EndCommitQueue
     private let reactor: Reactor
@@ -822,11 +824,12 @@ public actor TaskSupervisor {
         await task.io.waitUntilClosed(timeout: .milliseconds(500))
         var cpu: (user: Int64, system: Int64)?
         var accounting = CgroupAccounting()
-        var leftBehind: [pid_t] = []
+        var leftBehind: [pid_t]?
         if let cgroup = task.cgroup {
             if !cgroupWasEmpty {
                 await waitUntilEmpty(cgroup, timeout: .seconds(2))
-                if !cgroup.isEmpty { leftBehind = cgroup.processIDs() }
+                // Read through the kept cgroup.events; listing the pids needs a descriptor, which may be lacking.
+                if cgroup.isPopulated { leftBehind = cgroup.processIDs() }
             }
             cpu = cgroup.cpuUsage()
             accounting = cgroup.accounting()
@@ -866,9 +869,9 @@ public actor TaskSupervisor {
         if let kills = accounting.oomKills, kills > 0, let memory = task.limits.memory {
             message = "killed by the memory limit (\(memory) bytes; \(kills) OOM kill\(kills == 1 ? "" : "s")): \(message)"
         }
-        if !leftBehind.isEmpty || killFailure != nil {
+        if leftBehind != nil || killFailure != nil {
             // Never reported as a clean end: the task's tree outlived it.
-            let pids = leftBehind.map(String.init).joined(separator: " ")
+            let pids = (leftBehind ?? []).map(String.init).joined(separator: " ")
             message += "; processes left in its cgroup (\(pids.isEmpty ? "unknown" : pids)) could not be ended"
                 + (killFailure.map { ": \($0)" } ?? "")
             logger.error("task \(taskID): \(message)")
@@ -1397,9 +1400,12 @@ public actor TaskSupervisor {
             directory: configuration.stateDirectory + "/tasks/" + taskID, stream: stream,
             limit: record.outputLimitBytes)
         var chunk = OutputReader.read(layout: layout, tailBytes: tailBytes, offset: offset, maxBytes: maxBytes)
-        // The writer counts what it dropped beyond the last segment too (a limit of 0 keeps nothing at all).
+        // The writer counts what it dropped beyond the last segment too (a limit of 0 keeps nothing at all), and
+        // what a write error lost at the end of a file: a read that reaches the files' end has not reached the
+        // stream's.
         let total = stream == .stdout ? record.stdoutBytes : record.stderrBytes
         if total > chunk.totalBytes {
+            if offset.map({ $0 + maxBytes > chunk.totalBytes }) ?? true { chunk.truncated = true }
             chunk.droppedBytes += total - chunk.totalBytes
             chunk.totalBytes = total
         }

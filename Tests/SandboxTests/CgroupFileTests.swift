@@ -63,8 +63,10 @@ final class CgroupFileTests: XCTestCase {
         let procs = try FileHandle(forWritingTo: URL(fileURLWithPath: cgroup.path + "/cgroup.procs"))
         try procs.write(contentsOf: Data("\(sleeper.processIdentifier)".utf8))
         try procs.close()
-        let elsewhere = TaskCgroup(
-            path: "/nonexistent/\(UUID().uuidString)", procsFD: dup(cgroup.procsFD), directoryFD: dup(cgroup.directoryFD))
+        let procsCopy = fcntl(cgroup.procsFD, F_DUPFD_CLOEXEC, 0)
+        let directoryCopy = fcntl(cgroup.directoryFD, F_DUPFD_CLOEXEC, 0)
+        XCTAssertGreaterThanOrEqual(min(procsCopy, directoryCopy), 0, String(cString: strerror(errno)))
+        let elsewhere = TaskCgroup(path: "/nonexistent/\(UUID().uuidString)", procsFD: procsCopy, directoryFD: directoryCopy)
         elsewhere.keepReadersOpen()
         defer { elsewhere.remove() }
         try elsewhere.killAll()

@@ -119,8 +119,20 @@ final class ExitJournalTests: XCTestCase {
         try await saboteur.write { db in
             try db.execute(sql: "CREATE TRIGGER refuse BEFORE INSERT ON events BEGIN SELECT RAISE(ABORT, 'refused by the test'); END")
         }
-        // A use of the store tries the commit, which fails: the store still says running.
-        _ = try await supervisor.tasks(statuses: [.running])
+        // A use of the store tries the commit, which fails; the use fails too, rather than go ahead of the end (an
+        // event appended now would be numbered after it and stored before it).
+        for attempt in 0..<2 {
+            do {
+                if attempt == 0 {
+                    _ = try await supervisor.tasks(statuses: [.running])
+                } else {
+                    _ = try await supervisor.appendEvent(to: task.taskID, message: "ahead of the end?")
+                }
+                XCTFail("a use of the store went ahead of an end not yet stored")
+            } catch {
+                XCTAssertTrue("\(error)".contains("the end of task \(task.taskID) is not stored yet"), "\(error)")
+            }
+        }
         XCTAssertEqual(try storedStatus(task.taskID, in: directory), "running")
         try await saboteur.write { db in try db.execute(sql: "DROP TRIGGER refuse") }
         // The next use commits it.

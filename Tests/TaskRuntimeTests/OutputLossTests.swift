@@ -70,6 +70,7 @@ final class OutputLossTests: XCTestCase {
         // The store stays on the ordinary disk; only the task directories are on the small one.
         _ = try fullDisk(at: directory + "/tasks", size: 64 * page, free: 16 * page)
         let supervisor = try await TaskSupervisor.start(.init(stateDirectory: directory, graceMilliseconds: 300))
+        addTeardownBlock { await supervisor.shutdown(cancelRunning: true) }  // before tearDown unmounts
         let script = "i=0; while [ $i -lt 2000 ]; do printf '%0100d\\n' $i; i=$((i+1)); done"
         let task = try await supervisor.create(
             TaskSpec(title: "chatty", command: .argv(["/bin/sh", "-c", script]), outputLimitBytes: 1 << 20))
@@ -92,6 +93,9 @@ final class OutputLossTests: XCTestCase {
         XCTAssertEqual(kept.text, String(expected.prefix(headSize)), "what was kept is the task's own output, in place")
         XCTAssertEqual(kept.droppedBytes, Int64(lost))
         XCTAssertEqual(headSize + lost, 2000 * 101)
-        await supervisor.shutdown(cancelRunning: true)
+        // What was lost is at the stream's end here: a tail read says it did not get the real tail.
+        let tail = try await supervisor.output(of: task.taskID, stream: .stdout, tailBytes: 100)
+        XCTAssertTrue(tail.truncated)
+        XCTAssertEqual(tail.totalBytes, 2000 * 101)
     }
 }
