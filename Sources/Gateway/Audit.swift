@@ -138,8 +138,11 @@ public protocol AuditSink: Sendable {
 public final class AuditLog: AuditSink {
     private let file: JSONLinesFile
     private let instance: String?
-    /// Whether the last write failed; the health callback is called under it, so its reports come in order.
+    /// Whether the last write failed.
     private let failing = Mutex(false)
+    /// Health reports, in the order the changes happened, off the caller's thread: a report may block (a full
+    /// stderr pipe), and every call's audit line takes `failing`.
+    private let reports = DispatchQueue(label: "corral.audit.health")
     private let onHealthChange: (@Sendable (AuditFailure?) -> Void)?
 
     /// `instance`: written into every line (`"instance"`), so that the streams of several gateways can be told apart.
@@ -162,7 +165,7 @@ public final class AuditLog: AuditSink {
             failure = AuditFailure(error.description)
         }
         failing.withLock { failing in
-            if failing != (failure != nil) { onHealthChange?(failure) }
+            if failing != (failure != nil), let onHealthChange { reports.async { onHealthChange(failure) } }
             failing = failure != nil
         }
         if let failure { throw failure }

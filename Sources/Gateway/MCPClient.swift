@@ -162,9 +162,12 @@ public final class MCPClient: Sendable {
         do {
             message = try JSONValue.parse(data)
         } catch {
-            // Its request still ends (or its caller would wait for ever), when the text says which one it answers: a
-            // server's own request (with a method) has ids of the server's, which may equal one of ours.
-            if let summary = JSONValue.summarizeMessage(data, lenient: true), summary.method == nil, let id = summary.id {
+            // Its request still ends (or its caller would wait for ever), when the text says which one it answers: an
+            // answer (a result or an error, no method); a server's own request has ids of the server's, which may
+            // equal one of ours.
+            if let summary = JSONValue.summarizeMessage(data, lenient: true), summary.method == nil,
+                summary.hasResult || summary.hasError, let id = summary.id
+            {
                 finish(JSONRPC.key(id), .failure(.unreadableAnswer("\(error)")))
             }
             return

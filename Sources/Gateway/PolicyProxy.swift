@@ -102,9 +102,7 @@ public final class PolicyProxy: Sendable {
                 ThreadLane.readLines(from: descriptor, threadName: "proxy-server", bridge.received) { ended.resume() }
             }
         } else {
-            await withTaskExecutorPreference(server.messageExecutor) {
-                for await line in server.messages() { await bridge.received(line) }
-            }
+            for await line in server.messages() { await bridge.received(line) }
         }
         guard let process = server as? ServerProcess else { return 0 }
         return await withCheckedContinuation { exited in

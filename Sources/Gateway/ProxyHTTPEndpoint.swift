@@ -72,7 +72,7 @@ final class ProxyHTTPEndpoint: MCPHTTPEndpoint {
             toClient: { data in outlet.send(Self.readable(data)) },
             toServer: server.send)
         let proxy = self.proxy
-        Task(executorPreference: server.messageExecutor) {
+        Task {
             for await line in server.messages() { await core.fromServer(line) }
             // What the server still owed is answered with an error, and the session ends with it.
             core.serverEnded(server.exitDescription())
@@ -152,7 +152,7 @@ final class ProxyHTTPEndpoint: MCPHTTPEndpoint {
                 let bridge = EraBridge(toServer: server.send)
                 bridge.attach { [weak self] line in await self?.fromServer(line) }
                 upstream = Upstream(server: server, bridge: bridge)
-                Task(executorPreference: server.messageExecutor) { [weak self] in
+                Task { [weak self] in
                     for await line in server.messages() { await bridge.received(line) }
                     self?.upstreamEnded(bridge, server.exitDescription())
                 }

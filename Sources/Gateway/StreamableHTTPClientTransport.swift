@@ -30,10 +30,11 @@ public actor StreamableHTTPClientTransport: MessageTransport {
     private let onAnswerLost: @Sendable (JSONValue) -> Void
 
     /// One event loop of the HTTP client's, where this transport's exchanges run: AsyncHTTPClient then uses that
-    /// loop for their connections, and its answers resume them there. A reader of `receive()` that prefers this
-    /// executor gets each message on the same thread, with no hand-over: on the task pool, a call's way back crossed
-    /// threads three times (the answer's head, its body, the stream's reader), each a wake-up.
-    public nonisolated let executor: any TaskExecutor
+    /// loop for their connections, and its answers resume them there. On the task pool, the answer's head and its
+    /// body each crossed threads (a wake-up each) before `receive()` had the message. The reader of `receive()` is
+    /// left on its own executor: what it does with a message (a blocking write to a slow client, a database call)
+    /// must not hold up the loop that every connection of the process shares.
+    nonisolated let executor: any TaskExecutor
 
     /// A JSON answer larger than this is refused (a tools/list of thousands of tools is a few MB).
     static let maximumJSONAnswer = 64 << 20

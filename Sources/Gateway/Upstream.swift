@@ -43,8 +43,6 @@ protocol UpstreamConnection: Sendable {
     /// The descriptor its messages arrive on as lines (a stdio server's output), for a reader that handles each on
     /// its own thread; nil when they come otherwise (HTTP).
     var lineDescriptor: Int32? { get }
-    /// Where a reader of `messages()` gets them without a thread hop (HTTP: the client's event loop); nil for none.
-    var messageExecutor: (any TaskExecutor)? { get }
 }
 
 extension ServerProcess: UpstreamConnection {
@@ -62,8 +60,6 @@ extension ServerProcess: UpstreamConnection {
     }
 
     var lineDescriptor: Int32? { output.fileDescriptor }
-
-    var messageExecutor: (any TaskExecutor)? { nil }
 }
 
 /// A Streamable HTTP server as the upstream: each message is POSTed (2026-07-28 ones statelessly, others in the
@@ -160,6 +156,4 @@ final class HTTPUpstream: UpstreamConnection {
     func exitDescription() -> String { ended.withLock { $0 } ?? "was disconnected" }
 
     var lineDescriptor: Int32? { nil }
-
-    var messageExecutor: (any TaskExecutor)? { transport.executor }
 }

@@ -98,7 +98,7 @@ import Testing
             Issue.record("mount tmpfs at \(directory): \(String(cString: strerror(errno)))")
             return
         }
-        defer { umount(directory) }
+        defer { umount2(directory, Int32(MNT_DETACH)) }  // detached even if a file on it is still open
         let filler = directory + "/filler"
         try Data(count: page).write(to: URL(fileURLWithPath: filler))
         try body(directory, filler, page)
