@@ -15,9 +15,11 @@ final class MCPTaskBridgeTests: XCTestCase {
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let supervisor = try await TaskSupervisor.start(.init(stateDirectory: directory, graceMilliseconds: 300))
         let tasks = try MCPTaskBridge(stateDirectory: directory, service: AllcanuseService(supervisor: supervisor))
-        let created = try await tasks.start(tool: "wait", arguments: ["duration_ms": 300], canElicit: false)
+        let created = try await tasks.start(tool: "wait", arguments: ["duration_ms": 1500], canElicit: false)
         let handle = try XCTUnwrap(created["task"]?["taskId"]?.stringValue ?? created["taskId"]?.stringValue, "\(created)")
-        let saboteur = try DatabaseQueue(path: directory + "/mcp-tasks.sqlite")
+        var patient = Configuration()
+        patient.busyMode = .timeout(10)  // the bridge may be writing the handle when the trigger goes in
+        let saboteur = try DatabaseQueue(path: directory + "/mcp-tasks.sqlite", configuration: patient)
         try await saboteur.write { db in
             try db.execute(sql: "CREATE TRIGGER refuse BEFORE UPDATE ON mcp_tasks BEGIN SELECT RAISE(ABORT, 'refused by the test'); END")
         }

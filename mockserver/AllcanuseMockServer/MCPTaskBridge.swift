@@ -201,6 +201,7 @@ public actor MCPTaskBridge {
         let stored = try load(taskID)
         guard let stored else { throw TasksExtension.unknownTask(taskID) }
         if let expires = stored.expiresAt, expires < Date() {
+            unsaved[taskID] = nil  // an expired handle is not brought back by a later save
             try? store.pruneExpired()
             throw TasksExtension.unknownTask(taskID)
         }
@@ -248,7 +249,14 @@ public actor MCPTaskBridge {
 
     /// Saves what the store refused before; true once nothing is left.
     private func saveUnsaved() -> Bool {
-        for (taskID, stored) in unsaved where (try? store.save(stored)) != nil { unsaved[taskID] = nil }
+        let now = Date()
+        for (taskID, stored) in unsaved {
+            if let expires = stored.expiresAt, expires < now {
+                unsaved[taskID] = nil
+            } else if (try? store.save(stored)) != nil {
+                unsaved[taskID] = nil
+            }
+        }
         guard unsaved.isEmpty else { return false }
         savingUnsaved = nil
         return true
