@@ -57,10 +57,17 @@ public final class LegacyOutlet: Sendable {
 
     let route: @Sendable (Message) -> Void
     let end: @Sendable () -> Void
+    /// The server's event loop, where its handlers run: a session whose requests' work can run there (no blocking
+    /// call) starts their tasks with it, instead of crossing to the task pool and back for each request.
+    public let executor: (any TaskExecutor)?
 
-    init(route: @escaping @Sendable (Message) -> Void, end: @escaping @Sendable () -> Void) {
+    init(
+        route: @escaping @Sendable (Message) -> Void, end: @escaping @Sendable () -> Void,
+        executor: (any TaskExecutor)? = nil
+    ) {
         self.route = route
         self.end = end
+        self.executor = executor
     }
 
     public func send(_ message: JSONValue) { route(.message(message)) }
@@ -152,7 +159,8 @@ final class CoreLegacySession: LegacySession {
             let key = JSONRPC.key(requestID)
             let core = self.core
             state.withLock { state in
-                let task = Task { [weak self] in
+                // On the server's loop, as a 2026-07-28 request's work is (`ModernPostHandler`).
+                let task = Task(executorPreference: outlet.executor) { [weak self] in
                     let answer = await core.respondText(id: requestID, method: method, params: params, context: context)
                     // Whoever takes the request's entry answers it: here, unless the client cancelled it or the
                     // session's end answered it.

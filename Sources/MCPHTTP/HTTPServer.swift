@@ -91,9 +91,10 @@ public final class MCPHTTPServer: Sendable {
     public init(configuration: Configuration, endpoint: any MCPHTTPEndpoint, logger: Logger) {
         self.configuration = configuration
         self.endpoint = endpoint
-        self.sessions = LegacySessionTable(idleTimeout: configuration.sessionIdleTimeout)
+        let executor = EventLoopTaskExecutor(eventLoops.next())
+        self.sessions = LegacySessionTable(idleTimeout: configuration.sessionIdleTimeout, executor: executor)
         self.logger = logger
-        self.executor = EventLoopTaskExecutor(eventLoops.next())
+        self.executor = executor
     }
 
     public var legacySessionCount: Int { sessions.count }

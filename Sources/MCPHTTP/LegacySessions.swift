@@ -23,8 +23,13 @@ final class LegacySessionTable: Sendable {
 
     private let entries = Mutex<[String: Entry]>([:])
     private let idleTimeout: Duration
+    /// The server's: handed to each session through its outlet.
+    private let executor: any TaskExecutor
 
-    init(idleTimeout: Duration) { self.idleTimeout = idleTimeout }
+    init(idleTimeout: Duration, executor: any TaskExecutor) {
+        self.idleTimeout = idleTimeout
+        self.executor = executor
+    }
 
     var count: Int { entries.withLock { $0.count } }
 
@@ -35,7 +40,7 @@ final class LegacySessionTable: Sendable {
         let router = entry.router
         let outlet = LegacyOutlet(
             route: { router.route($0) },
-            end: { [weak self] in Task { await self?.close(id) } })
+            end: { [weak self] in Task { await self?.close(id) } }, executor: executor)
         let session = try await endpoint.openLegacySession(id: id, principal: principal, outlet: outlet)
         entry.session.withLock { $0 = session }
         entries.withLock { $0[id] = entry }
