@@ -11,11 +11,11 @@ import subprocess
 import tempfile
 
 import pytest
-from mcp import ClientSession, StdioServerParameters
+from mcp import Client, ClientSession, StdioServerParameters
 from mcp.client.stdio import stdio_client
 from mcp.shared.exceptions import MCPError
 
-from conftest import BIN_DIR, MOCK, mock_session, run
+from conftest import BIN_DIR, MOCK, listening, mock_session, run
 
 CORRAL = BIN_DIR / "corral"
 
@@ -85,6 +85,42 @@ def test_the_proxy_refuses_calls_it_cannot_audit_until_there_is_room(state_dir, 
     stderr = stderr_path.read_text()
     assert stderr.count("calls are refused until their audit lines can be written") == 1, stderr
     assert stderr.count("audit lines are written again") == 1, stderr
+
+
+@pytest.mark.parametrize("transport", ["stdio", "http"])
+def test_a_2026_07_28_client_is_refused_the_same_way(state_dir, tmp_path, transport):
+    """The same refusal for a stateless 2026-07-28 client (the Python SDK's Client), through corral proxy over stdio
+    and over Streamable HTTP: nothing reaches the mock, and the counters are back once there is room."""
+    policy, calls = tmp_path / "policy.json", tmp_path / "calls.jsonl"
+    policy.write_text(json.dumps({
+        "version": "1", "default": "deny",
+        "tools": {"create_background_task": {"limits": [{"counter": "c", "window": "hour", "max": 2, "scope": "grant"}]}},
+    }))
+    with full_disk() as (disk, filler):
+        audit = os.path.join(disk, "audit.jsonl")
+        args = ["--policy", str(policy), "--audit", audit, "--",
+                str(MOCK), "--state-dir", state_dir, "--grace-ms", "300", "--call-log", str(calls)]
+
+        async def scenario(target):
+            async with Client(target, mode="2026-07-28") as client:
+                assert client.protocol_version == "2026-07-28"
+                refused = await client.call_tool("create_background_task", SLEEP)
+                assert refused.is_error and refused.structured_content["rule"] == "audit", refused.content
+                assert refused.content[0].text.startswith("[POLICY DENIED] the audit trail could not record this call")
+                assert executed(calls) == []
+                os.remove(filler)
+                outcomes = [(await client.call_tool("create_background_task", SLEEP)).is_error for _ in range(3)]
+                assert outcomes == [False, False, True], "the refused call gave its counter back"
+
+        if transport == "stdio":
+            run(scenario(StdioServerParameters(command=str(CORRAL), args=["proxy", *args])))
+        else:
+            with listening(
+                    [str(CORRAL), "proxy", "--http", "127.0.0.1:0", *args], "corral proxy") as url:
+                run(scenario(url))
+        with open(audit) as handle:
+            assert [json.loads(line)["decision"] for line in handle] == ["allow", "allow", "deny"]
+    assert executed(calls) == ["create_background_task"] * 2
 
 
 def test_the_mock_does_not_run_a_call_its_call_log_cannot_record(state_dir):
