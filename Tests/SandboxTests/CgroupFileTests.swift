@@ -8,11 +8,7 @@ import XCTest
 /// still say what is current (the kernel regenerates the text at offset 0), not what the first read saw.
 final class CgroupFileTests: XCTestCase {
     func testKeptDescriptorsReadTheCgroupAsItIsNow() throws {
-        let hierarchy: CgroupHierarchy
-        switch CgroupHierarchy.prepare(name: "corral-test-\(UInt32.random(in: 0...UInt32.max))") {
-        case .success(let prepared): hierarchy = prepared
-        case .failure(let reason): throw XCTSkip("no delegated cgroups here: \(reason)")
-        }
+        let hierarchy = try delegatedHierarchy()
         defer { hierarchy.removeIfEmpty() }
         let cgroup = try hierarchy.createTaskCgroup(named: "kept")
         defer { cgroup.remove() }
@@ -47,11 +43,7 @@ final class CgroupFileTests: XCTestCase {
     /// The kill goes through `cgroup.kill` opened when the cgroup was made: it needs no new descriptor (a server out
     /// of them can still end a task's tree) and no path. Here the path leads nowhere, so only the kept one can kill.
     func testTheKillNeedsNoNewDescriptor() throws {
-        let hierarchy: CgroupHierarchy
-        switch CgroupHierarchy.prepare(name: "corral-test-\(UInt32.random(in: 0...UInt32.max))") {
-        case .success(let prepared): hierarchy = prepared
-        case .failure(let reason): throw XCTSkip("no delegated cgroups here: \(reason)")
-        }
+        let hierarchy = try delegatedHierarchy()
         defer { hierarchy.removeIfEmpty() }
         let cgroup = try hierarchy.createTaskCgroup(named: "kill")
         defer { cgroup.remove() }
@@ -74,5 +66,13 @@ final class CgroupFileTests: XCTestCase {
         XCTAssertEqual(sleeper.terminationReason, .uncaughtSignal)
         XCTAssertEqual(sleeper.terminationStatus, SIGKILL)
         XCTAssertTrue(cgroup.waitUntilEmpty(timeoutMilliseconds: 5000))
+    }
+
+    /// A cgroup hierarchy of this test's own, or a skip where cgroups are not delegated to us.
+    private func delegatedHierarchy() throws -> CgroupHierarchy {
+        switch CgroupHierarchy.prepare(name: "corral-test-\(UInt32.random(in: 0...UInt32.max))") {
+        case .success(let prepared): return prepared
+        case .failure(let reason): throw XCTSkip("no delegated cgroups here: \(reason)")
+        }
     }
 }

@@ -1,6 +1,7 @@
 """corral proxy in front of allcanuse-mock: the Python MCP SDK as the client, raw JSON-RPC for what it cannot send."""
 
 import asyncio
+import contextlib
 import json
 import subprocess
 
@@ -578,6 +579,24 @@ def _stdio_proxy_to(url, tmp_path, stderr=subprocess.DEVNULL):
     return proxy, answers
 
 
+@contextlib.contextmanager
+def _proxied(server, tmp_path, stderr=subprocess.DEVNULL):
+    """`_stdio_proxy_to(server.url)`; at the end the server stops and the proxy's input closes."""
+    proxy, answers = _stdio_proxy_to(server.url, tmp_path, stderr=stderr)
+    try:
+        yield proxy, answers
+    finally:
+        server.close()
+        proxy.stdin.close()
+        proxy.wait(timeout=15)
+
+
+def _answered(answers, request_id, text):
+    """The next answer is `request_id`'s, a result whose text is `text`."""
+    answer = answers.get(timeout=10)
+    assert answer["id"] == request_id and answer["result"]["content"][0]["text"] == text, answer
+
+
 def _call(proxy, request_id, name):
     from raw_client import modern_request
 
@@ -589,19 +608,12 @@ def test_a_slow_json_answer_from_an_http_server_does_not_hold_up_the_next_call(t
     """A stdio client in front of an HTTP server that holds a call's JSON answer (as a server may for a long wait):
     the client's next call goes out and is answered meanwhile, and the slow one is answered when it is ready."""
     server = _HeldAnswers()
-    proxy, answers = _stdio_proxy_to(server.url, tmp_path)
-    try:
+    with _proxied(server, tmp_path) as (proxy, answers):
         _call(proxy, 1, "slow")
         _call(proxy, 2, "fast")
-        first = answers.get(timeout=10)
-        assert first["id"] == 2 and first["result"]["content"][0]["text"] == "fast", first
+        _answered(answers, 2, "fast")
         server.release.set()
-        second = answers.get(timeout=10)
-        assert second["id"] == 1 and second["result"]["content"][0]["text"] == "slow", second
-    finally:
-        server.close()
-        proxy.stdin.close()
-        proxy.wait(timeout=15)
+        _answered(answers, 1, "slow")
 
 
 @pytest.mark.parametrize("mode", ["2026-07-28", "legacy"])
@@ -691,17 +703,10 @@ def test_a_notification_an_http_server_refuses_is_said_on_stderr(tmp_path):
     it could not be delivered, and goes on serving calls."""
     server = _HeldAnswers(refuse_notifications=True)
     stderr_path = tmp_path / "stderr.txt"
-    with open(stderr_path, "w") as stderr:
-        proxy, answers = _stdio_proxy_to(server.url, tmp_path, stderr=stderr)
-        try:
-            proxy.stdin.write(json.dumps({"jsonrpc": "2.0", "method": "notifications/cancelled",
-                                          "params": {"requestId": 7, "reason": "changed my mind"}}) + "\n")
-            _call(proxy, 1, "fast")
-            answer = answers.get(timeout=10)
-            assert answer["id"] == 1 and answer["result"]["content"][0]["text"] == "fast", answer
-        finally:
-            server.close()
-            proxy.stdin.close()
-            proxy.wait(timeout=15)
+    with open(stderr_path, "w") as stderr, _proxied(server, tmp_path, stderr=stderr) as (proxy, answers):
+        proxy.stdin.write(json.dumps({"jsonrpc": "2.0", "method": "notifications/cancelled",
+                                      "params": {"requestId": 7, "reason": "changed my mind"}}) + "\n")
+        _call(proxy, 1, "fast")
+        _answered(answers, 1, "fast")
     text = stderr_path.read_text()
     assert f"notifications/cancelled could not be delivered to the MCP server at {server.url}" in text, text
