@@ -53,9 +53,9 @@ struct ProxyBench: AsyncParsableCommand {
 
     private func measure(modern: Bool, corral: URL, mock: URL, proxy: [String], scratch: String) throws {
         try FileManager.default.createDirectory(atPath: scratch, withIntermediateDirectories: true)
-        let widths = [44, 10, 10, 10]
-        print("\(modern ? "2026-07-28" : "2025-11-25"): one tools/call at a time over stdio, \(calls) per variant, alternating (µs)")
-        row(["variant", "p50", "p90", "p99"], widths: widths)
+        let widths = [44, 10, 10, 10, 12]
+        print("\(modern ? "2026-07-28" : "2025-11-25"): one tools/call at a time over stdio, \(calls) per variant, alternating (µs; CPU: what the process the client talks to ran per call)")
+        row(["variant", "p50", "p90", "p99", "CPU/call"], widths: widths)
         let relay = ["bench", "relay", "--"]
 
         let echo = [corral.path, "bench", "echo-server"]
@@ -120,15 +120,22 @@ struct ProxyBench: AsyncParsableCommand {
             try client.encode("tools/call", ["name": tool, "arguments": arguments])
         }
         var samples = Array(repeating: Samples(), count: variants.count)
+        var cpuAtStart: [Double?] = []
         for round in 0..<(calls + 100) {
+            if round == 100 { cpuAtStart = variants.map { cpuMicroseconds(of: $0.1.pid) } }  // the first 100 warm up
             for (index, (_, client, _)) in variants.enumerated() {
                 let elapsed = try client.timed(requests[index])
-                if round >= 100 { samples[index].add(elapsed) }  // the first 100 warm up
+                if round >= 100 { samples[index].add(elapsed) }
             }
         }
+        let cpuPerCall = zip(variants, cpuAtStart).map { variant, start -> String in
+            guard let start, let end = cpuMicroseconds(of: variant.1.pid) else { return "?" }
+            return format((end - start) / Double(calls))
+        }
         for (_, client, _) in variants { client.close() }
-        for ((label, _, _), sample) in zip(variants, samples) {
-            row([label, format(sample.median), format(sample.percentile(90)), format(sample.percentile(99))], widths: widths)
+        for (index, (label, _, _)) in variants.enumerated() {
+            let sample = samples[index]
+            row([label, format(sample.median), format(sample.percentile(90)), format(sample.percentile(99)), cpuPerCall[index]], widths: widths)
         }
         return samples.map(\.median)
     }
