@@ -24,6 +24,14 @@ public struct JSONMessageSummary: Sendable, Hashable {
     public var hasError = false
 }
 
+/// One member of an object as it lies in a text (`JSONValue.memberSpans`): its key, where the key's opening quote
+/// is, and the bytes of its value.
+public struct JSONMemberSpan: Sendable, Hashable {
+    public let key: String
+    public let keyStart: Int
+    public let value: Range<Int>
+}
+
 /// A strict RFC 8259 parser straight into `JSONValue`.
 ///
 /// Written by hand because the gateway parses every message on the hot path of each tool call: `JSONDecoder`
@@ -110,6 +118,43 @@ struct JSONParser: ~Copyable {
             return parser.index == bytes.count || lenient ? summary : nil
         } catch {
             return lenient ? summary : nil
+        }
+    }
+
+    /// The members of the object whose `{` is at `start`, in the text's order, their values skipped (checked only
+    /// for brackets and strings, as `summarize` does), and the index just past its `}`. Nil when the text there is
+    /// not an object or ends inside it.
+    static func memberSpans(_ bytes: UnsafeRawBufferPointer, objectAt start: Int) -> (members: [JSONMemberSpan], end: Int)? {
+        var parser = JSONParser(bytes)
+        parser.index = start
+        guard parser.current == UInt8(ascii: "{") else { return nil }
+        parser.index += 1
+        var members: [JSONMemberSpan] = []
+        do {
+            parser.skipWhitespace()
+            if parser.current == UInt8(ascii: "}") { return (members, parser.index + 1) }
+            while true {
+                parser.skipWhitespace()
+                guard parser.current == UInt8(ascii: "\"") else { return nil }
+                let keyStart = parser.index
+                let key = try parser.parseString()
+                parser.skipWhitespace()
+                guard parser.current == UInt8(ascii: ":") else { return nil }
+                parser.index += 1
+                parser.skipWhitespace()
+                let valueStart = parser.index
+                try parser.skipValue()
+                guard parser.index > valueStart else { return nil }  // `"key":,`
+                members.append(JSONMemberSpan(key: key, keyStart: keyStart, value: valueStart..<parser.index))
+                parser.skipWhitespace()
+                switch parser.current {
+                case UInt8(ascii: ","): parser.index += 1
+                case UInt8(ascii: "}"): return (members, parser.index + 1)
+                default: return nil
+                }
+            }
+        } catch {
+            return nil
         }
     }
 

@@ -148,6 +148,32 @@ extension JSONValue {
         data.withUnsafeBytes { JSONParser.summarize($0, lenient: lenient) }
     }
 
+    /// The members of the object whose `{` is at byte `start` of `bytes`, where each lies in the text, without
+    /// building their values (which are checked only for brackets and strings); and the index past its `}`. For
+    /// changing a message's text in place instead of rebuilding all of it. Nil when there is no whole object there.
+    public static func memberSpans(
+        _ bytes: UnsafeRawBufferPointer, objectAt start: Int
+    ) -> (members: [JSONMemberSpan], end: Int)? {
+        JSONParser.memberSpans(bytes, objectAt: start)
+    }
+
+    /// The index of the first byte at or after `start` that is not JSON whitespace; nil when there is none.
+    public static func firstNonWhitespace(in bytes: UnsafeRawBufferPointer, from start: Int) -> Int? {
+        var index = start
+        while index < bytes.count {
+            switch bytes[index] {
+            case 0x20, 0x09, 0x0A, 0x0D: index += 1
+            default: return index
+            }
+        }
+        return nil
+    }
+
+    /// Strict RFC 8259 over raw bytes (a part of a larger text, found with `memberSpans`).
+    public static func parse(_ bytes: UnsafeRawBufferPointer) throws(JSONParseError) -> JSONValue {
+        try JSONParser.parse(bytes)
+    }
+
     /// Strict RFC 8259 (see `JSONParser`); throws `JSONParseError` saying where the text stops being JSON.
     public static func parse(_ data: Data) throws -> JSONValue {
         try data.withUnsafeBytes { bytes throws(JSONParseError) in try JSONParser.parse(bytes) }

@@ -127,6 +127,7 @@ public enum FuzzEntryPoints {
             guard strictest == strict else { throw Violation(description: "the case-checking parse differs from the strict one") }
             try checkFoldedKeysDistinct(strictest)
         }
+        try checkEraTextRewrites(data, parsed: lax)
         // The skim checks no more than brackets and strings below the top level: compared only where both read.
         guard let summary = JSONValue.summarizeMessage(data), let object = strict?.objectValue else { return }
         guard summary.id == object["id"], summary.method == object["method"]?.stringValue else {
@@ -135,6 +136,28 @@ public enum FuzzEntryPoints {
         let routing: Set<String> = ["jsonrpc", "id", "method", "params", "result", "error"]
         for key in object.keys where !routing.contains(key) && routing.contains(JSONKeyFolding.fold(key)) {
             throw Violation(description: "a summary of a message with member \(key)")
+        }
+    }
+
+    /// The rewrites a proxy between the eras makes on a message's text say the same as the rewrites of the parsed
+    /// message, wherever the text is JSON (they check no more than brackets and strings below what they change, as
+    /// the skim does, so an invalid text is compared with nothing).
+    static func checkEraTextRewrites(_ data: Data, parsed: JSONValue?) throws(Violation) {
+        if let stripped = ModernEnvelope.strippedRequest(data), let parsed {
+            let expected = parsed.merging(["params": ModernEnvelope.strippedParams(parsed["params"])])
+            guard let again = try? JSONValue.parse(stripped), again == expected else {
+                throw Violation(description: "strippedRequest wrote \(String(decoding: stripped, as: UTF8.self)), not \(expected)")
+            }
+        }
+        let server = ServerDescription(name: "fuzz", version: "1")
+        for method in ["tools/list", "tools/call"] {
+            guard let stamped = server.stampedAnswer(data, method: method), let parsed, let result = parsed["result"] else {
+                continue
+            }
+            let expected = parsed.merging(["result": server.stamp(result, method: method)])
+            guard let again = try? JSONValue.parse(stamped), again == expected else {
+                throw Violation(description: "stampedAnswer wrote \(String(decoding: stamped, as: UTF8.self)), not \(expected)")
+            }
         }
     }
 

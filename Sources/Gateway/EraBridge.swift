@@ -24,15 +24,21 @@ final class EraBridge: Sendable {
     }
 
     private struct Handshake {
-        var serverInfo: JSONValue
-        var capabilities: JSONValue
-        var instructions: JSONValue?
+        let serverInfo: JSONValue
+        let capabilities: JSONValue
+        let instructions: JSONValue?
+        /// The server as a 2026-07-28 result names it, and the text every answer is stamped with (both made once).
+        let description: ServerDescription
+        let stamp: AnswerStamp
 
-        /// The server as a 2026-07-28 result names it.
-        var description: ServerDescription {
-            ServerDescription(
+        init(serverInfo: JSONValue, capabilities: JSONValue, instructions: JSONValue?) {
+            self.serverInfo = serverInfo
+            self.capabilities = capabilities
+            self.instructions = instructions
+            description = ServerDescription(
                 name: serverInfo["name"]?.stringValue ?? "unknown", version: serverInfo["version"]?.stringValue ?? "0",
                 instructions: instructions?.stringValue)
+            stamp = AnswerStamp(description)
         }
     }
 
@@ -121,7 +127,20 @@ final class EraBridge: Sendable {
         }
     }
 
+    /// Methods the bridge answers itself instead of sending them on.
+    private static let answeredHere: Set<String> = [
+        "server/discover", "ping", "logging/setLevel", "initialize", "subscriptions/listen",
+    ]
+
     private func translate(_ data: Data, _ handshake: Handshake) async {
+        // The usual request goes on as its text with the protocol keys cut out (`strippedRequest`); others are parsed.
+        if let summary = JSONValue.summarizeMessage(data), let method = summary.method, let id = summary.id,
+            !Self.answeredHere.contains(method), let legacy = ModernEnvelope.strippedRequest(data)
+        {
+            state.withLock { $0.translated[JSONRPC.key(id)] = method }
+            await toServer(legacy)
+            return
+        }
         guard let message = try? JSONValue.parse(data), let method = message["method"]?.stringValue else {
             await toServer(data)  // an answer to a server request, or what the server will refuse
             return
@@ -149,17 +168,7 @@ final class EraBridge: Sendable {
                 state.listens.removeAll { $0 == cancelled }
             }
         }
-        await send(message.merging(["params": Self.legacyParams(message["params"])]), to: toServer)
-    }
-
-    /// Params without the 2026-07-28 `_meta` keys (a progress token and anything else stays).
-    static func legacyParams(_ params: JSONValue?) -> JSONValue {
-        guard var object = params?.objectValue else { return params ?? [:] }
-        if var meta = object["_meta"]?.objectValue {
-            for key in meta.keys where key.hasPrefix("io.modelcontextprotocol/") { meta[key] = nil }
-            object["_meta"] = meta.isEmpty ? nil : .object(meta)
-        }
-        return .object(object)
+        await send(message.merging(["params": ModernEnvelope.strippedParams(message["params"])]), to: toServer)
     }
 
     private func discoverResult(_ handshake: Handshake) -> JSONValue {
@@ -210,6 +219,14 @@ final class EraBridge: Sendable {
         case .probeAnswered(let message, let queue, let meta):
             await probeAnswered(message, queue: queue, meta: meta)
         case .translate(let handshake):
+            // The usual answer is stamped as its text (`AnswerStamp`); others are parsed.
+            if let summary = JSONValue.summarizeMessage(line), summary.method == nil, let id = summary.id {
+                let method = state.withLock { $0.translated.removeValue(forKey: JSONRPC.key(id)) }
+                guard let method, summary.hasResult else { return await deliver(line) }
+                if let stamped = handshake.stamp.stamped(line, method: method) { return await deliver(stamped) }
+                guard let message = try? JSONValue.parse(line) else { return await deliver(line) }
+                return await translateAnswer(message, line: line, method: method, handshake)
+            }
             guard let message = try? JSONValue.parse(line) else { return await deliver(line) }
             var method: String?
             if message["method"] == nil, let id = message["id"] {

@@ -1,0 +1,175 @@
+import CorralJSON
+import Foundation
+
+// A proxy between a 2026-07-28 client and a 2025-11-25 server rewrites every request and every answer; these do it
+// on the text, changing only what differs between the eras, and say when the parsed message must be rewritten
+// instead.
+
+extension ModernEnvelope {
+    /// A request's params as 2025-11-25 sends them: without the 2026-07-28 `_meta` keys (a progress token and
+    /// anything else stays).
+    public static func strippedParams(_ params: JSONValue?) -> JSONValue {
+        guard var object = params?.objectValue else { return params ?? [:] }
+        if var meta = object["_meta"]?.objectValue {
+            for key in meta.keys where key.hasPrefix("io.modelcontextprotocol/") { meta[key] = nil }
+            object["_meta"] = meta.isEmpty ? nil : .object(meta)
+        }
+        return .object(object)
+    }
+
+    /// `strippedParams` done on a request's text: the `io.modelcontextprotocol/` members cut out of `params._meta`
+    /// (the whole `_meta` when nothing else is left in it), the rest as the client wrote it. Parsing and rewriting
+    /// each request for that was a tenth of what a proxied call cost. Values are checked no further than brackets
+    /// and strings, as the proxy's skim of a message it forwards checks them. Nil when `params` is missing, or it or
+    /// its `_meta` is not an object or repeats: the caller rewrites the parsed request then.
+    public static func strippedRequest(_ data: Data) -> Data? {
+        data.withUnsafeBytes { bytes -> Data? in
+            guard let params = TextRewrite.onlyObjectMember("params", ofMessage: bytes),
+                let members = JSONValue.memberSpans(bytes, objectAt: params.lowerBound)?.members
+            else { return nil }
+            var metaIndex: Int?
+            for (index, member) in members.enumerated() where member.key == "_meta" {
+                guard metaIndex == nil else { return nil }
+                metaIndex = index
+            }
+            guard let index = metaIndex else { return data }
+            let meta = members[index]
+            guard let metaMembers = JSONValue.memberSpans(bytes, objectAt: meta.value.lowerBound)?.members else {
+                return nil
+            }
+            let kept = metaMembers.filter { !$0.key.hasPrefix("io.modelcontextprotocol/") }
+            if !kept.isEmpty && kept.count == metaMembers.count { return data }
+            var legacy = TextRewrite(capacity: bytes.count)
+            if !kept.isEmpty {
+                // The members left, each as written: a repeated key keeps its first copy, as the parsed path does.
+                legacy.append(bytes, ..<meta.value.lowerBound)
+                legacy.append("{")
+                for (position, member) in kept.enumerated() {
+                    if position > 0 { legacy.append(",") }
+                    legacy.append(bytes, member.keyStart..<member.value.upperBound)
+                }
+                legacy.append("}")
+                legacy.append(bytes, meta.value.upperBound...)
+            } else if index + 1 < members.count {
+                legacy.append(bytes, ..<meta.keyStart)  // the member and its comma go
+                legacy.append(bytes, members[index + 1].keyStart...)
+            } else if index > 0 {
+                legacy.append(bytes, ..<members[index - 1].value.upperBound)  // the comma before it goes too
+                legacy.append(bytes, meta.value.upperBound...)
+            } else {
+                legacy.append(bytes, ..<meta.keyStart)
+                legacy.append(bytes, meta.value.upperBound...)
+            }
+            return legacy.data
+        }
+    }
+}
+
+extension ServerDescription {
+    /// `stamp` done on an answer's text: the members it adds are written in after the result's `{`, and the rest
+    /// passes as the server wrote it. A proxy in front of a 2025-11-25 server stamps every answer for its 2026-07-28
+    /// clients, and parsing and rewriting the whole answer for that was a tenth of what a proxied call cost.
+    ///
+    /// Nil when the text is not one JSON-RPC answer with an object result, when the result already has a `_meta`
+    /// (which `stamp` merges into), or when a key `stamp` looks at appears twice: the caller stamps the parsed answer
+    /// then.
+    public func stampedAnswer(_ line: Data, method: String) -> Data? {
+        AnswerStamp(self).stamped(line, method: method)
+    }
+}
+
+/// What `ServerDescription.stamp` adds to a result, as text made once: a proxy keeps one per server and stamps each
+/// answer's text with it (`stamped`).
+public struct AnswerStamp: Sendable {
+    private let complete: [UInt8]
+    private let ttl: [UInt8]
+    private let scope: [UInt8]
+    private let meta: [UInt8]
+
+    public init(_ server: ServerDescription) {
+        complete = Array(#""resultType":"complete""#.utf8)
+        ttl = Array((#""ttlMs":"# + String(server.toolsListTTLMilliseconds)).utf8)
+        scope = Array((#""cacheScope":"# + JSONValue.string(server.toolsListCacheScope).jsonString()).utf8)
+        let serverInfo = JSONValue.string(MetaKey.serverInfo).jsonString() + ":" + server.serverInfo.jsonString()
+        meta = Array((#""_meta":{"# + serverInfo + "}").utf8)
+    }
+
+    /// `ServerDescription.stampedAnswer`.
+    public func stamped(_ line: Data, method: String) -> Data? {
+        line.withUnsafeBytes { bytes -> Data? in
+            guard let result = TextRewrite.onlyObjectMember("result", ofMessage: bytes),
+                let inner = JSONValue.memberSpans(bytes, objectAt: result.lowerBound)?.members
+            else { return nil }
+            var resultType: JSONValue?
+            var hasTTL = false
+            var hasScope = false
+            for member in inner {
+                switch member.key {
+                case "_meta": return nil
+                case "resultType":
+                    guard resultType == nil,
+                        let value = try? JSONValue.parse(UnsafeRawBufferPointer(rebasing: bytes[member.value]))
+                    else { return nil }
+                    resultType = value
+                case "ttlMs":
+                    guard !hasTTL else { return nil }
+                    hasTTL = true
+                case "cacheScope":
+                    guard !hasScope else { return nil }
+                    hasScope = true
+                default: continue
+                }
+            }
+            // The same members, under the same conditions, as `stamp`.
+            var stamped = TextRewrite(capacity: bytes.count + meta.count + 64)
+            stamped.append(bytes, ...result.lowerBound)
+            if resultType == nil { stamped.append(complete, then: ",") }
+            if method == "tools/list", resultType == nil || resultType?.stringValue == "complete" {
+                if !hasTTL { stamped.append(ttl, then: ",") }
+                if !hasScope { stamped.append(scope, then: ",") }
+            }
+            stamped.append(meta, then: inner.isEmpty ? nil : ",")
+            stamped.append(bytes, (result.lowerBound + 1)...)
+            return stamped.data
+        }
+    }
+}
+
+/// A message's text put together from pieces of another and a few of its own, byte by byte into one buffer (a
+/// `Data` appended to from strings went through a dynamic cast per piece).
+struct TextRewrite {
+    private var bytes: [UInt8] = []
+
+    init(capacity: Int) { bytes.reserveCapacity(capacity) }
+
+    var data: Data { Data(bytes) }
+
+    mutating func append(_ text: StaticString) {
+        text.withUTF8Buffer { bytes.append(contentsOf: $0) }
+    }
+
+    mutating func append(_ piece: [UInt8], then separator: StaticString? = nil) {
+        bytes.append(contentsOf: piece)
+        if let separator { append(separator) }
+    }
+
+    mutating func append<Span: RangeExpression<Int>>(_ source: UnsafeRawBufferPointer, _ span: Span) {
+        bytes.append(contentsOf: UnsafeRawBufferPointer(rebasing: source[span.relative(to: 0..<source.count)]))
+    }
+
+    /// The span of the value of `key` in the message `bytes` when the message is one object (nothing but whitespace
+    /// after it) with exactly one member `key`, whose value is an object.
+    static func onlyObjectMember(_ key: String, ofMessage bytes: UnsafeRawBufferPointer) -> Range<Int>? {
+        guard let start = JSONValue.firstNonWhitespace(in: bytes, from: 0),
+            let top = JSONValue.memberSpans(bytes, objectAt: start),
+            JSONValue.firstNonWhitespace(in: bytes, from: top.end) == nil
+        else { return nil }
+        var found: Range<Int>?
+        for member in top.members where member.key == key {
+            guard found == nil else { return nil }
+            found = member.value
+        }
+        guard let found, bytes[found.lowerBound] == UInt8(ascii: "{") else { return nil }
+        return found
+    }
+}
