@@ -15,7 +15,11 @@ struct ProxyBench: AsyncParsableCommand {
             bench relay: two threads that read and write, the floor of any stdio proxy's two extra pipe hops), one \
             through corral proxy. For allcanuse-mock, a fourth client goes through corral proxy to the mock over Streamable \
             HTTP (--upstream-url), for what the proxy's HTTP client adds. The policy allows the tool and counts it against a limit, as a real policy would; \
-            the proxy writes an audit line per call.
+            the proxy writes an audit line per call. Beside each row: the CPU the process the client talks to ran \
+            per call (the server, the relay or the proxy; its threads' schedstat), which the machine's wake-ups do \
+            not inflate as they do the latencies. On a VM whose idle vCPUs halt at once, a relay's chain of three \
+            processes pays a hypervisor wake-up per hop; `taskset -c 0 corral bench proxy` keeps the chain on one \
+            CPU.
             """
     )
 
@@ -37,6 +41,15 @@ struct ProxyBench: AsyncParsableCommand {
 
     @Option(help: "Calls per variant.") var calls = 2000
     @Option(help: "The MCP era of the clients: legacy (2025-11-25), modern (2026-07-28) or both.") var era = "both"
+    @Option(help: ArgumentHelp(
+        "Calls each client makes in a row before the next client's turn: 1 (the default) alternates call by call, so that each call finds its processes' caches used by the other clients' since its last; more measures back-to-back calls, warm.",
+        valueName: "calls"))
+    var inARow = 1
+
+    func validate() throws {
+        guard calls >= 1 else { throw ValidationError("--calls must be at least 1, got \(calls)") }
+        guard inARow >= 1 else { throw ValidationError("--in-a-row must be at least 1, got \(inARow)") }
+    }
 
     func run() async throws {
         let mock = try MockBinary.beside()
@@ -54,7 +67,7 @@ struct ProxyBench: AsyncParsableCommand {
     private func measure(modern: Bool, corral: URL, mock: URL, proxy: [String], scratch: String) throws {
         try FileManager.default.createDirectory(atPath: scratch, withIntermediateDirectories: true)
         let widths = [44, 10, 10, 10, 12]
-        print("\(modern ? "2026-07-28" : "2025-11-25"): one tools/call at a time over stdio, \(calls) per variant, alternating (µs; CPU: what the process the client talks to ran per call)")
+        print("\(modern ? "2026-07-28" : "2025-11-25"): one tools/call at a time over stdio, \(calls) per variant, alternating \(inARow == 1 ? "call by call" : "every \(inARow) calls") (µs; CPU: what the process the client talks to ran per call)")
         row(["variant", "p50", "p90", "p99", "CPU/call"], widths: widths)
         let relay = ["bench", "relay", "--"]
 
@@ -120,12 +133,13 @@ struct ProxyBench: AsyncParsableCommand {
             try client.encode("tools/call", ["name": tool, "arguments": arguments])
         }
         var samples = Array(repeating: Samples(), count: variants.count)
-        var cpuAtStart: [Double?] = []
-        for round in 0..<(calls + 100) {
-            if round == 100 { cpuAtStart = variants.map { cpuMicroseconds(of: $0.1.pid) } }  // the first 100 warm up
+        for (index, (_, client, _)) in variants.enumerated() {
+            for _ in 0..<100 { try client.timed(requests[index]) }  // warming up
+        }
+        let cpuAtStart = variants.map { cpuMicroseconds(of: $0.1.pid) }
+        for round in stride(from: 0, to: calls, by: inARow) {
             for (index, (_, client, _)) in variants.enumerated() {
-                let elapsed = try client.timed(requests[index])
-                if round >= 100 { samples[index].add(elapsed) }
+                for _ in round..<min(round + inARow, calls) { samples[index].add(try client.timed(requests[index])) }
             }
         }
         let cpuPerCall = zip(variants, cpuAtStart).map { variant, start -> String in
