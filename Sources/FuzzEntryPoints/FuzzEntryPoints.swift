@@ -142,21 +142,31 @@ public enum FuzzEntryPoints {
     /// The rewrites a proxy between the eras makes on a message's text say the same as the rewrites of the parsed
     /// message, wherever the text is JSON (they check no more than brackets and strings below what they change, as
     /// the skim does, so an invalid text is compared with nothing).
+    /// A rewrite never makes a text that is not JSON into one that is, nor adds a repeated key to one without.
     static func checkEraTextRewrites(_ data: Data, parsed: JSONValue?) throws(Violation) {
-        if let stripped = ModernEnvelope.strippedRequest(data), let parsed {
-            let expected = parsed.merging(["params": ModernEnvelope.strippedParams(parsed["params"])])
-            guard let again = try? JSONValue.parse(stripped), again == expected else {
-                throw Violation(description: "strippedRequest wrote \(String(decoding: stripped, as: UTF8.self)), not \(expected)")
-            }
-        }
         let server = ServerDescription(name: "fuzz", version: "1")
+        var rewrites: [(String, Data, JSONValue?)] = []
+        if let stripped = ModernEnvelope.strippedRequest(data) {
+            let expected = parsed.map { $0.merging(["params": ModernEnvelope.strippedParams($0["params"])]) }
+            rewrites.append(("strippedRequest", stripped, expected))
+        }
         for method in ["tools/list", "tools/call"] {
-            guard let stamped = server.stampedAnswer(data, method: method), let parsed, let result = parsed["result"] else {
+            guard let stamped = server.stampedAnswer(data, method: method) else { continue }
+            let expected = parsed.flatMap { parsed in parsed["result"].map { parsed.merging(["result": server.stamp($0, method: method)]) } }
+            rewrites.append(("stampedAnswer \(method)", stamped, expected))
+        }
+        let withoutRepeats = (try? JSONValue.parseRejectingDuplicateKeys(data)) != nil
+        for (name, rewritten, expected) in rewrites {
+            let text = String(decoding: rewritten, as: UTF8.self)
+            guard let expected else {
+                if (try? JSONValue.parse(rewritten)) != nil { throw Violation(description: "\(name) made JSON of a text that was not: \(text)") }
                 continue
             }
-            let expected = parsed.merging(["result": server.stamp(result, method: method)])
-            guard let again = try? JSONValue.parse(stamped), again == expected else {
-                throw Violation(description: "stampedAnswer wrote \(String(decoding: stamped, as: UTF8.self)), not \(expected)")
+            guard let again = try? JSONValue.parse(rewritten), again == expected else {
+                throw Violation(description: "\(name) wrote \(text), not \(expected)")
+            }
+            if withoutRepeats, (try? JSONValue.parseRejectingDuplicateKeys(rewritten)) == nil {
+                throw Violation(description: "\(name) repeated a key: \(text)")
             }
         }
     }

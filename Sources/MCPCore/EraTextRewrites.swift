@@ -37,11 +37,21 @@ extension ModernEnvelope {
             guard let metaMembers = JSONValue.memberSpans(bytes, objectAt: meta.value.lowerBound)?.members else {
                 return nil
             }
-            let kept = metaMembers.filter { !$0.key.hasPrefix("io.modelcontextprotocol/") }
+            var kept: [JSONMemberSpan] = []
+            for member in metaMembers {
+                guard member.key.hasPrefix("io.modelcontextprotocol/") else {
+                    kept.append(member)
+                    continue
+                }
+                // A member cut out must have been JSON: cutting a bad value out would make a text the server refuses
+                // (and the parsed path sends on as it is) into one it runs.
+                guard (try? JSONValue.parse(UnsafeRawBufferPointer(rebasing: bytes[member.value]))) != nil else { return nil }
+            }
             if !kept.isEmpty && kept.count == metaMembers.count { return data }
             var legacy = TextRewrite(capacity: bytes.count)
             if !kept.isEmpty {
-                // The members left, each as written: a repeated key keeps its first copy, as the parsed path does.
+                // The members left, each as written (a repeated key keeps every copy, as a text passed through
+                // untouched does; the parsed path kept the first).
                 legacy.append(bytes, ..<meta.value.lowerBound)
                 legacy.append("{")
                 for (position, member) in kept.enumerated() {

@@ -45,6 +45,9 @@ final class EraTextRewritesTests: XCTestCase {
             #"{"id":1,"method":"tools/list","params":{},"params":{\#(meta)}}"#,
             #"{"id":1,"method":"tools/list","params":{\#(meta),\#(meta)}}"#,
             #"{"id":1,"method":"tools/list","params":{"_meta":[]}}"#,
+            // A bad value cut out would leave a text the server runs where the parsed path sent one it refuses.
+            #"{"id":1,"method":"resources/read","params":{"uri":"a","_meta":{"io.modelcontextprotocol/x":tru}}}"#,
+            #"{"id":1,"method":"resources/read","params":{"_meta":{"io.modelcontextprotocol/x":-,"k":1}}}"#,
             #"{"id":1,"method":"tools/list","params":{\#(meta)}} {}"#,
             #"{"id":1,"method":"tools/list","params":{\#(meta)}"#,
             #"{"id":1,"method":"tools/list","params":{"a":,\#(meta)}}"#,
