@@ -22,6 +22,10 @@ public struct JSONMessageSummary: Sendable, Hashable {
     public var method: String?
     public var hasResult = false
     public var hasError = false
+    /// Where the values of `params` and `result` lie in the text summarized (byte offsets), for rewriting them in
+    /// place without reading the message again.
+    public var paramsSpan: Range<Int>?
+    public var resultSpan: Range<Int>?
 }
 
 /// One member of an object as it lies in a text (`JSONValue.memberSpans`): its key, where the key's opening quote
@@ -101,7 +105,12 @@ struct JSONParser: ~Copyable {
                     case "id" where !repeated: summary.id = try parser.parseValue()
                     case "method" where !repeated: summary.method = try parser.parseValue().stringValue
                     case "error": summary.hasError = true; try parser.skipValue()
-                    case "result": summary.hasResult = true; try parser.skipValue()
+                    case "result", "params":
+                        let start = parser.index
+                        try parser.skipValue()
+                        if key == "result" { summary.hasResult = true }
+                        guard !repeated else { break }
+                        if key == "result" { summary.resultSpan = start..<parser.index } else { summary.paramsSpan = start..<parser.index }
                     default: try parser.skipValue()
                     }
                     parser.skipWhitespace()

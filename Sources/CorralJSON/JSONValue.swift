@@ -157,18 +157,6 @@ extension JSONValue {
         JSONParser.memberSpans(bytes, objectAt: start)
     }
 
-    /// The index of the first byte at or after `start` that is not JSON whitespace; nil when there is none.
-    public static func firstNonWhitespace(in bytes: UnsafeRawBufferPointer, from start: Int) -> Int? {
-        var index = start
-        while index < bytes.count {
-            switch bytes[index] {
-            case 0x20, 0x09, 0x0A, 0x0D: index += 1
-            default: return index
-            }
-        }
-        return nil
-    }
-
     /// Strict RFC 8259 over raw bytes (a part of a larger text, found with `memberSpans`).
     public static func parse(_ bytes: UnsafeRawBufferPointer) throws(JSONParseError) -> JSONValue {
         try JSONParser.parse(bytes)

@@ -133,6 +133,10 @@ public enum FuzzEntryPoints {
         guard summary.id == object["id"], summary.method == object["method"]?.stringValue else {
             throw Violation(description: "summary \(summary) disagrees with \(object)")
         }
+        for (key, span) in [("params", summary.paramsSpan), ("result", summary.resultSpan)] {
+            let value = span.flatMap { span in data.withUnsafeBytes { try? JSONValue.parse(UnsafeRawBufferPointer(rebasing: $0[span])) } }
+            guard value == object[key] else { throw Violation(description: "the summary's \(key) span reads \(String(describing: value))") }
+        }
         let routing: Set<String> = ["jsonrpc", "id", "method", "params", "result", "error"]
         for key in object.keys where !routing.contains(key) && routing.contains(JSONKeyFolding.fold(key)) {
             throw Violation(description: "a summary of a message with member \(key)")

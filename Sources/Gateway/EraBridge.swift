@@ -135,7 +135,7 @@ final class EraBridge: Sendable {
     private func translate(_ data: Data, _ handshake: Handshake) async {
         // The usual request goes on as its text with the protocol keys cut out (`strippedRequest`); others are parsed.
         if let summary = JSONValue.summarizeMessage(data), let method = summary.method, let id = summary.id,
-            !Self.answeredHere.contains(method), let legacy = ModernEnvelope.strippedRequest(data)
+            !Self.answeredHere.contains(method), let legacy = ModernEnvelope.strippedRequest(data, summary: summary)
         {
             state.withLock { $0.translated[JSONRPC.key(id)] = method }
             await toServer(legacy)
@@ -223,7 +223,7 @@ final class EraBridge: Sendable {
             if let summary = JSONValue.summarizeMessage(line), summary.method == nil, let id = summary.id {
                 let method = state.withLock { $0.translated.removeValue(forKey: JSONRPC.key(id)) }
                 guard let method, summary.hasResult else { return await deliver(line) }
-                if let stamped = handshake.stamp.stamped(line, method: method) { return await deliver(stamped) }
+                if let stamped = handshake.stamp.stamped(line, method: method, summary: summary) { return await deliver(stamped) }
                 guard let message = try? JSONValue.parse(line) else { return await deliver(line) }
                 return await translateAnswer(message, line: line, method: method, handshake)
             }

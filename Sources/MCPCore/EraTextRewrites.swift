@@ -20,11 +20,13 @@ extension ModernEnvelope {
     /// `strippedParams` done on a request's text: the `io.modelcontextprotocol/` members cut out of `params._meta`
     /// (the whole `_meta` when nothing else is left in it), the rest as the client wrote it. Parsing and rewriting
     /// each request for that was a tenth of what a proxied call cost. Values are checked no further than brackets
-    /// and strings, as the proxy's skim of a message it forwards checks them. Nil when `params` is missing, or it or
-    /// its `_meta` is not an object or repeats: the caller rewrites the parsed request then.
-    public static func strippedRequest(_ data: Data) -> Data? {
-        data.withUnsafeBytes { bytes -> Data? in
-            guard let params = TextRewrite.onlyObjectMember("params", ofMessage: bytes),
+    /// and strings, as the proxy's skim of a message it forwards checks them. `summary`: the text's skim, when the
+    /// caller has it. Nil when the text is not one message, or its `params` is missing, or `params` or its `_meta` is
+    /// not an object or repeats: the caller rewrites the parsed request then.
+    public static func strippedRequest(_ data: Data, summary: JSONMessageSummary? = nil) -> Data? {
+        guard let params = (summary ?? JSONValue.summarizeMessage(data))?.paramsSpan else { return nil }
+        return data.withUnsafeBytes { bytes -> Data? in
+            guard bytes[params.lowerBound] == UInt8(ascii: "{"),
                 let members = JSONValue.memberSpans(bytes, objectAt: params.lowerBound)?.members
             else { return nil }
             var metaIndex: Int?
@@ -104,10 +106,11 @@ public struct AnswerStamp: Sendable {
         meta = Array((#""_meta":{"# + serverInfo + "}").utf8)
     }
 
-    /// `ServerDescription.stampedAnswer`.
-    public func stamped(_ line: Data, method: String) -> Data? {
-        line.withUnsafeBytes { bytes -> Data? in
-            guard let result = TextRewrite.onlyObjectMember("result", ofMessage: bytes),
+    /// `ServerDescription.stampedAnswer`; `summary`: the line's skim, when the caller has it.
+    public func stamped(_ line: Data, method: String, summary: JSONMessageSummary? = nil) -> Data? {
+        guard let result = (summary ?? JSONValue.summarizeMessage(line))?.resultSpan else { return nil }
+        return line.withUnsafeBytes { bytes -> Data? in
+            guard bytes[result.lowerBound] == UInt8(ascii: "{"),
                 let inner = JSONValue.memberSpans(bytes, objectAt: result.lowerBound)?.members
             else { return nil }
             var resultType: JSONValue?
@@ -165,21 +168,5 @@ struct TextRewrite {
 
     mutating func append<Span: RangeExpression<Int>>(_ source: UnsafeRawBufferPointer, _ span: Span) {
         bytes.append(contentsOf: UnsafeRawBufferPointer(rebasing: source[span.relative(to: 0..<source.count)]))
-    }
-
-    /// The span of the value of `key` in the message `bytes` when the message is one object (nothing but whitespace
-    /// after it) with exactly one member `key`, whose value is an object.
-    static func onlyObjectMember(_ key: String, ofMessage bytes: UnsafeRawBufferPointer) -> Range<Int>? {
-        guard let start = JSONValue.firstNonWhitespace(in: bytes, from: 0),
-            let top = JSONValue.memberSpans(bytes, objectAt: start),
-            JSONValue.firstNonWhitespace(in: bytes, from: top.end) == nil
-        else { return nil }
-        var found: Range<Int>?
-        for member in top.members where member.key == key {
-            guard found == nil else { return nil }
-            found = member.value
-        }
-        guard let found, bytes[found.lowerBound] == UInt8(ascii: "{") else { return nil }
-        return found
     }
 }
