@@ -1536,6 +1536,7 @@ public actor TaskSupervisor {
                 }
             }
         }
+        endKeptTasks()
         await keeperReady()
         if let keeper {
             await reactor.perform { keeper.stop() }
@@ -1561,6 +1562,30 @@ public actor TaskSupervisor {
         cgroups?.removeIfEmpty()
         endCommits.close()
         close(lockFD)
+    }
+
+    /// Tasks left running (`cancelRunning: false`, or a cancel that failed) end with the server all the same: they
+    /// never outlive it, and the next start marks them failed. They are killed and reaped here, unrecorded, before
+    /// the keeper goes: a PID namespace's init cannot finish dying while a process of its namespace waits to be
+    /// reaped, and stopping the keeper blocks the reactor's thread, which may be the one that would reap it (an HTTP
+    /// server with `--keep-tasks` hung at SIGTERM).
+    private func endKeptTasks() {
+        for task in live.values where !task.exitSeen {
+            killTree(task)
+            task.exitSeen = true
+            task.timeoutTimer?.cancel()
+            // SIGKILL ends a process at once, stopped or frozen; bounded all the same (one in uninterruptible
+            // sleep ends when its I/O does).
+            let deadline = ContinuousClock.now + .seconds(2)
+            while task.process.reap() == nil {
+                guard ContinuousClock.now < deadline else {
+                    logger.warning("task \(task.record.taskID) did not end within 2 s of SIGKILL at shutdown")
+                    break
+                }
+                var descriptor = pollfd(fd: task.process.pidfd, events: Int16(POLLIN), revents: 0)
+                if task.process.pidfd < 0 || poll(&descriptor, 1, 50) < 0 { usleep(1000) }
+            }
+        }
     }
 
     private func recover() throws(RuntimeError) {

@@ -348,3 +348,48 @@ def test_sigterm_with_a_watcher_handle_pending_stops_every_time(tmp_path):
         finally:
             if process.poll() is None:
                 process.kill()
+
+
+def test_keep_tasks_sigterm_ends_the_server_and_its_tasks(state_dir):
+    """--keep-tasks over HTTP: SIGTERM ends the server promptly with 0 (it hung: stopping the tasks' PID namespace
+    waited for a task process that the stopping thread itself would have reaped); the task's process ends with it,
+    unrecorded, and the next start marks the task failed."""
+    import signal
+    import subprocess
+    import time
+
+    from conftest import MOCK
+
+    process = subprocess.Popen([str(MOCK), "--http", "127.0.0.1:0", "--state-dir", state_dir, "--grace-ms", "300",
+                                "--keep-tasks"], stderr=subprocess.PIPE, text=True)
+    try:
+        url = next(line.split("listening on ")[1].strip()
+                   for line in process.stderr if "allcanuse-mock: listening on" in line)
+
+        async def create():
+            async with http_session(url) as session:
+                task = await call(session, "create_background_task", {
+                    "title": "kept", "goal": "g", "task_type": "command", "condition": {"argv": ["/bin/sleep", "600"]}})
+                shown = await call(session, "get_background_task", {"task_id": task["task_id"]})
+                return task["task_id"], shown["pid"]
+
+        task_id, pid = run(create())
+        assert process_state(pid) is not None
+        process.send_signal(signal.SIGTERM)
+        began = time.monotonic()
+        assert process.wait(timeout=15) == 0
+        assert time.monotonic() - began < 5
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process_state(pid) is None
+
+    with http_server(state_dir) as url:
+        async def shown_again():
+            async with http_session(url) as session:
+                return await call(session, "get_background_task", {"task_id": task_id})
+
+        shown = run(shown_again())
+    assert shown["status"] == "failed", shown
+    assert "supervisor stopped while the task was running" in shown["last_error"], shown

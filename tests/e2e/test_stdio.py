@@ -286,6 +286,34 @@ def test_the_main_thread_waits_for_the_command_instead_of_exiting_at_start(state
     assert refused.returncode == 64 and "--grace-ms" in refused.stderr, refused.stderr
 
 
+@pytest.mark.parametrize("stop", ["sigterm", "end of input"])
+def test_keep_tasks_ends_the_server_and_its_tasks(state_dir, stop):
+    """--keep-tasks over stdio, at SIGTERM or at the end of stdin: the server ends promptly with 0, the task's process
+    ends with it, unrecorded, and the next start marks the task failed."""
+    import signal
+
+    client = RawStdio(state_dir, "--keep-tasks")
+    try:
+        task = client.call("create_background_task", {
+            "title": "kept", "goal": "g", "task_type": "command", "condition": {"argv": ["/bin/sleep", "600"]}})
+        pid = client.call("get_background_task", {"task_id": task["structuredContent"]["task_id"]})["structuredContent"]["pid"]
+        assert process_state(pid) is not None
+        began = time.monotonic()
+        if stop == "sigterm":
+            client.process.send_signal(signal.SIGTERM)
+        else:
+            client.process.stdin.close()
+        assert client.process.wait(timeout=15) == 0
+        assert time.monotonic() - began < 5
+    finally:
+        client.close()
+    assert process_state(pid) is None
+    with RawStdio(state_dir) as again:
+        shown = again.call("get_background_task", {"task_id": task["structuredContent"]["task_id"]})["structuredContent"]
+    assert shown["status"] == "failed", shown
+    assert "supervisor stopped while the task was running" in shown["last_error"], shown
+
+
 def test_a_client_that_stops_reading_is_an_epipe_not_a_signal(state_dir):
     """The server ignores SIGPIPE once, process-wide, and writes its answers without blocking it per write: a client
     that closes its end of stdout must cost the server nothing but the lost answers. It keeps serving (a task it is
