@@ -65,6 +65,7 @@ public enum FuzzEntryPoints {
                 throw Violation(description: "a refusal with challenge \(challenge)")
             }
         }
+        try checkAccepts(headers)
         let route = HTTPRules.classifyPost(headers: headers, body: body, allowedOrigins: ["https://allowed.example"])
         switch route {
         case .reply(let status, let message):
@@ -225,6 +226,34 @@ public enum FuzzEntryPoints {
         guard let id = message["id"], id.isNull || JSONRPC.isValidID(id) else {
             throw Violation(description: "an error under id \(message["id"] ?? .null)")
         }
+    }
+
+    /// `HTTPRules.accepts` reads the header's bytes; on an ASCII header it must say what the Foundation reading it
+    /// replaced says (kept here as the reference). Beyond ASCII they differ by design: only space and tab are
+    /// HTTP's whitespace, and a comma or semicolon followed by a combining mark is not one Character there.
+    private static func checkAccepts(_ headers: HTTPHeaderView) throws(Violation) {
+        guard let accept = headers["accept"], accept.utf8.allSatisfy({ $0 < 0x80 }) else { return }
+        for sse in [false, true] where HTTPRules.accepts(headers, sse: sse) != referenceAccepts(accept, sse: sse) {
+            throw Violation(description: "Accept \(accept.debugDescription) (sse: \(sse)) read otherwise than the reference")
+        }
+    }
+
+    private static func referenceAccepts(_ accept: String, sse: Bool) -> Bool {
+        for element in accept.split(separator: ",") {
+            let parts = element.split(separator: ";")
+            guard let range = parts.first?.trimmingCharacters(in: .whitespaces).lowercased() else { continue }
+            let refused = parts.dropFirst().contains { parameter in
+                let pair = parameter.split(separator: "=", maxSplits: 1).map { $0.trimmingCharacters(in: .whitespaces) }
+                return pair.count == 2 && pair[0].lowercased() == "q" && (Double(pair[1]) ?? 1) == 0
+            }
+            if refused { continue }
+            switch range {
+            case "*/*", "text/*", "text/event-stream": return true
+            case "application/*", "application/json": if !sse { return true }
+            default: continue
+            }
+        }
+        return false
     }
 
     private static func split(_ bytes: [UInt8]) -> (HTTPHeaderView, [UInt8]) {

@@ -99,22 +99,57 @@ public enum HTTPRules {
     ///
     /// By media range (RFC 9110, 12.5.1): `text/event-stream`, `text/*` and `*/*` admit SSE, `application/json` and
     /// `application/*` JSON, in any letter case; a range with `q=0` admits nothing.
+    ///
+    /// Read on the header's bytes: every POST is checked, and the Foundation version of this (`trimmingCharacters`,
+    /// `lowercased`, arrays of substrings) was a tenth of the server's CPU for a 2026-07-28 `server/discover` over
+    /// HTTP. Whitespace around a range or parameter is HTTP's own (RFC 9110 OWS: space and tab).
     public static func accepts(_ headers: HTTPHeaderView, sse: Bool) -> Bool {
-        guard let accept = headers["accept"] else { return !sse }
-        for element in accept.split(separator: ",") {
-            let parts = element.split(separator: ";")
-            guard let range = parts.first?.trimmingCharacters(in: .whitespaces).lowercased() else { continue }
-            let refused = parts.dropFirst().contains { parameter in
-                let pair = parameter.split(separator: "=", maxSplits: 1).map { $0.trimmingCharacters(in: .whitespaces) }
-                return pair.count == 2 && pair[0].lowercased() == "q" && (Double(pair[1]) ?? 1) == 0
+        guard var accept = headers["accept"] else { return !sse }
+        return accept.withUTF8 { bytes in
+            for element in bytes.split(separator: UInt8(ascii: ",")) {
+                var parts = element.split(separator: UInt8(ascii: ";"))[...]
+                guard let first = parts.popFirst() else { continue }
+                if parts.contains(where: isZeroQuality) { continue }
+                switch MediaRange(trimmed(first)) {
+                case .anything: return true
+                case .json: if !sse { return true }
+                case .other: continue
+                }
             }
-            if refused { continue }
-            switch range {
-            case "*/*", "text/*", "text/event-stream": return true
-            case "application/*", "application/json": if !sse { return true }
-            default: continue
+            return false
+        }
+    }
+
+    private enum MediaRange {
+        case anything, json, other
+
+        /// `*/*`, `text/*` and `text/event-stream` admit SSE (and so anything); `application/*` and
+        /// `application/json` JSON only.
+        init(_ range: Slice<UnsafeBufferPointer<UInt8>>) {
+            if ASCII.equal(range, lowercase: "*/*") || ASCII.equal(range, lowercase: "text/*")
+                || ASCII.equal(range, lowercase: "text/event-stream")
+            {
+                self = .anything
+            } else if ASCII.equal(range, lowercase: "application/*") || ASCII.equal(range, lowercase: "application/json") {
+                self = .json
+            } else {
+                self = .other
             }
         }
-        return false
+    }
+
+    /// A `q` parameter whose value is a number equal to 0.
+    private static func isZeroQuality(_ parameter: Slice<UnsafeBufferPointer<UInt8>>) -> Bool {
+        let pair = parameter.split(separator: UInt8(ascii: "="), maxSplits: 1)
+        guard pair.count == 2, ASCII.equal(trimmed(pair[0]), lowercase: "q") else { return false }
+        return Double(String(decoding: trimmed(pair[1]), as: UTF8.self)) == 0
+    }
+
+    private static func trimmed(_ bytes: Slice<UnsafeBufferPointer<UInt8>>) -> Slice<UnsafeBufferPointer<UInt8>> {
+        func isSpace(_ byte: UInt8) -> Bool { byte == UInt8(ascii: " ") || byte == UInt8(ascii: "\t") }
+        var slice = bytes
+        while let byte = slice.first, isSpace(byte) { slice.removeFirst() }
+        while let byte = slice.last, isSpace(byte) { slice.removeLast() }
+        return slice
     }
 }

@@ -187,6 +187,14 @@ public struct HTTPHeaderView: Sendable {
 enum ASCII {
     static func lower(_ byte: UInt8) -> UInt8 { byte &- 0x41 < 26 ? byte | 0x20 : byte }
 
+    /// Whether `bytes` spell `text` (lowercase ASCII), ignoring ASCII case.
+    static func equal(_ bytes: Slice<UnsafeBufferPointer<UInt8>>, lowercase text: StaticString) -> Bool {
+        guard bytes.count == text.utf8CodeUnitCount else { return false }
+        return text.withUTF8Buffer { pattern in
+            zip(bytes, pattern).allSatisfy { lower($0) == $1 }
+        }
+    }
+
     /// Whether `text` contains `needle` (lowercase ASCII), ignoring ASCII case.
     static func contains(_ text: String, lowercase needle: String) -> Bool {
         var text = text, needle = needle

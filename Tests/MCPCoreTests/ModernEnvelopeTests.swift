@@ -134,6 +134,13 @@ final class ModernEnvelopeTests: XCTestCase {
         XCTAssertFalse(accepts("application/jsonx", sse: false))
         XCTAssertFalse(accepts("xapplication/json", sse: false))
         XCTAssertFalse(accepts(nil, sse: true))
+        // Space and tab around ranges and parameters are HTTP's whitespace (RFC 9110 OWS).
+        XCTAssertTrue(accepts("text/plain ,\t*/*\t;q=0.5", sse: true))
+        XCTAssertFalse(accepts("application/json\t;\tq = 0", sse: false))
+        XCTAssertTrue(accepts("application/json\t;\tq=0.001", sse: false))
+        XCTAssertTrue(accepts(";application/json", sse: false), "an empty first part is skipped, as before")
+        XCTAssertTrue(accepts("application/json;q=x", sse: false), "a q that is not a number does not refuse")
+        XCTAssertFalse(accepts("\u{00A0}application/json", sse: false), "only space and tab are trimmed")
         XCTAssertTrue(ASCII.contains("xxAPPLICATION/JSONxx", lowercase: "application/json"))
         XCTAssertFalse(ASCII.contains("ab", lowercase: "abc"))
         XCTAssertTrue(ASCII.contains("", lowercase: ""))
