@@ -47,7 +47,8 @@ package final class ModernPostHandler: ChannelDuplexHandler, RemovableChannelHan
     private final class Answering {
         let serial: Int
         let head: HTTPRequestHead
-        let label: String
+        let method: String
+        let id: JSONValue
         var task: Task<Void, Never>?
         var window: Scheduled<Void>?
         var keepAlive: RepeatedTask?
@@ -56,10 +57,11 @@ package final class ModernPostHandler: ChannelDuplexHandler, RemovableChannelHan
         var streamCounted = false
         var lastWrite = NIODeadline.now()
 
-        init(serial: Int, head: HTTPRequestHead, label: String) {
+        init(serial: Int, head: HTTPRequestHead, method: String, id: JSONValue) {
             self.serial = serial
             self.head = head
-            self.label = label
+            self.method = method
+            self.id = id
         }
 
         func stopTimers() {
@@ -99,7 +101,10 @@ package final class ModernPostHandler: ChannelDuplexHandler, RemovableChannelHan
     private var replaying = false
     /// A request passed on to Hummingbird whose end has not arrived yet.
     private var passedOnRequestIncomplete = false
-    /// Armed while the connection waits for a request to arrive whole (`updateRequestTimer`).
+    /// When the request the connection waits for must have arrived whole; nil while it waits for none
+    /// (`updateRequestTimer`).
+    private var requestDeadline: NIODeadline?
+    /// Armed for `requestDeadline` or an earlier one (it re-arms itself when it fires early).
     private var requestTimer: Scheduled<Void>?
 
     /// `executor`: where `exchange` runs; by default the server's event loop, which serves the connections too.
@@ -117,6 +122,7 @@ package final class ModernPostHandler: ChannelDuplexHandler, RemovableChannelHan
         if case .answering(let answering) = state { abandon(answering) }
         requestTimer?.cancel()
         requestTimer = nil
+        requestDeadline = nil
         self.context = nil
     }
 
@@ -247,37 +253,45 @@ package final class ModernPostHandler: ChannelDuplexHandler, RemovableChannelHan
         }
     }
 
-    /// Arms the timer when the connection begins to wait for a request, and disarms it once one has arrived whole.
-    /// Parts that trickle in do not re-arm it: the time runs from the start of the wait.
+    /// Starts the time when the connection begins to wait for a request, and stops it once one has arrived whole.
+    /// Parts that trickle in do not restart it: the time runs from the start of the wait.
+    ///
+    /// The timer is not cancelled and re-armed per request (two heap allocations and a reordering of the loop's
+    /// timer heap each, ~5 % of the server's CPU for a small request): one stays armed, and when it fires for a
+    /// deadline that has since moved on, or while no request is awaited, it is re-armed for the deadline or left off.
     private func updateRequestTimer(context: ChannelHandlerContext) {
         let waits = awaitingRequest && !closing && context.channel.isActive
-        guard waits != (requestTimer != nil) else { return }
+        guard waits != (requestDeadline != nil) else { return }
         guard waits else {
-            requestTimer?.cancel()
-            requestTimer = nil
+            requestDeadline = nil
             return
         }
+        let deadline = context.eventLoop.now + TimeAmount(server.configuration.requestTimeout)
+        requestDeadline = deadline
+        if requestTimer == nil { armRequestTimer(for: deadline, context: context) }
+    }
+
+    private func armRequestTimer(for deadline: NIODeadline, context: ChannelHandlerContext) {
         let this = NIOLoopBound(self, eventLoop: context.eventLoop)
-        requestTimer = context.eventLoop.scheduleTask(in: TimeAmount(server.configuration.requestTimeout)) {
-            this.value.requestTimedOut()
-        }
+        requestTimer = context.eventLoop.scheduleTask(deadline: deadline) { this.value.requestTimerFired() }
     }
 
     /// An answer has ended: the time for the next request starts now.
     private func restartRequestTimer(context: ChannelHandlerContext) {
-        requestTimer?.cancel()
-        requestTimer = nil
+        requestDeadline = nil
         updateRequestTimer(context: context)
     }
 
-    private func requestTimedOut() {
+    private func requestTimerFired() {
         requestTimer = nil
-        guard let context, awaitingRequest, !closing else { return }
+        guard let context, let deadline = requestDeadline, awaitingRequest, !closing else { return }
+        guard context.eventLoop.now >= deadline else { return armRequestTimer(for: deadline, context: context) }
         server.logger.debug("closing a connection whose request did not arrive whole in time")
         MCPHTTPServer.requestTimeouts.increment()
         closing = true
         state = .idle
         held.removeAll()
+        requestDeadline = nil
         context.close(promise: nil)
     }
 
@@ -346,7 +360,7 @@ package final class ModernPostHandler: ChannelDuplexHandler, RemovableChannelHan
             return finish(request.head, with: PlainReply(status: immediate.status, json: immediate.text), context: context)
         }
         serial += 1
-        let answering = Answering(serial: serial, head: request.head, label: "\(method) \(id.jsonString())")
+        let answering = Answering(serial: serial, head: request.head, method: method, id: id)
         state = .answering(answering)
         let loop = context.eventLoop
         let this = NIOLoopBound(self, eventLoop: loop)
@@ -441,7 +455,7 @@ package final class ModernPostHandler: ChannelDuplexHandler, RemovableChannelHan
     }
 
     private func clientWentAway(_ answering: Answering) {
-        server.logger.info("cancelled \(answering.label): the client closed its stream")
+        server.logger.info("cancelled \(answering.method) \(answering.id.jsonString()): the client closed its stream")
         abandon(answering)
         closing = true
         context?.close(promise: nil)
