@@ -43,7 +43,7 @@ public final class StdioServerConnection: Sendable {
     private let loop: ReadLoop?
 
     /// Over two file descriptors; `start()` begins reading.
-    /// `rejectsDuplicateKeys: false` reads a repeated key as lenient parsers do (the last copy wins): for a mock
+    /// `rejectsDuplicateKeys: false` reads a repeated key as lenient parsers do (the first copy is kept, as JSONDecoder keeps it): for a mock
     /// that must behave like such a server.
     /// `busyPoll`: how long the reading thread spins before it sleeps (see `ReadLoop.init(busyPoll:)`).
     public convenience init(

@@ -47,15 +47,19 @@ public final class MCPHTTPServer: Sendable {
         /// When set, every request needs a bearer token that stands for a principal (401 otherwise, before its
         /// body is read); a legacy session is then used by the principal that opened it only (403 otherwise).
         public var authenticator: (any BearerAuthenticator)?
+        /// Whether a body with a repeated JSON key is refused (-32700), as it should be; false reads it as lenient
+        /// parsers do (the first copy is kept, as JSONDecoder keeps it), for a mock that tests what a gateway in front forwards.
+        public var rejectsDuplicateKeys: Bool
 
         public init(
             host: String, port: Int, serverName: String, allowedOrigins: Set<String> = [],
             maximumBodyBytes: Int = 4 << 20, sessionIdleTimeout: Duration = .seconds(3600),
             jsonWindow: Duration = .milliseconds(100), keepAliveInterval: Duration = .seconds(1),
             requestTimeout: Duration = .seconds(60), maximumConnections: Int? = nil,
-            authenticator: (any BearerAuthenticator)? = nil
+            authenticator: (any BearerAuthenticator)? = nil, rejectsDuplicateKeys: Bool = true
         ) {
             self.authenticator = authenticator
+            self.rejectsDuplicateKeys = rejectsDuplicateKeys
             self.host = host
             self.port = port
             self.serverName = serverName
@@ -163,7 +167,9 @@ public final class MCPHTTPServer: Sendable {
             return Self.response(bodyTooLarge)
         }
         let body = Array(buffer.readableBytesView)
-        let route = HTTPRules.classifyPost(headers: headers, body: body, allowedOrigins: configuration.allowedOrigins)
+        let route = HTTPRules.classifyPost(
+            headers: headers, body: body, allowedOrigins: configuration.allowedOrigins,
+            rejectsDuplicateKeys: configuration.rejectsDuplicateKeys)
         switch route {
         case .reply, .notAcceptable:
             return Self.response(PlainReply(route))

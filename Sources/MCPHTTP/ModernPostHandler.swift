@@ -349,7 +349,8 @@ package final class ModernPostHandler: ChannelDuplexHandler, RemovableChannelHan
         if request.tooLarge { return finish(request.head, with: server.bodyTooLarge, context: context) }
         let body = Array(request.body.readableBytesView)
         let route = HTTPRules.classifyPost(
-            headers: request.headers, body: body, allowedOrigins: server.configuration.allowedOrigins)
+            headers: request.headers, body: body, allowedOrigins: server.configuration.allowedOrigins,
+            rejectsDuplicateKeys: server.configuration.rejectsDuplicateKeys)
         guard case .modern(let id, let method, let params, let envelope) = route else {
             return finish(request.head, with: PlainReply(route), context: context)
         }

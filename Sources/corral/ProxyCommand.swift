@@ -47,7 +47,7 @@ struct ProxyCommand: AsyncParsableCommand {
 
     @Option(help: "The PolicyLayer-format policy.json.") var policy: String
     @Option(help: "Grant id for grant-scoped counters (without --grants: every client's).") var grant = "local"
-    @Option(help: "With --http: a JSON file mapping bearer tokens, as SHA-256, to grant ids ({\"grants\": [{\"id\": \"team-a\", \"token_sha256\": \"…\"}]}; `corral grants hash` prints a token's). Requests without a valid Authorization: Bearer token get 401. Reloaded when it changes.")
+    @Option(help: "With --http: a JSON file mapping bearer tokens, as SHA-256, to grant ids ({\"grants\": [{\"id\": \"team-a\", \"token_sha256\": \"…\"}]}; `corral grants hash` prints a token's). Requests without a valid Authorization: Bearer token get 401. Reloaded when it changes (see --reload-interval-ms).")
     var grants: String?
     @Option(help: ArgumentHelp(StoreOption.help)) var store = "memory"
     @Flag(help: "When the store cannot be reached, allow calls without counting them (logged and audited as policy_store_fail_open) instead of denying them.")
@@ -64,7 +64,7 @@ struct ProxyCommand: AsyncParsableCommand {
     var approvalTimeout = 60
     @Option(help: "A file whose bytes (32 or more) key the seal of 2026-07-28 approval states, so that several proxies honour each other's; default: a key drawn at start.")
     var approvalSecretFile: String?
-    @Option(help: "How often the policy file is checked for changes, in milliseconds (0: never).")
+    @Option(help: "How often the policy file (and the --grants file) is checked for changes, in milliseconds (0: never, and neither is reloaded).")
     var reloadIntervalMs = 500
     @Option(help: "Serve Streamable HTTP at HOST:PORT (path /mcp) instead of stdio, e.g. 127.0.0.1:8766; port 0 picks a free one (printed on stderr). 2025-11-25 clients get a server process per session; 2026-07-28 clients share one.")
     var http: String?

@@ -47,11 +47,11 @@ struct AllcanuseMockCommand: AsyncParsableCommand {
     var graceMs = 2000
     @Option(help: "Log level on stderr: trace, debug, info, notice, warning, error, critical.")
     var logLevel = "info"
-    @Flag(help: "Leave running tasks to be marked failed at the next start instead of cancelling them at exit.")
+    @Flag(help: "At exit, end running tasks without recording them cancelled: they end with the server all the same (a task never outlives it), and the next start marks them failed with the reason.")
     var keepTasks = false
     @Option(help: "Serve Streamable HTTP at HOST:PORT (path /mcp) instead of stdio, e.g. 127.0.0.1:8765; port 0 picks a free one. A request with an Origin header is admitted only from a loopback origin or one given with --allow-origin.")
     var http: String?
-    @Flag(help: "Read a repeated JSON key as lenient parsers do (the last copy wins) instead of refusing the message with -32700: for testing that a gateway in front does not forward ambiguous texts (corral conformance uses it).")
+    @Flag(help: "Read a message with a repeated JSON key as lenient parsers do (the first copy is kept, as JSONDecoder keeps it) instead of refusing the message with -32700, over stdio and HTTP: for testing that a gateway in front does not forward ambiguous texts (corral conformance uses it).")
     var acceptDuplicateKeys = false
     @Option(help: "An Origin (scheme://host[:port]) admitted over HTTP besides loopback ones; repeatable.")
     var allowOrigin: [String] = []
@@ -230,7 +230,8 @@ struct AllcanuseMockCommand: AsyncParsableCommand {
         let server = MCPHTTPServer(
             configuration: .init(
                 host: address.host, port: address.port, serverName: "allcanuse-mock", allowedOrigins: Set(allowOrigin),
-                requestTimeout: .milliseconds(httpRequestTimeoutMs), maximumConnections: httpMaxConnections),
+                requestTimeout: .milliseconds(httpRequestTimeoutMs), maximumConnections: httpMaxConnections,
+                rejectsDuplicateKeys: !acceptDuplicateKeys),
             endpoint: CoreHTTPEndpoint(core: core), logger: logger)
         // The requests run on the server's event loop: it stays awake through a create's spawn, and exits are
         // handled there, as over stdio, so that an exit wakes that one thread. An exit's commit runs on the loop

@@ -5,6 +5,8 @@ import json
 import urllib.error
 import urllib.request
 
+import pytest
+
 from conftest import call, http_server, http_session, process_state, run, tree_members
 
 
@@ -393,3 +395,21 @@ def test_keep_tasks_sigterm_ends_the_server_and_its_tasks(state_dir):
         shown = run(shown_again())
     assert shown["status"] == "failed", shown
     assert "supervisor stopped while the task was running" in shown["last_error"], shown
+
+
+@pytest.mark.parametrize("lenient", [False, True])
+def test_a_repeated_key_over_http_is_refused_unless_accepted(state_dir, lenient):
+    """A body with a repeated key is refused with -32700 (id null: which id would be the question); with
+    --accept-duplicate-keys the server reads it as lenient parsers do, keeping the first copy, over HTTP as over
+    stdio (the flag used to reach only the stdio connection)."""
+    from raw_client import meta, post
+
+    with http_server(state_dir, *(["--accept-duplicate-keys"] if lenient else [])) as url:
+        text = ('{"jsonrpc":"2.0","id":1,"method":"server/discover","params":{"_meta":' + json.dumps(meta())
+                + '},"id":2}').encode()
+        status, _, answer = post(url, None, raw=text,
+                                 headers={"MCP-Protocol-Version": "2026-07-28", "Mcp-Method": "server/discover"})
+    if lenient:
+        assert status == 200 and answer["id"] == 1 and "supportedVersions" in answer["result"], (status, answer)
+    else:
+        assert status == 400 and answer["id"] is None and answer["error"]["code"] == -32700, (status, answer)
