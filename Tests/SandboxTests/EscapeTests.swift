@@ -107,6 +107,9 @@ final class EscapeTests: XCTestCase {
         let (exit, lines, output) = try probe(BuiltinProfiles.default, ["escape", base, String(port)])
         XCTAssertEqual(exit.termination, .exited(0), output)
         assertLines(lines, expectations(network: true), output)
+        // What the watchers' check reads from the rules is what the kernel did to the probe's connect.
+        XCTAssertEqual(
+            BuiltinProfiles.default.tcpConnectRefusal(port: Int(port)) == nil, lines["connect_tcp"] == "ok errno=0", output)
     }
 
     func testNoNetworkProfile() throws {
@@ -114,6 +117,9 @@ final class EscapeTests: XCTestCase {
         let (exit, lines, output) = try probe(BuiltinProfiles.noNetwork, ["escape", base, String(port)])
         XCTAssertEqual(exit.termination, .exited(0), output)
         assertLines(lines, expectations(network: false), output)
+        // What the watchers' check reads from the rules is what the kernel did to the probe's connect.
+        XCTAssertEqual(
+            BuiltinProfiles.noNetwork.tcpConnectRefusal(port: Int(port)) == nil, lines["connect_tcp"] == "ok errno=0", output)
     }
 
     func testStrictProfile() throws {
@@ -121,6 +127,9 @@ final class EscapeTests: XCTestCase {
         let (exit, lines, output) = try probe(BuiltinProfiles.strict, ["escape", base, String(port)])
         XCTAssertEqual(exit.termination, .exited(0), output)
         assertLines(lines, expectations(network: false), output)
+        // What the watchers' check reads from the rules is what the kernel did to the probe's connect.
+        XCTAssertEqual(
+            BuiltinProfiles.strict.tcpConnectRefusal(port: Int(port)) == nil, lines["connect_tcp"] == "ok errno=0", output)
     }
 
     /// The suite can fail: with the ioctl and clone rules removed the probe gets through, and the lines show it.

@@ -21,6 +21,27 @@ final class ProfileTests: XCTestCase {
         }
     }
 
+    /// The rules a TCP connection needs: both system calls, an internet family, and the port where Landlock lists
+    /// ports (the escape tests check the built-in profiles' answers against a real connect).
+    func testTCPConnectRefusalReadsTheRules() {
+        XCTAssertNil(BuiltinProfiles.default.tcpConnectRefusal(port: 80))
+        XCTAssertNotNil(BuiltinProfiles.noNetwork.tcpConnectRefusal(port: 80))
+        XCTAssertNotNil(BuiltinProfiles.strict.tcpConnectRefusal(port: 80))
+        var profile = BuiltinProfiles.default
+        profile.deny.append(.init(syscalls: ["connect"], errno: "EACCES"))
+        XCTAssertEqual(profile.tcpConnectRefusal(port: 80), "the profile default does not allow the connect system call")
+        profile = BuiltinProfiles.default
+        profile.socketFamilies = .init(deny: ["AF_INET"])
+        XCTAssertNil(profile.tcpConnectRefusal(port: 80), "AF_INET6 is left")
+        profile.socketFamilies = .init(deny: ["AF_INET", "AF_INET6"])
+        XCTAssertNotNil(profile.tcpConnectRefusal(port: 80))
+        profile = BuiltinProfiles.default
+        profile.landlock?.tcpConnect = [80, 443]
+        XCTAssertNil(profile.tcpConnectRefusal(port: 443))
+        XCTAssertEqual(
+            profile.tcpConnectRefusal(port: 8080), "the profile default lets tasks connect only to TCP ports 80, 443")
+    }
+
     private func loadError(_ json: String) -> SandboxError? {
         do {
             _ = try ProfileLoader.load(data: Data(json.utf8), file: "bad.json")

@@ -86,6 +86,12 @@ extension AllcanuseService {
                 "the condition watcher allcanuse-watch was not found beside this server's executable; build it "
                     + "(swift build --product allcanuse-watch) or name it with ALLCANUSE_WATCH=PATH")
         }
+        if let port = Self.tcpPort(of: condition), let refusal = sandboxFloor.tcpConnectRefusal(port: port) {
+            throw ToolError(
+                "a \(condition.kind) condition is checked by a watcher task that connects over TCP, and tasks run under "
+                    + "the server's sandbox floor, which forbids it: \(refusal); start allcanuse-mock with a "
+                    + "--sandbox-floor that allows TCP connections to wait on ports or URLs")
+        }
         var arguments = [executable, condition.kind, condition.jsonValue.jsonString(), "--poll-ms", String(max(1, pollInterval))]
         if once { arguments.append("--once") }
         var descriptor: WatcherDescriptor?
@@ -113,6 +119,15 @@ extension AllcanuseService {
         if isInternal { fields["internal"] = true } else { fields["idle_status"] = "waiting_for_condition" }
         spec.metadata = .object(fields)
         return (spec, descriptor)
+    }
+
+    /// The TCP port a port or HTTP watcher connects to first (an HTTP redirect may lead elsewhere).
+    private static func tcpPort(of condition: WatchCondition) -> Int? {
+        switch condition {
+        case .port(let port): port.port
+        case .http(let http): (try? HTTPTarget(http.url))?.port
+        default: nil
+        }
     }
 
     /// A descriptor handed to a watcher, and when the server's copy may go.

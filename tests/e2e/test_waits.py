@@ -99,6 +99,41 @@ def test_duty_wait_for_port_on_a_listener(state_dir):
         run(scenario())
 
 
+@pytest.mark.parametrize("floor", ["no-network", "strict"])
+def test_port_and_http_waits_under_a_floor_without_tcp_say_why_at_once(state_dir, site, watched, floor):
+    """Watchers run as tasks, under the server's --sandbox-floor. Under one that forbids TCP connections they used to
+    fail every check until their timeout ("Operation not permitted"); the call is now refused at once, saying why,
+    for the wait tools and the watcher task types alike. Other conditions still work under the floor."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+
+        async def scenario():
+            async with mock_session(state_dir, "--sandbox-floor", floor) as session:
+                began = time.monotonic()
+                refusals = [
+                    await call(session, "wait_for_port", {"host": "127.0.0.1", "port": port, "timeout_ms": 10000},
+                               expect_error=True),
+                    await call(session, "wait_for_http", {"url": site + "/probe", "timeout_ms": 10000},
+                               expect_error=True),
+                    await call(session, "create_background_task", {
+                        "title": "p", "goal": "g", "task_type": "wait_port",
+                        "condition": {"host": "127.0.0.1", "port": port}}, expect_error=True),
+                ]
+                assert time.monotonic() - began < 5
+                for refusal in refusals:
+                    text = refusal.content[0].text
+                    assert "sandbox floor" in text and f"the profile {floor}" in text, text
+                # A file watcher needs no network: it still runs under the floor.
+                path = watched / "ready.txt"
+                path.write_text("ready")
+                found = await call(session, "wait_for_file", {"path": str(path), "timeout_ms": 5000,
+                                                              "poll_interval_ms": 50})
+                assert found["ok"], found
+        run(scenario())
+
+
 def test_duty_wait_for_http_200_with_text(state_dir, site):
     async def scenario():
         async with mock_session(state_dir) as session:
