@@ -406,3 +406,36 @@ def test_corral_exec_leaves_nothing_running(task_user_cwd):
     process.wait()
     time.sleep(1)
     assert subprocess.run(["pgrep", "-f", "^" + marker], capture_output=True).returncode == 1
+
+
+def test_task_user_and_workspace_take_effect(state_dir, reachable):
+    """--task-user: tasks run as that uid and gid (not the default task user); --workspace: a task may take a cwd
+    inside it and write there, a cwd outside it is refused before anything runs."""
+    workspace = pathlib.Path(tempfile.mkdtemp(prefix="corral-workspace-", dir=reachable))
+    os.chown(workspace, 65534, 65534)
+    outside = pathlib.Path(tempfile.mkdtemp(prefix="corral-outside-", dir=reachable))
+    try:
+        async def scenario():
+            async with mock_session(state_dir, "--task-user", "65534:65534", "--workspace", str(workspace)) as session:
+                made = await call(session, "create_background_task", {
+                    "title": "t", "goal": "g", "task_type": "command", "condition": {
+                        "argv": ["/bin/sh", "-c", "id -u; id -g; echo made > made.txt"], "cwd": str(workspace)}})
+                done = await call(session, "wait_for_background_task", {"task_id": made["task_id"], "timeout_ms": 10000})
+                assert done["last_result"]["status"] == "completed", done
+                output = await call(session, "get_task_output", {"task_id": made["task_id"]})
+                assert output["text"].split() == ["65534", "65534"], output
+                assert made["uid"] == 65534 and made["gid"] == 65534, made
+                refused = await call(session, "create_background_task", {
+                    "title": "t", "goal": "g", "task_type": "command",
+                    "condition": {"argv": ["/bin/true"], "cwd": str(outside)}}, expect_error=True)
+                assert "workspace" in refused.content[0].text, refused.content
+
+        run(scenario())
+        written = workspace / "made.txt"
+        assert written.read_text() == "made\n" and written.stat().st_uid == 65534
+        assert list(outside.iterdir()) == []
+    finally:
+        for directory in (workspace, outside):
+            for entry in directory.iterdir():
+                entry.unlink()
+            directory.rmdir()

@@ -221,6 +221,34 @@ def test_a_stopped_database_denies_then_the_proxy_recovers_by_itself(setup, data
     assert tools.count("list_background_tasks") == 2, "nothing was allowed while the store was down"
 
 
+def test_store_fail_open_allows_uncounted_and_audits_it_while_the_database_is_down(setup, database, cluster):
+    """--store-fail-open: while the store cannot be reached a counted call is allowed, uncounted, and its audit line
+    says so (rule policy_store_fail_open); once the store is back, counting resumes."""
+    with mock(setup) as upstream, Proxies(setup, upstream, database, 1, "--store-fail-open") as proxies:
+        token = TOKENS["team-a"]
+        url = proxies.urls[0]
+        assert not denied(call(url, token, "list_background_tasks", {}))
+        cluster.stop()
+        try:
+            result = call(url, token, "list_background_tasks", {})
+            assert not denied(result), result
+        finally:
+            cluster.start()
+        deadline = time.monotonic() + 30
+        while True:
+            result = call(url, token, "list_background_tasks", {})
+            assert not denied(result), result
+            last = json.loads((setup["tmp"] / "audit-i0.jsonl").read_text().splitlines()[-1])
+            if last["rule"] != "policy_store_fail_open":
+                break
+            assert time.monotonic() < deadline, "the store never came back into use"
+            time.sleep(0.5)
+    rules = [json.loads(line)["rule"] for line in (setup["tmp"] / "audit-i0.jsonl").read_text().splitlines()]
+    assert rules[0] != "policy_store_fail_open" and rules[1] == "policy_store_fail_open", rules
+    assert rules[-1] != "policy_store_fail_open", rules
+    assert [c["tool"] for c in mock_calls(setup)].count("list_background_tasks") == len(rules)
+
+
 def test_an_approval_accepted_on_one_instance_cannot_be_replayed_on_another(setup, database):
     with mock(setup) as upstream, Proxies(setup, upstream, database, 2) as proxies:
         a, b = proxies.urls

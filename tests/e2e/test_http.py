@@ -413,3 +413,74 @@ def test_a_repeated_key_over_http_is_refused_unless_accepted(state_dir, lenient)
         assert status == 200 and answer["id"] == 1 and "supportedVersions" in answer["result"], (status, answer)
     else:
         assert status == 400 and answer["id"] is None and answer["error"]["code"] == -32700, (status, answer)
+
+
+def check_allowed_origins(url):
+    """An HTTP endpoint started with --allow-origin https://app.example --allow-origin http://dev.example:8080:
+    those two and loopback origins are admitted in both eras; any other, however close, is refused with 403."""
+    from raw_client import modern_request, post
+
+    modern = modern_request(1, "server/discover")
+    modern_headers = {"MCP-Protocol-Version": "2026-07-28", "Mcp-Method": "server/discover"}
+    legacy = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "origin-e2e", "version": "1"}}}
+    for origin in ["https://app.example", "http://dev.example:8080", "http://localhost:5173"]:
+        assert post(url, modern, modern_headers | {"Origin": origin})[0] == 200, origin
+        assert post(url, legacy, {"Origin": origin})[0] == 200, origin
+    for origin in ["https://evil.example", "https://app.example.evil.example", "http://app.example",
+                   "https://app.example:8443", "http://dev.example", "https://APP.example.", "null"]:
+        for message, headers in [(modern, modern_headers), (legacy, {})]:
+            status, _, answer = post(url, message, headers | {"Origin": origin})
+            assert status == 403 and answer["error"]["code"] == -32600, (origin, status, answer)
+
+
+def test_allow_origin_admits_the_origins_it_names_and_no_other(state_dir):
+    with http_server(state_dir, "--allow-origin", "https://app.example", "--allow-origin",
+                     "http://dev.example:8080") as url:
+        check_allowed_origins(url)
+    with http_server(state_dir) as url:
+        from raw_client import modern_request, post
+
+        status, _, _ = post(url, modern_request(1, "server/discover"), {
+            "MCP-Protocol-Version": "2026-07-28", "Mcp-Method": "server/discover", "Origin": "https://app.example"})
+        assert status == 403, "an origin admitted only by a flag was admitted without it"
+
+
+@pytest.mark.parametrize("level, shown, hidden", [
+    ("debug", ["debug", "info"], []), ("info", ["info"], ["debug"]), ("error", [], ["debug", "info"])])
+def test_log_level_sets_what_reaches_stderr(state_dir, level, shown, hidden):
+    """--log-level: log lines on stderr are at that level or above. A connection that never sends its request is
+    closed after --http-request-timeout-ms with a debug line; start and stop are logged at info."""
+    import signal
+    import socket
+    import subprocess
+    import time
+
+    from conftest import MOCK
+
+    process = subprocess.Popen([str(MOCK), "--http", "127.0.0.1:0", "--state-dir", state_dir, "--log-level", level,
+                                "--http-request-timeout-ms", "100"], stderr=subprocess.PIPE, text=True)
+    try:
+        lines = []
+        for line in process.stderr:
+            lines.append(line)
+            if "allcanuse-mock: listening on" in line:
+                break
+        host, port = lines[-1].split("http://")[1].split("/")[0].rsplit(":", 1)
+        with socket.create_connection((host, int(port))) as silent:
+            silent.settimeout(5)
+            assert silent.recv(1) == b"", "the silent connection was not closed"
+        time.sleep(0.1)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=15) == 0
+        lines += process.stderr.readlines()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    levels = {line.split()[1] for line in lines if len(line.split()) > 2}
+    for name in shown:
+        assert name in levels, (level, lines)
+    for name in hidden:
+        assert name not in levels, (level, lines)
+    assert any("did not arrive whole" in line for line in lines) == (level == "debug"), lines

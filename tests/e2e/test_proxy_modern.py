@@ -333,3 +333,16 @@ def test_a_listen_through_the_http_proxy_acknowledges_only_what_it_will_honour(s
         assert status == 200 and created["result"]["resultType"] == "task", created
         task_id = created["result"]["taskId"]
         pass
+
+
+def test_http_proxy_allow_origin_admits_the_origins_it_names_and_no_other(state_dir, tmp_path):
+    """The proxy's own HTTP endpoint checks Origin as the mock's does, with its own --allow-origin."""
+    from conftest import listening
+    from test_http import check_allowed_origins
+
+    policy = policy_file(tmp_path)
+    args = [str(CORRAL), "proxy", "--http", "127.0.0.1:0", "--policy", str(policy),
+            "--allow-origin", "https://app.example", "--allow-origin", "http://dev.example:8080",
+            "--", str(MOCK), "--state-dir", state_dir]
+    with listening(args, "corral proxy") as url:
+        check_allowed_origins(url)

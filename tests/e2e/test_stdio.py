@@ -143,6 +143,8 @@ def test_bad_flags_are_refused_before_the_state_directory_is_touched(tmp_path):
         (["--busy-poll-us", "200000"], "--busy-poll-us wants 0 to 100000 microseconds"),
         (["--http-request-timeout-ms", "0"], "--http-request-timeout-ms must be at least 1"),
         (["--http-max-connections", "0"], "--http-max-connections must be at least 1"),
+        (["--log-level", "verbose"], "unknown --log-level verbose"),
+        (["--sandbox-floor", "lenient"], "lenient"),
     ]:
         done = subprocess.run([str(MOCK), "--state-dir", str(state), *args], capture_output=True, text=True,
                               stdin=subprocess.DEVNULL, timeout=20)
