@@ -234,7 +234,8 @@ public enum FuzzEntryPoints {
     private static func checkAccepts(_ headers: HTTPHeaderView) throws(Violation) {
         guard let accept = headers["accept"], accept.utf8.allSatisfy({ $0 < 0x80 }) else { return }
         for sse in [false, true] where HTTPRules.accepts(headers, sse: sse) != referenceAccepts(accept, sse: sse) {
-            throw Violation(description: "Accept \(accept.debugDescription) (sse: \(sse)) read otherwise than the reference")
+            throw Violation(
+                description: "Accept \(accept.debugDescription) (sse: \(sse)) read otherwise than the reference")
         }
     }
 

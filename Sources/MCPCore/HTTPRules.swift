@@ -130,7 +130,9 @@ public enum HTTPRules {
                 || ASCII.equal(range, lowercase: "text/event-stream")
             {
                 self = .anything
-            } else if ASCII.equal(range, lowercase: "application/*") || ASCII.equal(range, lowercase: "application/json") {
+            } else if ASCII.equal(range, lowercase: "application/*")
+                || ASCII.equal(range, lowercase: "application/json")
+            {
                 self = .json
             } else {
                 self = .other

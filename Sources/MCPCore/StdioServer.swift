@@ -43,8 +43,8 @@ public final class StdioServerConnection: Sendable {
     private let loop: ReadLoop?
 
     /// Over two file descriptors; `start()` begins reading.
-    /// `rejectsDuplicateKeys: false` reads a repeated key as lenient parsers do (the first copy is kept, as JSONDecoder keeps it): for a mock
-    /// that must behave like such a server.
+    /// `rejectsDuplicateKeys: false` reads a repeated key as lenient parsers do (the first copy is kept, as
+    /// JSONDecoder keeps it): for a mock that must behave like such a server.
     /// `busyPoll`: how long the reading thread spins before it sleeps (see `ReadLoop.init(busyPoll:)`).
     public convenience init(
         core: MCPServerCore, input: Int32 = STDIN_FILENO, output: Int32 = STDOUT_FILENO, connectionID: String,

@@ -48,7 +48,8 @@ public final class MCPHTTPServer: Sendable {
         /// body is read); a legacy session is then used by the principal that opened it only (403 otherwise).
         public var authenticator: (any BearerAuthenticator)?
         /// Whether a body with a repeated JSON key is refused (-32700), as it should be; false reads it as lenient
-        /// parsers do (the first copy is kept, as JSONDecoder keeps it), for a mock that tests what a gateway in front forwards.
+        /// parsers do (the first copy is kept, as JSONDecoder keeps it), for a mock that tests what a gateway in
+        /// front of it forwards.
         public var rejectsDuplicateKeys: Bool
 
         public init(

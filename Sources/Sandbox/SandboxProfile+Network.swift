@@ -17,7 +17,8 @@ extension SandboxProfile {
             }
         }
         if let ports = landlock?.tcpConnect, !ports.contains(where: { Int($0) == port }) {
-            return "the profile \(name) lets tasks connect only to TCP ports \(ports.map(String.init).joined(separator: ", "))"
+            let listed = ports.map(String.init).joined(separator: ", ")
+            return "the profile \(name) lets tasks connect only to TCP ports \(listed)"
         }
         return nil
     }

@@ -29,7 +29,8 @@ final class ProfileTests: XCTestCase {
         XCTAssertNotNil(BuiltinProfiles.strict.tcpConnectRefusal(port: 80))
         var profile = BuiltinProfiles.default
         profile.deny.append(.init(syscalls: ["connect"], errno: "EACCES"))
-        XCTAssertEqual(profile.tcpConnectRefusal(port: 80), "the profile default does not allow the connect system call")
+        XCTAssertEqual(
+            profile.tcpConnectRefusal(port: 80), "the profile default does not allow the connect system call")
         profile = BuiltinProfiles.default
         profile.socketFamilies = .init(deny: ["AF_INET"])
         XCTAssertNil(profile.tcpConnectRefusal(port: 80), "AF_INET6 is left")

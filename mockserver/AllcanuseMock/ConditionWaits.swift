@@ -88,8 +88,8 @@ extension AllcanuseService {
         }
         if let port = Self.tcpPort(of: condition), let refusal = sandboxFloor.tcpConnectRefusal(port: port) {
             throw ToolError(
-                "a \(condition.kind) condition is checked by a watcher task that connects over TCP, and tasks run under "
-                    + "the server's sandbox floor, which forbids it: \(refusal); start allcanuse-mock with a "
+                "a \(condition.kind) condition is checked by a watcher task that connects over TCP, and tasks run "
+                    + "under the server's sandbox floor, which forbids it: \(refusal); start allcanuse-mock with a "
                     + "--sandbox-floor that allows TCP connections to wait on ports or URLs")
         }
         var arguments = [executable, condition.kind, condition.jsonValue.jsonString(), "--poll-ms", String(max(1, pollInterval))]
