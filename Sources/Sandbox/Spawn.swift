@@ -219,6 +219,31 @@ public final class ChildProcess: Sendable {
         return kill(-pid, signal) == 0
     }
 
+    /// What a non-blocking reap found.
+    public enum ReapOutcome: Sendable {
+        case exited(ExitInfo)
+        case running
+        /// Not a child of this process (any more): someone reaped it, or it never was.
+        case notAChild
+    }
+
+    /// Reaps the child if it has exited, saying whether it runs on or is no child to reap.
+    public func tryReap() -> ReapOutcome {
+        var info = corral_exit_info()
+        switch corral_reap(pid, &info) {
+        case 1: return .exited(ExitInfo(info))
+        case 0: return .running
+        default: return .notAChild
+        }
+    }
+
+    /// Whether the child has exited (its pidfd is readable); false without a pidfd, where only a reap can tell.
+    public var hasExited: Bool {
+        guard pidfd >= 0 else { return false }
+        var descriptor = pollfd(fd: pidfd, events: Int16(POLLIN), revents: 0)
+        return poll(&descriptor, 1, 0) == 1
+    }
+
     /// Reaps the child if it has exited (non-blocking).
     public func reap() -> ExitInfo? {
         var info = corral_exit_info()

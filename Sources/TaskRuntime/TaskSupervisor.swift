@@ -1523,8 +1523,8 @@ public actor TaskSupervisor {
 
     // MARK: - Shutdown and recovery
 
-    /// Stops the supervisor: running tasks are cancelled (or, with `cancelRunning: false`, left to the parent-death
-    /// signal and marked failed at the next start), then the thread and the lock are released.
+    /// Stops the supervisor: running tasks are cancelled (or, with `cancelRunning: false`, killed without a record
+    /// and marked failed at the next start), then the thread and the lock are released.
     public func shutdown(cancelRunning: Bool = true) async {
         guard !isShutDown else { return }
         isShutDown = true
@@ -1536,7 +1536,7 @@ public actor TaskSupervisor {
                 }
             }
         }
-        endKeptTasks()
+        await endKeptTasks()
         await keeperReady()
         if let keeper {
             await reactor.perform { keeper.stop() }
@@ -1568,23 +1568,34 @@ public actor TaskSupervisor {
     /// never outlive it, and the next start marks them failed. They are killed and reaped here, unrecorded, before
     /// the keeper goes: a PID namespace's init cannot finish dying while a process of its namespace waits to be
     /// reaped, and stopping the keeper blocks the reactor's thread, which may be the one that would reap it (an HTTP
-    /// server with `--keep-tasks` hung at SIGTERM).
-    private func endKeptTasks() {
-        for task in live.values where !task.exitSeen {
+    /// server with `--keep-tasks` hung at SIGTERM). A task that had already exited is recorded as it ended.
+    private func endKeptTasks() async {
+        for (taskID, task) in live where !task.exitSeen && task.process.hasExited {
+            await processExited(taskID)
+        }
+        let kept = live.values.filter { !$0.exitSeen }
+        for task in kept {
             killTree(task)
             task.exitSeen = true
             task.timeoutTimer?.cancel()
-            // SIGKILL ends a process at once, stopped or frozen; bounded all the same (one in uninterruptible
-            // sleep ends when its I/O does).
-            let deadline = ContinuousClock.now + .seconds(2)
-            while task.process.reap() == nil {
-                guard ContinuousClock.now < deadline else {
-                    logger.warning("task \(task.record.taskID) did not end within 2 s of SIGKILL at shutdown")
-                    break
-                }
-                var descriptor = pollfd(fd: task.process.pidfd, events: Int16(POLLIN), revents: 0)
-                if task.process.pidfd < 0 || poll(&descriptor, 1, 50) < 0 { usleep(1000) }
+        }
+        // SIGKILL ends a process at once, stopped or frozen; bounded all the same (one in uninterruptible sleep ends
+        // when its I/O does), with one deadline for all.
+        var waiting = kept
+        let deadline = ContinuousClock.now + .seconds(2)
+        while true {
+            waiting.removeAll { task in
+                if case .running = task.process.tryReap() { return false }
+                return true
             }
+            if waiting.isEmpty { return }
+            guard ContinuousClock.now < deadline else {
+                for task in waiting {
+                    logger.warning("task \(task.record.taskID) did not end within 2 s of SIGKILL at shutdown")
+                }
+                return
+            }
+            try? await Task.sleep(for: .milliseconds(1))
         }
     }
 

@@ -371,12 +371,16 @@ def test_keep_tasks_sigterm_ends_the_server_and_its_tasks(state_dir):
         async def create():
             async with http_session(url) as session:
                 task = await call(session, "create_background_task", {
-                    "title": "kept", "goal": "g", "task_type": "command", "condition": {"argv": ["/bin/sleep", "600"]}})
+                    "title": "kept", "goal": "g", "task_type": "command",
+                    "condition": {"argv": ["/bin/sh", "-c", "sleep 600 & wait"]}})
                 shown = await call(session, "get_background_task", {"task_id": task["task_id"]})
                 return task["task_id"], shown["pid"]
 
         task_id, pid = run(create())
-        assert process_state(pid) is not None
+        deadline = time.monotonic() + 5
+        while len(tree_members(pid)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert len(tree_members(pid)) >= 2, "the task's shell and its sleep"
         process.send_signal(signal.SIGTERM)
         began = time.monotonic()
         assert process.wait(timeout=15) == 0
@@ -385,7 +389,7 @@ def test_keep_tasks_sigterm_ends_the_server_and_its_tasks(state_dir):
         if process.poll() is None:
             process.kill()
             process.wait()
-    assert process_state(pid) is None
+    assert process_state(pid) is None and tree_members(pid) == []
 
     with http_server(state_dir) as url:
         async def shown_again():

@@ -297,9 +297,13 @@ def test_keep_tasks_ends_the_server_and_its_tasks(state_dir, stop):
     client = RawStdio(state_dir, "--keep-tasks")
     try:
         task = client.call("create_background_task", {
-            "title": "kept", "goal": "g", "task_type": "command", "condition": {"argv": ["/bin/sleep", "600"]}})
+            "title": "kept", "goal": "g", "task_type": "command",
+            "condition": {"argv": ["/bin/sh", "-c", "sleep 600 & wait"]}})
         pid = client.call("get_background_task", {"task_id": task["structuredContent"]["task_id"]})["structuredContent"]["pid"]
-        assert process_state(pid) is not None
+        deadline = time.monotonic() + 5
+        while len(tree_members(pid)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert len(tree_members(pid)) >= 2, "the task's shell and its sleep"
         began = time.monotonic()
         if stop == "sigterm":
             client.process.send_signal(signal.SIGTERM)
@@ -309,7 +313,7 @@ def test_keep_tasks_ends_the_server_and_its_tasks(state_dir, stop):
         assert time.monotonic() - began < 5
     finally:
         client.close()
-    assert process_state(pid) is None
+    assert process_state(pid) is None and tree_members(pid) == []
     with RawStdio(state_dir) as again:
         shown = again.call("get_background_task", {"task_id": task["structuredContent"]["task_id"]})["structuredContent"]
     assert shown["status"] == "failed", shown
