@@ -41,6 +41,15 @@ final class ServiceTests: XCTestCase {
         return try await call("create_background_task", .object(arguments))
     }
 
+    /// The family a watcher's target needs: an address literal's own, either for a name.
+    func testAddressFamiliesOfAWatchersHost() {
+        XCTAssertEqual(AllcanuseService.addressFamilies(of: "127.0.0.1"), ["AF_INET"])
+        XCTAssertEqual(AllcanuseService.addressFamilies(of: "::1"), ["AF_INET6"])
+        XCTAssertEqual(AllcanuseService.addressFamilies(of: "[::1]"), ["AF_INET6"])
+        XCTAssertEqual(AllcanuseService.addressFamilies(of: "localhost"), ["AF_INET", "AF_INET6"])
+        XCTAssertEqual(AllcanuseService.addressFamilies(of: "1.2.3"), ["AF_INET", "AF_INET6"], "not a literal")
+    }
+
     func testCreateRunsARealSandboxedProcessAndWaitReportsCompletion() async throws {
         let task = try await commandTask(["command": "echo hello; grep '^Seccomp:' /proc/self/status"])
         XCTAssertEqual(task["status"], "running")

@@ -21,26 +21,51 @@ final class ProfileTests: XCTestCase {
         }
     }
 
-    /// The rules a TCP connection needs: both system calls, an internet family, and the port where Landlock lists
-    /// ports (the escape tests check the built-in profiles' answers against a real connect).
+    /// The rules a TCP connection needs, read as the seccomp compiler and the Landlock preparation apply them: both
+    /// system calls (an allow-list profile allows `socket` through its family rule), a family of the target's, and
+    /// the port where Landlock restricts TCP and the kernel enforces it (the escape tests check the built-in
+    /// profiles' answers against a real connect).
     func testTCPConnectRefusalReadsTheRules() {
         XCTAssertNil(BuiltinProfiles.default.tcpConnectRefusal(port: 80))
-        XCTAssertNotNil(BuiltinProfiles.noNetwork.tcpConnectRefusal(port: 80))
-        XCTAssertNotNil(BuiltinProfiles.strict.tcpConnectRefusal(port: 80))
+        XCTAssertEqual(
+            BuiltinProfiles.noNetwork.tcpConnectRefusal(port: 80),
+            "the profile no-network allows only sockets of the families AF_UNIX")
+        XCTAssertEqual(
+            BuiltinProfiles.strict.tcpConnectRefusal(port: 80),
+            "the profile strict allows only sockets of the families AF_UNIX")
+        // An allow-list profile with an internet family can connect, though `socket` is not in its allow list.
+        var strictWithInternet = BuiltinProfiles.strict
+        strictWithInternet.socketFamilies = .init(allow: ["AF_UNIX", "AF_INET"])
+        XCTAssertNil(strictWithInternet.tcpConnectRefusal(port: 80, families: ["AF_INET"]))
+        XCTAssertNotNil(strictWithInternet.tcpConnectRefusal(port: 80, families: ["AF_INET6"]))
+        // The allow list wins over a deny list, as in the filter.
+        strictWithInternet.socketFamilies = .init(allow: ["AF_INET"], deny: ["AF_INET"])
+        XCTAssertNil(strictWithInternet.tcpConnectRefusal(port: 80, families: ["AF_INET"]))
         var profile = BuiltinProfiles.default
         profile.deny.append(.init(syscalls: ["connect"], errno: "EACCES"))
         XCTAssertEqual(
             profile.tcpConnectRefusal(port: 80), "the profile default does not allow the connect system call")
+        var allowList = BuiltinProfiles.strict
+        allowList.socketFamilies = nil
+        XCTAssertEqual(
+            allowList.tcpConnectRefusal(port: 80), "the profile strict does not allow the socket system call")
         profile = BuiltinProfiles.default
         profile.socketFamilies = .init(deny: ["AF_INET"])
-        XCTAssertNil(profile.tcpConnectRefusal(port: 80), "AF_INET6 is left")
-        profile.socketFamilies = .init(deny: ["AF_INET", "AF_INET6"])
-        XCTAssertNotNil(profile.tcpConnectRefusal(port: 80))
+        XCTAssertNil(profile.tcpConnectRefusal(port: 80), "a host name may resolve to AF_INET6")
+        XCTAssertEqual(
+            profile.tcpConnectRefusal(port: 80, families: ["AF_INET"]), "the profile default denies AF_INET sockets")
         profile = BuiltinProfiles.default
         profile.landlock?.tcpConnect = [80, 443]
-        XCTAssertNil(profile.tcpConnectRefusal(port: 443))
+        XCTAssertNil(profile.tcpConnectRefusal(port: 443, landlockABI: 4))
         XCTAssertEqual(
-            profile.tcpConnectRefusal(port: 8080), "the profile default lets tasks connect only to TCP ports 80, 443")
+            profile.tcpConnectRefusal(port: 8080, landlockABI: 4),
+            "the profile default lets tasks connect to TCP ports 80, 443 only")
+        XCTAssertNil(profile.tcpConnectRefusal(port: 8080, landlockABI: 3), "Landlock before ABI 4 leaves TCP alone")
+        profile.landlock?.tcpConnect = nil
+        profile.landlock?.tcpBind = [8080]
+        XCTAssertEqual(
+            profile.tcpConnectRefusal(port: 8080, landlockABI: 4),
+            "the profile default lets tasks connect to no TCP port")
     }
 
     private func loadError(_ json: String) -> SandboxError? {

@@ -86,7 +86,9 @@ extension AllcanuseService {
                 "the condition watcher allcanuse-watch was not found beside this server's executable; build it "
                     + "(swift build --product allcanuse-watch) or name it with ALLCANUSE_WATCH=PATH")
         }
-        if let port = Self.tcpPort(of: condition), let refusal = sandboxFloor.tcpConnectRefusal(port: port) {
+        if let (host, port) = Self.tcpTarget(of: condition),
+            let refusal = sandboxFloor.tcpConnectRefusal(port: port, families: Self.addressFamilies(of: host))
+        {
             throw ToolError(
                 "a \(condition.kind) condition is checked by a watcher task that connects over TCP, and tasks run "
                     + "under the server's sandbox floor, which forbids it: \(refusal); start allcanuse-mock with a "
@@ -121,13 +123,22 @@ extension AllcanuseService {
         return (spec, descriptor)
     }
 
-    /// The TCP port a port or HTTP watcher connects to first (an HTTP redirect may lead elsewhere).
-    private static func tcpPort(of condition: WatchCondition) -> Int? {
+    /// Where a port or HTTP watcher connects first (an HTTP redirect may lead elsewhere).
+    private static func tcpTarget(of condition: WatchCondition) -> (host: String, port: Int)? {
         switch condition {
-        case .port(let port): port.port
-        case .http(let http): (try? HTTPTarget(http.url))?.port
-        default: nil
+        case .port(let port): return (port.host, port.port)
+        case .http(let http): return (try? HTTPTarget(http.url)).map { ($0.host, $0.port) }
+        default: return nil
         }
+    }
+
+    /// The socket family an address literal needs; a name may resolve to either.
+    static func addressFamilies(of host: String) -> Set<String> {
+        let bare = host.hasPrefix("[") && host.hasSuffix("]") ? String(host.dropFirst().dropLast()) : host
+        var address = in6_addr()
+        if inet_pton(AF_INET, bare, &address) == 1 { return ["AF_INET"] }
+        if inet_pton(AF_INET6, bare, &address) == 1 { return ["AF_INET6"] }
+        return ["AF_INET", "AF_INET6"]
     }
 
     /// A descriptor handed to a watcher, and when the server's copy may go.
