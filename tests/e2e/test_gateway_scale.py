@@ -400,3 +400,53 @@ def test_a_stdio_proxy_keeps_stdout_for_mcp_when_the_store_goes_away(setup, data
         rest, errors = process.communicate(timeout=20)  # closes the proxy's stdin: it and its server end
     assert all(json.loads(line) for line in rest.splitlines() if line.strip())
     assert "unavailable" in errors and "reachable again" in errors, errors
+
+
+def test_grants_are_reloaded_when_their_file_changes_and_a_bad_file_keeps_the_old_ones(setup):
+    """--grants is reloaded every --reload-interval-ms: a token added to the file works without a restart, a token
+    taken out stops working, and a file that does not parse keeps the grants in force."""
+    newcomer = "token-of-team-c-" + "c" * 16
+
+    def write(grants):
+        setup["grants"].write_text(json.dumps({"grants": [
+            {"id": grant, "token_sha256": hashlib.sha256(token.encode()).hexdigest()} for grant, token in grants]}))
+
+    def status_of(url, token):
+        return modern(url, token, "tools/call", {"name": "get_scheduler_time", "arguments": {}},
+                      name="get_scheduler_time")[0]
+
+    def eventually(url, token, expected):
+        deadline = time.monotonic() + 10
+        while status_of(url, token) != expected:
+            assert time.monotonic() < deadline, f"{token[:14]}… never got {expected}"
+            time.sleep(0.1)
+
+    with mock(setup) as upstream, Proxies(setup, upstream, "memory", 1, "--reload-interval-ms", "100") as proxies:
+        url = proxies.urls[0]
+        assert status_of(url, TOKENS["team-a"]) == 200
+        assert status_of(url, newcomer) == 401
+        write([("team-a", TOKENS["team-a"]), ("team-c", newcomer)])
+        eventually(url, newcomer, 200)
+        setup["grants"].write_text("{not json")
+        time.sleep(0.5)
+        assert status_of(url, newcomer) == 200 and status_of(url, TOKENS["team-a"]) == 200
+        write([("team-c", newcomer)])
+        eventually(url, TOKENS["team-a"], 401)
+        assert status_of(url, newcomer) == 200
+
+
+def test_a_sqlite_store_gives_proxies_on_one_machine_exact_shared_counters(setup, tmp_path):
+    """--store sqlite:PATH: two proxy instances on one file share their counters exactly (10 a day for the grant,
+    however the calls are spread), and the count outlives a restart of both."""
+    store = f"sqlite:{tmp_path / 'counters.sqlite'}"
+    with mock(setup) as upstream:
+        with Proxies(setup, upstream, store, 2) as proxies:
+            allowed = [not denied(call(proxies.urls[n % 2], TOKENS["team-a"], "list_background_tasks", {}))
+                       for n in range(7)]
+            assert all(allowed), allowed
+            proxies.restart()
+            allowed = [not denied(call(proxies.urls[n % 2], TOKENS["team-a"], "list_background_tasks", {}))
+                       for n in range(5)]
+            assert allowed == [True, True, True, False, False], allowed
+            assert not denied(call(proxies.urls[1], TOKENS["team-b"], "list_background_tasks", {})), "another grant"
+    assert [c["tool"] for c in mock_calls(setup)].count("list_background_tasks") == 11
