@@ -24,11 +24,8 @@ extension ModernEnvelope {
     /// caller has it. Nil when the text is not one message, or its `params` is missing, or `params` or its `_meta` is
     /// not an object or repeats: the caller rewrites the parsed request then.
     public static func strippedRequest(_ data: Data, summary: JSONMessageSummary? = nil) -> Data? {
-        guard let params = (summary ?? JSONValue.summarizeMessage(data))?.paramsSpan else { return nil }
-        return data.withUnsafeBytes { bytes -> Data? in
-            guard bytes[params.lowerBound] == UInt8(ascii: "{"),
-                let members = JSONValue.memberSpans(bytes, objectAt: params.lowerBound)?.members
-            else { return nil }
+        TextRewrite.withMembers(of: data, at: (summary ?? JSONValue.summarizeMessage(data))?.paramsSpan) {
+            bytes, _, members -> Data? in
             var metaIndex: Int?
             for (index, member) in members.enumerated() where member.key == "_meta" {
                 guard metaIndex == nil else { return nil }
@@ -108,11 +105,8 @@ public struct AnswerStamp: Sendable {
 
     /// `ServerDescription.stampedAnswer`; `summary`: the line's skim, when the caller has it.
     public func stamped(_ line: Data, method: String, summary: JSONMessageSummary? = nil) -> Data? {
-        guard let result = (summary ?? JSONValue.summarizeMessage(line))?.resultSpan else { return nil }
-        return line.withUnsafeBytes { bytes -> Data? in
-            guard bytes[result.lowerBound] == UInt8(ascii: "{"),
-                let inner = JSONValue.memberSpans(bytes, objectAt: result.lowerBound)?.members
-            else { return nil }
+        TextRewrite.withMembers(of: line, at: (summary ?? JSONValue.summarizeMessage(line))?.resultSpan) {
+            bytes, result, inner -> Data? in
             var resultType: JSONValue?
             var hasTTL = false
             var hasScope = false
@@ -154,6 +148,19 @@ struct TextRewrite {
     private var bytes: [UInt8] = []
 
     init(capacity: Int) { bytes.reserveCapacity(capacity) }
+
+    /// `body` over the members of the object that lies at `span` in `text` (a skim's `params` or `result`), with
+    /// the text's bytes; nil without a span or when its value is not an object.
+    static func withMembers(
+        of text: Data, at span: Range<Int>?,
+        _ body: (UnsafeRawBufferPointer, Range<Int>, [JSONMemberSpan]) -> Data?
+    ) -> Data? {
+        guard let span else { return nil }
+        return text.withUnsafeBytes { bytes in
+            guard let members = JSONValue.memberSpans(bytes, objectAt: span.lowerBound)?.members else { return nil }
+            return body(bytes, span, members)
+        }
+    }
 
     var data: Data { Data(bytes) }
 
