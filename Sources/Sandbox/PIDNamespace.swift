@@ -75,10 +75,7 @@ public final class PIDNamespaceKeeper: Sendable {
     }
 
     /// Whether the keeper (and so the namespace) is still there; a namespace whose init died takes no new process.
-    public var isAlive: Bool {
-        var descriptor = pollfd(fd: keeper.pidfd, events: Int16(POLLIN), revents: 0)
-        return poll(&descriptor, 1, 0) == 0
-    }
+    public var isAlive: Bool { !keeper.hasExited }
 
     /// Ends the namespace: every process still in it is killed by the kernel.
     public func stop() {
